@@ -1,0 +1,47 @@
+# NeuralMatrix accelerator toolkit. Every target works on a fresh clone: it sets up .venv first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CONFIG ?= default
+RTL_PRESETS ?= tiny default ecp5
+MODEL ?= mlp
+PYTEST_WORKERS ?= auto
+export AMARANTH_USE_YOSYS := builtin
+
+.PHONY: setup rtl sim test test-slow lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev]'
+	touch $(STAMP)
+
+## Verilog for each preset in RTL_PRESETS, named with the config fingerprint, under build/rtl/.
+rtl: $(STAMP)
+	for c in $(RTL_PRESETS); do $(BIN)/nmx rtl --config $$c --out build/rtl || exit 1; done
+
+## The main job: run the demo on the Verilated RTL and check it.
+sim: $(STAMP)
+	$(BIN)/nmx sim --config $(CONFIG)
+
+## The fast test suite (CI runs this).
+test: $(STAMP)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -m "not slow" tests tb
+
+## Long sweeps and larger configurations.
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -m slow tests tb
+
+lint: $(STAMP) rtl
+	$(BIN)/ruff check hw compiler sim nmx tb tests scripts
+	$(BIN)/python -m sim.lint build/rtl
+
+bench: $(STAMP)
+	$(BIN)/nmx bench
+
+clean:
+	rm -rf build .pytest_cache .ruff_cache .hypothesis .benchmarks
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

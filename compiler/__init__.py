@@ -1,0 +1,1 @@
+"""Compiler: PyTorch capture, NeuralMatrix conversion, quantisation and the back end."""

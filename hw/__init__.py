@@ -1,0 +1,1 @@
+"""Hardware: the accelerator config, the ISA and numeric contract, and the Amaranth generators."""

@@ -1,0 +1,1 @@
+"""The ``nmx`` command line."""

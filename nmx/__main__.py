@@ -1,0 +1,5 @@
+import sys
+
+from nmx.cli import main
+
+sys.exit(main())
