@@ -1,0 +1,133 @@
+"""One processing element (PE) of the weight-stationary systolic array.
+
+A PE holds two weights: the *active* one, which multiplies the operands flowing through, and a
+*shadow* one, which is loaded while the active one computes. A one-bit swap flag travels with the
+first operand of every tile; on the clock edge where that operand enters the PE, the shadow weight
+becomes the active one, so the operand (and every later one) is multiplied by the new weight while
+the operands still in flight ahead of it finish with the old one. Tiles stream back to back.
+
+The multiply-accumulate is pipelined for FPGA timing: the operand register feeds the multiplier,
+whose product is registered, and the adder's sum is registered (both map onto a DSP block's
+input, pipeline and output registers). Per PE and cycle::
+
+    a_reg   <= a_in                     (forwarded to the right neighbour as a_out)
+    swap_reg<= swap_in                  (forwarded as swap_out)
+    active  <= shadow        if swap_in
+    shadow  <= w_in          if load_in (load_reg <= load_in, forwarded as load_out)
+    product <= a_reg * active
+    sum     <= psum_in + product        (sum is psum_out, wraps modulo 2**acc_width)
+
+So the partial sum that includes the operand seen at ``a_in`` in cycle ``t`` leaves on
+``psum_out`` in cycle ``t + 3``, and ``psum_in`` must carry the partial sum of the same operand row
+in cycle ``t + 2``. Every register advances only when ``en`` is high (the array's global stall).
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Signal, signed
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["ProcessingElement"]
+
+
+class ProcessingElement(wiring.Component):
+    """A pipelined multiply-accumulate cell with a double-buffered (shadow/active) weight.
+
+    Parameters
+    ----------
+    operand_width : int
+        Width of the signed operands and weights (2..18; 8 for the accelerator).
+    acc_width : int
+        Width of the signed partial sums, at least ``2 * operand_width``. Sums wrap modulo
+        ``2**acc_width`` (two's complement).
+
+    Attributes
+    ----------
+    en : In(1)
+        Clock enable of every register in the PE (the array's global stall is ``en = 0``).
+    a_in, a_out : In(signed(operand_width)), Out(signed(operand_width))
+        Operand from the left neighbour; the same operand, one cycle later, to the right one.
+    swap_in, swap_out : In(1), Out(1)
+        Swap flag travelling with the first operand of a tile (``a_in``'s cycle); one cycle later
+        to the right neighbour.
+    w_in : In(signed(operand_width))
+        Weight to latch into the shadow register when ``load_in`` is high.
+    load_in, load_out : In(1), Out(1)
+        Shadow-load strobe; one cycle later to the right neighbour.
+    psum_in, psum_out : In(signed(acc_width)), Out(signed(acc_width))
+        Partial sum from the PE above; partial sum including this PE's product, to the PE below.
+    """
+
+    #: Cycles from ``a_in`` to the sum including it on ``psum_out``.
+    MAC_LATENCY = 3
+    #: Cycles from ``a_in`` to the partial sum this PE adds to on ``psum_in``.
+    PSUM_IN_OFFSET = 2
+
+    def __init__(self, operand_width: int = 8, acc_width: int = 32) -> None:
+        for name, value in (("operand_width", operand_width), ("acc_width", acc_width)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{name} must be an int, got {value!r}")
+        if not 2 <= operand_width <= 18:
+            raise ValueError(f"operand_width = {operand_width}: allowed range is 2..18")
+        if not 2 * operand_width <= acc_width <= 64:
+            raise ValueError(
+                f"acc_width = {acc_width}: allowed range is 2 * operand_width "
+                f"({2 * operand_width})..64"
+            )
+        self._operand_width = operand_width
+        self._acc_width = acc_width
+        super().__init__({
+            "en": In(1),
+            "a_in": In(signed(operand_width)),
+            "swap_in": In(1),
+            "w_in": In(signed(operand_width)),
+            "load_in": In(1),
+            "psum_in": In(signed(acc_width)),
+            "a_out": Out(signed(operand_width)),
+            "swap_out": Out(1),
+            "load_out": Out(1),
+            "psum_out": Out(signed(acc_width)),
+        })
+
+    @property
+    def operand_width(self) -> int:
+        """Width of the signed operands and weights."""
+        return self._operand_width
+
+    @property
+    def acc_width(self) -> int:
+        """Width of the signed partial sums."""
+        return self._acc_width
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        ow, aw = self._operand_width, self._acc_width
+        a_reg = Signal(signed(ow))
+        swap_reg = Signal()
+        load_reg = Signal()
+        shadow = Signal(signed(ow))
+        active = Signal(signed(ow))
+        product = Signal(signed(2 * ow))
+        acc = Signal(signed(aw))
+
+        with m.If(self.en):
+            m.d.sync += [
+                a_reg.eq(self.a_in),
+                swap_reg.eq(self.swap_in),
+                load_reg.eq(self.load_in),
+                product.eq(a_reg * active),
+                acc.eq(self.psum_in + product),
+            ]
+            with m.If(self.swap_in):
+                m.d.sync += active.eq(shadow)
+            with m.If(self.load_in):
+                m.d.sync += shadow.eq(self.w_in)
+
+        m.d.comb += [
+            self.a_out.eq(a_reg),
+            self.swap_out.eq(swap_reg),
+            self.load_out.eq(load_reg),
+            self.psum_out.eq(acc),
+        ]
+        return m

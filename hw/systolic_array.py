@@ -1,0 +1,231 @@
+"""The weight-stationary systolic GEMM array: ``rows x cols`` processing elements.
+
+One *tile* multiplies an ``m x rows`` operand block ``A`` by a ``rows x cols`` weight block ``W``
+held in the PEs and produces the ``m x cols`` int32 block ``A @ W``, one row per cycle. Operand
+element ``A[i, k]`` enters PE row ``k`` at the left and flows right; partial sums flow down the
+columns; column ``j`` of the bottom row yields ``sum_k A[i, k] * W[k, j]``. The block skews the
+operand rows on the way in and de-skews the result columns on the way out, so all three ports are
+row-aligned streams. ``docs/architecture.md`` draws the timing.
+
+Ports (``amaranth.lib.stream``; ``R = rows``, ``C = cols``):
+
+``weights`` (in), payload ``ArrayLayout(signed(8), C)``
+    A weight tile is ``R`` beats; beat ``r`` is row ``r`` (the K index) of ``W``. Beats go into
+    the PEs' shadow registers while the current tile computes (a two-entry queue in front of the
+    array decouples the stream from the array's timing).
+``operands`` (in), payload ``operand_layout(R)``: ``data: ArrayLayout(signed(8), R)``, ``first``
+    One row of ``A`` per beat. ``first = 1`` marks the first row of a tile: the PEs switch to the
+    weight tile loaded last, along the diagonal wavefront on which that row travels.
+``results`` (out), payload ``ArrayLayout(signed(32), C)``
+    One row of ``A @ W`` per beat, in operand order.
+
+Rules and policy:
+
+* A row with ``first = 1`` is accepted into the array only once all ``R`` beats of a weight tile
+  have been loaded since the previous ``first``; until then it waits in the input register and
+  ``operands.ready`` stays low. A row with ``first = 0`` before any tile has started likewise
+  waits (forever, since no weights can apply to it): it is never computed with undefined weights.
+* Loading the next weight tile may start on the cycle the current tile's first row enters, so
+  tiles of ``m >= rows`` operand rows stream back to back with no idle cycle, given the weight
+  beats arrive one per cycle.
+* Backpressure is a global stall: while a result is waiting on ``results`` (``valid`` high,
+  ``ready`` low) every register of the array, its skew and de-skew lines and its weight-load
+  pipeline holds. Nothing is lost or duplicated; the output stage does not add a skid buffer.
+* Latency: a row accepted on ``operands`` in cycle ``t`` (and not held) is on ``results`` in cycle
+  ``t + rows + cols + 3`` (:attr:`SystolicArray.latency`), plus stalled cycles.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.wiring import In, Out
+
+from hw.config import AcceleratorConfig
+from hw.processing_element import ProcessingElement
+
+__all__ = ["SystolicArray", "operand_layout"]
+
+#: Beats the weight queue in front of the array holds (two keep weights.ready registered while
+#: sustaining one beat per cycle).
+WEIGHT_QUEUE_DEPTH = 2
+
+
+def operand_layout(rows: int) -> data.StructLayout:
+    """Payload of the ``operands`` stream: ``data`` (``rows`` int8 values) and ``first`` (1 bit)."""
+    return data.StructLayout({"data": data.ArrayLayout(signed(8), rows), "first": 1})
+
+
+class SystolicArray(wiring.Component):
+    """Weight-stationary ``rows x cols`` int8 x int8 -> int32 systolic array (see module docs).
+
+    Parameters
+    ----------
+    config : AcceleratorConfig
+        Uses ``rows``, ``cols``, ``operand_bits`` (8) and ``acc_bits`` (32).
+
+    Attributes
+    ----------
+    weights : In(stream.Signature(ArrayLayout(signed(8), cols)))
+        Weight tiles, ``rows`` beats each, beat ``r`` = K index ``r``.
+    operands : In(stream.Signature(operand_layout(rows)))
+        Operand rows; ``first`` marks a tile's first row.
+    results : Out(stream.Signature(ArrayLayout(signed(32), cols)))
+        Result rows, in operand order.
+    """
+
+    def __init__(self, config: AcceleratorConfig) -> None:
+        if not isinstance(config, AcceleratorConfig):
+            raise TypeError(f"config must be an AcceleratorConfig, got {config!r}")
+        for name in ("rows", "cols"):
+            value = getattr(config, name)
+            if not 1 <= value <= 64:
+                raise ValueError(f"config.{name} = {value!r}: allowed range is 1..64")
+        if config.operand_bits != 8 or config.acc_bits != 32:
+            raise ValueError(
+                f"config.operand_bits = {config.operand_bits!r}, config.acc_bits = "
+                f"{config.acc_bits!r}: only 8-bit operands and 32-bit accumulators are supported"
+            )
+        self._config = config
+        rows, cols = config.rows, config.cols
+        ow, aw = config.operand_bits, config.acc_bits
+        super().__init__({
+            "weights": In(stream.Signature(data.ArrayLayout(signed(ow), cols))),
+            "operands": In(stream.Signature(operand_layout(rows))),
+            "results": Out(stream.Signature(data.ArrayLayout(signed(aw), cols))),
+        })
+
+    @property
+    def config(self) -> AcceleratorConfig:
+        """The configuration the array was built for."""
+        return self._config
+
+    @property
+    def rows(self) -> int:
+        """PE rows: the reduction (K) size of a tile."""
+        return self._config.rows
+
+    @property
+    def cols(self) -> int:
+        """PE columns: the output (N) size of a tile."""
+        return self._config.cols
+
+    @property
+    def latency(self) -> int:
+        """Cycles from accepting an operand row to presenting its result (no stalls, no hold)."""
+        return self.rows + self.cols + 3
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        rows, cols = self.rows, self.cols
+        ow, aw = self._config.operand_bits, self._config.acc_bits
+
+        # Global stall: hold everything while a result waits to be taken.
+        en = Signal()
+        m.d.comb += en.eq(~self.results.valid | self.results.ready)
+
+        # Weight queue: decouples weights.ready from the array's timing.
+        queue = m.submodules.weight_queue = SyncFIFO(width=ow * cols, depth=WEIGHT_QUEUE_DEPTH)
+        m.d.comb += [
+            queue.w_data.eq(self.weights.payload.as_value()),
+            queue.w_en.eq(self.weights.valid),
+            self.weights.ready.eq(queue.w_rdy),
+        ]
+        beat = data.ArrayLayout(signed(ow), cols)(queue.r_data)
+
+        # Operand input register: a row waits here until it may enter the array.
+        in_valid = Signal()
+        in_row = Signal(operand_layout(rows))
+        loaded = Signal(range(rows + 1))  # weight beats in the shadow registers
+        started = Signal()  # a tile is active (a `first` row has entered)
+        shadow_full = Signal()
+        enter = Signal()  # the row in the input register enters the array this cycle
+        enter_first = Signal()
+        drain = Signal()  # a weight beat leaves the queue for the shadow registers this cycle
+        drain_row = Signal(range(max(rows, 2)))  # one bit at least, also for rows = 1
+        m.d.comb += [
+            shadow_full.eq(loaded == rows),
+            enter.eq(en & in_valid & Mux(in_row.first, shadow_full, started)),
+            enter_first.eq(enter & in_row.first),
+            self.operands.ready.eq(~in_valid | enter),
+            drain.eq(en & queue.r_rdy & (~shadow_full | enter_first)),
+            drain_row.eq(Mux(enter_first, 0, loaded)),
+            queue.r_en.eq(drain),
+        ]
+        with m.If(self.operands.valid & self.operands.ready):
+            m.d.sync += [in_valid.eq(1), in_row.eq(self.operands.payload)]
+        with m.Elif(enter):
+            m.d.sync += in_valid.eq(0)
+        with m.If(enter_first):
+            m.d.sync += [started.eq(1), loaded.eq(drain)]
+        with m.Elif(drain):
+            m.d.sync += loaded.eq(loaded + 1)
+
+        pes = [
+            [ProcessingElement(operand_width=ow, acc_width=aw) for _ in range(cols)]
+            for _ in range(rows)
+        ]
+        for r in range(rows):
+            for c in range(cols):
+                m.submodules[f"pe_{r}_{c}"] = pes[r][c]
+                m.d.comb += pes[r][c].en.eq(en)
+
+        # Input skew: row r's operand and swap flag reach PE(r, 0) r cycles after row 0's.
+        for r in range(rows):
+            a, swap = in_row.data[r], enter_first
+            for stage in range(r):
+                a_next = Signal(signed(ow), name=f"skew_a_{r}_{stage}")
+                swap_next = Signal(name=f"skew_swap_{r}_{stage}")
+                with m.If(en):
+                    m.d.sync += [a_next.eq(a), swap_next.eq(swap)]
+                a, swap = a_next, swap_next
+            m.d.comb += [pes[r][0].a_in.eq(a), pes[r][0].swap_in.eq(swap)]
+            for c in range(1, cols):
+                m.d.comb += [
+                    pes[r][c].a_in.eq(pes[r][c - 1].a_out),
+                    pes[r][c].swap_in.eq(pes[r][c - 1].swap_out),
+                ]
+
+        # Weight load: column c's weight reaches the PEs c cycles after the beat leaves the queue,
+        # in step with the load strobe that travels right along the selected PE row.
+        for c in range(cols):
+            w = beat[c]
+            for stage in range(c):
+                w_next = Signal(signed(ow), name=f"wdelay_{c}_{stage}")
+                with m.If(en):
+                    m.d.sync += w_next.eq(w)
+                w = w_next
+            for r in range(rows):
+                m.d.comb += pes[r][c].w_in.eq(w)
+                if c == 0:
+                    m.d.comb += pes[r][0].load_in.eq(drain & (drain_row == r))
+                else:
+                    m.d.comb += pes[r][c].load_in.eq(pes[r][c - 1].load_out)
+
+        # Partial sums flow down the columns.
+        for c in range(cols):
+            m.d.comb += pes[0][c].psum_in.eq(0)
+            for r in range(1, rows):
+                m.d.comb += pes[r][c].psum_in.eq(pes[r - 1][c].psum_out)
+
+        # Output de-skew: column c leaves the bottom row c cycles after column 0; delay it by
+        # cols - 1 - c cycles, then one output register for the whole row.
+        for c in range(cols):
+            s = pes[rows - 1][c].psum_out
+            for stage in range(cols - 1 - c):
+                s_next = Signal(signed(aw), name=f"deskew_{c}_{stage}")
+                with m.If(en):
+                    m.d.sync += s_next.eq(s)
+                s = s_next
+            with m.If(en):
+                m.d.sync += self.results.payload[c].eq(s)
+
+        # A row entering in cycle e is on the output in cycle e + pipeline_depth.
+        pipeline_depth = rows + cols + 2
+        valid_line = Signal(pipeline_depth, name="valid_line")
+        with m.If(en):
+            m.d.sync += valid_line.eq(Cat(enter, valid_line[:-1]))
+        m.d.comb += self.results.valid.eq(valid_line[-1])
+        return m
+

