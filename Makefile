@@ -10,7 +10,7 @@ MODEL ?= mlp
 PYTEST_WORKERS ?= auto
 export AMARANTH_USE_YOSYS := builtin
 
-.PHONY: setup rtl sim test test-slow lint bench clean
+.PHONY: setup rtl sim test test-slow lint bench example clean
 
 setup: $(STAMP)
 
@@ -39,8 +39,16 @@ lint: $(STAMP) rtl
 	$(BIN)/ruff check hw compiler sim nmx tb tests scripts
 	$(BIN)/python -m sim.lint build/rtl
 
+## Golden-model speed and a tiled GEMM through the cycle model.
 bench: $(STAMP)
-	$(BIN)/nmx bench
+	$(BIN)/nmx bench golden --m 16
+	$(BIN)/nmx bench gemm
+
+## The hand-written MLP + GELU + softmax microcode on the golden model, checked bit-exactly.
+example: $(STAMP)
+	$(BIN)/python examples/build_mlp_image.py --out build/mlp
+	$(BIN)/nmx asm examples/mlp.nmasm -o build/mlp/mlp.bin
+	$(BIN)/nmx run-golden build/mlp/mlp.bin --dram build/mlp/mlp.dram --show probs:int8:16 --expect probs=build/mlp/probs_int8.npy
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache .hypothesis .benchmarks

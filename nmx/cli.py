@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from hw.errors import NmxError
@@ -55,5 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     except NmxError as e:
         print(f"nmx {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output closed early, e.g. `nmx ... | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except KeyboardInterrupt:
         return 130

@@ -1,0 +1,25 @@
+"""``nmx asm FILE -o OUT``: assemble microcode text into a program binary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hw.assembler import assemble_file
+from hw.errors import NmxError
+
+
+def add_arguments(parser) -> None:
+    """Register the command's arguments."""
+    parser.add_argument("source", help="assembler text (.nmasm)")
+    parser.add_argument("-o", "--output", required=True, help="program binary to write")
+
+
+def run(args) -> int:
+    """Assemble ``args.source`` into ``args.output``."""
+    program = assemble_file(args.source)
+    try:
+        Path(args.output).write_bytes(program.to_bytes())
+    except OSError as e:
+        raise NmxError(f"cannot write {args.output!r}: {e.strerror}") from None
+    print(f"{args.source}: {len(program)} instructions -> {args.output}")
+    return 0

@@ -1,0 +1,255 @@
+"""``nmx bench``: golden-model speed and cycle-model figures.
+
+``nmx bench golden`` times the golden model (M MAC/s, one core) on a stream of GEMM instructions;
+``nmx bench gemm`` builds a tiled, double-buffered int8 GEMM program (load, compute and store
+overlapped through dependency tokens), checks its result against NumPy, and reports the golden
+model's speed and the cycle model's total cycles, stalls and PE utilisation.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from hw import numeric
+from hw.config import AcceleratorConfig
+from hw.errors import NmxError
+from hw.isa import (
+    Dmacfg,
+    Epi,
+    EpiDest,
+    Gemm,
+    GemmMode,
+    Halt,
+    Load,
+    Loadt,
+    Program,
+    Store,
+    TableKind,
+    encode_bias_entries,
+    encode_pwl_table,
+    pwl_table_bytes,
+)
+from nmx.commands.rtl import add_config_arguments, config_from_args
+from sim.cycle_model import estimate_cycles
+from sim.dram_image import DramImage
+from sim.golden import GoldenModel
+
+
+def add_arguments(parser) -> None:
+    """Register the command's arguments."""
+    parser.add_argument("what", choices=["golden", "gemm"], help="benchmark to run")
+    add_config_arguments(parser)
+    parser.add_argument("--m", type=int, default=64, help="operand rows per GEMM (default 64)")
+    parser.add_argument(
+        "--blocks", type=int, default=1, help="k_tiles = n_tiles per GEMM instruction (default 1)"
+    )
+    parser.add_argument("--instructions", type=int, default=2000, help="GEMM instructions")
+    parser.add_argument("--repeat", type=int, default=3, help="runs; the best is reported")
+    parser.add_argument(
+        "--shape", default="256x256x256", metavar="MxKxN", help="bench gemm: matrix shape"
+    )
+
+
+def bench_golden(
+    cfg: AcceleratorConfig, *, m: int, blocks: int, instructions: int, repeat: int = 3
+) -> dict[str, float]:
+    """Time a program of ``instructions`` GEMMs (``blocks`` x ``blocks`` weight blocks each).
+
+    The GEMMs write distinct accumulator tiles (distinct words, each decoded), after one LOAD
+    that fills the scratchpad; the time covers the whole run (decode, hazard checks, trace).
+
+    Returns the best of ``repeat`` runs: seconds, MACs, M MAC/s and instructions per second.
+    """
+    R = cfg.rows
+    k = n = blocks
+    rng = np.random.default_rng(0)
+    a_rows, w_rows = k * m, n * k * R
+    if a_rows + w_rows > cfg.scratchpad_rows or n * m > cfg.accumulator_rows:
+        raise ValueError(f"m={m}, blocks={blocks} do not fit the {cfg.rows}x{cfg.cols} config")
+    lanes = cfg.lanes
+    img = DramImage.zeros((a_rows + w_rows) * lanes)
+    img.add("spad", 0, rng.integers(-128, 128, (a_rows + w_rows) * lanes, dtype=np.int8))
+    prog = [
+        Dmacfg(slot=0, height=1, width=a_rows + w_rows, pitch=0, pix=lanes, sy=0, sx=1),
+        Load(geom=0, dst=0, outer=1, inner=a_rows + w_rows, length=lanes, push_next=True),
+    ]
+    slots = cfg.accumulator_rows // (n * m)  # output tiles cycle through the accumulator
+    for i in range(instructions):
+        prog.append(
+            Gemm(
+                mode=GemmMode.OVERWRITE if i < slots else GemmMode.ACCUMULATE,
+                w=a_rows,
+                a=0,
+                acc=(i % slots) * n * m,
+                m=m,
+                k_tiles=k,
+                n_tiles=n,
+                pop_prev=i == 0,
+            )
+        )
+    prog.append(Halt())
+    program = Program(prog)
+    model = GoldenModel(cfg)
+    best = float("inf")
+    macs = 0
+    with threadpool_limits(limits=1):  # one core: BLAS may not spread the matmuls
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            res = model.run(program, img).raise_for_status()
+            best = min(best, time.perf_counter() - t0)
+            macs = res.macs
+    return {
+        "seconds": best,
+        "macs": macs,
+        "mmacs_per_s": macs / best / 1e6,
+        "instr_per_s": len(program) / best,
+    }
+
+
+def tiled_gemm(cfg: AcceleratorConfig, M: int, K: int, N: int, m: int, seed: int = 0):
+    """A double-buffered GEMM program ``int8(requant(A @ B))`` and its DRAM image and expectation.
+
+    ``A`` (M x K) streams through two scratchpad buffers of ``m`` rows; ``B`` (K x N) stays
+    resident; each block is one GEMM over all ``K/rows x N/cols`` weight blocks, one EPI (scale
+    1/256, identity table) into one of two output buffers, and one STORE. Returns
+    ``(program, image, expected int8 M x N)``.
+    """
+    R, C = cfg.rows, cfg.cols
+    if M % m or K % R or N % C or R != C:
+        raise ValueError(f"shape {M}x{K}x{N} / m={m} must tile the {R}x{C} array (rows = cols)")
+    kt, nt, blocks = K // R, N // C, M // m
+    w_rows, a_rows, o_rows = kt * nt * R, kt * m, nt * m
+    if w_rows + 2 * a_rows + 2 * o_rows > cfg.scratchpad_rows or 2 * o_rows > cfg.accumulator_rows:
+        raise ValueError(f"shape {M}x{K}x{N} with m={m} does not fit the on-chip memories")
+    if nt * C > cfg.bias_entries or max(M, K) >= 1 << 13:
+        raise ValueError(f"shape {M}x{K}x{N} exceeds the bias SRAM or the DMA coordinates")
+    rng = np.random.default_rng(seed)
+    a = rng.integers(-128, 128, (M, K), dtype=np.int8)
+    b = rng.integers(-128, 128, (K, N), dtype=np.int8)
+    mult, shift = numeric.quantize_multiplier(1 / 256)
+    table = numeric.PwlTable.identity()
+    A_AT, B_AT = 0, M * K
+    E_AT = B_AT + K * N
+    T_AT = E_AT + 8 * nt * C
+    O_AT = T_AT + pwl_table_bytes(cfg.pwl_segments)
+    img = DramImage.zeros(O_AT + M * N)
+    img.add("a", A_AT, a)
+    img.add("b", B_AT, b)
+    img.add(
+        "scales", E_AT, encode_bias_entries([0] * (nt * C), [mult] * (nt * C), [shift] * (nt * C))
+    )
+    img.add("identity", T_AT, encode_pwl_table(table, cfg.pwl_segments))
+    img.reserve("out", O_AT, M * N)
+    sp_w, sp_a, sp_o = 0, w_rows, w_rows + 2 * a_rows
+    prog = [
+        Dmacfg(slot=0, height=nt, width=K, pitch=C, pix=N, sy=1, sx=1),
+        Load(geom=0, offset=B_AT, dst=sp_w, outer=nt, inner=K, length=C),
+        Loadt(kind=TableKind.BIAS, dst=0, count=nt * C, offset=E_AT),
+        Loadt(kind=TableKind.PWL, dst=0, count=1, offset=T_AT),
+        Dmacfg(slot=1, height=kt, width=M, pitch=R, pix=K, sy=1, sx=1),
+    ]
+    for i in range(blocks):
+        buf = i % 2
+        prog += [
+            Load(
+                geom=1,
+                offset=A_AT,
+                dst=sp_a + buf * a_rows,
+                outer=kt,
+                inner=m,
+                x0=i * m,
+                length=R,
+                pop_next=i >= 2,
+                push_next=True,
+            ),
+            Gemm(
+                w=sp_w,
+                a=sp_a + buf * a_rows,
+                acc=buf * o_rows,
+                m=m,
+                k_tiles=kt,
+                n_tiles=nt,
+                pop_prev=True,
+                push_prev=True,
+            ),
+            Epi(
+                src=buf * o_rows,
+                dst=sp_o + buf * o_rows,
+                dest=EpiDest.SPAD,
+                m=m,
+                n_tiles=nt,
+                pop_next=i >= 2,
+                push_next=True,
+            ),
+            Store(
+                src=sp_o + buf * o_rows,
+                rows=m,
+                tiles=nt,
+                offset=O_AT + i * m * N,
+                stride=N,
+                length=C,
+                pop_prev=True,
+                push_prev=True,
+            ),
+        ]
+    prog.append(Halt())
+    acc = a.astype(np.int64) @ b.astype(np.int64)
+    expected = numeric.epilogue(acc, mult, shift, table, 8).astype(np.int8)
+    return Program(prog), img, expected
+
+
+def bench_gemm(cfg: AcceleratorConfig, shape: str, m: int, repeat: int = 3) -> dict:
+    """Run :func:`tiled_gemm`, check it, and return speed and cycle-model figures."""
+    try:
+        M, K, N = (int(v) for v in shape.lower().split("x"))
+    except ValueError:
+        raise NmxError(f"--shape {shape!r}: expected MxKxN, e.g. 256x256x256") from None
+    try:
+        program, img, expected = tiled_gemm(cfg, M, K, N, m)
+    except ValueError as e:
+        raise NmxError(str(e)) from None
+    model = GoldenModel(cfg)
+    best = float("inf")
+    with threadpool_limits(limits=1):
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            res = model.run(program, img).raise_for_status()
+            best = min(best, time.perf_counter() - t0)
+    out = res.dram.read("out", np.int8, (M, N))
+    if not np.array_equal(out, expected):
+        raise AssertionError("tiled GEMM result differs from NumPy")
+    report = estimate_cycles(res.trace, cfg)
+    return {
+        "seconds": best,
+        "macs": res.macs,
+        "mmacs_per_s": res.macs / best / 1e6,
+        "instructions": len(program),
+        "report": report,
+    }
+
+
+def run(args) -> int:
+    """Run the chosen benchmark and print its figures."""
+    cfg = config_from_args(args)
+    if args.what == "gemm":
+        r = bench_gemm(cfg, args.shape, args.m, args.repeat)
+        print(
+            f"tiled GEMM {args.shape} (m={args.m}) on {cfg.rows}x{cfg.cols}: "
+            f"{r['instructions']} instructions, result equals NumPy; golden model "
+            f"{r['seconds'] * 1e3:.1f} ms = {r['mmacs_per_s']:.1f} M MAC/s (one core)"
+        )
+        print(r["report"].summary())
+        return 0
+    r = bench_golden(
+        cfg, m=args.m, blocks=args.blocks, instructions=args.instructions, repeat=args.repeat
+    )
+    print(
+        f"golden model, {cfg.rows}x{cfg.cols} tiles, m={args.m}, {args.blocks}x{args.blocks} "
+        f"blocks/GEMM, {args.instructions} GEMMs: {r['macs'] / 1e6:.1f} M MAC in "
+        f"{r['seconds'] * 1e3:.1f} ms = {r['mmacs_per_s']:.1f} M MAC/s "
+        f"({r['instr_per_s']:.0f} instructions/s, one core)"
+    )
+    return 0

@@ -1,0 +1,123 @@
+"""``nmx run-golden PROGRAM --dram IMAGE``: run a program on the golden model and cycle model."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from hw.assembler import assemble_file
+from hw.errors import NmxError
+from hw.isa import Program
+from nmx.commands.rtl import add_config_arguments, config_from_args
+from sim.cycle_model import estimate_cycles
+from sim.dram_image import DramImage
+from sim.golden import ExecutionError, GoldenModel
+
+
+def add_arguments(parser) -> None:
+    """Register the command's arguments."""
+    parser.add_argument("program", help="program binary (or .nmasm text, assembled first)")
+    parser.add_argument("--dram", required=True, help="DRAM image file (sim/dram_image.py)")
+    add_config_arguments(parser)
+    parser.add_argument("-o", "--output", help="write the final DRAM image here")
+    parser.add_argument(
+        "--timeline",
+        type=int,
+        default=0,
+        metavar="N",
+        help="print dispatch/start/finish cycles of the first N executed instructions",
+    )
+    parser.add_argument(
+        "--expect",
+        action="append",
+        default=[],
+        metavar="REGION=FILE.npy",
+        help="check a region of the final image against a NumPy array, bit for bit (repeatable)",
+    )
+    parser.add_argument(
+        "--show",
+        action="append",
+        default=[],
+        metavar="REGION[:DTYPE[:COLS]]",
+        help="print a region of the final image, e.g. probs:int8:16 (repeatable)",
+    )
+
+
+def _load_program(path: str) -> Program:
+    if path.endswith(".nmasm"):
+        return assemble_file(path)
+    try:
+        blob = Path(path).read_bytes()
+    except OSError as e:
+        raise NmxError(f"cannot read program {path!r}: {e.strerror}") from None
+    return Program.from_bytes(blob)
+
+
+def _show(image: DramImage, spec: str) -> None:
+    name, _, rest = spec.partition(":")
+    dtype, _, cols = rest.partition(":")
+    try:
+        dt = np.dtype(dtype or "uint8")
+    except TypeError:
+        raise NmxError(f"--show {spec!r}: unknown dtype {dtype!r}") from None
+    arr = image.read(name, dt)
+    if cols:
+        arr = arr.reshape(-1, int(cols))
+    with np.printoptions(linewidth=120, threshold=4096):
+        print(f"{name} ({dt}):\n{arr}")
+
+
+def _expect(image: DramImage, spec: str) -> str:
+    name, sep, path = spec.partition("=")
+    if not sep:
+        raise NmxError(f"--expect {spec!r}: expected REGION=FILE.npy")
+    try:
+        want = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise NmxError(f"--expect {spec!r}: cannot read {path!r}: {e}") from None
+    got = image.read(name, want.dtype)
+    if got.size != want.size:
+        raise NmxError(
+            f"--expect {name}: region holds {got.size} {want.dtype} values, {path} {want.size}"
+        )
+    bad = np.flatnonzero(got != want.ravel())
+    if bad.size:
+        i = int(bad[0])
+        raise NmxError(
+            f"--expect {name}: {bad.size} of {want.size} values differ from {path} "
+            f"(first at index {i}: {got[i]} != {want.ravel()[i]})"
+        )
+    return f"{name} matches {path} ({want.size} values)"
+
+
+def run(args) -> int:
+    """Run the program and print status, counts and the cycle-model summary."""
+    cfg = config_from_args(args)
+    program = _load_program(args.program)
+    image = DramImage.load(args.dram)
+    model = GoldenModel(cfg)
+    t0 = time.perf_counter()
+    result = model.run(program, image)
+    elapsed = time.perf_counter() - t0
+    print(f"config            {args.config} ({cfg.rows}x{cfg.cols}, {cfg.fingerprint})")
+    print(f"status            {result.status}")
+    print(f"instructions      {len(result.trace)} executed of {len(program)}")
+    macs = result.macs
+    rate = macs / elapsed / 1e6 if elapsed > 0 else float("inf")
+    print(f"golden model      {elapsed * 1e3:.2f} ms, {rate:.1f} M MAC/s")
+    report = estimate_cycles(result.trace, cfg)
+    print(report.summary())
+    if args.timeline:
+        print(report.format_timeline(args.timeline))
+    if args.output:
+        result.dram.save(args.output)
+        print(f"final DRAM image  -> {args.output}")
+    for spec in args.show:
+        _show(result.dram, spec)
+    if not result.ok:
+        raise ExecutionError(result.status)
+    for spec in args.expect:
+        print(_expect(result.dram, spec))
+    return 0
