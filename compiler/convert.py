@@ -1,0 +1,219 @@
+"""``convert()``: capture -> lower -> calibrate -> fit PWLs, quantise -> :class:`ConvertedModel`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from compiler.capture import capture
+from compiler.execute import MODES, Stats, run
+from compiler.graph import ConvertError, MatrixGraph, UnsupportedShapeError
+from compiler.lowering import lower
+from compiler.quantize import QuantParams, quantize_graph
+
+__all__ = ["ConvertedModel", "convert"]
+
+#: Samples per executor call (bounds memory; each call is vectorised over its samples).
+CHUNK = 64
+
+
+class ConvertedModel:
+    """A network converted to a matrix graph, callable like the original.
+
+    ``model(*inputs)`` runs the integer-exact reference (``mode="int"``); pass
+    ``mode="float-pwl"``, ``"fake-quant"`` or ``"float"`` for the other executors. Inputs are shaped
+    like the example inputs, or stack several such batches along dim 0 (any multiple of the example
+    batch, or any batch size at all: the last chunk is zero-padded and trimmed; only for models
+    whose samples are independent along dim 0, which is the usual batch semantics).
+
+    Attributes
+    ----------
+    graph : MatrixGraph
+    quant : QuantParams
+    stats : Stats
+        Calibration statistics.
+    example_shapes : list of tuple
+    segments : int
+    timings : dict
+        Seconds spent in capture/lowering, calibration and quantisation (incl. PWL fits).
+    """
+
+    def __init__(self, graph: MatrixGraph, quant: QuantParams, stats: Stats,
+                 example_inputs: tuple, *, segments: int, mode: str = "int",
+                 timings: dict | None = None, float_model: nn.Module | None = None,
+                 capture_note: str = "") -> None:
+        self.graph = graph
+        self.quant = quant
+        self.stats = stats
+        self.example_shapes = [tuple(x.shape) for x in example_inputs]
+        self.example_dtypes = [x.dtype for x in example_inputs]
+        self.segments = segments
+        self.clipping = "mse"
+        self.mode = mode
+        self.timings = dict(timings or {})
+        self.float_model = float_model
+        self.capture_note = capture_note
+        self.example_inputs = example_inputs
+
+    # ---- calling ------------------------------------------------------------------------
+
+    def to_samples(self, inputs: tuple) -> tuple[list[torch.Tensor], int | None]:
+        """Stack ``inputs`` into sample-major tensors; returns them and the original batch."""
+        if len(inputs) != len(self.example_shapes):
+            raise ConvertError(f"expected {len(self.example_shapes)} inputs, got {len(inputs)}")
+        if all(tuple(x.shape) == s for x, s in zip(inputs, self.example_shapes, strict=True)):
+            return [x.unsqueeze(0) for x in inputs], None
+        batch = None
+        for i, (x, s) in enumerate(zip(inputs, self.example_shapes, strict=True)):
+            if x.ndim != len(s) or tuple(x.shape[1:]) != s[1:] or len(s) == 0:
+                raise UnsupportedShapeError(
+                    f"input {i} has shape {tuple(x.shape)}; the model was converted for "
+                    f"{s} (only the batch dim 0 may change)"
+                )
+            if batch is None:
+                batch = x.shape[0]
+            elif x.shape[0] != batch:
+                raise UnsupportedShapeError(f"inputs disagree on the batch size: {batch} vs "
+                                            f"{x.shape[0]}")
+        b0 = self.example_shapes[0][0]
+        k = -(-batch // b0)
+        out = []
+        for x, s in zip(inputs, self.example_shapes, strict=True):
+            pad = k * b0 - batch
+            if pad:
+                x = torch.cat([x, x[:1].expand(pad, *x.shape[1:])], dim=0)
+            out.append(x.reshape(k, *s))
+        return out, batch
+
+    def run_samples(self, samples: list[torch.Tensor], mode: str, *, keep: bool = False,
+                    consts: dict | None = None, stats: Stats | None = None):
+        """Run the executor over sample-stacked inputs in chunks of :data:`CHUNK` samples."""
+        if mode not in MODES:
+            raise ValueError(f"mode {mode!r} unknown; choose one of {', '.join(MODES)}")
+        n = samples[0].shape[0]
+        outs: list[list[torch.Tensor]] = []
+        kept: list[dict] = []
+        for i in range(0, n, CHUNK):
+            chunk = [s[i : i + CHUNK] for s in samples]
+            r = run(self.graph, chunk, mode, self.quant, keep=keep, consts=consts, stats=stats)
+            if keep:
+                outs.append(r[0])
+                kept.append(r[1])
+            else:
+                outs.append(r)
+        merged = [torch.cat([o[j] for o in outs]) for j in range(len(outs[0]))]
+        if keep:
+            keys = kept[0].keys()
+            return merged, {k: torch.cat([d[k] for d in kept]) for k in keys}
+        return merged
+
+    def __call__(self, *inputs: torch.Tensor, mode: str | None = None):
+        mode = mode or self.mode
+        samples, batch = self.to_samples(tuple(inputs))
+        with torch.set_grad_enabled(mode == "fake-quant" and torch.is_grad_enabled()):
+            outs = self.run_samples(samples, mode)
+        outs = [self._unstack(o, batch) for o in outs]
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def _unstack(self, o: torch.Tensor, batch: int | None) -> torch.Tensor:
+        if batch is None:
+            return o[0]
+        b0 = self.example_shapes[0][0]
+        if o.ndim < 2 or o.shape[1] != b0:
+            raise UnsupportedShapeError(
+                f"output of shape {tuple(o.shape[1:])} has no batch dim of size {b0}; call the "
+                "model with inputs shaped like the example inputs"
+            )
+        return o.reshape(-1, *o.shape[2:])[:batch]
+
+    # ---- information --------------------------------------------------------------------
+
+    def report(self, inputs: tuple | None = None):
+        """Per-node and per-function errors (:class:`compiler.report.ConversionReport`)."""
+        from compiler.report import build_report
+
+        return build_report(self, inputs)
+
+    def node_kinds(self) -> set[str]:
+        """Class names of the graph's nodes (always ``{"GemmNode"}``)."""
+        return {type(n).__name__ for n in self.graph.nodes}
+
+    def __repr__(self) -> str:
+        return (f"ConvertedModel({len(self.graph.nodes)} GEMM nodes, mode={self.mode!r}, "
+                f"segments={self.segments}, capture={self.graph.capture_method!r})")
+
+
+def _calibrate(cm: ConvertedModel, calibration: Iterable) -> Stats:
+    stats = Stats()
+    n = 0
+    with torch.no_grad():
+        for item in calibration:
+            item = tuple(item) if isinstance(item, (tuple, list)) else (item,)
+            samples, _ = cm.to_samples(item)
+            cm.run_samples(samples, "float", stats=stats)
+            n += 1
+    if n == 0:
+        raise ConvertError("the calibration set is empty")
+    return stats.finish()
+
+
+def convert(model: nn.Module, example_inputs: tuple, calibration: Iterable, *,
+            segments: int = 16, host_inputs: set[int] | None = None, mode: str = "int",
+            clipping: str = "mse", check_tolerance: float = 1e-3) -> ConvertedModel:
+    """Convert ``model`` into GEMMs + PWL epilogues, int8, calibrated on ``calibration``.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        In eval mode.
+    example_inputs : tuple of torch.Tensor
+        Inputs the graph is captured with (their shapes are the graph's shapes).
+    calibration : iterable of tuple of torch.Tensor
+        Input tuples (each shaped like ``example_inputs`` or a batch multiple of them).
+    segments : int
+        PWL segment budget per function.
+    host_inputs : set of int, optional
+        Positions of inputs that are host data (masks, ids): ops on them may run as host
+        pre-processing (non-float inputs always are).
+    mode : str
+        Default executor of the result (``"int"``).
+    clipping : str
+        int8 activation scales: ``"mse"`` (MSE-optimal clipping) or ``"max"`` (no clipping).
+    check_tolerance : float
+        The lowered graph run in float must reproduce ``model(*example_inputs)`` within this
+        relative max error, else :class:`ConvertError` (a lowering bug, never silent).
+
+    Returns
+    -------
+    ConvertedModel
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode {mode!r} unknown; choose one of {', '.join(MODES)}")
+    t0 = time.perf_counter()
+    captured = capture(model, tuple(example_inputs))
+    graph = lower(captured, host_inputs=host_inputs, segments=segments)
+    t1 = time.perf_counter()
+    cm = ConvertedModel(graph, QuantParams(), Stats(), tuple(example_inputs), segments=segments,
+                        mode=mode, float_model=model, capture_note=captured.note)
+    cm.clipping = clipping
+    with torch.no_grad():
+        ref = model(*example_inputs)
+        ref = list(ref) if isinstance(ref, (tuple, list)) else [ref]
+        got = cm(*example_inputs, mode="float")
+        got = list(got) if isinstance(got, tuple) else [got]
+    for i, (r, g) in enumerate(zip(ref, got, strict=True)):
+        err = float((r.float() - g).abs().max())
+        tol = check_tolerance * max(float(r.abs().max()), 1.0)
+        if err > tol:
+            raise ConvertError(f"internal: the lowered graph's output {i} differs from the model "
+                               f"by {err:.3g} (tolerance {tol:.3g})")
+    stats = _calibrate(cm, calibration)
+    t2 = time.perf_counter()
+    cm.stats = stats
+    cm.quant = quantize_graph(graph, stats, segments=segments, clipping=clipping)
+    t3 = time.perf_counter()
+    cm.timings = {"capture+lower": t1 - t0, "calibrate": t2 - t1, "quantize+fit": t3 - t2}
+    return cm

@@ -1,0 +1,376 @@
+"""Quantisation of a calibrated matrix graph: every number the integer executor and hardware use.
+
+Scheme (all symmetric, zero point 0):
+
+- **Activations** (graph inputs, host results, node outputs): one int8 scale per tensor, from the
+  calibration samples by *MSE-optimal clipping*: the clip value ``c`` minimising the mean squared
+  quantisation error of the observed values over candidates ``c = amax * (0.30 .. 1.00)`` (71
+  steps), scale ``c / 127``. int16 row-scale vectors and int32 wide outputs use the observed
+  ``amax`` (no clipping). ``scale_like`` outputs take the named tensor's scale times the smallest
+  power of two ``2**k`` with ``amax <= 2**k * amax(named)`` (so max-pool steps stay exact).
+- **Constant operands**: int8, with the scale the accumulator needs. A term ``data @ W`` gives ``W``
+  one scale per output column (per-channel weights); a term ``W @ data`` one scale per tensor.
+  When several terms accumulate into one node, their accumulator scales must agree: data x data
+  terms fix it; otherwise each column's accumulator scale is the largest any term needs to keep its
+  constant within int8, and the others are quantised to that scale (fewer levels). When every
+  constant in a column holds a single magnitude (identity, ones, pooling matrices), the common
+  scale is chosen so that all of them are as close as possible to exact integers.
+- **Bias**: int32 at the accumulator scale (added into the accumulator before the epilogue).
+- **Epilogue**: ``hw.numeric`` formats: per-column ``(multiplier, shift)`` from
+  :func:`hw.numeric.quantize_multiplier` bring the accumulator to the PWL input scale ``x_scale``
+  (the output scale itself for identity and relu-class functions, else ``max|x| / 2**15``); with a
+  row scale the multiplier is the row's int16 value and the shift a constant. The PWL table comes
+  from :func:`compiler.pwl.fit_pwl` (output scale folded into the slopes and intercepts), or is
+  built exactly for identity/ReLU/ReLU6.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from compiler.graph import ConvertError, GemmNode, MatrixGraph
+from hw.numeric import MAX_SHIFT, SCALE_BITS, PwlTable, int_range, quantize_multiplier
+
+__all__ = ["EXACT_FUNCTIONS", "NodeQuant", "QuantizationError", "QuantParams", "mse_scale",
+           "quantize_graph"]
+
+#: Functions whose epilogue table is exact (no fit): identity, ReLU, ReLU6.
+EXACT_FUNCTIONS = (None, "relu", "relu6")
+_QMAX = {8: 127, 16: 32767, 32: (1 << 31) - 1}
+_MULT_MAX = (1 << (SCALE_BITS - 1)) - 1
+_X_BITS = 15  # PWL input precision: max|x| maps to 2**15
+#: Activation clipping methods of :func:`quantize_graph`.
+CLIPPING = ("mse", "max")
+
+
+class QuantizationError(ConvertError):
+    """A tensor or node whose quantisation cannot be represented in the hardware's formats."""
+
+
+@dataclass
+class TermQuant:
+    """Integer constants of one term (None for data operands) and their real step sizes."""
+
+    a_int: torch.Tensor | None
+    b_int: torch.Tensor | None
+    a_scale: Any
+    b_scale: Any
+
+
+@dataclass
+class NodeQuant:
+    """Everything the integer epilogue of one node needs.
+
+    ``acc_scale`` (broadcastable to the node's ``(..., M, N)``) is the real value of one
+    accumulator step; ``x_scale`` that of the requantised PWL input; ``out_scale`` that of the
+    output integers. ``multiplier``/``shift`` are the per-column requantisation (int64 arrays
+    broadcastable to the output) or, with a row scale, ``multiplier`` is None and ``shift`` the
+    constant shift applied to ``acc * row_int``.
+    """
+
+    acc_scale: np.ndarray
+    terms: list[TermQuant]
+    bias_int: torch.Tensor | None
+    x_scale: float
+    out_scale: float
+    out_bits: int
+    multiplier: np.ndarray | None
+    shift: np.ndarray
+    table: PwlTable
+
+
+@dataclass
+class QuantParams:
+    """Scales of every data tensor and the integer parameters of every node."""
+
+    scales: dict[str, float] = field(default_factory=dict)
+    bits: dict[str, int] = field(default_factory=dict)
+    nodes: dict[str, NodeQuant] = field(default_factory=dict)
+
+
+def mse_scale(values: np.ndarray, bits: int = 8, steps: int = 71) -> float:
+    """MSE-optimal symmetric scale for ``values`` (see the module docstring)."""
+    a = np.abs(np.asarray(values, dtype=np.float64).ravel())
+    amax = float(a.max()) if a.size else 0.0
+    qmax = _QMAX[bits]
+    if amax == 0.0:
+        return 1.0 / qmax
+    best, best_c = math.inf, amax
+    for frac in np.linspace(0.30, 1.0, steps):
+        c = amax * frac
+        s = c / qmax
+        q = np.clip(np.round(a / s), 0, qmax) * s
+        err = float(np.mean((q - a) ** 2))
+        if err < best * (1 - 1e-9):
+            best, best_c = err, c
+    return best_c / qmax
+
+
+def _single_magnitude(c: torch.Tensor) -> bool:
+    """Every column of ``c`` (..., K, N) holds one nonzero magnitude (identity-like)."""
+    a = c.abs()
+    mx = a.amax(dim=-2, keepdim=True)
+    return bool(torch.all((a == 0) | (a == mx)))
+
+
+def _quant_int(v: torch.Tensor, step, bits: int, clamp: bool, what: str) -> torch.Tensor:
+    step_t = torch.as_tensor(np.asarray(step, dtype=np.float64))
+    q = torch.round(v.double() / step_t)
+    lo, hi = int_range(bits)
+    if not clamp and (q.max() > hi or q.min() < lo):
+        raise QuantizationError(
+            f"{what}: constant needs {int(q.abs().max())} at the accumulator scale, outside "
+            f"int{bits}; the other terms fix a finer accumulator scale (set Term.clamp to allow "
+            "saturation)"
+        )
+    return q.clamp(lo, hi).to(torch.int64)
+
+
+def _acc_scales(graph: MatrixGraph, node: GemmNode, scales: dict[str, float]):
+    """Accumulator scale (array broadcastable to (..., 1, N)) and per-term constant steps."""
+    fixed: list[float] = []
+    infos = []
+    for t in node.terms:
+        ca, cb = graph.is_const(t.a), graph.is_const(t.b)
+        if not ca and not cb:
+            fixed.append(scales[t.a.source] * scales[t.b.source])
+            infos.append(("dd", None, None))
+        elif cb and not ca:
+            infos.append(("dB", scales[t.a.source], graph.const_value(t.b)))
+        elif ca and not cb:
+            infos.append(("Ad", scales[t.b.source], graph.const_value(t.a)))
+        else:  # const x const: B keeps its own per-tensor scale, A adapts
+            bv = graph.const_value(t.b)
+            sb = float(bv.abs().max()) / 127 or 1.0
+            infos.append(("AB", sb, graph.const_value(t.a)))
+    if fixed:
+        f0 = fixed[0]
+        for f in fixed[1:]:
+            if abs(f - f0) > 1e-9 * abs(f0):
+                raise QuantizationError(
+                    f"node {node.name} ({node.module}, {node.aten}): data x data terms with "
+                    f"different accumulator scales {fixed}"
+                )
+        acc = np.asarray(f0, dtype=np.float64)
+    else:
+        reqs = []
+        scalar = False
+        ident = True
+        for kind, s, c in infos:
+            if kind == "dB":
+                m = c.abs().amax(dim=-2, keepdim=True).double().numpy()
+                reqs.append(s * m)
+                ident &= _single_magnitude(c)
+            else:
+                scalar = True
+                reqs.append(np.asarray(s * float(c.abs().max())))
+                ident &= _single_magnitude(c.reshape(-1, 1))
+        shape = np.broadcast_shapes(*[r.shape for r in reqs])
+        units = np.stack([np.broadcast_to(r, shape) for r in reqs])  # (T, ..., 1, N)
+        if scalar:
+            units = units.reshape(len(reqs), -1).max(axis=1)
+            units = units.reshape(len(reqs), *([1] * len(shape)))
+        top = units.max(axis=0)
+        top = np.where(top > 0, top, 1.0)
+        if ident and len(reqs) > 1:
+            best_cost, acc = None, None
+            for d in range(127, 0, -1):
+                cand = top / d
+                r = units / cand
+                cost = np.where(r > 0, np.abs(r - np.round(r)) / np.maximum(r, 1e-30), 0).max(0)
+                if best_cost is None:
+                    best_cost, acc = cost, cand
+                else:
+                    better = cost < best_cost - 1e-12
+                    best_cost = np.where(better, cost, best_cost)
+                    acc = np.where(better, cand, acc)
+        else:
+            acc = top / 127
+    terms = []
+    for kind, s, _c in infos:
+        if kind == "dd":
+            terms.append(("dd", None, None))
+        elif kind == "dB":
+            terms.append(("dB", None, acc / s))
+        else:
+            a_step = float(np.max(acc)) / s
+            if np.ptp(np.asarray(acc)) > 1e-12 * float(np.max(acc)):
+                raise QuantizationError(
+                    f"node {node.name}: a constant left operand needs one accumulator scale, "
+                    "but other terms need per-column scales"
+                )
+            terms.append((kind, a_step, s if kind == "AB" else None))
+    return np.asarray(acc, dtype=np.float64), terms
+
+
+def _exact_table(function: str | None, ratio: float, out_scale: float) -> PwlTable:
+    """Identity/ReLU/ReLU6 table mapping x (x_scale) to y (out_scale); ratio = x/out scale."""
+    if abs(ratio - 1.0) < 1e-12:
+        k, sh = 1, 0
+    else:
+        k, sh = quantize_multiplier(ratio)
+        if k == 0:
+            raise QuantizationError(f"PWL rescale ratio {ratio} underflows")
+    if function is None:
+        return PwlTable((), (k,), (0,), sh)
+    if function == "relu":
+        return PwlTable((0,), (0, k), (0, 0), sh)
+    q6 = int(round(6.0 / out_scale))
+    bp6 = int(round(6.0 / (out_scale * ratio)))
+    if bp6 > int_range(32)[1] or (q6 << sh) > int_range(32)[1]:
+        return PwlTable((0,), (0, k), (0, 0), sh)  # x (int32) never reaches 6: ReLU
+    return PwlTable((0, bp6), (0, k, 0), (0, 0, q6 << sh), sh)
+
+
+def _fit(fit_pwl, function, lo, hi, segments, x_scale, out_scale, bits):
+    """Fit with the node's scales; a wide (16/32-bit) output whose finest scale makes a slope
+    overflow int16 gets the smallest power-of-two coarser scale that fits."""
+    from compiler.pwl import PwlFormatError
+
+    if bits != 8:
+        out_scale = max(out_scale, x_scale / 2**8)
+    last = None
+    for _ in range(24):
+        try:
+            return fit_pwl(function, lo, hi, segments=segments, in_scale=x_scale,
+                           out_scale=out_scale, out_bits=8 if bits == 8 else 32)
+        except PwlFormatError as e:
+            if bits == 8:
+                raise
+            last = e
+            out_scale *= 2
+    raise QuantizationError(f"{function}: no output scale fits the PWL formats: {last}")
+
+
+def quantize_graph(graph: MatrixGraph, stats, *, fit_cache: dict | None = None,
+                   segments: int = 16, clipping: str = "mse") -> QuantParams:
+    """Derive :class:`QuantParams` from calibration ``stats`` (:class:`compiler.execute.Stats`).
+
+    Fits each PWL function over its calibrated input range (``compiler.pwl.fit_pwl``) with the
+    node's scales and stores the fit in ``node.epilogue.fit``. ``clipping`` selects the int8
+    activation scales: ``"mse"`` (MSE-optimal clipping, the default) or ``"max"`` (``amax / 127``).
+    """
+    from compiler.pwl import fit_pwl
+
+    if clipping not in CLIPPING:
+        raise ValueError(f"clipping {clipping!r} unknown; choose one of {', '.join(CLIPPING)}")
+
+    def act_scale(name: str) -> float:
+        if clipping == "max":
+            return (stats.amax.get(name, 0.0) or 1.0) / 127
+        return mse_scale(stats.samples[name])
+
+    fit_cache = {} if fit_cache is None else fit_cache
+    q = QuantParams()
+    for inp in graph.inputs:
+        if inp.name in stats.samples:
+            q.scales[inp.name] = act_scale(inp.name)
+            q.bits[inp.name] = 8
+    for h in graph.host_ops:
+        if h.name in stats.samples:
+            q.scales[h.name] = act_scale(h.name)
+            q.bits[h.name] = 8
+    for node in graph.nodes:
+        ep = node.epilogue
+        bits = ep.out_bits
+        amax = stats.amax[node.name]
+        acc, term_steps = _acc_scales(graph, node, q.scales)
+        col = 1.0 if ep.col_scale is None else ep.col_scale
+        col = np.asarray(col.double().numpy() if isinstance(col, torch.Tensor) else col,
+                         dtype=np.float64)
+        eff = acc * col  # real value of one accumulator step, per column
+        eff_max = float(np.max(np.abs(eff)))
+        if ep.scale_like is not None:
+            base = q.scales[ep.scale_like]
+            like_amax = stats.amax.get(ep.scale_like, 0.0)
+            k = 0
+            while amax > like_amax * 2**k * (1 + 1e-6) and k < 30:
+                k += 1
+            out_scale = base * 2**k
+        elif bits == 8:
+            out_scale = act_scale(node.name)
+        else:
+            out_scale = (amax or 1.0) / _QMAX[bits]
+        if bits == 32 and ep.function in EXACT_FUNCTIONS and ep.row_scale is None:
+            out_scale = max(out_scale, eff_max / _MULT_MAX)
+        if ep.function in EXACT_FUNCTIONS:
+            x_target = out_scale
+        else:
+            lo, hi = stats.fn_range[node.name]
+            x_target = max(abs(lo), abs(hi), 1e-12) / 2**_X_BITS
+        if ep.row_scale is None:
+            x_scale = max(x_target, eff_max / _MULT_MAX)
+            if ep.function in EXACT_FUNCTIONS and x_scale > x_target * (1 + 1e-12):
+                pass  # coarser than the output: the table rescales
+            mults, shifts = np.zeros(eff.shape, np.int64), np.zeros(eff.shape, np.int64)
+            for idx in np.ndindex(eff.shape):
+                m, s = quantize_multiplier(float(eff[idx]) / x_scale)
+                mults[idx], shifts[idx] = m, s
+            multiplier = mults
+            shift = shifts
+        else:
+            if np.ptp(eff) > 1e-9 * eff_max:
+                raise QuantizationError(
+                    f"node {node.name} ({node.module}): a row-scaled epilogue needs one "
+                    "accumulator scale for all columns"
+                )
+            r_scale = q.scales[ep.row_scale.source]
+            base = eff_max * r_scale * (1 if float(np.max(eff)) > 0 else -1)
+            if float(np.max(eff)) < 0:
+                raise QuantizationError(f"node {node.name}: negative row-scaled column scale")
+            # x = round_shift(acc * row_int, s) holds acc * row_int / 2**s: one step of x is
+            # worth base * 2**s
+            if ep.function in EXACT_FUNCTIONS:
+                x_target = x_target / 2**8  # keep 8 more bits; the table rounds once, at the end
+            s = int(math.floor(math.log2(x_target / abs(base)))) if base else 0
+            s = min(max(s, 0), MAX_SHIFT)
+            x_scale = abs(base) * 2**s
+            multiplier = None
+            shift = np.asarray(s, dtype=np.int64)
+        # PWL table
+        if ep.function in EXACT_FUNCTIONS:
+            table = _exact_table(ep.function, x_scale / out_scale, out_scale)
+            ep.fit = None
+        else:
+            lo, hi = stats.fn_range[node.name]
+            if hi - lo < 1e-6:
+                lo, hi = lo - 1e-3, hi + 1e-3
+            key = (ep.function, round(lo, 9), round(hi, 9), x_scale, out_scale, bits, segments)
+            if key not in fit_cache:
+                fit_cache[key] = _fit(fit_pwl, ep.function, lo, hi, segments, x_scale,
+                                      out_scale, bits)
+            ep.fit = fit_cache[key]
+            out_scale = ep.fit.out_scale
+            table = ep.fit.table
+        # constants
+        terms = []
+        for (kind, a_step, b_step), t in zip(term_steps, node.terms, strict=True):
+            what = f"node {node.name} ({node.module}, {node.aten})"
+            if kind == "dd":
+                terms.append(TermQuant(None, None, None, None))
+            elif kind == "dB":
+                bv = graph.const_value(t.b)
+                terms.append(TermQuant(None, _quant_int(bv, b_step, 8, t.clamp, what), None,
+                                       b_step))
+            elif kind == "Ad":
+                av = graph.const_value(t.a)
+                terms.append(TermQuant(_quant_int(av, a_step, 8, t.clamp, what), None, a_step,
+                                       None))
+            else:
+                av, bv = graph.const_value(t.a), graph.const_value(t.b)
+                terms.append(TermQuant(_quant_int(av, a_step, 8, t.clamp, what),
+                                       _quant_int(bv, b_step, 8, False, what), a_step, b_step))
+        bias_int = None
+        if node.bias is not None:
+            bias_int = _quant_int(graph.constants[node.bias], acc, 32, False,
+                                  f"bias of node {node.name}")
+        q.scales[node.name] = out_scale
+        q.bits[node.name] = bits
+        q.nodes[node.name] = NodeQuant(acc, terms, bias_int, x_scale, out_scale, bits,
+                                       multiplier, np.asarray(shift), table)
+    return q

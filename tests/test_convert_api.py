@@ -1,0 +1,250 @@
+"""The conversion API: integer-exact reference, batching, report, fine-tuning, zoo and CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from compiler import ConvertedModel, convert, finetune
+from compiler.execute import _get
+from compiler.finetune import trainable_constants
+from hw.numeric import epilogue, int_range
+
+
+class Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.dw = nn.Conv2d(4, 4, 3, padding=1, groups=4)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        y = torch.relu(self.bn(self.conv(x)))
+        y = y + nn.functional.silu(self.dw(y))
+        y = nn.functional.max_pool2d(y, 2)
+        return self.fc(y.mean(dim=(2, 3)))
+
+
+@pytest.fixture(scope="module")
+def block():
+    torch.manual_seed(0)
+    m = Block().eval()
+    gen = torch.Generator().manual_seed(0)
+    cal = [(torch.randn(4, 2, 6, 6, generator=gen),) for _ in range(3)]
+    return m, convert(m, (torch.randn(2, 2, 6, 6, generator=gen),), cal)
+
+
+class SqueezeExcite(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        y = nn.functional.hardswish(self.conv(x))
+        gate = torch.sigmoid(self.fc(y.mean(dim=(2, 3))))
+        return (y * gate.reshape(*gate.shape, 1, 1)).amax(dim=(2, 3))
+
+
+@pytest.fixture(scope="module")
+def squeeze_excite():
+    torch.manual_seed(1)
+    m = SqueezeExcite().eval()
+    gen = torch.Generator().manual_seed(0)
+    cal = [(torch.randn(4, 2, 6, 6, generator=gen),) for _ in range(3)]
+    return m, convert(m, (torch.randn(2, 2, 6, 6, generator=gen),), cal)
+
+
+@pytest.mark.parametrize("which", ["block", "squeeze_excite"])
+def test_int_executor_is_hw_numeric_exactly(which, request):
+    _, cm = request.getfixturevalue(which)
+    x = torch.randn(6, 2, 6, 6)
+    samples, _ = cm.to_samples((x,))
+    _, vals = cm.run_samples(samples, "int", keep=True)
+    g = cm.graph
+    rows_scaled = 0
+    for node in g.nodes:
+        nq = cm.quant.nodes[node.name]
+        y = vals[node.name]
+        assert y.dtype == torch.int64
+        lo, hi = int_range(node.epilogue.out_bits)
+        assert int(y.min()) >= lo and int(y.max()) <= hi
+        acc = 0
+        for t, tq in zip(node.terms, nq.terms, strict=True):
+            a = tq.a_int if tq.a_int is not None else _get(g, t.a, vals, {})
+            b = tq.b_int if tq.b_int is not None else _get(g, t.b, vals, {})
+            assert a.abs().max() <= 128 and b.abs().max() <= 128
+            acc = acc + (a.numpy() @ b.numpy()) if a.ndim <= 2 and b.ndim <= 2 else acc + \
+                np.matmul(a.numpy(), b.numpy())
+        if nq.bias_int is not None:
+            acc = acc + nq.bias_int.numpy()
+        if node.epilogue.row_scale is None:
+            mult = nq.multiplier
+        else:
+            mult = _get(g, node.epilogue.row_scale, vals, {}).numpy()
+            assert cm.quant.bits[node.epilogue.row_scale.source] == 16
+            rows_scaled += 1
+        expect = epilogue(acc, mult, nq.shift, nq.table, node.epilogue.out_bits)
+        np.testing.assert_array_equal(y.numpy(), expect)
+    assert rows_scaled == (which == "squeeze_excite")
+
+
+def test_batch_of_any_size_matches_per_batch_calls(block):
+    _, cm = block
+    x = torch.randn(5, 2, 6, 6)
+    full = cm(x)
+    assert full.shape == (5, 3)
+    parts = torch.cat([cm(x[0:2]), cm(x[2:4])])
+    assert torch.equal(full[:4], parts)
+    assert torch.equal(full[4:], cm(torch.cat([x[4:], x[:1]]))[:1])
+
+
+def test_converted_model_accuracy_modes(block):
+    m, cm = block
+    x = torch.randn(8, 2, 6, 6)
+    ref = m(x)
+    cos = torch.nn.functional.cosine_similarity
+    for mode in ("float-pwl", "fake-quant", "int"):
+        assert cos(cm(x, mode=mode).flatten(), ref.flatten(), dim=0) > 0.99
+    assert isinstance(cm, ConvertedModel) and "GEMM nodes" in repr(cm)
+
+
+def test_report_lists_nodes_functions_and_folding(block):
+    _, cm = block
+    rep = cm.report()
+    assert [n.name for n in rep.nodes] == [n.name for n in cm.graph.nodes]
+    assert all(0.98 < n.int_cos <= 1.0 + 1e-9 for n in rep.nodes)
+    assert any(f.function == "silu" for f in rep.functions)
+    silu = next(f for f in rep.functions if f.function == "silu")
+    assert silu.fixed_max < 0.02 and silu.segments <= cm.segments
+    assert any("BatchNorm folded" in f for f in rep.folded)
+    text = rep.render()
+    assert "silu" in text and "conv2d" in text
+    json.dumps(rep.to_dict())
+
+
+def test_finetune_trains_weights_and_returns_a_new_model():
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(8, 16), nn.SiLU(), nn.Linear(16, 3)).eval()
+    x = torch.randn(64, 8)
+    y = m(x).argmax(-1)
+    cal = [(x[i : i + 16],) for i in range(0, 64, 16)]
+    cm = convert(m, (x[:16],), cal)
+    names = trainable_constants(cm)
+    assert names
+    data = [((x[i : i + 16],), y[i : i + 16]) for i in range(0, 64, 16)]
+    before = {n: cm.graph.constants[n].clone() for n in names}
+    ft = finetune(cm, data, epochs=2, lr=1e-3)
+    assert ft is not cm and isinstance(ft, ConvertedModel)
+    assert all(torch.equal(cm.graph.constants[n], before[n]) for n in names)
+    assert any(not torch.equal(ft.graph.constants[n], before[n]) for n in names)
+    acc0 = (cm(x).argmax(-1) == y).float().mean()
+    acc1 = (ft(x).argmax(-1) == y).float().mean()
+    assert acc1 >= acc0 - 0.05
+
+
+def test_fake_quant_is_differentiable():
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 2)).eval()
+    cm = convert(m, (torch.randn(3, 4),), [(torch.randn(3, 4),)])
+    from compiler.execute import run
+
+    consts = {k: (v.clone().requires_grad_(True) if k in trainable_constants(cm) else v)
+              for k, v in cm.graph.constants.items()}
+    out = run(cm.graph, [torch.randn(1, 3, 4)], "fake-quant", cm.quant, consts=consts)[0]
+    out.square().sum().backward()
+    grads = [consts[k].grad for k in trainable_constants(cm)]
+    assert all(g is not None for g in grads) and any(float(g.abs().sum()) > 0 for g in grads)
+
+
+def test_zoo_mlp_within_target():
+    from compiler.zoo import load
+
+    zm = load("mlp")
+    cm = convert(zm.model, zm.example_inputs, zm.calibration)
+    acc = zm.metric(cm(*zm.eval_inputs), zm.eval_labels)
+    assert abs(acc - zm.float_accuracy) <= 0.003 + 1e-9
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["resnet", "mobilenet"])
+def test_zoo_cnn_within_target(name):
+    from compiler.zoo import load
+
+    zm = load(name)
+    cm = convert(zm.model, zm.example_inputs, zm.calibration)
+    acc = zm.metric(cm(*zm.eval_inputs), zm.eval_labels)
+    assert abs(acc - zm.float_accuracy) <= 0.003 + 1e-9
+
+
+def test_nmx_convert_cli(tmp_path, capsys):
+    from nmx.cli import main
+
+    out = tmp_path / "r.json"
+    assert main(["convert", "--model", "mlp", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "int8" in text and "float-pwl" in text
+    res = json.loads(out.read_text())
+    assert abs(res["int8"]["delta_pp"]) <= 0.3
+    assert res["nodes"] >= 3
+
+
+def test_fx_fallback_when_export_fails(monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("export unavailable in this test")
+
+    monkeypatch.setattr(torch.export, "export", broken)
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(32, 3)).eval()
+    x = torch.randn(2, 1, 6, 6)
+    cm = convert(m, (x,), [(torch.randn(2, 1, 6, 6),)])
+    assert cm.graph.capture_method.startswith("fx")
+    assert "export unavailable" in cm.capture_note
+    assert torch.allclose(cm(x, mode="float"), m(x), atol=1e-5)
+    assert "fx" in cm.report().capture
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    c=st.integers(1, 3), groups=st.sampled_from([1, "depthwise"]), k=st.integers(1, 3),
+    stride=st.integers(1, 2), padding=st.integers(0, 2), dilation=st.integers(1, 2),
+    hw=st.integers(5, 8),
+)
+def test_conv_views_match_pytorch(c, groups, k, stride, padding, dilation, hw):
+    """im2col addressing (stride/padding/dilation/groups) reproduces PyTorch in float mode."""
+    from compiler.capture import capture
+    from compiler.execute import run
+    from compiler.lowering import lower
+
+    g = c if groups == "depthwise" else 1
+    torch.manual_seed(0)
+    m = nn.Conv2d(c, 2 * c, k, stride=stride, padding=padding, dilation=dilation, groups=g).eval()
+    x = torch.randn(2, c, hw, hw)
+    if (hw + 2 * padding - dilation * (k - 1) - 1) < 0:
+        return
+    graph = lower(capture(m, (x,)))
+    assert len(graph.nodes) == 1
+    out = run(graph, [x.unsqueeze(0)], "float")[0][0]
+    assert torch.allclose(out, m(x), atol=1e-5)
+
+
+def test_finetune_accepts_plain_pairs_and_unlabelled_inputs():
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(4, 8), nn.Hardswish(), nn.Linear(8, 2)).eval()
+    x = torch.randn(16, 4)
+    cm = convert(m, (x[:8],), [(x[:8],), (x[8:],)])
+    labelled = finetune(cm, [(x[:8], m(x[:8]).argmax(-1))], epochs=1, lr=1e-3)
+    unlabelled = finetune(cm, [x[:8], x[8:]], epochs=1, lr=1e-3)
+    for ft in (labelled, unlabelled):
+        assert torch.nn.functional.cosine_similarity(ft(x).flatten(), m(x).flatten(), dim=0) > 0.9
+    from compiler import ConvertError
+
+    with pytest.raises(ConvertError, match="data item has 3 tensors"):
+        finetune(cm, [(x[:8], x[:8], x[:8])], epochs=1)

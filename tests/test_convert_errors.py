@@ -1,0 +1,117 @@
+"""Conversion errors: unsupported ops, dtypes and shapes are named, never silently run in float."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from compiler import (
+    ConvertError,
+    UnsupportedDtypeError,
+    UnsupportedOpError,
+    UnsupportedShapeError,
+    convert,
+)
+from hw.errors import NmxError
+
+
+class Inner(nn.Module):
+    def forward(self, x):
+        return torch.cumsum(x, dim=-1)
+
+
+class Outer(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.block = nn.Sequential(nn.ReLU(), Inner())
+
+    def forward(self, x):
+        return self.block(self.fc(x))
+
+
+def _cal(shape, n=2):
+    return [(torch.randn(shape),) for _ in range(n)]
+
+
+def test_unsupported_op_names_op_module_and_supported_set():
+    with pytest.raises(UnsupportedOpError) as info:
+        convert(Outer().eval(), (torch.randn(2, 4),), _cal((2, 4)))
+    err = info.value
+    assert err.op == "aten.cumsum.default"
+    assert err.module == "block.1"
+    msg = str(err)
+    assert "aten.cumsum.default" in msg and "'block.1'" in msg
+    assert "aten.linear.default" in msg and "aten.conv2d.default" in msg
+    assert isinstance(err, NmxError)
+
+
+def test_transposed_conv_is_unsupported():
+    m = nn.Sequential(nn.ConvTranspose2d(2, 2, 3)).eval()
+    with pytest.raises(UnsupportedOpError, match="conv_transpose2d"):
+        convert(m, (torch.randn(1, 2, 4, 4),), _cal((1, 2, 4, 4)))
+
+
+class IntMul(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 3)
+
+    def forward(self, x, idx):
+        return self.fc(x) * idx
+
+
+def test_integer_tensor_in_a_gemm_is_a_dtype_error():
+    x, idx = torch.randn(2, 3), torch.ones(2, 3, dtype=torch.int64)
+    with pytest.raises(UnsupportedDtypeError, match="int64"):
+        convert(IntMul().eval(), (x, idx), [(x, idx)])
+
+
+def test_unsupported_input_dtype():
+    with pytest.raises(UnsupportedDtypeError, match="complex64"):
+        convert(nn.Identity().eval(), (torch.randn(2, 2, dtype=torch.complex64),), [])
+
+
+def test_unsupported_argument_is_a_shape_error_naming_op_and_module():
+    m = nn.Sequential(nn.Conv2d(1, 2, 1), nn.MaxPool2d(2, ceil_mode=True)).eval()
+    with pytest.raises(UnsupportedShapeError, match=r"max_pool2d.*'1'.*ceil_mode"):
+        convert(m, (torch.randn(1, 1, 5, 5),), _cal((1, 1, 5, 5)))
+
+
+def test_hardtanh_other_than_relu6_is_rejected():
+    m = nn.Sequential(nn.Linear(2, 2), nn.Hardtanh(-2, 2)).eval()
+    with pytest.raises(UnsupportedShapeError, match="hardtanh"):
+        convert(m, (torch.randn(1, 2),), _cal((1, 2)))
+
+
+def test_product_of_two_full_data_tensors_is_rejected():
+    class Sq(nn.Module):
+        def forward(self, x):
+            return x * x
+
+    with pytest.raises(UnsupportedShapeError, match="two data tensors"):
+        convert(Sq().eval(), (torch.randn(2, 3),), _cal((2, 3)))
+
+
+def test_wrong_call_shape_is_an_error():
+    m = nn.Linear(4, 2).eval()
+    cm = convert(m, (torch.randn(2, 4),), _cal((2, 4)))
+    with pytest.raises(UnsupportedShapeError, match="only the batch dim"):
+        cm(torch.randn(2, 5))
+    with pytest.raises(ConvertError, match="expected 1 inputs"):
+        cm(torch.randn(2, 4), torch.randn(2, 4))
+
+
+def test_training_mode_and_empty_calibration_are_errors():
+    m = nn.Linear(4, 2)
+    with pytest.raises(ConvertError, match="training mode"):
+        convert(m, (torch.randn(2, 4),), _cal((2, 4)))
+    with pytest.raises(ConvertError, match="calibration set is empty"):
+        convert(m.eval(), (torch.randn(2, 4),), [])
+
+
+def test_unknown_mode_is_an_error():
+    cm = convert(nn.Linear(4, 2).eval(), (torch.randn(2, 4),), _cal((2, 4)))
+    with pytest.raises(ValueError, match="float-pwl"):
+        cm(torch.randn(2, 4), mode="float16")
