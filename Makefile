@@ -36,7 +36,7 @@ test-slow: $(STAMP)
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -m slow tests tb
 
 lint: $(STAMP) rtl
-	$(BIN)/ruff check hw compiler sim nmx tb tests scripts
+	$(BIN)/ruff check hw compiler sim nmx tb tests examples $(wildcard scripts)
 	$(BIN)/python -m sim.lint build/rtl
 
 ## Golden-model speed and a tiled GEMM through the cycle model.
