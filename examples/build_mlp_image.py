@@ -33,6 +33,7 @@ from compiler.pwl import fit_pwl
 from hw import numeric
 from hw.assembler import read_equates
 from hw.config import AcceleratorConfig
+from hw.errors import NmxError
 from hw.isa import encode_bias_entries, encode_pwl_table
 from sim.dram_image import DramImage
 
@@ -77,10 +78,6 @@ def _q8(a: np.ndarray, scale) -> np.ndarray:
     return np.clip(np.rint(a / scale), -127, 127).astype(np.int8)
 
 
-def _wrap32(v: np.ndarray) -> np.ndarray:
-    return (np.asarray(v, dtype=np.int64) + (1 << 31)) % (1 << 32) - (1 << 31)
-
-
 def _constant_blocks(sub_weight: int) -> np.ndarray:
     """The 15 constant 16 x 16 int8 weight blocks, in the order mlp.nmasm expects."""
     diff, comb = [], []
@@ -108,6 +105,11 @@ def _multipliers(scales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def build(seed: int = 0, config: AcceleratorConfig | None = None) -> MlpExample:
     """Quantise the seeded MLP and lay out its DRAM image for ``mlp.nmasm``."""
     cfg = config or AcceleratorConfig()
+    if (cfg.rows, cfg.cols) != (16, 16):
+        raise NmxError(
+            f"mlp.nmasm is laid out for a 16x16 array; config {cfg.fingerprint} is "
+            f"{cfg.rows}x{cfg.cols}"
+        )
     eq = read_equates(ASM)
     batch, din, hid, dout = eq["BATCH"], eq["DIN"], eq["HID"], eq["DOUT"]
     f = float_model(seed, batch, din, hid, dout)
@@ -160,12 +162,12 @@ def build(seed: int = 0, config: AcceleratorConfig | None = None) -> MlpExample:
         r = numeric.epilogue(a - b, *half, relu, 8)
         v = numeric.epilogue(b + 2 * r, 1, 0, ident, 8)
         n //= 2
-    zf = _wrap32(zf + v[:, :1] * sub_weight)
+    zf = numeric.wrap(zf + v[:, :1] * sub_weight, numeric.ACC_BITS)
     e = numeric.epilogue(zf, 1, 0, exp, 8)
     row_mult = numeric.epilogue(e.sum(axis=1), 1, 0, recip, numeric.SCALE_BITS)
     probs_int = numeric.epilogue(e, row_mult[:, None], row_shift, ident, 8).astype(np.int8)
 
-    img = DramImage.zeros(eq["DRAM_SIZE"])
+    img = DramImage.zeros(eq["DRAM_SIZE"], cfg)
     img.add("x", eq["X_ADDR"], xq)
     img.add("w1", eq["W1_ADDR"], w1q)
     img.add("w2", eq["W2_ADDR"], w2q)

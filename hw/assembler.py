@@ -11,7 +11,8 @@ expression (decimal, ``0x`` hex, ``0b`` binary, ``.equ`` names, ``+ - * // % << 
 parentheses) or, for enum fields, the member name (``mode=ACCUMULATE``). Bare words after the
 mnemonic are dependency flags (``pop_prev``, ``pop_next``, ``push_prev``, ``push_next``). Fields
 left out take their default (the minimum legal value, or the first enum member). Fields may be
-separated by spaces or commas.
+separated by spaces or commas. A ``.equ`` name defined twice, or a field or flag given twice on
+one line, is an error naming the line.
 
 The disassembler prints every field of every instruction in bit order, so
 ``assemble(disassemble(b)) == b`` for every valid program ``b``.
@@ -124,6 +125,7 @@ def _tokens(text: str) -> list[str]:
 def assemble(text: str, *, source: str = "<text>") -> Program:
     """Assemble program text; errors raise AsmError naming ``source``, the line and the field."""
     names: dict[str, int] = {}
+    equ_lines: dict[str, int] = {}
     instructions = []
     mnemonics = {op.name.lower(): op for op in Opcode}
     for lineno, line in enumerate(text.splitlines(), start=1):
@@ -135,6 +137,12 @@ def assemble(text: str, *, source: str = "<text>") -> Program:
             parts = body.split(None, 2)
             if parts[0] != ".equ" or len(parts) != 3 or not _NAME.match(parts[1]):
                 raise AsmError(f"{where}: expected '.equ NAME expression', got {body!r}")
+            if parts[1] in names:
+                raise AsmError(
+                    f"{where}: .equ {parts[1]} defined again (first defined on line "
+                    f"{equ_lines[parts[1]]})"
+                )
+            equ_lines[parts[1]] = lineno
             try:
                 names[parts[1]] = _eval(parts[2], names)
             except ValueError as e:
@@ -152,6 +160,8 @@ def assemble(text: str, *, source: str = "<text>") -> Program:
         for tok in toks[1:]:
             if "=" not in tok:
                 if tok.lower() in DEP_FLAGS:
+                    if tok.lower() in kwargs:
+                        raise AsmError(f"{where}: {mnem}: flag {tok.lower()!r} given twice")
                     kwargs[tok.lower()] = True
                     continue
                 raise AsmError(
@@ -194,23 +204,34 @@ def assemble(text: str, *, source: str = "<text>") -> Program:
     return Program(instructions)
 
 
-def assemble_file(path) -> Program:
-    """Assemble the file at ``path``."""
+def _read_source(path) -> str:
     p = Path(path)
     try:
-        text = p.read_text()
+        return p.read_text(encoding="utf-8")
     except OSError as e:
         raise AsmError(f"cannot read {str(p)!r}: {e.strerror}") from None
-    return assemble(text, source=str(p))
+    except UnicodeDecodeError as e:
+        line = p.read_bytes()[: e.start].count(b"\n") + 1
+        raise AsmError(
+            f"{p}:{line}: not assembler text (byte {e.start} is not UTF-8; "
+            "is this a binary file?)"
+        ) from None
+
+
+def assemble_file(path) -> Program:
+    """Assemble the file at ``path``."""
+    return assemble(_read_source(path), source=str(path))
 
 
 def read_equates(path) -> dict[str, int]:
     """The ``.equ`` constants defined in an assembler file (e.g. for a DRAM-image builder)."""
     names: dict[str, int] = {}
-    for lineno, line in enumerate(Path(path).read_text().splitlines(), start=1):
+    for lineno, line in enumerate(_read_source(path).splitlines(), start=1):
         body = _strip(line)
         if body.startswith(".equ"):
             parts = body.split(None, 2)
+            if len(parts) > 1 and parts[1] in names:
+                raise AsmError(f"{path}:{lineno}: .equ {parts[1]} defined again")
             try:
                 names[parts[1]] = _eval(parts[2], names)
             except (ValueError, IndexError) as e:
@@ -236,10 +257,17 @@ def format_instruction(ins) -> str:
 
 
 def disassemble(program: Program | bytes) -> str:
-    """Text form of a program (file bytes or :class:`Program`); malformed input raises IsaError."""
+    """Text form of a program (file bytes or :class:`Program`); malformed input raises IsaError.
+
+    For file bytes the first line is a comment naming the config the file was built for.
+    """
+    lines = []
     if not isinstance(program, Program):
-        program = Program.from_bytes(bytes(program))
-    lines = [
+        blob = bytes(program)
+        header = Program.read_header(blob)
+        program = Program.from_bytes(blob)
+        lines.append(f"; program for config {header.stamp}, {header.count} instructions")
+    lines += [
         f"{format_instruction(ins):<100s} ; word {i}" for i, ins in enumerate(program.instructions)
     ]
     return "\n".join(lines) + "\n"

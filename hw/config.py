@@ -15,15 +15,28 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from dataclasses import dataclass, fields
 
 from hw.errors import NmxError
 
-__all__ = ["AcceleratorConfig", "ConfigError", "PRESETS", "preset", "preset_names"]
+__all__ = [
+    "AcceleratorConfig",
+    "ConfigError",
+    "ConfigMismatchError",
+    "ConfigStamp",
+    "PRESETS",
+    "preset",
+    "preset_names",
+]
 
 
 class ConfigError(NmxError, ValueError):
     """An accelerator configuration field holds a value outside its allowed range."""
+
+
+class ConfigMismatchError(ConfigError):
+    """An artifact (program file, DRAM image) built for one config is used with another."""
 
 
 def _is_pow2(v: int) -> bool:
@@ -45,7 +58,8 @@ _RANGES: dict[str, tuple[int, int, bool]] = {
     "pwl_functions": (8, 64, True),
     "pwl_segments": (64, 256, True),
     "dma_data_bits": (32, 512, True),
-    "addr_bits": (32, 64, False),
+    # 48 bits (256 TiB) keeps every DRAM address, base + offset + walk, exact in int64.
+    "addr_bits": (32, 48, False),
     "instr_fifo_depth": (2, 1024, True),
 }
 
@@ -82,7 +96,7 @@ class AcceleratorConfig:
     dma_data_bits : int
         AXI4 data-bus width of the DMA master (power of two, 32..512).
     addr_bits : int
-        DRAM (AXI) address width.
+        DRAM (AXI) address width, 32..48.
     instr_fifo_depth : int
         Depth of each decoupled instruction queue.
     """
@@ -162,6 +176,60 @@ class AcceleratorConfig:
         """Name of a generated artifact: ``{name}_{rows}x{cols}_{fingerprint}``."""
         return f"{name}_{self.rows}x{self.cols}_{self.fingerprint}"
 
+    @property
+    def stamp(self) -> ConfigStamp:
+        """The :class:`ConfigStamp` that artifacts built for this config carry."""
+        return ConfigStamp(self.fingerprint, self.rows, self.cols)
+
+
+_FINGERPRINT = re.compile(r"[0-9a-f]{10}")
+
+
+@dataclass(frozen=True)
+class ConfigStamp:
+    """The config an artifact was built for: fingerprint plus the array geometry (for messages).
+
+    Program files and DRAM images store it in their headers; using the artifact with another
+    config raises :class:`ConfigMismatchError` (:meth:`check`).
+
+    Parameters
+    ----------
+    fingerprint : str
+        :attr:`AcceleratorConfig.fingerprint` (10 lowercase hex digits).
+    rows, cols : int
+        The array shape of that config, 1..64 each.
+    """
+
+    fingerprint: str
+    rows: int
+    cols: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.fingerprint, str) or not _FINGERPRINT.fullmatch(self.fingerprint):
+            raise ConfigError(
+                f"config fingerprint {self.fingerprint!r}: expected 10 lowercase hex digits"
+            )
+        for name in ("rows", "cols"):
+            lo, hi, _ = _RANGES[name]
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                raise ConfigError(f"config stamp {name} = {v!r}: allowed range is {lo}..{hi}")
+
+    def __str__(self) -> str:
+        return f"{self.fingerprint} ({self.rows}x{self.cols})"
+
+    def check(self, config: AcceleratorConfig, what: str) -> None:
+        """Raise :class:`ConfigMismatchError` unless ``config`` is the config of this stamp.
+
+        ``what`` names the artifact in the message (e.g. ``"program file 'mlp.bin'"``).
+        """
+        if config.fingerprint != self.fingerprint:
+            raise ConfigMismatchError(
+                f"{what} was built for config {self}, but this run uses config "
+                f"{config.stamp}: rebuild it for this config, or run with the config it was "
+                "built for (--config / --set)"
+            )
+
 
 PRESETS: dict[str, AcceleratorConfig] = {
     # Small and fast for unit tests and RTL simulation.
@@ -176,8 +244,13 @@ PRESETS: dict[str, AcceleratorConfig] = {
         instr_fifo_depth=8,
     ),
     "default": AcceleratorConfig(),
-    # Lattice ECP5-85F: 156 MULT18X18D and 208 EBR (18 Kbit) blocks. An 8x8 int8 array uses 64
-    # multipliers; 32 KiB scratchpad + 16 KiB accumulator + tables fit in about a third of the EBR.
+    # Lattice ECP5-85F: 156 MULT18X18D and 208 EBR blocks of 18 Kbit (widest mode 512 x 36). An
+    # 8x8 int8 array uses 64 multipliers. EBR, counted in 512 x 36 blocks (width, then depth):
+    # scratchpad 4096 rows x 64 bit = 2 wide x 8 deep = 16 (32 KiB); accumulator 512 rows x
+    # 8 x 32 bit = 8 wide x 1 deep = 8 (16 KiB); bias/scale SRAM 256 entries x 54 bit (int32 bias,
+    # int16 multiplier, 6-bit shift) = 2 wide x 1 deep = 2; segment tables 8 functions x 64
+    # segments x 80 bit (int32 breakpoint, int16 slope, int32 intercept) = 512 x 80 = 3 wide x 1
+    # deep = 3. Total 29 of 208 EBR (14 %).
     "ecp5": AcceleratorConfig(
         rows=8,
         cols=8,

@@ -26,6 +26,7 @@ import numpy as np
 from amaranth.hdl import signed, unsigned
 from amaranth.lib import data, enum
 
+from hw.config import AcceleratorConfig, ConfigError, ConfigStamp
 from hw.errors import NmxError
 from hw.numeric import ACC_BITS, MAX_SHIFT, SCALE_BITS, PwlTable, int_range
 
@@ -49,9 +50,12 @@ __all__ = [
     "Loadt",
     "MemSpace",
     "Opcode",
+    "PROGRAM_HEADER_BYTES",
     "PROGRAM_MAGIC",
+    "PROGRAM_VERSION",
     "PWL_HEADER_BYTES",
     "Program",
+    "ProgramHeader",
     "ScaleMode",
     "Setbase",
     "Store",
@@ -590,17 +594,33 @@ def _first_cut_field(first_byte: int, bits_present: int) -> str:
 
 #: First four bytes of a program file.
 PROGRAM_MAGIC = b"NMXP"
-PROGRAM_VERSION = 1
-_HEADER = struct.Struct("<4sHHII")  # magic, version, header words, instruction count, reserved
+#: Version 2 added the config stamp; version 1 files (no stamp) are rejected.
+PROGRAM_VERSION = 2
+# magic, version, header words, instruction count, rows, cols, config fingerprint, reserved
+_HEADER = struct.Struct("<4sHHIHH10s6s")
+#: Bytes of the program file header (two 16-byte words).
+PROGRAM_HEADER_BYTES = _HEADER.size
+_HEADER_WORDS = PROGRAM_HEADER_BYTES // WORD_BYTES
+
+
+@dataclass(frozen=True)
+class ProgramHeader:
+    """The parsed header of a program file: instruction count and the config it was built for."""
+
+    count: int
+    stamp: ConfigStamp
 
 
 @dataclass(frozen=True)
 class Program:
     """A sequence of instructions and its file form.
 
-    File form: a 16-byte header (``b"NMXP"``, version u16 = 1, header words u16 = 1, instruction
-    count u32, reserved u32 = 0) followed by one little-endian 16-byte word per instruction.
+    File form (little-endian): a 32-byte header (``b"NMXP"``, version u16 = 2, header words
+    u16 = 2, instruction count u32, the config's ``rows`` u16 and ``cols`` u16, its 10-character
+    fingerprint in ASCII, 6 reserved zero bytes) followed by one 16-byte word per instruction.
     Instruction memory holds the words only; word offsets count from the first instruction.
+    Reading a file for a config other than the one in its header raises
+    :class:`~hw.config.ConfigMismatchError` naming both fingerprints.
     """
 
     instructions: tuple[Instruction, ...]
@@ -621,26 +641,65 @@ class Program:
                 raise IsaError(e.detail, word=i, field=e.field) from None
         return out
 
-    def to_bytes(self) -> bytes:
-        """The program file: header plus words."""
+    def to_bytes(self, config: AcceleratorConfig) -> bytes:
+        """The program file for ``config``: header (with the config's stamp) plus words."""
+        if not isinstance(config, AcceleratorConfig):
+            raise TypeError(f"config must be an AcceleratorConfig, got {config!r}")
         body = b"".join(w.to_bytes(WORD_BYTES, "little") for w in self.words())
-        return _HEADER.pack(PROGRAM_MAGIC, PROGRAM_VERSION, 1, len(self.instructions), 0) + body
+        header = _HEADER.pack(
+            PROGRAM_MAGIC,
+            PROGRAM_VERSION,
+            _HEADER_WORDS,
+            len(self.instructions),
+            config.rows,
+            config.cols,
+            config.fingerprint.encode("ascii"),
+            bytes(6),
+        )
+        return header + body
 
     @staticmethod
-    def split_words(blob: bytes) -> list[int]:
-        """Check a program file's header and return its raw words (not decoded)."""
+    def read_header(blob: bytes) -> ProgramHeader:
+        """Parse and check a program file's header (not its words)."""
+        if len(blob) < 4 or blob[:4] != PROGRAM_MAGIC:
+            raise IsaError(f"not a program file: magic {bytes(blob[:4])!r}, expected "
+                           f"{PROGRAM_MAGIC!r}")
+        if len(blob) >= 6:
+            (version,) = struct.unpack_from("<H", blob, 4)
+            if version != PROGRAM_VERSION:
+                raise IsaError(
+                    f"unsupported program file version {version} (supported: {PROGRAM_VERSION}; "
+                    "version 1 files carry no config fingerprint: assemble the source again)"
+                )
         if len(blob) < _HEADER.size:
             raise IsaError(
                 f"program file is {len(blob)} bytes, shorter than its {_HEADER.size}-byte header"
             )
-        magic, version, header_words, count, reserved = _HEADER.unpack_from(blob)
-        if magic != PROGRAM_MAGIC:
-            raise IsaError(f"not a program file: magic {magic!r}, expected {PROGRAM_MAGIC!r}")
-        if version != PROGRAM_VERSION or header_words != 1 or reserved != 0:
+        _, _, header_words, count, rows, cols, fp, reserved = _HEADER.unpack_from(blob)
+        if header_words != _HEADER_WORDS or any(reserved):
             raise IsaError(
-                f"unsupported program header: version {version}, header words {header_words}, "
-                f"reserved {reserved} (supported: version {PROGRAM_VERSION}, 1, 0)"
+                f"unsupported program header: header words {header_words}, reserved bytes "
+                f"{reserved.hex()} (supported: {_HEADER_WORDS}, all zero)"
             )
+        try:
+            stamp = ConfigStamp(fp.decode("ascii"), rows, cols)
+        except (UnicodeDecodeError, ConfigError) as e:
+            raise IsaError(f"program header holds an invalid config stamp: {e}") from None
+        return ProgramHeader(count, stamp)
+
+    @staticmethod
+    def split_words(
+        blob: bytes, config: AcceleratorConfig | None = None, *, source: str = "program file"
+    ) -> list[int]:
+        """Check a program file's header and return its raw words (not decoded).
+
+        With ``config``, a file built for another config raises
+        :class:`~hw.config.ConfigMismatchError` (``source`` names the file in the message).
+        """
+        header = Program.read_header(blob)
+        if config is not None:
+            header.stamp.check(config, source)
+        count = header.count
         body = blob[_HEADER.size :]
         whole, rest = divmod(len(body), WORD_BYTES)
         if rest:
@@ -665,9 +724,16 @@ class Program:
         return cls(decode(w, offset=i) for i, w in enumerate(words))
 
     @classmethod
-    def from_bytes(cls, blob: bytes) -> Program:
-        """Parse a program file (see the class docstring)."""
-        return cls.from_words(cls.split_words(blob))
+    def from_bytes(
+        cls, blob: bytes, config: AcceleratorConfig | None = None, *, source: str = "program file"
+    ) -> Program:
+        """Parse a program file (see the class docstring).
+
+        With ``config``, a file built for another config raises
+        :class:`~hw.config.ConfigMismatchError`; without, the header's stamp is checked for form
+        only (for inspection, e.g. disassembly; :meth:`read_header` returns it).
+        """
+        return cls.from_words(cls.split_words(blob, config, source=source))
 
 
 # --- Table memory formats (what LOADT reads from DRAM) -------------------------------------------

@@ -21,7 +21,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hw.errors import NmxError
+
 __all__ = [
+    "NumericError",
     "ACC_BITS",
     "MAX_SHIFT",
     "PwlTable",
@@ -35,7 +38,14 @@ __all__ = [
     "requantize",
     "round_shift",
     "saturate",
+    "wrap",
 ]
+
+
+
+class NumericError(NmxError, ValueError):
+    """A value the integer arithmetic cannot represent (e.g. a scale below the multiplier range)."""
+
 
 ACC_BITS = 32
 SCALE_BITS = 16
@@ -53,6 +63,17 @@ def saturate(v, bits: int) -> np.ndarray:
     """Clamp ``v`` to the signed ``bits``-bit range (int64 result)."""
     lo, hi = int_range(bits)
     return np.clip(np.asarray(v, dtype=np.int64), lo, hi)
+
+
+def wrap(v, bits: int) -> np.ndarray:
+    """Two's-complement wrap-around of ``v`` to ``bits`` bits (int64 result, ``bits`` 1..63).
+
+    What a plain ``bits``-bit adder keeps, e.g. the accumulator's ``wrap(a + p, ACC_BITS)``.
+    """
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 63:
+        raise ValueError(f"wrap: bits must be an integer in 1..63, got {bits!r}")
+    half = np.int64(1) << np.int64(bits - 1)
+    return (np.asarray(v, dtype=np.int64) + half) % (2 * half) - half
 
 
 def round_shift(v, shift) -> np.ndarray:
@@ -167,6 +188,9 @@ def quantize_multiplier(scale: float, *, max_shift: int = MAX_SHIFT) -> tuple[in
 
     The multiplier uses the full signed ``SCALE_BITS`` range (``|m|`` in ``[2**14, 2**15)``)
     unless the shift would leave ``0..max_shift``. ``scale`` may be negative; zero gives (0, 0).
+    A non-zero scale too small for ``|m| >= 2**14`` at ``shift = max_shift`` (below about
+    ``2**14 / 2**max_shift``: it would lose precision, or round to a multiplier of 0) raises
+    :class:`NumericError` rather than silently becoming a coarser or zero scale.
     """
     if not np.isfinite(scale):
         raise ValueError(f"scale {scale!r} is not finite")
@@ -183,4 +207,10 @@ def quantize_multiplier(scale: float, *, max_shift: int = MAX_SHIFT) -> tuple[in
             raise ValueError(f"scale {scale!r} too large for a {SCALE_BITS}-bit multiplier")
         shift -= 1
         m = int(round(mag * (1 << shift)))
+    if m < 1 << (SCALE_BITS - 2):
+        raise NumericError(
+            f"scale {scale!r} too small: at the largest shift {max_shift} its multiplier would be "
+            f"{m}, below 2**{SCALE_BITS - 2} (the smallest representable scale is about "
+            f"{(1 << (SCALE_BITS - 2)) / 2.0**max_shift:.3g})"
+        )
     return (m if scale > 0 else -m), shift

@@ -20,6 +20,7 @@ The model replays the executed instructions (:class:`sim.golden.TraceEntry`) in 
   latency, ``docs/architecture.md``).
 * **Banks.** Scratchpad bank conflicts are not modelled (assumed avoided by placement).
 * **EPI.** One accumulator row per cycle plus ``epi_latency`` pipeline cycles.
+* **DMACFG, SYNC.** One cycle on their unit (a register write; a token relay).
 
 Stalls are attributed to their cause: a unit that is free but waits for a token is stalled on
 that token queue; one that waits for its next instruction to be dispatched is starved; the
@@ -44,6 +45,7 @@ from hw.isa import (
     Load,
     Loadt,
     Store,
+    Sync,
     Unit,
 )
 from sim.golden import TraceEntry
@@ -55,6 +57,7 @@ __all__ = [
     "TimelineEntry",
     "UnitStats",
     "estimate_cycles",
+    "gemm_cycles",
 ]
 
 #: The systolic array's row latency is ``rows + cols + ARRAY_LATENCY_EXTRA`` (docs/architecture.md).
@@ -139,18 +142,36 @@ class CycleReport:
         return "\n".join(lines)
 
 
+def gemm_cycles(
+    config: AcceleratorConfig, m: int, k_tiles: int, n_tiles: int, *, transpose: bool = False
+) -> int:
+    """Modelled duration of one GEMM instruction: the compute unit's busy cycles, array only.
+
+    ``preload + (blocks - 1) * max(m, preload) + m + rows + cols + ARRAY_LATENCY_EXTRA`` with
+    ``blocks = n_tiles * k_tiles`` and ``preload = rows`` (``cols`` when ``transpose``): the first
+    weight block is preloaded, every further preload hides behind the previous block's stream of
+    ``m`` operand rows, and the last row's results leave after the array's row latency.
+    """
+    for name, v in (("m", m), ("k_tiles", k_tiles), ("n_tiles", n_tiles)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"gemm_cycles: {name} must be an integer >= 1, got {v!r}")
+    blk = config.cols if transpose else config.rows
+    blocks = n_tiles * k_tiles
+    return (
+        blk + (blocks - 1) * max(m, blk) + m + config.rows + config.cols + ARRAY_LATENCY_EXTRA
+    )
+
+
 def _duration(t: TraceEntry, cfg: AcceleratorConfig, p: CycleParams) -> int:
     ins = t.instr
-    if isinstance(ins, Dmacfg):
+    if isinstance(ins, (Dmacfg, Sync)):
         return 1
     if isinstance(ins, (Load, Store)):
         return p.dram_latency + max(t.beats, t.rows)
     if isinstance(ins, Loadt):
         return p.dram_latency + t.beats
     if isinstance(ins, Gemm):
-        blk = cfg.cols if ins.transpose else cfg.rows
-        b = ins.n_tiles * ins.k_tiles
-        return blk + (b - 1) * max(ins.m, blk) + ins.m + cfg.rows + cfg.cols + ARRAY_LATENCY_EXTRA
+        return gemm_cycles(cfg, ins.m, ins.k_tiles, ins.n_tiles, transpose=ins.transpose)
     if isinstance(ins, Epi):
         return ins.m * ins.n_tiles + p.epi_latency
     raise AssertionError(f"no duration for {ins!r}")

@@ -2,10 +2,12 @@
 
 File format (all integers little-endian)::
 
-    header   8 bytes  magic b"NMXDRAM1"
+    header   8 bytes  magic b"NMXDRAM2"
              u64      size: DRAM bytes in the image
              u32      n: number of named regions
-             u32      reserved, 0
+             u16      rows, u16 cols: the array shape of the config the image was built for
+             10 bytes that config's fingerprint (ASCII hex)
+             6 bytes  reserved, 0
     n times  u64      region address
              u64      region length in bytes
              u16      name length L, then L bytes of UTF-8 name
@@ -13,6 +15,11 @@ File format (all integers little-endian)::
 
 Regions are labels only (inputs, weights, tables, outputs); they must lie inside the image, have
 unique names, and may not overlap. Any deviation raises :class:`DramImageError`.
+
+Table formats and operand layouts depend on the config, so a file always names the config it was
+built for (:class:`hw.config.ConfigStamp`); :meth:`DramImage.check_config` (called by the golden
+model) raises :class:`hw.config.ConfigMismatchError` naming both fingerprints when they differ.
+Images that exist only in memory may be unstamped.
 """
 
 from __future__ import annotations
@@ -23,12 +30,13 @@ from pathlib import Path
 
 import numpy as np
 
+from hw.config import AcceleratorConfig, ConfigError, ConfigStamp
 from hw.errors import NmxError
 
 __all__ = ["DRAM_MAGIC", "DramImage", "DramImageError", "Region"]
 
-DRAM_MAGIC = b"NMXDRAM1"
-_HEADER = struct.Struct("<8sQII")
+DRAM_MAGIC = b"NMXDRAM2"
+_HEADER = struct.Struct("<8sQIHH10s6s")
 _REGION = struct.Struct("<QQH")
 
 
@@ -52,17 +60,28 @@ class Region:
 
 @dataclass
 class DramImage:
-    """A byte-addressed DRAM image (``data``, uint8) plus named regions."""
+    """A byte-addressed DRAM image (``data``, uint8), named regions and the config it is for.
+
+    ``stamp`` is the :class:`~hw.config.ConfigStamp` of the config the image was built for
+    (required to save it as a file; ``None`` for purely in-memory images).
+    """
 
     data: np.ndarray
     regions: dict[str, Region] = field(default_factory=dict)
+    stamp: ConfigStamp | None = None
 
     @classmethod
-    def zeros(cls, size: int) -> DramImage:
-        """An all-zero image of ``size`` bytes."""
+    def zeros(cls, size: int, config: AcceleratorConfig | None = None) -> DramImage:
+        """An all-zero image of ``size`` bytes, stamped with ``config`` when given."""
         if size <= 0:
             raise DramImageError(f"DRAM size must be positive, got {size}")
-        return cls(np.zeros(size, dtype=np.uint8))
+        return cls(np.zeros(size, dtype=np.uint8), stamp=config.stamp if config else None)
+
+    def check_config(self, config: AcceleratorConfig, what: str = "DRAM image") -> None:
+        """Raise :class:`~hw.config.ConfigMismatchError` if the image is stamped for another
+        config (unstamped in-memory images pass)."""
+        if self.stamp is not None:
+            self.stamp.check(config, what)
 
     @property
     def size(self) -> int:
@@ -112,16 +131,41 @@ class DramImage:
         if name not in self.regions:
             raise DramImageError(f"no region {name!r}; regions: {sorted(self.regions)}")
         r = self.regions[name]
-        arr = self.data[r.addr : r.end].view(np.dtype(dtype).newbyteorder("<")).copy()
-        return arr.reshape(shape) if shape is not None else arr
+        dt = np.dtype(dtype).newbyteorder("<")
+        if r.length % dt.itemsize:
+            raise DramImageError(
+                f"region {name!r} holds {r.length} bytes, not a whole number of {dt.itemsize}-byte "
+                f"{np.dtype(dtype)} values"
+            )
+        arr = self.data[r.addr : r.end].view(dt).copy()
+        if shape is None:
+            return arr
+        try:
+            return arr.reshape(shape)
+        except ValueError:
+            raise DramImageError(
+                f"region {name!r} holds {arr.size} {np.dtype(dtype)} values, which do not form "
+                f"shape {shape}"
+            ) from None
 
     def copy(self) -> DramImage:
         """A deep copy."""
-        return DramImage(self.data.copy(), dict(self.regions))
+        return DramImage(self.data.copy(), dict(self.regions), self.stamp)
 
     def to_bytes(self) -> bytes:
-        """The file form (see the module docstring)."""
-        parts = [_HEADER.pack(DRAM_MAGIC, self.size, len(self.regions), 0)]
+        """The file form (see the module docstring); an unstamped image raises DramImageError."""
+        st = self.stamp
+        if st is None:
+            raise DramImageError(
+                "DRAM image has no config stamp: build it with DramImage.zeros(size, config) "
+                "so that the file names the config it is for"
+            )
+        parts = [
+            _HEADER.pack(
+                DRAM_MAGIC, self.size, len(self.regions), st.rows, st.cols,
+                st.fingerprint.encode("ascii"), bytes(6),
+            )
+        ]
         for r in self.regions.values():
             name = r.name.encode()
             parts.append(_REGION.pack(r.addr, r.length, len(name)) + name)
@@ -131,13 +175,23 @@ class DramImage:
     @classmethod
     def from_bytes(cls, blob: bytes, *, source: str = "DRAM image") -> DramImage:
         """Parse the file form; any inconsistency raises DramImageError naming ``source``."""
+        if blob[:8] == b"NMXDRAM1":
+            raise DramImageError(
+                f"{source}: format NMXDRAM1 carries no config fingerprint; rebuild the image"
+            )
         if len(blob) < _HEADER.size:
             raise DramImageError(f"{source}: {len(blob)} bytes, shorter than the header")
-        magic, size, n, reserved = _HEADER.unpack_from(blob)
+        magic, size, n, rows, cols, fp, reserved = _HEADER.unpack_from(blob)
         if magic != DRAM_MAGIC:
             raise DramImageError(f"{source}: bad magic {magic!r}, expected {DRAM_MAGIC!r}")
-        if reserved != 0 or size == 0:
-            raise DramImageError(f"{source}: invalid header (size {size}, reserved {reserved})")
+        if any(reserved) or size == 0:
+            raise DramImageError(
+                f"{source}: invalid header (size {size}, reserved bytes {reserved.hex()})"
+            )
+        try:
+            stamp = ConfigStamp(fp.decode("ascii"), rows, cols)
+        except (UnicodeDecodeError, ConfigError) as e:
+            raise DramImageError(f"{source}: invalid config stamp in the header: {e}") from None
         pos = _HEADER.size
         entries = []
         for i in range(n):
@@ -158,7 +212,7 @@ class DramImage:
                 f"{source}: header announces {size} data bytes but {len(blob) - pos} follow the "
                 "region table"
             )
-        img = cls(np.frombuffer(blob, dtype=np.uint8, offset=pos, count=size).copy())
+        img = cls(np.frombuffer(blob, dtype=np.uint8, offset=pos, count=size).copy(), stamp=stamp)
         for r in entries:
             try:
                 img.reserve(r.name, r.addr, r.length)
@@ -167,8 +221,12 @@ class DramImage:
         return img
 
     def save(self, path) -> None:
-        """Write the file form to ``path``."""
-        Path(path).write_bytes(self.to_bytes())
+        """Write the file form to ``path``; failure raises DramImageError."""
+        blob = self.to_bytes()
+        try:
+            Path(path).write_bytes(blob)
+        except OSError as e:
+            raise DramImageError(f"cannot write DRAM image {str(path)!r}: {e.strerror}") from None
 
     @classmethod
     def load(cls, path) -> DramImage:

@@ -69,6 +69,7 @@ class StatusCode(pyenum.IntEnum):
     NO_HALT = 10
     FN_UNLOADED = 11
     HAZARD = 12
+    UNINIT_READ = 13
 
 
 @dataclass(frozen=True)
@@ -351,8 +352,10 @@ class GoldenModel:
     tables : list of PwlTable or None
         Segment-table SRAM, one slot per function (None: never loaded).
 
-    On-chip memories are zero after :meth:`reset` (the hardware leaves them undefined; programs
-    must not read what they did not write).
+    On-chip memories are zero after :meth:`reset`, but the hardware leaves them undefined, so
+    the model tracks what has been written (scratchpad: per row, the written lanes; accumulator
+    rows; bias and multiplier/shift of each bias/scale entry) and stops with status UNINIT_READ
+    when an instruction reads anything else, whatever ``check_hazards`` says.
     """
 
     def __init__(self, config: AcceleratorConfig, *, check_hazards: bool = True):
@@ -376,6 +379,11 @@ class GoldenModel:
         self.mult = np.zeros(c.bias_entries, dtype=np.int16)
         self.shift = np.zeros(c.bias_entries, dtype=np.uint8)
         self.tables: list[numeric.PwlTable | None] = [None] * c.pwl_functions
+        # what has been written since reset (docs/isa.md: on-chip memory starts undefined)
+        self._spad_lanes = np.zeros(c.scratchpad_rows, dtype=np.int64)  # leading lanes written
+        self._acc_written = np.zeros(c.accumulator_rows, dtype=bool)
+        self._bias_written = np.zeros(c.bias_entries, dtype=bool)
+        self._scale_written = np.zeros(c.bias_entries, dtype=bool)
         self.bases = [0, 0, 0, 0]
         self.geometry = [_Geometry() for _ in range(4)]
         self.tokens = dict.fromkeys(TOKEN_QUEUES, 0)
@@ -396,16 +404,18 @@ class GoldenModel:
         one at a time, as the hardware fetches them: an illegal word is an error status at that
         offset, not an exception; a malformed file header or an invalid :class:`Program` field
         raises :class:`~hw.isa.IsaError`). ``dram`` is a :class:`DramImage` or the raw DRAM
-        contents (bytes or a uint8 array, address 0 first). Returns a :class:`RunResult`; its
-        status is never silently OK.
+        contents (bytes or a uint8 array, address 0 first). A program file or image stamped for
+        another config raises :class:`~hw.config.ConfigMismatchError`. Returns a
+        :class:`RunResult`; its status is never silently OK.
         """
         if isinstance(program, Program):
             words = _encode_all(program)
         elif isinstance(program, (bytes, bytearray)):
-            words = Program.split_words(bytes(program))
+            words = Program.split_words(bytes(program), self._cfg)
         else:
             words = list(program)
         if isinstance(dram, DramImage):
+            dram.check_config(self._cfg)
             image = dram.copy()
         else:
             raw = (
@@ -522,6 +532,34 @@ class GoldenModel:
                 f"{what} rows {first}..{first + count - 1} exceed the {limit} available",
             )
 
+    def _require_spad(self, first: int, count: int, lanes: int, what: str) -> None:
+        """UNINIT_READ unless lanes ``0..lanes-1`` of the rows were written since reset."""
+        have = self._spad_lanes[first : first + count]
+        if have.min() >= lanes:
+            return
+        bad = np.nonzero(have < lanes)[0]
+        if bad.size:
+            row, n = first + int(bad[0]), int(have[bad[0]])
+            state = "was never written" if n == 0 else f"has only lanes 0..{n - 1} written"
+            raise _Fault(
+                StatusCode.UNINIT_READ,
+                f"{what} reads scratchpad row {row} lanes 0..{lanes - 1}, which {state} "
+                "(on-chip memory is undefined after reset)",
+            )
+
+    @staticmethod
+    def _require(written: np.ndarray, first: int, count: int, what: str) -> None:
+        """UNINIT_READ unless entries ``first .. first+count-1`` of ``written`` are set."""
+        if written[first : first + count].all():
+            return
+        bad = np.nonzero(~written[first : first + count])[0]
+        if bad.size:
+            raise _Fault(
+                StatusCode.UNINIT_READ,
+                f"reads {what} {first + int(bad[0])}, which was never written "
+                "(on-chip memory is undefined after reset)",
+            )
+
     def _check_dram(self, addrs: np.ndarray, what: str) -> None:
         if addrs.size == 0:
             return
@@ -582,6 +620,10 @@ class GoldenModel:
         block = np.zeros((count, width), dtype=target.dtype)
         block[:, : ins.length] = values
         target[ins.dst : ins.dst + count] = block
+        if ins.mem == MemSpace.SPAD:
+            self._spad_lanes[ins.dst : ins.dst + count] = width
+        else:
+            self._acc_written[ins.dst : ins.dst + count] = True
         row_valid = valid.any(axis=1)
         row_start = np.where(valid, start, np.iinfo(np.int64).max).min(axis=1)[row_valid]
         row_bytes = ins.length * esize
@@ -617,6 +659,7 @@ class GoldenModel:
                 )
             sl = slice(ins.dst, ins.dst + ins.count)
             self.bias[sl], self.mult[sl], self.shift[sl] = rec["b"], rec["m"], rec["s"]
+            self._bias_written[sl] = self._scale_written[sl] = True
         else:
             self._check_rows(
                 StatusCode.TABLE_RANGE, "PWL function", ins.dst, ins.count, c.pwl_functions
@@ -666,6 +709,12 @@ class GoldenModel:
         self._check_rows(StatusCode.ACC_RANGE, "accumulator", ins.acc, n * m, c.accumulator_rows)
         if ins.mode == GemmMode.BIAS:
             self._check_rows(StatusCode.TABLE_RANGE, "bias entry", ins.bias, n * C, c.bias_entries)
+        self._require_spad(ins.a, k * m, R, "operand")
+        self._require_spad(ins.w, n * k * blk, R if ins.transpose else C, "weight")
+        if ins.mode == GemmMode.ACCUMULATE:
+            self._require(self._acc_written, ins.acc, n * m, "accumulator row")
+        if ins.mode == GemmMode.BIAS:
+            self._require(self._bias_written, ins.bias, n * C, "the bias of entry")
         hz = self._hz
         hz.access("scratchpad row", ins.w, n * k * blk, write=False)
         hz.access("scratchpad row", ins.a, k * m, write=False)
@@ -690,6 +739,7 @@ class GoldenModel:
             bias = self.bias[ins.bias : ins.bias + n * C].astype(np.int64).reshape(n, 1, C)
             p = (p.reshape(n, m, C) + bias).reshape(n * m, C)
         self.acc[rows] = p.astype(np.int32)  # two's-complement wrap, as the hardware adders
+        self._acc_written[rows] = True
         return TraceEntry(pc, ins, rows=n * m, macs=m * k * n * R * C, blocks=n * k)
 
     def _epi(self, pc: int, ins: Epi) -> TraceEntry:
@@ -718,6 +768,10 @@ class GoldenModel:
             sl = slice(ins.scale, ins.scale + m)
             mult = self.mult[sl].astype(np.int64).reshape(1, m, 1)
             shift = self.shift[sl].astype(np.int64).reshape(1, m, 1)
+        self._require(self._acc_written, ins.src, n * m, "accumulator row")
+        self._require(
+            self._scale_written, sl.start, sl.stop - sl.start, "the multiplier/shift of entry"
+        )
         hz = self._hz
         hz.access("accumulator row", ins.src, n * m, write=False)
         hz.access("bias/scale entry", sl.start, sl.stop - sl.start, write=False)
@@ -739,6 +793,7 @@ class GoldenModel:
             y = numeric.pwl_apply(req[:, :, ins.col], table, out_bits).reshape(n * m)
             self.mult[ins.dst : ins.dst + n * m] = y
             self.shift[ins.dst : ins.dst + n * m] = ins.out_shift
+            self._scale_written[ins.dst : ins.dst + n * m] = True
         else:
             y = numeric.pwl_apply(req, table, out_bits).reshape(n * m, C)
             if ins.dest == EpiDest.SPAD:
@@ -751,6 +806,8 @@ class GoldenModel:
                 )
                 hz.access("scratchpad row", ins.dst, n * m, write=True)
                 self.spad[ins.dst : ins.dst + n * m, :C] = y
+                lanes = self._spad_lanes[ins.dst : ins.dst + n * m]
+                np.maximum(lanes, C, out=lanes)
             else:
                 self._check_rows(
                     StatusCode.ACC_RANGE,
@@ -767,6 +824,7 @@ class GoldenModel:
                     )
                 hz.access("accumulator row", ins.dst, n * m, write=True)
                 self.acc[ins.dst : ins.dst + n * m] = y
+                self._acc_written[ins.dst : ins.dst + n * m] = True
         return TraceEntry(pc, ins, rows=n * m)
 
     # ------------------------------------------------------------------ store unit
@@ -791,6 +849,10 @@ class GoldenModel:
                 StatusCode.FIELD_RANGE,
                 f"destination rows overlap (stride {ins.stride} < row bytes)",
             )
+        if ins.mem == MemSpace.SPAD:
+            self._require_spad(ins.src, count, ins.length, "source")
+        else:
+            self._require(self._acc_written, ins.src, count, "accumulator row")
         self._hz.access(self._mem_name(ins.mem), ins.src, count, write=False)
         self._hz.dram(starts, starts + row_bytes, write=True)
         block = np.ascontiguousarray(source[ins.src : ins.src + count, : ins.length])

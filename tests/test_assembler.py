@@ -6,16 +6,19 @@ import pytest
 from hypothesis import given, settings
 
 from hw.assembler import AsmError, assemble, disassemble, read_equates
+from hw.config import preset
 from hw.isa import Epi, EpiDest, Gemm, GemmMode, Halt, IsaError, Load, Program
 from nmx.cli import main
 from tests.isa_strategies import programs
+
+CFG = preset("default")
 
 
 @given(programs())
 @settings(max_examples=150, deadline=None)
 def test_assemble_disassemble_roundtrip(prog):
-    blob = prog.to_bytes()
-    assert assemble(disassemble(blob)).to_bytes() == blob
+    blob = prog.to_bytes(CFG)
+    assert assemble(disassemble(blob)).to_bytes(CFG) == blob
 
 
 def test_syntax_equ_expressions_defaults_and_flags():
@@ -51,6 +54,8 @@ def test_syntax_equ_expressions_defaults_and_flags():
         (".equ 9x 3", r"expected '.equ NAME expression'"),
         ("gemm transpose=2", r"field 'transpose': expected 0 or 1"),
         ("gemm m=__import__('os')", r"field 'm': unsupported expression"),
+        (".equ A 1\nhalt\n.equ A 2", r"src.nmasm:3: .equ A defined again \(first defined on li"),
+        ("gemm pop_prev pop_prev", r"src.nmasm:1: gemm: flag 'pop_prev' given twice"),
     ],
 )
 def test_errors_name_line_and_field(text, message):
@@ -59,8 +64,8 @@ def test_errors_name_line_and_field(text, message):
 
 
 def test_disassemble_malformed_binary_names_word():
-    blob = bytearray(Program([Halt(), Halt()]).to_bytes())
-    blob[16 + 16] = 0x0E
+    blob = bytearray(Program([Halt(), Halt()]).to_bytes(CFG))
+    blob[32 + 16] = 0x0E
     with pytest.raises(IsaError, match=r"word 1: field 'opcode': illegal opcode 14"):
         disassemble(bytes(blob))
 
@@ -79,10 +84,40 @@ def test_cli_asm_disasm(tmp_path, capsys):
     assert main(["disasm", str(out)]) == 0
     text = capsys.readouterr().out
     assert "gemm mode=OVERWRITE transpose=0" in text and "pop_prev" in text
-    assert assemble(text.split("\n", 1)[1]).to_bytes() == out.read_bytes()
+    assert f"; program for config {CFG.stamp}, 2 instructions" in text
+    assert assemble(text.split("\n", 1)[1]).to_bytes(CFG) == out.read_bytes()
     src.write_text("gemm m=0\n")
     assert main(["asm", str(src), "-o", str(out)]) == 2
     assert "p.nmasm:1: gemm: field 'm'" in capsys.readouterr().err
     out.write_bytes(out.read_bytes()[:-1])
     assert main(["disasm", str(out)]) == 2
     assert "truncated" in capsys.readouterr().err
+
+
+def test_cli_asm_stamps_the_chosen_config(tmp_path, capsys):
+    src = tmp_path / "p.nmasm"
+    src.write_text("halt\n")
+    out = tmp_path / "p.bin"
+    assert main(["asm", str(src), "-o", str(out), "--config", "tiny", "--set", "rows=8"]) == 0
+    cfg = preset("tiny").replace(rows=8)
+    assert Program.read_header(out.read_bytes()).stamp == cfg.stamp
+    assert f"(config {cfg.stamp})" in capsys.readouterr().out
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    binary = tmp_path / "p.bin"
+    binary.write_bytes(Program([Halt()]).to_bytes(CFG) + bytes([0xFF, 0xFE]))
+    src = tmp_path / "p.nmasm"
+    src.write_bytes(b"halt\n; caf\xe9\n")  # Latin-1, not UTF-8
+    cases = [
+        (["asm", str(binary), "-o", str(tmp_path / "x")], "not assembler text"),
+        (["asm", str(src), "-o", str(tmp_path / "x")], "p.nmasm:2: not assembler text"),
+        (["disasm", str(tmp_path / "q.bin")], "cannot read"),
+    ]
+    good = tmp_path / "good.bin"
+    good.write_bytes(Program([Halt()]).to_bytes(CFG))
+    cases.append((["disasm", str(good), "-o", str(tmp_path / "no" / "x")], "cannot write"))
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1 and "Traceback" not in err, (argv, err)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hw.config import preset
-from hw.isa import Dmacfg, Gemm, Halt, Load, Program
-from nmx.commands.bench import bench_gemm, bench_golden
-from sim.cycle_model import CycleParams, estimate_cycles
+from hw.isa import Dmacfg, Gemm, Halt, Load, Program, Sync, SyncTarget
+from nmx.commands.bench import bench_gemm, bench_golden, tiled_gemm
+from sim.cycle_model import CycleParams, estimate_cycles, gemm_cycles
 from sim.dram_image import DramImage
 from sim.golden import GoldenModel
 
@@ -24,12 +28,61 @@ def trace_of(instrs, cfg=CFG, size=4096):
 GEOM = Dmacfg(slot=0, height=1, width=512, pitch=0, pix=4, sy=0, sx=1)
 
 
-def test_gemm_duration():
+LOADED = [GEOM, Load(inner=64, length=4, push_next=True)]  # scratchpad rows 0..63 written
+
+
+def test_gemm_cycles_hand_derived():
+    """``preload + (blocks-1) * max(m, preload) + m + R + C + 3``, worked out by hand."""
+    assert gemm_cycles(CFG, 5, 2, 3) == 4 + 5 * 5 + 5 + 11 == 45  # m > preload: m-bound
+    assert gemm_cycles(CFG, 2, 2, 3) == 4 + 5 * 4 + 2 + 11 == 37  # m < preload: preload-bound
+    assert gemm_cycles(CFG, 1, 1, 1) == 4 + 1 + 11 == 16
+    tall = CFG.replace(rows=8)  # 8x4: preload is 8 rows, or 4 when transposed
+    assert gemm_cycles(tall, 3, 1, 2) == 8 + 8 + 3 + 15 == 34
+    assert gemm_cycles(tall, 3, 1, 2, transpose=True) == 4 + 4 + 3 + 15 == 26
+    assert gemm_cycles(preset("default"), 64, 4, 4) == 16 + 15 * 64 + 64 + 35 == 1075
+    with pytest.raises(ValueError, match="m must be an integer >= 1"):
+        gemm_cycles(CFG, 0, 1, 1)
+
+
+@given(st.integers(1, 300), st.integers(1, 12), st.integers(1, 12), st.booleans())
+@settings(max_examples=200, deadline=None)
+def test_gemm_cycles_properties(m, k, n, transpose):
+    t = gemm_cycles(CFG, m, k, n, transpose=transpose)
+    assert gemm_cycles(CFG, m + 1, k, n, transpose=transpose) > t
+    assert gemm_cycles(CFG, m, k + 1, n, transpose=transpose) > t
+    assert gemm_cycles(CFG, m, k, n + 1, transpose=transpose) > t
+    # never faster than streaming every operand row of every block once, plus the latency
+    assert t >= k * n * m + CFG.rows + CFG.cols
+    # and, once m covers the preload, exactly that plus one preload and the latency
+    if m >= CFG.rows:
+        assert t == k * n * m + CFG.rows + CFG.rows + CFG.cols + 3
+
+
+def test_small_program_timeline_hand_derived():
+    """tiny: 64-bit bus (fetch 2 cycles/word, 8-byte beats), latency 40, GEMM as above.
+
+    DMACFG: dispatched 2, runs 2..3. LOAD of 8 aligned 4-byte rows: dispatched 4, runs 4..52
+    (40 + max(8 beats, 8 rows)). GEMM m=4: dispatched 6, waits for the load's token until 52,
+    runs 52..71 (4 + 4 + 11). HALT dispatched 8; total 71.
+    """
+    tr = trace_of([GEOM, Load(inner=8, length=4, push_next=True), Gemm(a=4, m=4, pop_prev=True)])
+    rep = estimate_cycles(tr, CFG)
+    got = [(e.mnemonic, e.dispatched, e.start, e.finish) for e in rep.timeline]
+    assert got == [("dmacfg", 2, 2, 3), ("load", 4, 4, 52), ("gemm", 6, 52, 71),
+                   ("halt", 8, 8, 71)]
+    assert rep.total_cycles == 71 and rep.macs == 4 * 16
+    assert rep.units["load"].stalls == {"starved (waiting for dispatch)": 3}
+    assert rep.units["compute"].stalls == {"starved (waiting for dispatch)": 6, "token l2c": 46}
+    assert rep.units["dispatch"].busy == 8 and rep.units["dispatch"].stalls == {}
+    assert rep.utilisation == pytest.approx(64 / (16 * 71))
+
+
+def test_gemm_duration_in_a_trace():
     m, k, n = 5, 2, 3
-    rep = estimate_cycles(trace_of([Gemm(m=m, k_tiles=k, n_tiles=n)]), CFG)
-    R, C = CFG.rows, CFG.cols
-    assert rep.units["compute"].busy == R + (n * k - 1) * max(m, R) + m + R + C + 3
-    assert rep.macs == m * k * n * R * C
+    rep = estimate_cycles(trace_of([*LOADED, Gemm(m=m, k_tiles=k, n_tiles=n, pop_prev=True)]),
+                          CFG)
+    assert rep.units["compute"].busy == gemm_cycles(CFG, m, k, n) == 45
+    assert rep.macs == m * k * n * CFG.rows * CFG.cols
 
 
 def test_load_latency_beats_and_alignment():
@@ -66,14 +119,66 @@ def test_full_queue_stalls_dispatch():
     assert rep.units["dispatch"].stalls["load queue full"] > 0
 
 
+def _check_report_invariants(rep, cfg):
+    """Properties every report has, whatever the program."""
+    last = {}
+    for e in rep.timeline:
+        assert e.dispatched <= e.start <= e.finish <= rep.total_cycles
+        last[e.unit] = max(last.get(e.unit, 0), e.finish)
+    for name in ("load", "compute", "store"):
+        u = rep.units[name]
+        # a unit is always busy, starved or waiting for a token: the causes add up exactly
+        assert last.get(name, 0) == u.busy + sum(u.stalls.values()), name
+        assert u.busy <= rep.total_cycles
+    d = rep.units["dispatch"]
+    assert rep.timeline[-1].dispatched == d.busy + sum(d.stalls.values())
+    assert 0 <= rep.utilisation <= 1
+    assert rep.total_cycles >= -(-rep.macs // cfg.peak_macs_per_cycle)
+    assert rep.utilisation == pytest.approx(rep.macs / (cfg.peak_macs_per_cycle
+                                                        * rep.total_cycles))
+
+
+def _serialised(program: Program) -> Program:
+    """The same instructions with a full fence after each: nothing overlaps."""
+    fence = [Sync(target=SyncTarget.LOAD, push_next=True),
+             Sync(target=SyncTarget.COMPUTE, pop_prev=True, push_next=True),
+             Sync(target=SyncTarget.STORE, pop_prev=True, push_prev=True),
+             Sync(target=SyncTarget.COMPUTE, pop_next=True, push_prev=True),
+             Sync(target=SyncTarget.LOAD, pop_next=True)]
+    body = [dataclasses.replace(ins, pop_prev=False, pop_next=False, push_prev=False,
+                                push_next=False) for ins in program.instructions[:-1]]
+    return Program([x for ins in body for x in (ins, *fence)] + [Halt()])
+
+
 def test_tiled_gemm_is_correct_and_overlapped():
     cfg = preset("default")
     r = bench_gemm(cfg, "128x64x64", m=32, repeat=1)  # checks the result against NumPy
     rep = r["report"]
     assert rep.macs == 128 * 64 * 64
-    assert rep.total_cycles < sum(u.busy for n, u in rep.units.items() if n != "dispatch")
+    _check_report_invariants(rep, cfg)
+    busy = sum(u.busy for n, u in rep.units.items() if n != "dispatch")
+    assert rep.total_cycles < busy  # units overlap
     assert 0.3 < rep.utilisation <= 1.0
-    assert rep.utilisation == pytest.approx(rep.macs / (256 * rep.total_cycles))
+    # the same work without overlap: every instruction fenced, so the total is at least the sum
+    # of the units' busy cycles, and overlapping DMA with compute is what the tokens buy
+    program, img, _ = tiled_gemm(cfg, 128, 64, 64, 32)
+    serial = GoldenModel(cfg).run(_serialised(program), img).raise_for_status()
+    srep = estimate_cycles(serial.trace, cfg)
+    _check_report_invariants(srep, cfg)
+    assert srep.macs == rep.macs
+    assert srep.total_cycles >= busy
+    assert rep.total_cycles < 0.8 * srep.total_cycles
+
+
+def test_slower_dram_never_shortens_a_run():
+    cfg = preset("default")
+    program, img, _ = tiled_gemm(cfg, 128, 64, 64, 32)
+    trace = GoldenModel(cfg).run(program, img).raise_for_status().trace
+    totals = [estimate_cycles(trace, cfg, CycleParams(dram_latency=lat)).total_cycles
+              for lat in (0, 10, 40, 100, 400)]
+    assert totals == sorted(totals) and totals[0] < totals[-1]
+    narrow = estimate_cycles(trace, cfg.replace(dma_data_bits=32)).total_cycles
+    assert narrow > totals[2]  # 4x the beats of the 128-bit bus
 
 
 def test_bench_golden_reports_speed():

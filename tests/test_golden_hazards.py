@@ -27,6 +27,7 @@ from sim.golden import GoldenModel, StatusCode
 CFG = preset("tiny")
 GEOM = Dmacfg(slot=0, height=1, width=64, pitch=0, pix=4, sy=0, sx=1)
 RELU = Loadt(kind=TableKind.PWL, dst=0, count=1, offset=2048)
+SCALES = Loadt(kind=TableKind.BIAS, dst=0, count=4, offset=3072)  # zero entries
 
 
 def run(instrs):
@@ -53,7 +54,9 @@ def run(instrs):
           Store(mem=MemSpace.ACC, rows=4, offset=1024, stride=16, length=4, pop_prev=True),
           Load(dst=100, offset=1024, inner=4)], "read-after-write hazard on DRAM byte 1024"),
         # EPI reads a PWL table the load unit loads, no token
-        ([RELU, Epi(fn=0)], "read-after-write hazard on PWL function 0"),
+        ([Load(mem=MemSpace.ACC, dst=0, inner=1), SCALES,
+          Sync(target=SyncTarget.LOAD, push_next=True), RELU, Epi(fn=0, pop_prev=True)],
+         "read-after-write hazard on PWL function 0"),
     ],
 )
 def test_unordered_accesses_are_hazards(instrs, message):
@@ -67,6 +70,7 @@ def test_tokens_and_syncs_order_a_dram_round_trip():
     res = run([
         Load(dst=0, inner=8, push_next=True),
         RELU,
+        SCALES,
         Sync(target=SyncTarget.LOAD, push_next=True),  # second token covers the table
         Gemm(w=0, a=4, m=4, pop_prev=True),
         Epi(fn=0, src=0, dst=200, m=4, pop_prev=True, push_next=True),

@@ -344,5 +344,5 @@ def test_illegal_word_and_missing_halt_are_status_codes():
     res = model.run([Program([Halt()]).words()[0] & ~0xF | 0xC], DramImage.zeros(16))
     assert res.status.code == StatusCode.ILLEGAL_INSTRUCTION and "illegal opcode 12" in str(
         res.status)
-    res = model.run(Program([Gemm()]), DramImage.zeros(16))
+    res = model.run(Program([Dmacfg()]), DramImage.zeros(16))
     assert res.status.code == StatusCode.NO_HALT and res.status.pc == 1

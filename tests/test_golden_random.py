@@ -39,6 +39,7 @@ CONFIGS = [
                       accumulator_rows=32, bias_entries=32, pwl_functions=8, pwl_segments=64),
 ]
 DATA_END, BIAS_AT, PWL_AT, N_TABLES = 2048, 2048, 2304, 2
+ACC_INIT_AT = 512  # the preamble fills the accumulator from DRAM bytes 512.. (random data)
 
 
 def _table(rng, segs):
@@ -62,12 +63,30 @@ def make_image(rng, cfg) -> DramImage:
     return img
 
 
+def preamble(cfg) -> list:
+    """Write every scratchpad row, accumulator row and bias/scale entry from DRAM.
+
+    On-chip memory is undefined after reset (the golden model stops with UNINIT_READ on a read
+    of anything unwritten), so the random instructions after this may read any row.
+    """
+    S, A, L, C = cfg.scratchpad_rows, cfg.accumulator_rows, cfg.lanes, cfg.cols
+    assert S * L <= ACC_INIT_AT and ACC_INIT_AT + A * C * 4 <= DATA_END
+    return [
+        Dmacfg(slot=0, height=1, width=S, pitch=0, pix=L, sy=0, sx=1),
+        Load(mem=MemSpace.SPAD, geom=0, base=3, dst=0, inner=S, length=L),
+        Dmacfg(slot=0, height=1, width=A, pitch=0, pix=4 * C, sy=0, sx=1),
+        Load(mem=MemSpace.ACC, geom=0, base=3, offset=ACC_INIT_AT, dst=0, inner=A, length=C),
+        Loadt(kind=TableKind.BIAS, dst=0, count=cfg.bias_entries, base=3, offset=BIAS_AT),
+    ]
+
+
 def random_program(rng, cfg, length=25) -> Program:  # noqa: C901
     R, C, L = cfg.rows, cfg.cols, cfg.lanes
     S, A, E, F = cfg.scratchpad_rows, cfg.accumulator_rows, cfg.bias_entries, cfg.pwl_functions
     r = lambda lo, hi: int(rng.integers(lo, hi + 1))  # noqa: E731
     loaded: set[int] = set()
-    out = []
+    out = preamble(cfg)
+    length += len(out)
     while len(out) < length:
         kind = r(0, 10)
         if kind > 8:
@@ -173,3 +192,37 @@ def test_fenced_random_program_is_hazard_free_and_unchanged(seed):
     checked = GoldenModel(cfg).run(fenced, img)
     assert checked.ok, checked.status
     np.testing.assert_array_equal(plain.dram.data, checked.dram.data)
+
+
+def _garbage(ref: ReferenceMachine, rng) -> None:
+    """Fill the reference's on-chip memories with random values (undefined after reset)."""
+    cfg = ref.cfg
+    r = lambda lo, hi, n: [int(v) for v in rng.integers(lo, hi, n)]  # noqa: E731
+    ref.spad = [r(-128, 128, cfg.lanes) for _ in range(cfg.scratchpad_rows)]
+    ref.acc = [r(-(1 << 31), 1 << 31, cfg.cols) for _ in range(cfg.accumulator_rows)]
+    ref.bias = r(-(1 << 31), 1 << 31, cfg.bias_entries)
+    ref.mult = r(-(1 << 15), 1 << 15, cfg.bias_entries)
+    ref.shift = r(0, 48, cfg.bias_entries)
+
+
+def test_status_ok_never_depends_on_undefined_memory():
+    """UNINIT_READ is sound: whenever the golden model (which starts from zeros) reports OK, a
+    machine whose on-chip memories start with random garbage stores exactly the same DRAM."""
+    cfg = CONFIGS[0]
+    outcomes = {"OK": 0, "UNINIT_READ": 0}
+    for seed in range(40):
+        rng = np.random.default_rng(1000 + seed)
+        img = make_image(rng, cfg)
+        prog = random_program(rng, cfg, length=12)
+        n_pre = len(preamble(cfg))
+        keep = [ins for i, ins in enumerate(prog.instructions)
+                if i >= n_pre or i % 2 == 0 or rng.random() < 0.5]  # drop some initialisation
+        prog = Program(keep)
+        res = GoldenModel(cfg, check_hazards=False).run(prog, img)
+        assert res.status.code.name in outcomes, res.status
+        outcomes[res.status.code.name] += 1
+        if res.ok:
+            ref = ReferenceMachine(cfg)
+            _garbage(ref, rng)
+            np.testing.assert_array_equal(res.dram.data, ref.run(prog, img.data))
+    assert min(outcomes.values()) >= 5, outcomes  # both outcomes are exercised

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hw.config import preset
 from hw.isa import (
     DEP_FLAGS,
     HEADER_BITS,
@@ -27,6 +28,8 @@ from hw.isa import (
     field_specs,
 )
 from tests.isa_strategies import instructions, programs
+
+CFG = preset("default")
 
 
 @given(instructions())
@@ -52,7 +55,7 @@ def test_decode_any_word_is_an_instruction_or_an_isa_error(word):
 @given(programs())
 @settings(max_examples=100, deadline=None)
 def test_program_file_roundtrip(prog):
-    assert Program.from_bytes(prog.to_bytes()) == prog
+    assert Program.from_bytes(prog.to_bytes(CFG), CFG) == prog
 
 
 @given(instructions())
@@ -119,14 +122,14 @@ def test_encode_range_errors_name_the_field():
     with pytest.raises(IsaError, match="field 'y0'"):
         encode(Load(y0=1 << 13))
     with pytest.raises(IsaError, match=r"word 1: field 'k_tiles'"):
-        Program([Halt(), Gemm(k_tiles=0)]).to_bytes()
+        Program([Halt(), Gemm(k_tiles=0)]).to_bytes(CFG)
 
 
 def test_truncated_and_malformed_program_files():
-    blob = Program([Gemm(), Halt()]).to_bytes()
+    blob = Program([Gemm(), Halt()]).to_bytes(CFG)
     with pytest.raises(IsaError, match=r"word 1: field 'reserved': truncated: 13 of 16"):
         Program.from_bytes(blob[:-3])
-    cut = Program([Halt(), Gemm()]).to_bytes()[: 16 + 16 + 9]  # GEMM cut inside field m
+    cut = Program([Halt(), Gemm()]).to_bytes(CFG)[: 32 + 16 + 9]  # GEMM cut inside field m
     with pytest.raises(IsaError, match=r"word 1: field 'm': truncated: 9 of 16 bytes"):
         Program.from_bytes(cut)
     with pytest.raises(IsaError, match="magic"):
@@ -136,6 +139,6 @@ def test_truncated_and_malformed_program_files():
     with pytest.raises(IsaError, match="announces 2 instructions but the file holds 1"):
         Program.from_bytes(blob[:-16])
     bad = bytearray(blob)
-    bad[16 + 16] = 0  # second word's opcode -> 0
+    bad[32 + 16] = 0  # second word's opcode -> 0
     with pytest.raises(IsaError, match=r"word 1: field 'opcode'"):
         Program.from_bytes(bytes(bad))

@@ -18,6 +18,7 @@ import pytest
 
 from hw.assembler import assemble_file
 from hw.config import AcceleratorConfig
+from hw.errors import NmxError
 from nmx.cli import main
 from sim.cycle_model import estimate_cycles
 from sim.dram_image import DramImage
@@ -94,16 +95,76 @@ def test_cli_asm_then_run_golden(tmp_path, capsys):
 
 
 def test_run_golden_malformed_inputs(tmp_path, capsys):
+    cfg = AcceleratorConfig()
     binary = tmp_path / "mlp.bin"
-    binary.write_bytes(PROGRAM.to_bytes())
+    binary.write_bytes(PROGRAM.to_bytes(cfg))
     bad = tmp_path / "bad.dram"
-    bad.write_bytes(b"NMXDRAM1" + bytes(20))
+    bad.write_bytes(b"NMXDRAM2" + bytes(32))
     assert main(["run-golden", str(binary), "--dram", str(bad)]) == 2
     assert "invalid header" in capsys.readouterr().err
+    bad.write_bytes(b"NMXDRAM1" + bytes(20))
+    assert main(["run-golden", str(binary), "--dram", str(bad)]) == 2
+    assert "carries no config fingerprint" in capsys.readouterr().err
     dram = tmp_path / "small.dram"
-    DramImage.zeros(64).save(dram)
+    DramImage.zeros(64, cfg).save(dram)
     assert main(["run-golden", str(binary), "--dram", str(dram)]) == 2
-    assert "DRAM_RANGE at word" in capsys.readouterr().err
-    binary.write_bytes(PROGRAM.to_bytes()[:-5])
+    captured = capsys.readouterr()
+    assert "DRAM_RANGE at word" in captured.err and captured.err.count("\n") == 1
+    assert "status            FAILED: DRAM_RANGE" in captured.out
+    assert "PE utilisation" not in captured.out  # no summary of a failed run
+    binary.write_bytes(PROGRAM.to_bytes(cfg)[:-5])
     assert main(["run-golden", str(binary), "--dram", str(dram)]) == 2
     assert "truncated" in capsys.readouterr().err
+
+
+def test_run_golden_on_another_config_is_an_error(tmp_path, capsys):
+    """A program or image built for one config never runs silently on another."""
+    ex = build(0)
+    dram = tmp_path / "mlp.dram"
+    ex.image.save(dram)
+    binary = tmp_path / "mlp.bin"
+    assert main(["asm", str(ROOT / "examples" / "mlp.nmasm"), "-o", str(binary)]) == 0
+    capsys.readouterr()
+    fp16 = AcceleratorConfig().fingerprint
+    fp8 = AcceleratorConfig(rows=8).fingerprint
+    assert main(["run-golden", str(binary), "--dram", str(dram), "--set", "rows=8"]) == 2
+    err = capsys.readouterr().err
+    assert f"built for config {fp16} (16x16)" in err and f"uses config {fp8} (8x16)" in err
+    assert "program file" in err and err.count("\n") == 1
+    # the program re-assembled for rows=8 still meets the image built for 16x16
+    assert main(["asm", str(ROOT / "examples" / "mlp.nmasm"), "-o", str(binary),
+                 "--set", "rows=8"]) == 0
+    assert main(["run-golden", str(binary), "--dram", str(dram), "--set", "rows=8"]) == 2
+    err = capsys.readouterr().err
+    assert "DRAM image" in err and fp16 in err and fp8 in err
+    with pytest.raises(NmxError, match=f"built for config {fp16}"):
+        GoldenModel(AcceleratorConfig(rows=8)).run(PROGRAM, ex.image)
+    with pytest.raises(NmxError, match="16x16 array"):
+        BUILDER.build(0, AcceleratorConfig(rows=8))
+
+
+def test_run_golden_option_errors_are_one_line(tmp_path, capsys):
+    ex = build(2)
+    dram = tmp_path / "mlp.dram"
+    ex.image.save(dram)
+    binary = tmp_path / "mlp.bin"
+    binary.write_bytes(PROGRAM.to_bytes(AcceleratorConfig()))
+    npz = tmp_path / "ref.npz"
+    np.savez(npz, probs_int=ex.probs_int, probs_float=ex.probs_float)
+    base = ["run-golden", str(binary), "--dram", str(dram)]
+    cases = [
+        (["-o", str(tmp_path / "no" / "x.dram")], "cannot write DRAM image"),
+        (["--show", "probs:int32:7"], "not a multiple of 7 columns"),
+        (["--show", "probs:int8:x"], "COLS 'x' is not an integer"),
+        (["--show", "probs:int8:0"], "COLS must be >= 1"),
+        (["--show", "nope:int8"], "no region 'nope'"),
+        (["--expect", f"probs={npz}"], "is an .npz archive; name the array"),
+        (["--expect", f"probs={npz}:nope"], "has no array 'nope'"),
+        (["--expect", f"probs={npz}:probs_float"], "a bit-exact check needs integers"),
+    ]
+    for extra, message in cases:
+        assert main(base + extra) == 2, extra
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, (extra, err)
+    assert main(base + ["--expect", f"probs={npz}:probs_int"]) == 0
+    assert "probs matches" in capsys.readouterr().out

@@ -53,6 +53,12 @@ def add_arguments(parser) -> None:
     )
 
 
+def _check_positive(**values: int) -> None:
+    for name, v in values.items():
+        if v < 1:
+            raise NmxError(f"--{name} must be >= 1, got {v}")
+
+
 def bench_golden(
     cfg: AcceleratorConfig, *, m: int, blocks: int, instructions: int, repeat: int = 3
 ) -> dict[str, float]:
@@ -63,12 +69,18 @@ def bench_golden(
 
     Returns the best of ``repeat`` runs: seconds, MACs, M MAC/s and instructions per second.
     """
+    _check_positive(m=m, blocks=blocks, instructions=instructions, repeat=repeat)
     R = cfg.rows
     k = n = blocks
     rng = np.random.default_rng(0)
     a_rows, w_rows = k * m, n * k * R
-    if a_rows + w_rows > cfg.scratchpad_rows or n * m > cfg.accumulator_rows:
-        raise ValueError(f"m={m}, blocks={blocks} do not fit the {cfg.rows}x{cfg.cols} config")
+    if a_rows + w_rows > cfg.scratchpad_rows or n * m > cfg.accumulator_rows or m > 4095:
+        raise NmxError(
+            f"--m {m}, --blocks {blocks}: {a_rows} operand + {w_rows} weight rows and "
+            f"{n * m} accumulator rows do not fit the {cfg.rows}x{cfg.cols} config "
+            f"({cfg.scratchpad_rows} scratchpad, {cfg.accumulator_rows} accumulator rows; "
+            "m <= 4095)"
+        )
     lanes = cfg.lanes
     img = DramImage.zeros((a_rows + w_rows) * lanes)
     img.add("spad", 0, rng.integers(-128, 128, (a_rows + w_rows) * lanes, dtype=np.int8))
@@ -203,10 +215,13 @@ def tiled_gemm(cfg: AcceleratorConfig, M: int, K: int, N: int, m: int, seed: int
 
 def bench_gemm(cfg: AcceleratorConfig, shape: str, m: int, repeat: int = 3) -> dict:
     """Run :func:`tiled_gemm`, check it, and return speed and cycle-model figures."""
+    _check_positive(m=m, repeat=repeat)
     try:
         M, K, N = (int(v) for v in shape.lower().split("x"))
     except ValueError:
         raise NmxError(f"--shape {shape!r}: expected MxKxN, e.g. 256x256x256") from None
+    if min(M, K, N) < 1:
+        raise NmxError(f"--shape {shape!r}: every dimension must be >= 1")
     try:
         program, img, expected = tiled_gemm(cfg, M, K, N, m)
     except ValueError as e:

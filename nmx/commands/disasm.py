@@ -22,7 +22,10 @@ def run(args) -> int:
         raise NmxError(f"cannot read {args.program!r}: {e.strerror}") from None
     text = disassemble(blob)
     if args.output:
-        Path(args.output).write_text(text)
+        try:
+            Path(args.output).write_text(text)
+        except OSError as e:
+            raise NmxError(f"cannot write {args.output!r}: {e.strerror}") from None
     else:
         print(text, end="")
     return 0

@@ -33,7 +33,7 @@ def add_arguments(parser) -> None:
         "--expect",
         action="append",
         default=[],
-        metavar="REGION=FILE.npy",
+        metavar="REGION=FILE.npy|FILE.npz:KEY",
         help="check a region of the final image against a NumPy array, bit for bit (repeatable)",
     )
     parser.add_argument(
@@ -45,14 +45,14 @@ def add_arguments(parser) -> None:
     )
 
 
-def _load_program(path: str) -> Program:
+def _load_program(path: str, cfg) -> Program:
     if path.endswith(".nmasm"):
         return assemble_file(path)
     try:
         blob = Path(path).read_bytes()
     except OSError as e:
         raise NmxError(f"cannot read program {path!r}: {e.strerror}") from None
-    return Program.from_bytes(blob)
+    return Program.from_bytes(blob, cfg, source=f"program file {path!r}")
 
 
 def _show(image: DramImage, spec: str) -> None:
@@ -62,21 +62,60 @@ def _show(image: DramImage, spec: str) -> None:
         dt = np.dtype(dtype or "uint8")
     except TypeError:
         raise NmxError(f"--show {spec!r}: unknown dtype {dtype!r}") from None
-    arr = image.read(name, dt)
     if cols:
-        arr = arr.reshape(-1, int(cols))
+        try:
+            ncols = int(cols)
+        except ValueError:
+            raise NmxError(f"--show {spec!r}: COLS {cols!r} is not an integer") from None
+        if ncols < 1:
+            raise NmxError(f"--show {spec!r}: COLS must be >= 1, got {ncols}")
+        arr = image.read(name, dt)
+        if arr.size % ncols:
+            raise NmxError(
+                f"--show {spec!r}: region {name!r} holds {arr.size} {dt} values, not a multiple "
+                f"of {ncols} columns"
+            )
+        arr = arr.reshape(-1, ncols)
+    else:
+        arr = image.read(name, dt)
     with np.printoptions(linewidth=120, threshold=4096):
         print(f"{name} ({dt}):\n{arr}")
+
+
+def _load_expected(spec: str, path: str) -> np.ndarray:
+    file, colon, key = path.rpartition(":")
+    if not (colon and file.endswith(".npz")):
+        file, key = path, ""
+    try:
+        loaded = np.load(file, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise NmxError(f"--expect {spec!r}: cannot read {file!r}: {e}") from None
+    if isinstance(loaded, np.ndarray):
+        if key:
+            raise NmxError(f"--expect {spec!r}: {file!r} is a single array, not an .npz archive")
+        return loaded
+    with loaded:
+        keys = sorted(loaded.files)
+        if not key:
+            raise NmxError(
+                f"--expect {spec!r}: {file!r} is an .npz archive; name the array as "
+                f"{file}:KEY, one of {keys}"
+            )
+        if key not in keys:
+            raise NmxError(f"--expect {spec!r}: {file!r} has no array {key!r}; arrays: {keys}")
+        return loaded[key]
 
 
 def _expect(image: DramImage, spec: str) -> str:
     name, sep, path = spec.partition("=")
     if not sep:
-        raise NmxError(f"--expect {spec!r}: expected REGION=FILE.npy")
-    try:
-        want = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise NmxError(f"--expect {spec!r}: cannot read {path!r}: {e}") from None
+        raise NmxError(f"--expect {spec!r}: expected REGION=FILE.npy or REGION=FILE.npz:KEY")
+    want = _load_expected(spec, path)
+    if want.dtype.kind not in "iub":
+        raise NmxError(
+            f"--expect {spec!r}: {path!r} holds {want.dtype} values; a bit-exact check needs "
+            "integers"
+        )
     got = image.read(name, want.dtype)
     if got.size != want.size:
         raise NmxError(
@@ -95,18 +134,24 @@ def _expect(image: DramImage, spec: str) -> str:
 def run(args) -> int:
     """Run the program and print status, counts and the cycle-model summary."""
     cfg = config_from_args(args)
-    program = _load_program(args.program)
+    program = _load_program(args.program, cfg)
     image = DramImage.load(args.dram)
+    image.check_config(cfg, f"DRAM image {args.dram!r}")
     model = GoldenModel(cfg)
     t0 = time.perf_counter()
     result = model.run(program, image)
     elapsed = time.perf_counter() - t0
     print(f"config            {args.config} ({cfg.rows}x{cfg.cols}, {cfg.fingerprint})")
+    if not result.ok:
+        # no summary of a partial run: the one-line error (stderr, exit 2) is the result
+        print(f"status            FAILED: {result.status}")
+        print(f"instructions      {len(result.trace)} executed before the failure")
+        raise ExecutionError(result.status)
     print(f"status            {result.status}")
     print(f"instructions      {len(result.trace)} executed of {len(program)}")
     macs = result.macs
-    rate = macs / elapsed / 1e6 if elapsed > 0 else float("inf")
-    print(f"golden model      {elapsed * 1e3:.2f} ms, {rate:.1f} M MAC/s")
+    rate = f"{macs / elapsed / 1e6:.1f} M MAC/s" if elapsed > 0 else "too fast to time"
+    print(f"golden model      {elapsed * 1e3:.2f} ms, {rate}")
     report = estimate_cycles(result.trace, cfg)
     print(report.summary())
     if args.timeline:
@@ -116,8 +161,6 @@ def run(args) -> int:
         print(f"final DRAM image  -> {args.output}")
     for spec in args.show:
         _show(result.dram, spec)
-    if not result.ok:
-        raise ExecutionError(result.status)
     for spec in args.expect:
         print(_expect(result.dram, spec))
     return 0
