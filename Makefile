@@ -8,9 +8,12 @@ CONFIG ?= default
 RTL_PRESETS ?= tiny default ecp5
 MODEL ?= mlp
 PYTEST_WORKERS ?= auto
+FPGA_CONFIG ?= ecp5
+FPGA_SEEDS ?= 1 2 3
+FPGA_STAMP := $(VENV)/.fpga-installed
 export AMARANTH_USE_YOSYS := builtin
 
-.PHONY: setup rtl sim test test-slow lint bench example clean
+.PHONY: setup rtl sim test test-slow lint bench example synth clean
 
 setup: $(STAMP)
 
@@ -49,6 +52,14 @@ example: $(STAMP)
 	$(BIN)/python examples/build_mlp_image.py --out build/mlp
 	$(BIN)/nmx asm examples/mlp.nmasm -o build/mlp/mlp.bin
 	$(BIN)/nmx run-golden build/mlp/mlp.bin --dram build/mlp/mlp.dram --show probs:int8:16 --expect probs=build/mlp/probs_int8.npy
+
+$(FPGA_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev,fpga]'
+	touch $(FPGA_STAMP)
+
+## FPGA Fmax and resources on an ECP5-85F (docs/fpga.md); minutes, the first run compiles WebAssembly.
+synth: $(FPGA_STAMP)
+	$(BIN)/python scripts/synth_ecp5.py --config $(FPGA_CONFIG) --seeds $(FPGA_SEEDS)
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache .hypothesis .benchmarks

@@ -7,8 +7,9 @@ becomes the active one, so the operand (and every later one) is multiplied by th
 the operands still in flight ahead of it finish with the old one. Tiles stream back to back.
 
 The multiply-accumulate is pipelined for FPGA timing: the operand register feeds the multiplier,
-whose product is registered, and the adder's sum is registered (both map onto a DSP block's
-input, pipeline and output registers). Per PE and cycle::
+whose product is registered, and the adder's sum is registered (the shape of a DSP block's
+input, pipeline and output registers; Yosys's ECP5 flow keeps them in the fabric, which is what
+limits Fmax: docs/fpga.md). Per PE and cycle::
 
     a_reg   <= a_in                     (forwarded to the right neighbour as a_out)
     swap_reg<= swap_in                  (forwarded as swap_out)
@@ -19,7 +20,8 @@ input, pipeline and output registers). Per PE and cycle::
 
 So the partial sum that includes the operand seen at ``a_in`` in cycle ``t`` leaves on
 ``psum_out`` in cycle ``t + 3``, and ``psum_in`` must carry the partial sum of the same operand row
-in cycle ``t + 2``. Every register advances only when ``en`` is high (the array's global stall).
+in cycle ``t + 2``. The registers have no clock enable: the array never stalls (backpressure is by
+credit, ``hw/systolic_array.py``), which keeps an enable's fan-out off the timing path.
 """
 
 from __future__ import annotations
@@ -44,8 +46,6 @@ class ProcessingElement(wiring.Component):
 
     Attributes
     ----------
-    en : In(1)
-        Clock enable of every register in the PE (the array's global stall is ``en = 0``).
     a_in, a_out : In(signed(operand_width)), Out(signed(operand_width))
         Operand from the left neighbour; the same operand, one cycle later, to the right one.
     swap_in, swap_out : In(1), Out(1)
@@ -78,7 +78,6 @@ class ProcessingElement(wiring.Component):
         self._operand_width = operand_width
         self._acc_width = acc_width
         super().__init__({
-            "en": In(1),
             "a_in": In(signed(operand_width)),
             "swap_in": In(1),
             "w_in": In(signed(operand_width)),
@@ -111,18 +110,17 @@ class ProcessingElement(wiring.Component):
         product = Signal(signed(2 * ow))
         acc = Signal(signed(aw))
 
-        with m.If(self.en):
-            m.d.sync += [
-                a_reg.eq(self.a_in),
-                swap_reg.eq(self.swap_in),
-                load_reg.eq(self.load_in),
-                product.eq(a_reg * active),
-                acc.eq(self.psum_in + product),
-            ]
-            with m.If(self.swap_in):
-                m.d.sync += active.eq(shadow)
-            with m.If(self.load_in):
-                m.d.sync += shadow.eq(self.w_in)
+        m.d.sync += [
+            a_reg.eq(self.a_in),
+            swap_reg.eq(self.swap_in),
+            load_reg.eq(self.load_in),
+            product.eq(a_reg * active),
+            acc.eq(self.psum_in + product),
+        ]
+        with m.If(self.swap_in):
+            m.d.sync += active.eq(shadow)
+        with m.If(self.load_in):
+            m.d.sync += shadow.eq(self.w_in)
 
         m.d.comb += [
             self.a_out.eq(a_reg),

@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """The weight-stationary systolic GEMM array: ``rows x cols`` processing elements.
 
 One *tile* multiplies an ``m x rows`` operand block ``A`` by a ``rows x cols`` weight block ``W``
@@ -28,11 +29,15 @@ Rules and policy:
 * Loading the next weight tile may start on the cycle the current tile's first row enters, so
   tiles of ``m >= rows`` operand rows stream back to back with no idle cycle, given the weight
   beats arrive one per cycle.
-* Backpressure is a global stall: while a result is waiting on ``results`` (``valid`` high,
-  ``ready`` low) every register of the array, its skew and de-skew lines and its weight-load
-  pipeline holds. Nothing is lost or duplicated; the output stage does not add a skid buffer.
+* The array never stalls: its registers have no clock enable, which is what lets it close timing
+  (a stall enable driven by ``results.ready`` would reach every register). Backpressure is by
+  credit instead: a row enters the array only while fewer than :attr:`SystolicArray.result_depth`
+  rows are in flight or waiting in the result queue, so every row that leaves the array has a
+  place in that queue. When ``results`` is not ready, or the queue still holds older rows, a
+  finished row goes into the queue; otherwise it bypasses it. Nothing is lost or reordered.
 * Latency: a row accepted on ``operands`` in cycle ``t`` (and not held) is on ``results`` in cycle
-  ``t + rows + cols + 3`` (:attr:`SystolicArray.latency`), plus stalled cycles.
+  ``t + rows + cols + 3`` (:attr:`SystolicArray.latency`), plus cycles spent in the result queue.
+  ``result_depth = latency`` credits keep one row per cycle flowing while ``results`` is ready.
 """
 
 from __future__ import annotations
@@ -95,6 +100,14 @@ class SystolicArray(wiring.Component):
             "operands": In(stream.Signature(operand_layout(rows))),
             "results": Out(stream.Signature(data.ArrayLayout(signed(aw), cols))),
         })
+        # Parts, added as submodules by elaborate (this file's `amaranth:` comment waives the
+        # unused-elaboratable warning for them when the array itself is never elaborated).
+        self._pes = [
+            [ProcessingElement(operand_width=ow, acc_width=aw) for _ in range(cols)]
+            for _ in range(rows)
+        ]
+        self._weight_queue = SyncFIFO(width=ow * cols, depth=WEIGHT_QUEUE_DEPTH)
+        self._result_queue = SyncFIFO(width=aw * cols, depth=self.result_depth)
 
     @property
     def config(self) -> AcceleratorConfig:
@@ -116,23 +129,30 @@ class SystolicArray(wiring.Component):
         """Cycles from accepting an operand row to presenting its result (no stalls, no hold)."""
         return self.rows + self.cols + 3
 
+    @property
+    def result_depth(self) -> int:
+        """Rows the result queue holds: the credit limit on rows in flight plus rows queued."""
+        return self.latency
+
     def elaborate(self, platform) -> Module:
         m = Module()
         rows, cols = self.rows, self.cols
         ow, aw = self._config.operand_bits, self._config.acc_bits
-
-        # Global stall: hold everything while a result waits to be taken.
-        en = Signal()
-        m.d.comb += en.eq(~self.results.valid | self.results.ready)
+        pes = self._pes
+        for r in range(rows):
+            for c in range(cols):
+                m.submodules[f"pe_{r}_{c}"] = pes[r][c]
 
         # Weight queue: decouples weights.ready from the array's timing.
-        queue = m.submodules.weight_queue = SyncFIFO(width=ow * cols, depth=WEIGHT_QUEUE_DEPTH)
-        m.d.comb += [
-            queue.w_data.eq(self.weights.payload.as_value()),
-            queue.w_en.eq(self.weights.valid),
-            self.weights.ready.eq(queue.w_rdy),
-        ]
-        beat = data.ArrayLayout(signed(ow), cols)(queue.r_data)
+        m.submodules.weight_queue = self._weight_queue
+        weight_in, weight_out = self._weight_queue.w_stream, self._weight_queue.r_stream
+        wiring.connect(m, wiring.flipped(self.weights), weight_in)
+        beat = data.ArrayLayout(signed(ow), cols)(weight_out.payload)
+
+        # Credits: rows in the array, its output register and the result queue.
+        m.submodules.result_queue = result_queue = self._result_queue
+        queued, out = result_queue.w_stream, result_queue.r_stream
+        in_flight = Signal(range(self.result_depth + 1))
 
         # Operand input register: a row waits here until it may enter the array.
         in_valid = Signal()
@@ -146,12 +166,15 @@ class SystolicArray(wiring.Component):
         drain_row = Signal(range(max(rows, 2)))  # one bit at least, also for rows = 1
         m.d.comb += [
             shadow_full.eq(loaded == rows),
-            enter.eq(en & in_valid & Mux(in_row.first, shadow_full, started)),
+            enter.eq(
+                in_valid & (in_flight < self.result_depth)
+                & Mux(in_row.first, shadow_full, started)
+            ),
             enter_first.eq(enter & in_row.first),
             self.operands.ready.eq(~in_valid | enter),
-            drain.eq(en & queue.r_rdy & (~shadow_full | enter_first)),
+            drain.eq(weight_out.valid & (~shadow_full | enter_first)),
             drain_row.eq(Mux(enter_first, 0, loaded)),
-            queue.r_en.eq(drain),
+            weight_out.ready.eq(drain),
         ]
         with m.If(self.operands.valid & self.operands.ready):
             m.d.sync += [in_valid.eq(1), in_row.eq(self.operands.payload)]
@@ -162,23 +185,13 @@ class SystolicArray(wiring.Component):
         with m.Elif(drain):
             m.d.sync += loaded.eq(loaded + 1)
 
-        pes = [
-            [ProcessingElement(operand_width=ow, acc_width=aw) for _ in range(cols)]
-            for _ in range(rows)
-        ]
-        for r in range(rows):
-            for c in range(cols):
-                m.submodules[f"pe_{r}_{c}"] = pes[r][c]
-                m.d.comb += pes[r][c].en.eq(en)
-
         # Input skew: row r's operand and swap flag reach PE(r, 0) r cycles after row 0's.
         for r in range(rows):
             a, swap = in_row.data[r], enter_first
             for stage in range(r):
                 a_next = Signal(signed(ow), name=f"skew_a_{r}_{stage}")
                 swap_next = Signal(name=f"skew_swap_{r}_{stage}")
-                with m.If(en):
-                    m.d.sync += [a_next.eq(a), swap_next.eq(swap)]
+                m.d.sync += [a_next.eq(a), swap_next.eq(swap)]
                 a, swap = a_next, swap_next
             m.d.comb += [pes[r][0].a_in.eq(a), pes[r][0].swap_in.eq(swap)]
             for c in range(1, cols):
@@ -193,8 +206,7 @@ class SystolicArray(wiring.Component):
             w = beat[c]
             for stage in range(c):
                 w_next = Signal(signed(ow), name=f"wdelay_{c}_{stage}")
-                with m.If(en):
-                    m.d.sync += w_next.eq(w)
+                m.d.sync += w_next.eq(w)
                 w = w_next
             for r in range(rows):
                 m.d.comb += pes[r][c].w_in.eq(w)
@@ -211,21 +223,30 @@ class SystolicArray(wiring.Component):
 
         # Output de-skew: column c leaves the bottom row c cycles after column 0; delay it by
         # cols - 1 - c cycles, then one output register for the whole row.
+        row_out = Signal(data.ArrayLayout(signed(aw), cols))
         for c in range(cols):
             s = pes[rows - 1][c].psum_out
             for stage in range(cols - 1 - c):
                 s_next = Signal(signed(aw), name=f"deskew_{c}_{stage}")
-                with m.If(en):
-                    m.d.sync += s_next.eq(s)
+                m.d.sync += s_next.eq(s)
                 s = s_next
-            with m.If(en):
-                m.d.sync += self.results.payload[c].eq(s)
+            m.d.sync += row_out[c].eq(s)
 
-        # A row entering in cycle e is on the output in cycle e + pipeline_depth.
+        # A row entering in cycle e is in row_out in cycle e + pipeline_depth.
         pipeline_depth = rows + cols + 2
         valid_line = Signal(pipeline_depth, name="valid_line")
-        with m.If(en):
-            m.d.sync += valid_line.eq(Cat(enter, valid_line[:-1]))
-        m.d.comb += self.results.valid.eq(valid_line[-1])
-        return m
+        m.d.sync += valid_line.eq(Cat(enter, valid_line[:-1]))
+        row_out_valid = valid_line[-1]
 
+        # Output: the queue's oldest row if it holds any, else row_out directly. row_out goes into
+        # the queue when it is not taken this cycle; the credits guarantee the queue has room.
+        m.d.comb += [
+            self.results.valid.eq(out.valid | row_out_valid),
+            self.results.payload.eq(Mux(out.valid, out.payload, row_out)),
+            out.ready.eq(self.results.ready),
+            queued.payload.eq(row_out),
+            queued.valid.eq(row_out_valid & (out.valid | ~self.results.ready)),
+        ]
+        taken = self.results.valid & self.results.ready
+        m.d.sync += in_flight.eq(in_flight + enter - taken)
+        return m

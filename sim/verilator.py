@@ -98,7 +98,8 @@ class CocotbResults:
     log_file : pathlib.Path or None
         The simulator's console output (cocotb log).
     waves_file : pathlib.Path or None
-        The FST waveform, when the run traced one.
+        The waveform (FST, or VCD where liblz4 is missing: :func:`wave_format`), when the run
+        traced one.
     build_dir : pathlib.Path or None
         The cached model the run used.
     cache_hit : bool
@@ -235,7 +236,7 @@ def _make_runner(
     waves_file: Path | None,
     timeout_s: float | None = None,
 ):
-    """A cocotb Verilator runner that uses :func:`verilator_env` and traces FST, not VCD.
+    """A cocotb Verilator runner that uses :func:`verilator_env` and traces in :func:`wave_format`.
 
     cocotb 2.1's runner copies ``os.environ`` into the environment of every command it starts and
     reads ``WAVES`` from it; this subclass layers ``env`` on top (so callers' values win), decides

@@ -136,17 +136,23 @@ def test_derived_properties():
     assert config.peak_macs_per_cycle == 32
 
 
+def _in_range(name):
+    lo, hi, pow2 = _RANGES[name]
+    if pow2:
+        return st.sampled_from([1 << k for k in range(lo.bit_length() - 1, hi.bit_length())])
+    return st.integers(lo, hi)
+
+
 def _valid_configs():
+    """Configs with the fields that take many values drawn from their allowed ranges
+    (``_RANGES``, so a narrowed range needs no edit here)."""
     return st.builds(
         AcceleratorConfig,
-        rows=st.integers(1, 64),
-        cols=st.integers(1, 64),
-        scratchpad_rows=st.sampled_from([1 << k for k in range(4, 21)]),
-        scratchpad_banks=st.sampled_from([1, 2, 4, 8, 16]),
-        accumulator_rows=st.sampled_from([1 << k for k in range(4, 19)]),
-        pwl_segments=st.sampled_from([64, 128, 256]),
-        dma_data_bits=st.sampled_from([32, 64, 128, 256, 512]),
-        addr_bits=st.integers(32, 64),
+        **{
+            name: _in_range(name)
+            for name in ("rows", "cols", "scratchpad_rows", "scratchpad_banks",
+                         "accumulator_rows", "pwl_segments", "dma_data_bits", "addr_bits")
+        },
     )
 
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from hw.processing_element import ProcessingElement
 
-INPUTS = ("en", "a_in", "swap_in", "w_in", "load_in", "psum_in")
+INPUTS = ("a_in", "swap_in", "w_in", "load_in", "psum_in")
 OUTPUTS = ("a_out", "swap_out", "load_out", "psum_out")
 
 
@@ -42,10 +42,8 @@ class PeModel:
         return {"a_out": self.a_reg, "swap_out": self.swap_reg, "load_out": self.load_reg,
                 "psum_out": self.acc}
 
-    def clock(self, en, a_in, swap_in, w_in, load_in, psum_in) -> None:
+    def clock(self, a_in, swap_in, w_in, load_in, psum_in) -> None:
         """Advance one clock edge: every register takes its next value from the current state."""
-        if not en:
-            return
         self.acc = wrap(psum_in + self.product, self.acc_width)
         self.product = self.a_reg * self.active
         if swap_in:
@@ -63,7 +61,7 @@ def run_pe(cycles: list[dict[str, int]], operand_width: int = 8, acc_width: int 
     async def bench(ctx):
         for inputs in cycles:
             for name in INPUTS:
-                ctx.set(getattr(dut, name), inputs.get(name, 1 if name == "en" else 0))
+                ctx.set(getattr(dut, name), inputs.get(name, 0))
             seen.append({name: ctx.get(getattr(dut, name)) for name in OUTPUTS})
             await ctx.tick()
         seen.append({name: ctx.get(getattr(dut, name)) for name in OUTPUTS})
@@ -80,7 +78,7 @@ def model_outputs(cycles: list[dict[str, int]], acc_width: int = 32):
     out = []
     for inputs in cycles:
         out.append(model.outputs())
-        full = {name: inputs.get(name, 1 if name == "en" else 0) for name in INPUTS}
+        full = {name: inputs.get(name, 0) for name in INPUTS}
         model.clock(**full)
     out.append(model.outputs())
     return out
@@ -151,20 +149,6 @@ def test_load_and_swap_on_the_same_edge_swaps_in_the_old_shadow():
     assert [seen[t + 3]["psum_out"] for t in (1, 2, 3)] == [4, 4, 9]
 
 
-def test_enable_low_holds_every_register():
-    cycles = [
-        {"w_in": 5, "load_in": 1},
-        {"swap_in": 1, "a_in": 7},
-        {"en": 0, "a_in": 100, "w_in": 1, "load_in": 1, "swap_in": 1, "psum_in": 9},
-        {"en": 0},
-        {"psum_in": 1000},
-        {}, {},
-    ]
-    seen = run_pe(cycles)
-    assert seen[3] == seen[2] == seen[4]
-    assert seen == model_outputs(cycles)
-
-
 @pytest.mark.parametrize(("a", "w"), [(-128, -128), (127, 127), (-128, 127), (0, -128), (1, -1)])
 def test_int8_extremes(a, w):
     cycles = [{"w_in": w, "load_in": 1}, {"swap_in": 1, "a_in": a}, {}, {"psum_in": -(2**31)}, {}]
@@ -182,7 +166,6 @@ def test_accumulator_wraps_like_twos_complement():
 def _cycle(ow: int, aw: int):
     lo, hi = -(1 << (ow - 1)), (1 << (ow - 1)) - 1
     return st.fixed_dictionaries({
-        "en": st.sampled_from([1, 1, 1, 0]),
         "a_in": st.integers(lo, hi),
         "swap_in": st.booleans().map(int),
         "w_in": st.integers(lo, hi),

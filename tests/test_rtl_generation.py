@@ -88,8 +88,15 @@ def test_presets_give_different_files(tmp_path):
 def test_generated_verilog_lints_clean(tmp_path):
     from sim.lint import lint_file
 
-    result = lint_file(write_rtl(preset("tiny"), tmp_path))
+    path = write_rtl(preset("tiny"), tmp_path)
+    result = lint_file(path)
     assert result.clean, result.messages
+    # The waivers are scoped to generated file names: the same text under another name is not
+    # waived.
+    other = tmp_path / "hand_written.v"
+    other.write_bytes(path.read_bytes())
+    messages = lint_file(other).messages
+    assert "%Warning-WIDTHEXPAND" in messages and "%Warning-DECLFILENAME" in messages
 
 
 def test_lint_reports_real_problems(tmp_path):
@@ -167,3 +174,43 @@ def test_nmx_rtl_error_has_no_traceback(tmp_path):
     )
     assert done.returncode == 2
     assert done.stderr == "nmx rtl: error: config field 'rows' = 0: allowed range is 1..64\n"
+
+
+def test_nmx_rtl_unreadable_config_files_are_one_line(tmp_path, capsys):
+    binary = tmp_path / "bin.json"
+    binary.write_bytes(b"\xff\xfe{\x00")
+    folder = tmp_path / "folder.json"
+    folder.mkdir()
+    for path, expected in ((binary, "not UTF-8 text"), (folder, "is a directory")):
+        assert nmx_main(["rtl", "--config", str(path), "--out", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1
+        assert expected in err and str(path) in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_nmx_rtl_unwritable_out_is_one_line(capsys):
+    assert nmx_main(["rtl", "--config", "tiny", "--out", "/dev/null/x"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "nmx rtl: error: --out '/dev/null/x': cannot write" in err
+    assert "Not a directory" in err
+
+
+@pytest.mark.parametrize(
+    ("content", "named"),
+    [
+        ({"rows": 8, "config": {"rows": 2}}, "['rows']"),
+        ({"config": {"rows": 2}, "fingerprint": "x", "extra": 1}, "['extra']"),
+        ({"config": 4}, "'config' must be a JSON object"),
+        ({"rows": 2, "colz": 4}, "colz"),
+    ],
+)
+def test_nmx_rtl_rejects_unknown_json_keys(tmp_path, capsys, content, named):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(content))
+    assert nmx_main(["rtl", "--config", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert named in err
+    assert not (tmp_path / "out").exists()

@@ -55,7 +55,7 @@ class MacCounter(wiring.Component):
 
 
 def _write_design(folder: Path, comment: str = "") -> Path:
-    path = folder / "mac_counter.v"
+    path = folder / "mac_counter_amaranth.v"
     path.write_text(f"// {comment}\n" + verilog_text(MacCounter(), "mac_counter"))
     return path
 

@@ -35,20 +35,40 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+#: Top-level keys of the sidecar ``nmx rtl`` writes next to the Verilog (hw.rtl.write_rtl).
+SIDECAR_KEYS = frozenset({"config", "fingerprint", "module", "verilog"})
+
+
 def _load_json(path: Path) -> AcceleratorConfig:
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise NmxError(f"config file {str(path)!r} not found") from None
+    except IsADirectoryError:
+        raise NmxError(f"config file {str(path)!r} is a directory, not a JSON file") from None
+    except OSError as e:
+        raise NmxError(f"config file {str(path)!r}: cannot read it: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise NmxError(
+            f"config file {str(path)!r}: not UTF-8 text (byte {e.start}); expected a JSON object"
+        ) from None
     except json.JSONDecodeError as e:
         raise NmxError(
             f"config file {str(path)!r}: invalid JSON at line {e.lineno}: {e.msg}"
         ) from None
-    # A sidecar written by `nmx rtl` holds the fields under "config".
-    if isinstance(data, dict) and isinstance(data.get("config"), dict):
-        data = data["config"]
     if not isinstance(data, dict):
         raise NmxError(f"config file {str(path)!r}: expected a JSON object of config fields")
+    if "config" in data:
+        # A sidecar written by `nmx rtl`: the fields are under "config", next to its own keys.
+        unknown = sorted(set(data) - SIDECAR_KEYS)
+        if unknown:
+            raise ConfigError(
+                f"{path}: unknown key(s) {unknown} next to 'config'; a file holds either the "
+                f"config fields or an `nmx rtl` sidecar (keys {sorted(SIDECAR_KEYS)})"
+            )
+        if not isinstance(data["config"], dict):
+            raise ConfigError(f"{path}: 'config' must be a JSON object of config fields")
+        data = data["config"]
     try:
         return AcceleratorConfig.from_dict(data)
     except ConfigError as e:
@@ -111,5 +131,12 @@ def run(args: argparse.Namespace) -> int:
     from hw.rtl import write_rtl
 
     config = config_from_args(args)
-    print(write_rtl(config, args.out))
+    try:
+        path = write_rtl(config, args.out)
+    except OSError as e:
+        where = e.filename if e.filename is not None else args.out
+        raise NmxError(
+            f"--out {str(args.out)!r}: cannot write {str(where)!r}: {e.strerror}"
+        ) from None
+    print(path)
     return 0

@@ -21,11 +21,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n", type=int, default=None,
                         help="columns of B (default 3 * array cols)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random matrices")
-    parser.add_argument("--waves", action="store_true", help="record an FST waveform")
+    parser.add_argument(
+        "--waves",
+        action="store_true",
+        help="record a waveform: FST where liblz4-dev is installed, else VCD (the path is printed)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from sim.array_demo import run_array_demo
+    from sim.cycle_model import gemm_cycles
 
     config = preset(args.config)
     r, c = config.rows, config.cols
@@ -51,6 +56,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"MACs/cycle  {mt['array_macs'] / mt['total_cycles']:.2f} end to end "
           f"({100 * mt['array_macs'] / mt['total_cycles'] / peak:.1f} % of the {peak} peak; "
           f"{useful / mt['total_cycles']:.2f} useful, without tile padding)")
+    modelled = gemm_cycles(config, m, t.k_tiles, t.n_tiles)
+    print(f"cycle model {modelled} cycles by sim.cycle_model.gemm_cycles for the same GEMM "
+          f"({'equal' if modelled == mt['total_cycles'] else 'DIFFERENT: recalibrate it'})")
     if mt["streaming_cycles"]:
         steady = mt["streaming_rows"] / mt["streaming_cycles"]
         print(f"steady      {steady * peak:.2f} MACs/cycle while streaming "
