@@ -12,6 +12,7 @@ from compiler.capture import capture
 from compiler.execute import MODES, Stats, run
 from compiler.graph import ConvertError, MatrixGraph, UnsupportedShapeError
 from compiler.lowering import lower
+from compiler.precision import DEFAULT_BUDGET, WIDE_POLICIES, choose_wide, resolve_wide, set_wide
 from compiler.quantize import QuantParams, quantize_graph
 
 __all__ = ["ConvertedModel", "convert"]
@@ -57,6 +58,8 @@ class ConvertedModel:
         self.float_model = float_model
         self.capture_note = capture_note
         self.example_inputs = example_inputs
+        #: :class:`compiler.precision.WideSearch` of ``convert(..., wide="auto")``, else None.
+        self.wide_search = None
 
     # ---- calling ------------------------------------------------------------------------
 
@@ -162,7 +165,9 @@ def _calibrate(cm: ConvertedModel, calibration: Iterable) -> Stats:
 
 def convert(model: nn.Module, example_inputs: tuple, calibration: Iterable, *,
             segments: int = 16, host_inputs: set[int] | None = None, mode: str = "int",
-            clipping: str = "mse", check_tolerance: float = 1e-3) -> ConvertedModel:
+            clipping: str = "mse", check_tolerance: float = 1e-3,
+            wide: str | Iterable[str] = "none", wide_budget: float | None = None,
+            wide_samples: int = 4) -> ConvertedModel:
     """Convert ``model`` into GEMMs + PWL epilogues, int8, calibrated on ``calibration``.
 
     Parameters
@@ -185,6 +190,16 @@ def convert(model: nn.Module, example_inputs: tuple, calibration: Iterable, *,
     check_tolerance : float
         The lowered graph run in float must reproduce ``model(*example_inputs)`` within this
         relative max error, else :class:`ConvertError` (a lowering bug, never silent).
+    wide : str or iterable of str
+        Per-tensor precision (:mod:`compiler.precision`): ``"none"`` (every GEMM operand int8,
+        the default), ``"auto"`` (measured greedy choice of 16-bit operand tensors until the
+        output error is within ``wide_budget``) or tensor names / fnmatch patterns (over node
+        names and module paths) to hold at 16 bits (two accumulating int8 GEMMs each).
+    wide_budget : float, optional
+        ``"auto"``'s budget: mean per-row ``1 - cosine`` of the outputs against the float graph
+        (default :data:`compiler.precision.DEFAULT_BUDGET`).
+    wide_samples : int
+        ``"auto"`` measures on the first this many calibration samples.
 
     Returns
     -------
@@ -210,10 +225,35 @@ def convert(model: nn.Module, example_inputs: tuple, calibration: Iterable, *,
         if err > tol:
             raise ConvertError(f"internal: the lowered graph's output {i} differs from the model "
                                f"by {err:.3g} (tolerance {tol:.3g})")
+    calibration = list(calibration)
     stats = _calibrate(cm, calibration)
     t2 = time.perf_counter()
     cm.stats = stats
+    if isinstance(wide, str) and wide not in WIDE_POLICIES:
+        raise ValueError(f"wide={wide!r}: use one of {', '.join(WIDE_POLICIES)} or an iterable "
+                         "of tensor names or patterns")
+    if not isinstance(wide, str):
+        set_wide(graph, resolve_wide(graph, wide))
     cm.quant = quantize_graph(graph, stats, segments=segments, clipping=clipping)
     t3 = time.perf_counter()
     cm.timings = {"capture+lower": t1 - t0, "calibrate": t2 - t1, "quantize+fit": t3 - t2}
+    if wide == "auto":
+        cm.wide_search = choose_wide(cm, _search_samples(cm, calibration, wide_samples),
+                                     budget=DEFAULT_BUDGET if wide_budget is None
+                                     else wide_budget)
+        cm.timings["precision search"] = time.perf_counter() - t3
     return cm
+
+
+def _search_samples(cm: ConvertedModel, calibration: list, n: int) -> list[torch.Tensor]:
+    """The first ``n`` sample stacks of the calibration set (at least one item)."""
+    parts: list[list[torch.Tensor]] = []
+    have = 0
+    for item in calibration:
+        item = tuple(item) if isinstance(item, (tuple, list)) else (item,)
+        samples, _ = cm.to_samples(item)
+        parts.append(samples)
+        have += samples[0].shape[0]
+        if have >= n:
+            break
+    return [torch.cat([p[i] for p in parts])[:max(n, 1)] for i in range(len(parts[0]))]

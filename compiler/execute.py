@@ -6,14 +6,19 @@ mode           what it computes
 ``float``      float32, every function exact (PyTorch): equals the original network; used for
                calibration and as the per-node error reference.
 ``float-pwl``  float32, every function replaced by its fitted float PWL.
-``fake-quant`` float simulation of the integer path: int8 operands and outputs, per-column
+``fake-quant`` float simulation of the integer path: int8 (16-bit) operands and outputs, per-column
                int8 constants, int32-grid accumulator, requantisation to the PWL input grid, the
                float PWL, output rounding and saturation. Rounding uses straight-through
                estimators, so it is differentiable (fine-tuning trains through it).
 ``int``        the integer-exact reference: int8 operands, int64 accumulation checked to stay in
                int32, and the epilogue only through :mod:`hw.numeric` (``requantize``,
                ``pwl_apply``). No float touches the data path; host pre-processing and the input
-               quantisation run before it and dequantisation of the outputs after it.
+               quantisation run before it and dequantisation of the outputs after it. A 16-bit
+               operand (:mod:`compiler.wide`) is split into int8 ``hi``/``lo`` halves: ``hi``
+               GEMMs (and the node's other terms) accumulate first, an ``x256`` epilogue
+               (``hw.numeric.epilogue``, checked not to saturate) scales them in place, then the
+               ``lo`` GEMMs and the bias accumulate; its producer writes the int32 epilogue result
+               and splits it with saturating epilogues. Never an int16 matmul.
 =============  ==============================================================================
 
 Every executor takes inputs with one extra leading *sample* dimension (a stack of inputs shaped
@@ -29,13 +34,15 @@ import torch
 
 from compiler.graph import GemmNode, MatrixGraph, TensorRef
 from compiler.quantize import NodeQuant, QuantizationError, QuantParams
-from hw.numeric import int_range, pwl_apply, requantize
+from compiler.wide import WIDE_MAX, WIDE_MIN, join_int16, split_int16, split_saturating
+from hw.numeric import PwlTable, epilogue, int_range, pwl_apply, requantize
 
 __all__ = ["MODES", "Stats", "exact_function", "run"]
 
 MODES = ("float", "float-pwl", "fake-quant", "int")
 _SAMPLES_PER_TENSOR = 1 << 16
 _ACC_LO, _ACC_HI = int_range(32)
+_IDENTITY = PwlTable.identity()
 
 
 def exact_function(name: str | None, x: torch.Tensor) -> torch.Tensor:
@@ -98,8 +105,8 @@ def _round_ste(x: torch.Tensor) -> torch.Tensor:
     return x + (torch.round(x) - x).detach()
 
 
-def _fq(x: torch.Tensor, scale, bits: int) -> torch.Tensor:
-    lo, hi = int_range(bits)
+def _fq(x: torch.Tensor, scale, bits: int, *, split: bool = False) -> torch.Tensor:
+    lo, hi = (WIDE_MIN, WIDE_MAX) if split else int_range(bits)
     s = torch.as_tensor(np.asarray(scale, dtype=np.float64), dtype=x.dtype)
     return torch.clamp(_round_ste(x / s), lo, hi) * s
 
@@ -174,7 +181,7 @@ def _float_node(graph, node: GemmNode, vals, consts, mode, qp: QuantParams | Non
     else:
         y = ep.fit.eval_torch(x)
     if nq is not None:
-        y = _fq(y, nq.out_scale, nq.out_bits)
+        y = _fq(y, nq.out_scale, nq.out_bits, split=nq.split_out)
     return y
 
 
@@ -185,21 +192,41 @@ def _quantize_input(x: torch.Tensor, scale: float) -> torch.Tensor:
 
 def _int_node(graph, node: GemmNode, vals, qp: QuantParams) -> torch.Tensor:
     nq = qp.nodes[node.name]
-    acc = None
+    what = f"node {node.name} ({node.module}, {node.aten})"
+    acc = None  # accumulated after the x256 epilogue (or the only stage)
+    pre = None  # accumulated before it: hi halves of 16-bit operands, pre-shift int8 terms
     for t, tq in zip(node.terms, nq.terms, strict=True):
         a = tq.a_int if tq.a_int is not None else _get(graph, t.a, vals, {})
         b = tq.b_int if tq.b_int is not None else _get(graph, t.b, vals, {})
         for src, v in ((t.a.source, a), (t.b.source, b)):
             if v.dtype != torch.int64:
                 raise QuantizationError(f"node {node.name}: operand {src} is not integer")
-        for ref, op in ((t.a, tq.a_int), (t.b, tq.b_int)):
-            if op is None and qp.bits.get(ref.source, 8) != 8:
+        for side, ref, op in (("a", t.a, tq.a_int), ("b", t.b, tq.b_int)):
+            if op is None and qp.bits.get(ref.source, 8) != 8 and tq.split != side:
                 raise QuantizationError(
-                    f"node {node.name} ({node.module}, {node.aten}): operand {ref.source} is "
-                    f"int{qp.bits[ref.source]}; GEMM operands must be int8"
+                    f"{what}: operand {ref.source} is int{qp.bits[ref.source]}; GEMM operands "
+                    "must be int8 or 16-bit operands split into int8 halves"
                 )
-        p = torch.matmul(a, b)
-        acc = p if acc is None else acc + p
+        if tq.split is None:
+            p = torch.matmul(a, b)
+            if tq.pre_shift:
+                pre = p if pre is None else pre + p
+            else:
+                acc = p if acc is None else acc + p
+            continue
+        hi, lo = (torch.from_numpy(h) for h in split_int16((a if tq.split == "a" else b)
+                                                            .numpy()))
+        ph = torch.matmul(hi, b) if tq.split == "a" else torch.matmul(a, hi)
+        pl = torch.matmul(lo, b) if tq.split == "a" else torch.matmul(a, lo)
+        pre = ph if pre is None else pre + ph
+        acc = pl if acc is None else acc + pl
+    if pre is not None:
+        if int(pre.max()) * 256 > _ACC_HI or int(pre.min()) * 256 < _ACC_LO:
+            raise QuantizationError(
+                f"{what}: int32 accumulator overflow in the x256 epilogue of a 16-bit operand "
+                f"(|hi-stage sum| {int(pre.abs().max())} > {_ACC_HI // 256})")
+        shifted = torch.from_numpy(epilogue(pre.numpy(), 256, 0, _IDENTITY, 32))
+        acc = shifted if acc is None else shifted + acc
     if nq.bias_int is not None:
         acc = acc + nq.bias_int
     if int(acc.max()) > _ACC_HI or int(acc.min()) < _ACC_LO:
@@ -211,7 +238,10 @@ def _int_node(graph, node: GemmNode, vals, qp: QuantParams) -> torch.Tensor:
     else:
         r = _get(graph, ep.row_scale, vals, {}).numpy()
         x = requantize(acc_np, r, nq.shift)
-    y = pwl_apply(x, nq.table, nq.out_bits)
+    if nq.split_out:
+        y = join_int16(*split_saturating(pwl_apply(x, nq.table, 32)))
+    else:
+        y = pwl_apply(x, nq.table, nq.out_bits)
     return torch.from_numpy(np.ascontiguousarray(y))
 
 

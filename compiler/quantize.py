@@ -22,6 +22,9 @@ Scheme (all symmetric, zero point 0):
   row scale the multiplier is the row's int16 value and the shift a constant. The PWL table comes
   from :func:`compiler.pwl.fit_pwl` (output scale folded into the slopes and intercepts), or is
   built exactly for identity/ReLU/ReLU6.
+- **16-bit operands** (:mod:`compiler.wide`): a node output with ``out_bits=16`` read by GEMMs
+  gets scale ``amax / WIDE_QMAX``; terms reading it run as ``hi`` and ``lo`` GEMMs around an
+  ``x256`` epilogue, and the node's other terms count ``1/256`` of their data scales.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import numpy as np
 import torch
 
 from compiler.graph import ConvertError, GemmNode, MatrixGraph
+from compiler.wide import WIDE_QMAX, wide_problem, wide_tensors
 from hw.numeric import MAX_SHIFT, SCALE_BITS, PwlTable, int_range, quantize_multiplier
 
 __all__ = ["EXACT_FUNCTIONS", "NodeQuant", "QuantizationError", "QuantParams", "mse_scale",
@@ -54,12 +58,20 @@ class QuantizationError(ConvertError):
 
 @dataclass
 class TermQuant:
-    """Integer constants of one term (None for data operands) and their real step sizes."""
+    """Integer constants of one term (None for data operands) and their real step sizes.
+
+    ``split`` names the 16-bit data operand (``"a"`` or ``"b"``; None: both int8): the term runs
+    as ``hi`` before and ``lo`` after the node's ``x256`` epilogue (:mod:`compiler.wide`).
+    ``pre_shift``: an int8 term accumulated before that epilogue (its constants are quantised
+    256x coarser than the accumulator step).
+    """
 
     a_int: torch.Tensor | None
     b_int: torch.Tensor | None
     a_scale: Any
     b_scale: Any
+    split: str | None = None
+    pre_shift: bool = False
 
 
 @dataclass
@@ -82,15 +94,26 @@ class NodeQuant:
     multiplier: np.ndarray | None
     shift: np.ndarray
     table: PwlTable
+    split_out: bool = False
+
+    @property
+    def shifted(self) -> bool:
+        """Whether the node runs the ``x256`` epilogue (it reads a 16-bit operand)."""
+        return any(t.split is not None for t in self.terms)
 
 
 @dataclass
 class QuantParams:
-    """Scales of every data tensor and the integer parameters of every node."""
+    """Scales of every data tensor and the integer parameters of every node.
+
+    ``wide`` lists the 16-bit GEMM operand tensors (held as ``256 hi + lo``, see
+    :mod:`compiler.wide`), in graph order.
+    """
 
     scales: dict[str, float] = field(default_factory=dict)
     bits: dict[str, int] = field(default_factory=dict)
     nodes: dict[str, NodeQuant] = field(default_factory=dict)
+    wide: list[str] = field(default_factory=list)
 
 
 def mse_scale(values: np.ndarray, bits: int = 8, steps: int = 71) -> float:
@@ -131,23 +154,31 @@ def _quant_int(v: torch.Tensor, step, bits: int, clamp: bool, what: str) -> torc
     return q.clamp(lo, hi).to(torch.int64)
 
 
-def _acc_scales(graph: MatrixGraph, node: GemmNode, scales: dict[str, float]):
-    """Accumulator scale (array broadcastable to (..., 1, N)) and per-term constant steps."""
+def _acc_scales(graph: MatrixGraph, node: GemmNode, scales: dict[str, float],
+                factors: list[float] | None = None):
+    """Accumulator scale (array broadcastable to (..., 1, N)) and per-term constant steps.
+
+    ``factors`` (one per term, default 1) multiply the data scales of a term: ``1/256`` for a
+    term accumulated before the ``x256`` epilogue of a node with 16-bit operands.
+    """
     fixed: list[float] = []
     infos = []
-    for t in node.terms:
+    b_steps: dict[int, float] = {}
+    factors = [1.0] * len(node.terms) if factors is None else factors
+    for t, f in zip(node.terms, factors, strict=True):
         ca, cb = graph.is_const(t.a), graph.is_const(t.b)
         if not ca and not cb:
-            fixed.append(scales[t.a.source] * scales[t.b.source])
+            fixed.append(scales[t.a.source] * scales[t.b.source] * f)
             infos.append(("dd", None, None))
         elif cb and not ca:
-            infos.append(("dB", scales[t.a.source], graph.const_value(t.b)))
+            infos.append(("dB", scales[t.a.source] * f, graph.const_value(t.b)))
         elif ca and not cb:
-            infos.append(("Ad", scales[t.b.source], graph.const_value(t.a)))
+            infos.append(("Ad", scales[t.b.source] * f, graph.const_value(t.a)))
         else:  # const x const: B keeps its own per-tensor scale, A adapts
             bv = graph.const_value(t.b)
             sb = float(bv.abs().max()) / 127 or 1.0
-            infos.append(("AB", sb, graph.const_value(t.a)))
+            b_steps[len(infos)] = sb
+            infos.append(("AB", sb * f, graph.const_value(t.a)))
     if fixed:
         f0 = fixed[0]
         for f in fixed[1:]:
@@ -192,7 +223,7 @@ def _acc_scales(graph: MatrixGraph, node: GemmNode, scales: dict[str, float]):
         else:
             acc = top / 127
     terms = []
-    for kind, s, _c in infos:
+    for i, (kind, s, _c) in enumerate(infos):
         if kind == "dd":
             terms.append(("dd", None, None))
         elif kind == "dB":
@@ -204,7 +235,7 @@ def _acc_scales(graph: MatrixGraph, node: GemmNode, scales: dict[str, float]):
                     f"node {node.name}: a constant left operand needs one accumulator scale, "
                     "but other terms need per-column scales"
                 )
-            terms.append((kind, a_step, s if kind == "AB" else None))
+            terms.append((kind, a_step, b_steps[i] if kind == "AB" else None))
     return np.asarray(acc, dtype=np.float64), terms
 
 
@@ -251,6 +282,11 @@ def quantize_graph(graph: MatrixGraph, stats, *, fit_cache: dict | None = None,
                    segments: int = 16, clipping: str = "mse") -> QuantParams:
     """Derive :class:`QuantParams` from calibration ``stats`` (:class:`compiler.execute.Stats`).
 
+    Node outputs with ``out_bits=16`` that GEMMs read are 16-bit operands (``QuantParams.wide``):
+    scale ``max|v| / WIDE_QMAX`` (the split range of :mod:`compiler.wide`); every node reading one
+    splits that term into ``hi``/``lo`` GEMMs and accumulates its other terms before the ``x256``
+    epilogue, so their constants are quantised against ``256 x`` the accumulator step.
+
     Fits each PWL function over its calibrated input range (``compiler.pwl.fit_pwl``) with the
     node's scales and stores the fit in ``node.epilogue.fit``. ``clipping`` selects the int8
     activation scales: ``"mse"`` (MSE-optimal clipping, the default) or ``"max"`` (``amax / 127``).
@@ -267,6 +303,13 @@ def quantize_graph(graph: MatrixGraph, stats, *, fit_cache: dict | None = None,
 
     fit_cache = {} if fit_cache is None else fit_cache
     q = QuantParams()
+    q.wide = wide_tensors(graph)
+    wide = set(q.wide)
+    for name in q.wide:
+        problem = wide_problem(graph, name)
+        if problem is not None:
+            raise QuantizationError(f"tensor {name} ({graph.node(name).module}) cannot be a "
+                                    f"16-bit GEMM operand: {problem}")
     for inp in graph.inputs:
         if inp.name in stats.samples:
             q.scales[inp.name] = act_scale(inp.name)
@@ -279,7 +322,18 @@ def quantize_graph(graph: MatrixGraph, stats, *, fit_cache: dict | None = None,
         ep = node.epilogue
         bits = ep.out_bits
         amax = stats.amax[node.name]
-        acc, term_steps = _acc_scales(graph, node, q.scales)
+        splits = []
+        for t in node.terms:
+            sides = [side for side, ref in (("a", t.a), ("b", t.b)) if ref.source in wide]
+            if len(sides) == 2:
+                raise QuantizationError(
+                    f"node {node.name} ({node.module}, {node.aten}): both operands of a data x "
+                    f"data GEMM are 16-bit ({t.a.source}, {t.b.source}); at most one may be")
+            splits.append(sides[0] if sides else None)
+        shifted = any(splits)
+        pre = [shifted and sp is None for sp in splits]
+        factors = [1 / 256 if p else 1.0 for p in pre]
+        acc, term_steps = _acc_scales(graph, node, q.scales, factors)
         col = 1.0 if ep.col_scale is None else ep.col_scale
         col = np.asarray(col.double().numpy() if isinstance(col, torch.Tensor) else col,
                          dtype=np.float64)
@@ -294,6 +348,8 @@ def quantize_graph(graph: MatrixGraph, stats, *, fit_cache: dict | None = None,
             out_scale = base * 2**k
         elif bits == 8:
             out_scale = act_scale(node.name)
+        elif node.name in wide:
+            out_scale = (amax or 1.0) / WIDE_QMAX
         else:
             out_scale = (amax or 1.0) / _QMAX[bits]
         if bits == 32 and ep.function in EXACT_FUNCTIONS and ep.row_scale is None:
@@ -371,6 +427,9 @@ def quantize_graph(graph: MatrixGraph, stats, *, fit_cache: dict | None = None,
                                   f"bias of node {node.name}")
         q.scales[node.name] = out_scale
         q.bits[node.name] = bits
+        for tq, sp, p in zip(terms, splits, pre, strict=True):
+            tq.split, tq.pre_shift = sp, p
         q.nodes[node.name] = NodeQuant(acc, terms, bias_int, x_scale, out_scale, bits,
-                                       multiplier, np.asarray(shift), table)
+                                       multiplier, np.asarray(shift), table,
+                                       split_out=node.name in wide)
     return q

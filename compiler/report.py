@@ -4,7 +4,8 @@
 network's arithmetic, ``float-pwl``, ``int``) and compares every node's output with the float one:
 max/mean absolute error and cosine similarity (over all of the node's values). PWL errors come
 from each fit's own dense evaluation (:meth:`compiler.pwl.PwlFit.errors`): ``fixed`` is the
-hardware PWL at the epilogue's internal precision, ``output`` after the final rounding.
+hardware PWL at the epilogue's internal precision, ``output`` after the final rounding. ``wide``
+lists the 16-bit operand tensors and their extra work (:func:`compiler.wide.wide_cost`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import io
 from dataclasses import dataclass, field
 
 import torch
+
+from compiler.wide import wide_cost
 
 __all__ = ["ConversionReport", "FunctionError", "NodeError", "build_report", "compare"]
 
@@ -63,6 +66,7 @@ class ConversionReport:
     capture: str = ""
     timings: dict = field(default_factory=dict)
     output_cosine: float = 1.0
+    wide: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         """JSON-serialisable form."""
@@ -100,6 +104,20 @@ class ConversionReport:
                           f"{e.fixed_mean:.2e}", f"{e.output_max:.2e}", f"{e.output_mean:.2e}",
                           f"{e.out_lsb:.2e}")
             con.print(f)
+        if self.wide:
+            w = Table(title="16-bit operand tensors (256 hi + lo, two accumulating int8 GEMMs): "
+                            "extra work per sample")
+            for col in ("tensor", "module", "shape", "consumer GEMM passes", "consumer MACs",
+                        "split GEMM passes", "split MACs", "epilogue passes"):
+                w.add_column(col, overflow="fold")
+            for r in self.wide:
+                w.add_row(r["tensor"], r["module"], "x".join(map(str, r["shape"])),
+                          str(r["consumer_passes"]), str(r["consumer_macs"]),
+                          str(r["split_passes"]), str(r["split_macs"]),
+                          str(r["epilogue_passes"]))
+            con.print(w)
+        else:
+            con.print("16-bit operand tensors: none (every GEMM operand is int8)")
         con.print("folded at conversion time: " + ("; ".join(self.folded) or "nothing"))
         con.print("host pre-processing: " + ("; ".join(self.host_ops) or "none"))
         return buf.getvalue()
@@ -158,5 +176,6 @@ def build_report(cm, inputs: tuple | None = None) -> ConversionReport:
             out_bits=node.epilogue.out_bits, terms=len(node.terms),
             pwl_max=p[0], pwl_cos=p[2], int_max=i[0], int_mean=i[1], int_cos=i[2]))
     rep.functions = function_errors(cm.graph)
+    rep.wide = wide_cost(cm.graph, cm.quant.wide)
     rep.output_cosine = min(compare(f, o)[2] for f, o in zip(fo, io_, strict=True))
     return rep

@@ -25,6 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clipping", choices=("mse", "max"), default="mse",
                         help="int8 activation scales: MSE-optimal clipping or max")
     parser.add_argument("--lr", type=float, default=1e-4, help="fine-tuning learning rate")
+    parser.add_argument("--wide", default="none",
+                        help="16-bit operand tensors: none, auto, or comma-separated patterns")
+    parser.add_argument("--wide-budget", type=float, default=None,
+                        help="accuracy budget of --wide auto (mean per-row 1 - cosine)")
     parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
 
 
@@ -71,8 +75,10 @@ def run(args: argparse.Namespace) -> int:
     zm = load(args.model)
     t_load = time.perf_counter() - t0
     t0 = time.perf_counter()
+    wide = args.wide if args.wide in ("none", "auto") else [w for w in args.wide.split(",") if w]
     cm = convert(zm.model, zm.example_inputs, zm.calibration, segments=args.segments,
-                 host_inputs=getattr(zm, "host_inputs", None), clipping=args.clipping)
+                 host_inputs=getattr(zm, "host_inputs", None), clipping=args.clipping,
+                 wide=wide, wide_budget=args.wide_budget)
     t_convert = time.perf_counter() - t0
     with torch.no_grad():
         ref = zm.model(*zm.eval_inputs)
@@ -144,6 +150,8 @@ def run(args: argparse.Namespace) -> int:
               + (" (--report lists them)" if cm.graph.folded else ""))
     hosts = [f"{h.description} ({h.module or '<top>'})" for h in cm.graph.host_ops]
     con.print("host pre-processing: " + ("; ".join(hosts) if hosts else "none"))
+    con.print("16-bit operand tensors: " + (", ".join(cm.quant.wide) or "none"))
+    results["wide"] = list(cm.quant.wide)
     results["folded"] = list(cm.graph.folded)
     results["host_ops"] = hosts
     results["seconds"] = {"load": t_load, "convert": t_convert, **cm.timings,

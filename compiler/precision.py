@@ -1,0 +1,174 @@
+"""Per-tensor precision: which data tensors are held at 16 bits (``256 hi + lo``, two int8 GEMMs).
+
+A tensor is chosen *wide* by setting its producing node's ``Epilogue.out_bits`` to 16; the
+quantiser (:func:`compiler.quantize.quantize_graph`) then treats every 16-bit node output that a
+GEMM reads as a split operand (:mod:`compiler.wide`). Because the choice lives in the graph it
+survives copies of the graph (fine-tuning re-quantises the same choice).
+
+Policies of ``convert(..., wide=...)``:
+
+- ``"none"``: every GEMM operand int8 (the graph as lowered);
+- an iterable of tensor names or :mod:`fnmatch` patterns (matched against node names and module
+  paths): exactly those tensors; a name that cannot be 16-bit, or a pattern that matches no
+  eligible tensor, is an error;
+- ``"auto"``: measured greedy search (:func:`choose_wide`). The output error is measured in the
+  integer executor against the float graph on calibration inputs; if it is within the budget
+  nothing changes. Otherwise every eligible tensor is tried alone (its *benefit* is the drop of
+  the output error), and tensors are added in order of benefit, each kept only if the error
+  drops, until the budget is met or no candidate helps.
+
+The output error is the mean over output rows (vectors along the last dim: tokens, samples'
+logits) of ``1 - cosine`` to the float graph, the worst over the outputs.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import torch
+
+from compiler.graph import MatrixGraph
+from compiler.quantize import QuantizationError, quantize_graph
+from compiler.wide import wide_cost, wide_problem
+
+__all__ = ["DEFAULT_BUDGET", "WIDE_POLICIES", "WideSearch", "choose_wide", "output_error",
+           "resolve_wide", "set_wide", "wide_candidates"]
+
+#: Named policies of ``convert(..., wide=...)`` (besides an iterable of names/patterns).
+WIDE_POLICIES = ("auto", "none")
+#: Default output-error budget of ``"auto"``: mean per-row ``1 - cosine`` (0.999 mean cosine).
+DEFAULT_BUDGET = 1e-3
+#: A candidate must lower the error by at least this fraction to be kept.
+_MIN_GAIN = 0.02
+
+
+def wide_candidates(graph: MatrixGraph) -> list[str]:
+    """int8 node outputs that could be held at 16 bits (see :func:`compiler.wide.wide_problem`)."""
+    return [n.name for n in graph.nodes
+            if n.epilogue.out_bits == 8 and wide_problem(graph, n.name) is None]
+
+
+def resolve_wide(graph: MatrixGraph, spec: Iterable[str]) -> list[str]:
+    """Tensor names selected by ``spec`` (names or fnmatch patterns over names and modules)."""
+    if isinstance(spec, str):
+        raise ValueError(f"wide={spec!r}: use 'auto', 'none' or an iterable of tensor names or "
+                         "patterns")
+    chosen: list[str] = []
+    eligible = set(wide_candidates(graph))
+    for item in spec:
+        if any(c in item for c in "*?["):
+            hits = [n.name for n in graph.nodes if n.name in eligible and (
+                fnmatch.fnmatchcase(n.name, item) or fnmatch.fnmatchcase(n.module, item))]
+            if not hits:
+                raise QuantizationError(f"wide pattern {item!r} matches no tensor that can be "
+                                        f"16-bit; candidates: {', '.join(sorted(eligible))}")
+        else:
+            problem = wide_problem(graph, item)
+            if problem is not None:
+                raise QuantizationError(f"tensor {item!r} cannot be a 16-bit GEMM operand: "
+                                        f"{problem}")
+            hits = [item]
+        chosen += [h for h in hits if h not in chosen]
+    return chosen
+
+
+def set_wide(graph: MatrixGraph, names: Iterable[str], wide: bool = True) -> None:
+    """Mark (``wide=True``) or unmark the producers of ``names`` as 16-bit (``out_bits``)."""
+    for name in names:
+        ep = graph.node(name).epilogue
+        if wide and ep.out_bits == 8:
+            ep.out_bits = 16
+        elif not wide and ep.out_bits == 16:
+            ep.out_bits = 8
+
+
+def output_error(outs: list[torch.Tensor], refs: list[torch.Tensor]) -> float:
+    """Worst over outputs of the mean over rows (last dim) of ``1 - cosine`` to ``refs``."""
+    worst = 0.0
+    for o, r in zip(outs, refs, strict=True):
+        o = o.double().reshape(-1, o.shape[-1] if o.ndim else 1)
+        r = r.double().reshape(-1, r.shape[-1] if r.ndim else 1)
+        cos = torch.nn.functional.cosine_similarity(o, r, dim=-1, eps=1e-30)
+        both_zero = (o.abs().amax(-1) == 0) & (r.abs().amax(-1) == 0)
+        cos = torch.where(both_zero, torch.ones_like(cos), cos)
+        worst = max(worst, float((1 - cos).mean()))
+    return worst
+
+
+@dataclass
+class WideSearch:
+    """What :func:`choose_wide` measured.
+
+    ``baseline``/``final``: output error all-int8 / with ``chosen``; ``alone``: error with each
+    candidate alone 16-bit (``inf`` = it overflowed the accumulator); ``steps``: (tensor, error
+    after adding it, kept); ``seconds``: search time.
+    """
+
+    budget: float
+    baseline: float
+    final: float
+    chosen: list[str] = field(default_factory=list)
+    alone: dict[str, float] = field(default_factory=dict)
+    steps: list[tuple[str, float, bool]] = field(default_factory=list)
+    seconds: float = 0.0
+    cost: list[dict] = field(default_factory=list)
+
+
+def choose_wide(cm, samples: list[torch.Tensor], *, budget: float = DEFAULT_BUDGET,
+                candidates: list[str] | None = None) -> WideSearch:
+    """Greedy per-tensor precision search on sample-stacked ``samples`` (see the module doc).
+
+    Leaves ``cm.graph`` marked with the chosen tensors and ``cm.quant`` quantised for them.
+    """
+    t0 = time.perf_counter()
+    graph = cm.graph
+    fit_cache: dict = {}
+
+    def quantise():
+        return quantize_graph(graph, cm.stats, fit_cache=fit_cache, segments=cm.segments,
+                              clipping=cm.clipping)
+
+    with torch.no_grad():
+        refs = cm.run_samples(samples, "float")
+
+        def measure() -> float:
+            try:
+                cm.quant = quantise()
+                return output_error(cm.run_samples(samples, "int"), refs)
+            except QuantizationError:
+                return float("inf")
+
+        base = measure()
+        search = WideSearch(budget=budget, baseline=base, final=base)
+        if base <= budget:
+            search.seconds = time.perf_counter() - t0
+            return search
+        cands = wide_candidates(graph) if candidates is None else list(candidates)
+        for c in cands:
+            set_wide(graph, [c])
+            search.alone[c] = measure()
+            set_wide(graph, [c], wide=False)
+        order = sorted((c for c in cands if search.alone[c] < base * (1 - _MIN_GAIN)),
+                       key=lambda c: search.alone[c])
+        err = base
+        for c in order:
+            if err <= budget:
+                break
+            set_wide(graph, [c])
+            e = measure()
+            keep = e < err * (1 - _MIN_GAIN)
+            search.steps.append((c, e, keep))
+            if keep:
+                search.chosen.append(c)
+                err = e
+            else:
+                set_wide(graph, [c], wide=False)
+        search.final = err
+        cm.quant = quantise()
+    search.cost = wide_cost(graph, search.chosen)
+    search.seconds = time.perf_counter() - t0
+    return search
+

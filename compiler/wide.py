@@ -1,0 +1,153 @@
+"""16-bit GEMM operands: the split contract ``v = 256 hi + lo`` with int8 halves.
+
+The array multiplies int8 operands only. A data tensor held at 16 bits enters a GEMM as two int8
+tensors, ``hi`` and ``lo``, run as two GEMMs into the same int32 accumulator (docs/isa.md,
+"16-bit operands")::
+
+    GEMM hi · W            (OVERWRITE, together with every other term of the node that is
+                            accumulated before the shift: its constants are quantised 256x coarser)
+    EPI dest=ACC, multiplier 256, shift 0, identity table      (in place: acc = sat32(256 acc))
+    GEMM lo · W            (ACCUMULATE, with the node's remaining terms and the bias)
+
+The producer of a 16-bit tensor writes its epilogue result ``v`` into the accumulator
+(``EPI dest=ACC``, int32) and splits it with saturating epilogues::
+
+    EPI  multiplier 1, shift 8, identity -> int8:  hi = sat8(round_shift(v, 8))
+    GEMM hi · (-128 I) twice, ACCUMULATE:          acc = v - 256 hi
+    EPI  identity -> int8:                          lo = sat8(v - 256 hi)
+
+``round_shift`` rounds half up, so for ``WIDE_MIN <= v <= WIDE_MAX`` (``-32896 .. 32639``) both
+halves are in range and ``256 hi + lo == v`` exactly (``lo = ((v + 128) mod 256) - 128``,
+``hi = (v - lo) / 256``). Outside that range the saturating epilogues give
+``256 hi + lo == clamp(v, WIDE_MIN, WIDE_MAX)``: a 16-bit tensor saturates at those bounds the way
+an int8 tensor saturates at -128..127. The quantiser maps a wide tensor's calibrated ``max |v|``
+to :data:`WIDE_QMAX` (symmetric), so calibrated values never saturate.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hw.numeric import PwlTable, epilogue, round_shift
+
+__all__ = ["WIDE_MAX", "WIDE_MIN", "WIDE_QMAX", "join_int16", "split_int16",
+           "split_saturating"]
+
+#: Smallest and largest value ``256 hi + lo`` with ``hi, lo`` int8 and ``hi = round_shift(v, 8)``.
+WIDE_MIN, WIDE_MAX = -128 * 256 - 128, 127 * 256 + 127
+#: Symmetric quantisation bound of a 16-bit operand (``max |v|`` maps here).
+WIDE_QMAX = WIDE_MAX
+
+_IDENTITY = PwlTable.identity()
+
+
+def split_int16(v) -> tuple[np.ndarray, np.ndarray]:
+    """Exact split ``v = 256 hi + lo`` into int8 halves (int64 arrays).
+
+    Raises
+    ------
+    compiler.quantize.QuantizationError
+        If any value is outside ``WIDE_MIN .. WIDE_MAX`` (the halves would not be int8).
+    """
+    v = np.asarray(v, dtype=np.int64)
+    if v.size and (int(v.min()) < WIDE_MIN or int(v.max()) > WIDE_MAX):
+        from compiler.quantize import QuantizationError
+
+        bad = int(v.min()) if int(v.min()) < WIDE_MIN else int(v.max())
+        raise QuantizationError(
+            f"16-bit operand value {bad} outside the split range {WIDE_MIN}..{WIDE_MAX} "
+            "(hi = round_shift(v, 8) and lo = v - 256 hi must both be int8)"
+        )
+    hi = round_shift(v, 8)
+    return hi, v - 256 * hi
+
+
+def split_saturating(v) -> tuple[np.ndarray, np.ndarray]:
+    """The producer's split of an int32 epilogue result ``v`` as the hardware does it (saturating
+    epilogues, :mod:`hw.numeric` only); ``256 hi + lo == clamp(v, WIDE_MIN, WIDE_MAX)``."""
+    v = np.asarray(v, dtype=np.int64)
+    hi = epilogue(v, 1, 8, _IDENTITY, 8)
+    lo = epilogue(v - 256 * hi, 1, 0, _IDENTITY, 8)
+    return hi, lo
+
+
+def join_int16(hi, lo) -> np.ndarray:
+    """``256 hi + lo`` (int64)."""
+    return 256 * np.asarray(hi, dtype=np.int64) + np.asarray(lo, dtype=np.int64)
+
+
+def gemm_readers(graph, name: str) -> list[tuple]:
+    """``(node, term_index, side)`` for every GEMM operand reading tensor ``name``."""
+    out = []
+    for node in graph.nodes:
+        for i, t in enumerate(node.terms):
+            if t.a.source == name:
+                out.append((node, i, "a"))
+            if t.b.source == name:
+                out.append((node, i, "b"))
+    return out
+
+
+def wide_problem(graph, name: str) -> str | None:
+    """Why tensor ``name`` cannot be held at 16 bits as a GEMM operand, or None if it can.
+
+    A 16-bit operand must be a node output (graph inputs and host results enter as int8) that
+    some GEMM reads, written with an int8-or-16-bit epilogue that is not tied to another tensor's
+    scale (``scale_like``, in either direction), and never both operands of one data x data GEMM
+    (``hi·hi`` would need a 2^16 shift and overflows the accumulator).
+    """
+    try:
+        kind = graph.kind_of(name)
+    except KeyError:
+        return "no such tensor"
+    if kind != "node":
+        return f"it is a {kind} tensor; only GEMM node outputs can be held at 16 bits"
+    node = graph.node(name)
+    if node.epilogue.out_bits not in (8, 16):
+        return f"its epilogue writes int{node.epilogue.out_bits}"
+    if node.epilogue.scale_like is not None:
+        return f"it is quantised like {node.epilogue.scale_like} (scale_like)"
+    for n in graph.nodes:
+        if n.epilogue.scale_like == name:
+            return f"node {n.name} is quantised like it (scale_like)"
+    readers = gemm_readers(graph, name)
+    if not readers:
+        return "no GEMM reads it as an operand"
+    for n, i, _side in readers:
+        t = n.terms[i]
+        if t.a.source == name and t.b.source == name:
+            return f"it is both operands of a data x data GEMM in node {n.name}"
+    return None
+
+
+def wide_tensors(graph) -> list[str]:
+    """Node outputs held at 16 bits and read as GEMM operands (split into hi/lo), in order."""
+    return [n.name for n in graph.nodes
+            if n.epilogue.out_bits == 16 and gemm_readers(graph, n.name)]
+
+
+def wide_cost(graph, names=None) -> list[dict]:
+    """Extra work of each 16-bit operand tensor (default: :func:`wide_tensors`).
+
+    Per tensor: ``consumer_passes`` (one extra GEMM pass per term reading it: the ``lo`` half),
+    ``consumer_macs`` (their multiply-accumulates per sample), ``split_passes`` (the producer's two
+    ``hi · (-128 I)`` GEMMs), ``split_macs`` (counted as element-wise, ``2 x numel``: only the
+    diagonal blocks of the identity do work) and ``epilogue_passes`` (the producer's two split
+    epilogues plus one ``x256`` epilogue per consuming node).
+    """
+    names = wide_tensors(graph) if names is None else list(names)
+    rows = []
+    for name in names:
+        node = graph.node(name)
+        readers = gemm_readers(graph, name)
+        macs = 0
+        for n, i, _side in readers:
+            t = n.terms[i]
+            k = t.a.shape[-1]
+            macs += k * int(np.prod(n.shape))
+        numel = int(np.prod(node.shape))
+        rows.append({"tensor": name, "module": node.module, "shape": tuple(node.shape),
+                     "consumer_passes": len(readers), "consumer_macs": macs,
+                     "split_passes": 2, "split_macs": 2 * numel,
+                     "epilogue_passes": 2 + len({n.name for n, _, _ in readers})})
+    return rows

@@ -1,0 +1,318 @@
+"""16-bit GEMM operands (256 hi + lo as two accumulating int8 GEMMs) and per-tensor precision."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from compiler import QuantizationError, convert, finetune
+from compiler.execute import _get
+from compiler.precision import output_error, wide_candidates
+from compiler.wide import (
+    WIDE_MAX,
+    WIDE_MIN,
+    join_int16,
+    split_int16,
+    split_saturating,
+    wide_cost,
+)
+from hw.numeric import PwlTable, epilogue, int_range, pwl_apply, requantize
+
+# ---- the split itself -------------------------------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(m=st.integers(1, 6), k=st.integers(1, 40), n=st.integers(1, 6), seed=st.integers(0, 2**31))
+def test_two_int8_gemms_equal_the_int16_gemm(m, k, n, seed):
+    """hi·W accumulated, x256 in place (the ISA's EPI dest=ACC), lo·W accumulated == v·W."""
+    rng = np.random.default_rng(seed)
+    v = rng.integers(WIDE_MIN, WIDE_MAX + 1, (m, k))
+    v[0, 0] = WIDE_MIN if seed % 2 else WIDE_MAX
+    w = rng.integers(-128, 128, (k, n))
+    hi, lo = split_int16(v)
+    assert hi.min() >= -128 and hi.max() <= 127 and lo.min() >= -128 and lo.max() <= 127
+    assert np.array_equal(join_int16(hi, lo), v)
+    assert np.array_equal(lo, ((v + 128) % 256) - 128)
+    acc = epilogue(hi @ w, 256, 0, PwlTable.identity(), 32) + lo @ w
+    assert np.array_equal(acc, v @ w)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(-(1 << 31), (1 << 31) - 1), min_size=1, max_size=50))
+def test_producer_split_saturates_to_the_split_range(values):
+    v = np.asarray(values, dtype=np.int64)
+    hi, lo = split_saturating(v)
+    assert hi.min() >= -128 and hi.max() <= 127 and lo.min() >= -128 and lo.max() <= 127
+    assert np.array_equal(join_int16(hi, lo), np.clip(v, WIDE_MIN, WIDE_MAX))
+
+
+@pytest.mark.parametrize("bad", [WIDE_MAX + 1, WIDE_MIN - 1, 32767, -40000])
+def test_split_out_of_range_is_an_error(bad):
+    with pytest.raises(QuantizationError, match="outside the split range"):
+        split_int16(np.array([0, bad]))
+
+
+# ---- converted modules ------------------------------------------------------------------------
+
+
+class Outlier(nn.Module):
+    """fc1's output has one channel ~60x larger than the rest: int8 loses the small channels."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(8, 16)
+        self.fc2 = nn.Linear(16, 4)
+        with torch.no_grad():
+            self.fc1.weight[0] *= 60.0
+            self.fc2.weight[:, 0] /= 60.0
+
+    def forward(self, x):
+        return self.fc2(self.fc1(x))
+
+
+class Residual(nn.Module):
+    """A residual stream with LayerNorm (the transformer pattern), ReLU-only otherwise."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(16, 16)
+        self.norm = nn.LayerNorm(16)
+        self.head = nn.Linear(16, 4)
+        with torch.no_grad():
+            self.fc.weight[3] *= 20.0
+
+    def forward(self, x):
+        h = x + torch.relu(self.fc(x))
+        return self.head(self.norm(h))
+
+
+def _data(seed, d=8, batches=4):
+    gen = torch.Generator().manual_seed(seed)
+    ex = (torch.randn(8, d, generator=gen),)
+    cal = [(torch.randn(8, d, generator=gen),) for _ in range(batches)]
+    test = torch.randn(64, d, generator=gen)
+    return ex, cal, test
+
+
+@pytest.fixture(scope="module")
+def outlier():
+    torch.manual_seed(0)
+    m = Outlier().eval()
+    ex, cal, test = _data(0)
+    return m, ex, cal, test
+
+
+def _err(m, cm, x, mode="int"):
+    with torch.no_grad():
+        return output_error([cm(x, mode=mode)], [m(x)])
+
+
+def test_sixteen_bit_tensor_matches_pytorch_better(outlier):
+    m, ex, cal, test = outlier
+    narrow = convert(m, ex, cal)
+    wide = convert(m, ex, cal, wide=["fc1"])
+    assert narrow.quant.wide == [] and wide.quant.wide == ["fc1"]
+    assert wide.graph.node("fc1").epilogue.out_bits == 16
+    assert wide.quant.bits["fc1"] == 16 and wide.quant.nodes["fc1"].split_out
+    assert [t.split for t in wide.quant.nodes["fc2"].terms] == ["a"]
+    e8, e16 = _err(m, narrow, test), _err(m, wide, test)
+    assert e16 < e8 / 10, (e8, e16)
+    # fake-quant simulates the same 16-bit path
+    ef = _err(m, wide, test, "fake-quant")
+    assert ef < e8 / 10
+    with torch.no_grad():
+        a, b = wide(test), wide(test, mode="fake-quant")
+    assert torch.nn.functional.cosine_similarity(a.reshape(-1), b.reshape(-1), dim=0) > 0.99999
+
+
+def test_int_executor_is_two_int8_gemms_and_hw_numeric(outlier):
+    """Recompute the consumer of the 16-bit tensor from its int8 halves with hw.numeric only."""
+    m, ex, cal, test = outlier
+    cm = convert(m, ex, cal, wide=["fc1"])
+    samples, _ = cm.to_samples((test,))
+    _, vals = cm.run_samples(samples, "int", keep=True)
+    v = vals["fc1"].numpy()
+    assert v.min() >= WIDE_MIN and v.max() <= WIDE_MAX
+    assert int(np.abs(v).max()) > 127  # really wider than int8
+    node, nq = cm.graph.node("fc2"), cm.quant.nodes["fc2"]
+    a = _get(cm.graph, node.terms[0].a, vals, {}).numpy()
+    hi, lo = split_int16(a)
+    w = nq.terms[0].b_int.numpy()
+    acc = epilogue(hi @ w, 256, 0, PwlTable.identity(), 32) + lo @ w + nq.bias_int.numpy()
+    lo32, hi32 = int_range(32)
+    assert acc.min() >= lo32 and acc.max() <= hi32
+    y = pwl_apply(requantize(acc, nq.multiplier, nq.shift), nq.table, nq.out_bits)
+    assert np.array_equal(y, vals["fc2"].numpy())
+    # the producer: its int32 epilogue result split by saturating epilogues
+    p, pq = cm.graph.node("fc1"), cm.quant.nodes["fc1"]
+    x = samples[0].double()
+    xi = torch.clamp(torch.round(x / cm.quant.scales[p.terms[0].a.source]), -128, 127)
+    acc1 = xi.long().numpy() @ pq.terms[0].b_int.numpy() + pq.bias_int.numpy()
+    y1 = pwl_apply(requantize(acc1, pq.multiplier, pq.shift), pq.table, 32)
+    assert np.array_equal(join_int16(*split_saturating(y1)), v)
+
+
+def test_none_is_the_default_and_auto_within_budget_changes_nothing(outlier):
+    m, ex, cal, test = outlier
+    base = convert(m, ex, cal)
+    none = convert(m, ex, cal, wide="none")
+    auto = convert(m, ex, cal, wide="auto", wide_budget=1.0)
+    for cm in (none, auto):
+        assert cm.quant.wide == []
+        assert all(n.epilogue.out_bits == b.epilogue.out_bits
+                   for n, b in zip(cm.graph.nodes, base.graph.nodes, strict=True))
+        assert cm.quant.scales == base.quant.scales
+        with torch.no_grad():
+            assert torch.equal(cm(test), base(test))
+    assert auto.wide_search.chosen == [] and auto.wide_search.alone == {}
+
+
+def test_auto_widens_the_outlier_tensor_and_meets_the_budget(outlier):
+    m, ex, cal, test = outlier
+    base = convert(m, ex, cal)
+    budget = 0.01
+    auto = convert(m, ex, cal, wide="auto", wide_budget=budget)
+    s = auto.wide_search
+    assert s.chosen == ["fc1"] and auto.quant.wide == ["fc1"]
+    assert s.baseline > budget >= s.final
+    assert s.alone["fc1"] == s.final
+    assert _err(m, auto, test) < _err(m, base, test) / 10
+    rep = auto.report((test,))
+    assert [r["tensor"] for r in rep.wide] == ["fc1"]
+    assert rep.wide[0]["consumer_passes"] == 1 and rep.wide[0]["split_passes"] == 2
+    text = rep.render()
+    assert "16-bit operand tensors" in text and "fc1" in text
+
+
+def test_residual_stream_and_layernorm_input_at_16_bits():
+    torch.manual_seed(3)
+    m = Residual().eval()
+    ex, cal, test = _data(3, d=16)
+    base = convert(m, ex, cal)
+    cands = wide_candidates(base.graph)
+    assert cands, "no 16-bit candidates in a residual + LayerNorm model"
+    resid = [n.name for n in base.graph.nodes if n.aten.startswith("aten.add")]
+    assert resid and set(resid) <= set(cands)
+    cm = convert(m, ex, cal, wide=resid)
+    assert cm.quant.wide == resid
+    # the LayerNorm reads the 16-bit residual: its int8 terms accumulate before the x256
+    readers = [n for n in cm.graph.nodes if any(t.a.source in resid or t.b.source in resid
+                                                 for t in n.terms)]
+    assert readers and all(cm.quant.nodes[n.name].shifted for n in readers)
+    assert _err(m, cm, test) < _err(m, base, test)
+
+
+def test_patterns_and_errors(outlier):
+    m, ex, cal, test = outlier
+    cm = convert(m, ex, cal, wide=["fc*"])
+    assert cm.quant.wide == ["fc1"]  # fc2 is the int32 output: not a GEMM operand
+    with pytest.raises(QuantizationError, match="matches no tensor"):
+        convert(m, ex, cal, wide=["nothing*"])
+    with pytest.raises(QuantizationError, match="cannot be a 16-bit GEMM operand: no such"):
+        convert(m, ex, cal, wide=["nope"])
+    with pytest.raises(QuantizationError, match="only GEMM node outputs"):
+        convert(m, ex, cal, wide=[cm.graph.inputs[0].name])
+    with pytest.raises(QuantizationError, match="writes int32"):
+        convert(m, ex, cal, wide=["fc2"])
+    with pytest.raises(ValueError, match="wide='some'"):
+        convert(m, ex, cal, wide="some")
+
+
+class SelfProduct(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        h = self.fc(x)
+        return h @ h.transpose(-1, -2)
+
+
+def test_both_operands_16_bit_is_refused():
+    torch.manual_seed(4)
+    m = SelfProduct().eval()
+    ex, cal, _ = _data(4, d=4)
+    with pytest.raises(QuantizationError, match="both operands of a data x data GEMM"):
+        convert(m, ex, cal, wide=["fc"])
+
+
+def test_accumulator_overflow_of_the_x256_stage_is_an_error():
+    """K = 600: 600 * 127 * 127 fits int32 for int8 operands, but x256 does not."""
+    torch.manual_seed(5)
+    m = nn.Sequential(nn.Linear(8, 600), nn.Linear(600, 2)).eval()
+    with torch.no_grad():
+        m[0].weight.copy_(torch.rand(600, 8) + 0.5)
+        m[0].bias.zero_()
+        m[1].weight.fill_(1.0)
+    gen = torch.Generator().manual_seed(5)
+    ex = (torch.rand(4, 8, generator=gen),)
+    cal = [(torch.rand(4, 8, generator=gen),)]
+    narrow = convert(m, ex, cal)
+    cm = convert(m, ex, cal, wide=["0"])
+    big = 10 * torch.ones(4, 8)  # saturates fc1 at WIDE_MAX: hi = 127 everywhere
+    narrow(big)
+    with pytest.raises(QuantizationError, match="x256 epilogue"):
+        cm(big)
+
+
+def test_cost_and_finetune_keep_the_choice(outlier):
+    m, ex, cal, test = outlier
+    cm = convert(m, ex, cal, wide=["fc1"])
+    (row,) = wide_cost(cm.graph)
+    assert row["tensor"] == "fc1" and row["consumer_macs"] == 8 * 16 * 4
+    data = [((x,), None) for (x,) in cal]
+    ft = finetune(cm, data, epochs=1, lr=1e-4)
+    assert ft.quant.wide == ["fc1"]
+    assert _err(m, ft, test) < _err(m, convert(m, ex, cal), test)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["mlp", "resnet", "mobilenet"])
+def test_zoo_cnn_mlp_auto_keeps_int8_and_results(name):
+    """The CNN/MLP zoo models are within the default budget: "auto" changes nothing."""
+    from compiler.zoo import load
+
+    zm = load(name)
+    none = convert(zm.model, zm.example_inputs, zm.calibration)
+    auto = convert(zm.model, zm.example_inputs, zm.calibration, wide="auto")
+    assert auto.quant.wide == [] and auto.wide_search.chosen == []
+    assert auto.wide_search.baseline <= auto.wide_search.budget
+    with torch.no_grad():
+        assert torch.equal(auto(*zm.eval_inputs), none(*zm.eval_inputs))
+
+
+class TwoSided(nn.Module):
+    """A 16-bit tensor as the left operand of a data x data GEMM and as the right operand of a
+    constant x data GEMM (split "a" and split "b")."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(8, 8)
+        self.fc2 = nn.Linear(8, 8)
+        self.mix = nn.Parameter(torch.randn(5, 8))
+        with torch.no_grad():
+            self.fc1.weight[0] *= 40.0
+
+    def forward(self, x):
+        h = self.fc1(x)
+        g = self.fc2(x)
+        return h @ g.transpose(-1, -2) + (self.mix @ h).mean(dim=0, keepdim=True)
+
+
+def test_data_x_data_and_constant_x_data_splits():
+    torch.manual_seed(6)
+    m = TwoSided().eval()
+    ex, cal, test = _data(6)
+    test = test[:8]
+    base = convert(m, ex, cal)
+    cm = convert(m, ex, cal, wide=["fc1"])
+    splits = {t.split for n in cm.quant.nodes.values() for t in n.terms}
+    assert {"a", "b"} <= splits, splits
+    assert _err(m, cm, test) < _err(m, base, test)
+    with torch.no_grad():
+        a, b = cm(test), cm(test, mode="fake-quant")
+    assert torch.nn.functional.cosine_similarity(a.reshape(-1), b.reshape(-1), dim=0) > 0.9999
