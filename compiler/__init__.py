@@ -3,7 +3,7 @@
 Public API::
 
     from compiler import convert, finetune
-    cm = convert(model.eval(), example_inputs, calibration, segments=16)
+    cm = convert(model.eval(), example_inputs, calibration)
     cm(*inputs)                     # integer-exact reference (int8, int32 accumulation, PWL)
     cm(*inputs, mode="float-pwl")   # or "fake-quant", "float"
     cm.report().render()            # per-node and per-function errors

@@ -12,8 +12,15 @@ from compiler.capture import capture
 from compiler.execute import MODES, Stats, run
 from compiler.graph import ConvertError, MatrixGraph, UnsupportedShapeError
 from compiler.lowering import lower
-from compiler.precision import DEFAULT_BUDGET, WIDE_POLICIES, choose_wide, resolve_wide, set_wide
-from compiler.quantize import QuantParams, quantize_graph
+from compiler.precision import (
+    DEFAULT_BUDGET,
+    WIDE_POLICIES,
+    choose_wide,
+    layernorm_tensors,
+    resolve_wide,
+    set_wide,
+)
+from compiler.quantize import DEFAULT_SEGMENTS, QuantParams, check_segments, quantize_graph
 
 __all__ = ["ConvertedModel", "convert"]
 
@@ -37,13 +44,13 @@ class ConvertedModel:
     stats : Stats
         Calibration statistics.
     example_shapes : list of tuple
-    segments : int
+    segments : int or dict
     timings : dict
         Seconds spent in capture/lowering, calibration and quantisation (incl. PWL fits).
     """
 
     def __init__(self, graph: MatrixGraph, quant: QuantParams, stats: Stats,
-                 example_inputs: tuple, *, segments: int, mode: str = "int",
+                 example_inputs: tuple, *, segments: int | dict, mode: str = "int",
                  timings: dict | None = None, float_model: nn.Module | None = None,
                  capture_note: str = "") -> None:
         self.graph = graph
@@ -164,9 +171,10 @@ def _calibrate(cm: ConvertedModel, calibration: Iterable) -> Stats:
 
 
 def convert(model: nn.Module, example_inputs: tuple, calibration: Iterable, *,
-            segments: int = 16, host_inputs: set[int] | None = None, mode: str = "int",
+            segments: int | dict[str, int] | None = None, host_inputs: set[int] | None = None,
+            mode: str = "int",
             clipping: str = "mse", check_tolerance: float = 1e-3,
-            wide: str | Iterable[str] = "none", wide_budget: float | None = None,
+            wide: str | Iterable[str] = "layernorm", wide_budget: float | None = None,
             wide_samples: int = 4) -> ConvertedModel:
     """Convert ``model`` into GEMMs + PWL epilogues, int8, calibrated on ``calibration``.
 
@@ -178,8 +186,12 @@ def convert(model: nn.Module, example_inputs: tuple, calibration: Iterable, *,
         Inputs the graph is captured with (their shapes are the graph's shapes).
     calibration : iterable of tuple of torch.Tensor
         Input tuples (each shaped like ``example_inputs`` or a batch multiple of them).
-    segments : int
-        PWL segment budget per function.
+    segments : int or dict
+        PWL segment budget per function (1..64, the hardware's table size): one for every
+        function, or a mapping function name -> budget with ``"*"`` for the rest (16 if absent).
+        Default :data:`compiler.quantize.DEFAULT_SEGMENTS`: 16, but 64 for ``exp``,
+        ``reciprocal`` and ``rsqrt`` (softmax and LayerNorm, where 16 segments cost
+        measurable transformer accuracy).
     host_inputs : set of int, optional
         Positions of inputs that are host data (masks, ids): ops on them may run as host
         pre-processing (non-float inputs always are).
@@ -191,9 +203,11 @@ def convert(model: nn.Module, example_inputs: tuple, calibration: Iterable, *,
         The lowered graph run in float must reproduce ``model(*example_inputs)`` within this
         relative max error, else :class:`ConvertError` (a lowering bug, never silent).
     wide : str or iterable of str
-        Per-tensor precision (:mod:`compiler.precision`): ``"none"`` (every GEMM operand int8,
-        the default), ``"auto"`` (measured greedy choice of 16-bit operand tensors until the
-        output error is within ``wide_budget``) or tensor names / fnmatch patterns (over node
+        Per-tensor precision (:mod:`compiler.precision`): ``"layernorm"`` (the default: every
+        LayerNorm input and centred tensor 16-bit; models without LayerNorm stay all-int8),
+        ``"none"`` (every GEMM operand int8), ``"auto"``
+        (measured greedy choice of 16-bit operand tensors until the output error is within
+        ``wide_budget``) or tensor names / fnmatch patterns (over node
         names and module paths) to hold at 16 bits (two accumulating int8 GEMMs each).
     wide_budget : float, optional
         ``"auto"``'s budget: mean per-row ``1 - cosine`` of the outputs against the float graph
@@ -207,6 +221,8 @@ def convert(model: nn.Module, example_inputs: tuple, calibration: Iterable, *,
     """
     if mode not in MODES:
         raise ValueError(f"mode {mode!r} unknown; choose one of {', '.join(MODES)}")
+    segments = dict(DEFAULT_SEGMENTS) if segments is None else segments
+    check_segments(segments)
     t0 = time.perf_counter()
     captured = capture(model, tuple(example_inputs))
     graph = lower(captured, host_inputs=host_inputs, segments=segments)
@@ -234,6 +250,8 @@ def convert(model: nn.Module, example_inputs: tuple, calibration: Iterable, *,
                          "of tensor names or patterns")
     if not isinstance(wide, str):
         set_wide(graph, resolve_wide(graph, wide))
+    elif wide == "layernorm":
+        set_wide(graph, layernorm_tensors(graph))
     cm.quant = quantize_graph(graph, stats, segments=segments, clipping=clipping)
     t3 = time.perf_counter()
     cm.timings = {"capture+lower": t1 - t0, "calibrate": t2 - t1, "quantize+fit": t3 - t2}

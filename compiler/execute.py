@@ -34,7 +34,7 @@ import torch
 
 from compiler.graph import GemmNode, MatrixGraph, TensorRef
 from compiler.quantize import NodeQuant, QuantizationError, QuantParams
-from compiler.wide import WIDE_MAX, WIDE_MIN, join_int16, split_int16, split_saturating
+from compiler.wide import HI_STEP, WIDE_MAX, WIDE_MIN, join_int16, split_int16, split_saturating
 from hw.numeric import PwlTable, epilogue, int_range, pwl_apply, requantize
 
 __all__ = ["MODES", "Stats", "exact_function", "run"]
@@ -111,6 +111,13 @@ def _fq(x: torch.Tensor, scale, bits: int, *, split: bool = False) -> torch.Tens
     return torch.clamp(_round_ste(x / s), lo, hi) * s
 
 
+def _hi_half(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """A 16-bit tensor on the grid of its ``hi`` halves (``round_shift(v, 8)``, half up), STE."""
+    v = torch.round(x / scale).detach()
+    hi = torch.floor((v + HI_STEP // 2) / HI_STEP)
+    return x + (hi * HI_STEP * scale - x).detach()
+
+
 def _get(graph: MatrixGraph, ref: TensorRef, vals: dict, consts: dict) -> torch.Tensor:
     if ref.source in consts:
         t = consts[ref.source]
@@ -153,6 +160,8 @@ def _float_node(graph, node: GemmNode, vals, consts, mode, qp: QuantParams | Non
         b = _get(graph, t.b, vals, consts)
         if nq is not None:
             tq = nq.terms[i]
+            if tq.split == "hh":
+                a, b = (_hi_half(v, qp.scales[t.a.source]) for v in (a, b))
             if tq.a_scale is not None:
                 a = _fq(a, tq.a_scale, 8)
             if tq.b_scale is not None:
@@ -202,12 +211,14 @@ def _int_node(graph, node: GemmNode, vals, qp: QuantParams) -> torch.Tensor:
             if v.dtype != torch.int64:
                 raise QuantizationError(f"node {node.name}: operand {src} is not integer")
         for side, ref, op in (("a", t.a, tq.a_int), ("b", t.b, tq.b_int)):
-            if op is None and qp.bits.get(ref.source, 8) != 8 and tq.split != side:
+            if op is None and qp.bits.get(ref.source, 8) != 8 and tq.split not in (side, "hh"):
                 raise QuantizationError(
                     f"{what}: operand {ref.source} is int{qp.bits[ref.source]}; GEMM operands "
                     "must be int8 or 16-bit operands split into int8 halves"
                 )
-        if tq.split is None:
+        if tq.split == "hh":  # self-product of a 16-bit tensor: its hi halves, one int8 GEMM
+            a, b = (torch.from_numpy(split_int16(v.numpy())[0]) for v in (a, b))
+        if tq.split in (None, "hh"):
             p = torch.matmul(a, b)
             if tq.pre_shift:
                 pre = p if pre is None else pre + p

@@ -11,6 +11,10 @@ Policies of ``convert(..., wide=...)``:
 - an iterable of tensor names or :mod:`fnmatch` patterns (matched against node names and module
   paths): exactly those tensors; a name that cannot be 16-bit, or a pattern that matches no
   eligible tensor, is an error;
+- ``"layernorm"``: every LayerNorm's input, centred tensor ``xc`` and output
+  (:func:`layernorm_tensors`): the residual stream, and the tensors whose int8 rounding a
+  LayerNorm amplifies by ``1/σ`` (its variance reads the ``hi`` halves of ``xc``); no search;
+  measured on the zoo transformers (docs/transformers.md); the default of ``convert``;
 - ``"auto"``: measured greedy search (:func:`choose_wide`). The output error is measured in the
   integer executor against the float graph on calibration inputs; if it is within the budget
   nothing changes. Otherwise every eligible tensor is tried alone (its *benefit* is the drop of
@@ -24,6 +28,7 @@ logits) of ``1 - cosine`` to the float graph, the worst over the outputs.
 from __future__ import annotations
 
 import fnmatch
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -34,11 +39,15 @@ from compiler.graph import MatrixGraph
 from compiler.quantize import QuantizationError, quantize_graph
 from compiler.wide import wide_cost, wide_problem
 
-__all__ = ["DEFAULT_BUDGET", "WIDE_POLICIES", "WideSearch", "choose_wide", "output_error",
-           "resolve_wide", "set_wide", "wide_candidates"]
+__all__ = ["DEFAULT_BUDGET", "WIDE_POLICIES", "WideSearch", "choose_wide", "layernorm_tensors",
+           "output_error", "resolve_wide", "set_wide", "wide_candidates"]
 
 #: Named policies of ``convert(..., wide=...)`` (besides an iterable of names/patterns).
-WIDE_POLICIES = ("auto", "none")
+WIDE_POLICIES = ("auto", "layernorm", "none")
+_LN_MEAN = re.compile(r"ln_mean(_\d+)?$")
+_LN_CENTRED = re.compile(r"ln_centred(_\d+)?$")
+_LN_NORM = re.compile(r"ln_norm(_\d+)?$")
+_LN_AFFINE = re.compile(r"ln_affine(_\d+)?$")
 #: Default output-error budget of ``"auto"``: mean per-row ``1 - cosine`` (0.999 mean cosine).
 DEFAULT_BUDGET = 1e-3
 #: A candidate must lower the error by at least this fraction to be kept.
@@ -49,6 +58,25 @@ def wide_candidates(graph: MatrixGraph) -> list[str]:
     """int8 node outputs that could be held at 16 bits (see :func:`compiler.wide.wide_problem`)."""
     return [n.name for n in graph.nodes
             if n.epilogue.out_bits == 8 and wide_problem(graph, n.name) is None]
+
+
+def layernorm_tensors(graph: MatrixGraph) -> list[str]:
+    """The ``"layernorm"`` policy: around every LayerNorm, its input (the tensor its ``ln_mean``
+    node averages), its centred values (``ln_centred``) and its output (``ln_affine``, or
+    ``ln_norm`` without an affine step): the transformer's residual stream. Only tensors that can
+    be 16-bit (an int32 network output cannot), in graph order.
+    """
+    eligible = set(wide_candidates(graph))
+    affine_inputs = {t.a.source for n in graph.nodes if _LN_AFFINE.match(n.name)
+                     for t in n.terms}
+    chosen = set()
+    for n in graph.nodes:
+        if _LN_MEAN.match(n.name):
+            chosen |= {t.a.source for t in n.terms}
+        elif (_LN_CENTRED.match(n.name) or _LN_AFFINE.match(n.name)
+              or (_LN_NORM.match(n.name) and n.name not in affine_inputs)):
+            chosen.add(n.name)
+    return [n.name for n in graph.nodes if n.name in chosen and n.name in eligible]
 
 
 def resolve_wide(graph: MatrixGraph, spec: Iterable[str]) -> list[str]:

@@ -30,6 +30,7 @@ Scheme (all symmetric, zero point 0):
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,11 +38,12 @@ import numpy as np
 import torch
 
 from compiler.graph import ConvertError, GemmNode, MatrixGraph
-from compiler.wide import WIDE_QMAX, wide_problem, wide_tensors
+from compiler.wide import HI_STEP, WIDE_QMAX, wide_problem, wide_tensors
 from hw.numeric import MAX_SHIFT, SCALE_BITS, PwlTable, int_range, quantize_multiplier
 
-__all__ = ["EXACT_FUNCTIONS", "NodeQuant", "QuantizationError", "QuantParams", "mse_scale",
-           "quantize_graph"]
+__all__ = ["DEFAULT_SEGMENTS", "EXACT_FUNCTIONS", "NodeQuant", "QuantizationError", "QuantParams",
+           "asymptotes_reached", "check_segments", "mse_scale", "quantize_graph",
+           "segment_budget"]
 
 #: Functions whose epilogue table is exact (no fit): identity, ReLU, ReLU6.
 EXACT_FUNCTIONS = (None, "relu", "relu6")
@@ -61,7 +63,9 @@ class TermQuant:
     """Integer constants of one term (None for data operands) and their real step sizes.
 
     ``split`` names the 16-bit data operand (``"a"`` or ``"b"``; None: both int8): the term runs
-    as ``hi`` before and ``lo`` after the node's ``x256`` epilogue (:mod:`compiler.wide`).
+    as ``hi`` before and ``lo`` after the node's ``x256`` epilogue (:mod:`compiler.wide`);
+    ``"hh"``: a self-product of a 16-bit tensor, run as one int8 GEMM of its ``hi`` halves (each
+    worth ``256`` 16-bit steps).
     ``pre_shift``: an int8 term accumulated before that epilogue (its constants are quantised
     256x coarser than the accumulator step).
     """
@@ -99,7 +103,7 @@ class NodeQuant:
     @property
     def shifted(self) -> bool:
         """Whether the node runs the ``x256`` epilogue (it reads a 16-bit operand)."""
-        return any(t.split is not None for t in self.terms)
+        return any(t.split in ("a", "b") for t in self.terms)
 
 
 @dataclass
@@ -258,18 +262,48 @@ def _exact_table(function: str | None, ratio: float, out_scale: float) -> PwlTab
     return PwlTable((0, bp6), (0, k, 0), (0, 0, q6 << sh), sh)
 
 
+#: Largest jump onto an asymptote end segment at the calibrated range's end, as a fraction of
+#: the function's change over the range (see :func:`asymptotes_reached`).
+_ASYMPTOTE_JUMP = 0.01
+
+
+def asymptotes_reached(function: str, lo: float, hi: float, tolerance: float) -> bool:
+    """Whether ``function`` is within ``tolerance`` (or 1 % of its change over the range) of its
+    asymptote line at each end of ``[lo, hi]`` that has one.
+
+    Only then may the fit's end segments be those lines: they cover every input beyond the
+    calibrated range, so an input just past ``hi`` of a sigmoid calibrated on [-1, 1] would
+    otherwise jump from 0.73 to 1 (the end segments extrapolate the fit instead)."""
+    from compiler.pwl import get_function
+
+    f = get_function(function)
+    ends = f(np.asarray([lo, hi], dtype=np.float64))
+    tolerance = max(tolerance, _ASYMPTOTE_JUMP * float(abs(ends[1] - ends[0])))
+    for end, line in ((lo, f.left), (hi, f.right)):
+        if line is not None:
+            slope, intercept = line
+            if abs(float(f(np.asarray([end], dtype=np.float64))[0])
+                   - (slope * end + intercept)) > tolerance:
+                return False
+    return True
+
+
 def _fit(fit_pwl, function, lo, hi, segments, x_scale, out_scale, bits):
     """Fit with the node's scales; a wide (16/32-bit) output whose finest scale makes a slope
-    overflow int16 gets the smallest power-of-two coarser scale that fits."""
+    overflow int16 gets the smallest power-of-two coarser scale that fits. The end segments are
+    the function's asymptotes only where the calibrated range reaches them to within half an
+    output step (:func:`asymptotes_reached`)."""
     from compiler.pwl import PwlFormatError
 
     if bits != 8:
         out_scale = max(out_scale, x_scale / 2**8)
+    asymptotes = asymptotes_reached(function, lo, hi, out_scale / 2)
     last = None
     for _ in range(24):
         try:
             return fit_pwl(function, lo, hi, segments=segments, in_scale=x_scale,
-                           out_scale=out_scale, out_bits=8 if bits == 8 else 32)
+                           out_scale=out_scale, out_bits=8 if bits == 8 else 32,
+                           asymptotes=asymptotes)
         except PwlFormatError as e:
             if bits == 8:
                 raise
@@ -278,8 +312,31 @@ def _fit(fit_pwl, function, lo, hi, segments, x_scale, out_scale, bits):
     raise QuantizationError(f"{function}: no output scale fits the PWL formats: {last}")
 
 
+#: ``convert``'s default PWL segment budgets: 16 per function, 64 (the hardware's table size) for
+#: the softmax and LayerNorm functions. With 16 segments the reciprocal of the softmax row sums
+#: is off by up to ~9 % relative at sums near 60; docs/transformers.md has the measurements.
+DEFAULT_SEGMENTS = {"*": 16, "exp": 64, "reciprocal": 64, "rsqrt": 64}
+
+
+def segment_budget(segments: int | Mapping[str, int], function: str) -> int:
+    """PWL segment budget of ``function``: ``segments`` itself, or its entry in a per-function
+    mapping (key ``"*"``: every other function, default 16)."""
+    if isinstance(segments, Mapping):
+        return int(segments.get(function, segments.get("*", 16)))
+    return int(segments)
+
+
+def check_segments(segments: int | Mapping[str, int], limit: int = 64) -> None:
+    """Raise ``ValueError`` unless every budget in ``segments`` is an int in ``1..limit`` (the
+    hardware's table size, ``AcceleratorConfig.pwl_segments``)."""
+    values = segments.values() if isinstance(segments, Mapping) else [segments]
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= limit:
+            raise ValueError(f"segments={segments!r}: each budget must be an int in 1..{limit}")
+
+
 def quantize_graph(graph: MatrixGraph, stats, *, fit_cache: dict | None = None,
-                   segments: int = 16, clipping: str = "mse") -> QuantParams:
+                   segments: int | Mapping[str, int] = 16, clipping: str = "mse") -> QuantParams:
     """Derive :class:`QuantParams` from calibration ``stats`` (:class:`compiler.execute.Stats`).
 
     Node outputs with ``out_bits=16`` that GEMMs read are 16-bit operands (``QuantParams.wide``):
@@ -288,7 +345,8 @@ def quantize_graph(graph: MatrixGraph, stats, *, fit_cache: dict | None = None,
     epilogue, so their constants are quantised against ``256 x`` the accumulator step.
 
     Fits each PWL function over its calibrated input range (``compiler.pwl.fit_pwl``) with the
-    node's scales and stores the fit in ``node.epilogue.fit``. ``clipping`` selects the int8
+    node's scales and stores the fit in ``node.epilogue.fit``; ``segments`` is the budget, one
+    for all functions or per function (:func:`segment_budget`). ``clipping`` selects the int8
     activation scales: ``"mse"`` (MSE-optimal clipping, the default) or ``"max"`` (``amax / 127``).
     """
     from compiler.pwl import fit_pwl
@@ -325,14 +383,17 @@ def quantize_graph(graph: MatrixGraph, stats, *, fit_cache: dict | None = None,
         splits = []
         for t in node.terms:
             sides = [side for side, ref in (("a", t.a), ("b", t.b)) if ref.source in wide]
-            if len(sides) == 2:
+            if len(sides) == 2 and t.a.source == t.b.source:
+                sides = ["hh"]  # self-product: hi halves only, an int8 GEMM
+            elif len(sides) == 2:
                 raise QuantizationError(
                     f"node {node.name} ({node.module}, {node.aten}): both operands of a data x "
                     f"data GEMM are 16-bit ({t.a.source}, {t.b.source}); at most one may be")
             splits.append(sides[0] if sides else None)
-        shifted = any(splits)
-        pre = [shifted and sp is None for sp in splits]
-        factors = [1 / 256 if p else 1.0 for p in pre]
+        shifted = any(sp in ("a", "b") for sp in splits)
+        pre = [shifted and sp in (None, "hh") for sp in splits]
+        factors = [(1 / 256 if p else 1.0) * (HI_STEP**2 if sp == "hh" else 1.0)
+                   for p, sp in zip(pre, splits, strict=True)]
         acc, term_steps = _acc_scales(graph, node, q.scales, factors)
         col = 1.0 if ep.col_scale is None else ep.col_scale
         col = np.asarray(col.double().numpy() if isinstance(col, torch.Tensor) else col,
@@ -396,9 +457,10 @@ def quantize_graph(graph: MatrixGraph, stats, *, fit_cache: dict | None = None,
             lo, hi = stats.fn_range[node.name]
             if hi - lo < 1e-6:
                 lo, hi = lo - 1e-3, hi + 1e-3
-            key = (ep.function, round(lo, 9), round(hi, 9), x_scale, out_scale, bits, segments)
+            n_seg = segment_budget(segments, ep.function)
+            key = (ep.function, round(lo, 9), round(hi, 9), x_scale, out_scale, bits, n_seg)
             if key not in fit_cache:
-                fit_cache[key] = _fit(fit_pwl, ep.function, lo, hi, segments, x_scale,
+                fit_cache[key] = _fit(fit_pwl, ep.function, lo, hi, n_seg, x_scale,
                                       out_scale, bits)
             ep.fit = fit_cache[key]
             out_scale = ep.fit.out_scale

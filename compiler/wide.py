@@ -30,13 +30,15 @@ import numpy as np
 
 from hw.numeric import PwlTable, epilogue, round_shift
 
-__all__ = ["WIDE_MAX", "WIDE_MIN", "WIDE_QMAX", "join_int16", "split_int16",
+__all__ = ["HI_STEP", "WIDE_MAX", "WIDE_MIN", "WIDE_QMAX", "join_int16", "split_int16",
            "split_saturating"]
 
 #: Smallest and largest value ``256 hi + lo`` with ``hi, lo`` int8 and ``hi = round_shift(v, 8)``.
 WIDE_MIN, WIDE_MAX = -128 * 256 - 128, 127 * 256 + 127
 #: Symmetric quantisation bound of a 16-bit operand (``max |v|`` maps here).
 WIDE_QMAX = WIDE_MAX
+#: 16-bit steps per step of the ``hi`` half (a self-product reads ``hi`` only).
+HI_STEP = 256
 
 _IDENTITY = PwlTable.identity()
 
@@ -93,8 +95,10 @@ def wide_problem(graph, name: str) -> str | None:
 
     A 16-bit operand must be a node output (graph inputs and host results enter as int8) that
     some GEMM reads, written with an int8-or-16-bit epilogue that is not tied to another tensor's
-    scale (``scale_like``, in either direction), and never both operands of one data x data GEMM
-    (``hi·hi`` would need a 2^16 shift and overflows the accumulator).
+    scale (``scale_like``, in either direction). A *self-product* term (the tensor is both
+    operands, e.g. LayerNorm's ``Σ xc²``) reads its ``hi`` halves only (an int8 GEMM at 256x the
+    16-bit step: ``hi·hi`` and ``hi·lo`` would need a 2^16 / 2^8 shift the accumulator cannot
+    hold). Two different 16-bit tensors as the operands of one term are refused by the quantiser.
     """
     try:
         kind = graph.kind_of(name)
@@ -110,13 +114,8 @@ def wide_problem(graph, name: str) -> str | None:
     for n in graph.nodes:
         if n.epilogue.scale_like == name:
             return f"node {n.name} is quantised like it (scale_like)"
-    readers = gemm_readers(graph, name)
-    if not readers:
+    if not gemm_readers(graph, name):
         return "no GEMM reads it as an operand"
-    for n, i, _side in readers:
-        t = n.terms[i]
-        if t.a.source == name and t.b.source == name:
-            return f"it is both operands of a data x data GEMM in node {n.name}"
     return None
 
 
@@ -139,7 +138,8 @@ def wide_cost(graph, names=None) -> list[dict]:
     rows = []
     for name in names:
         node = graph.node(name)
-        readers = gemm_readers(graph, name)
+        readers = [(n, i, side) for n, i, side in gemm_readers(graph, name)
+                   if n.terms[i].a.source != n.terms[i].b.source]  # self-products: hi only
         macs = 0
         for n, i, _side in readers:
             t = n.terms[i]

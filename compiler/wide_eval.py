@@ -95,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-auto", action="store_true", help="skip the (slow) 'auto' policy")
     p.add_argument("--json", metavar="PATH")
     a = p.parse_args(argv)
-    policies: dict = {"none": "none"} if a.no_auto else {"none": "none", "auto": "auto"}
+    policies: dict = {"none": "none", "layernorm": "layernorm"}
+    if not a.no_auto:
+        policies["auto"] = "auto"
     for spec in a.wide or []:
         policies[spec] = spec.split(",")
     def show(r):

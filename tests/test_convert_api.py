@@ -14,6 +14,7 @@ from torch import nn
 from compiler import ConvertedModel, convert, finetune
 from compiler.execute import _get
 from compiler.finetune import trainable_constants
+from compiler.quantize import segment_budget
 from hw.numeric import epilogue, int_range
 
 
@@ -123,7 +124,7 @@ def test_report_lists_nodes_functions_and_folding(block):
     assert all(0.98 < n.int_cos <= 1.0 + 1e-9 for n in rep.nodes)
     assert any(f.function == "silu" for f in rep.functions)
     silu = next(f for f in rep.functions if f.function == "silu")
-    assert silu.fixed_max < 0.02 and silu.segments <= cm.segments
+    assert silu.fixed_max < 0.02 and silu.segments <= segment_budget(cm.segments, "silu")
     assert any("BatchNorm folded" in f for f in rep.folded)
     text = rep.render()
     assert "silu" in text and "conv2d" in text
@@ -248,3 +249,52 @@ def test_finetune_accepts_plain_pairs_and_unlabelled_inputs():
 
     with pytest.raises(ConvertError, match="data item has 3 tensors"):
         finetune(cm, [(x[:8], x[:8], x[:8])], epochs=1)
+
+
+class _TwoFunctions(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(8, 8)
+        self.fc2 = nn.Linear(8, 8)
+
+    def forward(self, x):
+        return torch.sigmoid(self.fc2(torch.tanh(self.fc1(x))))
+
+
+def test_per_function_segment_budgets():
+    torch.manual_seed(11)
+    m = _TwoFunctions().eval()
+    ex = (torch.randn(4, 8),)
+    cal = [(torch.randn(4, 8),) for _ in range(4)]
+    cm = convert(m, ex, cal, segments={"tanh": 64, "*": 4})
+    fits = {n.epilogue.function: n.epilogue.fit for n in cm.graph.nodes if n.epilogue.fit}
+    assert fits["tanh"].segments == 64 and fits["sigmoid"].segments == 4
+    assert convert(m, ex, cal, segments={"tanh": 5}).graph.nodes[1].epilogue.fit.segments == 16
+    fine = convert(m, ex, cal, segments=64)
+    coarse = convert(m, ex, cal, segments=4)
+    x = torch.cat([c[0] for c in cal])  # inside the calibrated ranges
+    with torch.no_grad():
+        err = {k: float((c(x, mode="float-pwl") - m(x)).abs().max())
+               for k, c in (("fine", fine), ("mixed", cm), ("coarse", coarse))}
+    assert err["fine"] < err["mixed"] < err["coarse"], err
+    for bad in (0, 65, {"tanh": 100}, 16.0):
+        with pytest.raises(ValueError, match="segments="):
+            convert(m, ex, cal, segments=bad)
+
+
+def test_end_segments_extrapolate_unless_the_range_reaches_the_asymptote():
+    """A sigmoid calibrated on about [-1, 1] must not jump to its asymptote 1 just past the
+    range; one calibrated far into its tails keeps the asymptote end segments."""
+    from compiler.quantize import asymptotes_reached
+
+    torch.manual_seed(12)
+    m = _TwoFunctions().eval()
+    ex = (torch.randn(4, 8),)
+    cal = [(torch.randn(4, 8),) for _ in range(4)]
+    cm = convert(m, ex, cal)
+    lo, hi = cm.stats.fn_range["fc2"]
+    assert not asymptotes_reached("sigmoid", lo, hi, 1e-3)
+    assert asymptotes_reached("sigmoid", -12.0, 12.0, 1e-3)
+    fit = cm.graph.node("fc2").epilogue.fit
+    x = torch.tensor([hi + 0.05 * (hi - lo)], dtype=torch.float64)
+    assert abs(float(fit.eval_torch(x)) - float(torch.sigmoid(x))) < 0.01

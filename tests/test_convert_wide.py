@@ -156,10 +156,11 @@ def test_int_executor_is_two_int8_gemms_and_hw_numeric(outlier):
     assert np.array_equal(join_int16(*split_saturating(y1)), v)
 
 
-def test_none_is_the_default_and_auto_within_budget_changes_nothing(outlier):
+def test_without_layernorm_the_default_and_auto_within_budget_change_nothing(outlier):
+    """The default policy ("layernorm") leaves a model without LayerNorm all-int8."""
     m, ex, cal, test = outlier
-    base = convert(m, ex, cal)
-    none = convert(m, ex, cal, wide="none")
+    base = convert(m, ex, cal, wide="none")
+    none = convert(m, ex, cal)
     auto = convert(m, ex, cal, wide="auto", wide_budget=1.0)
     for cm in (none, auto):
         assert cm.quant.wide == []
@@ -192,7 +193,7 @@ def test_residual_stream_and_layernorm_input_at_16_bits():
     torch.manual_seed(3)
     m = Residual().eval()
     ex, cal, test = _data(3, d=16)
-    base = convert(m, ex, cal)
+    base = convert(m, ex, cal, wide="none")
     cands = wide_candidates(base.graph)
     assert cands, "no 16-bit candidates in a residual + LayerNorm model"
     resid = [n.name for n in base.graph.nodes if n.aten.startswith("aten.add")]
@@ -204,6 +205,25 @@ def test_residual_stream_and_layernorm_input_at_16_bits():
                                                  for t in n.terms)]
     assert readers and all(cm.quant.nodes[n.name].shifted for n in readers)
     assert _err(m, cm, test) < _err(m, base, test)
+
+
+def test_layernorm_policy_widens_input_and_centred_values():
+    """wide="layernorm": LayerNorm input, xc and output 16-bit; Σ xc² reads xc's hi halves."""
+    torch.manual_seed(3)
+    m = Residual().eval()
+    ex, cal, test = _data(3, d=16)
+    base = convert(m, ex, cal, wide="none")
+    cm = convert(m, ex, cal)  # the default policy
+    resid = [n.name for n in cm.graph.nodes if n.aten.startswith("aten.add")]
+    centred = [n.name for n in cm.graph.nodes if n.name.startswith("ln_centred")]
+    out = [n.name for n in cm.graph.nodes if n.name.startswith("ln_affine")]
+    assert len(resid) == len(centred) == len(out) == 1
+    assert cm.quant.wide == resid + centred + out
+    rstd = next(n for n in cm.graph.nodes if n.name.startswith("ln_rstd"))
+    assert [t.split for t in cm.quant.nodes[rstd.name].terms] == ["hh"]
+    assert not cm.quant.nodes[rstd.name].shifted
+    assert _err(m, cm, test) < 0.7 * _err(m, base, test)
+    assert _err(m, cm, test, "fake-quant") < 0.7 * _err(m, base, test, "fake-quant")
 
 
 def test_patterns_and_errors(outlier):
@@ -226,18 +246,56 @@ class SelfProduct(nn.Module):
     def __init__(self):
         super().__init__()
         self.fc = nn.Linear(4, 4)
+        self.fc2 = nn.Linear(4, 4)
 
     def forward(self, x):
         h = self.fc(x)
-        return h @ h.transpose(-1, -2)
+        g = self.fc2(h)
+        return h @ h.transpose(-1, -2) + g @ g.transpose(-1, -2)
 
 
-def test_both_operands_16_bit_is_refused():
+class TwoOperands(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.q = nn.Linear(4, 4)
+        self.k = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.q(x) @ self.k(x).transpose(-1, -2)
+
+
+def test_self_product_of_a_16_bit_tensor_reads_its_hi_halves():
+    """h @ hᵀ with h 16-bit: one int8 GEMM of the hi halves (LayerNorm's Σ xc²), hw.numeric."""
     torch.manual_seed(4)
     m = SelfProduct().eval()
+    ex, cal, test = _data(4, d=4)
+    test = test[:8]  # rows interact (h @ hᵀ): one example-sized batch
+    cm = convert(m, ex, cal, wide=["fc"])
+    assert cm.quant.wide == ["fc"]
+    node = next(n for n in cm.graph.nodes if any(t.a.source == t.b.source == "fc"
+                                                 for t in n.terms))
+    nq = cm.quant.nodes[node.name]
+    i = next(i for i, t in enumerate(node.terms) if t.a.source == t.b.source == "fc")
+    assert nq.terms[i].split == "hh"
+    samples, _ = cm.to_samples((test,))
+    _, vals = cm.run_samples(samples, "int", keep=True)
+    t = node.terms[i]
+    hia, hib = (split_int16(_get(cm.graph, r, vals, {}).numpy())[0] for r in (t.a, t.b))
+    assert np.abs(hia).max() > 64  # the hi halves carry the magnitude
+    assert np.array_equal(hia, np.floor((_get(cm.graph, t.a, vals, {}).numpy() + 128) / 256))
+    with torch.no_grad():
+        e16 = output_error([cm(test)], [m(test)])
+        ef = output_error([cm(test, mode="fake-quant")], [m(test)])
+    assert e16 < 1e-3 and ef < 1e-3, (e16, ef)
+    assert wide_cost(cm.graph, ["fc"])[0]["consumer_passes"] == 1  # fc2 only; hi·hi is free
+
+
+def test_two_different_16_bit_operands_are_refused():
+    torch.manual_seed(4)
+    m = TwoOperands().eval()
     ex, cal, _ = _data(4, d=4)
     with pytest.raises(QuantizationError, match="both operands of a data x data GEMM"):
-        convert(m, ex, cal, wide=["fc"])
+        convert(m, ex, cal, wide=["q", "k"])
 
 
 def test_accumulator_overflow_of_the_x256_stage_is_an_error():

@@ -391,8 +391,7 @@ def test_executor_rejects_unknown_mode(ops):
 # ---------------------------------------------------------------------------------------------
 # the zoo's trained transformers (slow: the zoo trains on first use). The floors asserted here
 # are the measured values rounded down, not the targets (docs/transformers.md states
-# the gap): cosine mean >= 0.995 / worst >= 0.98 and agreement >= 99.5 % are not met by the
-# int8-everywhere BERT.
+# the gap): the cosine mean >= 0.995 is met; worst >= 0.98 and agreement >= 99.5 % are not.
 # ---------------------------------------------------------------------------------------------
 
 
@@ -409,11 +408,13 @@ def test_zoo_bert(attn_implementation):
         ref = enc(ids, mask)
         out = cm(ids, mask, mode="int")
         cos = F.cosine_similarity(out[0], ref[0], dim=-1)
-        assert cos.mean() > 0.99 and cos.min() > 0.25
+        # measured (default: 16-bit LayerNorm inputs/xc, 64-segment exp/reciprocal/rsqrt):
+        # mean 0.9970, worst 0.756 (eager and sdpa); agreement 98.89 % / 98.67 %
+        assert cos.mean() > 0.996 and cos.min() > 0.7
         cls = convert(zm.model, zm.example_inputs, zm.calibration)
         ref_logits = zm.model(ids, mask)
         agree = (cls(ids, mask, mode="int").argmax(1) == ref_logits.argmax(1)).float().mean()
-        assert agree >= 0.97
+        assert agree >= 0.98
 
 
 @pytest.mark.slow

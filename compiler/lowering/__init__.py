@@ -81,7 +81,7 @@ def _val_shape(node: torch.fx.Node):
 
 
 def lower(captured: Captured, *, host_inputs: set[int] | None = None,
-          segments: int = 16) -> MatrixGraph:
+          segments: int | dict = 16) -> MatrixGraph:
     """Lower a captured graph to a matrix graph.
 
     Parameters
@@ -91,8 +91,8 @@ def lower(captured: Captured, *, host_inputs: set[int] | None = None,
     host_inputs : set of int, optional
         Positions of user inputs that are host data (masks, ids): ops on them may run as host
         pre-processing. Non-float inputs are always host data.
-    segments : int
-        Default PWL segment budget, passed to the lowering context.
+    segments : int or dict
+        PWL segment budget(s), passed to the lowering context.
     """
     load_lowerings()
     host_inputs = set(host_inputs or ())
@@ -145,6 +145,7 @@ def lower(captured: Captured, *, host_inputs: set[int] | None = None,
         if not refs:
             with torch.no_grad():
                 env[node.name] = node.target(*args, **kwargs)
+            graph.folded.append(f"{ctx.module or '<top>'}: {node.target} on constants")
             continue
         if all(r.source in host_names for r in refs) and is_host_op(node.target):
             shape, dtype = _val_shape(node)
@@ -238,7 +239,9 @@ def fuse_pointwise(graph: MatrixGraph) -> int:
 
     A node P qualifies when it has one term ``x @ (c * I)`` with ``x`` a node output seen through
     reshapes/permutes only, no bias and no row scale; the producer X must have an identity
-    epilogue with int8 output, no ``scale_like`` and no other reader.
+    epilogue with int8 output, no ``scale_like``, no other reader, and must not be the
+    ``scale_like`` target of any node (folding changes its values). References to P, including
+    ``scale_like`` names, are renamed to X.
     """
     fused = 0
     changed = True
@@ -266,6 +269,8 @@ def fuse_pointwise(graph: MatrixGraph) -> int:
                 continue
             if _uses(graph, x.name) != 1 or tuple(t.a.shape) != tuple(p.shape):
                 continue
+            if any(n.epilogue.scale_like == x.name for n in graph.nodes):
+                continue  # folding would change the values another node is quantised like
             cs = 1.0 if ex.col_scale is None else ex.col_scale
             if ex.row_scale is not None and c != 1.0:
                 continue

@@ -131,11 +131,11 @@ class LoweringContext:
         Its ``nn.Module`` qualified name.
     aten : str
         Its op (``str(node.target)``).
-    segments : int
-        Default PWL segment budget (for information; the fitting happens in calibration).
+    segments : int or dict
+        PWL segment budget(s) (for information; the fitting happens in calibration).
     """
 
-    def __init__(self, graph: MatrixGraph, *, segments: int = 16) -> None:
+    def __init__(self, graph: MatrixGraph, *, segments: int | dict = 16) -> None:
         self.graph = graph
         self.node = None
         self.module = ""
