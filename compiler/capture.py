@@ -6,10 +6,18 @@ high-level aten ops (``aten.linear``, ``aten.conv2d``, ``aten.batch_norm``, ``at
 When export cannot trace a model (some Python constructs, unsupported tracing features), the
 fallback is FX tracing with :func:`torch.fx.experimental.proxy_tensor.make_fx` in pre-dispatch
 mode, which produces the same op set; the report states which path was used and why.
+
+After capture, :func:`rewrite_gelu_tanh` replaces Hugging Face's ``gelu_new`` formula written out
+in elementary ops (``0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * pow(x, 3))))``) with the
+single op it equals, ``aten.gelu(x, approximate="tanh")``, so it becomes one PWL epilogue. Only
+that exact pattern is rewritten (constants within 1e-6 relative, every intermediate used only
+inside the pattern); any other ``pow`` stays in the graph and fails lowering with
+:class:`compiler.graph.UnsupportedOpError`.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -17,7 +25,7 @@ from torch import nn
 
 from compiler.graph import ConvertError, UnsupportedDtypeError
 
-__all__ = ["Captured", "capture"]
+__all__ = ["Captured", "capture", "rewrite_gelu_tanh"]
 
 _FLOAT = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
@@ -38,6 +46,9 @@ class Captured:
         ``"torch.export"`` or ``"fx (make_fx pre-dispatch)"``.
     note : str
         Why the fallback was used (empty for torch.export).
+    rewrites : list of str
+        Capture-time pattern rewrites applied (one line each, e.g. a ``gelu_new`` formula
+        replaced by ``aten.gelu(approximate="tanh")``).
     """
 
     graph_module: torch.fx.GraphModule
@@ -45,6 +56,7 @@ class Captured:
     user_inputs: list[str] = field(default_factory=list)
     method: str = "torch.export"
     note: str = ""
+    rewrites: list[str] = field(default_factory=list)
 
 
 def _check_inputs(example_inputs: tuple) -> None:
@@ -121,15 +133,148 @@ def capture(model: nn.Module, example_inputs: tuple) -> Captured:
     _check_inputs(example_inputs)
     with torch.no_grad():
         try:
-            return _export(model, example_inputs)
+            captured = _export(model, example_inputs)
         except ConvertError:
             raise
         except Exception as e:  # noqa: BLE001 - any export failure -> documented FX fallback
             reason = f"torch.export failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
             try:
-                return _make_fx(model, example_inputs, reason)
+                captured = _make_fx(model, example_inputs, reason)
             except Exception as e2:
                 raise ConvertError(
                     f"cannot capture the model: {reason}; FX fallback failed: "
                     f"{type(e2).__name__}: {str(e2).splitlines()[0][:200]}"
                 ) from e2
+    captured.rewrites = rewrite_gelu_tanh(captured.graph_module)
+    return captured
+
+
+# ---- capture-time rewrites ------------------------------------------------------------------
+
+_MUL = ("aten.mul.Tensor", "aten.mul.Scalar")
+_ADD = ("aten.add.Tensor", "aten.add.Scalar")
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+
+
+def _is(node, targets: tuple[str, ...]) -> bool:
+    return (isinstance(node, torch.fx.Node) and node.op == "call_function"
+            and str(node.target) in targets)
+
+
+def _close(value, want: float) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and abs(value - want) <= 1e-6 * abs(want))
+
+
+def _scalar_operand(node, want: float):
+    """For a binary ``node`` with one operand ``want`` (a Python number), the other operand."""
+    if node.kwargs.get("alpha", 1) != 1 or len(node.args) != 2:
+        return None
+    a, b = node.args
+    if _close(b, want):
+        return a
+    if _close(a, want):
+        return b
+    return None
+
+
+def _node_pair(node, pick):
+    """``(p, q)`` where ``p`` is the operand of binary ``node`` satisfying ``pick`` and ``q`` the
+    other one, or None."""
+    if node.kwargs.get("alpha", 1) != 1 or len(node.args) != 2:
+        return None
+    a, b = node.args
+    if pick(a):
+        return a, b
+    if pick(b):
+        return b, a
+    return None
+
+
+def _match_gelu_new(out) -> tuple[torch.fx.Node, list[torch.fx.Node]] | None:
+    """Match ``out`` as the root of HF's ``gelu_new``; returns ``(x, pattern nodes)``."""
+    if not _is(out, _MUL):
+        return None
+    # 0.5 * x * (1 + tanh(.)) as mul(mul(x, 0.5), one_plus) or mul(mul(x, one_plus), 0.5).
+    pair = _node_pair(out, lambda n: _is(n, _ADD) and _scalar_operand(n, 1.0) is not None)
+    if pair is not None:
+        one_plus, half_x = pair
+        if not _is(half_x, _MUL):
+            return None
+        x = _scalar_operand(half_x, 0.5)
+        inner = [half_x]
+    else:
+        prod = _scalar_operand(out, 0.5)
+        if not _is(prod, _MUL):
+            return None
+        pair = _node_pair(prod, lambda n: _is(n, _ADD) and _scalar_operand(n, 1.0) is not None)
+        if pair is None:
+            return None
+        one_plus, x = pair
+        inner = [prod]
+    if not isinstance(x, torch.fx.Node):
+        return None
+    th = _scalar_operand(one_plus, 1.0)
+    if not _is(th, ("aten.tanh.default",)):
+        return None
+    scaled = th.args[0]
+    if not _is(scaled, _MUL):
+        return None
+    s = _scalar_operand(scaled, _SQRT_2_OVER_PI)
+    if not _is(s, _ADD):
+        return None
+    pair = _node_pair(s, lambda n: n is x)
+    if pair is None:
+        return None
+    cubic = pair[1]
+    if not _is(cubic, _MUL):
+        return None
+    pw = _scalar_operand(cubic, 0.044715)
+    if not _is(pw, ("aten.pow.Tensor_Scalar",)) or pw.args[0] is not x or not _close(
+            pw.args[1], 3.0):
+        return None
+    nodes = [pw, cubic, s, scaled, th, one_plus, *inner]
+    if any(len(n.users) != 1 for n in nodes):
+        return None
+    return x, [*nodes, out]
+
+
+def rewrite_gelu_tanh(gm: torch.fx.GraphModule) -> list[str]:
+    """Replace every HF ``gelu_new`` subgraph of ``gm`` with ``aten.gelu(x, approximate="tanh")``.
+
+    The pattern is ``0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * pow(x, 3))))`` with the
+    products and sums in either operand order; its intermediates must have no users outside it.
+
+    Parameters
+    ----------
+    gm : torch.fx.GraphModule
+        Captured aten graph, modified in place (and recompiled when anything changed).
+
+    Returns
+    -------
+    list of str
+        One line per rewrite: the replaced node and its module path.
+    """
+    done: list[str] = []
+    for node in list(gm.graph.nodes):
+        if node.graph is not gm.graph or node.op != "call_function":
+            continue
+        m = _match_gelu_new(node)
+        if m is None:
+            continue
+        x, nodes = m
+        with gm.graph.inserting_after(node):
+            new = gm.graph.call_function(torch.ops.aten.gelu.default, (x,),
+                                         {"approximate": "tanh"})
+        new.meta = dict(node.meta)
+        node.replace_all_uses_with(new)
+        for n in reversed(nodes):
+            gm.graph.erase_node(n)
+        stack = new.meta.get("nn_module_stack") or {}
+        where = next(reversed(stack.values()))[0] if stack else ""
+        done.append(f"{node.name}: gelu_new formula (pow/mul/add/tanh) -> "
+                    f"aten.gelu(approximate='tanh') in {where or '<top>'}")
+    if done:
+        gm.graph.lint()
+        gm.recompile()
+    return done

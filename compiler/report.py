@@ -6,6 +6,10 @@ max/mean absolute error and cosine similarity (over all of the node's values). P
 from each fit's own dense evaluation (:meth:`compiler.pwl.PwlFit.errors`): ``fixed`` is the
 hardware PWL at the epilogue's internal precision, ``output`` after the final rounding. ``wide``
 lists the 16-bit operand tensors and their extra work (:func:`compiler.wide.wide_cost`).
+
+:func:`check_targets` compares measured accuracy figures of a zoo model with the issue-#4 targets
+(:data:`TARGETS`): CNN/MLP int8 top-1 drop, transformer per-token cosine of the final hidden
+states and classification agreement, GCN node-classification agreement.
 """
 
 from __future__ import annotations
@@ -17,7 +21,19 @@ import torch
 
 from compiler.wide import wide_cost
 
-__all__ = ["ConversionReport", "FunctionError", "NodeError", "build_report", "compare"]
+__all__ = [
+    "TARGETS",
+    "ConversionReport",
+    "FunctionError",
+    "NodeError",
+    "Target",
+    "TargetCheck",
+    "build_report",
+    "check_targets",
+    "compare",
+    "target_family",
+    "targets_table",
+]
 
 
 @dataclass
@@ -179,3 +195,154 @@ def build_report(cm, inputs: tuple | None = None) -> ConversionReport:
     rep.wide = wide_cost(cm.graph, cm.quant.wide)
     rep.output_cosine = min(compare(f, o)[2] for f, o in zip(fo, io_, strict=True))
     return rep
+
+
+# ---- issue-#4 accuracy targets --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """One accuracy target.
+
+    Attributes
+    ----------
+    family : str
+        ``"cnn"`` (CNN/MLP), ``"transformer"`` or ``"gcn"`` (see :func:`target_family`).
+    description : str
+        The target as the issue states it.
+    metric : str
+        Key of the measured value in a form's measurements: ``"drop_pp"`` (float top-1 minus the
+        form's top-1, percentage points; a gain counts as a negative drop), ``"agreement"``
+        (fraction of argmax predictions equal to float's), ``"token_cos_mean"`` /
+        ``"token_cos_worst"`` (per-token cosine similarity of the final hidden states to float,
+        over unmasked tokens).
+    comparison : str
+        ``">="`` or ``"<="``: how the measured value must relate to ``threshold``.
+    threshold : float
+    forms : tuple of str
+        The forms it is checked on (``"float-pwl"``, ``"int8"``, ``"int8 finetuned"``).
+    """
+
+    family: str
+    description: str
+    metric: str
+    comparison: str
+    threshold: float
+    forms: tuple[str, ...]
+
+
+TARGETS: tuple[Target, ...] = (
+    Target("cnn", "top-1 within 0.3 pp of float, no fine-tuning", "drop_pp", "<=", 0.3,
+           ("float-pwl", "int8")),
+    Target("cnn", "top-1 within 0.1 pp of float after fine-tuning", "drop_pp", "<=", 0.1,
+           ("int8 finetuned",)),
+    Target("transformer", "per-token cosine of final hidden states, mean >= 0.995",
+           "token_cos_mean", ">=", 0.995, ("float-pwl", "int8", "int8 finetuned")),
+    Target("transformer", "per-token cosine of final hidden states, worst token >= 0.98",
+           "token_cos_worst", ">=", 0.98, ("float-pwl", "int8", "int8 finetuned")),
+    Target("transformer", "classification agreement with float >= 99.5 %", "agreement", ">=",
+           0.995, ("float-pwl", "int8", "int8 finetuned")),
+    Target("gcn", "node-classification agreement with float >= 99 %", "agreement", ">=", 0.99,
+           ("float-pwl", "int8")),
+)
+"""The issue-#4 targets (section "Targets (in the report, measured)")."""
+
+_FAMILIES = {"mlp": "cnn", "resnet": "cnn", "mobilenet": "cnn", "bert": "transformer",
+             "vit": "transformer", "gcn": "gcn"}
+
+
+def target_family(model: str) -> str:
+    """The target family of zoo model ``model``: ``"cnn"``, ``"transformer"`` or ``"gcn"``."""
+    try:
+        return _FAMILIES[model]
+    except KeyError:
+        raise ValueError(f"no accuracy targets for model {model!r}; known: "
+                         f"{', '.join(_FAMILIES)}") from None
+
+
+@dataclass
+class TargetCheck:
+    """A target checked on one form.
+
+    ``measured`` is None when the form was not run (``met`` and ``margin`` are then None and
+    ``note`` says how to run it). ``margin`` is how far inside the threshold the measured value
+    is (negative: missed by that much), in the metric's unit (pp, fraction or cosine).
+    """
+
+    target: str
+    form: str
+    metric: str
+    comparison: str
+    threshold: float
+    measured: float | None
+    met: bool | None
+    margin: float | None
+    note: str = ""
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable form."""
+        import dataclasses
+
+        return dataclasses.asdict(self)
+
+
+def check_targets(model: str, measurements: dict[str, dict[str, float]]) -> list[TargetCheck]:
+    """Check zoo model ``model``'s measurements against :data:`TARGETS`.
+
+    Parameters
+    ----------
+    model : str
+        Zoo model name (selects the family, :func:`target_family`).
+    measurements : dict
+        form -> metric -> value (metrics as in :attr:`Target.metric`); missing forms or metrics
+        give unmeasured checks.
+
+    Returns
+    -------
+    list of TargetCheck
+        One per (applicable target, form), in :data:`TARGETS` order.
+    """
+    family = target_family(model)
+    out = []
+    for t in TARGETS:
+        if t.family != family:
+            continue
+        for form in t.forms:
+            value = measurements.get(form, {}).get(t.metric)
+            if value is None:
+                note = ("not run: add --finetune EPOCHS" if form == "int8 finetuned"
+                        else f"{form} not measured")
+                out.append(TargetCheck(t.description, form, t.metric, t.comparison,
+                                       t.threshold, None, None, None, note))
+                continue
+            margin = value - t.threshold if t.comparison == ">=" else t.threshold - value
+            out.append(TargetCheck(t.description, form, t.metric, t.comparison, t.threshold,
+                                   float(value), margin >= 0, float(margin)))
+    return out
+
+
+def _fmt(metric: str, v: float, *, signed: bool = False) -> str:
+    if metric == "drop_pp":
+        return f"{v:+.2f} pp" if signed else f"{v:.2f} pp"
+    if metric == "agreement":
+        return f"{100 * v:+.2f} pp" if signed else f"{100 * v:.2f} %"
+    return f"{v:+.5f}" if signed else f"{v:.5f}"
+
+
+def targets_table(checks: list[TargetCheck], title: str = "issue-#4 targets"):
+    """The checks as a :class:`rich.table.Table` (target, form, measured, required, status)."""
+    from rich.table import Table
+
+    t = Table(title=title)
+    for col in ("target", "form", "measured", "required", "status (margin)"):
+        t.add_column(col, overflow="fold")
+    for c in checks:
+        measured = "-" if c.measured is None else (
+            ("drop " if c.metric == "drop_pp" else "") + _fmt(c.metric, c.measured))
+        required = f"{c.comparison} {_fmt(c.metric, c.threshold)}"
+        if c.met is None:
+            status = c.note
+        else:
+            status = f"{'met' if c.met else 'MISSED'} ({_fmt(c.metric, c.margin, signed=True)})"
+        t.add_row(c.target, c.form, measured, required, status)
+    return t

@@ -36,6 +36,8 @@ __all__ = [
     "load",
     "spec",
     "accuracy",
+    "HiddenStates",
+    "hidden_states",
 ]
 
 MODEL_NAMES: tuple[str, ...] = ("mlp", "resnet", "mobilenet", "bert", "vit", "gcn")
@@ -256,3 +258,48 @@ def load(name: str, **options: Any) -> ZooModel:
         checkpoint=path,
         eval_mask=mask,
     )
+
+
+class HiddenStates(nn.Module):
+    """The final hidden states (token sequence) of a zoo transformer, as a module of its own.
+
+    BERT: ``model.bert(input_ids, attention_mask)[0]`` (the encoder output before the pooler);
+    ViT: the final LayerNorm's output for every token (before the head picks ``[CLS]``). It
+    shares the classifier's parameters. :attr:`module_path` names the classifier's submodule
+    that computes these hidden states, so a converted classifier's node for them can be found.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        if hasattr(model, "bert"):
+            layers = model.bert.config.num_hidden_layers
+            self.module_path = f"bert.encoder.layer.{layers - 1}.output.LayerNorm"
+        elif hasattr(model, "blocks"):
+            self.module_path = "norm"
+        else:
+            raise ZooError(f"{type(model).__name__} is not a zoo transformer (bert or vit)")
+        self.model = model
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        m = self.model
+        if hasattr(m, "bert"):
+            return m.bert(*inputs)[0]
+        x = m.patch_embed(inputs[0]).flatten(2).transpose(1, 2)
+        x = torch.cat((m.cls_token.expand(x.shape[0], -1, -1), x), dim=1) + m.pos_embed
+        return m.norm(m.blocks(x))
+
+
+def hidden_states(zm: ZooModel) -> tuple[HiddenStates, torch.Tensor | None] | None:
+    """The hidden-state module of zoo transformer ``zm`` and its token mask on ``eval_inputs``.
+
+    Returns
+    -------
+    (HiddenStates, torch.Tensor or None) or None
+        The module (eval mode) and a bool (N, L) mask of the tokens the transformer target is
+        measured on (BERT: the attention mask's unmasked tokens; ViT: None, every token), or
+        None for models that are not transformers.
+    """
+    if zm.name not in ("bert", "vit"):
+        return None
+    mask = zm.eval_inputs[1].bool() if zm.name == "bert" else None
+    return HiddenStates(zm.model).eval(), mask

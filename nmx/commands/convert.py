@@ -1,9 +1,18 @@
 """``nmx convert``: convert a zoo model to GEMMs + PWL epilogues (int8) and report its accuracy.
 
-Prints one table: the float accuracy, the float-PWL and int8 (integer-exact) accuracies with their
-deltas, agreement of the int8 predictions with the float ones, cosine similarity of the outputs,
-per-function PWL max/mean errors and the time taken; ``--report`` adds the per-node table;
-``--finetune N`` fine-tunes N epochs through the fake-quant + PWL forward and adds a row.
+Prints the accuracy table (float accuracy, float-PWL and int8 (integer-exact) accuracies with
+their deltas, agreement of the predictions with float's, output cosine, evaluation time), the
+per-function PWL max/mean errors, the issue-#4 targets table (each applicable target, its
+measured value per form, met or missed and the margin) and the time taken. ``--report`` adds the
+per-node table; ``--finetune N`` fine-tunes N epochs through the fake-quant + PWL forward and
+adds a row. ``--model all`` converts every zoo model and ends with one summary table.
+
+Transformers (bert, vit): the per-token cosine of the final hidden states is measured on the
+converted classifier itself: the GEMM node that writes them (the last node of the module named by
+:attr:`compiler.zoo.HiddenStates.module_path` with their shape, checked against the float hidden
+states in float mode) is read out per form, int8-quantised exactly as the classifier consumes it,
+and compared with :class:`compiler.zoo.HiddenStates` (BERT: ``model.bert(...)[0]``; ViT: the
+final LayerNorm's tokens) over unmasked tokens.
 """
 
 from __future__ import annotations
@@ -12,30 +21,34 @@ import argparse
 import json
 import time
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["add_arguments", "run", "measure"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the options of ``nmx convert``."""
-    parser.add_argument("--model", required=True, help="zoo model name (mlp, resnet, ...)")
+    parser.add_argument("--model", required=True,
+                        help="zoo model name (mlp, resnet, mobilenet, bert, vit, gcn) or 'all'")
     parser.add_argument("--report", action="store_true", help="also print the per-node report")
-    parser.add_argument("--segments", type=int, default=16, help="PWL segments per function")
+    parser.add_argument("--segments", type=int, default=None,
+                        help="PWL segments for every function (default: 16, and 64 for exp, "
+                             "reciprocal and rsqrt)")
     parser.add_argument("--finetune", type=int, default=0, metavar="EPOCHS",
-                        help="fine-tune this many epochs (approximation-aware) and report it")
+                        help="fine-tune this many epochs (approximation-aware) and report it "
+                             "(classification models; skipped for gcn under --model all)")
     parser.add_argument("--clipping", choices=("mse", "max"), default="mse",
                         help="int8 activation scales: MSE-optimal clipping or max")
     parser.add_argument("--lr", type=float, default=1e-4, help="fine-tuning learning rate")
-    parser.add_argument("--wide", default="none",
-                        help="16-bit operand tensors: none, auto, or comma-separated patterns")
+    parser.add_argument("--wide", default="layernorm",
+                        help="16-bit operand tensors: layernorm (LayerNorm inputs, centred values "
+                             "and outputs), none, auto, or comma-separated patterns")
     parser.add_argument("--wide-budget", type=float, default=None,
                         help="accuracy budget of --wide auto (mean per-row 1 - cosine)")
-    parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    parser.add_argument("--json", metavar="PATH",
+                        help="write the results (including the targets) as JSON")
 
 
-def _evaluate(zm, cm, mode: str) -> tuple[float, torch.Tensor]:  # noqa: F821
-    out = cm(*zm.eval_inputs, mode=mode)
-    out = out[0] if isinstance(out, tuple) else out
-    return zm.metric(out, zm.eval_labels), out
+def _first(out):
+    return out[0] if isinstance(out, tuple) else out
 
 
 def _scored(zm, out):
@@ -61,104 +74,350 @@ def _finetune_data(zm, batch: int = 32):
     return out
 
 
-def run(args: argparse.Namespace) -> int:
-    """Convert, evaluate and print the table."""
+def _token_cosines(out, ref, mask):
     import torch
-    from rich.console import Console
-    from rich.table import Table
+
+    cos = torch.nn.functional.cosine_similarity(out.double(), ref.double(), dim=-1)
+    return cos[mask] if mask is not None else cos.reshape(-1)
+
+
+def _hidden_node(cm, backbone, example_inputs):
+    """The classifier's GEMM node that writes the final hidden states: the last node of
+    ``backbone.module_path`` shaped like them, checked against the float model."""
+    import torch
+
+    from compiler.graph import ConvertError
+
+    with torch.no_grad():
+        ref = backbone(*example_inputs)
+    cands = [n for n in cm.graph.nodes
+             if n.module == backbone.module_path and tuple(n.shape) == tuple(ref.shape)]
+    if not cands:
+        raise ConvertError(f"the converted model has no node of module "
+                           f"{backbone.module_path!r} shaped {tuple(ref.shape)} (final hidden "
+                           "states); cannot measure the per-token cosine")
+    node = cands[-1]
+    _, got = _node_values(cm, node, example_inputs, "float")
+    err = float((got - ref).abs().max())
+    if err > 1e-3 * max(float(ref.abs().max()), 1.0):
+        raise ConvertError(f"internal: node {node.name} of {backbone.module_path!r} differs from "
+                           f"the float hidden states by {err:.3g}; not the hidden-state node")
+    return node
+
+
+def _node_values(cm, node, inputs: tuple, mode: str, samples_per_run: int = 8):
+    """``(output, node values)``: ``cm``'s first output and ``node``'s output, in real units,
+    for ``inputs`` (batch dim first) under ``mode``, from the same runs of the graph."""
+    import torch
+
+    samples, batch = cm.to_samples(tuple(inputs))
+    outs, vals = [], []
+    for i in range(0, samples[0].shape[0], samples_per_run):
+        o, kept = cm.run_samples([s[i : i + samples_per_run] for s in samples], mode, keep=True)
+        v = kept[node.name]
+        vals.append(v.double() * cm.quant.scales[node.name] if mode == "int" else v.double())
+        outs.append(o[0])
+
+    def unstack(v):
+        return v[0] if batch is None else v.reshape(-1, *v.shape[2:])[:batch]
+
+    return unstack(torch.cat(outs)), unstack(torch.cat(vals))
+
+
+def measure(name: str, *, segments: int | None = None, clipping: str = "mse", wide="layernorm",
+            wide_budget: float | None = None, finetune_epochs: int = 0,
+            lr: float = 1e-4) -> tuple[dict, object]:
+    """Convert zoo model ``name`` and measure every figure of the report.
+
+    Returns
+    -------
+    (dict, ConvertedModel)
+        The JSON-serialisable results and the converted classifier. Keys: ``model``,
+        ``float`` (accuracy), ``forms`` (labels of the measured forms) and per label (e.g.
+        ``"int8"``) ``accuracy``, ``delta_pp``, ``agreement``, ``cosine``, ``seconds`` (plus
+        ``token_cos_mean`` / ``token_cos_worst`` for transformers); ``functions`` (PWL errors),
+        ``targets`` (:class:`compiler.report.TargetCheck` dicts), ``seconds`` (timings) and
+        what was folded, pre-processed or held at 16 bits.
+    """
+    import torch
 
     from compiler import convert, finetune
-    from compiler.report import compare, function_errors
-    from compiler.zoo import load
+    from compiler.report import check_targets, compare, function_errors
+    from compiler.zoo import hidden_states, load
 
+    t_start = time.perf_counter()
     t0 = time.perf_counter()
-    zm = load(args.model)
+    zm = load(name)
     t_load = time.perf_counter() - t0
+    host = getattr(zm, "host_inputs", None)
+    settings = dict(segments=segments, host_inputs=host, clipping=clipping, wide=wide,
+                    wide_budget=wide_budget)
     t0 = time.perf_counter()
-    wide = args.wide if args.wide in ("none", "auto") else [w for w in args.wide.split(",") if w]
-    cm = convert(zm.model, zm.example_inputs, zm.calibration, segments=args.segments,
-                 host_inputs=getattr(zm, "host_inputs", None), clipping=args.clipping,
-                 wide=wide, wide_budget=args.wide_budget)
+    cm = convert(zm.model, zm.example_inputs, zm.calibration, **settings)
     t_convert = time.perf_counter() - t0
     with torch.no_grad():
-        ref = zm.model(*zm.eval_inputs)
-        ref = ref[0] if isinstance(ref, tuple) else ref
+        ref = _first(zm.model(*zm.eval_inputs))
     float_acc = zm.metric(ref, zm.eval_labels)
-    rows = []
     results: dict = {"model": zm.name, "description": zm.description, "float": float_acc,
-                     "segments": args.segments, "nodes": len(cm.graph.nodes)}
+                     "segments": cm.segments, "clipping": clipping, "nodes": len(cm.graph.nodes),
+                     "forms": []}
+    measurements: dict[str, dict[str, float]] = {}
 
-    def add(label, model, mode):
+    hidden = hidden_states(zm)
+    node = ref_h = mask = None
+    if hidden is not None:
+        backbone, mask = hidden
+        node = _hidden_node(cm, backbone, zm.example_inputs)
+        with torch.no_grad():
+            ref_h = backbone(*zm.eval_inputs)
+        results["hidden_states"] = {
+            "module": backbone.module_path, "node": node.name,
+            "out_bits": node.epilogue.out_bits,
+            "token_set": "unmasked tokens" if mask is not None else "tokens (all)"}
+
+    def add(label, model, mode, node=None):
         t = time.perf_counter()
         with torch.no_grad():
-            acc, out = _evaluate(zm, model, mode)
+            if node is None:
+                out = _first(model(*zm.eval_inputs, mode=mode))
+            else:
+                out, out_h = _node_values(model, node, zm.eval_inputs, mode)
         secs = time.perf_counter() - t
+        acc = zm.metric(out, zm.eval_labels)
         agree = float((_scored(zm, out).argmax(-1) == _scored(zm, ref).argmax(-1)).float()
                       .mean())
-        cos = compare(ref, out)[2]
-        rows.append((label, acc, acc - float_acc, agree, cos, secs))
+        results["forms"].append(label)
         results[label] = {"accuracy": acc, "delta_pp": 100 * (acc - float_acc),
-                          "agreement": agree, "cosine": cos, "seconds": secs}
+                          "agreement": agree, "cosine": compare(ref, out)[2], "seconds": secs}
+        measurements[label] = {"drop_pp": 100 * (float_acc - acc), "agreement": agree}
+        if node is not None:
+            cos = _token_cosines(out_h, ref_h, mask)
+            full = torch.nn.functional.cosine_similarity(out_h, ref_h.double(), dim=-1)
+            if mask is not None:
+                full = full.masked_fill(~mask, 2.0)
+            worst = divmod(int(full.argmin()), full.shape[-1])
+            stats = {"token_cos_mean": float(cos.mean()), "token_cos_worst": float(cos.min()),
+                     "worst_token": {"sample": worst[0], "position": worst[1]}}
+            measurements[label].update(stats)
+            results[label].update(stats)
+            results["hidden_states"]["tokens"] = int(cos.numel())
 
-    add("float-pwl", cm, "float-pwl")
-    add("int8", cm, "int")
+    add("float-pwl", cm, "float-pwl", node)
+    add("int8", cm, "int", node)
+
     t_ft = None
-    if args.finetune:
+    if finetune_epochs:
         t0 = time.perf_counter()
-        ft = finetune(cm, _finetune_data(zm), epochs=args.finetune, lr=args.lr)
+        ft = finetune(cm, _finetune_data(zm), epochs=finetune_epochs, lr=lr)
         t_ft = time.perf_counter() - t0
-        add("int8 finetuned", ft, "int")
-    con = Console(width=150)
-    table = Table(title=f"nmx convert --model {zm.name}: {zm.description}")
-    for col in ("form", "accuracy", "delta (pp)", "agreement w/ float", "output cosine",
-                "eval time (s)"):
-        table.add_column(col)
-    table.add_row("float (PyTorch)", f"{100 * float_acc:.2f}%", "", "", "", "")
-    for label, acc, d, agree, cos, secs in rows:
-        table.add_row(label, f"{100 * acc:.2f}%", f"{100 * d:+.2f}", f"{100 * agree:.2f}%",
-                      f"{cos:.5f}", f"{secs:.2f}")
-    con.print(table)
-    ft_table = Table(title=f"PWL functions ({args.segments} segments, calibrated ranges)")
-    for col in ("function", "nodes", "max abs err", "mean abs err",
-                "max abs err after output rounding+clipping"):
-        ft_table.add_column(col)
-    funcs = {}
+        ft_node = None if node is None else next(n for n in ft.graph.nodes
+                                                 if n.name == node.name)
+        add("int8 finetuned", ft, "int", ft_node)
+        results["finetune"] = {"epochs": finetune_epochs, "lr": lr}
+
+    funcs: dict = {}
     for e in function_errors(cm.graph):
-        f = funcs.setdefault(e.function, [0, 0.0, 0.0, 0.0, 0])
-        f[0] += len(e.nodes)
-        f[1] = max(f[1], e.fixed_max)
-        f[2] += e.fixed_mean
-        f[3] = max(f[3], e.output_max)
-        f[4] += 1
-    for name, (n, mx, mean_sum, omx, k) in sorted(funcs.items()):
-        ft_table.add_row(name, str(n), f"{mx:.2e}", f"{mean_sum / k:.2e}", f"{omx:.2e}")
-        results.setdefault("functions", {})[name] = {"nodes": n, "max_abs": mx,
-                                                     "mean_abs": mean_sum / k}
-    if funcs:
-        con.print(ft_table)
-    else:
-        con.print("PWL functions: none (relu-class activations are exact tables)")
-    times = (f"time: load {t_load:.1f}s, convert {t_convert:.1f}s (capture+lower "
-             f"{cm.timings['capture+lower']:.1f}s, calibrate {cm.timings['calibrate']:.1f}s, "
-             f"quantize+fit {cm.timings['quantize+fit']:.1f}s)")
-    if t_ft is not None:
-        times += f", finetune {t_ft:.1f}s"
-    con.print(times)
-    con.print(f"matrix graph: {len(cm.graph.nodes)} GEMM nodes, capture via "
-              f"{cm.graph.capture_method}" + (f" ({cm.capture_note})" if cm.capture_note else ""))
-    con.print(f"folded at conversion time: {len(cm.graph.folded)} item(s)"
-              + (" (--report lists them)" if cm.graph.folded else ""))
-    hosts = [f"{h.description} ({h.module or '<top>'})" for h in cm.graph.host_ops]
-    con.print("host pre-processing: " + ("; ".join(hosts) if hosts else "none"))
-    con.print("16-bit operand tensors: " + (", ".join(cm.quant.wide) or "none"))
+        f = funcs.setdefault(e.function, {"nodes": 0, "segments": e.segments, "max_abs": 0.0,
+                                          "mean_abs": 0.0, "output_max_abs": 0.0, "fits": 0})
+        f["nodes"] += len(e.nodes)
+        f["max_abs"] = max(f["max_abs"], e.fixed_max)
+        f["mean_abs"] += e.fixed_mean
+        f["output_max_abs"] = max(f["output_max_abs"], e.output_max)
+        f["fits"] += 1
+    for f in funcs.values():
+        f["mean_abs"] /= f.pop("fits")
+    results["functions"] = dict(sorted(funcs.items()))
+    checks = check_targets(zm.name, measurements)
+    results["targets"] = [c.to_dict() for c in checks]
+    missed = {c.metric for c in checks if c.met is False}
+    if missed:
+        results["diagnosis"] = _diagnose(cm, zm.example_inputs)
     results["wide"] = list(cm.quant.wide)
     results["folded"] = list(cm.graph.folded)
-    results["host_ops"] = hosts
+    results["host_ops"] = [f"{h.description} ({h.module or '<top>'})"
+                           for h in cm.graph.host_ops]
+    results["capture"] = cm.graph.capture_method + (f" ({cm.capture_note})"
+                                                    if cm.capture_note else "")
     results["seconds"] = {"load": t_load, "convert": t_convert, **cm.timings,
-                          **({"finetune": t_ft} if t_ft is not None else {})}
-    if args.report:
-        print(cm.report().render(width=150))
+                          **({"finetune": t_ft} if t_ft is not None else {}),
+                          "total": time.perf_counter() - t_start}
+    return results, cm
+
+
+def _diagnose(converted, inputs: tuple, threshold: float = 0.999, floor: float = 1e-4,
+              count: int = 3) -> dict:
+    """Where the int8 error of ``converted`` arises, measured per node on ``inputs``: the first
+    node (graph order) whose int8 output cosine to float falls below ``threshold`` and the
+    ``count`` nodes with the lowest cosine. Nodes whose max abs error is below ``floor`` are
+    skipped (their outputs are ~0, where the cosine means nothing)."""
+    rep = converted.report(inputs)
+    nodes = [n for n in rep.nodes if n.int_max >= floor]
+
+    def row(n):
+        return {"node": n.name, "module": n.module, "function": n.function,
+                "int_cos": n.int_cos, "int_max": n.int_max}
+
+    first = next((n for n in nodes if n.int_cos < threshold), None)
+    return {"threshold": threshold, "first_below": None if first is None else row(first),
+            "lowest": [row(n) for n in sorted(nodes, key=lambda n: n.int_cos)[:count]]}
+
+
+def _print_diagnosis(con, results: dict) -> None:
+    """Why targets are missed (measured per node) and where the worst token is."""
+    if "diagnosis" in results:
+        d = results["diagnosis"]
+
+        def where(r):
+            return (f"{r['node']} ({r['module'] or '<top>'}, {r['function']}): int8 cosine "
+                    f"{r['int_cos']:.5f}, max abs error {r['int_max']:.3g}")
+
+        first = d["first_below"]
+        con.print("why targets are missed (per-node int8 error vs float on the example "
+                  "inputs): "
+                  + (f"first node below cosine {d['threshold']}: {where(first)}; "
+                     if first else f"no node below cosine {d['threshold']}; ")
+                  + "lowest: " + "; ".join(where(r) for r in d["lowest"]))
+    for label in results["forms"]:
+        w = results[label].get("worst_token")
+        if w is not None:
+            con.print(f"{label}: worst token is test sample {w['sample']}, position "
+                      f"{w['position']} (cosine {results[label]['token_cos_worst']:.5f})")
+
+
+def _print_model(con, results: dict, cm, report: bool) -> None:
+    from rich.table import Table
+
+    from compiler.report import TargetCheck, targets_table
+
+    table = Table(title=f"nmx convert --model {results['model']}: {results['description']}")
+    for col in ("form", "accuracy", "delta (pp)", "agreement w/ float", "output cosine",
+                "token cosine mean / worst", "eval time (s)"):
+        table.add_column(col)
+    table.add_row("float (PyTorch)", f"{100 * results['float']:.2f}%", "", "", "", "", "")
+    for label in results["forms"]:
+        r = results[label]
+        tok = (f"{r['token_cos_mean']:.5f} / {r['token_cos_worst']:.5f}"
+               if "token_cos_mean" in r else "")
+        table.add_row(label, f"{100 * r['accuracy']:.2f}%", f"{r['delta_pp']:+.2f}",
+                      f"{100 * r['agreement']:.2f}%", f"{r['cosine']:.5f}", tok,
+                      f"{r['seconds']:.2f}")
+    con.print(table)
+    if results["functions"]:
+        ft = Table(title="PWL functions (calibrated ranges; errors at the epilogue's precision)")
+        for col in ("function", "segments", "nodes", "max abs err", "mean abs err",
+                    "max abs err after output rounding+clipping"):
+            ft.add_column(col)
+        for name, f in results["functions"].items():
+            ft.add_row(name, str(f["segments"]), str(f["nodes"]), f"{f['max_abs']:.2e}",
+                       f"{f['mean_abs']:.2e}",
+                       f"{f['output_max_abs']:.2e}")
+        con.print(ft)
+    else:
+        con.print("PWL functions: none (relu-class activations are exact tables)")
+    checks = [TargetCheck(**c) for c in results["targets"]]
+    con.print(targets_table(checks, title=f"issue-#4 targets: {results['model']}"))
+    _print_diagnosis(con, results)
+    if "hidden_states" in results:
+        h = results["hidden_states"]
+        con.print(f"hidden states: the classifier's own node {h['node']} ({h['module']}, int"
+                  f"{h['out_bits']} in the int8 form); cosine over {h['tokens']} "
+                  f"{h['token_set']} of the test split")
+    s = results["seconds"]
+    times = (f"time: total {s['total']:.1f}s; load {s['load']:.1f}s, convert {s['convert']:.1f}s "
+             f"(capture+lower {s['capture+lower']:.1f}s, calibrate {s['calibrate']:.1f}s, "
+             f"quantize+fit {s['quantize+fit']:.1f}s)")
+    for key in ("precision search", "finetune"):
+        if key in s:
+            times += f", {key} {s[key]:.1f}s"
+    con.print(times)
+    con.print(f"matrix graph: {results['nodes']} GEMM nodes, capture via {results['capture']}")
+    con.print(f"folded at conversion time: {len(results['folded'])} item(s)"
+              + (" (--report lists them)" if results["folded"] else ""))
+    con.print("host pre-processing: " + ("; ".join(results["host_ops"]) or "none"))
+    con.print("16-bit operand tensors: " + (", ".join(results["wide"]) or "none"))
+    if report:
+        con.print(cm.report().render(width=150))
+
+
+def _target_status(results: dict) -> str:
+    checks = [c for c in results["targets"] if c["met"] is not None]
+    missed = [c for c in checks if not c["met"]]
+    text = f"{len(checks) - len(missed)}/{len(checks)} met"
+    short = {"drop_pp": "top-1", "agreement": "agreement", "token_cos_mean": "cos mean",
+             "token_cos_worst": "cos worst"}
+    if missed:
+        text += "; missed: " + ", ".join(f"{short[c['metric']]} {c['form']}" for c in missed)
+    unrun = [c for c in results["targets"] if c["met"] is None]
+    if unrun:
+        text += f"; {len(unrun)} not run"
+    return text
+
+
+def _summary(con, all_results: list[dict]) -> None:
+    from rich.table import Table
+
+    t = Table(title="nmx convert --model all: summary (test split; delta/agreement vs float)")
+    for col in ("model", "float", "float-pwl (Δ pp)", "int8 (Δ pp)", "int8 agreement",
+                "int8 token cos mean/worst", "int8 finetuned (Δ pp)", "targets", "time (s)"):
+        t.add_column(col, overflow="fold")
+    for r in all_results:
+        p, i = r["float-pwl"], r["int8"]
+        f = r.get("int8 finetuned")
+        tok = (f"{i['token_cos_mean']:.5f} / {i['token_cos_worst']:.5f}"
+               if "token_cos_mean" in i else "-")
+        t.add_row(r["model"], f"{100 * r['float']:.2f}%",
+                  f"{100 * p['accuracy']:.2f}% ({p['delta_pp']:+.2f})",
+                  f"{100 * i['accuracy']:.2f}% ({i['delta_pp']:+.2f})",
+                  f"{100 * i['agreement']:.2f}%", tok,
+                  "-" if f is None else f"{100 * f['accuracy']:.2f}% ({f['delta_pp']:+.2f})",
+                  _target_status(r), f"{r['seconds']['total']:.1f}")
+    con.print(t)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Convert, evaluate and print the tables (one model, or every zoo model for ``all``)."""
+    from rich.console import Console
+
+    from compiler.zoo import MODEL_NAMES, UnknownModelError
+
+    names = list(MODEL_NAMES) if args.model == "all" else [args.model]
+    if args.model != "all" and args.model not in MODEL_NAMES:
+        raise UnknownModelError(f"unknown zoo model {args.model!r}; the zoo has: "
+                                f"{', '.join(MODEL_NAMES)}, or 'all'")
+    named = ("none", "auto", "layernorm")
+    wide = args.wide if args.wide in named else [w for w in args.wide.split(",") if w]
+    con = Console(width=150)
+    everything = []
+    for name in names:
+        from compiler.zoo import spec
+
+        epochs = args.finetune
+        if args.model == "all" and spec(name).task != "classification":
+            epochs = 0
+        results, cm = measure(name, segments=args.segments, clipping=args.clipping, wide=wide,
+                              wide_budget=args.wide_budget, finetune_epochs=epochs, lr=args.lr)
+        if args.model != "all" or args.report:
+            _print_model(con, results, cm, args.report)
+        else:
+            con.print(f"{name}: {_target_status(results)} "
+                      f"({results['seconds']['total']:.1f}s)")
+        everything.append(results)
+    if args.model == "all":
+        from compiler.report import TargetCheck, targets_table
+
+        _summary(con, everything)
+        checks = []
+        for r in everything:
+            for c in r["targets"]:
+                c = dict(c, target=f"{r['model']}: {c['target']}")
+                checks.append(TargetCheck(**c))
+        con.print(targets_table(checks, title="issue-#4 targets, every zoo model"))
+        if not args.report:
+            for r in everything:
+                if "diagnosis" in r or "hidden_states" in r:
+                    con.print(f"{r['model']}:")
+                    _print_diagnosis(con, r)
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump(results, fh, indent=2)
+            json.dump(everything if args.model == "all" else everything[0], fh, indent=2)
     return 0
