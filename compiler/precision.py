@@ -11,9 +11,11 @@ Policies of ``convert(..., wide=...)``:
 - an iterable of tensor names or :mod:`fnmatch` patterns (matched against node names and module
   paths): exactly those tensors; a name that cannot be 16-bit, or a pattern that matches no
   eligible tensor, is an error;
-- ``"layernorm"``: every LayerNorm's input, centred tensor ``xc`` and output
-  (:func:`layernorm_tensors`): the residual stream, and the tensors whose int8 rounding a
-  LayerNorm amplifies by ``1/σ`` (its variance reads the ``hi`` halves of ``xc``); no search;
+- ``"layernorm"``: every LayerNorm's input, centred tensor ``xc`` and output, and the
+  activation (GELU, ReLU, ...) output that a projection into a LayerNorm's input reads (the FFN
+  hidden layer) (:func:`layernorm_tensors`): the residual stream, the tensors whose int8
+  rounding a LayerNorm amplifies by ``1/σ`` (its variance reads the ``hi`` halves of ``xc``), and
+  the sublayer output whose small rows sit next to "massive-activation" rows; no search;
   measured on the zoo transformers (docs/transformers.md); the default of ``convert``;
 - ``"auto"``: measured greedy search (:func:`choose_wide`). The output error is measured in the
   integer executor against the float graph on calibration inputs; if it is within the budget
@@ -48,6 +50,10 @@ _LN_MEAN = re.compile(r"ln_mean(_\d+)?$")
 _LN_CENTRED = re.compile(r"ln_centred(_\d+)?$")
 _LN_NORM = re.compile(r"ln_norm(_\d+)?$")
 _LN_AFFINE = re.compile(r"ln_affine(_\d+)?$")
+#: PWL activation functions whose outputs the ``"layernorm"`` policy holds at 16 bits when they
+#: feed a sublayer's output projection (the FFN hidden layer).
+_ACTIVATIONS = ("elu", "gelu", "gelu_tanh", "hardsigmoid", "hardswish", "hardtanh", "leaky_relu",
+                "relu", "relu6", "sigmoid", "silu", "softplus", "tanh")
 #: Default output-error budget of ``"auto"``: mean per-row ``1 - cosine`` (0.999 mean cosine).
 DEFAULT_BUDGET = 1e-3
 #: A candidate must lower the error by at least this fraction to be kept.
@@ -63,8 +69,11 @@ def wide_candidates(graph: MatrixGraph) -> list[str]:
 def layernorm_tensors(graph: MatrixGraph) -> list[str]:
     """The ``"layernorm"`` policy: around every LayerNorm, its input (the tensor its ``ln_mean``
     node averages), its centred values (``ln_centred``) and its output (``ln_affine``, or
-    ``ln_norm`` without an affine step): the transformer's residual stream. Only tensors that can
-    be 16-bit (an int32 network output cannot), in graph order.
+    ``ln_norm`` without an affine step): the transformer's residual stream; and the outputs of
+    activation nodes (:data:`_ACTIVATIONS`) read by a node outside the stream whose output a
+    stream node reads (a sublayer's output projection): the FFN hidden layer, ``fc1``'s output
+    in ``x + fc2(gelu(fc1(x)))``. Only tensors that can be 16-bit (an int32 network output
+    cannot), in graph order.
     """
     eligible = set(wide_candidates(graph))
     affine_inputs = {t.a.source for n in graph.nodes if _LN_AFFINE.match(n.name)
@@ -76,6 +85,19 @@ def layernorm_tensors(graph: MatrixGraph) -> list[str]:
         elif (_LN_CENTRED.match(n.name) or _LN_AFFINE.match(n.name)
               or (_LN_NORM.match(n.name) and n.name not in affine_inputs)):
             chosen.add(n.name)
+    nodes = {n.name: n for n in graph.nodes}
+    ln_stream = set(chosen)
+    for n in graph.nodes:
+        if n.name not in ln_stream:
+            continue
+        for t in n.terms:  # a sublayer's output projection accumulating into the stream
+            proj = nodes.get(t.a.source)
+            if proj is None or proj.name in ln_stream:
+                continue
+            for u in proj.terms:  # ... that reads an activation (the FFN hidden layer)
+                hidden = nodes.get(u.a.source)
+                if hidden is not None and hidden.epilogue.function in _ACTIVATIONS:
+                    chosen.add(hidden.name)
     return [n.name for n in graph.nodes if n.name in chosen and n.name in eligible]
 
 

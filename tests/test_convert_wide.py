@@ -226,6 +226,35 @@ def test_layernorm_policy_widens_input_and_centred_values():
     assert _err(m, cm, test, "fake-quant") < 0.7 * _err(m, base, test, "fake-quant")
 
 
+class PostNormFfn(nn.Module):
+    """``LayerNorm(x + fc2(gelu(fc1(x))))``: a transformer FFN sublayer (post-norm)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(16, 32)
+        self.fc2 = nn.Linear(32, 16)
+        self.norm = nn.LayerNorm(16)
+        self.head = nn.Linear(16, 4)
+
+    def forward(self, x):
+        return self.head(self.norm(x + self.fc2(nn.functional.gelu(self.fc1(x)))))
+
+
+def test_layernorm_policy_widens_the_ffn_hidden_layer():
+    """wide="layernorm" also holds the activation read by the projection into the stream."""
+    torch.manual_seed(5)
+    m = PostNormFfn().eval()
+    ex, cal, test = _data(5, d=16)
+    base = convert(m, ex, cal, wide="none")
+    cm = convert(m, ex, cal)
+    hidden = next(n for n in cm.graph.nodes if n.epilogue.function == "gelu")
+    assert hidden.module == "fc1" and hidden.name in cm.quant.wide
+    proj = next(n for n in cm.graph.nodes if any(t.a.source == hidden.name for t in n.terms))
+    assert cm.quant.nodes[proj.name].shifted
+    assert not any(n.startswith("fc2") or n.startswith("head") for n in cm.quant.wide)
+    assert _err(m, cm, test) < _err(m, base, test)
+
+
 def test_patterns_and_errors(outlier):
     m, ex, cal, test = outlier
     cm = convert(m, ex, cal, wide=["fc*"])

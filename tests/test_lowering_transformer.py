@@ -408,13 +408,13 @@ def test_zoo_bert(attn_implementation):
         ref = enc(ids, mask)
         out = cm(ids, mask, mode="int")
         cos = F.cosine_similarity(out[0], ref[0], dim=-1)
-        # measured (default: 16-bit LayerNorm inputs/xc, 64-segment exp/reciprocal/rsqrt):
-        # mean 0.9970, worst 0.756 (eager and sdpa); agreement 98.89 % / 98.67 %
-        assert cos.mean() > 0.996 and cos.min() > 0.7
+        # measured (default: 16-bit LayerNorm inputs/xc/outputs and FFN hidden layer,
+        # 64-segment exp/reciprocal/rsqrt): mean 0.9970, worst 0.765; agreement 99.33 % (both)
+        assert cos.mean() > 0.996 and cos.min() > 0.75
         cls = convert(zm.model, zm.example_inputs, zm.calibration)
         ref_logits = zm.model(ids, mask)
         agree = (cls(ids, mask, mode="int").argmax(1) == ref_logits.argmax(1)).float().mean()
-        assert agree >= 0.98
+        assert agree >= 0.99
 
 
 @pytest.mark.slow
