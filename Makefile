@@ -6,7 +6,6 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONFIG ?= default
 RTL_PRESETS ?= tiny default ecp5
-MODEL ?= mlp
 PYTEST_WORKERS ?= auto
 FPGA_CONFIG ?= ecp5
 FPGA_SEEDS ?= 1 2 3
