@@ -42,6 +42,14 @@ def _wrap32(v: int) -> int:
     return (v + (1 << 31)) % (1 << 32) - (1 << 31)
 
 
+def epilogue(v: int, mult: int, shift: int, table, bits: int) -> int:
+    """One accumulator value through requantisation and the PWL table ``(bp, k, b, shift)``."""
+    bp, k, b, sh = table
+    x = _sat(_rs(v * mult, shift), 32)
+    seg = sum(1 for t in bp if t <= x)
+    return _sat(_rs(k[seg] * x + b[seg], sh), bits)
+
+
 def _int(mem: np.ndarray, addr: int, n: int, signed: bool = True) -> int:
     return int.from_bytes(bytes(mem[addr : addr + n]), "little", signed=signed)
 
@@ -69,10 +77,7 @@ class ReferenceMachine:
         return mem
 
     def epilogue(self, v, mult, shift, fn, bits):
-        bp, k, b, sh = self.tables[fn]
-        x = _sat(_rs(v * mult, shift), 32)
-        seg = sum(1 for t in bp if t <= x)
-        return _sat(_rs(k[seg] * x + b[seg], sh), bits)
+        return epilogue(v, mult, shift, self.tables[fn], bits)
 
     def step(self, ins, mem):  # noqa: C901 - one branch per opcode, as in the document
         cfg = self.cfg

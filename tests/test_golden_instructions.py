@@ -29,6 +29,7 @@ from hw.isa import (
 )
 from sim.dram_image import DramImage
 from sim.golden import GoldenModel, StatusCode
+from tests.golden_reference import epilogue as reference_epilogue
 
 CFG = preset("tiny")  # 4x4 array, 1024 x 4 scratchpad, 256 x 4 accumulator
 R, C, L = CFG.rows, CFG.cols, CFG.lanes
@@ -215,17 +216,6 @@ def test_gemm_modes_tiles_transpose(mode, transpose):
         np.testing.assert_array_equal(model.acc[acc + u * m : acc + (u + 1) * m], wrapped)
 
 
-def _py_round_shift(v, s):
-    return v if s == 0 else (v + (1 << (s - 1))) >> s
-
-
-def _py_epilogue(v, mult, sh, table, bits):
-    x = max(-(1 << 31), min((1 << 31) - 1, _py_round_shift(v * mult, sh)))
-    seg = sum(1 for b in table.breakpoints if b <= x)
-    y = _py_round_shift(table.slopes[seg] * x + table.intercepts[seg], table.shift)
-    return max(-(1 << (bits - 1)), min((1 << (bits - 1)) - 1, y))
-
-
 def _random_table(rng, segs):
     bp = np.sort(rng.integers(-3000, 3000, segs - 1))
     return numeric.PwlTable(tuple(int(v) for v in bp),
@@ -259,12 +249,14 @@ def test_epi(dest, scale_mode):
     assert res.ok, res.status
     bits = {EpiDest.SPAD: 8, EpiDest.ACC: 32, EpiDest.SCALE: 16}[dest]
     ref = np.zeros((n * m, C), dtype=np.int64)
+    ref_table = (table.breakpoints, table.slopes, table.intercepts, table.shift)
     for u in range(n):
         for i in range(m):
             for c in range(C):
                 e = scale + (u * C + c if scale_mode == ScaleMode.COL else i)
                 v = int(acc0[u * m + i, c])
-                ref[u * m + i, c] = _py_epilogue(v, int(mult[e]), int(shift[e]), table, bits)
+                ref[u * m + i, c] = reference_epilogue(v, int(mult[e]), int(shift[e]), ref_table,
+                                                       bits)
     if dest == EpiDest.SPAD:
         np.testing.assert_array_equal(model.spad[dst : dst + n * m, :C], ref)
     elif dest == EpiDest.ACC:

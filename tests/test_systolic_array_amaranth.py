@@ -30,29 +30,52 @@ def random_tiles(rng, rows, cols, sizes):
     ]
 
 
+async def offer(ctx, stream, payload) -> None:
+    """Drive one beat of ``payload`` on ``stream`` and return after its handshake (valid stays
+    high)."""
+    ctx.set(stream.payload, payload)
+    ctx.set(stream.valid, 1)
+    await ctx.tick().until(stream.ready)
+
+
+def weight_beat(row) -> list[int]:
+    return [int(x) for x in row]
+
+
+def operand_beat(row, first: bool) -> dict:
+    return {"data": [int(x) for x in row], "first": first}
+
+
+def run_testbenches(dut, main, *background) -> None:
+    """Simulate ``dut`` with a clock, ``background`` testbenches, until ``main`` returns."""
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    for bench in background:
+        sim.add_testbench(bench, background=True)
+    sim.add_testbench(main)
+    sim.run()
+
+
 @dataclasses.dataclass
 class StreamRun:
     results: list[list[int]]
     result_cycles: list[int]  # cycle of each result's handshake
     operand_cycles: list[int]  # cycle of each operand row's handshake
-    cycles: int
 
 
 def stream_tiles(dut, tiles, *, seed=0, gap_prob=0.0, stall_prob=0.0, max_cycles=2000,
-                 weights_first=False, expect=None) -> StreamRun:
+                 weights_first=False) -> StreamRun:
     """Stream ``tiles`` (``(A, W)`` pairs) through ``dut``: weights and operands as fast as the
     array takes them (with random operand gaps and result backpressure when asked)."""
     rng = random.Random(seed)
     rows, cols = dut.rows, dut.cols
-    n_rows = sum(len(a) for a, _ in tiles) if expect is None else expect
-    run = StreamRun([], [], [], 0)
+    n_rows = sum(len(a) for a, _ in tiles)
+    run = StreamRun([], [], [])
 
     async def weights(ctx):
         for _, w in tiles:
-            for r in range(rows):
-                ctx.set(dut.weights.payload, [int(x) for x in w[r]])
-                ctx.set(dut.weights.valid, 1)
-                await ctx.tick().until(dut.weights.ready)
+            for row in w:
+                await offer(ctx, dut.weights, weight_beat(row))
         ctx.set(dut.weights.valid, 0)
 
     async def operands(ctx):
@@ -63,9 +86,7 @@ def stream_tiles(dut, tiles, *, seed=0, gap_prob=0.0, stall_prob=0.0, max_cycles
                 while rng.random() < gap_prob:
                     ctx.set(dut.operands.valid, 0)
                     await ctx.tick()
-                ctx.set(dut.operands.payload, {"data": [int(x) for x in a[i]], "first": i == 0})
-                ctx.set(dut.operands.valid, 1)
-                await ctx.tick().until(dut.operands.ready)
+                await offer(ctx, dut.operands, operand_beat(a[i], i == 0))
         ctx.set(dut.operands.valid, 0)
 
     async def monitor(ctx):
@@ -82,14 +103,8 @@ def stream_tiles(dut, tiles, *, seed=0, gap_prob=0.0, stall_prob=0.0, max_cycles
                 run.results.append([payload[c] for c in range(cols)])
                 run.result_cycles.append(cycle)
             cycle += 1
-        run.cycles = cycle
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(weights, background=True)
-    sim.add_testbench(operands, background=True)
-    sim.add_testbench(monitor)
-    sim.run()
+    run_testbenches(dut, monitor, weights, operands)
     return run
 
 
@@ -192,18 +207,14 @@ def test_first_row_waits_until_the_weight_tile_is_complete():
     seen = {"weight_cycles": [], "operand_cycles": [], "results": []}
 
     async def weights(ctx):
-        for r in range(rows):
+        for row in w:
             await ctx.tick().repeat(5)
-            ctx.set(dut.weights.payload, [int(x) for x in w[r]])
-            ctx.set(dut.weights.valid, 1)
-            await ctx.tick().until(dut.weights.ready)
+            await offer(ctx, dut.weights, weight_beat(row))
             ctx.set(dut.weights.valid, 0)
 
     async def operands(ctx):
         for i in range(len(a)):
-            ctx.set(dut.operands.payload, {"data": [int(x) for x in a[i]], "first": i == 0})
-            ctx.set(dut.operands.valid, 1)
-            await ctx.tick().until(dut.operands.ready)
+            await offer(ctx, dut.operands, operand_beat(a[i], i == 0))
         ctx.set(dut.operands.valid, 0)
 
     async def monitor(ctx):
@@ -219,12 +230,7 @@ def test_first_row_waits_until_the_weight_tile_is_complete():
             if valid:
                 seen["results"].append([payload[c] for c in range(cols)])
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(weights, background=True)
-    sim.add_testbench(operands, background=True)
-    sim.add_testbench(monitor)
-    sim.run()
+    run_testbenches(dut, monitor, weights, operands)
     np.testing.assert_array_equal(np.array(seen["results"]), a @ w)
     # The input register took the first row at once; the second only once the first entered the
     # array, which is after the last weight beat.
@@ -251,10 +257,7 @@ def test_rows_without_a_started_tile_are_never_computed():
             accepted.append(fire)
             assert not valid
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+    run_testbenches(dut, bench)
     assert sum(accepted) == 1
 
 
@@ -269,17 +272,13 @@ def test_backpressure_holds_rows_by_credit_not_by_stalling():
     results = []
 
     async def weights(ctx):
-        for r in range(rows):
-            ctx.set(dut.weights.payload, [int(x) for x in w[r]])
-            ctx.set(dut.weights.valid, 1)
-            await ctx.tick().until(dut.weights.ready)
+        for row in w:
+            await offer(ctx, dut.weights, weight_beat(row))
         ctx.set(dut.weights.valid, 0)
 
     async def operands(ctx):
         for i in range(len(a)):
-            ctx.set(dut.operands.payload, {"data": [int(x) for x in a[i]], "first": i == 0})
-            ctx.set(dut.operands.valid, 1)
-            await ctx.tick().until(dut.operands.ready)
+            await offer(ctx, dut.operands, operand_beat(a[i], i == 0))
             accepted.append(i)
         ctx.set(dut.operands.valid, 0)
 
@@ -293,12 +292,7 @@ def test_backpressure_holds_rows_by_credit_not_by_stalling():
             if valid:
                 results.append([payload[c] for c in range(cols)])
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(weights, background=True)
-    sim.add_testbench(operands, background=True)
-    sim.add_testbench(monitor)
-    sim.run()
+    run_testbenches(dut, monitor, weights, operands)
     np.testing.assert_array_equal(np.array(results), a @ w)
 
 

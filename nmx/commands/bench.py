@@ -59,6 +59,18 @@ def _check_positive(**values: int) -> None:
             raise NmxError(f"--{name} must be >= 1, got {v}")
 
 
+def _best_run(cfg: AcceleratorConfig, program: Program, img: DramImage, repeat: int):
+    """Run ``program`` ``repeat`` times on one core; return the last result and the best time."""
+    model = GoldenModel(cfg)
+    best = float("inf")
+    with threadpool_limits(limits=1):  # one core: BLAS may not spread the matmuls
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            res = model.run(program, img).raise_for_status()
+            best = min(best, time.perf_counter() - t0)
+    return res, best
+
+
 def bench_golden(
     cfg: AcceleratorConfig, *, m: int, blocks: int, instructions: int, repeat: int = 3
 ) -> dict[str, float]:
@@ -104,15 +116,8 @@ def bench_golden(
         )
     prog.append(Halt())
     program = Program(prog)
-    model = GoldenModel(cfg)
-    best = float("inf")
-    macs = 0
-    with threadpool_limits(limits=1):  # one core: BLAS may not spread the matmuls
-        for _ in range(repeat):
-            t0 = time.perf_counter()
-            res = model.run(program, img).raise_for_status()
-            best = min(best, time.perf_counter() - t0)
-            macs = res.macs
+    res, best = _best_run(cfg, program, img, repeat)
+    macs = res.macs
     return {
         "seconds": best,
         "macs": macs,
@@ -226,13 +231,7 @@ def bench_gemm(cfg: AcceleratorConfig, shape: str, m: int, repeat: int = 3) -> d
         program, img, expected = tiled_gemm(cfg, M, K, N, m)
     except ValueError as e:
         raise NmxError(str(e)) from None
-    model = GoldenModel(cfg)
-    best = float("inf")
-    with threadpool_limits(limits=1):
-        for _ in range(repeat):
-            t0 = time.perf_counter()
-            res = model.run(program, img).raise_for_status()
-            best = min(best, time.perf_counter() - t0)
+    res, best = _best_run(cfg, program, img, repeat)
     out = res.dram.read("out", np.int8, (M, N))
     if not np.array_equal(out, expected):
         raise AssertionError("tiled GEMM result differs from NumPy")

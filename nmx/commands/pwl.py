@@ -179,11 +179,12 @@ def plot_fit(fit: PwlFit, path: Path) -> None:
         f"fixed-point max |err| {e['fixed']['max_abs']:.2e}, mse {e['fixed']['mse']:.2e}",
         fontsize=9,
     )
+    fixed_err = fit.eval_fixed(x_int) - y
     ax_err.plot(x, fit.eval_float(x) - y, color="tab:orange", lw=1.0, label="float PWL")
-    ax_err.plot(x, fit.eval_fixed(x_int) - y, color="tab:green", lw=0.8, ls="--",
+    ax_err.plot(x, fixed_err, color="tab:green", lw=0.8, ls="--",
                 label="fixed point (before final rounding)")
     inside = (x >= fit.lo) & (x <= fit.hi)
-    span = np.max(np.abs((fit.eval_fixed(x_int) - y)[inside]))
+    span = np.max(np.abs(fixed_err[inside]))
     ax_err.set_ylim(-1.5 * span - 1e-12, 1.5 * span + 1e-12)
     ax_err.set_xlabel("x (dashed red: fitting range; dotted: breakpoints)")
     ax_err.set_ylabel("PWL - f")
