@@ -74,13 +74,6 @@ def _finetune_data(zm, batch: int = 32):
     return out
 
 
-def _token_cosines(out, ref, mask):
-    import torch
-
-    cos = torch.nn.functional.cosine_similarity(out.double(), ref.double(), dim=-1)
-    return cos[mask] if mask is not None else cos.reshape(-1)
-
-
 def _hidden_node(cm, backbone, example_inputs):
     """The classifier's GEMM node that writes the final hidden states: the last node of
     ``backbone.module_path`` shaped like them, checked against the float model."""
@@ -191,8 +184,8 @@ def measure(name: str, *, segments: int | None = None, clipping: str = "mse", wi
                           "agreement": agree, "cosine": compare(ref, out)[2], "seconds": secs}
         measurements[label] = {"drop_pp": 100 * (float_acc - acc), "agreement": agree}
         if node is not None:
-            cos = _token_cosines(out_h, ref_h, mask)
-            full = torch.nn.functional.cosine_similarity(out_h, ref_h.double(), dim=-1)
+            full = torch.nn.functional.cosine_similarity(out_h.double(), ref_h.double(), dim=-1)
+            cos = full[mask] if mask is not None else full.reshape(-1)
             if mask is not None:
                 full = full.masked_fill(~mask, 2.0)
             worst = divmod(int(full.argmin()), full.shape[-1])
