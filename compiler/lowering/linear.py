@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 import operator
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -101,6 +103,32 @@ def _select(ctx, x, dim, index):
 # ---------------------------------------------------------------------------------------------
 
 
+#: Pattern-specific lowerings tried, in order, before the generic one of an op in this module
+#: (key: ``str`` of the ``OpOverload``). Each takes the op's arguments and returns the result, or
+#: None to leave the op to the generic lowering (:mod:`compiler.lowering.transformer` adds
+#: attention masks to ``aten.add.Tensor`` and ``softmax(s) @ v`` to ``aten.matmul.default``).
+SPECIALISATIONS: dict[str, list[Callable[..., Any]]] = {}
+
+
+def specialise(*ops: str) -> Callable:
+    """Decorator: add a pattern-specific lowering for ``ops`` (see :data:`SPECIALISATIONS`)."""
+
+    def deco(fn: Callable) -> Callable:
+        for op in ops:
+            SPECIALISATIONS.setdefault(op, []).append(fn)
+        return fn
+
+    return deco
+
+
+def _specialised(ctx: LoweringContext, *args: Any) -> Any:
+    for fn in SPECIALISATIONS.get(ctx.aten, ()):
+        out = fn(ctx, *args)
+        if out is not None:
+            return out
+    return None
+
+
 def _matmul(ctx: LoweringContext, a, b, bias=None):
     """``a @ b`` with 1-D operands promoted like :func:`torch.matmul`."""
     if not ctx.is_data(a) and not ctx.is_data(b):
@@ -130,7 +158,8 @@ def _linear(ctx, x, weight, bias=None):
 
 @register("aten.matmul.default", "aten.mm.default", "aten.bmm.default")
 def _mm(ctx, a, b):
-    return _matmul(ctx, a, b)
+    out = _specialised(ctx, a, b)
+    return _matmul(ctx, a, b) if out is None else out
 
 
 @register("aten.addmm.default")
@@ -421,6 +450,9 @@ def mul_rows(ctx: LoweringContext, x: TensorRef, r: TensorRef) -> TensorRef:
 @register("aten.add.Tensor", "aten.add_.Tensor", "aten.sub.Tensor", "aten.sub_.Tensor",
           "aten.rsub.Scalar", "aten.rsub.Tensor", "aten.add.Scalar", "aten.sub.Scalar")
 def _add(ctx, a, b, alpha=1):
+    out = _specialised(ctx, a, b, alpha)
+    if out is not None:
+        return out
     name = ctx.aten
     sign = -1.0 if ".sub" in name else 1.0
     if name.startswith("aten.rsub"):  # b - alpha * a

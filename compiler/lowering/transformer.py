@@ -20,7 +20,7 @@ precision choices and the measured errors):
 - **attention** ``softmax(q kᵀ * scale + mask) v``: data x data GEMMs per head (the head split and
   ``kᵀ`` are views); masked keys are selected in ``kᵀ`` before the product, and the ``1/sum`` row
   scale is applied in the ``P·V`` epilogue (SDPA, and eager ``softmax`` followed by ``matmul``:
-  ``aten.add`` and ``aten.matmul`` of :mod:`compiler.lowering.linear` are wrapped for this).
+  ``aten.add`` and ``aten.matmul`` of :mod:`compiler.lowering.linear` are specialised for this).
 - **GELU** (erf and tanh forms) and the **tanh** pooler are PWL epilogues.
 - **embeddings** are one-hot GEMMs: the host turns ids into one-hot rows, the table is a constant
   operand (exact: one 1 per row). Position / token-type ids that depend only on the input shape
@@ -34,10 +34,8 @@ import math
 import torch
 
 from compiler.graph import ConvertError, Permute, Reshape, TensorRef, Term
-from compiler.lowering import linear as _linear  # noqa: F401  (its registrations come first)
-from compiler.lowering.linear import max2
+from compiler.lowering.linear import max2, specialise
 from compiler.lowering.registry import (
-    LOWERINGS,
     LoweringContext,
     prod,
     register,
@@ -367,7 +365,6 @@ def _softmax_any(ctx: LoweringContext, x: TensorRef) -> TensorRef:
 # ---------------------------------------------------------------------------------------------
 
 _SOFTMAX_OPS = ("aten.softmax.int", "aten._softmax.default", "aten._safe_softmax.default")
-_generic_add = LOWERINGS["aten.add.Tensor"]
 
 
 def _feeds_last_dim_softmax(node) -> bool:
@@ -425,8 +422,9 @@ def _reselect_scores(ctx: LoweringContext, scores: TensorRef, km: KeyMask) -> Te
     return ctx.gemm([(t.a, kt)], col_scale=c if cs is None else cs * c, hint="scores_masked")
 
 
-def _add_mask_aware(ctx: LoweringContext, a, b, alpha=1):
-    """``aten.add.Tensor``: additive attention masks here, everything else in ``linear``."""
+@specialise("aten.add.Tensor")
+def _add_mask(ctx: LoweringContext, a, b, alpha=1):
+    """``scores + mask`` for a host additive attention mask (:func:`masked_scores`), else None."""
     if ctx.is_data(a) and ctx.is_data(b) and alpha == 1:
         ha, hb = _is_host_value(ctx, a), _is_host_value(ctx, b)
         if ha != hb:
@@ -434,26 +432,18 @@ def _add_mask_aware(ctx: LoweringContext, a, b, alpha=1):
             dt = getattr(ctx, "dtypes", {}).get(mask.source, torch.float32)
             if dt.is_floating_point or dt == torch.bool:
                 return masked_scores(ctx, scores, mask)
-    return _generic_add(ctx, a, b, alpha)
+    return None
 
 
-_add_mask_aware.__doc__ = (_add_mask_aware.__doc__ or "") + "\n\n" + (_generic_add.__doc__ or "")
-LOWERINGS["aten.add.Tensor"] = _add_mask_aware
-
-_generic_matmul = LOWERINGS["aten.matmul.default"]
-
-
-def _matmul_softmax_aware(ctx: LoweringContext, a, b):
-    """``aten.matmul``: ``softmax(s) @ v`` fuses the ``1/sum`` row scale into the product (the
-    int8 probabilities are then not needed); everything else in ``linear``."""
+@specialise("aten.matmul.default")
+def _probs_matmul(ctx: LoweringContext, a, b):
+    """``softmax(s) @ v`` fusing the ``1/sum`` row scale into the product (the int8
+    probabilities are then not needed), else None."""
     if (ctx.is_data(a) and ctx.is_data(b) and not a.views and b.ndim >= 2
             and a.source in _pending_probs(ctx)):
         e, r, mask = _pending_probs(ctx)[a.source]
         return attention_output(ctx, e, r, mask, b)
-    return _generic_matmul(ctx, a, b)
-
-
-LOWERINGS["aten.matmul.default"] = _matmul_softmax_aware
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
