@@ -33,6 +33,7 @@ __all__ = [
     "compare",
     "target_family",
     "targets_table",
+    "token_cosines",
 ]
 
 
@@ -147,6 +148,13 @@ def compare(ref: torch.Tensor, got: torch.Tensor) -> tuple[float, float, float]:
     den = float(r.norm() * g.norm())
     cos = float(r @ g) / den if den > 0 else float(torch.equal(r, g))
     return float(d.max()) if d.numel() else 0.0, float(d.mean()) if d.numel() else 0.0, cos
+
+
+def token_cosines(out: torch.Tensor, ref: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Per-token cosine similarity (float64, over the last dim) of ``out`` against ``ref``: the
+    tokens where bool ``mask`` (shaped like the leading dims) is set, or every token if None."""
+    cos = torch.nn.functional.cosine_similarity(out.double(), ref.double(), dim=-1)
+    return cos[mask.bool()] if mask is not None else cos.reshape(-1)
 
 
 def function_errors(graph) -> list[FunctionError]:

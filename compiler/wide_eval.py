@@ -11,31 +11,10 @@ import time
 
 import torch
 
+from compiler.report import token_cosines
 from compiler.wide import wide_cost
 
 __all__ = ["main", "measure_zoo"]
-
-
-class _Backbone(torch.nn.Module):
-    """The final hidden states of a zoo transformer (BERT: ``model.bert(...)[0]``; ViT: the
-    normalised token sequence before the head)."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        m = self.model
-        if hasattr(m, "bert"):
-            return m.bert(*inputs)[0]
-        x = m.patch_embed(inputs[0]).flatten(2).transpose(1, 2)
-        x = torch.cat((m.cls_token.expand(x.shape[0], -1, -1), x), dim=1) + m.pos_embed
-        return m.norm(m.blocks(x))
-
-
-def _token_cosines(out: torch.Tensor, ref: torch.Tensor, mask: torch.Tensor | None):
-    cos = torch.nn.functional.cosine_similarity(out.double(), ref.double(), dim=-1)
-    return cos[mask.bool()] if mask is not None else cos.reshape(-1)
 
 
 def measure_zoo(name: str, policies: dict, report=None) -> list[dict]:
@@ -43,12 +22,14 @@ def measure_zoo(name: str, policies: dict, report=None) -> list[dict]:
     zoo transformer ``name`` under each ``policies`` entry (label -> ``wide`` argument);
     ``report(row)`` is called after each policy."""
     from compiler.convert import convert
-    from compiler.zoo import load
+    from compiler.zoo import ZooError, hidden_states, load
 
     zm = load(name)
     host = getattr(zm, "host_inputs", None)
-    mask = zm.eval_inputs[1] if len(zm.eval_inputs) > 1 else None
-    backbone = _Backbone(zm.model).eval()
+    hidden = hidden_states(zm)
+    if hidden is None:
+        raise ZooError(f"{name!r} is not a zoo transformer; supported: bert, vit")
+    backbone, mask = hidden
     with torch.no_grad():
         ref_h = backbone(*zm.eval_inputs)
         ref_y = zm.model(*zm.eval_inputs)
@@ -61,7 +42,7 @@ def measure_zoo(name: str, policies: dict, report=None) -> list[dict]:
         with torch.no_grad():
             h = cb(*zm.eval_inputs, mode="int")
             y = cc(*zm.eval_inputs, mode="int")
-        cos = _token_cosines(h, ref_h, mask)
+        cos = token_cosines(h, ref_h, mask)
         search = cb.wide_search
         rows.append({
             "model": name, "policy": label,
