@@ -252,13 +252,15 @@ def convert(model: nn.Module, example_inputs: tuple, calibration: Iterable, *,
         set_wide(graph, resolve_wide(graph, wide))
     elif wide == "layernorm":
         set_wide(graph, layernorm_tensors(graph))
-    cm.quant = quantize_graph(graph, stats, segments=segments, clipping=clipping)
+    fit_cache: dict = {}
+    cm.quant = quantize_graph(graph, stats, fit_cache=fit_cache, segments=segments,
+                              clipping=clipping)
     t3 = time.perf_counter()
     cm.timings = {"capture+lower": t1 - t0, "calibrate": t2 - t1, "quantize+fit": t3 - t2}
     if wide == "auto":
         cm.wide_search = choose_wide(cm, _search_samples(cm, calibration, wide_samples),
                                      budget=DEFAULT_BUDGET if wide_budget is None
-                                     else wide_budget)
+                                     else wide_budget, fit_cache=fit_cache)
         cm.timings["precision search"] = time.perf_counter() - t3
     return cm
 

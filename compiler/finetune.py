@@ -104,6 +104,7 @@ def finetune(converted: ConvertedModel, data: Iterable, epochs: int = 1, lr: flo
     gen = torch.Generator().manual_seed(seed)
     fm = converted.float_model
     n_in = len(cm.graph.inputs)
+    teacher: dict[int, torch.Tensor] = {}  # the float model's output per item, for distillation
     for _ in range(epochs):
         for i in torch.randperm(len(data), generator=gen).tolist():
             inputs, target = _split(data[i], n_in)
@@ -118,9 +119,11 @@ def finetune(converted: ConvertedModel, data: Iterable, epochs: int = 1, lr: flo
                 else:
                     loss = loss + F.mse_loss(out, target)
             if fm is not None and (target is None or distill > 0):
-                with torch.no_grad():
-                    ref = fm(*inputs)
-                    ref = ref[0] if isinstance(ref, (tuple, list)) else ref
+                if i not in teacher:
+                    with torch.no_grad():
+                        ref = fm(*inputs)
+                        teacher[i] = ref[0] if isinstance(ref, (tuple, list)) else ref
+                ref = teacher[i]
                 w = 1.0 if target is None else distill
                 t = temperature
                 loss = loss + w * t * t * F.kl_div(

@@ -168,14 +168,16 @@ class WideSearch:
 
 
 def choose_wide(cm, samples: list[torch.Tensor], *, budget: float = DEFAULT_BUDGET,
-                candidates: list[str] | None = None) -> WideSearch:
+                candidates: list[str] | None = None, fit_cache: dict | None = None) -> WideSearch:
     """Greedy per-tensor precision search on sample-stacked ``samples`` (see the module doc).
 
     Leaves ``cm.graph`` marked with the chosen tensors and ``cm.quant`` quantised for them.
+    ``fit_cache`` (:func:`compiler.quantize.quantize_graph`'s) reuses the PWL fits of an earlier
+    quantisation of ``cm`` with the same statistics.
     """
     t0 = time.perf_counter()
     graph = cm.graph
-    fit_cache: dict = {}
+    fit_cache = {} if fit_cache is None else fit_cache
 
     def quantise():
         return quantize_graph(graph, cm.stats, fit_cache=fit_cache, segments=cm.segments,

@@ -421,9 +421,7 @@ def quantize_graph(graph: MatrixGraph, stats, *, fit_cache: dict | None = None,
             lo, hi = stats.fn_range[node.name]
             x_target = max(abs(lo), abs(hi), 1e-12) / 2**_X_BITS
         if ep.row_scale is None:
-            x_scale = max(x_target, eff_max / _MULT_MAX)
-            if ep.function in EXACT_FUNCTIONS and x_scale > x_target * (1 + 1e-12):
-                pass  # coarser than the output: the table rescales
+            x_scale = max(x_target, eff_max / _MULT_MAX)  # coarser: the table rescales
             mults, shifts = np.zeros(eff.shape, np.int64), np.zeros(eff.shape, np.int64)
             for idx in np.ndindex(eff.shape):
                 m, s = quantize_multiplier(float(eff[idx]) / x_scale)
