@@ -632,14 +632,38 @@ class Program:
         return len(self.instructions)
 
     def words(self) -> list[int]:
-        """Encoded words; an invalid instruction raises IsaError naming its word offset."""
+        """Encoded words; an invalid instruction raises IsaError naming its word offset.
+
+        The words are computed once per program (a Program and its instructions are immutable)
+        and, within a program, once per distinct instruction. Instructions count as the same only
+        if they have the same class and every field has the same type and value: ``Gemm(m=True)``
+        equals ``Gemm(m=1)`` but is rejected (a bool is not an integer) wherever it stands.
+        """
+        words = self.__dict__.get("_words")
+        if words is None:
+            words = self._encode()
+            object.__setattr__(self, "_words", words)  # a cache, not a field: eq/repr ignore it
+        return list(words)
+
+    def _encode(self) -> tuple[int, ...]:
+        seen: dict[tuple, int] = {}
         out = []
         for i, ins in enumerate(self.instructions):
+            values = tuple(getattr(ins, "__dict__", {}).values())
+            key: tuple | None = (type(ins), values, tuple(map(type, values)))
             try:
-                out.append(encode(ins))
-            except IsaError as e:
-                raise IsaError(e.detail, word=i, field=e.field) from None
-        return out
+                word = seen.get(key)
+            except TypeError:  # an unhashable field value; encode() says what is wrong with it
+                key = word = None
+            if word is None:
+                try:
+                    word = encode(ins)
+                except IsaError as e:
+                    raise IsaError(e.detail, word=i, field=e.field) from None
+                if key is not None:
+                    seen[key] = word
+            out.append(word)
+        return tuple(out)
 
     def to_bytes(self, config: AcceleratorConfig) -> bytes:
         """The program file for ``config``: header (with the config's stamp) plus words."""

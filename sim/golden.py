@@ -317,21 +317,6 @@ def _merge_intervals(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, 
     return out_s, out_e
 
 
-def _encode_all(program: Program) -> list[int]:
-    """``program.words()``, encoding each distinct instruction once."""
-    cache: dict[Instruction, int] = {}
-    words = []
-    for i, ins in enumerate(program.instructions):
-        w = cache.get(ins)
-        if w is None:
-            try:
-                w = cache[ins] = ins.encode()
-            except IsaError as e:
-                raise IsaError(e.detail, word=i, field=e.field) from None
-        words.append(w)
-    return words
-
-
 class GoldenModel:
     """Bit-exact simulator of one accelerator instance.
 
@@ -409,7 +394,7 @@ class GoldenModel:
         :class:`RunResult`; its status is never silently OK.
         """
         if isinstance(program, Program):
-            words = _encode_all(program)
+            words = program.words()
         elif isinstance(program, (bytes, bytearray)):
             words = Program.split_words(bytes(program), self._cfg)
         else:

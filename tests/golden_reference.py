@@ -3,6 +3,9 @@
 Written from the document, loop by loop, to cross-check the vectorised golden model on random
 programs. It ignores dependency tokens (program order is the semantics) and does not check
 errors: tests feed it programs the golden model accepts.
+
+Also the golden tests' shared inputs: :func:`epilogue` (one value through the output stage) and
+:func:`random_pwl_table`.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from hw.isa import (
     TableKind,
     pwl_table_bytes,
 )
+from hw.numeric import PwlTable
 
 
 def _rs(v: int, s: int) -> int:
@@ -48,6 +52,20 @@ def epilogue(v: int, mult: int, shift: int, table, bits: int) -> int:
     x = _sat(_rs(v * mult, shift), 32)
     seg = sum(1 for t in bp if t <= x)
     return _sat(_rs(k[seg] * x + b[seg], sh), bits)
+
+
+def random_pwl_table(rng: np.random.Generator, segments: int) -> PwlTable:
+    """A random valid PWL table of ``segments`` segments.
+
+    Breakpoints (sorted, repeats allowed) lie in -3000..2999 so that requantised test values
+    cross several segments; slopes span int16; intercepts are random int32 values shifted right
+    by 0..23 bits, so both small and full-range intercepts occur; the output shift is 0..19.
+    """
+    bp = np.sort(rng.integers(-3000, 3000, segments - 1))
+    slopes = rng.integers(-(1 << 15), 1 << 15, segments)
+    intercepts = rng.integers(-(1 << 31), 1 << 31, segments) >> rng.integers(0, 24, segments)
+    return PwlTable(tuple(int(v) for v in bp), tuple(int(v) for v in slopes),
+                    tuple(int(v) for v in intercepts), int(rng.integers(0, 20)))
 
 
 def _int(mem: np.ndarray, addr: int, n: int, signed: bool = True) -> int:

@@ -14,6 +14,7 @@ from hw.isa import (
     Gemm,
     GemmMode,
     Halt,
+    IsaError,
     Load,
     Loadt,
     MemSpace,
@@ -30,6 +31,7 @@ from hw.isa import (
 from sim.dram_image import DramImage
 from sim.golden import GoldenModel, StatusCode
 from tests.golden_reference import epilogue as reference_epilogue
+from tests.golden_reference import random_pwl_table
 
 CFG = preset("tiny")  # 4x4 array, 1024 x 4 scratchpad, 256 x 4 accumulator
 R, C, L = CFG.rows, CFG.cols, CFG.lanes
@@ -216,14 +218,6 @@ def test_gemm_modes_tiles_transpose(mode, transpose):
         np.testing.assert_array_equal(model.acc[acc + u * m : acc + (u + 1) * m], wrapped)
 
 
-def _random_table(rng, segs):
-    bp = np.sort(rng.integers(-3000, 3000, segs - 1))
-    return numeric.PwlTable(tuple(int(v) for v in bp),
-                            tuple(int(v) for v in rng.integers(-(1 << 15), 1 << 15, segs)),
-                            tuple(int(v) for v in rng.integers(-(1 << 31), 1 << 31, segs)),
-                            int(rng.integers(0, 20)))
-
-
 @pytest.mark.parametrize("dest", list(EpiDest))
 @pytest.mark.parametrize("scale_mode", list(ScaleMode))
 def test_epi(dest, scale_mode):
@@ -232,7 +226,7 @@ def test_epi(dest, scale_mode):
     acc0 = rng.integers(-(1 << 20), 1 << 20, (n * m, C))
     mult = rng.integers(-(1 << 15), 1 << 15, 16)
     shift = rng.integers(0, 24, 16)
-    table = _random_table(rng, 5)
+    table = random_pwl_table(rng, 5)
     img = DramImage.zeros(8192)
     img.add("acc0", 0, acc0.astype("<i4"))
     img.add("bias", 1024, encode_bias_entries([0] * 16, mult, shift))
@@ -269,7 +263,7 @@ def test_epi(dest, scale_mode):
 def test_pwl_table_padding_is_exact():
     """A short table padded to pwl_segments computes the same function (incl. int32 max)."""
     rng = np.random.default_rng(3)
-    table = _random_table(rng, 7)
+    table = random_pwl_table(rng, 7)
     x = np.concatenate([rng.integers(-5000, 5000, 1000), [-(1 << 31), (1 << 31) - 1]])
     model = GoldenModel(CFG)
     blob = np.frombuffer(encode_pwl_table(table, CFG.pwl_segments), dtype=np.uint8)
@@ -338,3 +332,11 @@ def test_illegal_word_and_missing_halt_are_status_codes():
         res.status)
     res = model.run(Program([Dmacfg()]), DramImage.zeros(16))
     assert res.status.code == StatusCode.NO_HALT and res.status.pc == 1
+
+
+def test_bool_field_after_equal_int_is_rejected():
+    # Gemm(m=True) == Gemm(m=1); the model must not reuse the first one's word for the second
+    ok = Gemm(w=0, a=0, acc=0, m=1)
+    bad = Gemm(w=0, a=0, acc=0, m=True)
+    with pytest.raises(IsaError, match=r"word 1: field 'm': expected an integer, got True"):
+        GoldenModel(CFG).run(Program([ok, bad, Halt()]), DramImage.zeros(16))

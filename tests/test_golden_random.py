@@ -27,10 +27,9 @@ from hw.isa import (
     encode_pwl_table,
     pwl_table_bytes,
 )
-from hw.numeric import PwlTable
 from sim.dram_image import DramImage
 from sim.golden import GoldenModel
-from tests.golden_reference import ReferenceMachine
+from tests.golden_reference import ReferenceMachine, random_pwl_table
 
 CONFIGS = [
     AcceleratorConfig(rows=3, cols=5, scratchpad_rows=64, scratchpad_banks=1,
@@ -42,14 +41,6 @@ DATA_END, BIAS_AT, PWL_AT, N_TABLES = 2048, 2048, 2304, 2
 ACC_INIT_AT = 512  # the preamble fills the accumulator from DRAM bytes 512.. (random data)
 
 
-def _table(rng, segs):
-    bp = np.sort(rng.integers(-2000, 2000, segs - 1))
-    return PwlTable(tuple(int(v) for v in bp),
-                    tuple(int(v) for v in rng.integers(-(1 << 15), 1 << 15, segs)),
-                    tuple(int(v) for v in rng.integers(-(1 << 24), 1 << 24, segs)),
-                    int(rng.integers(0, 16)))
-
-
 def make_image(rng, cfg) -> DramImage:
     img = DramImage.zeros(4096)
     img.data[:DATA_END] = rng.integers(0, 256, DATA_END, dtype=np.uint8)
@@ -57,8 +48,10 @@ def make_image(rng, cfg) -> DramImage:
     img.add("bias", BIAS_AT, encode_bias_entries(rng.integers(-(1 << 31), 1 << 31, n),
                                                  rng.integers(-(1 << 15), 1 << 15, n),
                                                  rng.integers(0, 24, n)))
-    tables = b"".join(encode_pwl_table(_table(rng, int(rng.integers(1, 9))), cfg.pwl_segments)
-                      for _ in range(N_TABLES))
+    tables = b"".join(
+        encode_pwl_table(random_pwl_table(rng, int(rng.integers(1, 9))), cfg.pwl_segments)
+        for _ in range(N_TABLES)
+    )
     img.add("pwl", PWL_AT, tables)
     return img
 

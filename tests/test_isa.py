@@ -142,3 +142,28 @@ def test_truncated_and_malformed_program_files():
     bad[32 + 16] = 0  # second word's opcode -> 0
     with pytest.raises(IsaError, match=r"word 1: field 'opcode'"):
         Program.from_bytes(bytes(bad))
+
+
+def test_words_tell_equal_instructions_of_different_field_types_apart():
+    # Gemm(m=True) == Gemm(m=1) as dataclasses, but a bool is not an integer field value
+    assert Gemm(m=True) == Gemm(m=1)
+    for prog, word in ((Program([Gemm(m=1), Gemm(m=True), Halt()]), 1),
+                       (Program([Gemm(m=True), Halt()]), 0)):
+        with pytest.raises(IsaError, match=rf"word {word}: field 'm': expected an integer"):
+            prog.words()
+        with pytest.raises(IsaError, match=rf"word {word}: field 'm'"):  # not cached as valid
+            prog.to_bytes(CFG)
+    # dependency flags take 0/1 or a bool: equal values, equal words, whatever the order
+    a, b = Gemm(pop_prev=1), Gemm(pop_prev=True)
+    assert Program([a, b, Halt()]).words()[:2] == [encode(b), encode(b)]
+    assert Program([b, a, Halt()]).words()[:2] == [encode(a), encode(a)]
+
+
+def test_words_are_computed_once_per_program_and_returned_as_a_copy():
+    prog = Program([Gemm(m=3), Gemm(m=3), Gemm(m=4), Halt()])
+    first = prog.words()
+    assert first == [encode(i) for i in prog.instructions]
+    first.append(0)
+    again = prog.words()
+    assert again == first[:-1] and again is not first
+    assert prog == Program(prog.instructions) and "_words" not in repr(prog)

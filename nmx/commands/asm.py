@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from hw.assembler import assemble_file
-from hw.errors import NmxError
+from nmx import files
 from nmx.commands.rtl import add_config_arguments, config_from_args
 
 
@@ -20,10 +18,7 @@ def run(args) -> int:
     """Assemble ``args.source`` into ``args.output``, stamped with the chosen config."""
     cfg = config_from_args(args)
     program = assemble_file(args.source)
-    try:
-        Path(args.output).write_bytes(program.to_bytes(cfg))
-    except OSError as e:
-        raise NmxError(f"cannot write {args.output!r}: {e.strerror}") from None
+    files.write_bytes(args.output, program.to_bytes(cfg), "-o")
     print(
         f"{args.source}: {len(program)} instructions -> {args.output} "
         f"(config {cfg.stamp})"

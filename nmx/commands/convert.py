@@ -18,8 +18,9 @@ final LayerNorm's tokens) over unmasked tokens.
 from __future__ import annotations
 
 import argparse
-import json
 import time
+
+from nmx import files
 
 __all__ = ["add_arguments", "run", "measure"]
 
@@ -379,6 +380,8 @@ def run(args: argparse.Namespace) -> int:
                                 f"{', '.join(MODEL_NAMES)}, or 'all'")
     named = ("none", "auto", "layernorm")
     wide = args.wide if args.wide in named else [w for w in args.wide.split(",") if w]
+    if args.json:  # before minutes of conversion, not after
+        files.check_writable(args.json, "--json")
     con = Console(width=150)
     everything = []
     for name in names:
@@ -411,6 +414,6 @@ def run(args: argparse.Namespace) -> int:
                     con.print(f"{r['model']}:")
                     _print_diagnosis(con, r)
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(everything if args.model == "all" else everything[0], fh, indent=2)
+        files.write_json(args.json, everything if args.model == "all" else everything[0],
+                         "--json")
     return 0

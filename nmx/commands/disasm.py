@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from hw.assembler import disassemble
-from hw.errors import NmxError
+from nmx import files
 
 
 def add_arguments(parser) -> None:
@@ -16,16 +14,9 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     """Disassemble ``args.program``."""
-    try:
-        blob = Path(args.program).read_bytes()
-    except OSError as e:
-        raise NmxError(f"cannot read {args.program!r}: {e.strerror}") from None
-    text = disassemble(blob)
+    text = disassemble(files.read_bytes(args.program, "program"))
     if args.output:
-        try:
-            Path(args.output).write_text(text)
-        except OSError as e:
-            raise NmxError(f"cannot write {args.output!r}: {e.strerror}") from None
+        files.write_text(args.output, text, "-o")
     else:
         print(text, end="")
     return 0

@@ -7,13 +7,14 @@
 from __future__ import annotations
 
 import argparse
-import json
+import io
 import math
 from pathlib import Path
 
 import numpy as np
 
 from compiler.pwl import FUNCTIONS, METRICS, PwlError, PwlFit, fit_pwl
+from nmx import files
 
 DEFAULT_PNG_DIR = Path("build/pwl")
 
@@ -58,15 +59,18 @@ def run(args: argparse.Namespace) -> int:
             raise PwlError("'nmx pwl all' uses each function's default range and writes no files")
         _print_summary(args, [_fit(args, name, None, None) for name in FUNCTIONS])
         return 0
+    if args.png and not args.no_png:
+        files.check_writable(args.png, "--png", parents=True)
+    if args.json:
+        files.check_writable(args.json, "--json", parents=True)
     fit = _fit(args, args.func, args.lo, args.hi)
     _print_fit(fit)
     if not args.no_png:
         png = args.png or DEFAULT_PNG_DIR / f"{fit.name}_{args.segments}.png"
-        plot_fit(fit, png)
+        plot_fit(fit, png, what="--png" if args.png else "plot")
         print(f"plot: {png}")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(fit.to_dict(), indent=1))
+        files.write_json(args.json, fit.to_dict(), "--json", parents=True, indent=1)
         print(f"json: {args.json}")
     return 0
 
@@ -149,8 +153,12 @@ def _plot_range(fit: PwlFit) -> tuple[float, float]:
     return lo, fit.hi + pad
 
 
-def plot_fit(fit: PwlFit, path: Path) -> None:
-    """Write a PNG: the function, the float PWL and the hardware output; below, their errors."""
+def plot_fit(fit: PwlFit, path: Path, what: str = "plot") -> None:
+    """Write a PNG: the function, the float PWL and the hardware output; below, their errors.
+
+    Missing folders of ``path`` are created; failing to write raises a one-line NmxError that
+    names the file as ``what``.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -190,7 +198,7 @@ def plot_fit(fit: PwlFit, path: Path) -> None:
     ax_err.set_ylabel("PWL - f")
     ax_err.legend(loc="best", fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=110)
     plt.close(fig)
+    files.write_bytes(path, png.getvalue(), what, parents=True)

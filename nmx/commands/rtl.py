@@ -12,6 +12,7 @@ from pathlib import Path
 
 from hw.config import PRESETS, AcceleratorConfig, ConfigError, preset, preset_names
 from hw.errors import NmxError
+from nmx import files
 
 __all__ = ["add_arguments", "add_config_arguments", "config_from_args", "load_config", "run"]
 
@@ -40,18 +41,9 @@ SIDECAR_KEYS = frozenset({"config", "fingerprint", "module", "verilog"})
 
 
 def _load_json(path: Path) -> AcceleratorConfig:
+    text = files.read_text(path, "config file")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise NmxError(f"config file {str(path)!r} not found") from None
-    except IsADirectoryError:
-        raise NmxError(f"config file {str(path)!r} is a directory, not a JSON file") from None
-    except OSError as e:
-        raise NmxError(f"config file {str(path)!r}: cannot read it: {e.strerror}") from None
-    except UnicodeDecodeError as e:
-        raise NmxError(
-            f"config file {str(path)!r}: not UTF-8 text (byte {e.start}); expected a JSON object"
-        ) from None
+        data = json.loads(text)
     except json.JSONDecodeError as e:
         raise NmxError(
             f"config file {str(path)!r}: invalid JSON at line {e.lineno}: {e.msg}"
@@ -131,12 +123,7 @@ def run(args: argparse.Namespace) -> int:
     from hw.rtl import write_rtl
 
     config = config_from_args(args)
-    try:
+    with files.writing(args.out, "--out"):
         path = write_rtl(config, args.out)
-    except OSError as e:
-        where = e.filename if e.filename is not None else args.out
-        raise NmxError(
-            f"--out {str(args.out)!r}: cannot write {str(where)!r}: {e.strerror}"
-        ) from None
     print(path)
     return 0

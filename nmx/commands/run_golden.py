@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import time
-from pathlib import Path
+import zipfile
 
 import numpy as np
 
 from hw.assembler import assemble_file
 from hw.errors import NmxError
 from hw.isa import Program
+from nmx import files
 from nmx.commands.rtl import add_config_arguments, config_from_args
 from sim.cycle_model import estimate_cycles
 from sim.dram_image import DramImage
@@ -48,10 +50,7 @@ def add_arguments(parser) -> None:
 def _load_program(path: str, cfg) -> Program:
     if path.endswith(".nmasm"):
         return assemble_file(path)
-    try:
-        blob = Path(path).read_bytes()
-    except OSError as e:
-        raise NmxError(f"cannot read program {path!r}: {e.strerror}") from None
+    blob = files.read_bytes(path, "program")
     return Program.from_bytes(blob, cfg, source=f"program file {path!r}")
 
 
@@ -86,10 +85,11 @@ def _load_expected(spec: str, path: str) -> np.ndarray:
     file, colon, key = path.rpartition(":")
     if not (colon and file.endswith(".npz")):
         file, key = path, ""
+    blob = files.read_bytes(file, f"--expect {spec!r}: file")
     try:
-        loaded = np.load(file, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise NmxError(f"--expect {spec!r}: cannot read {file!r}: {e}") from None
+        loaded = np.load(io.BytesIO(blob), allow_pickle=False)
+    except (ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise NmxError(f"--expect {spec!r}: {file!r} is not a NumPy .npy/.npz file: {e}") from None
     if isinstance(loaded, np.ndarray):
         if key:
             raise NmxError(f"--expect {spec!r}: {file!r} is a single array, not an .npz archive")

@@ -1,20 +1,26 @@
 """``nmx sim``: a GEMM larger than the array, run on the Verilated RTL and checked against NumPy.
 
-``make sim`` runs ``nmx sim --config default``. The GEMM defaults to ``(4R x 6R) @ (6R x 3C)``
-for an ``R x C`` array: 18 tiles of ``4R`` rows each, streamed back to back (sim/array_demo.py).
+``make sim`` runs ``nmx sim --config default``. The config is chosen as for ``nmx rtl``: a preset,
+a JSON file of config fields (or an ``nmx rtl`` sidecar) and ``--set FIELD=VALUE`` overrides. The
+GEMM defaults to ``(4R x 6R) @ (6R x 3C)`` for an ``R x C`` array: 18 tiles of ``4R`` rows each,
+streamed back to back (sim/array_demo.py).
 """
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 
-from hw.config import preset, preset_names
+from hw.config import AcceleratorConfig
 from hw.errors import NmxError
+from nmx.commands.rtl import add_config_arguments, config_from_args
+
+__all__ = ["DemoRequest", "add_arguments", "request_from_args", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", default="default", metavar="NAME",
-                        help=f"config preset ({', '.join(preset_names())}); default: default")
+    """Options of ``nmx sim``."""
+    add_config_arguments(parser)
     parser.add_argument("--m", type=int, default=None, help="rows of A (default 4 * array rows)")
     parser.add_argument("--k", type=int, default=None,
                         help="columns of A = rows of B (default 6 * array rows)")
@@ -28,11 +34,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> int:
-    from sim.array_demo import run_array_demo
-    from sim.cycle_model import gemm_cycles
+@dataclass(frozen=True)
+class DemoRequest:
+    """What ``nmx sim`` runs: the config and the GEMM ``(m x k) @ (k x n)``."""
 
-    config = preset(args.config)
+    config: AcceleratorConfig
+    m: int
+    k: int
+    n: int
+
+
+def request_from_args(args: argparse.Namespace) -> DemoRequest:
+    """The config and GEMM sizes selected by the options of ``nmx sim``.
+
+    Raises
+    ------
+    ConfigError
+        The config options name an unknown preset or field, a bad file or an invalid value.
+    NmxError
+        A GEMM size is not positive.
+    """
+    config = config_from_args(args)
     r, c = config.rows, config.cols
     m = 4 * r if args.m is None else args.m
     k = 6 * r if args.k is None else args.k
@@ -40,7 +62,19 @@ def run(args: argparse.Namespace) -> int:
     for name, value in (("--m", m), ("--k", k), ("--n", n)):
         if value < 1:
             raise NmxError(f"{name} {value}: GEMM sizes must be positive")
-    print(f"nmx sim: config {args.config!r} ({r}x{c} array, fingerprint {config.fingerprint}); "
+    return DemoRequest(config, m, k, n)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build (or reuse) the Verilated array, run the GEMM, print the check and cycle figures."""
+    from sim.array_demo import run_array_demo
+    from sim.cycle_model import gemm_cycles
+
+    req = request_from_args(args)
+    config, m, k, n = req.config, req.m, req.k, req.n
+    r, c = config.rows, config.cols
+    chosen = " ".join([repr(args.config), *(f"--set {o}" for o in args.overrides)])
+    print(f"nmx sim: config {chosen} ({r}x{c} array, fingerprint {config.fingerprint}); "
           f"building/running the Verilated RTL...", flush=True)
     result = run_array_demo(config, m=m, k=k, n=n, seed=args.seed, waves=args.waves or None)
     t, mt = result.tiling, result.metrics
