@@ -19,6 +19,7 @@ from compiler.precision import (
     layernorm_tensors,
     resolve_wide,
     set_wide,
+    transformer_tensors,
 )
 from compiler.quantize import DEFAULT_SEGMENTS, QuantParams, check_segments, quantize_graph
 
@@ -174,7 +175,7 @@ def convert(model: nn.Module, example_inputs: tuple, calibration: Iterable, *,
             segments: int | dict[str, int] | None = None, host_inputs: set[int] | None = None,
             mode: str = "int",
             clipping: str = "mse", check_tolerance: float = 1e-3,
-            wide: str | Iterable[str] = "layernorm", wide_budget: float | None = None,
+            wide: str | Iterable[str] = "transformer", wide_budget: float | None = None,
             wide_samples: int = 4) -> ConvertedModel:
     """Convert ``model`` into GEMMs + PWL epilogues, int8, calibrated on ``calibration``.
 
@@ -203,9 +204,12 @@ def convert(model: nn.Module, example_inputs: tuple, calibration: Iterable, *,
         The lowered graph run in float must reproduce ``model(*example_inputs)`` within this
         relative max error, else :class:`ConvertError` (a lowering bug, never silent).
     wide : str or iterable of str
-        Per-tensor precision (:mod:`compiler.precision`): ``"layernorm"`` (the default: every
-        LayerNorm input and centred tensor 16-bit; models without LayerNorm stay all-int8),
-        ``"none"`` (every GEMM operand int8), ``"auto"``
+        Per-tensor precision (:mod:`compiler.precision`): ``"transformer"`` (the default: the
+        residual stream around every LayerNorm, the FFN hidden layer, the sublayer outputs and
+        embeddings feeding it, and the attention queries, keys, scores, exp and ``P·V``
+        outputs 16-bit; models without LayerNorm and softmax stay all-int8), ``"layernorm"``
+        (the residual stream and FFN hidden layer only: about a third of the extra GEMM
+        passes), ``"none"`` (every GEMM operand int8), ``"auto"``
         (measured greedy choice of 16-bit operand tensors until the output error is within
         ``wide_budget``) or tensor names / fnmatch patterns (over node
         names and module paths) to hold at 16 bits (two accumulating int8 GEMMs each).
@@ -252,6 +256,8 @@ def convert(model: nn.Module, example_inputs: tuple, calibration: Iterable, *,
         set_wide(graph, resolve_wide(graph, wide))
     elif wide == "layernorm":
         set_wide(graph, layernorm_tensors(graph))
+    elif wide == "transformer":
+        set_wide(graph, transformer_tensors(graph))
     fit_cache: dict = {}
     cm.quant = quantize_graph(graph, stats, fit_cache=fit_cache, segments=segments,
                               clipping=clipping)

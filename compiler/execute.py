@@ -18,7 +18,9 @@ mode           what it computes
                GEMMs (and the node's other terms) accumulate first, an ``x256`` epilogue
                (``hw.numeric.epilogue``, checked not to saturate) scales them in place, then the
                ``lo`` GEMMs and the bias accumulate; its producer writes the int32 epilogue result
-               and splits it with saturating epilogues. Never an int16 matmul.
+               and splits it with saturating epilogues. A term with two 16-bit operands runs
+               ``hi·hi`` before and ``hi·lo + lo·hi`` after that epilogue. Never an int16
+               matmul.
 =============  ==============================================================================
 
 Every executor takes inputs with one extra leading *sample* dimension (a stack of inputs shaped
@@ -163,9 +165,14 @@ def _float_node(graph, node: GemmNode, vals, consts, mode, qp: QuantParams | Non
             if tq.split == "hh":
                 a, b = (_hi_half(v, qp.scales[t.a.source]) for v in (a, b))
             if tq.a_scale is not None:
-                a = _fq(a, tq.a_scale, 8)
+                a = _fq(a, tq.a_scale, 16 if tq.split == "a" else 8, split=tq.split == "a")
             if tq.b_scale is not None:
-                b = _fq(b, tq.b_scale, 8)
+                b = _fq(b, tq.b_scale, 16 if tq.split == "b" else 8, split=tq.split == "b")
+            if tq.split == "ab":  # the integer path drops lo_a . lo_b
+                ha, hb = _hi_half(a, qp.scales[t.a.source]), _hi_half(b, qp.scales[t.b.source])
+                acc_t = torch.matmul(ha, b) + torch.matmul(a - ha, hb)
+                acc = acc_t if acc is None else acc + acc_t
+                continue
         p = torch.matmul(a, b)
         acc = p if acc is None else acc + p
     if node.bias is not None:
@@ -211,7 +218,8 @@ def _int_node(graph, node: GemmNode, vals, qp: QuantParams) -> torch.Tensor:
             if v.dtype != torch.int64:
                 raise QuantizationError(f"node {node.name}: operand {src} is not integer")
         for side, ref, op in (("a", t.a, tq.a_int), ("b", t.b, tq.b_int)):
-            if op is None and qp.bits.get(ref.source, 8) != 8 and tq.split not in (side, "hh"):
+            if op is None and qp.bits.get(ref.source, 8) != 8 and tq.split not in (side, "hh",
+                                                                                    "ab"):
                 raise QuantizationError(
                     f"{what}: operand {ref.source} is int{qp.bits[ref.source]}; GEMM operands "
                     "must be int8 or 16-bit operands split into int8 halves"
@@ -224,6 +232,14 @@ def _int_node(graph, node: GemmNode, vals, qp: QuantParams) -> torch.Tensor:
                 pre = p if pre is None else pre + p
             else:
                 acc = p if acc is None else acc + p
+            continue
+        if tq.split == "ab":  # both 16-bit: hi.hi before the x256 epilogue, hi.lo + lo.hi after
+            ha, la = (torch.from_numpy(h) for h in split_int16(a.numpy()))
+            hb, lb = (torch.from_numpy(h) for h in split_int16(b.numpy()))
+            ph = torch.matmul(ha, hb)
+            pl = torch.matmul(ha, lb) + torch.matmul(la, hb)
+            pre = ph if pre is None else pre + ph
+            acc = pl if acc is None else acc + pl
             continue
         hi, lo = (torch.from_numpy(h) for h in split_int16((a if tq.split == "a" else b)
                                                             .numpy()))

@@ -39,17 +39,18 @@ import torch
 
 from compiler.graph import MatrixGraph
 from compiler.quantize import QuantizationError, quantize_graph
-from compiler.wide import wide_cost, wide_problem
+from compiler.wide import scale_group, wide_cost, wide_problem
 
 __all__ = ["DEFAULT_BUDGET", "WIDE_POLICIES", "WideSearch", "choose_wide", "layernorm_tensors",
-           "output_error", "resolve_wide", "set_wide", "wide_candidates"]
+           "output_error", "resolve_wide", "set_wide", "transformer_tensors", "wide_candidates"]
 
 #: Named policies of ``convert(..., wide=...)`` (besides an iterable of names/patterns).
-WIDE_POLICIES = ("auto", "layernorm", "none")
+WIDE_POLICIES = ("auto", "layernorm", "none", "transformer")
 _LN_MEAN = re.compile(r"ln_mean(_\d+)?$")
 _LN_CENTRED = re.compile(r"ln_centred(_\d+)?$")
 _LN_NORM = re.compile(r"ln_norm(_\d+)?$")
 _LN_AFFINE = re.compile(r"ln_affine(_\d+)?$")
+_SM_EXP = re.compile(r"sm_exp(_\d+)?$")
 #: PWL activation functions whose outputs the ``"layernorm"`` policy holds at 16 bits when they
 #: feed a sublayer's output projection (the FFN hidden layer).
 _ACTIVATIONS = ("elu", "gelu", "gelu_tanh", "hardsigmoid", "hardswish", "hardtanh", "leaky_relu",
@@ -61,9 +62,11 @@ _MIN_GAIN = 0.02
 
 
 def wide_candidates(graph: MatrixGraph) -> list[str]:
-    """int8 node outputs that could be held at 16 bits (see :func:`compiler.wide.wide_problem`)."""
+    """int8 node outputs that could be held at 16 bits (see :func:`compiler.wide.wide_problem`);
+    a scale group (:func:`compiler.wide.scale_group`) is listed once, by its root."""
     return [n.name for n in graph.nodes
-            if n.epilogue.out_bits == 8 and wide_problem(graph, n.name) is None]
+            if n.epilogue.out_bits == 8 and n.epilogue.scale_like is None
+            and wide_problem(graph, n.name) is None]
 
 
 def layernorm_tensors(graph: MatrixGraph) -> list[str]:
@@ -101,6 +104,68 @@ def layernorm_tensors(graph: MatrixGraph) -> list[str]:
     return [n.name for n in graph.nodes if n.name in chosen and n.name in eligible]
 
 
+def _data_sources(graph: MatrixGraph, node) -> list[str]:
+    return [r.source for t in node.terms for r in (t.a, t.b) if not graph.is_const(r)]
+
+
+def transformer_tensors(graph: MatrixGraph) -> list[str]:
+    """The ``"transformer"`` policy: :func:`layernorm_tensors`, and
+
+    - every LayerNorm's normalised values (``ln_norm``, which the affine step reads);
+    - the producers of every LayerNorm input outside the residual stream (a sublayer's output
+      projection, the embedding sum), and before them the lookups that read only graph inputs
+      or host results (one-hot embedding GEMMs);
+    - around every softmax exp (``sm_exp``): the scores with their max tree (one scale group),
+      both operands of the score GEMM (queries and keys) and the key tensor a masked-key
+      selection (``Selᵀ k``) reads, the exp output, and the row-scaled ``P·V`` products that
+      read it.
+
+    The values stay int8. Measured on the zoo transformers in docs/transformers.md; models
+    without LayerNorm and softmax get no 16-bit tensor.
+    """
+    eligible = set(wide_candidates(graph))
+    nodes = {n.name: n for n in graph.nodes}
+    stream = set(layernorm_tensors(graph))
+    chosen = set(stream)
+    chosen |= {n.name for n in graph.nodes if _LN_NORM.match(n.name)}
+    ln_inputs = {t.a.source for n in graph.nodes if _LN_MEAN.match(n.name) for t in n.terms}
+    for name in ln_inputs:
+        node = nodes.get(name)
+        if node is None:
+            continue
+        for src in _data_sources(graph, node):
+            producer = nodes.get(src)
+            if producer is None or producer.name in stream:
+                continue
+            chosen.add(producer.name)
+            for src2 in _data_sources(graph, producer):
+                lookup = nodes.get(src2)
+                if lookup is not None and all(graph.kind_of(x) in ("input", "host")
+                                              for x in _data_sources(graph, lookup)):
+                    chosen.add(lookup.name)
+    for e in graph.nodes:
+        if not _SM_EXP.match(e.name):
+            continue
+        chosen.add(e.name)
+        scores = nodes.get(e.terms[0].a.source)
+        if scores is None:
+            continue
+        root = nodes[scale_group(graph, scores.name)[0]]
+        chosen.add(root.name)
+        for t in root.terms:
+            if graph.is_const(t.a) or graph.is_const(t.b):
+                continue
+            for src in (t.a.source, t.b.source):
+                chosen.add(src)
+                sel = nodes.get(src)
+                if sel is not None and len(sel.terms) == 1 and sel.epilogue.function is None:
+                    chosen.update(_data_sources(graph, sel))
+        for n in graph.nodes:
+            if n.epilogue.row_scale is not None and e.name in _data_sources(graph, n):
+                chosen.add(n.name)
+    return [n.name for n in graph.nodes if n.name in chosen and n.name in eligible]
+
+
 def resolve_wide(graph: MatrixGraph, spec: Iterable[str]) -> list[str]:
     """Tensor names selected by ``spec`` (names or fnmatch patterns over names and modules)."""
     if isinstance(spec, str):
@@ -126,13 +191,15 @@ def resolve_wide(graph: MatrixGraph, spec: Iterable[str]) -> list[str]:
 
 
 def set_wide(graph: MatrixGraph, names: Iterable[str], wide: bool = True) -> None:
-    """Mark (``wide=True``) or unmark the producers of ``names`` as 16-bit (``out_bits``)."""
+    """Mark (``wide=True``) or unmark the producers of ``names``, each with its scale group
+    (:func:`compiler.wide.scale_group`), as 16-bit (``out_bits``)."""
     for name in names:
-        ep = graph.node(name).epilogue
-        if wide and ep.out_bits == 8:
-            ep.out_bits = 16
-        elif not wide and ep.out_bits == 16:
-            ep.out_bits = 8
+        for member in scale_group(graph, name):
+            ep = graph.node(member).epilogue
+            if wide and ep.out_bits == 8:
+                ep.out_bits = 16
+            elif not wide and ep.out_bits == 16:
+                ep.out_bits = 8
 
 
 def output_error(outs: list[torch.Tensor], refs: list[torch.Tensor]) -> float:

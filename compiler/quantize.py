@@ -38,7 +38,16 @@ import numpy as np
 import torch
 
 from compiler.graph import ConvertError, GemmNode, MatrixGraph
-from compiler.wide import HI_STEP, WIDE_QMAX, wide_problem, wide_tensors
+from compiler.wide import (
+    HI_STEP,
+    SHIFTED_SPLITS,
+    WIDE_MAX,
+    WIDE_MIN,
+    WIDE_PAIR_MAX_K,
+    WIDE_QMAX,
+    wide_problem,
+    wide_tensors,
+)
 from hw.numeric import MAX_SHIFT, SCALE_BITS, PwlTable, int_range, quantize_multiplier
 
 __all__ = ["DEFAULT_SEGMENTS", "EXACT_FUNCTIONS", "NodeQuant", "QuantizationError", "QuantParams",
@@ -64,8 +73,11 @@ class TermQuant:
 
     ``split`` names the 16-bit data operand (``"a"`` or ``"b"``; None: both int8): the term runs
     as ``hi`` before and ``lo`` after the node's ``x256`` epilogue (:mod:`compiler.wide`);
-    ``"hh"``: a self-product of a 16-bit tensor, run as one int8 GEMM of its ``hi`` halves (each
-    worth ``256`` 16-bit steps).
+    ``"ab"``: both operands 16-bit (two tensors, or a self-product such as LayerNorm's
+    ``Σ xc²``): ``hi·hi`` before the ``x256`` epilogue, ``hi·lo + lo·hi`` after it, ``lo·lo``
+    dropped; the accumulator step is ``256 sA sB`` (:mod:`compiler.wide`). ``"hh"``: a
+    self-product too long for ``"ab"`` (:data:`WIDE_PAIR_MAX_K`), run as one int8 GEMM of its
+    ``hi`` halves (each worth ``256`` 16-bit steps).
     ``pre_shift``: an int8 term accumulated before that epilogue (its constants are quantised
     256x coarser than the accumulator step).
     """
@@ -103,7 +115,7 @@ class NodeQuant:
     @property
     def shifted(self) -> bool:
         """Whether the node runs the ``x256`` epilogue (it reads a 16-bit operand)."""
-        return any(t.split in ("a", "b") for t in self.terms)
+        return any(t.split in SHIFTED_SPLITS for t in self.terms)
 
 
 @dataclass
@@ -148,7 +160,7 @@ def _single_magnitude(c: torch.Tensor) -> bool:
 def _quant_int(v: torch.Tensor, step, bits: int, clamp: bool, what: str) -> torch.Tensor:
     step_t = torch.as_tensor(np.asarray(step, dtype=np.float64))
     q = torch.round(v.double() / step_t)
-    lo, hi = int_range(bits)
+    lo, hi = (WIDE_MIN, WIDE_MAX) if bits == 16 else int_range(bits)  # 16: the split range
     if not clamp and (q.max() > hi or q.min() < lo):
         raise QuantizationError(
             f"{what}: constant needs {int(q.abs().max())} at the accumulator scale, outside "
@@ -159,16 +171,20 @@ def _quant_int(v: torch.Tensor, step, bits: int, clamp: bool, what: str) -> torc
 
 
 def _acc_scales(graph: MatrixGraph, node: GemmNode, scales: dict[str, float],
-                factors: list[float] | None = None):
+                factors: list[float] | None = None, wide_consts: list[bool] | None = None):
     """Accumulator scale (array broadcastable to (..., 1, N)) and per-term constant steps.
 
     ``factors`` (one per term, default 1) multiply the data scales of a term: ``1/256`` for a
     term accumulated before the ``x256`` epilogue of a node with 16-bit operands.
+    ``wide_consts`` (one per term, default False) marks terms whose constant is 16-bit: it needs
+    ``WIDE_QMAX / 127`` times finer accumulator steps than an int8 constant.
     """
     fixed: list[float] = []
     infos = []
     b_steps: dict[int, float] = {}
     factors = [1.0] * len(node.terms) if factors is None else factors
+    wide_consts = [False] * len(node.terms) if wide_consts is None else wide_consts
+    finer = [127 / WIDE_QMAX if w else 1.0 for w in wide_consts]
     for t, f in zip(node.terms, factors, strict=True):
         ca, cb = graph.is_const(t.a), graph.is_const(t.b)
         if not ca and not cb:
@@ -196,14 +212,14 @@ def _acc_scales(graph: MatrixGraph, node: GemmNode, scales: dict[str, float],
         reqs = []
         scalar = False
         ident = True
-        for kind, s, c in infos:
+        for (kind, s, c), fine in zip(infos, finer, strict=True):
             if kind == "dB":
                 m = c.abs().amax(dim=-2, keepdim=True).double().numpy()
-                reqs.append(s * m)
+                reqs.append(s * m * fine)
                 ident &= _single_magnitude(c)
             else:
                 scalar = True
-                reqs.append(np.asarray(s * float(c.abs().max())))
+                reqs.append(np.asarray(s * float(c.abs().max()) * fine))
                 ident &= _single_magnitude(c.reshape(-1, 1))
         shape = np.broadcast_shapes(*[r.shape for r in reqs])
         units = np.stack([np.broadcast_to(r, shape) for r in reqs])  # (T, ..., 1, N)
@@ -335,6 +351,25 @@ def check_segments(segments: int | Mapping[str, int], limit: int = 64) -> None:
             raise ValueError(f"segments={segments!r}: each budget must be an int in 1..{limit}")
 
 
+def _table_constant_side(graph: MatrixGraph, term) -> str | None:
+    """The constant operand of ``term`` held at 16 bits in a node with a 16-bit output, if any.
+
+    A lookup, i.e. a term whose other operand is a host result (an embedding table read through
+    a one-hot) or a constant (a folded position-embedding addend), passes its constant's
+    rounding straight into the output (no reduction averages it), so int8 would waste the
+    output's 16 bits; it costs one more GEMM pass. Constants that int8 holds exactly
+    (identities, ones, pooling matrices: one magnitude) stay int8, and so do weights read by
+    data (a reduction averages their rounding).
+    """
+    ca, cb = graph.is_const(term.a), graph.is_const(term.b)
+    if cb and not ca and graph.kind_of(term.a.source) == "host":
+        return None if _single_magnitude(graph.const_value(term.b)) else "b"
+    if ca and (cb or graph.kind_of(term.b.source) == "host"):
+        av = graph.const_value(term.a)
+        return None if _single_magnitude(av.reshape(-1, 1)) else "a"
+    return None
+
+
 def quantize_graph(graph: MatrixGraph, stats, *, fit_cache: dict | None = None,
                    segments: int | Mapping[str, int] = 16, clipping: str = "mse") -> QuantParams:
     """Derive :class:`QuantParams` from calibration ``stats`` (:class:`compiler.execute.Stats`).
@@ -383,18 +418,30 @@ def quantize_graph(graph: MatrixGraph, stats, *, fit_cache: dict | None = None,
         splits = []
         for t in node.terms:
             sides = [side for side, ref in (("a", t.a), ("b", t.b)) if ref.source in wide]
-            if len(sides) == 2 and t.a.source == t.b.source:
-                sides = ["hh"]  # self-product: hi halves only, an int8 GEMM
-            elif len(sides) == 2:
-                raise QuantizationError(
-                    f"node {node.name} ({node.module}, {node.aten}): both operands of a data x "
-                    f"data GEMM are 16-bit ({t.a.source}, {t.b.source}); at most one may be")
+            if len(sides) == 2:
+                k = int(t.a.shape[-1])
+                if k <= WIDE_PAIR_MAX_K:
+                    sides = ["ab"]  # hi.hi before the x256 epilogue, hi.lo + lo.hi after
+                elif t.a.source == t.b.source:
+                    sides = ["hh"]  # self-product: hi halves only, an int8 GEMM
+                else:
+                    raise QuantizationError(
+                        f"node {node.name} ({node.module}, {node.aten}): both operands of a "
+                        f"data x data GEMM are 16-bit ({t.a.source}, {t.b.source}) and its "
+                        f"reduction length {k} exceeds {WIDE_PAIR_MAX_K}, the longest whose "
+                        "hi.hi sum cannot overflow the x256 epilogue; hold one of them at 8 bits")
+            if not sides and ep.out_bits == 16:
+                side = _table_constant_side(graph, t)
+                sides = [side] if side else []
             splits.append(sides[0] if sides else None)
-        shifted = any(sp in ("a", "b") for sp in splits)
+        wide_consts = [sp in ("a", "b") and graph.is_const(getattr(t, sp))
+                       for sp, t in zip(splits, node.terms, strict=True)]
+        shifted = any(sp in SHIFTED_SPLITS for sp in splits)
         pre = [shifted and sp in (None, "hh") for sp in splits]
         factors = [(1 / 256 if p else 1.0) * (HI_STEP**2 if sp == "hh" else 1.0)
+                   * (HI_STEP if sp == "ab" else 1.0)
                    for p, sp in zip(pre, splits, strict=True)]
-        acc, term_steps = _acc_scales(graph, node, q.scales, factors)
+        acc, term_steps = _acc_scales(graph, node, q.scales, factors, wide_consts)
         col = 1.0 if ep.col_scale is None else ep.col_scale
         col = np.asarray(col.double().numpy() if isinstance(col, torch.Tensor) else col,
                          dtype=np.float64)
@@ -443,6 +490,13 @@ def quantize_graph(graph: MatrixGraph, stats, *, fit_cache: dict | None = None,
             if ep.function in EXACT_FUNCTIONS:
                 x_target = x_target / 2**8  # keep 8 more bits; the table rounds once, at the end
             s = int(math.floor(math.log2(x_target / abs(base)))) if base else 0
+            # ... but never so fine that the calibrated PWL input (with 2x headroom) would
+            # saturate the int32 requantisation result (a 16-bit operand times an int16 row
+            # scale, or an int32 output, can need more than 31 bits at the target step)
+            x_amax = amax if ep.function in EXACT_FUNCTIONS else max(
+                abs(v) for v in stats.fn_range[node.name])
+            if base and x_amax > 0:
+                s = max(s, math.ceil(math.log2(2 * x_amax / (abs(base) * 2**31))))
             s = min(max(s, 0), MAX_SHIFT)
             x_scale = abs(base) * 2**s
             multiplier = None
@@ -465,22 +519,24 @@ def quantize_graph(graph: MatrixGraph, stats, *, fit_cache: dict | None = None,
             table = ep.fit.table
         # constants
         terms = []
-        for (kind, a_step, b_step), t in zip(term_steps, node.terms, strict=True):
+        for (kind, a_step, b_step), t, sp in zip(term_steps, node.terms, splits, strict=True):
             what = f"node {node.name} ({node.module}, {node.aten})"
+            a_bits, b_bits = (16 if sp == "a" else 8), (16 if sp == "b" else 8)
             if kind == "dd":
                 terms.append(TermQuant(None, None, None, None))
             elif kind == "dB":
                 bv = graph.const_value(t.b)
-                terms.append(TermQuant(None, _quant_int(bv, b_step, 8, t.clamp, what), None,
+                terms.append(TermQuant(None, _quant_int(bv, b_step, b_bits, t.clamp, what), None,
                                        b_step))
             elif kind == "Ad":
                 av = graph.const_value(t.a)
-                terms.append(TermQuant(_quant_int(av, a_step, 8, t.clamp, what), None, a_step,
-                                       None))
+                terms.append(TermQuant(_quant_int(av, a_step, a_bits, t.clamp, what), None,
+                                       a_step, None))
             else:
                 av, bv = graph.const_value(t.a), graph.const_value(t.b)
-                terms.append(TermQuant(_quant_int(av, a_step, 8, t.clamp, what),
-                                       _quant_int(bv, b_step, 8, False, what), a_step, b_step))
+                terms.append(TermQuant(_quant_int(av, a_step, a_bits, t.clamp, what),
+                                       _quant_int(bv, b_step, b_bits, False, what), a_step,
+                                       b_step))
         bias_int = None
         if node.bias is not None:
             bias_int = _quant_int(graph.constants[node.bias], acc, 32, False,

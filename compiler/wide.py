@@ -16,6 +16,19 @@ The producer of a 16-bit tensor writes its epilogue result ``v`` into the accumu
     GEMM hi · (-128 I) twice, ACCUMULATE:          acc = v - 256 hi
     EPI  identity -> int8:                          lo = sat8(v - 256 hi)
 
+A term whose *both* operands are 16-bit (``q·kᵀ`` with 16-bit queries and keys, LayerNorm's
+``Σ xc²``) runs as three int8 GEMMs around the same ``x256`` epilogue::
+
+    GEMM hi_a · hi_b       (before the shift)
+    GEMM hi_a · lo_b, GEMM lo_a · hi_b      (after it)
+
+so the accumulator holds ``(v_a · v_b - lo_a · lo_b) / 256``: its step is ``256 sA sB`` and the
+dropped ``lo·lo / 256`` is at most ``64`` steps per product (relative ``2^-16`` of full scale).
+The shifted ``hi·hi`` sum is below ``2^31`` for every input when the reduction length is at most
+:data:`WIDE_PAIR_MAX_K` (``K · 128² · 256 < 2^31``); a longer self-product reads its ``hi``
+halves only (``"hh"``, one int8 GEMM at 256x the 16-bit step), a longer product of two different
+16-bit tensors is refused.
+
 ``round_shift`` rounds half up, so for ``WIDE_MIN <= v <= WIDE_MAX`` (``-32896 .. 32639``) both
 halves are in range and ``256 hi + lo == v`` exactly (``lo = ((v + 128) mod 256) - 128``,
 ``hi = (v - lo) / 256``). Outside that range the saturating epilogues give
@@ -30,8 +43,8 @@ import numpy as np
 
 from hw.numeric import PwlTable, epilogue, round_shift
 
-__all__ = ["HI_STEP", "WIDE_MAX", "WIDE_MIN", "WIDE_QMAX", "join_int16", "split_int16",
-           "split_saturating"]
+__all__ = ["HI_STEP", "SHIFTED_SPLITS", "WIDE_MAX", "WIDE_MIN", "WIDE_PAIR_MAX_K", "WIDE_QMAX",
+           "join_int16", "scale_group", "split_int16", "split_saturating"]
 
 #: Smallest and largest value ``256 hi + lo`` with ``hi, lo`` int8 and ``hi = round_shift(v, 8)``.
 WIDE_MIN, WIDE_MAX = -128 * 256 - 128, 127 * 256 + 127
@@ -39,6 +52,12 @@ WIDE_MIN, WIDE_MAX = -128 * 256 - 128, 127 * 256 + 127
 WIDE_QMAX = WIDE_MAX
 #: 16-bit steps per step of the ``hi`` half (a self-product reads ``hi`` only).
 HI_STEP = 256
+#: Longest reduction of a term with two 16-bit operands run as ``hi·hi``, ``x256``,
+#: ``hi·lo + lo·hi``: ``K · 128² · 256 <= 2^31 - 1``.
+WIDE_PAIR_MAX_K = ((1 << 31) - 1) // (128 * 128 * 256)
+#: ``TermQuant.split`` values whose terms run partly before and partly after the ``x256``
+#: epilogue (one 16-bit operand ``"a"``/``"b"``, or both ``"ab"``).
+SHIFTED_SPLITS = ("a", "b", "ab")
 
 _IDENTITY = PwlTable.identity()
 
@@ -90,15 +109,40 @@ def gemm_readers(graph, name: str) -> list[tuple]:
     return out
 
 
+def scale_group(graph, name: str) -> list[str]:
+    """Node ``name`` with every node tied to its scale (``scale_like``), root first.
+
+    A softmax's max tree and the max-pool ``b + relu(a - b)`` steps are quantised *like* their
+    input (so that the tree is exact in integers); such a group is held at 8 or at 16 bits as a
+    whole. A node outside any group is its own group.
+    """
+    root = name
+    seen = {root}
+    while True:
+        like = graph.node(root).epilogue.scale_like
+        if like is None or like in seen or graph.kind_of(like) != "node":
+            break
+        root = like
+        seen.add(root)
+    members = [root]
+    frontier = [root]
+    while frontier:
+        cur = frontier.pop()
+        for n in graph.nodes:
+            if n.epilogue.scale_like == cur and n.name not in members:
+                members.append(n.name)
+                frontier.append(n.name)
+    return members
+
+
 def wide_problem(graph, name: str) -> str | None:
     """Why tensor ``name`` cannot be held at 16 bits as a GEMM operand, or None if it can.
 
-    A 16-bit operand must be a node output (graph inputs and host results enter as int8) that
-    some GEMM reads, written with an int8-or-16-bit epilogue that is not tied to another tensor's
-    scale (``scale_like``, in either direction). A *self-product* term (the tensor is both
-    operands, e.g. LayerNorm's ``Σ xc²``) reads its ``hi`` halves only (an int8 GEMM at 256x the
-    16-bit step: ``hi·hi`` and ``hi·lo`` would need a 2^16 / 2^8 shift the accumulator cannot
-    hold). Two different 16-bit tensors as the operands of one term are refused by the quantiser.
+    A 16-bit operand must be a node output (graph inputs and host results enter as int8) written
+    with an int8-or-16-bit epilogue; it is widened with its :func:`scale_group` (every member
+    must qualify), and some GEMM must read a member. Terms reading two 16-bit operands run as
+    three int8 GEMMs (``"ab"``, module doc), or for long self-products as one GEMM of the ``hi``
+    halves (``"hh"``).
     """
     try:
         kind = graph.kind_of(name)
@@ -106,17 +150,22 @@ def wide_problem(graph, name: str) -> str | None:
         return "no such tensor"
     if kind != "node":
         return f"it is a {kind} tensor; only GEMM node outputs can be held at 16 bits"
-    node = graph.node(name)
-    if node.epilogue.out_bits not in (8, 16):
-        return f"its epilogue writes int{node.epilogue.out_bits}"
-    if node.epilogue.scale_like is not None:
-        return f"it is quantised like {node.epilogue.scale_like} (scale_like)"
-    for n in graph.nodes:
-        if n.epilogue.scale_like == name:
-            return f"node {n.name} is quantised like it (scale_like)"
-    if not gemm_readers(graph, name):
+    group = scale_group(graph, name)
+    for member in group:
+        if graph.kind_of(member) != "node":
+            return f"it is quantised like {member}, a {graph.kind_of(member)} tensor"
+        bits = graph.node(member).epilogue.out_bits
+        if bits not in (8, 16):
+            what = "its epilogue" if member == name else f"{member} (same scale group)"
+            return f"{what} writes int{bits}"
+    if not any(gemm_readers(graph, m) for m in group):
         return "no GEMM reads it as an operand"
     return None
+
+
+def _hi_only(term) -> bool:
+    """A self-product too long for three passes: one int8 GEMM of the ``hi`` halves."""
+    return term.a.source == term.b.source and int(term.a.shape[-1]) > WIDE_PAIR_MAX_K
 
 
 def wide_tensors(graph) -> list[str]:
@@ -128,7 +177,8 @@ def wide_tensors(graph) -> list[str]:
 def wide_cost(graph, names=None) -> list[dict]:
     """Extra work of each 16-bit operand tensor (default: :func:`wide_tensors`).
 
-    Per tensor: ``consumer_passes`` (one extra GEMM pass per term reading it: the ``lo`` half),
+    Per tensor: ``consumer_passes`` (one extra GEMM pass per term reading it: the ``lo`` half;
+    two for a self-product ``hi·lo``, ``lo·hi``; none for a ``hi``-only self-product),
     ``consumer_macs`` (their multiply-accumulates per sample), ``split_passes`` (the producer's two
     ``hi · (-128 I)`` GEMMs), ``split_macs`` (counted as element-wise, ``2 x numel``: only the
     diagonal blocks of the identity do work) and ``epilogue_passes`` (the producer's two split
@@ -139,7 +189,7 @@ def wide_cost(graph, names=None) -> list[dict]:
     for name in names:
         node = graph.node(name)
         readers = [(n, i, side) for n, i, side in gemm_readers(graph, name)
-                   if n.terms[i].a.source != n.terms[i].b.source]  # self-products: hi only
+                   if not _hi_only(n.terms[i])]  # a self-product "ab" is listed twice: 2 passes
         macs = 0
         for n, i, _side in readers:
             t = n.terms[i]

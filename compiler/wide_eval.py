@@ -1,8 +1,9 @@
 """Measured effect of 16-bit operands on the zoo transformers (BERT, ViT).
 
 ``python -m compiler.wide_eval --model bert`` converts the model twice per policy (``none``,
-``auto`` and any ``--wide`` lists): its backbone (final hidden states) for the per-token cosine
-similarity to float, and the classifier for the agreement of its predictions with float's.
+``layernorm``, ``transformer``, ``auto`` and any ``--wide`` lists): its backbone (final hidden
+states) for the per-token cosine similarity to float, and the classifier for the agreement of its
+predictions with float's.
 """
 
 from __future__ import annotations

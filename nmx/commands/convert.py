@@ -39,9 +39,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clipping", choices=("mse", "max"), default="mse",
                         help="int8 activation scales: MSE-optimal clipping or max")
     parser.add_argument("--lr", type=float, default=1e-4, help="fine-tuning learning rate")
-    parser.add_argument("--wide", default="layernorm",
-                        help="16-bit operand tensors: layernorm (LayerNorm inputs, centred values "
-                             "and outputs), none, auto, or comma-separated patterns")
+    parser.add_argument("--wide", default="transformer",
+                        help="16-bit operand tensors: transformer (residual stream, attention "
+                             "queries/keys/scores/exp, sublayer outputs, embeddings), layernorm "
+                             "(residual stream and FFN hidden layer only), none, auto, or "
+                             "comma-separated patterns")
     parser.add_argument("--wide-budget", type=float, default=None,
                         help="accuracy budget of --wide auto (mean per-row 1 - cosine)")
     parser.add_argument("--json", metavar="PATH",
@@ -118,7 +120,7 @@ def _node_values(cm, node, inputs: tuple, mode: str, samples_per_run: int = 8):
     return unstack(torch.cat(outs)), unstack(torch.cat(vals))
 
 
-def measure(name: str, *, segments: int | None = None, clipping: str = "mse", wide="layernorm",
+def measure(name: str, *, segments: int | None = None, clipping: str = "mse", wide="transformer",
             wide_budget: float | None = None, finetune_epochs: int = 0,
             lr: float = 1e-4) -> tuple[dict, object]:
     """Convert zoo model ``name`` and measure every figure of the report.
@@ -137,6 +139,7 @@ def measure(name: str, *, segments: int | None = None, clipping: str = "mse", wi
 
     from compiler import convert, finetune
     from compiler.report import check_targets, compare, function_errors
+    from compiler.wide import wide_cost
     from compiler.zoo import hidden_states, load
 
     t_start = time.perf_counter()
@@ -227,6 +230,11 @@ def measure(name: str, *, segments: int | None = None, clipping: str = "mse", wi
     if missed:
         results["diagnosis"] = _diagnose(cm, zm.example_inputs)
     results["wide"] = list(cm.quant.wide)
+    cost = wide_cost(cm.graph, cm.quant.wide)
+    results["gemm_macs"] = {
+        "int8_graph": sum(n.macs() for n in cm.graph.nodes),
+        "extra_for_16bit": sum(c["consumer_macs"] + c["split_macs"] for c in cost),
+        "extra_passes": sum(c["consumer_passes"] + c["split_passes"] for c in cost)}
     results["folded"] = list(cm.graph.folded)
     results["host_ops"] = [f"{h.description} ({h.module or '<top>'})"
                            for h in cm.graph.host_ops]
@@ -329,6 +337,11 @@ def _print_model(con, results: dict, cm, report: bool) -> None:
               + (" (--report lists them)" if results["folded"] else ""))
     con.print("host pre-processing: " + ("; ".join(results["host_ops"]) or "none"))
     con.print("16-bit operand tensors: " + (", ".join(results["wide"]) or "none"))
+    g = results["gemm_macs"]
+    con.print(f"GEMM work per call on example-shaped inputs: {g['int8_graph']:,} MACs as an "
+              f"int8 graph (dense identity/diagonal operands counted in full), "
+              f"+{g['extra_for_16bit']:,} MACs in "
+              f"{g['extra_passes']} extra int8 passes for the 16-bit operands")
     if report:
         con.print(cm.report().render(width=150))
 
@@ -372,13 +385,14 @@ def run(args: argparse.Namespace) -> int:
     """Convert, evaluate and print the tables (one model, or every zoo model for ``all``)."""
     from rich.console import Console
 
+    from compiler.precision import WIDE_POLICIES
     from compiler.zoo import MODEL_NAMES, UnknownModelError
 
     names = list(MODEL_NAMES) if args.model == "all" else [args.model]
     if args.model != "all" and args.model not in MODEL_NAMES:
         raise UnknownModelError(f"unknown zoo model {args.model!r}; the zoo has: "
                                 f"{', '.join(MODEL_NAMES)}, or 'all'")
-    named = ("none", "auto", "layernorm")
+    named = WIDE_POLICIES
     wide = args.wide if args.wide in named else [w for w in args.wide.split(",") if w]
     if args.json:  # before minutes of conversion, not after
         files.check_writable(args.json, "--json")
