@@ -407,14 +407,14 @@ def test_zoo_bert(attn_implementation):
     with torch.no_grad():
         ref = enc(ids, mask)
         out = cm(ids, mask, mode="int")
-        cos = F.cosine_similarity(out[0], ref[0], dim=-1)
-        # measured (default: 16-bit LayerNorm inputs/xc/outputs and FFN hidden layer,
-        # 64-segment exp/reciprocal/rsqrt): mean 0.9970, worst 0.765; agreement 99.33 % (both)
-        assert cos.mean() > 0.996 and cos.min() > 0.75
+        cos = F.cosine_similarity(out[0], ref[0], dim=-1)[mask.bool()]
+        # the targets; measured with the default wide="transformer" (both attention
+        # forms): mean 0.99997, worst 0.9933, agreement 100 %
+        assert cos.mean() >= 0.995 and cos.min() >= 0.98
         cls = convert(zm.model, zm.example_inputs, zm.calibration)
         ref_logits = zm.model(ids, mask)
         agree = (cls(ids, mask, mode="int").argmax(1) == ref_logits.argmax(1)).float().mean()
-        assert agree >= 0.99
+        assert agree >= 0.995
 
 
 @pytest.mark.slow
@@ -426,4 +426,4 @@ def test_zoo_vit():
     with torch.no_grad():
         ref = zm.model(*zm.eval_inputs)
         out = cm(*zm.eval_inputs, mode="int")
-    assert (out.argmax(1) == ref.argmax(1)).float().mean() >= 0.99
+    assert (out.argmax(1) == ref.argmax(1)).float().mean() >= 0.995  # measured: 100 %
