@@ -295,17 +295,23 @@ class TwoOperands(nn.Module):
         return self.q(x) @ self.k(x).transpose(-1, -2)
 
 
-def _three_pass_reference(cm, node, vals):
-    """The node's accumulator as docs/isa.md specifies a term with two 16-bit operands."""
+def _assert_three_pass_node_exact(cm, node, test):
+    """Recompute ``node``'s integer output as docs/isa.md specifies a term with two 16-bit
+    operands (hi·hi, x256, hi·lo + lo·hi) from its operands' halves, with hw.numeric only."""
+    samples, _ = cm.to_samples((test,))
+    _, vals = cm.run_samples(samples, "int", keep=True)
+    nq = cm.quant.nodes[node.name]
     acc = 0
-    for t, tq in zip(node.terms, cm.quant.nodes[node.name].terms, strict=True):
+    for t, tq in zip(node.terms, nq.terms, strict=True):
         a, b = (_get(cm.graph, r, vals, {}).numpy() for r in (t.a, t.b))
         if tq.split == "ab":
             (ha, la), (hb, lb) = split_int16(a), split_int16(b)
             acc = acc + 256 * (ha @ hb) + ha @ lb + la @ hb
         else:
             acc = acc + 256 * (a @ b)  # int8 terms accumulate before the x256 epilogue
-    return acc
+    bias = 0 if nq.bias_int is None else nq.bias_int.numpy()
+    x = requantize(acc + bias, nq.multiplier, nq.shift)
+    assert np.array_equal(pwl_apply(x, nq.table, nq.out_bits), vals[node.name].numpy())
 
 
 def test_self_product_of_a_16_bit_tensor_runs_three_passes():
@@ -323,12 +329,7 @@ def test_self_product_of_a_16_bit_tensor_runs_three_passes():
     i = next(i for i, t in enumerate(node.terms) if t.a.source == t.b.source == "fc")
     assert nq.terms[i].split == "ab" and nq.shifted
     assert all(tq.pre_shift == (tq.split is None) for tq in nq.terms)
-    samples, _ = cm.to_samples((test,))
-    _, vals = cm.run_samples(samples, "int", keep=True)
-    acc = _three_pass_reference(cm, node, vals)
-    x = requantize(acc + (0 if nq.bias_int is None else nq.bias_int.numpy()), nq.multiplier,
-                   nq.shift)
-    assert np.array_equal(pwl_apply(x, nq.table, nq.out_bits), vals[node.name].numpy())
+    _assert_three_pass_node_exact(cm, node, test)
     with torch.no_grad():
         e16 = output_error([cm(test)], [m(test)])
         ef = output_error([cm(test, mode="fake-quant")], [m(test)])
@@ -372,13 +373,7 @@ def test_two_different_16_bit_operands_run_three_passes():
     base = convert(m, ex, cal, wide="none")
     node = cm.graph.nodes[-1]
     assert [tq.split for tq in cm.quant.nodes[node.name].terms] == ["ab"]
-    samples, _ = cm.to_samples((test,))
-    _, vals = cm.run_samples(samples, "int", keep=True)
-    nq = cm.quant.nodes[node.name]
-    acc = _three_pass_reference(cm, node, vals)
-    x = requantize(acc + (0 if nq.bias_int is None else nq.bias_int.numpy()), nq.multiplier,
-                   nq.shift)
-    assert np.array_equal(pwl_apply(x, nq.table, nq.out_bits), vals[node.name].numpy())
+    _assert_three_pass_node_exact(cm, node, test)
     with torch.no_grad():
         e16 = output_error([cm(test)], [m(test)])
         e8 = output_error([base(test)], [m(test)])
@@ -510,3 +505,24 @@ def test_transformer_policy_holds_attention_and_stream_at_16_bits(sdpa):
         return float(torch.cat(e).mean())
 
     assert err(cm) < 0.2 * err(ln), (err(cm), err(ln))  # measured: 3.3e-6 vs 1.2e-4
+
+
+def test_naming_one_member_widens_its_scale_group():
+    """The softmax max tree is quantised like the scores: 8 or 16 bits together, exact."""
+    from tests.test_lowering_transformer import _Block, _tok
+
+    torch.manual_seed(2)
+    model = _Block().eval()
+    ex, cal = _tok(1, seed=1)[0], _tok(8, seed=2)
+    cm = convert(model, ex, cal, wide=["sm_max"])
+    group = scale_group(cm.graph, "sm_max")
+    assert group[0] != "sm_max" and len(group) > 3
+    assert set(cm.quant.wide) == set(group)
+    assert {cm.quant.scales[m] for m in group} == {cm.quant.scales[group[0]]}
+    cands = wide_candidates(convert(model, ex, cal, wide="none").graph)
+    assert group[0] in cands and "sm_max" not in cands  # a group is listed by its root
+    ids, mask = _tok(1, seed=3)[0]
+    samples, _ = cm.to_samples((ids, mask))
+    _, iv = cm.run_samples(samples, "int", keep=True)
+    diff = iv["sm_max"] - iv[group[0]].max(-1, keepdim=True).values
+    assert int(diff.abs().max()) <= 1  # within one 16-bit step of the row maximum
