@@ -130,3 +130,42 @@ def test_sixteen_bit_operand_as_two_gemms():
     ])
     res = GoldenModel(CFG).run(prog, img).raise_for_status()
     np.testing.assert_array_equal(res.dram.read("out", "<i4", (m, C)), x @ w.astype(np.int64))
+
+
+def test_two_sixteen_bit_operands_as_three_gemms():
+    """a·b with both operands 16-bit (compiler split "ab": q·kᵀ, Σ xc²): GEMM hi_a hi_b, EPI in
+    place x256, GEMM hi_a lo_b and lo_a hi_b accumulated = (a·b - lo_a·lo_b) / 256, exactly."""
+    from compiler.wide import WIDE_MAX, WIDE_MIN, split_int16
+
+    rng = np.random.default_rng(3)
+    m = 5
+    a = rng.integers(WIDE_MIN, WIDE_MAX + 1, (m, R), dtype=np.int64)
+    b = rng.integers(WIDE_MIN, WIDE_MAX + 1, (R, C), dtype=np.int64)
+    a[0], b[:, 0] = WIDE_MIN, WIDE_MIN  # the largest hi·hi products
+    (ha, la), (hb, lb) = split_int16(a), split_int16(b)
+    img = DramImage.zeros(2048)
+    for name, off, v in (("ha", 0, ha), ("la", 64, la), ("hb", 128, hb), ("lb", 192, lb)):
+        img.add(name, off, v.astype(np.int8))
+    img.add("x256", 256, encode_bias_entries([0] * C, [256] * C, [0] * C))
+    img.add("identity", 512, encode_pwl_table(numeric.PwlTable.identity(), CFG.pwl_segments))
+    img.reserve("out", 1536, m * C * 4)
+    prog = Program([
+        Dmacfg(slot=0, height=1, width=64, pitch=0, pix=R, sy=0, sx=1),
+        Load(offset=0, dst=0, inner=m, length=R),
+        Load(offset=64, dst=8, inner=m, length=R),
+        Load(offset=128, dst=16, inner=R, length=C),
+        Load(offset=192, dst=24, inner=R, length=C),
+        Loadt(kind=TableKind.BIAS, dst=0, count=C, offset=256),
+        Loadt(kind=TableKind.PWL, dst=0, count=1, offset=512, push_next=True),
+        Gemm(w=16, a=0, acc=0, m=m, pop_prev=True),
+        Epi(src=0, dst=0, dest=EpiDest.ACC, scale=0, fn=0, m=m),
+        Gemm(mode=GemmMode.ACCUMULATE, w=24, a=0, acc=0, m=m),
+        Gemm(mode=GemmMode.ACCUMULATE, w=16, a=8, acc=0, m=m, push_next=True),
+        Store(mem=MemSpace.ACC, src=0, rows=m, offset=1536, stride=C * 4, length=C,
+              pop_prev=True),
+        Halt(),
+    ])
+    res = GoldenModel(CFG).run(prog, img).raise_for_status()
+    got = res.dram.read("out", "<i4", (m, C)).astype(np.int64)
+    np.testing.assert_array_equal(got * 256, a @ b - la @ lb)
+    assert np.abs(la @ lb).max() <= R * 128 * 128  # the dropped part: <= 64 steps per product
