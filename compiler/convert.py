@@ -48,6 +48,10 @@ class ConvertedModel:
     segments : int or dict
     timings : dict
         Seconds spent in capture/lowering, calibration and quantisation (incl. PWL fits).
+    wide_search : compiler.precision.WideSearch or None
+        What ``wide="auto"`` measured.
+    finetune_history : dict or None
+        Set by :func:`compiler.finetune`: validation losses per epoch and the epoch kept.
     """
 
     def __init__(self, graph: MatrixGraph, quant: QuantParams, stats: Stats,
@@ -68,6 +72,7 @@ class ConvertedModel:
         self.example_inputs = example_inputs
         #: :class:`compiler.precision.WideSearch` of ``convert(..., wide="auto")``, else None.
         self.wide_search = None
+        self.finetune_history: dict | None = None
 
     # ---- calling ------------------------------------------------------------------------
 

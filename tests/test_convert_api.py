@@ -151,6 +151,40 @@ def test_finetune_trains_weights_and_returns_a_new_model():
     assert acc1 >= acc0 - 0.05
 
 
+def test_finetune_keeps_the_best_epoch_on_validation_data():
+    """With validation data the result is never worse there than the converted model."""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(8, 16), nn.SiLU(), nn.Linear(16, 3)).eval()
+    x = torch.randn(96, 8)
+    y = m(x).argmax(-1)
+    cal = [(x[i : i + 16],) for i in range(0, 64, 16)]
+    cm = convert(m, (x[:16],), cal)
+    data = [((x[i : i + 16],), y[i : i + 16]) for i in range(0, 64, 16)]
+    val = [((x[i : i + 16],), y[i : i + 16]) for i in range(64, 96, 16)]
+    ft = finetune(cm, data, epochs=3, lr=1e-2, validation=val)
+    hist = ft.finetune_history
+    assert hist["select"] == "loss" and len(hist["val"]) == 4 and hist["best_epoch"] > 0
+    assert hist["val"][hist["best_epoch"]] == min(hist["val"]) < 0.98 * hist["val"][0]
+    for select in ("loss", "agreement"):  # training at lr 10 only hurts
+        wrecked = finetune(cm, data, epochs=2, lr=10.0, validation=val, select=select)
+        h = wrecked.finetune_history
+        assert h["best_epoch"] == 0 and len(h["val"]) == 3
+        assert wrecked.quant is cm.quant
+        assert all(torch.equal(wrecked.graph.constants[n], cm.graph.constants[n])
+                   for n in trainable_constants(cm))
+        with torch.no_grad():
+            assert torch.equal(wrecked(x), cm(x))
+    assert 0.9 <= h["val"][0] <= 1.0 and h["val"][1] < h["val"][0]  # agreement with float
+    assert finetune(cm, data, epochs=1).finetune_history == {"select": "loss", "val": [],
+                                                             "best_epoch": 1}
+    from compiler import ConvertError
+
+    with pytest.raises(ConvertError, match="validation set is empty"):
+        finetune(cm, data, validation=[])
+    with pytest.raises(ConvertError, match="select='best'"):
+        finetune(cm, data, validation=val, select="best")
+
+
 def test_fake_quant_is_differentiable():
     torch.manual_seed(0)
     m = nn.Sequential(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 2)).eval()

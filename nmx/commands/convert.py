@@ -60,7 +60,14 @@ def _scored(zm, out):
     return out
 
 
-def _finetune_data(zm, batch: int = 32):
+def _finetune_data(zm, batch: int = 32, validation: float = 0.1):
+    """Mini-batches of the zoo model's training split for :func:`compiler.finetune`:
+    ``(train, validation)``, the last ``validation`` fraction of the batches held out (the
+    fine-tuning keeps the epoch with the highest agreement with the float model on them: every
+    target is relative to float). Transformers' targets measure agreement
+    with the float model, so their batches carry no labels (distillation only); the CNN/MLP
+    targets measure accuracy, so theirs carry the labels (cross-entropy + distillation)."""
+    from compiler.report import target_family
     from compiler.zoo import spec
 
     if zm.task != "classification":
@@ -68,13 +75,15 @@ def _finetune_data(zm, batch: int = 32):
 
         raise NmxError(f"--finetune supports classification zoo models; {zm.name} is "
                        f"{zm.task}")
+    labels = target_family(zm.name) != "transformer"
     data = spec(zm.name).data(zm.config)
     n = data.train_labels.shape[0]
     out = []
     for i in range(0, n - batch + 1, batch):
-        out.append((tuple(t[i : i + batch] for t in data.train_inputs),
-                    data.train_labels[i : i + batch]))
-    return out
+        inputs = tuple(t[i : i + batch] for t in data.train_inputs)
+        out.append((inputs, data.train_labels[i : i + batch]) if labels else inputs)
+    n_val = max(1, round(validation * len(out)))
+    return out[:-n_val], out[-n_val:]
 
 
 def _hidden_node(cm, backbone, example_inputs):
@@ -205,12 +214,17 @@ def measure(name: str, *, segments: int | None = None, clipping: str = "mse", wi
     t_ft = None
     if finetune_epochs:
         t0 = time.perf_counter()
-        ft = finetune(cm, _finetune_data(zm), epochs=finetune_epochs, lr=lr)
+        train, val = _finetune_data(zm)
+        ft = finetune(cm, train, epochs=finetune_epochs, lr=lr, validation=val,
+                      select="agreement")
         t_ft = time.perf_counter() - t0
         ft_node = None if node is None else next(n for n in ft.graph.nodes
                                                  if n.name == node.name)
         add("int8 finetuned", ft, "int", ft_node)
-        results["finetune"] = {"epochs": finetune_epochs, "lr": lr}
+        results["finetune"] = {"epochs": finetune_epochs, "lr": lr,
+                               "labels": isinstance(train[0][0], tuple),
+                               "val_agreement": ft.finetune_history["val"],
+                               "best_epoch": ft.finetune_history["best_epoch"]}
 
     funcs: dict = {}
     for e in function_errors(cm.graph):
@@ -337,6 +351,13 @@ def _print_model(con, results: dict, cm, report: bool) -> None:
               + (" (--report lists them)" if results["folded"] else ""))
     con.print("host pre-processing: " + ("; ".join(results["host_ops"]) or "none"))
     con.print("16-bit operand tensors: " + (", ".join(results["wide"]) or "none"))
+    if "finetune" in results:
+        f = results["finetune"]
+        agree = ", ".join(f"{100 * v:.2f} %" for v in f["val_agreement"])
+        con.print(f"fine-tuning: {f['epochs']} epoch(s) at lr {f['lr']:g}, "
+                  f"{'labels + distillation' if f['labels'] else 'distillation only'}; "
+                  f"held-out agreement with float per epoch (0 = as converted): {agree}; "
+                  f"kept epoch {f['best_epoch']}")
     g = results["gemm_macs"]
     con.print(f"GEMM work per call on example-shaped inputs: {g['int8_graph']:,} MACs as an "
               f"int8 graph (dense identity/diagonal operands counted in full), "
