@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-auto", action="store_true", help="skip the (slow) 'auto' policy")
     p.add_argument("--json", metavar="PATH")
     a = p.parse_args(argv)
-    policies: dict = {"none": "none", "layernorm": "layernorm"}
+    policies: dict = {"none": "none", "layernorm": "layernorm", "transformer": "transformer"}
     if not a.no_auto:
         policies["auto"] = "auto"
     for spec in a.wide or []:
