@@ -45,6 +45,7 @@ from compiler.wide import (
     WIDE_MIN,
     WIDE_PAIR_MAX_K,
     WIDE_QMAX,
+    pair_split,
     wide_problem,
     wide_tensors,
 )
@@ -419,17 +420,14 @@ def quantize_graph(graph: MatrixGraph, stats, *, fit_cache: dict | None = None,
         for t in node.terms:
             sides = [side for side, ref in (("a", t.a), ("b", t.b)) if ref.source in wide]
             if len(sides) == 2:
-                k = int(t.a.shape[-1])
-                if k <= WIDE_PAIR_MAX_K:
-                    sides = ["ab"]  # hi.hi before the x256 epilogue, hi.lo + lo.hi after
-                elif t.a.source == t.b.source:
-                    sides = ["hh"]  # self-product: hi halves only, an int8 GEMM
-                else:
+                sides = [pair_split(t)]
+                if sides[0] is None:
                     raise QuantizationError(
                         f"node {node.name} ({node.module}, {node.aten}): both operands of a "
                         f"data x data GEMM are 16-bit ({t.a.source}, {t.b.source}) and its "
-                        f"reduction length {k} exceeds {WIDE_PAIR_MAX_K}, the longest whose "
-                        "hi.hi sum cannot overflow the x256 epilogue; hold one of them at 8 bits")
+                        f"reduction length {int(t.a.shape[-1])} exceeds {WIDE_PAIR_MAX_K}, the "
+                        "longest whose hi.hi sum cannot overflow the x256 epilogue; hold one of "
+                        "them at 8 bits")
             if not sides and ep.out_bits == 16:
                 side = _table_constant_side(graph, t)
                 sides = [side] if side else []
@@ -463,10 +461,11 @@ def quantize_graph(graph: MatrixGraph, stats, *, fit_cache: dict | None = None,
         if bits == 32 and ep.function in EXACT_FUNCTIONS and ep.row_scale is None:
             out_scale = max(out_scale, eff_max / _MULT_MAX)
         if ep.function in EXACT_FUNCTIONS:
-            x_target = out_scale
+            x_target, x_amax = out_scale, amax
         else:
             lo, hi = stats.fn_range[node.name]
-            x_target = max(abs(lo), abs(hi), 1e-12) / 2**_X_BITS
+            x_amax = max(abs(lo), abs(hi))
+            x_target = max(x_amax, 1e-12) / 2**_X_BITS
         if ep.row_scale is None:
             x_scale = max(x_target, eff_max / _MULT_MAX)  # coarser: the table rescales
             mults, shifts = np.zeros(eff.shape, np.int64), np.zeros(eff.shape, np.int64)
@@ -493,8 +492,6 @@ def quantize_graph(graph: MatrixGraph, stats, *, fit_cache: dict | None = None,
             # ... but never so fine that the calibrated PWL input (with 2x headroom) would
             # saturate the int32 requantisation result (a 16-bit operand times an int16 row
             # scale, or an int32 output, can need more than 31 bits at the target step)
-            x_amax = amax if ep.function in EXACT_FUNCTIONS else max(
-                abs(v) for v in stats.fn_range[node.name])
             if base and x_amax > 0:
                 s = max(s, math.ceil(math.log2(2 * x_amax / (abs(base) * 2**31))))
             s = min(max(s, 0), MAX_SHIFT)

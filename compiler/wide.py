@@ -44,7 +44,7 @@ import numpy as np
 from hw.numeric import PwlTable, epilogue, round_shift
 
 __all__ = ["HI_STEP", "SHIFTED_SPLITS", "WIDE_MAX", "WIDE_MIN", "WIDE_PAIR_MAX_K", "WIDE_QMAX",
-           "join_int16", "scale_group", "split_int16", "split_saturating"]
+           "join_int16", "pair_split", "scale_group", "split_int16", "split_saturating"]
 
 #: Smallest and largest value ``256 hi + lo`` with ``hi, lo`` int8 and ``hi = round_shift(v, 8)``.
 WIDE_MIN, WIDE_MAX = -128 * 256 - 128, 127 * 256 + 127
@@ -151,9 +151,10 @@ def wide_problem(graph, name: str) -> str | None:
     if kind != "node":
         return f"it is a {kind} tensor; only GEMM node outputs can be held at 16 bits"
     group = scale_group(graph, name)
+    like = graph.node(group[0]).epilogue.scale_like
+    if like is not None:  # scale_group stops at a tensor that is not a node
+        return f"it is quantised like {like}, a {graph.kind_of(like)} tensor"
     for member in group:
-        if graph.kind_of(member) != "node":
-            return f"it is quantised like {member}, a {graph.kind_of(member)} tensor"
         bits = graph.node(member).epilogue.out_bits
         if bits not in (8, 16):
             what = "its epilogue" if member == name else f"{member} (same scale group)"
@@ -163,9 +164,13 @@ def wide_problem(graph, name: str) -> str | None:
     return None
 
 
-def _hi_only(term) -> bool:
-    """A self-product too long for three passes: one int8 GEMM of the ``hi`` halves."""
-    return term.a.source == term.b.source and int(term.a.shape[-1]) > WIDE_PAIR_MAX_K
+def pair_split(term) -> str | None:
+    """How a term whose two operands are both 16-bit runs: ``"ab"`` (three int8 GEMMs) up to
+    :data:`WIDE_PAIR_MAX_K`, ``"hh"`` (the ``hi`` halves only) for a longer self-product, None
+    (not representable) for a longer product of two different tensors."""
+    if int(term.a.shape[-1]) <= WIDE_PAIR_MAX_K:
+        return "ab"
+    return "hh" if term.a.source == term.b.source else None
 
 
 def wide_tensors(graph) -> list[str]:
@@ -189,7 +194,9 @@ def wide_cost(graph, names=None) -> list[dict]:
     for name in names:
         node = graph.node(name)
         readers = [(n, i, side) for n, i, side in gemm_readers(graph, name)
-                   if not _hi_only(n.terms[i])]  # a self-product "ab" is listed twice: 2 passes
+                   # a self-product "ab" is listed twice (2 passes); "hh" costs none
+                   if not (n.terms[i].a.source == n.terms[i].b.source
+                           and pair_split(n.terms[i]) == "hh")]
         macs = 0
         for n, i, _side in readers:
             t = n.terms[i]

@@ -21,6 +21,7 @@ from compiler.wide import (
     split_int16,
     split_saturating,
     wide_cost,
+    wide_problem,
 )
 from hw.numeric import PwlTable, epilogue, int_range, pwl_apply, requantize
 
@@ -526,3 +527,17 @@ def test_naming_one_member_widens_its_scale_group():
     _, iv = cm.run_samples(samples, "int", keep=True)
     diff = iv["sm_max"] - iv[group[0]].max(-1, keepdim=True).values
     assert int(diff.abs().max()) <= 1  # within one 16-bit step of the row maximum
+
+
+def test_a_scale_group_tied_to_an_input_cannot_be_16_bit():
+    """Max-pool steps on a graph input are quantised like that int8 input: not 16-bit-able."""
+    torch.manual_seed(7)
+    m = nn.Sequential(nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4, 2)).eval()
+    x = torch.randn(8, 1, 4, 4)
+    cm = convert(m, (x,), [(x,)], wide="none")
+    tied = [n.name for n in cm.graph.nodes if n.epilogue.scale_like is not None
+            and cm.graph.kind_of(n.epilogue.scale_like) == "input"]
+    assert tied
+    assert "a input tensor" in wide_problem(cm.graph, tied[0])
+    with pytest.raises(QuantizationError, match="quantised like"):
+        convert(m, (x,), [(x,)], wide=[tied[0]])
