@@ -146,21 +146,21 @@ def finetune(converted: ConvertedModel, data: Iterable, epochs: int = 1, lr: flo
         return new < (1 - min_gain) * old if select == "loss" else new > old
 
     history = {"select": select, "val": [] if val is None else [score()], "best_epoch": 0}
-    best = {n: p.detach().clone() for n, p in params.items()}
+    best = None
     for epoch in range(1, epochs + 1):
         for i in torch.randperm(len(data), generator=gen).tolist():
             loss = loss_of(data[i], consts, ("train", i))
             opt.zero_grad()
             loss.backward()
             opt.step()
-        if val is None:
-            history["best_epoch"] = epoch
-            best = {n: p.detach().clone() for n, p in params.items()}
-            continue
-        history["val"].append(score())
-        if better(history["val"][-1], history["val"][history["best_epoch"]]):
-            history["best_epoch"] = epoch
-            best = {n: p.detach().clone() for n, p in params.items()}
+        if val is not None:
+            history["val"].append(score())
+            if better(history["val"][-1], history["val"][history["best_epoch"]]):
+                history["best_epoch"] = epoch
+                best = {n: p.detach().clone() for n, p in params.items()}
+    if val is None:
+        history["best_epoch"] = epochs
+        best = {n: p.detach().clone() for n, p in params.items()}
     if history["best_epoch"] == 0:  # cm.graph is an unchanged copy; keep the quantisation
         cm.finetune_history = history
         return cm

@@ -62,7 +62,7 @@ def _scored(zm, out):
 
 def _finetune_data(zm, batch: int = 32, validation: float = 0.1):
     """Mini-batches of the zoo model's training split for :func:`compiler.finetune`:
-    ``(train, validation)``, the last ``validation`` fraction of the batches held out (the
+    ``(train, validation, labelled)``, the last ``validation`` fraction of the batches held out (the
     fine-tuning keeps the epoch with the highest agreement with the float model on them: every
     target is relative to float). Transformers' targets measure agreement
     with the float model, so their batches carry no labels (distillation only); the CNN/MLP
@@ -83,7 +83,7 @@ def _finetune_data(zm, batch: int = 32, validation: float = 0.1):
         inputs = tuple(t[i : i + batch] for t in data.train_inputs)
         out.append((inputs, data.train_labels[i : i + batch]) if labels else inputs)
     n_val = max(1, round(validation * len(out)))
-    return out[:-n_val], out[-n_val:]
+    return out[:-n_val], out[-n_val:], labels
 
 
 def _hidden_node(cm, backbone, example_inputs):
@@ -214,7 +214,7 @@ def measure(name: str, *, segments: int | None = None, clipping: str = "mse", wi
     t_ft = None
     if finetune_epochs:
         t0 = time.perf_counter()
-        train, val = _finetune_data(zm)
+        train, val, labelled = _finetune_data(zm)
         ft = finetune(cm, train, epochs=finetune_epochs, lr=lr, validation=val,
                       select="agreement")
         t_ft = time.perf_counter() - t0
@@ -222,7 +222,7 @@ def measure(name: str, *, segments: int | None = None, clipping: str = "mse", wi
                                                  if n.name == node.name)
         add("int8 finetuned", ft, "int", ft_node)
         results["finetune"] = {"epochs": finetune_epochs, "lr": lr,
-                               "labels": isinstance(train[0][0], tuple),
+                               "labels": labelled,
                                "val_agreement": ft.finetune_history["val"],
                                "best_epoch": ft.finetune_history["best_epoch"]}
 
