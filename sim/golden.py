@@ -562,11 +562,18 @@ class GoldenModel:
         s = starts.astype(np.int64)
         return int((((s % bw) + nbytes + bw - 1) // bw).sum())
 
-    def _mem_rows(self, mem: MemSpace):
+    def _mem_rows(self, mem: MemSpace, length: int):
+        """The rows a LOAD/STORE of ``length`` elements per row moves: array, row count, row
+        width, element size and range status; FIELD_RANGE if ``length`` exceeds a row."""
         c = self._cfg
         if mem == MemSpace.SPAD:
-            return self.spad, c.scratchpad_rows, c.lanes, 1, StatusCode.SPAD_RANGE
-        return self.acc, c.accumulator_rows, c.cols, 4, StatusCode.ACC_RANGE
+            rows = self.spad, c.scratchpad_rows, c.lanes, 1, StatusCode.SPAD_RANGE
+        else:
+            rows = self.acc, c.accumulator_rows, c.cols, 4, StatusCode.ACC_RANGE
+        if length > rows[2]:
+            raise _Fault(StatusCode.FIELD_RANGE,
+                         f"length {length} exceeds the {rows[2]} elements of a {mem.name} row")
+        return rows
 
     @staticmethod
     def _mem_name(mem: MemSpace) -> str:
@@ -575,12 +582,7 @@ class GoldenModel:
     # ------------------------------------------------------------------ load unit
 
     def _load(self, pc: int, ins: Load) -> TraceEntry:
-        target, nrows, width, esize, code = self._mem_rows(ins.mem)
-        if ins.length > width:
-            raise _Fault(
-                StatusCode.FIELD_RANGE,
-                f"length {ins.length} exceeds the {width} elements of a {ins.mem.name} row",
-            )
+        target, nrows, width, esize, code = self._mem_rows(ins.mem, ins.length)
         count = ins.outer * ins.inner
         self._check_rows(code, f"{ins.mem.name} destination", ins.dst, count, nrows)
         g = self.geometry[ins.geom]
@@ -815,12 +817,7 @@ class GoldenModel:
     # ------------------------------------------------------------------ store unit
 
     def _store(self, pc: int, ins: Store) -> TraceEntry:
-        source, nrows, width, esize, code = self._mem_rows(ins.mem)
-        if ins.length > width:
-            raise _Fault(
-                StatusCode.FIELD_RANGE,
-                f"length {ins.length} exceeds the {width} elements of a {ins.mem.name} row",
-            )
+        source, nrows, _width, esize, code = self._mem_rows(ins.mem, ins.length)
         count = ins.rows * ins.tiles
         self._check_rows(code, f"{ins.mem.name} source", ins.src, count, nrows)
         row_bytes = ins.length * esize
