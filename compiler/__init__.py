@@ -11,14 +11,14 @@ Public API::
 """
 
 from compiler.convert import ConvertedModel, convert
-from compiler.finetune import finetune
 from compiler.graph import (
     ConvertError,
     UnsupportedDtypeError,
     UnsupportedOpError,
     UnsupportedShapeError,
 )
-from compiler.quantize import QuantizationError
+from compiler.quant.finetune import finetune
+from compiler.quant.quantize import QuantizationError
 
 __all__ = [
     "ConvertError",

@@ -8,11 +8,11 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from compiler.capture import capture
 from compiler.execute import MODES, Stats, run
+from compiler.frontend.capture import capture
+from compiler.frontend.lowering import lower
 from compiler.graph import ConvertError, MatrixGraph, UnsupportedShapeError
-from compiler.lowering import lower
-from compiler.precision import (
+from compiler.quant.precision import (
     DEFAULT_BUDGET,
     WIDE_POLICIES,
     choose_wide,
@@ -21,7 +21,7 @@ from compiler.precision import (
     set_wide,
     transformer_tensors,
 )
-from compiler.quantize import DEFAULT_SEGMENTS, QuantParams, check_segments, quantize_graph
+from compiler.quant.quantize import DEFAULT_SEGMENTS, QuantParams, check_segments, quantize_graph
 
 __all__ = ["ConvertedModel", "convert"]
 
@@ -48,10 +48,10 @@ class ConvertedModel:
     segments : int or dict
     timings : dict
         Seconds spent in capture/lowering, calibration and quantisation (incl. PWL fits).
-    wide_search : compiler.precision.WideSearch or None
+    wide_search : compiler.quant.precision.WideSearch or None
         What ``wide="auto"`` measured.
     finetune_history : dict or None
-        Set by :func:`compiler.finetune`: validation losses per epoch and the epoch kept.
+        Set by :func:`compiler.quant.finetune`: validation losses per epoch and the epoch kept.
     """
 
     def __init__(self, graph: MatrixGraph, quant: QuantParams, stats: Stats,
@@ -70,7 +70,7 @@ class ConvertedModel:
         self.float_model = float_model
         self.capture_note = capture_note
         self.example_inputs = example_inputs
-        #: :class:`compiler.precision.WideSearch` of ``convert(..., wide="auto")``, else None.
+        #: :class:`compiler.quant.precision.WideSearch` of ``convert(..., wide="auto")``, else None.
         self.wide_search = None
         self.finetune_history: dict | None = None
 
@@ -195,7 +195,7 @@ def convert(model: nn.Module, example_inputs: tuple, calibration: Iterable, *,
     segments : int or dict
         PWL segment budget per function (1..64, the hardware's table size): one for every
         function, or a mapping function name -> budget with ``"*"`` for the rest (16 if absent).
-        Default :data:`compiler.quantize.DEFAULT_SEGMENTS`: 16, but 64 for ``exp``,
+        Default :data:`compiler.quant.quantize.DEFAULT_SEGMENTS`: 16, but 64 for ``exp``,
         ``reciprocal`` and ``rsqrt`` (softmax and LayerNorm, where 16 segments cost
         measurable transformer accuracy).
     host_inputs : set of int, optional
@@ -209,7 +209,7 @@ def convert(model: nn.Module, example_inputs: tuple, calibration: Iterable, *,
         The lowered graph run in float must reproduce ``model(*example_inputs)`` within this
         relative max error, else :class:`ConvertError` (a lowering bug, never silent).
     wide : str or iterable of str
-        Per-tensor precision (:mod:`compiler.precision`): ``"transformer"`` (the default: the
+        Per-tensor precision (:mod:`compiler.quant.precision`): ``"transformer"`` (the default: the
         residual stream around every LayerNorm, the FFN hidden layer, the sublayer outputs and
         embeddings feeding it, and the attention queries, keys, scores, exp and ``P·V``
         outputs 16-bit; models without LayerNorm and softmax stay all-int8), ``"layernorm"``
@@ -220,7 +220,7 @@ def convert(model: nn.Module, example_inputs: tuple, calibration: Iterable, *,
         names and module paths) to hold at 16 bits (two accumulating int8 GEMMs each).
     wide_budget : float, optional
         ``"auto"``'s budget: mean per-row ``1 - cosine`` of the outputs against the float graph
-        (default :data:`compiler.precision.DEFAULT_BUDGET`).
+        (default :data:`compiler.quant.precision.DEFAULT_BUDGET`).
     wide_samples : int
         ``"auto"`` measures on the first this many calibration samples.
 

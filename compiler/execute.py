@@ -14,7 +14,7 @@ mode           what it computes
                int32, and the epilogue only through :mod:`hw.numeric` (``requantize``,
                ``pwl_apply``). No float touches the data path; host pre-processing and the input
                quantisation run before it and dequantisation of the outputs after it. A 16-bit
-               operand (:mod:`compiler.wide`) is split into int8 ``hi``/``lo`` halves: ``hi``
+               operand (:mod:`compiler.quant.wide`) is split into int8 ``hi``/``lo`` halves: ``hi``
                GEMMs (and the node's other terms) accumulate first, an ``x256`` epilogue
                (``hw.numeric.epilogue``, checked not to saturate) scales them in place, then the
                ``lo`` GEMMs and the bias accumulate; its producer writes the int32 epilogue result
@@ -35,8 +35,15 @@ import numpy as np
 import torch
 
 from compiler.graph import GemmNode, MatrixGraph, TensorRef
-from compiler.quantize import NodeQuant, QuantizationError, QuantParams
-from compiler.wide import HI_STEP, WIDE_MAX, WIDE_MIN, join_int16, split_int16, split_saturating
+from compiler.quant.quantize import NodeQuant, QuantizationError, QuantParams
+from compiler.quant.wide import (
+    HI_STEP,
+    WIDE_MAX,
+    WIDE_MIN,
+    join_int16,
+    split_int16,
+    split_saturating,
+)
 from hw.numeric import PwlTable, epilogue, int_range, pwl_apply, requantize
 
 __all__ = ["MODES", "Stats", "exact_function", "run"]

@@ -17,7 +17,8 @@ Every data-dependent computation of a converted network is a :class:`GemmNode`::
 
 A data tensor read by GEMMs may be held at 16 bits (its producer's ``out_bits=16``): each term
 reading it runs as two int8 GEMMs into the same accumulator, ``hi`` before and ``lo`` after an
-in-place ``x256`` epilogue (``v = 256 hi + lo``; :mod:`compiler.wide`, :mod:`compiler.precision`).
+in-place ``x256`` epilogue (``v = 256 hi + lo``; :mod:`compiler.quant.wide`,
+:mod:`compiler.quant.precision`).
 
 Shapes are concrete: they are those of the example inputs the graph was captured with (one
 *sample*). The executors (:mod:`compiler.execute`) add one leading dimension for a stack of samples,
@@ -323,9 +324,10 @@ class Epilogue:
         Data vector written by an earlier node (``out_bits=16``), broadcastable to ``(..., M, 1)``:
         the epilogue's per-row multiplier (LayerNorm 1/sigma, softmax 1/sum).
     out_bits : int
-        8 (scratchpad int8, the default), 16 (row-scale vectors, and 16-bit GEMM operands: held as
-        int8 halves ``256 hi + lo`` within ``compiler.wide.WIDE_MIN .. WIDE_MAX``, each read as
-        two accumulating int8 GEMMs) or 32 (wide results, e.g. network outputs; never an operand).
+        8 (scratchpad int8, the default), 16 (row-scale vectors, and 16-bit GEMM operands: held
+        as int8 halves ``256 hi + lo`` within ``compiler.quant.wide.WIDE_MIN .. WIDE_MAX``, each
+        read as two accumulating int8 GEMMs) or 32 (wide results, e.g. network outputs; never an
+        operand).
     scale_like : str or None
         Quantise the output with the same scale as this tensor (e.g. max-pool steps, so that
         ``max(a, b) = b + relu(a - b)`` is exact after a ReLU).

@@ -5,7 +5,7 @@ network's arithmetic, ``float-pwl``, ``int``) and compares every node's output w
 max/mean absolute error and cosine similarity (over all of the node's values). PWL errors come
 from each fit's own dense evaluation (:meth:`compiler.pwl.PwlFit.errors`): ``fixed`` is the
 hardware PWL at the epilogue's internal precision, ``output`` after the final rounding. ``wide``
-lists the 16-bit operand tensors and their extra work (:func:`compiler.wide.wide_cost`).
+lists the 16-bit operand tensors and their extra work (:func:`compiler.quant.wide.wide_cost`).
 
 :func:`check_targets` compares measured accuracy figures of a zoo model with the issue-#4 targets
 (:data:`TARGETS`): CNN/MLP int8 top-1 drop, transformer per-token cosine of the final hidden
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from compiler.wide import wide_cost
+from compiler.quant.wide import wide_cost
 
 __all__ = [
     "TARGETS",

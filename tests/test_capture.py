@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from compiler import convert
-from compiler.capture import capture, rewrite_gelu_tanh
+from compiler.frontend.capture import capture, rewrite_gelu_tanh
 from compiler.graph import UnsupportedOpError
 from compiler.zoo.bert import NewGELUActivation
 

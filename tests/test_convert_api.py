@@ -13,8 +13,8 @@ from torch import nn
 
 from compiler import ConvertedModel, convert, finetune
 from compiler.execute import _get
-from compiler.finetune import trainable_constants
-from compiler.quantize import segment_budget
+from compiler.quant.finetune import trainable_constants
+from compiler.quant.quantize import segment_budget
 from hw.numeric import epilogue, int_range
 
 
@@ -254,9 +254,9 @@ def test_fx_fallback_when_export_fails(monkeypatch):
 )
 def test_conv_views_match_pytorch(c, groups, k, stride, padding, dilation, hw):
     """im2col addressing (stride/padding/dilation/groups) reproduces PyTorch in float mode."""
-    from compiler.capture import capture
     from compiler.execute import run
-    from compiler.lowering import lower
+    from compiler.frontend.capture import capture
+    from compiler.frontend.lowering import lower
 
     g = c if groups == "depthwise" else 1
     torch.manual_seed(0)
@@ -319,7 +319,7 @@ def test_per_function_segment_budgets():
 def test_end_segments_extrapolate_unless_the_range_reaches_the_asymptote():
     """A sigmoid calibrated on about [-1, 1] must not jump to its asymptote 1 just past the
     range; one calibrated far into its tails keeps the asymptote end segments."""
-    from compiler.quantize import asymptotes_reached
+    from compiler.quant.quantize import asymptotes_reached
 
     torch.manual_seed(12)
     m = _TwoFunctions().eval()

@@ -180,11 +180,11 @@ def test_maxpool_after_relu_is_exact_in_int():
 
 def test_elementwise_on_padded_views_is_not_pushed_through_padding():
     """sigmoid(x) viewed with zero padding differs from zero-padded sigmoid(x): no sharing."""
-    from compiler.capture import capture
     from compiler.execute import run
+    from compiler.frontend.capture import capture
+    from compiler.frontend.lowering import lower
+    from compiler.frontend.lowering.registry import LoweringContext
     from compiler.graph import Pad
-    from compiler.lowering import lower
-    from compiler.lowering.registry import LoweringContext
 
     torch.manual_seed(0)
     m = nn.Linear(3, 3).eval()

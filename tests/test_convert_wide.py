@@ -11,8 +11,8 @@ from torch import nn
 
 from compiler import QuantizationError, convert, finetune
 from compiler.execute import _get
-from compiler.precision import output_error, wide_candidates
-from compiler.wide import (
+from compiler.quant.precision import output_error, wide_candidates
+from compiler.quant.wide import (
     WIDE_MAX,
     WIDE_MIN,
     WIDE_PAIR_MAX_K,

@@ -135,7 +135,7 @@ def test_sixteen_bit_operand_as_two_gemms():
 def test_two_sixteen_bit_operands_as_three_gemms():
     """a·b with both operands 16-bit (compiler split "ab": q·kᵀ, Σ xc²): GEMM hi_a hi_b, EPI in
     place x256, GEMM hi_a lo_b and lo_a hi_b accumulated = (a·b - lo_a·lo_b) / 256, exactly."""
-    from compiler.wide import WIDE_MAX, WIDE_MIN, split_int16
+    from compiler.quant.wide import WIDE_MAX, WIDE_MIN, split_int16
 
     rng = np.random.default_rng(3)
     m = 5

@@ -1,12 +1,13 @@
-"""The lowering's fusion pass and constant-folding record (compiler/lowering/__init__.py)."""
+"""The lowering's fusion pass and constant-folding record
+(compiler/frontend/lowering/__init__.py)."""
 
 from __future__ import annotations
 
 import torch
 
-from compiler.capture import capture
+from compiler.frontend.capture import capture
+from compiler.frontend.lowering import fuse_pointwise, lower
 from compiler.graph import Epilogue, GemmNode, GraphInput, MatrixGraph, TensorRef, Term
-from compiler.lowering import fuse_pointwise, lower
 
 
 def _graph(scale_like_target: str | None) -> MatrixGraph:

@@ -1,4 +1,5 @@
-"""Transformer lowerings (compiler/lowering/transformer.py) against PyTorch, in all four modes.
+"""Transformer lowerings (compiler/frontend/lowering/transformer.py) against PyTorch, in all
+four modes.
 
 Tolerances (stated per check): ``float`` reproduces PyTorch to float32 rounding; ``float-pwl``
 adds only the 16-segment PWL error; ``fake-quant`` and ``int`` add int8 activations/weights, so
@@ -17,8 +18,8 @@ from torch import nn
 
 from compiler.convert import convert
 from compiler.execute import run
+from compiler.frontend.lowering.transformer import MaskError
 from compiler.graph import ConvertError, GemmNode, UnsupportedShapeError
-from compiler.lowering.transformer import MaskError
 
 MODES = ("float", "float-pwl", "fake-quant", "int")
 
@@ -374,7 +375,7 @@ def test_per_query_mask_raises_at_run_time():
 
 
 def test_general_attention_bias_is_rejected():
-    from compiler.lowering.transformer import _keep_from_additive
+    from compiler.frontend.lowering.transformer import _keep_from_additive
 
     with pytest.raises(MaskError, match="key-padding"):
         _keep_from_additive(torch.tensor([[[0.0, -1.5, -1e9]]]))

@@ -61,7 +61,7 @@ def _scored(zm, out):
 
 
 def _finetune_data(zm, batch: int = 32, validation: float = 0.1):
-    """Mini-batches of the zoo model's training split for :func:`compiler.finetune`:
+    """Mini-batches of the zoo model's training split for :func:`compiler.quant.finetune`:
     ``(train, validation, labelled)``, the last ``validation`` fraction of the batches held out (the
     fine-tuning keeps the epoch with the highest agreement with the float model on them: every
     target is relative to float). Transformers' targets measure agreement
@@ -147,8 +147,8 @@ def measure(name: str, *, segments: int | None = None, clipping: str = "mse", wi
     import torch
 
     from compiler import convert, finetune
+    from compiler.quant.wide import wide_cost
     from compiler.report import check_targets, compare, function_errors
-    from compiler.wide import wide_cost
     from compiler.zoo import hidden_states, load
 
     t_start = time.perf_counter()
@@ -406,7 +406,7 @@ def run(args: argparse.Namespace) -> int:
     """Convert, evaluate and print the tables (one model, or every zoo model for ``all``)."""
     from rich.console import Console
 
-    from compiler.precision import WIDE_POLICIES
+    from compiler.quant.precision import WIDE_POLICIES
     from compiler.zoo import MODEL_NAMES, UnknownModelError
 
     names = list(MODEL_NAMES) if args.model == "all" else [args.model]

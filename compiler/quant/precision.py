@@ -1,9 +1,9 @@
 """Per-tensor precision: which data tensors are held at 16 bits (``256 hi + lo``, two int8 GEMMs).
 
 A tensor is chosen *wide* by setting its producing node's ``Epilogue.out_bits`` to 16; the
-quantiser (:func:`compiler.quantize.quantize_graph`) then treats every 16-bit node output that a
-GEMM reads as a split operand (:mod:`compiler.wide`). Because the choice lives in the graph it
-survives copies of the graph (fine-tuning re-quantises the same choice).
+quantiser (:func:`compiler.quant.quantize.quantize_graph`) then treats every 16-bit node output
+that a GEMM reads as a split operand (:mod:`compiler.quant.wide`). Because the choice lives in
+the graph it survives copies of the graph (fine-tuning re-quantises the same choice).
 
 Policies of ``convert(..., wide=...)``:
 
@@ -38,8 +38,8 @@ from dataclasses import dataclass, field
 import torch
 
 from compiler.graph import MatrixGraph
-from compiler.quantize import QuantizationError, quantize_graph
-from compiler.wide import scale_group, wide_cost, wide_problem
+from compiler.quant.quantize import QuantizationError, quantize_graph
+from compiler.quant.wide import scale_group, wide_cost, wide_problem
 
 __all__ = ["DEFAULT_BUDGET", "WIDE_POLICIES", "WideSearch", "choose_wide", "layernorm_tensors",
            "output_error", "resolve_wide", "set_wide", "transformer_tensors", "wide_candidates"]
@@ -62,8 +62,9 @@ _MIN_GAIN = 0.02
 
 
 def wide_candidates(graph: MatrixGraph) -> list[str]:
-    """int8 node outputs that could be held at 16 bits (see :func:`compiler.wide.wide_problem`);
-    a scale group (:func:`compiler.wide.scale_group`) is listed once, by its root."""
+    """int8 node outputs that could be held at 16 bits
+    (see :func:`compiler.quant.wide.wide_problem`);
+    a scale group (:func:`compiler.quant.wide.scale_group`) is listed once, by its root."""
     return [n.name for n in graph.nodes
             if n.epilogue.out_bits == 8 and n.epilogue.scale_like is None
             and wide_problem(graph, n.name) is None]
@@ -192,7 +193,7 @@ def resolve_wide(graph: MatrixGraph, spec: Iterable[str]) -> list[str]:
 
 def set_wide(graph: MatrixGraph, names: Iterable[str], wide: bool = True) -> None:
     """Mark (``wide=True``) or unmark the producers of ``names``, each with its scale group
-    (:func:`compiler.wide.scale_group`), as 16-bit (``out_bits``)."""
+    (:func:`compiler.quant.wide.scale_group`), as 16-bit (``out_bits``)."""
     for name in names:
         for member in scale_group(graph, name):
             ep = graph.node(member).epilogue
@@ -239,8 +240,8 @@ def choose_wide(cm, samples: list[torch.Tensor], *, budget: float = DEFAULT_BUDG
     """Greedy per-tensor precision search on sample-stacked ``samples`` (see the module doc).
 
     Leaves ``cm.graph`` marked with the chosen tensors and ``cm.quant`` quantised for them.
-    ``fit_cache`` (:func:`compiler.quantize.quantize_graph`'s) reuses the PWL fits of an earlier
-    quantisation of ``cm`` with the same statistics.
+    ``fit_cache`` (:func:`compiler.quant.quantize.quantize_graph`'s) reuses the PWL fits of an
+    earlier quantisation of ``cm`` with the same statistics.
     """
     t0 = time.perf_counter()
     graph = cm.graph

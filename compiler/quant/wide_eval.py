@@ -1,6 +1,6 @@
 """Measured effect of 16-bit operands on the zoo transformers (BERT, ViT).
 
-``python -m compiler.wide_eval --model bert`` converts the model twice per policy (``none``,
+``python -m compiler.quant.wide_eval --model bert`` converts the model twice per policy (``none``,
 ``layernorm``, ``transformer``, ``auto`` and any ``--wide`` lists): its backbone (final hidden
 states) for the per-token cosine similarity to float, and the classifier for the agreement of its
 predictions with float's.
@@ -12,8 +12,8 @@ import time
 
 import torch
 
+from compiler.quant.wide import wide_cost
 from compiler.report import token_cosines
-from compiler.wide import wide_cost
 
 __all__ = ["main", "measure_zoo"]
 
@@ -66,7 +66,8 @@ def measure_zoo(name: str, policies: dict, report=None) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m compiler.wide_eval --model bert``: the measured effect of 16-bit operands."""
+    """``python -m compiler.quant.wide_eval --model bert``: the measured effect of
+    16-bit operands."""
     import argparse
     import json
 

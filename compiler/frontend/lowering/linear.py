@@ -4,7 +4,8 @@ arithmetic, activations and pure data movement (views).
 Conventions: a per-sample data tensor keeps PyTorch's logical shape; the GEMM that produced it may
 hold it in another layout (a convolution writes ``(N, Ho*Wo, Cout)``: output channels are the
 columns) and the logical value is a view of that. Element-wise work runs on the producer's layout
-whenever the operands share it (:meth:`~compiler.lowering.registry.LoweringContext.combine`).
+whenever the operands share it
+(:meth:`~compiler.frontend.lowering.registry.LoweringContext.combine`).
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from typing import Any
 
 import torch
 
+from compiler.frontend.lowering.registry import LoweringContext, prod, register
 from compiler.graph import Pad, TensorRef
-from compiler.lowering.registry import LoweringContext, prod, register
 
 # ---------------------------------------------------------------------------------------------
 # views: pure data movement
@@ -105,7 +106,7 @@ def _select(ctx, x, dim, index):
 
 #: Pattern-specific lowerings tried, in order, before the generic one of an op in this module
 #: (key: ``str`` of the ``OpOverload``). Each takes the op's arguments and returns the result, or
-#: None to leave the op to the generic lowering (:mod:`compiler.lowering.transformer` adds
+#: None to leave the op to the generic lowering (:mod:`compiler.frontend.lowering.transformer` adds
 #: attention masks to ``aten.add.Tensor`` and ``softmax(s) @ v`` to ``aten.matmul.default``).
 SPECIALISATIONS: dict[str, list[Callable[..., Any]]] = {}
 

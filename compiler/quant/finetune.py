@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from compiler.convert import ConvertedModel, _calibrate
 from compiler.execute import run
 from compiler.graph import ConvertError
-from compiler.quantize import quantize_graph
+from compiler.quant.quantize import quantize_graph
 
 __all__ = ["finetune", "trainable_constants"]
 

@@ -22,7 +22,7 @@ Scheme (all symmetric, zero point 0):
   row scale the multiplier is the row's int16 value and the shift a constant. The PWL table comes
   from :func:`compiler.pwl.fit_pwl` (output scale folded into the slopes and intercepts), or is
   built exactly for identity/ReLU/ReLU6.
-- **16-bit operands** (:mod:`compiler.wide`): a node output with ``out_bits=16`` read by GEMMs
+- **16-bit operands** (:mod:`compiler.quant.wide`): a node output with ``out_bits=16`` read by GEMMs
   gets scale ``amax / WIDE_QMAX``; terms reading it run as ``hi`` and ``lo`` GEMMs around an
   ``x256`` epilogue, and the node's other terms count ``1/256`` of their data scales.
 """
@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from compiler.graph import ConvertError, GemmNode, MatrixGraph
-from compiler.wide import (
+from compiler.quant.wide import (
     HI_STEP,
     SHIFTED_SPLITS,
     WIDE_MAX,
@@ -73,10 +73,10 @@ class TermQuant:
     """Integer constants of one term (None for data operands) and their real step sizes.
 
     ``split`` names the 16-bit data operand (``"a"`` or ``"b"``; None: both int8): the term runs
-    as ``hi`` before and ``lo`` after the node's ``x256`` epilogue (:mod:`compiler.wide`);
+    as ``hi`` before and ``lo`` after the node's ``x256`` epilogue (:mod:`compiler.quant.wide`);
     ``"ab"``: both operands 16-bit (two tensors, or a self-product such as LayerNorm's
     ``Σ xc²``): ``hi·hi`` before the ``x256`` epilogue, ``hi·lo + lo·hi`` after it, ``lo·lo``
-    dropped; the accumulator step is ``256 sA sB`` (:mod:`compiler.wide`). ``"hh"``: a
+    dropped; the accumulator step is ``256 sA sB`` (:mod:`compiler.quant.wide`). ``"hh"``: a
     self-product too long for ``"ab"`` (:data:`WIDE_PAIR_MAX_K`), run as one int8 GEMM of its
     ``hi`` halves (each worth ``256`` 16-bit steps).
     ``pre_shift``: an int8 term accumulated before that epilogue (its constants are quantised
@@ -124,7 +124,7 @@ class QuantParams:
     """Scales of every data tensor and the integer parameters of every node.
 
     ``wide`` lists the 16-bit GEMM operand tensors (held as ``256 hi + lo``, see
-    :mod:`compiler.wide`), in graph order.
+    :mod:`compiler.quant.wide`), in graph order.
     """
 
     scales: dict[str, float] = field(default_factory=dict)
@@ -376,9 +376,9 @@ def quantize_graph(graph: MatrixGraph, stats, *, fit_cache: dict | None = None,
     """Derive :class:`QuantParams` from calibration ``stats`` (:class:`compiler.execute.Stats`).
 
     Node outputs with ``out_bits=16`` that GEMMs read are 16-bit operands (``QuantParams.wide``):
-    scale ``max|v| / WIDE_QMAX`` (the split range of :mod:`compiler.wide`); every node reading one
-    splits that term into ``hi``/``lo`` GEMMs and accumulates its other terms before the ``x256``
-    epilogue, so their constants are quantised against ``256 x`` the accumulator step.
+    scale ``max|v| / WIDE_QMAX`` (the split range of :mod:`compiler.quant.wide`); every node
+    reading one splits that term into ``hi``/``lo`` GEMMs and accumulates its other terms before
+    the ``x256`` epilogue, so their constants are quantised against ``256 x`` the accumulator step.
 
     Fits each PWL function over its calibrated input range (``compiler.pwl.fit_pwl``) with the
     node's scales and stores the fit in ``node.epilogue.fit``; ``segments`` is the budget, one

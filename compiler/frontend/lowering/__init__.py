@@ -4,10 +4,10 @@
 
 - all tensor arguments constant -> evaluated now in PyTorch (constant folding);
 - all tensor arguments host values and the op registered with
-  :func:`~compiler.lowering.registry.register_host` -> a host pre-processing op;
-- otherwise -> the registered lowering (:mod:`compiler.lowering.registry`), which emits GEMM
-  nodes; an op with no lowering raises :class:`~compiler.graph.UnsupportedOpError` naming the op,
-  the module path and the supported set. Nothing falls back to float.
+  :func:`~compiler.frontend.lowering.registry.register_host` -> a host pre-processing op;
+- otherwise -> the registered lowering (:mod:`compiler.frontend.lowering.registry`), which
+  emits GEMM nodes; an op with no lowering raises :class:`~compiler.graph.UnsupportedOpError`
+  naming the op, the module path and the supported set. Nothing falls back to float.
 
 Afterwards a fusion pass folds element-wise identity-GEMM nodes into the epilogue of the node that
 produced their input (when that epilogue is still the identity and nothing else reads it), and
@@ -24,7 +24,8 @@ import pkgutil
 import torch
 from torch.fx.node import map_aggregate
 
-from compiler.capture import Captured
+from compiler.frontend.capture import Captured
+from compiler.frontend.lowering.registry import LoweringContext, is_host_op, lookup, supported_ops
 from compiler.graph import (
     ConvertError,
     GraphInput,
@@ -35,7 +36,6 @@ from compiler.graph import (
     UnsupportedDtypeError,
     UnsupportedOpError,
 )
-from compiler.lowering.registry import LoweringContext, is_host_op, lookup, supported_ops
 
 __all__ = ["load_lowerings", "lower", "module_path"]
 
@@ -44,7 +44,7 @@ _loaded = False
 
 
 def load_lowerings() -> None:
-    """Import every module of :mod:`compiler.lowering` (each registers its ops)."""
+    """Import every module of :mod:`compiler.frontend.lowering` (each registers its ops)."""
     global _loaded
     if _loaded:
         return
@@ -87,7 +87,7 @@ def lower(captured: Captured, *, host_inputs: set[int] | None = None,
     Parameters
     ----------
     captured : Captured
-        From :func:`compiler.capture.capture`.
+        From :func:`compiler.frontend.capture.capture`.
     host_inputs : set of int, optional
         Positions of user inputs that are host data (masks, ids): ops on them may run as host
         pre-processing. Non-float inputs are always host data.

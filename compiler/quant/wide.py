@@ -67,12 +67,12 @@ def split_int16(v) -> tuple[np.ndarray, np.ndarray]:
 
     Raises
     ------
-    compiler.quantize.QuantizationError
+    compiler.quant.quantize.QuantizationError
         If any value is outside ``WIDE_MIN .. WIDE_MAX`` (the halves would not be int8).
     """
     v = np.asarray(v, dtype=np.int64)
     if v.size and (int(v.min()) < WIDE_MIN or int(v.max()) > WIDE_MAX):
-        from compiler.quantize import QuantizationError
+        from compiler.quant.quantize import QuantizationError
 
         bad = int(v.min()) if int(v.min()) < WIDE_MIN else int(v.max())
         raise QuantizationError(

@@ -20,7 +20,8 @@ precision choices and the measured errors):
 - **attention** ``softmax(q kᵀ * scale + mask) v``: data x data GEMMs per head (the head split and
   ``kᵀ`` are views); masked keys are selected in ``kᵀ`` before the product, and the ``1/sum`` row
   scale is applied in the ``P·V`` epilogue (SDPA, and eager ``softmax`` followed by ``matmul``:
-  ``aten.add`` and ``aten.matmul`` of :mod:`compiler.lowering.linear` are specialised for this).
+  ``aten.add`` and ``aten.matmul`` of :mod:`compiler.frontend.lowering.linear` are specialised for
+  this).
 - **GELU** (erf and tanh forms) and the **tanh** pooler are PWL epilogues.
 - **embeddings** are one-hot GEMMs: the host turns ids into one-hot rows, the table is a constant
   operand (exact: one 1 per row). Position / token-type ids that depend only on the input shape
@@ -33,14 +34,14 @@ import math
 
 import torch
 
-from compiler.graph import ConvertError, Permute, Reshape, TensorRef, Term
-from compiler.lowering.linear import max2, specialise
-from compiler.lowering.registry import (
+from compiler.frontend.lowering.linear import max2, specialise
+from compiler.frontend.lowering.registry import (
     LoweringContext,
     prod,
     register,
     register_host,
 )
+from compiler.graph import ConvertError, Permute, Reshape, TensorRef, Term
 
 __all__ = [
     "MASKED_AT_OR_BELOW",

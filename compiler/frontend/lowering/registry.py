@@ -2,7 +2,7 @@
 
 A lowering is a function registered for one or more aten ops::
 
-    from compiler.lowering.registry import register
+    from compiler.frontend.lowering.registry import register
 
     @register("aten.relu.default", "aten.relu_.default")
     def relu(ctx, x):
@@ -24,7 +24,8 @@ returned shape against the traced one. Handlers emit nodes only through
 Keys are ``str(op)`` of an ``OpOverload`` (``"aten.linear.default"``) or of its packet
 (``"aten.linear"``, matching every overload). Ops registered with :func:`register_host` run as host
 pre-processing when all their tensor arguments are host values (see :mod:`compiler.graph`).
-Every module in :mod:`compiler.lowering` is imported automatically, so a new file registers its ops
+Every module in :mod:`compiler.frontend.lowering` is imported automatically, so a new file
+registers its ops
 just by existing.
 """
 

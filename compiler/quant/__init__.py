@@ -1,0 +1,1 @@
+"""Quantisation of the matrix graph: int8/16-bit calibration, precision policies, fine-tuning."""
