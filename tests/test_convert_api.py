@@ -146,9 +146,12 @@ def test_finetune_trains_weights_and_returns_a_new_model():
     assert ft is not cm and isinstance(ft, ConvertedModel)
     assert all(torch.equal(cm.graph.constants[n], before[n]) for n in names)
     assert any(not torch.equal(ft.graph.constants[n], before[n]) for n in names)
-    acc0 = (cm(x).argmax(-1) == y).float().mean()
-    acc1 = (ft(x).argmax(-1) == y).float().mean()
-    assert acc1 >= acc0 - 0.05
+    with torch.no_grad():
+        out0, out1 = cm(x), ft(x)
+    # measured: 100 % accuracy before and after, int-output cross-entropy 0.962 -> 0.945
+    assert (out1.argmax(-1) == y).float().mean() >= (out0.argmax(-1) == y).float().mean()
+    ce = nn.functional.cross_entropy
+    assert ce(out1, y) < 0.99 * ce(out0, y)
 
 
 def test_finetune_keeps_the_best_epoch_on_validation_data():
@@ -208,7 +211,6 @@ def test_zoo_mlp_within_target():
     assert abs(acc - zm.float_accuracy) <= 0.003 + 1e-9
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", ["resnet", "mobilenet"])
 def test_zoo_cnn_within_target(name):
     from compiler.zoo import load
