@@ -202,7 +202,9 @@ def measure(name: str, *, segments: int | None = None, clipping: str = "mse", wi
         results[label] = {"accuracy": acc, "delta_pp": 100 * (acc - float_acc),
                           "agreement": agree, "cosine": compare(ref, out)[2], "seconds": secs,
                           "logits": logit_statistics(_scored(zm, ref), _scored(zm, out))}
-        measurements[label] = {"drop_pp": 100 * (float_acc - acc), "agreement": agree}
+        measurements[label] = {"drop_pp": 100 * (float_acc - acc), "agreement": agree,
+                               "agreement_decisive":
+                                   results[label]["logits"]["agreement_decisive"]}
         if node is not None:
             full = torch.nn.functional.cosine_similarity(out_h.double(), ref_h.double(), dim=-1)
             cos = full[mask] if mask is not None else full.reshape(-1)
@@ -247,7 +249,7 @@ def measure(name: str, *, segments: int | None = None, clipping: str = "mse", wi
     results["functions"] = dict(sorted(funcs.items()))
     checks = check_targets(zm.name, measurements)
     results["targets"] = [c.to_dict() for c in checks]
-    missed = {c.metric for c in checks if c.met is False}
+    missed = {c.metric for c in checks if c.met is False and c.binding}
     if missed:
         results["diagnosis"] = _diagnose(cm, zm.example_inputs)
     results["wide"] = list(cm.quant.wide)
@@ -274,10 +276,14 @@ def logit_statistics(ref, out) -> dict:
     Returns a dict: ``err_p50`` / ``err_p99`` / ``err_max``: per-sample max abs logit error
     quantiles; ``margin_p01``: 1st percentile of the float top-2 margin (top-1 minus runner-up
     logit); ``flip_margins``: the float margins of the samples whose argmax differs, ascending;
-    ``below_err_max``: how many samples have a float margin below twice ``err_max`` (a prediction
-    can only flip when the two logits move in opposite directions by half the margin each).
+    ``logit_max``: max |float logit|; ``margin_bound``:
+    :data:`compiler.report.MARGIN_BOUND` times it (about
+    2.5 steps of the logits quantised to int8 at that range); ``ambiguous``: how many samples
+    have a float margin below it; ``agreement_decisive``: the agreement on the others.
     """
     import torch
+
+    from compiler.report import MARGIN_BOUND
 
     ref, out = ref.double(), out.double()
     top2 = ref.topk(2, dim=-1).values
@@ -285,10 +291,16 @@ def logit_statistics(ref, out) -> dict:
     err = (out - ref).abs().amax(dim=-1)
     flips = out.argmax(-1) != ref.argmax(-1)
     q = torch.quantile(err, torch.tensor([0.5, 0.99], dtype=torch.float64))
+    logit_max = float(ref.abs().max())
+    bound = MARGIN_BOUND * logit_max
+    decisive = margin >= bound
     return {"err_p50": float(q[0]), "err_p99": float(q[1]), "err_max": float(err.max()),
             "margin_p01": float(torch.quantile(margin, 0.01)),
             "flip_margins": sorted(float(m) for m in margin[flips]),
-            "below_err_max": int((margin < 2 * err.max()).sum())}
+            "logit_max": logit_max, "margin_bound": bound,
+            "ambiguous": int((~decisive).sum()),
+            "agreement_decisive": float((~flips[decisive]).double().mean())
+            if bool(decisive.any()) else 1.0}
 
 
 def _diagnose(converted, inputs: tuple, threshold: float = 0.999, floor: float = 1e-4,
@@ -399,13 +411,17 @@ def _print_model(con, results: dict, cm, report: bool) -> None:
 
 
 def _target_status(results: dict) -> str:
-    checks = [c for c in results["targets"] if c["met"] is not None]
+    checks = [c for c in results["targets"] if c["met"] is not None and c["binding"]]
     missed = [c for c in checks if not c["met"]]
     text = f"{len(checks) - len(missed)}/{len(checks)} met"
     short = {"drop_pp": "top-1", "agreement": "agreement", "token_cos_mean": "cos mean",
-             "token_cos_worst": "cos worst"}
+             "token_cos_worst": "cos worst", "agreement_decisive": "decisive agreement"}
     if missed:
         text += "; missed: " + ", ".join(f"{short[c['metric']]} {c['form']}" for c in missed)
+    loose = [c for c in results["targets"] if c["met"] is False and not c["binding"]]
+    if loose:
+        text += "; not binding, missed: " + ", ".join(f"{short[c['metric']]} {c['form']}"
+                                                     for c in loose)
     unrun = [c for c in results["targets"] if c["met"] is None]
     if unrun:
         text += f"; {len(unrun)} not run"

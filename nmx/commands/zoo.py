@@ -73,9 +73,14 @@ def _ship(names: list[str]) -> int:
 def _short(metric: str, v: float) -> str:
     if metric == "drop_pp":
         return f"{v:.2f} pp"
-    if metric == "agreement":
+    if metric in ("agreement", "agreement_decisive"):
         return f"{100 * v:.2f} %"
     return f"{v:.5f}"
+
+
+def _target_text(row: dict) -> str:
+    text = f"{row['target']} ({row['comparison']} {_short(row['metric'], row['threshold'])})"
+    return text if row["binding"] else text + " (not binding)"
 
 
 def summarise(runs: list[dict]) -> list[dict]:
@@ -93,7 +98,8 @@ def summarise(runs: list[dict]) -> list[dict]:
             row = rows.setdefault(key, {"model": r["model"], "target": c["target"],
                                         "form": c["form"], "metric": c["metric"],
                                         "comparison": c["comparison"],
-                                        "threshold": c["threshold"], "values": [],
+                                        "threshold": c["threshold"],
+                                        "binding": c.get("binding", True), "values": [],
                                         "seeds": [], "passes": 0})
             row["values"].append(c["measured"])
             row["seeds"].append(r["seed"])
@@ -114,8 +120,7 @@ def _print_sweep(con, runs: list[dict], seeds: int, markdown: bool) -> None:
         print("| " + " | ".join(head) + " |")
         print("|" + " --- |" * len(head))
         for r in rows:
-            print(f"| {r['model']} | {r['target']} ({r['comparison']} "
-                  f"{_short(r['metric'], r['threshold'])}) | {r['form']} | "
+            print(f"| {r['model']} | {_target_text(r)} | {r['form']} | "
                   f"{_short(r['metric'], r['mean'])} | {_short(r['metric'], r['worst'])} | "
                   f"{r['passes']}/{len(r['values'])} |")
     else:
@@ -123,14 +128,14 @@ def _print_sweep(con, runs: list[dict], seeds: int, markdown: bool) -> None:
         for col in head:
             t.add_column(col, overflow="fold")
         for r in rows:
-            t.add_row(r["model"], f"{r['target']} ({r['comparison']} "
-                      f"{_short(r['metric'], r['threshold'])})", r["form"],
+            t.add_row(r["model"], _target_text(r), r["form"],
                       _short(r["metric"], r["mean"]), _short(r["metric"], r["worst"]),
                       f"{r['passes']}/{len(r['values'])}")
         con.print(t)
     t = Table(title="per seed: float accuracy, int8 agreement, int8 logit error (per-sample max "
                     "|Δ|: median / p99 / max) and the float top-2 margins of flipped predictions")
-    for col in ("model", "seed", "float", "int8", "agreement", "logit error", "flip margins"):
+    for col in ("model", "seed", "float", "int8", "agreement", "logit error", "margin bound",
+                "ambiguous", "flip margins"):
         t.add_column(col, overflow="fold")
     for r in runs:
         i = r["int8"]
@@ -138,7 +143,8 @@ def _print_sweep(con, runs: list[dict], seeds: int, markdown: bool) -> None:
         t.add_row(r["model"], str(r["seed"]), f"{100 * r['float']:.2f}%",
                   f"{100 * i['accuracy']:.2f}%", f"{100 * i['agreement']:.2f}%",
                   f"{g['err_p50']:.3f} / {g['err_p99']:.3f} / {g['err_max']:.3f}",
-                  ", ".join(f"{m:.3f}" for m in g["flip_margins"]) or "-")
+                  f"{g['margin_bound']:.3f}", str(g["ambiguous"]),
+                  ", ".join(f"{m:.4f}" for m in g["flip_margins"]) or "-")
     con.print(t)
 
 
