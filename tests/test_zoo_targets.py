@@ -11,7 +11,6 @@ import fnmatch
 import shutil
 import tomllib
 import warnings
-from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,6 @@ from nmx.commands.convert import measure
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@cache
 def _measured(name: str) -> dict:
     epochs = 1 if spec(name).task == "classification" else 0
     results, _ = measure(name, finetune_epochs=epochs)
@@ -125,8 +123,11 @@ def test_ship_writes_npz_and_sums(tmp_path):
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_every_target_is_met_on_the_shipped_weights(name):
+    """Every binding target, and the figures docs/zoo.md quotes (one conversion per model: this
+    is the fast suite's most expensive test)."""
     results = _measured(name)
     assert results["weights"] == "shipped"
+    _check_docs_figures(name, results)
     checks = results["targets"]
     assert checks and all(c["measured"] is not None for c in checks), checks
     missed = [f"{c['target']} [{c['form']}]: {c['measured']:.5g} (needs {c['comparison']} "
@@ -148,11 +149,9 @@ def _docs_table() -> dict[str, list[str]]:
     return rows
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
-def test_docs_quote_the_measured_figures(name):
+def _check_docs_figures(name: str, r: dict) -> None:
     """docs/zoo.md's table of `nmx convert --model all` on the shipped weights is what the
     conversion measures now (int outputs are bit-identical, so these are exact)."""
-    r = _measured(name)
     row = _docs_table()[name]
     tok = (f"{r['int8']['token_cos_mean']:.5f} / {r['int8']['token_cos_worst']:.5f}"
            if "token_cos_mean" in r["int8"] else "-")

@@ -35,6 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sweep.add_argument("--finetune", type=int, default=1, metavar="EPOCHS",
                        help="fine-tuning epochs for the 'int8 finetuned' targets of the "
                             "classification models (default 1; 0 skips those targets)")
+    sweep.add_argument("--jobs", type=int, default=1,
+                       help="models converted in parallel processes (default 1)")
     sweep.add_argument("--json", metavar="PATH", help="write every seed's results as JSON")
     sweep.add_argument("--markdown", action="store_true",
                        help="print the table as Markdown (as quoted in docs/zoo.md)")
@@ -148,11 +150,20 @@ def _print_sweep(con, runs: list[dict], seeds: int, markdown: bool) -> None:
     con.print(t)
 
 
+def _measure_job(job: tuple[str, int, int]) -> dict:
+    """One sweep entry: ``measure`` zoo model ``name`` trained from ``seed`` (a process-pool
+    task: returns the JSON-serialisable results only)."""
+    from nmx.commands.convert import measure
+
+    name, seed, epochs = job
+    return measure(name, seed=seed, finetune_epochs=epochs)[0]
+
+
 def _sweep(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from compiler.zoo import MODEL_NAMES, ZooError, spec
-    from nmx.commands.convert import _target_status, measure
+    from nmx.commands.convert import _target_status
 
     if args.seeds < 1:
         raise ZooError(f"--seeds must be at least 1, got {args.seeds}")
@@ -163,23 +174,34 @@ def _sweep(args: argparse.Namespace) -> int:
         spec(name)
     if args.json:
         files.check_writable(args.json, "--json")
+    if args.jobs < 1:
+        raise ZooError(f"--jobs must be at least 1, got {args.jobs}")
     con = Console(width=150)
-    runs = []
+    jobs = [(name, seed, args.finetune if spec(name).task == "classification" else 0)
+            for seed in range(args.seeds) for name in names]
     start = time.perf_counter()
-    for seed in range(args.seeds):
-        for name in names:
-            epochs = args.finetune if spec(name).task == "classification" else 0
-            results, _ = measure(name, seed=seed, finetune_epochs=epochs)
-            runs.append(results)
-            con.print(f"seed {seed} {name} ({results['weights']} weights): "
-                      f"{_target_status(results)} ({results['seconds']['total']:.1f}s)")
+    if args.jobs == 1:
+        done = map(_measure_job, jobs)
+    else:
+        from concurrent.futures import ProcessPoolExecutor
+
+        pool = ProcessPoolExecutor(max_workers=args.jobs)
+        done = pool.map(_measure_job, jobs)
+    runs = []
+    for results in done:
+        runs.append(results)
+        con.print(f"seed {results['seed']} {results['model']} ({results['weights']} weights): "
+                  f"{_target_status(results)} ({results['seconds']['total']:.1f}s)")
+    if args.jobs > 1:
+        pool.shutdown()
     wall = time.perf_counter() - start
     _print_sweep(con, runs, args.seeds, args.markdown)
-    con.print(f"wall time {wall:.0f}s for {args.seeds} seeds x {len(names)} models "
-              "(training on first use included)")
+    con.print(f"wall time {wall:.0f}s for {args.seeds} seeds x {len(names)} models, "
+              f"{args.jobs} job(s) (training on first use included)")
     if args.json:
         files.write_json(args.json, {"seeds": args.seeds, "models": names,
-                                     "finetune": args.finetune, "wall_seconds": wall,
+                                     "finetune": args.finetune, "jobs": args.jobs,
+                                     "wall_seconds": wall,
                                      "summary": summarise(runs), "runs": runs}, "--json")
     return 0
 
