@@ -177,8 +177,11 @@ def _sweep(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise ZooError(f"--jobs must be at least 1, got {args.jobs}")
     con = Console(width=150)
+    # the slowest conversions first, so parallel workers finish together
+    cost = {"bert": 0, "vit": 1, "mobilenet": 2}
     jobs = [(name, seed, args.finetune if spec(name).task == "classification" else 0)
-            for seed in range(args.seeds) for name in names]
+            for seed in range(args.seeds)
+            for name in sorted(names, key=lambda n: cost.get(n, len(cost)))]
     start = time.perf_counter()
     if args.jobs == 1:
         done = map(_measure_job, jobs)
@@ -195,6 +198,7 @@ def _sweep(args: argparse.Namespace) -> int:
     if args.jobs > 1:
         pool.shutdown()
     wall = time.perf_counter() - start
+    runs.sort(key=lambda r: (names.index(r["model"]), r["seed"]))
     _print_sweep(con, runs, args.seeds, args.markdown)
     con.print(f"wall time {wall:.0f}s for {args.seeds} seeds x {len(names)} models, "
               f"{args.jobs} job(s) (training on first use included)")
