@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from pathlib import Path
 
 from nmx import files
 
@@ -37,6 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "classification models (default 1; 0 skips those targets)")
     sweep.add_argument("--jobs", type=int, default=1,
                        help="models converted in parallel processes (default 1)")
+    sweep.add_argument("--results", default=str(Path("build") / "zoo" / "sweep"),
+                       metavar="DIR", help="where each (model, seed) result is kept, under a "
+                       "digest of the conversion code, and reused (default build/zoo/sweep)")
+    sweep.add_argument("--reverse", action="store_true",
+                       help="take the (model, seed) entries in reverse order (a second process "
+                            "sharing --results then works from the other end)")
     sweep.add_argument("--json", metavar="PATH", help="write every seed's results as JSON")
     sweep.add_argument("--markdown", action="store_true",
                        help="print the table as Markdown (as quoted in docs/zoo.md)")
@@ -150,13 +157,43 @@ def _print_sweep(con, runs: list[dict], seeds: int, markdown: bool) -> None:
     con.print(t)
 
 
-def _measure_job(job: tuple[str, int, int]) -> dict:
+def _code_digest() -> str:
+    """12 hex digits of the conversion code's text (``compiler`` and ``nmx convert``'s
+    ``measure``): sweep results are reused only while it is unchanged."""
+    import hashlib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    digest = hashlib.sha256()
+    for path in sorted([*(root / "compiler").rglob("*.py"),
+                        root / "nmx" / "commands" / "convert.py"]):
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def _measure_job(job: tuple[str, int, int, str]) -> dict:
     """One sweep entry: ``measure`` zoo model ``name`` trained from ``seed`` (a process-pool
-    task: returns the JSON-serialisable results only)."""
+    task: returns the JSON-serialisable results only). The result is stored as a JSON file in
+    ``folder`` and read back when present (a sweep interrupted, or run by several processes in
+    parallel, redoes nothing); an ``fcntl`` lock keeps two processes off the same entry."""
+    import fcntl
+    import json
+    from pathlib import Path
+
     from nmx.commands.convert import measure
 
-    name, seed, epochs = job
-    return measure(name, seed=seed, finetune_epochs=epochs)[0]
+    name, seed, epochs, folder = job
+    path = Path(folder) / f"{name}_seed{seed}_ft{epochs}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.is_file():
+            return json.loads(path.read_text())
+        results = measure(name, seed=seed, finetune_epochs=epochs)[0]
+        files.write_json(path.with_suffix(".tmp"), results, "sweep result")
+        path.with_suffix(".tmp").replace(path)
+    return results
 
 
 def _sweep(args: argparse.Namespace) -> int:
@@ -179,9 +216,12 @@ def _sweep(args: argparse.Namespace) -> int:
     con = Console(width=150)
     # the slowest conversions first, so parallel workers finish together
     cost = {"bert": 0, "vit": 1, "mobilenet": 2}
-    jobs = [(name, seed, args.finetune if spec(name).task == "classification" else 0)
+    folder = str(Path(args.results) / _code_digest())
+    jobs = [(name, seed, args.finetune if spec(name).task == "classification" else 0, folder)
             for seed in range(args.seeds)
             for name in sorted(names, key=lambda n: cost.get(n, len(cost)))]
+    if args.reverse:
+        jobs.reverse()
     start = time.perf_counter()
     if args.jobs == 1:
         done = map(_measure_job, jobs)
