@@ -8,6 +8,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from compiler.determinism import thread_independent
 from compiler.execute import MODES, Stats, run
 from compiler.frontend.capture import capture
 from compiler.frontend.lowering import lower
@@ -176,6 +177,7 @@ def _calibrate(cm: ConvertedModel, calibration: Iterable) -> Stats:
     return stats.finish()
 
 
+@thread_independent
 def convert(model: nn.Module, example_inputs: tuple, calibration: Iterable, *,
             segments: int | dict[str, int] | None = None, host_inputs: set[int] | None = None,
             mode: str = "int",
@@ -227,6 +229,8 @@ def convert(model: nn.Module, example_inputs: tuple, calibration: Iterable, *,
     Returns
     -------
     ConvertedModel
+        The same integers (scales, tables, outputs) whatever the thread count: it runs on one
+        thread (:mod:`compiler.determinism`).
     """
     if mode not in MODES:
         raise ValueError(f"mode {mode!r} unknown; choose one of {', '.join(MODES)}")

@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run-golden": ("run_golden", "run a program on the golden ISA model and cycle model"),
     "pwl": ("pwl", "fit a piecewise-linear approximation and report its error"),
     "convert": ("convert", "convert a zoo model and report its accuracy"),
+    "zoo": ("zoo", "model zoo: shipped weights, targets across training seeds"),
     "bench": ("bench", "benchmarks: golden-model speed, RTL cycles"),
 }
 

@@ -58,8 +58,9 @@ def test_array_demo_with_padded_tiles(m, k, n):
     """``nmx sim``'s path on the 4x4 array, with K and N that leave padding in the last tiles.
 
     The RTL's measured cycles are the truth the golden cycle model is calibrated against
-    (DESIGN.md, invariant 7): the model's duration of the same GEMM must equal them exactly, for
-    tiles taller than the array (preloads hidden) and shorter (preloads exposed).
+    (docs/architecture.md, "Verification"): the model's duration of the same GEMM must equal
+    them exactly, for tiles taller than the array (preloads hidden) and shorter (preloads
+    exposed).
     """
     config = preset("tiny")
     result = run_array_demo(config, m=m, k=k, n=n, seed=3)

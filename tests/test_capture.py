@@ -120,4 +120,4 @@ def test_zoo_bert_gelu_new_converts():
         ref = zm.model(*zm.eval_inputs)
         got = cm(*zm.eval_inputs, mode="int")
     agree = float((ref.argmax(-1) == got.argmax(-1)).float().mean())
-    assert agree >= 0.95
+    assert agree >= 0.995  # the transformer target (issue #4)

@@ -97,6 +97,32 @@ def test_int_executor_is_hw_numeric_exactly(which, request):
     assert rows_scaled == (which == "squeeze_excite")
 
 
+def test_int_executor_matches_an_independent_integer_mlp():
+    """The int executor against integers computed here from the quantisation parameters alone
+    (NumPy matmuls, no executor helpers; hw.numeric.epilogue is the one definition of the
+    epilogue arithmetic, which the golden model and the RTL share)."""
+    m = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3)).eval()
+    x = torch.randn(16, 8)
+    cm = convert(m, (x,), [(torch.randn(16, 8),) for _ in range(3)])
+    hidden, logits = cm.graph.nodes
+    q = cm.quant
+    lo, hi = int_range(8)
+    x_int = np.clip(np.round(x.double().numpy() / q.scales["input"]), lo, hi).astype(np.int64)
+    values = x_int
+    for node in (hidden, logits):
+        nq = q.nodes[node.name]
+        (term,) = nq.terms
+        acc = values @ term.b_int.numpy().astype(np.int64) + nq.bias_int.numpy()
+        values = epilogue(acc, nq.multiplier, nq.shift, nq.table, node.epilogue.out_bits)
+    samples, _ = cm.to_samples((x,))
+    _, kept = cm.run_samples(samples, "int", keep=True)
+    np.testing.assert_array_equal(kept[logits.name][0].numpy(), values)
+    with torch.no_grad():
+        got, ref = cm(x), m(x)
+    np.testing.assert_allclose(got.double().numpy(), values * q.scales[logits.name], rtol=1e-6)
+    assert float((got - ref).abs().max()) <= 0.05 * float(ref.abs().max())
+
+
 def test_batch_of_any_size_matches_per_batch_calls(block):
     _, cm = block
     x = torch.randn(5, 2, 6, 6)
@@ -146,9 +172,12 @@ def test_finetune_trains_weights_and_returns_a_new_model():
     assert ft is not cm and isinstance(ft, ConvertedModel)
     assert all(torch.equal(cm.graph.constants[n], before[n]) for n in names)
     assert any(not torch.equal(ft.graph.constants[n], before[n]) for n in names)
-    acc0 = (cm(x).argmax(-1) == y).float().mean()
-    acc1 = (ft(x).argmax(-1) == y).float().mean()
-    assert acc1 >= acc0 - 0.05
+    with torch.no_grad():
+        out0, out1 = cm(x), ft(x)
+    # measured: 100 % accuracy before and after, int-output cross-entropy 0.962 -> 0.945
+    assert (out1.argmax(-1) == y).float().mean() >= (out0.argmax(-1) == y).float().mean()
+    ce = nn.functional.cross_entropy
+    assert ce(out1, y) < 0.99 * ce(out0, y)
 
 
 def test_finetune_keeps_the_best_epoch_on_validation_data():
@@ -208,7 +237,6 @@ def test_zoo_mlp_within_target():
     assert abs(acc - zm.float_accuracy) <= 0.003 + 1e-9
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", ["resnet", "mobilenet"])
 def test_zoo_cnn_within_target(name):
     from compiler.zoo import load

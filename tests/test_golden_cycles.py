@@ -183,5 +183,8 @@ def test_slower_dram_never_shortens_a_run():
 
 def test_bench_golden_reports_speed():
     r = bench_golden(CFG, m=8, blocks=1, instructions=50, repeat=1)
-    assert r["macs"] == 50 * 8 * 16 and r["mmacs_per_s"] > 0
-    assert np.isfinite(r["seconds"])
+    assert r["macs"] == 50 * 8 * 16
+    # the rates are derived from the measured time (never asserted: no timed assertions)
+    assert np.isfinite(r["seconds"]) and r["seconds"] > 0
+    assert r["mmacs_per_s"] == pytest.approx(r["macs"] / r["seconds"] / 1e6, rel=1e-12)
+    assert r["instr_per_s"] == pytest.approx((2 + 50 + 1) / r["seconds"], rel=1e-12)

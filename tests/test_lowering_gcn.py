@@ -113,7 +113,6 @@ def test_data_by_data_matmul(mode):
             assert float((o - r).norm() / r.norm()) < 0.05
 
 
-@pytest.mark.slow
 def test_zoo_gcn_agreement():
     """The zoo's trained 2-layer GCN: node-classification agreement with float >= 99 %."""
     from compiler.zoo import load

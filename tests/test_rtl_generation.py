@@ -85,6 +85,7 @@ def test_presets_give_different_files(tmp_path):
     assert tiny.read_bytes() != ecp5.read_bytes()
 
 
+@pytest.mark.rtl
 def test_generated_verilog_lints_clean(tmp_path):
     from sim.lint import lint_file
 
@@ -99,6 +100,7 @@ def test_generated_verilog_lints_clean(tmp_path):
     assert "%Warning-WIDTHEXPAND" in messages and "%Warning-DECLFILENAME" in messages
 
 
+@pytest.mark.rtl
 def test_lint_reports_real_problems(tmp_path):
     from sim.lint import lint_file, main
 

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from compiler.convert import ConvertedModel, _calibrate
+from compiler.determinism import thread_independent
 from compiler.execute import run
 from compiler.graph import ConvertError
 from compiler.quant.quantize import quantize_graph
@@ -60,6 +61,7 @@ def _split(item, n_inputs: int) -> tuple[tuple, torch.Tensor | None]:
                        f"(inputs_tuple, labels), {n_inputs} input(s), or inputs plus labels")
 
 
+@thread_independent
 def finetune(converted: ConvertedModel, data: Iterable, epochs: int = 1, lr: float = 1e-4, *,
              distill: float = 0.5, temperature: float = 2.0, seed: int = 0,
              validation: Iterable | None = None, select: str = "loss",

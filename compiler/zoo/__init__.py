@@ -5,8 +5,11 @@
 >>> zm.metric(zm.model(*zm.eval_inputs), zm.eval_labels)  # doctest: +SKIP
 0.97...
 
-Weights are trained on first use (one CPU thread, fixed seeds) and cached under ``build/zoo`` (see
-:mod:`compiler.zoo.cache`); docs/zoo.md describes every model, its data split and its accuracy.
+The trained weights ship with the package (``compiler/zoo/weights``, named by a fingerprint of
+everything that shaped them), so every machine converts the same networks; a spec no shipped file
+matches (changed code, a non-default option or seed) is trained on first use (one CPU thread) with
+a warning and cached under ``build/zoo`` (see :mod:`compiler.zoo.cache`). docs/zoo.md describes
+every model, its data split and its accuracy.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ __all__ = [
     "ZooModel",
     "load",
     "spec",
+    "weights_spec",
     "accuracy",
     "HiddenStates",
     "hidden_states",
@@ -104,7 +108,13 @@ class ZooModel:
     train_cpu_seconds : float
         CPU time of that run (one thread, so unaffected by other processes sharing the CPU).
     checkpoint : pathlib.Path
-        The cached weights file.
+        The weights file (shipped ``.npz`` or cached ``.pt``).
+    weights_source : str
+        ``"shipped"``, ``"cached"`` or ``"trained"`` (by this call).
+    fingerprint : str
+        The spec's fingerprint (:func:`compiler.zoo.cache.fingerprint`) naming the weights.
+    seed : int
+        The training seed.
     eval_mask : torch.Tensor or None
         Node classification: int64 indices of the test nodes; None otherwise.
     """
@@ -123,6 +133,9 @@ class ZooModel:
     train_seconds: float
     train_cpu_seconds: float
     checkpoint: Path
+    weights_source: str = "shipped"
+    fingerprint: str = ""
+    seed: int = 0
     eval_mask: torch.Tensor | None = field(default=None)
 
 
@@ -179,32 +192,23 @@ def _calibration(data: ClassificationData, task: str) -> list[tuple[torch.Tensor
     return batches
 
 
-def load(name: str, **options: Any) -> ZooModel:
-    """Load zoo model ``name``, training and caching it on first use.
-
-    Parameters
-    ----------
-    name : str
-        One of :data:`MODEL_NAMES`.
-    **options
-        Architecture options replacing fields of the model's default config (for example
-        ``load("bert", hidden_act="gelu_new")``); each distinct config trains and caches its own
-        weights, except options that only select an equivalent formulation (the spec's
-        ``inference_options``, e.g. ``load("bert", attn_implementation="sdpa")``), which reuse
-        the default config's weights.
+def weights_spec(
+    name: str, *, seed: int | None = None, **options: Any
+) -> tuple[ZooSpec, Any, ClassificationData, str]:
+    """What the weights of ``load(name, seed=seed, **options)`` are trained from.
 
     Returns
     -------
-    ZooModel
-
-    Raises
-    ------
-    UnknownModelError
-        If ``name`` is not in :data:`MODEL_NAMES`.
-    ZooError
-        If an option does not exist or has an invalid value.
+    (ZooSpec, config, ClassificationData, str)
+        The spec (with ``seed`` in its training config), the architecture config the weights are
+        trained with (inference-only options reset to the defaults), the data, and the
+        fingerprint (:func:`compiler.zoo.cache.fingerprint`) naming the weights.
     """
     entry = spec(name)
+    if seed is not None:
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ZooError(f"zoo model {name!r}: seed must be a non-negative int, got {seed!r}")
+        entry = dataclasses.replace(entry, training=dataclasses.replace(entry.training, seed=seed))
     config = _configured(entry, options)
     training_config = dataclasses.replace(
         config, **{f: getattr(entry.config, f) for f in entry.inference_options}
@@ -217,9 +221,41 @@ def load(name: str, **options: Any) -> ZooModel:
     digest = cache.fingerprint(
         _source_files(entry), settings, (*data.train_inputs, data.train_labels)
     )
-    path = cache.cache_dir() / f"{name}_{digest}.pt"
-    checkpoint, _ = cache.load_or_train(
-        path, lambda: train_checkpoint(entry, training_config, data)
+    return entry, training_config, data, digest
+
+
+def load(name: str, *, seed: int | None = None, **options: Any) -> ZooModel:
+    """Load zoo model ``name``: its shipped weights, else cached ones, else train and cache it.
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`MODEL_NAMES`.
+    **options
+        Architecture options replacing fields of the model's default config (for example
+        ``load("bert", hidden_act="gelu_new")``); each distinct config trains and caches its own
+        weights, except options that only select an equivalent formulation (the spec's
+        ``inference_options``, e.g. ``load("bert", attn_implementation="sdpa")``), which reuse
+        the default config's weights.
+    seed : int, optional
+        Training seed (default: the spec's, which the shipped weights were trained with). Any
+        other seed trains on first use and is cached (``nmx zoo sweep``).
+
+    Returns
+    -------
+    ZooModel
+
+    Raises
+    ------
+    UnknownModelError
+        If ``name`` is not in :data:`MODEL_NAMES`.
+    ZooError
+        If an option does not exist or has an invalid value.
+    """
+    entry, training_config, data, digest = weights_spec(name, seed=seed, **options)
+    config = _configured(entry, options)
+    checkpoint, path, source = cache.load_weights(
+        name, digest, lambda: train_checkpoint(entry, training_config, data)
     )
 
     model = entry.build(config)
@@ -256,6 +292,9 @@ def load(name: str, **options: Any) -> ZooModel:
         train_seconds=float(checkpoint["train_seconds"]),
         train_cpu_seconds=float(checkpoint["train_cpu_seconds"]),
         checkpoint=path,
+        weights_source=source,
+        fingerprint=digest,
+        seed=entry.training.seed,
         eval_mask=mask,
     )
 
