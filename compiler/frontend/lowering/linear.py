@@ -65,13 +65,24 @@ def _t(ctx, x):
 
 
 @register("aten.contiguous.default", "aten.clone.default", "aten.alias.default",
-          "aten.detach.default", "aten.dropout.default", "aten.feature_dropout.default",
-          "aten.lift_fresh_copy.default")
+          "aten.detach.default", "aten.lift_fresh_copy.default")
 def _identity(ctx, x, *args, **kwargs):
     return x
 
 
-@register("aten.to.dtype", "aten._to_copy.default", "aten.to.dtype_layout", "aten.type_as.default")
+@register("aten.dropout.default", "aten.dropout_.default", "aten.feature_dropout.default",
+          "aten.feature_dropout_.default", "aten.alpha_dropout.default",
+          "aten.alpha_dropout_.default", "aten.feature_alpha_dropout.default",
+          "aten.feature_alpha_dropout_.default")
+def _dropout(ctx, x, p=0.5, train=False):
+    """Dropout is the identity at inference (``train=False``, as ``model.eval()`` traces it)."""
+    if train and p:
+        raise ctx.unsupported(f"dropout with train=True (p={p}); call model.eval()")
+    return x
+
+
+@register("aten.to.dtype", "aten._to_copy.default", "aten.to.dtype_layout", "aten.type_as.default",
+          "aten.to.device", "aten.to.other")
 def _to(ctx, x, *args, **kwargs):
     dtype = kwargs.get("dtype")
     if dtype is None:
