@@ -115,7 +115,26 @@ def _image_case(model: nn.Module, side: int, seed: int, description: str, channe
     shape = (2, channels, side, side)
     cal = _image_batches(shape, n_cal, seed + 1)
     ev = _image_batches(shape, 2, seed + 2)
+    _estimate_batchnorm(model, _image_batches((8, channels, side, side), 4, seed + 3))
     return Case(model, cal[0], cal, ev, "logits", description)
+
+
+def _estimate_batchnorm(model: nn.Module, batches: list) -> None:
+    """Set every BatchNorm's running statistics to those of ``batches`` (train-mode passes,
+    cumulative average), as training leaves them. With the initial statistics (mean 0, variance
+    1) deep random CNNs shrink their activations layer by layer (EfficientNet-B0 at 32x32 reaches
+    1e-14), which no trained network does."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    with torch.no_grad():
+        for (x,) in batches:
+            model(x)
+    model.eval()
 
 
 class _LastHidden(nn.Module):
@@ -181,11 +200,23 @@ def _vision_transformer(config_cls: str, model_cls: str):
                       num_labels=1000)
         cfg = getattr(tf, config_cls)(**kw)
         model = getattr(tf, model_cls)(cfg)
+        _randomise_zero_tokens(model)
         desc = (f"{model_cls} {cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, "
                 f"{cfg.image_size}px/{cfg.patch_size}, attention={cfg._attn_implementation}")
         return _image_case(_Logits(model), cfg.image_size, seed, desc)
 
     return build
+
+
+def _randomise_zero_tokens(model: nn.Module) -> None:
+    """Give the token parameters ``transformers`` initialises to zero (class / distillation
+    tokens, position embeddings) N(0, 0.02) values, as training would: with them all zero every
+    token of a random model starts equal and the first LayerNorm sees zero variance."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.rsplit(".", 1)[-1] in ("cls_token", "distillation_token",
+                                           "position_embeddings") and not p.any():
+                p.normal_(0.0, 0.02)
 
 
 # ---- torchvision / timm ---------------------------------------------------------------------
@@ -265,7 +296,10 @@ def _graph(layer: str):
         nodes, feats, hidden, classes = (12, 8, 16, 4) if size == "tiny" else (40, 32, 64, 7)
         ei = _random_graph(nodes, nodes * 2, gen)
         conv = getattr(pyg, layer)
-        model = _FixedGraph(conv(feats, hidden), conv(hidden, classes), ei)
+        kw = {"cached": True} if layer == "GCNConv" else {}
+        model = _FixedGraph(conv(feats, hidden, **kw), conv(hidden, classes, **kw), ei)
+        with torch.no_grad():  # GCNConv(cached=True) normalises the fixed graph once, here
+            model.eval()(torch.zeros(nodes, feats))
         cal = [(torch.randn(nodes, feats, generator=gen),) for _ in range(4)]
         ev = [(torch.randn(nodes, feats, generator=gen),) for _ in range(2)]
         return Case(model, cal[0], cal, ev, "logits",
@@ -306,8 +340,7 @@ ARCHITECTURES: dict[str, Architecture] = {
                      _torchvision("mobilenet_v2", dict(width_mult=0.25))),
         Architecture("mobilenet_v3_small", "torchvision",
                      _torchvision("mobilenet_v3_small", dict(width_mult=0.25))),
-        Architecture("efficientnet_b0", "torchvision",
-                     _torchvision("efficientnet_b0", dict(width_mult=0.25))),
+        Architecture("efficientnet_b0", "torchvision", _torchvision("efficientnet_b0")),
         Architecture("regnet_y_400mf", "torchvision", _torchvision("regnet_y_400mf")),
         Architecture("shufflenet_v2_x0_5", "torchvision", _torchvision("shufflenet_v2_x0_5")),
         Architecture("squeezenet1_0", "torchvision", _torchvision("squeezenet1_0")),
