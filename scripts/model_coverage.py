@@ -29,7 +29,8 @@ from compiler.coverage.measure import measure  # noqa: E402
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("names", nargs="*", help=f"architectures (default: all): {', '.join(ARCHITECTURES)}")
+    p.add_argument("names", nargs="*",
+                   help=f"architectures (default: all): {', '.join(ARCHITECTURES)}")
     p.add_argument("--size", choices=SIZES, default="table")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--json", type=Path, help="also write the rows as JSON here")
