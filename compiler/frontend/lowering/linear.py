@@ -260,9 +260,27 @@ def _convolution(ctx, x, weight, bias, stride, padding, dilation, transposed, ou
                  groups):
     if transposed:
         raise ctx.unsupported("transposed convolution")
+    if len(stride) == 1:
+        return _conv1d(ctx, x, weight, bias, stride, padding, dilation, groups)
     if len(stride) != 2:
-        raise ctx.unsupported(f"{len(stride)}-D convolution; only 2-D is supported")
+        raise ctx.unsupported(f"{len(stride)}-D convolution; 1-D and 2-D are supported")
     return conv2d(ctx, x, weight, bias, stride, padding, dilation, groups)
+
+
+@register("aten.conv1d.default", "aten.conv1d.padding")
+def _conv1d(ctx, x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """1-D convolution as a 2-D one of height 1: ``(N, C, L) -> (N, C, 1, L)`` (a view)."""
+    if x.ndim != 3 or ctx.is_data(weight) or weight.ndim != 3:
+        raise ctx.unsupported(f"conv1d needs a 3-D (N, C, L) input and constant weights, got "
+                              f"{x.shape}")
+
+    def one(v):
+        return v[0] if isinstance(v, (tuple, list)) else v
+
+    pad = padding if isinstance(padding, str) else (0, one(padding))
+    out = conv2d(ctx, x.reshape(x.shape[0], x.shape[1], 1, x.shape[2]), weight.unsqueeze(2),
+                 bias, (1, one(stride)), pad, (1, one(dilation)), groups)
+    return out.reshape(out.shape[0], out.shape[1], out.shape[3])
 
 
 def _channel_layout(ctx: LoweringContext, x: TensorRef, node, channel_dim: int):
@@ -565,11 +583,6 @@ register("aten.hardswish.default", "aten.hardswish_.default")(_act("hardswish"))
 register("aten.hardsigmoid.default", "aten.hardsigmoid_.default")(_act("hardsigmoid"))
 
 
-@register("aten.hardtanh.default", "aten.hardtanh_.default")
-def _hardtanh(ctx, x, min_val=-1.0, max_val=1.0):
-    if (min_val, max_val) == (0.0, 6.0):
-        return ctx.pointwise(x, "relu6")
-    raise ctx.unsupported(f"hardtanh({min_val}, {max_val}); supported: (0, 6) (= ReLU6)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -703,16 +716,16 @@ def reduce_last(ctx: LoweringContext, x: TensorRef, dims, keepdim: bool, mean: b
     out = ctx.gemm([(xm, col)])
     shape = [1 if d in dims else s for d, s in enumerate(x.shape)] if keepdim else \
         [x.shape[d] for d in keep]
-    return out.reshape(*shape)
+    return out.reshape(tuple(shape))
 
 
-@register("aten.mean.dim")
+@register("aten.mean.dim", "aten.mean.default")
 def _mean(ctx, x, dim=None, keepdim=False, dtype=None):
     dims = range(x.ndim) if dim is None else ([dim] if isinstance(dim, int) else dim)
     return reduce_last(ctx, x, dims, keepdim, True)
 
 
-@register("aten.sum.dim_IntList")
+@register("aten.sum.dim_IntList", "aten.sum.default")
 def _sum(ctx, x, dim=None, keepdim=False, dtype=None):
     dims = range(x.ndim) if dim is None else ([dim] if isinstance(dim, int) else dim)
     return reduce_last(ctx, x, dims, keepdim, False)
