@@ -189,7 +189,7 @@ class Reshape(View):
 
     def apply(self, t, sample_ndim):
         lead = t.shape[: t.ndim - sample_ndim]
-        return t.reshape(*lead, *self.shape)
+        return t.reshape((*lead, *self.shape))
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,10 @@
 
 Columns: model, family, converts, the int-vs-float cosine on held-out random inputs (worst
 sample's logit cosine for classifiers and graph networks, mean per-token cosine of the final
-hidden states over unpadded tokens for encoders), the ops that block conversion, conversion time
-and GEMM node count. Models are built from their configs with random weights (nothing is
+hidden states over unpadded tokens for encoders), the float model's own cosine when one int8
+step of noise is added to its input (how much the random-weight network amplifies a
+quantisation-sized perturbation), the ops that block conversion, conversion time and GEMM node
+count. Models are built from their configs with random weights (nothing is
 downloaded): see compiler/coverage/architectures.py. docs/coverage.md holds the last table.
 """
 
@@ -45,13 +47,15 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
     rows = []
-    print("| model | family | converts | int vs float cosine | blocking ops | seconds | nodes |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| model | family | converts | int vs float cosine | float under 1-step noise | "
+          "blocking ops | seconds | nodes |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for name in args.names or list(ARCHITECTURES):
         r = measure(name, args.size)
         rows.append(r)
         cos = "" if r.cosine is None else f"{r.cosine:.4f}"
-        print(f"| {r.name} | {r.family} | {'yes' if r.converts else 'no'} | {cos} | "
+        sens = "" if r.sensitivity is None else f"{r.sensitivity:.4f}"
+        print(f"| {r.name} | {r.family} | {'yes' if r.converts else 'no'} | {cos} | {sens} | "
               f"{r.blocking} | {r.seconds:.1f} | {r.nodes} |", flush=True)
     ok = sum(r.converts for r in rows)
     good = sum(r.converts and r.cosine is not None and r.cosine >= 0.99 for r in rows)

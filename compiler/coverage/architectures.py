@@ -68,8 +68,18 @@ class Architecture:
             raise ValueError(f"size must be one of {SIZES}, got {size!r}")
         torch.manual_seed(seed)
         case = self.builder(size, seed)
+        _randomise_zero_weights(case.model)
         case.model.eval()
         return case
+
+
+def _randomise_zero_weights(model: nn.Module) -> None:
+    """Give weight matrices a library initialises to zero (torchvision ViT's classifier head)
+    N(0, 0.02) values, as training would: a zero head makes every logit 0."""
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim >= 2 and not p.any():
+                p.normal_(0.0, 0.02)
 
 
 # ---- inputs ---------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from compiler.graph import ConvertError
 from compiler.report import token_cosines
 from hw.errors import NmxError
 
-__all__ = ["Row", "int_cosine", "measure"]
+__all__ = ["SENSITIVITY_NOISE", "Row", "float_sensitivity", "int_cosine", "measure"]
 
 
 @dataclass
@@ -38,6 +38,7 @@ class Row:
     seconds: float
     nodes: int
     description: str
+    sensitivity: float | None = None
 
     def to_dict(self) -> dict:
         """JSON-ready fields."""
@@ -60,6 +61,31 @@ def int_cosine(cm, case: Case) -> float:
                     g.double(), r.double(), dim=-1).min())
     t = torch.stack(values)
     return float(t.mean() if case.kind == "tokens" else t.min())
+
+
+#: Input noise of :func:`float_sensitivity`, relative to the input's standard deviation: about
+#: one int8 step of a tensor quantised over +-4 standard deviations.
+SENSITIVITY_NOISE = 4.0 / 127
+
+
+def float_sensitivity(case: Case, seed: int = 0) -> float:
+    """The float model's own cosine (same statistic as :func:`int_cosine`) when Gaussian noise
+    of one int8 step (:data:`SENSITIVITY_NOISE`) is added to its feature inputs: how much a
+    random-weight network amplifies a quantisation-sized perturbation, before any conversion."""
+    gen = torch.Generator().manual_seed(seed)
+    values = []
+    with torch.no_grad():
+        for inputs in case.evaluation:
+            x = inputs[0]
+            if not x.dtype.is_floating_point:
+                return float("nan")
+            noisy = (x + SENSITIVITY_NOISE * x.std() * torch.randn(x.shape, generator=gen),
+                     *inputs[1:])
+            ref, got = case.model(*inputs).float(), case.model(*noisy).float()
+            r, g = ref.reshape(ref.shape[0], -1), got.reshape(got.shape[0], -1)
+            values.append(torch.nn.functional.cosine_similarity(g.double(), r.double(),
+                                                                dim=-1).min())
+    return float(torch.stack(values).min())
 
 
 def _blocking(err: Exception) -> str:
@@ -86,5 +112,6 @@ def measure(name: str, size: str = "table", seed: int = 0) -> Row:
                    case.description)
     seconds = time.perf_counter() - t0
     metric = "token cosine (mean)" if case.kind == "tokens" else "logit cosine (worst)"
+    sens = float_sensitivity(case) if case.kind == "logits" else None
     return Row(name, arch.family, True, int_cosine(cm, case), metric, "", seconds,
-               len(cm.graph.nodes), case.description)
+               len(cm.graph.nodes), case.description, sens)
