@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run-golden": ("run_golden", "run a program on the golden ISA model and cycle model"),
     "pwl": ("pwl", "fit a piecewise-linear approximation and report its error"),
     "convert": ("convert", "convert a zoo model and report its accuracy"),
+    "ops": ("ops", "list the PyTorch ops the converter lowers, and the PWL functions"),
     "bench": ("bench", "benchmarks: golden-model speed, RTL cycles"),
 }
 
