@@ -381,11 +381,15 @@ def _print_model(con, results: dict, cm, report: bool) -> None:
         if key in s:
             times += f", {key} {s[key]:.1f}s"
     con.print(times)
-    con.print(f"matrix graph: {results['nodes']} GEMM nodes, capture via {results['capture']}")
-    con.print(f"folded at conversion time: {len(results['folded'])} item(s)"
-              + (" (--report lists them)" if results["folded"] else ""))
-    con.print("host pre-processing: " + ("; ".join(results["host_ops"]) or "none"))
-    con.print("16-bit operand tensors: " + (", ".join(results["wide"]) or "none"))
+    if report:  # the report below states the capture, folding, host ops and 16-bit tensors
+        con.print(f"matrix graph: {results['nodes']} GEMM nodes")
+    else:
+        con.print(f"matrix graph: {results['nodes']} GEMM nodes, capture via "
+                  f"{results['capture']}")
+        con.print(f"folded at conversion time: {len(results['folded'])} item(s)"
+                  + (" (--report lists them)" if results["folded"] else ""))
+        con.print("host pre-processing: " + ("; ".join(results["host_ops"]) or "none"))
+        con.print("16-bit operand tensors: " + (", ".join(results["wide"]) or "none"))
     if "finetune" in results:
         f = results["finetune"]
         agree = ", ".join(f"{100 * v:.2f} %" for v in f["val_agreement"])
