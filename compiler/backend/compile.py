@@ -12,7 +12,7 @@ from hw.config import AcceleratorConfig
 from hw.isa import Program
 from sim.dram_image import DramImage
 
-__all__ = ["compile_graph", "compile"]
+__all__ = ["compile", "compile_graph", "compile_ir"]
 
 
 def compile_graph(graph, quant, config: AcceleratorConfig, batch: int = 1,
@@ -27,6 +27,14 @@ def compile_graph(graph, quant, config: AcceleratorConfig, batch: int = 1,
     ir = build_ir(graph, quant)
     shapes = {i.name: tuple(i.shape) for i in graph.inputs}
     shapes.update({h.name: tuple(h.shape) for h in graph.host_ops})
+    return compile_ir(ir, config, batch, shapes, graph, name=name, t0=t0)
+
+
+def compile_ir(ir, config: AcceleratorConfig, batch: int, shapes: dict, graph, *,
+               name: str = "network", t0: float | None = None) -> Bundle:
+    """Compile an integer IR (``shapes``: per-sample shapes of the tensors entering the
+    machine; ``graph``: the matrix graph for its inputs and host pre-processing)."""
+    t0 = time.perf_counter() if t0 is None else t0
     em = emit_program(ir, config, batch, shapes)
     image = DramImage.zeros(max(em.dram.size, 64), config)
     for rname, (addr, n) in em.dram.regions.items():
