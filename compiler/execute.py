@@ -12,8 +12,8 @@ mode           what it computes
                estimators, so it is differentiable (fine-tuning trains through it).
 ``int``        the integer-exact reference: the integer IR (:mod:`compiler.ir`) interpreted,
                the same passes the back end lowers to instructions: int8 operands, int64
-               accumulation checked to stay in int32, and the epilogue only through :mod:`hw.numeric` (``requantize``,
-               ``pwl_apply``). No float touches the data path; host pre-processing and the input
+               accumulation checked to stay in int32, and the epilogue only through
+               :mod:`hw.numeric` (``requantize``, ``pwl_apply``). No float touches the data path; host pre-processing and the input
                quantisation run before it and dequantisation of the outputs after it. A 16-bit
                operand (:mod:`compiler.quant.wide`) is split into int8 ``hi``/``lo`` halves: ``hi``
                GEMMs (and the node's other terms) accumulate first, an ``x256`` epilogue
