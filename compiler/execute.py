@@ -10,18 +10,17 @@ mode           what it computes
                int8 constants, int32-grid accumulator, requantisation to the PWL input grid, the
                float PWL, output rounding and saturation. Rounding uses straight-through
                estimators, so it is differentiable (fine-tuning trains through it).
-``int``        the integer-exact reference: the integer IR (:mod:`compiler.ir`) interpreted,
-               the same passes the back end lowers to instructions: int8 operands, int64
-               accumulation checked to stay in int32, and the epilogue only through
-               :mod:`hw.numeric` (``requantize``, ``pwl_apply``). No float touches the data path; host pre-processing and the input
-               quantisation run before it and dequantisation of the outputs after it. A 16-bit
-               operand (:mod:`compiler.quant.wide`) is split into int8 ``hi``/``lo`` halves: ``hi``
-               GEMMs (and the node's other terms) accumulate first, an ``x256`` epilogue
-               (``hw.numeric.epilogue``, checked not to saturate) scales them in place, then the
-               ``lo`` GEMMs and the bias accumulate; its producer writes the int32 epilogue result
-               and splits it with saturating epilogues. A term with two 16-bit operands runs
-               ``hi·hi`` before and ``hi·lo + lo·hi`` after that epilogue. Never an int16
-               matmul.
+``int``        the integer-exact reference: the integer IR (:mod:`compiler.ir`) interpreted, the
+               same passes the back end lowers to instructions: int8 operands, int64 accumulation
+               checked to stay in int32, and the epilogue only through :mod:`hw.numeric`
+               (``requantize``, ``pwl_apply``). No float touches the data path; host pre-processing
+               and the input quantisation run before it and dequantisation of the outputs after it.
+               A 16-bit operand (:mod:`compiler.quant.wide`) is split into int8 ``hi``/``lo``
+               halves: ``hi`` GEMMs (and the node's other terms) accumulate first, an ``x256``
+               epilogue (``hw.numeric.epilogue``, checked not to saturate) scales them in place,
+               then the ``lo`` GEMMs and the bias accumulate; its producer writes the int32 epilogue
+               result and splits it with saturating epilogues. A term with two 16-bit operands runs
+               ``hi·hi`` before and ``hi·lo + lo·hi`` after that epilogue. Never an int16 matmul.
 =============  ==============================================================================
 
 Every executor takes inputs with one extra leading *sample* dimension (a stack of inputs shaped
