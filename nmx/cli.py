@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pwl": ("pwl", "fit a piecewise-linear approximation and report its error"),
     "convert": ("convert", "convert a zoo model and report its accuracy"),
     "bench": ("bench", "benchmarks: golden-model speed, RTL cycles"),
+    "compile": ("compile", "compile zoo models into bundles (program, DRAM image, manifest)"),
+    "run": ("run", "run a compiled bundle on the golden model"),
 }
 
 

@@ -64,6 +64,9 @@ def compile_ir(ir, config: AcceleratorConfig, batch: int, shapes: dict, graph, *
     for rname, (_a, n) in em.dram.regions.items():
         k = em.dram.kinds[rname]
         kinds[k] = kinds.get(k, 0) + n
+    float_macs = {}
+    for n in getattr(graph, "nodes", []):
+        float_macs[n.name] = int(n.macs()) * batch
     manifest = {
         "version": MANIFEST_VERSION,
         "name": name,
@@ -81,7 +84,8 @@ def compile_ir(ir, config: AcceleratorConfig, batch: int, shapes: dict, graph, *
         "instructions": len(program.instructions),
         "syncs_inserted": em.sync_count,
         "nodes": [{"name": n.name, "module": n.module, "aten": n.aten,
-                   "words": list(em.node_ranges[n.name]), **em.node_info[n.name]}
+                   "words": list(em.node_ranges[n.name]), **em.node_info[n.name],
+                   "float_macs": float_macs.get(n.name, em.node_info[n.name]["pass_macs"])}
                   for n in ir.nodes],
         "compile_seconds": seconds,
     }

@@ -325,8 +325,9 @@ class Emitter:
             problems = [np.asarray([g], dtype=np.int64) for g in range(G)]
         nt = -(-N // C)
         ng, m, kgs = self._tiling(node, passes, nt, M if not shared else G * M, rs is not None)
-        info = {"M": M * G, "N": N, "K": [pp["K"] for pp in passes], "tiles": (ng, m, kgs),
-                "G": G, "shared": shared}
+        graph_macs = sum(G * M * N * pp["K"] for pp in passes)
+        info = {"M": M * G, "N": N, "K": [pp["K"] for pp in passes], "tiles": [ng, m, kgs],
+                "G": G, "shared": shared, "pass_macs": int(graph_macs)}
         self.node_info[node.name] = info
         for gs in problems:
             rows_g = np.repeat(gs, M)
