@@ -154,6 +154,8 @@ class Bundle:
             if v.size and (v.min() < lo or v.max() > hi):
                 raise CompileError("bundle.run", f"input {spec['name']} is not int8")
             addr, n = spec["addr"], spec["bytes"]
+            if spec.get("order"):
+                v = v.transpose(spec["order"])
             raw = np.ascontiguousarray(v.astype(np.int8)).view(np.uint8).reshape(-1)
             if raw.size != n:
                 raise CompileError("bundle.run", f"input {spec['name']}: {raw.size} bytes for a "

@@ -49,7 +49,9 @@ def compile_ir(ir, config: AcceleratorConfig, batch: int, shapes: dict, graph, *
         p = em.placements[tname]
         inputs.append({"name": tname, "shape": list(p.shape), "dtype": "int8",
                        "scale": ir.inputs[tname], "addr": p.planes["int8"], "bytes": p.nbytes,
-                       "layout": "row-major (batch, *shape)"})
+                       "order": list(p.order) if p.order else None,
+                       "layout": ("row-major (batch, *shape)" if p.order is None else
+                                  f"dims of (batch, *shape) stored in order {list(p.order)}")})
     outputs = []
     for ref in ir.outputs:
         if ref.source not in em.placements:

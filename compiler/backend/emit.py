@@ -25,6 +25,7 @@ from compiler.backend.layout import (
     row_runs,
 )
 from compiler.backend.schedule import Access, Scheduler
+from compiler.graph import Im2col, TensorRef
 from compiler.ir.nodes import GemmPass, IntGraph, IntNode, Operand
 from hw.config import AcceleratorConfig
 from hw.isa import (
@@ -109,7 +110,10 @@ class Emitter:
         self.node: IntNode | None = None
         self.neg_block = None
         for name in ir.inputs:
-            self._place(name, shapes[name], 1, ("int8",), "input")
+            p = self._place(name, shapes[name], 1, ("int8",), "input")
+            if self._channels_last(name, shapes[name]):
+                nd = len(shapes[name]) + 1
+                p.order = (*range(nd - 3), nd - 2, nd - 1, nd - 3)
         ce = self.chip.constant_entries()
         self.const_entries = self.dram.alloc(
             "const.entries", ce.shape[1] * BIAS_ENTRY_BYTES, "constant",
@@ -120,6 +124,19 @@ class Emitter:
     def _err(self, limit: str) -> CompileError:
         what = self.node.what if self.node is not None else "program"
         return CompileError(what, limit, self.cfg)
+
+    def _channels_last(self, name: str, shape) -> bool:
+        """Whether input ``name`` is read through a convolution's Im2col directly: then the
+        host stores it channels-last (HWC), so that kernel rows are contiguous DMA runs."""
+        if len(shape) < 3:
+            return False
+        for node in self.ir.nodes:
+            for p in node.passes:
+                for op in (p.a, p.b):
+                    if (op.ref is not None and op.ref.source == name and len(op.ref.views) == 1
+                            and isinstance(op.ref.views[0], Im2col)):
+                        return True
+        return False
 
     def _place(self, name, shape, esize, planes, kind) -> Placement:
         p = Placement(name, tuple(shape), self.batch, esize)
@@ -376,6 +393,7 @@ class Emitter:
             pp["a_base"], pp["a_rows"] = addr, a.shape[1]
         else:
             pp["a_addr"] = a
+            pp["conv"] = self._conv_source(p.a)
         if b_const:
             L = b.shape[0]
             blob = np.zeros((L, nt, kt, R, C), dtype=np.int8)
@@ -648,8 +666,110 @@ class Emitter:
                 addr = np.full((me, R), -1, dtype=np.int64)
                 addr[:, : ok.sum()] = a[la[:, None], rows_i[:, None], ch[ok][None, :]]
                 addr = addr[:, : max(1, int(ok.sum()))]
-                self.load_rows(MemSpace.SPAD, dst + (t - t0) * me, addr, 1)
+                if pp.get("conv") is None or not self._conv_walk(
+                        pp["conv"], ch[ok], la, rows_i, addr, dst + (t - t0) * me):
+                    self.load_rows(MemSpace.SPAD, dst + (t - t0) * me, addr, 1)
         return dst
+
+    def _conv_source(self, op: Operand):
+        """Geometry of a convolution operand (last view Im2col over an HWC-stored image):
+        per lead index the image base address, and (H, W, pitch, pix, C, kernel, stride, pad,
+        dilation); None if the view chain is not of that form."""
+        views = op.ref.views
+        if not views or not isinstance(views[-1], Im2col):
+            return None
+        im = views[-1]
+        pre = TensorRef(op.ref.source, op.ref.source_shape, views[:-1])
+        src = self.place[op.ref.source]
+        a = address_map(pre, src, op.plane)  # (B, *lead, C, H, W)
+        if (a < 0).any() or a.ndim < 4:
+            return None
+        c, h, w = a.shape[-3:]
+        flat = a.reshape(-1, c, h, w)
+        base = flat[:, 0, 0, 0]
+        expect = (base[:, None, None, None] + np.arange(c)[None, :, None, None]
+                  + (np.arange(h)[None, None, :, None] * w
+                     + np.arange(w)[None, None, None, :]) * c)
+        if not np.array_equal(flat, expect):
+            return None
+        return {"base": base, "H": h, "W": w, "C": c, "im": im}
+
+    def _conv_walk(self, conv, cols, la, rows_i, addr, dst) -> bool:
+        """Load one operand chunk of a convolution as DMACFG image walks (output rows as the
+        outer loop, output pixels as the inner one); False if the walk would not reproduce
+        ``addr`` exactly (then the caller loads row runs)."""
+        im = conv["im"]
+        kh, kw = im.kernel
+        sh, sw = im.stride
+        ph, pw = im.padding
+        dh, dw = im.dilation
+        H, W, C = conv["H"], conv["W"], conv["C"]
+        if sh > 63 or sw > 63 or dh != 1 or dw != 1:
+            return False
+        wo = (W + 2 * pw - (kw - 1) - 1) // sw + 1
+        col0 = int(cols[0])
+        c0, tap = divmod(col0, kh * kw)
+        i, j0 = divmod(tap, kw)
+        length = addr.shape[1]
+        key = (H, W, W * C, C, sh, sw)
+        # rows: runs of one lead index and consecutive output positions
+        me = rows_i.size
+        segs = []
+        r = 0
+        while r < me:
+            q = r + 1
+            while q < me and la[q] == la[r] and rows_i[q] == rows_i[q - 1] + 1:
+                q += 1
+            segs.append((r, q))
+            r = q
+        plan = []
+        for r, q in segs:
+            pos = int(rows_i[r])
+            end = int(rows_i[q - 1]) + 1
+            base = int(conv["base"][la[r]]) + c0
+            while pos < end:
+                oy, ox = divmod(pos, wo)
+                if ox == 0 and end - pos >= wo:
+                    outer = min((end - pos) // wo, _FIELD_MAX)
+                    inner = wo
+                else:
+                    outer, inner = 1, min(wo - ox, end - pos)
+                plan.append((r + pos - int(rows_i[r]), base, outer, inner, oy * sh + i - ph,
+                             ox * sw + j0 - pw))
+                pos += outer * inner
+        # verify against the address map
+        sim = np.full_like(addr, -1)
+        b = np.arange(length, dtype=np.int64)[None, :]
+        for row0, base, outer, inner, y0, x0 in plan:
+            o = np.arange(outer, dtype=np.int64)[:, None]
+            qq = np.arange(inner, dtype=np.int64)[None, :]
+            y = (y0 + o * sh + 0 * qq).reshape(-1, 1)
+            x = (x0 + qq * sw + 0 * o).reshape(-1, 1)
+            px = x + b // C
+            valid = (y >= 0) & (y < H) & (px >= 0) & (px < W)
+            a = base + y * W * C + x * C + b
+            sim[row0 : row0 + outer * inner] = np.where(valid, a, -1)
+        if not np.array_equal(sim, addr) or length > self.cfg.lanes:
+            return False
+        slot = self._conv_geometry(key)
+        for row0, base, outer, inner, y0, x0 in plan:
+            n = outer * inner
+            valid = sim[row0 : row0 + n]
+            acc = [Access("spad", dst + row0, n, True)]
+            if (valid >= 0).any():
+                lo = int(valid[valid >= 0].min())
+                hi = int(valid.max()) + 1
+                acc.append(Access("dram", lo, hi - lo, False))
+            self.emit(Load(mem=MemSpace.SPAD, geom=slot, base=0, offset=base, dst=dst + row0,
+                           outer=outer, inner=inner, y0=y0, x0=x0, length=length), acc)
+        return True
+
+    def _conv_geometry(self, key) -> int:
+        h, w, pitch, pix, sy, sx = key
+        slot, hit = self.chip.geometry.lookup(("conv", *key))
+        if not hit:
+            self.emit(Dmacfg(slot=slot, height=h, width=w, pitch=pitch, pix=pix, sy=sy, sx=sx))
+        return slot
 
     def _load_weights(self, node, pp, lb, u0, nge, t0, kge) -> int:
         R, C = self.R, self.C

@@ -38,6 +38,8 @@ class Placement:
     batch: int
     esize: int
     planes: dict[str, int] = field(default_factory=dict)  # plane -> base byte address
+    #: storage order of the dims of ``(batch, *shape)`` (default: row-major, identity)
+    order: tuple[int, ...] | None = None
 
     @property
     def numel(self) -> int:
@@ -52,8 +54,12 @@ class Placement:
     def addresses(self, plane: str) -> np.ndarray:
         """Byte address of every element, shape ``(batch, *shape)``."""
         base = self.planes[plane]
-        return (base + self.esize * np.arange(self.numel, dtype=np.int64)).reshape(
-            self.batch, *self.shape)
+        logical = (self.batch, *self.shape)
+        flat = base + self.esize * np.arange(self.numel, dtype=np.int64)
+        if self.order is None:
+            return flat.reshape(logical)
+        stored = flat.reshape([logical[d] for d in self.order])
+        return stored.transpose(np.argsort(self.order))
 
 
 def address_map(ref: TensorRef, placement: Placement, plane: str) -> np.ndarray:
