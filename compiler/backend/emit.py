@@ -174,37 +174,34 @@ class Emitter:
         lanes = self.cfg.lanes if mem == MemSpace.SPAD else self.C
         if length > lanes or length > 127:
             raise self._err(f"row of {length} elements exceeds a {mem.name} row")
-        # zero rows take their neighbour's address so that they join its group
-        start = start.copy()
-        i = 0
-        while i < rows:
-            j = i + 1
-            d = None
-            while j < rows and j - i < _FIELD_MAX:
-                if left[j] != left[i] or valid[j] != valid[i]:
-                    break
-                dj = int(start[j] - start[j - 1])
-                if dj < 0 or (d is not None and dj != d) or valid[i] == 0 and dj != 0:
-                    break
-                d = dj
-                j += 1
-            n = j - i
-            v = int(valid[i])
-            pitch = d or 0
-            if v == 0:
-                slot = self._geometry((0, 0, esize))
-                off = 0
-            else:
-                slot = self._geometry((v, pitch, esize))
-                off = int(start[i])
-            acc = [Access("spad" if mem == MemSpace.SPAD else "acc", dst + i, n, True)]
-            if v:
-                lo = int(start[i])
-                hi = int(start[j - 1]) + v * esize
-                acc.append(Access("dram", lo, hi - lo, False))
-            self.emit(Load(mem=mem, geom=slot, base=0, offset=off, dst=dst + i, outer=n,
-                           inner=1, y0=0, x0=-int(left[i]), length=length), acc)
-            i = j
+        # groups of rows with one padding pattern and one address step: one LOAD each
+        start = np.where(valid > 0, start, 0)
+        brk = np.zeros(rows, dtype=bool)
+        brk[0] = True
+        if rows > 1:
+            d = np.diff(start)
+            brk[1:] = (left[1:] != left[:-1]) | (valid[1:] != valid[:-1]) | (d < 0)
+            brk[2:] |= d[1:] != d[:-1]
+        firsts = np.nonzero(brk)[0].tolist() + [rows]
+        for gi in range(len(firsts) - 1):
+            for i in range(firsts[gi], firsts[gi + 1], _FIELD_MAX):
+                j = min(i + _FIELD_MAX, firsts[gi + 1])
+                n = j - i
+                v = int(valid[i])
+                pitch = int(start[i + 1] - start[i]) if n > 1 else 0
+                if v == 0:
+                    slot = self._geometry((0, 0, esize))
+                    off = 0
+                else:
+                    slot = self._geometry((v, pitch, esize))
+                    off = int(start[i])
+                acc = [Access("spad" if mem == MemSpace.SPAD else "acc", dst + i, n, True)]
+                if v:
+                    lo = int(start[i])
+                    hi = int(start[j - 1]) + v * esize
+                    acc.append(Access("dram", lo, hi - lo, False))
+                self.emit(Load(mem=mem, geom=slot, base=0, offset=off, dst=dst + i, outer=n,
+                               inner=1, y0=0, x0=-int(left[i]), length=length), acc)
 
     def load_contiguous(self, dst: int, addr: int, rows: int, row_bytes: int,
                         lanes: int | None = None) -> None:
