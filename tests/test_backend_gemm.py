@@ -173,3 +173,21 @@ def test_split_output_needs_square_array_names_node_and_config():
                   [TensorRef("h", (4, 4))])
     with pytest.raises(CompileError, match=r"node h \(module m\.h.*rows == cols.*config 4x8"):
         compile_ir(ir, cfg, 1, {"x": (4, 4)}, _graph({"x": (4, 4)}))
+
+
+@pytest.mark.parametrize("cfgname", CONFIGS)
+def test_all_zero_weight_blocks_are_skipped(cfgname):
+    """A block-diagonal constant (residual identities, LayerNorm diagonals) issues one weight
+    block per column tile, and still equals the interpreter."""
+    cfg = preset(cfgname)
+    r = cfg.rows
+    m, k = 2 * r + 1, 4 * r
+    rng = np.random.default_rng(1)
+    w = np.diag(rng.integers(-128, 128, k))
+    node = _node("y", (m, k), [GemmPass(Operand(ref=TensorRef("x", (m, k))),
+                                        Operand(const=w, const_name="diag"))], n=k, rng=rng)
+    ir = IntGraph([node], {"x": 1.0}, {"x": 1.0, "y": 1.0}, {"x": 8, "y": 8},
+                  [TensorRef("y", (m, k))])
+    bundle = _check(ir, {"x": rng.integers(-128, 128, (1, m, k))}, cfg, 1)
+    res = bundle.run([torch.from_numpy(rng.integers(-128, 128, (1, m, k)))])
+    assert res.run.macs == m * cfg.rows * cfg.cols * (k // cfg.cols)

@@ -401,6 +401,9 @@ class Emitter:
                     cw = min(C, N - u * C)
                     blob[:, u, t, ok, :cw] = b[:, ch[ok], u * C : u * C + cw]
             pp["b_base"] = self._const(f"{node.name}.p{pi}.b", blob.tobytes())
+            nz = blob.reshape(L, nt, kt, -1).any(axis=-1)
+            nz[:, :, 0] |= ~nz.any(axis=2)  # an all-zero column tile still gets one block
+            pp["nz"] = nz
             pp["b_shared"] = len(set(lb.tolist())) == 1
             pp["transpose"] = False
         else:
@@ -507,38 +510,73 @@ class Emitter:
         g0 = int(rows_g[0])
         ents = self.entries((node.name, int(ent_lead[g0]), u0, nge),
                             int(ent_addr[ent_lead[g0]]) + u0 * C * BIAS_ENTRY_BYTES, nge * C)
-        first = True
-        bias_pending = node.bias is not None
+        written = [False] * nge
+        bias_left = [node.bias is not None] * nge
         stages = [("pre", [p for p in passes if node.passes[p["index"]].stage == "pre"]),
                   ("post", [p for p in passes if node.passes[p["index"]].stage == "post"])]
         for stage, pps in stages:
             for pp in pps:
                 kg = kgs[pp["index"]]
+                lb = int(pp["lb"][g0])
                 for t0 in range(0, pp["kt"], kg):
                     kge = min(kg, pp["kt"] - t0)
-                    a_row = self._load_operand(pp, rows_g, rows_i, t0, kge)
-                    w_row = self._load_weights(node, pp, int(pp["lb"][g0]), u0, nge, t0, kge)
-                    use_bias = stage == "post" and bias_pending
-                    if first:
-                        mode = GemmMode.BIAS if use_bias else GemmMode.OVERWRITE
+                    _w, wmap = self._load_weights(node, pp, lb, u0, nge, t0, kge)
+                    ts = sorted({t for (_u, t) in wmap})
+                    if not ts:
+                        continue
+                    a_row = self._load_operand(pp, rows_g, rows_i, ts)
+                    pos = {t: i for i, t in enumerate(ts)}
+                    dense = (len(wmap) == nge * kge and len(set(written)) == 1
+                             and len(set(bias_left)) == 1)
+                    if dense:
+                        groups = [(0, nge, t0, kge)]
                     else:
-                        mode = GemmMode.ACCUMULATE_BIAS if use_bias else GemmMode.ACCUMULATE
-                    if use_bias:
-                        bias_pending = False
-                    blk = C if pp["transpose"] else R
-                    accs = [Access("spad", w_row, nge * kge * blk, False),
-                            Access("spad", a_row, kge * me, False),
-                            Access("acc", acc, nge * me, True)]
-                    if mode.reads_accumulator:
-                        accs.append(Access("acc", acc, nge * me, False))
-                    if mode.reads_bias:
-                        accs.append(Access("bias", ents, nge * C, False))
-                    self.emit(Gemm(mode=mode, transpose=bool(pp["transpose"]), w=w_row, a=a_row,
-                                   acc=acc, m=me, k_tiles=kge, n_tiles=nge,
-                                   bias=ents if mode.reads_bias else 0), accs)
-                    first = False
+                        groups = []
+                        for ui in range(nge):
+                            t = t0
+                            while t < t0 + kge:
+                                if (ui, t) not in wmap:
+                                    t += 1
+                                    continue
+                                t1 = t
+                                while (t1 < t0 + kge and (ui, t1) in wmap
+                                       and wmap[(ui, t1)] == wmap[(ui, t)] + (t1 - t) * (
+                                           self.C if pp["transpose"] else R)):
+                                    t1 += 1
+                                groups.append((ui, 1, t, t1 - t))
+                                t = t1
+                    for ui, nu, t, kk in groups:
+                        use_bias = stage == "post" and bias_left[ui]
+                        if not written[ui]:
+                            mode = GemmMode.BIAS if use_bias else GemmMode.OVERWRITE
+                        else:
+                            mode = GemmMode.ACCUMULATE_BIAS if use_bias else GemmMode.ACCUMULATE
+                        blk = C if pp["transpose"] else R
+                        w_row = wmap[(ui, t)]
+                        a_t = a_row + pos[t] * me
+                        acc_t = acc + ui * me
+                        accs = [Access("spad", w_row, nu * kk * blk, False),
+                                Access("spad", a_t, kk * me, False),
+                                Access("acc", acc_t, nu * me, True)]
+                        if mode.reads_accumulator:
+                            accs.append(Access("acc", acc_t, nu * me, False))
+                        bias = ents + ui * C
+                        if mode.reads_bias:
+                            accs.append(Access("bias", bias, nu * C, False))
+                        self.emit(Gemm(mode=mode, transpose=bool(pp["transpose"]), w=w_row,
+                                       a=a_t, acc=acc_t, m=me, k_tiles=kk, n_tiles=nu,
+                                       bias=bias if mode.reads_bias else 0), accs)
+                        for q in range(ui, ui + nu):
+                            written[q] = True
+                            if use_bias:
+                                bias_left[q] = False
             if stage == "pre" and pps:
+                if not all(written):
+                    raise self._err("a column tile got no GEMM before the x256 step")
                 self._epi_inplace(acc, me * nge, "x256", _IDENTITY)
+        if not all(written):
+            raise self._err("a column tile got no GEMM")
+        bias_pending = any(bias_left)
         if bias_pending:
             raise self._err("bias without a GEMM pass after the x256 step")
         # ---- epilogue
@@ -642,7 +680,7 @@ class Emitter:
                       [Access("spad" if mem == MemSpace.SPAD else "acc", s, me, False),
                        Access("dram", addr, ((me - 1) * N + cw) * e, True)])
 
-    def _load_operand(self, pp, rows_g, rows_i, t0, kge) -> int:
+    def _load_operand(self, pp, rows_g, rows_i, ts) -> int:
         chip, R = self.chip, self.R
         me = rows_g.size
         dst = chip.a_base + self.toggle["a"] * chip.a_slot
@@ -651,21 +689,21 @@ class Emitter:
         if pp["a_const"]:
             Mc = pp["a_rows"]
             kt = pp["kt"]
-            for t in range(t0, t0 + kge):
+            for pos, t in enumerate(ts):
                 rowbase = pp["a_base"] + ((la * kt + t) * Mc + rows_i) * R
                 addr = rowbase[:, None] + np.arange(R, dtype=np.int64)[None, :]
-                self.load_rows(MemSpace.SPAD, dst + (t - t0) * me, addr, 1)
+                self.load_rows(MemSpace.SPAD, dst + pos * me, addr, 1)
         else:
             a = pp["a_addr"]
-            for t in range(t0, t0 + kge):
+            for pos, t in enumerate(ts):
                 ch = pp["cols"][t]
                 ok = ch >= 0
                 addr = np.full((me, R), -1, dtype=np.int64)
                 addr[:, : ok.sum()] = a[la[:, None], rows_i[:, None], ch[ok][None, :]]
                 addr = addr[:, : max(1, int(ok.sum()))]
                 if pp.get("conv") is None or not self._conv_walk(
-                        pp["conv"], ch[ok], la, rows_i, addr, dst + (t - t0) * me):
-                    self.load_rows(MemSpace.SPAD, dst + (t - t0) * me, addr, 1)
+                        pp["conv"], ch[ok], la, rows_i, addr, dst + pos * me):
+                    self.load_rows(MemSpace.SPAD, dst + pos * me, addr, 1)
         return dst
 
     def _conv_source(self, op: Operand):
@@ -768,23 +806,48 @@ class Emitter:
             self.emit(Dmacfg(slot=slot, height=h, width=w, pitch=pitch, pix=pix, sy=sy, sx=sx))
         return slot
 
-    def _load_weights(self, node, pp, lb, u0, nge, t0, kge) -> int:
+    def _load_weights(self, node, pp, lb, u0, nge, t0, kge):
+        """Weight blocks of column tiles ``u0 ..`` and chunks ``t0 ..`` (from the weight cache).
+        Returns (first row, {(u', t): row of block (u0 + u', t)}); constant weights hold only
+        their non-zero blocks."""
         R, C = self.R, self.C
         blk = C if pp["transpose"] else R
         key = (node.name, pp["index"], lb, u0, nge, t0, kge)
-        w = self.chip.weights.get(key)
-        if w is not None:
-            return w
-        n = nge * kge * blk
-        w = self.chip.weights.put(key, n)
+        hit = self.chip.weights.get(key)
+        if hit is not None:
+            return hit, pp["wmaps"][key]
+        if pp["b_const"]:
+            nz = pp["nz"][lb]
+            runs = []  # (u', t_first, count)
+            for ui in range(nge):
+                t = t0
+                while t < t0 + kge:
+                    if not nz[u0 + ui, t]:
+                        t += 1
+                        continue
+                    t1 = t
+                    while t1 < t0 + kge and nz[u0 + ui, t1]:
+                        t1 += 1
+                    runs.append((ui, t, t1 - t))
+                    t = t1
+            n = sum(r[2] for r in runs) * R
+        else:
+            runs = [(ui, t0, kge) for ui in range(nge)]
+            n = nge * kge * blk
+        w = self.chip.weights.put(key, max(n, 1))
         if w is None:
             raise self._err(f"{n} weight rows exceed the weight ring")
+        wmap = {}
+        row = w
         if pp["b_const"]:
             kt = pp["kt"]
             nt = -(-node.shape[-1] // C)
-            for ui in range(nge):
-                first = pp["b_base"] + ((((lb * nt) + u0 + ui) * kt + t0) * R) * C
-                self.load_contiguous(w + ui * kge * R, first, kge * R, C)
+            for ui, t, cnt in runs:
+                first = pp["b_base"] + ((((lb * nt) + u0 + ui) * kt + t) * R) * C
+                self.load_contiguous(row, first, cnt * R, C)
+                for q in range(cnt):
+                    wmap[(ui, t + q)] = row + q * R
+                row += cnt * R
         else:
             b = pp["b_addr"][lb]  # (K, N)
             N = b.shape[1]
@@ -793,19 +856,19 @@ class Emitter:
                 u = u0 + ui
                 for t in range(t0, t0 + kge):
                     ch = pp["cols"][t]
+                    ok = ch >= 0
+                    cw = min(C, N - u * C)
                     if not pp["transpose"]:
                         blkaddr = np.full((R, C), -1, dtype=np.int64)
-                        cw = min(C, N - u * C)
-                        ok = ch >= 0
                         blkaddr[: ok.sum(), :cw] = b[ch[ok]][:, u * C : u * C + cw]
                     else:
                         blkaddr = np.full((C, R), -1, dtype=np.int64)
-                        cw = min(C, N - u * C)
-                        ok = ch >= 0
                         blkaddr[:cw, : ok.sum()] = b[ch[ok]][:, u * C : u * C + cw].T
                     rows.append(blkaddr)
+                    wmap[(ui, t)] = w + (ui * kge + (t - t0)) * blk
             self.load_rows(MemSpace.SPAD, w, np.concatenate(rows), 1)
-        return w
+        pp.setdefault("wmaps", {})[key] = wmap
+        return w, wmap
 
 
 def emit_program(ir: IntGraph, config: AcceleratorConfig, batch: int,
