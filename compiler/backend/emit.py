@@ -176,13 +176,18 @@ class Emitter:
             raise self._err(f"row of {length} elements exceeds a {mem.name} row")
         # groups of rows with one padding pattern and one address step: one LOAD each
         start = np.where(valid > 0, start, 0)
-        brk = np.zeros(rows, dtype=bool)
-        brk[0] = True
+        firsts = [0]
         if rows > 1:
             d = np.diff(start)
-            brk[1:] = (left[1:] != left[:-1]) | (valid[1:] != valid[:-1]) | (d < 0)
-            brk[2:] |= d[1:] != d[:-1]
-        firsts = np.nonzero(brk)[0].tolist() + [rows]
+            hard = np.zeros(rows, dtype=bool)
+            hard[1:] = (left[1:] != left[:-1]) | (valid[1:] != valid[:-1]) | (d < 0)
+            soft = np.zeros(rows, dtype=bool)
+            soft[2:] = d[1:] != d[:-1]
+            for i in np.nonzero(hard | soft)[0].tolist():
+                # a step change splits a group unless row i-1 starts one (row i sets its step)
+                if hard[i] or firsts[-1] != i - 1:
+                    firsts.append(i)
+        firsts.append(rows)
         for gi in range(len(firsts) - 1):
             for i in range(firsts[gi], firsts[gi + 1], _FIELD_MAX):
                 j = min(i + _FIELD_MAX, firsts[gi + 1])
@@ -695,15 +700,26 @@ class Emitter:
                 self.load_rows(MemSpace.SPAD, dst + pos * me, addr, 1)
         else:
             a = pp["a_addr"]
+            pending = []  # chunks loaded as row runs, in one call (runs may span chunks)
             for pos, t in enumerate(ts):
                 ch = pp["cols"][t]
                 ok = ch >= 0
                 addr = np.full((me, R), -1, dtype=np.int64)
                 addr[:, : ok.sum()] = a[la[:, None], rows_i[:, None], ch[ok][None, :]]
-                addr = addr[:, : max(1, int(ok.sum()))]
                 if pp.get("conv") is None or not self._conv_walk(
-                        pp["conv"], ch[ok], la, rows_i, addr, dst + pos * me):
-                    self.load_rows(MemSpace.SPAD, dst + pos * me, addr, 1)
+                        pp["conv"], ch[ok], la, rows_i, addr[:, : max(1, int(ok.sum()))],
+                        dst + pos * me):
+                    pending.append((pos, addr))
+            width = max((int((ad >= 0).any(axis=0).nonzero()[0].max(initial=0)) + 1
+                         for _p, ad in pending), default=1)
+            i = 0
+            while i < len(pending):
+                j = i + 1
+                while j < len(pending) and pending[j][0] == pending[j - 1][0] + 1:
+                    j += 1
+                block = np.concatenate([ad[:, :width] for _p, ad in pending[i:j]])
+                self.load_rows(MemSpace.SPAD, dst + pending[i][0] * me, block, 1)
+                i = j
         return dst
 
     def _conv_source(self, op: Operand):
