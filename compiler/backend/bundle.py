@@ -194,7 +194,10 @@ class Bundle:
             else:
                 a = planes["int8"]
                 v = dram.data[a : a + n].view(np.int8).astype(np.int64)
-            t = torch.from_numpy(v.reshape(shape).copy())
+            order = spec.get("order")
+            if order:
+                v = v.reshape([shape[d] for d in order]).transpose(np.argsort(order))
+            t = torch.from_numpy(np.ascontiguousarray(v.reshape(shape)))
             t = view(_ref_from_json(spec["ref"]), t)
             ints.append(t)
             outs.append((t.double() * spec["scale"]).float())

@@ -59,6 +59,7 @@ def compile_ir(ir, config: AcceleratorConfig, batch: int, shapes: dict, graph, *
                                "(an output must be a node output)", config)
         p = em.placements[ref.source]
         outputs.append({"source": ref.source, "shape": list(p.shape), "planes": p.planes,
+                        "order": list(p.order) if p.order else None,
                         "esize": p.esize, "scale": ir.scales[ref.source],
                         "bits": ir.bits.get(ref.source, 8), "ref": ref_to_json(ref),
                         "layout": "row-major (batch, *shape); views applied on the host"})

@@ -315,7 +315,6 @@ class Emitter:
         shape = node.shape
         M, N = shape[-2], shape[-1]
         out_lead = (B, *shape[:-2])
-        G = _prod(out_lead)
         if node.split_out and R != C:
             raise self._err(f"splitting a 16-bit output needs rows == cols (have {R}x{C})")
         # ---- output placement
@@ -326,12 +325,20 @@ class Emitter:
         else:
             planes, esize = ("int32",), 4
         out = self._place(node.name, shape, esize, planes, "activation")
-        # ---- passes: chunks, operand rows, weight blocks
-        passes = []
-        for pi, p in enumerate(node.passes):
-            passes.append(self._prepare_pass(node, pi, p, out_lead, M, N))
-        # ---- entries (bias, multiplier, shift per column, per lead index)
-        ent_addr, ent_lead = self._node_entries(node, out_lead, N)
+        dw = self._depthwise(node, out_lead)
+        if dw is not None:
+            # rows = pixels, columns = channels: stored (.., P, C) for the logical (.., C, P, 1)
+            nd = len(shape) + 1
+            out.order = (*range(nd - 3), nd - 2, nd - 3, nd - 1)
+            out_lead, M, N = dw["out_lead"], dw["M"], dw["N"]
+            passes = [self._prepare_pass(node, 0, node.passes[0], out_lead, M, N,
+                                         resolved=dw["resolved"])]
+            ent_addr, ent_lead = self._node_entries(node, out_lead, N, params=dw["params"])
+        else:
+            passes = [self._prepare_pass(node, pi, p, out_lead, M, N)
+                      for pi, p in enumerate(node.passes)]
+            ent_addr, ent_lead = self._node_entries(node, out_lead, N)
+        G = _prod(out_lead)
         shared = all(pp["b_shared"] for pp in passes) and len(set(ent_lead.tolist())) == 1
         # row scale
         rs = None
@@ -346,7 +353,8 @@ class Emitter:
         ng, m, kgs = self._tiling(node, passes, nt, M if not shared else G * M, rs is not None)
         graph_macs = sum(G * M * N * pp["K"] for pp in passes)
         info = {"M": M * G, "N": N, "K": [pp["K"] for pp in passes], "tiles": [ng, m, kgs],
-                "G": G, "shared": shared, "pass_macs": int(graph_macs)}
+                "G": G, "shared": shared, "pass_macs": int(graph_macs),
+                "depthwise_taps": dw is not None}
         self.node_info[node.name] = info
         for gs in problems:
             rows_g = np.repeat(gs, M)
@@ -361,10 +369,54 @@ class Emitter:
 
     # ---- preparation
 
-    def _prepare_pass(self, node, pi, p: GemmPass, out_lead, M, N):
+    def _depthwise(self, node: IntNode, out_lead):
+        """A depthwise convolution (one pass: data taps (.., C, P, T) times constant (C, T, 1))
+        rewritten as diagonal taps: rows = pixels, K = taps x channels (tap-major, channels
+        contiguous in an HWC source), block-diagonal constant weights (only diagonal blocks are
+        issued). None if ``node`` is not of that form."""
+        if len(node.passes) != 1 or node.split_out or node.row_scale is not None:
+            return None
+        p = node.passes[0]
+        if p.a.is_const or not p.b.is_const:
+            return None
+        w = p.b.const
+        shape = node.shape
+        if w.ndim != 3 or w.shape[-1] != 1 or shape[-1] != 1 or len(shape) < 3:
+            return None
+        cc, taps = w.shape[0], w.shape[1]
+        if shape[-3] != cc or p.a.shape[-3:] != (cc, shape[-2], taps):
+            return None
+        a = self._data_addr(p.a)  # (B, *lead, C, P, T)
+        P = shape[-2]
+        lead = (out_lead[0], *shape[:-3])
+        L = _prod(lead)
+        a2 = a.reshape(L, cc, P, taps).transpose(0, 2, 3, 1).reshape(L, P, taps * cc)
+        b2 = np.zeros((1, taps * cc, cc), dtype=np.int64)
+        for t in range(taps):
+            b2[0, t * cc + np.arange(cc), np.arange(cc)] = w[:, t, 0]
+        full = (*shape[:-1], 1)
+
+        def vec(v, default):
+            v = np.broadcast_to(np.asarray(default if v is None else v, dtype=np.int64), full)
+            v = v.reshape(-1, cc, P)
+            if not (v == v[:1, :, :1]).all():
+                return None
+            return v[0, :, 0].reshape(1, cc)
+
+        params = [vec(node.bias, 0), vec(node.multiplier, 0), vec(node.shift, 0)]
+        if any(x is None for x in params):
+            return None
+        return {"out_lead": lead, "M": P, "N": cc, "params": params,
+                "resolved": (a2, np.arange(L, dtype=np.int64), False, b2,
+                             np.zeros(L, dtype=np.int64), True)}
+
+    def _prepare_pass(self, node, pi, p: GemmPass, out_lead, M, N, resolved=None):
         R, C = self.R, self.C
-        a, la, a_const = self._resolve(p.a, out_lead, "a")
-        b, lb, b_const = self._resolve(p.b, out_lead, "b")
+        if resolved is not None:
+            a, la, a_const, b, lb, b_const = resolved
+        else:
+            a, la, a_const = self._resolve(p.a, out_lead, "a")
+            b, lb, b_const = self._resolve(p.b, out_lead, "b")
         K = a.shape[-1]
         # K chunking: contiguous runs of the data A in every row (any order; B follows it)
         if a_const:
@@ -381,7 +433,7 @@ class Emitter:
         for t, ch in enumerate(chunks):
             cols[t, : len(ch)] = ch
         pp = {"K": K, "kt": kt, "cols": cols, "la": la, "lb": lb, "a_const": a_const,
-              "b_const": b_const, "index": pi}
+              "b_const": b_const, "index": pi, "N": N}
         nt = -(-N // C)
         if a_const:
             # stored chunk-major per lead: [l][t][i][R]
@@ -420,7 +472,7 @@ class Emitter:
             pp["transpose"] = not rowwise
         return pp
 
-    def _node_entries(self, node: IntNode, out_lead, N):
+    def _node_entries(self, node: IntNode, out_lead, N, params=None):
         C = self.C
         nt = -(-N // C)
         lead = out_lead[1:]
@@ -436,11 +488,14 @@ class Emitter:
                 raise self._err(f"epilogue parameters of shape {v.shape} do not broadcast to "
                                 f"{full}") from None
 
-        bias = bc(node.bias, 0)
-        if node.row_scale is None:
-            mult, shift = bc(node.multiplier, 0), bc(node.shift, 0)
+        if params is not None:
+            bias, mult, shift = (bc(v, 0) for v in params)
         else:
-            mult, shift = bc(None, 0), bc(None, 0)
+            bias = bc(node.bias, 0)
+            if node.row_scale is None:
+                mult, shift = bc(node.multiplier, 0), bc(node.shift, 0)
+            else:
+                mult, shift = bc(None, 0), bc(None, 0)
         L = _prod(lead)
         e = np.stack([bias, mult, shift]).reshape(3, L, N)
         # distinct parameter sets per lead index
@@ -857,7 +912,7 @@ class Emitter:
         row = w
         if pp["b_const"]:
             kt = pp["kt"]
-            nt = -(-node.shape[-1] // C)
+            nt = -(-pp["N"] // C)
             for ui, t, cnt in runs:
                 first = pp["b_base"] + ((((lb * nt) + u0 + ui) * kt + t) * R) * C
                 self.load_contiguous(row, first, cnt * R, C)
