@@ -23,25 +23,55 @@ _ALIGN = 64
 
 @dataclass
 class DramAllocator:
-    """Bump allocator of DRAM byte ranges (aligned to 64 bytes), with named regions and
-    initial contents. ``lifetimes`` records, per region, the first and last node using it."""
+    """DRAM byte ranges (aligned to 64 bytes) with named regions and initial contents.
+
+    Constants, inputs and tables are bump-allocated; activations may be freed after their last
+    reader (:meth:`free`), and a later activation reuses the space (first fit), so the footprint
+    follows the live set. The scheduler orders every reuse (DRAM hazards get tokens)."""
 
     size: int = 0
     regions: dict[str, tuple[int, int]] = field(default_factory=dict)
     contents: dict[str, bytes] = field(default_factory=dict)
     kinds: dict[str, str] = field(default_factory=dict)
+    holes: list = field(default_factory=list)  # free (addr, size), sorted by address
+    freed: set = field(default_factory=set)
 
     def alloc(self, name: str, nbytes: int, kind: str, content: bytes | None = None) -> int:
         """Reserve ``nbytes`` for region ``name``; returns its address."""
         if name in self.regions:
             raise ValueError(f"DRAM region {name!r} allocated twice")
-        addr = self.size
+        need = -(-max(int(nbytes), 1) // _ALIGN) * _ALIGN
+        addr = None
+        if kind == "activation":
+            for i, (a, n) in enumerate(self.holes):
+                if n >= need:
+                    addr = a
+                    self.holes[i] = (a + need, n - need)
+                    if n == need:
+                        del self.holes[i]
+                    break
+        if addr is None:
+            addr = self.size
+            self.size = addr + need
         self.regions[name] = (addr, int(nbytes))
         self.kinds[name] = kind
         if content is not None:
             self.contents[name] = bytes(content)
-        self.size = addr + -(-max(int(nbytes), 1) // _ALIGN) * _ALIGN
         return addr
+
+    def free(self, name: str) -> None:
+        """Return activation region ``name``'s space (its last reader has been emitted)."""
+        addr, n = self.regions[name]
+        need = -(-max(n, 1) // _ALIGN) * _ALIGN
+        self.freed.add(name)
+        holes = sorted([*self.holes, (addr, need)])
+        merged = []
+        for a, m in holes:
+            if merged and merged[-1][0] + merged[-1][1] == a:
+                merged[-1] = (merged[-1][0], merged[-1][1] + m)
+            else:
+                merged.append((a, m))
+        self.holes = merged
 
 
 class Ring:

@@ -37,7 +37,12 @@ def compile_ir(ir, config: AcceleratorConfig, batch: int, shapes: dict, graph, *
     t0 = time.perf_counter() if t0 is None else t0
     em = emit_program(ir, config, batch, shapes)
     image = DramImage.zeros(max(em.dram.size, 64), config)
+    outs = {f"{r.source}.{pl}" for r in ir.outputs
+            for pl in em.placements[r.source].planes} if all(
+        r.source in em.placements for r in ir.outputs) else set()
     for rname, (addr, n) in em.dram.regions.items():
+        if em.dram.kinds[rname] == "activation" and rname not in outs:
+            continue  # intermediate activations share the space of dead ones (liveness)
         if rname in em.dram.contents:
             image.add(rname, addr, em.dram.contents[rname])
         else:

@@ -299,12 +299,26 @@ class Emitter:
     # ------------------------------------------------------------------ nodes
 
     def lower(self) -> Emitted:
-        for node in self.ir.nodes:
+        last = {}
+        for i, node in enumerate(self.ir.nodes):
+            for p in node.passes:
+                for op in (p.a, p.b):
+                    if op.ref is not None:
+                        last[op.ref.source] = i
+            if node.row_scale is not None:
+                last[node.row_scale.source] = i
+        keep = {r.source for r in self.ir.outputs}
+        for i, node in enumerate(self.ir.nodes):
             self.node = node
             self.sched.tag = node.name
             first = len(self.sched)
             self.lower_node(node)
             self.node_ranges[node.name] = (first, len(self.sched))
+            for name, j in last.items():
+                if j == i and name not in keep and name in self.place and \
+                        name not in self.ir.inputs:
+                    for plane in self.place[name].planes:
+                        self.dram.free(f"{name}.{plane}")
         self.node = None
         self.emit(Halt())
         return Emitted(self.sched.instructions(), self.dram, self.place, self.node_ranges,
