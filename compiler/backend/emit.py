@@ -426,6 +426,7 @@ class Emitter:
 
     def _prepare_pass(self, node, pi, p: GemmPass, out_lead, M, N, resolved=None):
         R, C = self.R, self.C
+        transposed_a = False
         if resolved is not None:
             a, la, a_const, b, lb, b_const = resolved
         else:
@@ -438,7 +439,11 @@ class Emitter:
         else:
             flat = a.reshape(-1, K)
             chunks = chunk_columns(flat, R, 1)
-            if chunks is None:
+            narrow = chunks is None or len(chunks) > 2 * -(-K // R)
+            if narrow and R == C and _columns_are_runs(a):
+                chunks = natural_chunks(K, R)
+                transposed_a = True
+            elif chunks is None:
                 chunks = [np.asarray([k]) for k in range(K)]
         kt = len(chunks)
         if kt > _FIELD_MAX:
@@ -447,7 +452,7 @@ class Emitter:
         for t, ch in enumerate(chunks):
             cols[t, : len(ch)] = ch
         pp = {"K": K, "kt": kt, "cols": cols, "la": la, "lb": lb, "a_const": a_const,
-              "b_const": b_const, "index": pi, "N": N}
+              "b_const": b_const, "index": pi, "N": N, "tA": transposed_a}
         nt = -(-N // C)
         if a_const:
             # stored chunk-major per lead: [l][t][i][R]
@@ -551,7 +556,7 @@ class Emitter:
             m = min(rows, _FIELD_MAX, acc_slot // ng, o_slot // (ng * out_planes))
             if self.node.split_out:
                 m = min(m, _FIELD_MAX // ng)
-            if has_rs:
+            if has_rs or any(pp.get("tA") for pp in passes):
                 m = min(m, chip.rs_slot, chip.rs_acc)
             ents = ng * C
             if m >= min(rows, 4 * R) and ents * 2 <= chip.entries.ring.size:
@@ -564,6 +569,8 @@ class Emitter:
         kgs = []
         for pp in passes:
             kg = max(1, min(pp["kt"], a_slot // m, _FIELD_MAX))
+            if pp.get("tA"):
+                kg = max(1, min(kg, chip.rs_acc // m))
             # weights of one group must fit half of the weight ring (double buffering)
             blk = R if not pp.get("transpose") else C
             while kg > 1 and ng * kg * blk * 2 > wring:
@@ -767,6 +774,8 @@ class Emitter:
                 rowbase = pp["a_base"] + ((la * kt + t) * Mc + rows_i) * R
                 addr = rowbase[:, None] + np.arange(R, dtype=np.int64)[None, :]
                 self.load_rows(MemSpace.SPAD, dst + pos * me, addr, 1)
+        elif pp.get("tA"):
+            self._transpose_operand(pp, la, rows_i, ts, dst)
         else:
             a = pp["a_addr"]
             pending = []  # chunks loaded as row runs, in one call (runs may span chunks)
@@ -790,6 +799,55 @@ class Emitter:
                 self.load_rows(MemSpace.SPAD, dst + pending[i][0] * me, block, 1)
                 i = j
         return dst
+
+    def identity_block(self) -> int:
+        """Scratchpad row of the ``I`` block (operand rows of an identity-GEMM transpose)."""
+        if getattr(self, "_ident", None) is None:
+            R, C = self.R, self.C
+            blk = np.eye(R, C, dtype=np.int8)
+            addr = self._const("const.identity", blk.tobytes())
+            self.load_contiguous(R, addr, R, C)
+            self._ident = R
+        return self._ident
+
+    def _transpose_operand(self, pp, la, rows_i, ts, dst) -> None:
+        """Operand chunks of ``A`` whose columns (not rows) are DRAM runs: each block of up to
+        R rows x R columns is loaded as a transposed weight block and multiplied by the
+        identity (``GEMM transpose=1``), then one EPI writes the chunks to ``dst``."""
+        R, chip = self.R, self.chip
+        me = rows_i.size
+        a = pp["a_addr"]
+        ident = self.identity_block()
+        stage = chip.rs_acc_base
+        blocks = []
+        r = 0
+        while r < me:
+            q = r + 1
+            while q < me and q - r < R and la[q] == la[r] and rows_i[q] == rows_i[q - 1] + 1:
+                q += 1
+            blocks.append((r, q))
+            r = q
+        for pos, t in enumerate(ts):
+            ch = pp["cols"][t]
+            for r, q in blocks:
+                nb = q - r
+                addr = np.full((R, R), -1, dtype=np.int64)
+                ok = np.nonzero(ch >= 0)[0]
+                addr[ok, :nb] = a[la[r], rows_i[r:q][None, :], ch[ok][:, None]]
+                key = ("transpose", len(self.sched))
+                w = self.chip.weights.put(key, R)
+                self.load_rows(MemSpace.SPAD, w, addr, 1)
+                acc = stage + pos * me + r
+                self.emit(Gemm(mode=GemmMode.OVERWRITE, transpose=True, w=w, a=ident, acc=acc,
+                               m=nb, k_tiles=1, n_tiles=1),
+                          [Access("spad", w, R, False), Access("spad", ident, nb, False),
+                           Access("acc", acc, nb, True)])
+        rows = len(ts) * me
+        e = self._const_set("unit", chip.e_unit)
+        fn = self.table_slot(_IDENTITY)
+        self.emit(Epi(src=stage, dst=dst, dest=EpiDest.SPAD, scale=e, fn=fn, m=rows, n_tiles=1),
+                  [Access("acc", stage, rows, False), Access("bias", e, self.C, False),
+                   Access("pwl", fn, 1, False), Access("spad", dst, rows, True)])
 
     def _conv_source(self, op: Operand):
         """Geometry of a convolution operand (last view Im2col over an HWC-stored image):
@@ -954,6 +1012,14 @@ class Emitter:
             self.load_rows(MemSpace.SPAD, w, np.concatenate(rows), 1)
         pp.setdefault("wmaps", {})[key] = wmap
         return w, wmap
+
+
+def _columns_are_runs(a: np.ndarray) -> bool:
+    """Whether every column of every ``a[l]`` (L, M, K) is one contiguous DRAM run over M."""
+    from compiler.backend.layout import _contiguous
+
+    cols = a.transpose(0, 2, 1).reshape(-1, a.shape[1])
+    return bool((cols >= 0).all() and _contiguous(cols, 1).all())
 
 
 def emit_program(ir: IntGraph, config: AcceleratorConfig, batch: int,

@@ -17,6 +17,7 @@ model's HAZARD, TOKEN_UNDERFLOW and TOKEN_OVERFLOW checks by construction.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -82,8 +83,11 @@ class Scheduler:
         self.by_seq: list[list[int]] = [[], [], []]  # unit -> slot index of each seq (1-based)
         self.mem = {"spad": _Rows(c.scratchpad_rows), "acc": _Rows(c.accumulator_rows),
                     "bias": _Rows(c.bias_entries), "pwl": _Rows(c.pwl_functions)}
-        # DRAM: list of (unit, seq, write, start, end)
-        self.dram: list[tuple[int, int, bool, int, int]] = []
+        # DRAM accesses not yet known to the unit that could conflict with them: reads (by
+        # LOAD/LOADT, only STORE writes DRAM) until the store unit knows them, writes until the
+        # load unit does; (unit, seq, start, end) in program order
+        self.dram_reads: deque = deque()
+        self.dram_writes: deque = deque()
         self.intervals: dict[tuple[int, int], list[tuple[int, int]]] = {q: [] for q in _FLAGS}
         self.depth = c.instr_fifo_depth
         self.syncs = 0
@@ -135,9 +139,11 @@ class Scheduler:
             return
         if a.space == "dram":
             lo, hi = a.start, a.start + a.count
-            for v, seq, w, s, e in self.dram:
-                if v != u and seq > need[v] and (a.write or w) and s < hi and lo < e:
-                    need[v] = seq
+            lists = (self.dram_writes, self.dram_reads) if a.write else (self.dram_writes,)
+            for lst in lists:
+                for v, seq, s, e in lst:
+                    if v != u and seq > need[v] and s < hi and lo < e:
+                        need[v] = seq
             return
         r = self.mem[a.space]
         sl = slice(a.start, a.start + a.count)
@@ -156,10 +162,9 @@ class Scheduler:
             return
         seq = int(self.seq[u])
         if a.space == "dram":
-            self.dram.append((u, seq, a.write, a.start, a.start + a.count))
-            if len(self.dram) > 256:
-                known = self.vc.min(axis=0)
-                self.dram = [d for d in self.dram if d[1] > known[d[0]]]
+            (self.dram_writes if a.write else self.dram_reads).append(
+                (u, seq, a.start, a.start + a.count))
+            self._prune()
             return
         r = self.mem[a.space]
         sl = slice(a.start, a.start + a.count)
@@ -168,6 +173,14 @@ class Scheduler:
             r.w_seq[sl] = seq
         else:
             r.r_seq[u, sl] = seq
+
+    def _prune(self) -> None:
+        """Drop DRAM accesses every unit that could conflict with them knows complete."""
+        reads, writes = self.dram_reads, self.dram_writes
+        while reads and reads[0][1] <= self.vc[STORE, reads[0][0]]:
+            reads.popleft()
+        while writes and writes[0][1] <= min(self.vc[LOAD, STORE], self.vc[COMPUTE, STORE]):
+            writes.popleft()
 
     def _ensure(self, u: int, v: int, n: int, pops: dict) -> None:
         """Make unit ``u`` (about to append an instruction) know unit ``v``'s instruction n."""
