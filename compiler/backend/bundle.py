@@ -1,10 +1,10 @@
 """The bundle: program file, DRAM image and manifest of a compiled network.
 
 A bundle directory holds ``program.nmxp`` (``hw.isa.Program`` file, config-stamped),
-``dram.nmxd`` (``sim.dram_image`` format: constants, and the input, activation and output
-regions) , ``manifest.json`` (config, inputs and outputs with shape, dtype, scale, region and
+``dram.nmxd`` (``sim.dram_image`` format: constants, tables, input and output regions),
+``manifest.json`` (config, inputs and outputs with shape, dtype, scale, region and
 layout, per-node instruction ranges and figures, host pre/post-processing) and, when the network
-has host pre-processing ops, ``host.pt`` (those ops, pickled by PyTorch).
+has host pre-processing ops, ``host.pkl`` (those ops, pickled; aten operators by name).
 """
 
 from __future__ import annotations
@@ -47,6 +47,21 @@ def _ref_from_json(d: dict) -> TensorRef:
     return TensorRef(d["source"], tuple(d["source_shape"]), tuple(views))
 
 
+def _aten_op(name: str):
+    """The aten operator called ``name`` (``"aten.unsqueeze.default"``)."""
+    ns, op, overload = name.split(".")
+    return getattr(getattr(getattr(torch.ops, ns), op), overload)
+
+
+class _HostPickler(pickle.Pickler):
+    """Pickles host pre-processing ops; aten operators by name."""
+
+    def reducer_override(self, obj):
+        if isinstance(obj, torch._ops.OpOverload):
+            return _aten_op, (f"{obj.namespace}.{obj._opname}.{obj._overloadname}",)
+        return NotImplemented
+
+
 @dataclass
 class BundleResult:
     """Outcome of :meth:`Bundle.run`: real-valued outputs, integer outputs, the golden run."""
@@ -78,10 +93,11 @@ class Bundle:
         (d / "manifest.json").write_text(json.dumps(self.manifest, indent=1))
         if self.host and self.host.get("ops"):
             try:
-                torch.save(self.host, d / "host.pt", pickle_module=pickle)
-            except (pickle.PicklingError, AttributeError, TypeError) as e:
-                (d / "host.pt").unlink(missing_ok=True)
-                self.manifest["host_pickle_error"] = str(e)
+                with open(d / "host.pkl", "wb") as f:
+                    _HostPickler(f).dump(self.host)
+            except Exception as e:  # noqa: BLE001 - any unpicklable host op: say which
+                (d / "host.pkl").unlink(missing_ok=True)
+                self.manifest["host_pickle_error"] = f"{type(e).__name__}: {e}"
                 (d / "manifest.json").write_text(json.dumps(self.manifest, indent=1))
         return d
 
@@ -102,8 +118,9 @@ class Bundle:
         image = DramImage.load(d / "dram.nmxd")
         image.check_config(config, str(d / "dram.nmxd"))
         host = None
-        if (d / "host.pt").is_file():
-            host = torch.load(d / "host.pt", pickle_module=pickle, weights_only=False)
+        if (d / "host.pkl").is_file():
+            with open(d / "host.pkl", "rb") as f:
+                host = pickle.load(f)
         return cls(config, program, image, manifest, host)
 
     # ------------------------------------------------------------------ running
@@ -135,7 +152,7 @@ class Bundle:
             if self.host is None:
                 raise CompileError("bundle.run", "the network has host pre-processing ops "
                                    f"({', '.join(man['host_ops'])}) but the bundle holds none "
-                                   f"({man.get('host_pickle_error', 'host.pt missing')})")
+                                   f"({man.get('host_pickle_error', 'host.pkl missing')})")
             _run_host(self.host["graph"], raw)
         out = {}
         for spec in man["inputs"]:
