@@ -25,6 +25,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "zoo": ("zoo", "model zoo: shipped weights, targets across training seeds"),
     "ops": ("ops", "list the PyTorch ops the converter lowers, and the PWL functions"),
     "bench": ("bench", "benchmarks: golden-model speed, RTL cycles"),
+    "compile": ("compile", "compile zoo models into bundles (program, DRAM image, manifest)"),
+    "run": ("run", "run a compiled bundle on the golden model"),
 }
 
 
