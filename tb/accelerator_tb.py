@@ -1,0 +1,442 @@
+"""cocotb tests of the Verilated accelerator top level (``nmx_accelerator``, hw/accelerator.py).
+
+Parameters come from ``NMX_TB_PARAMS``, a JSON object: ``config`` (the ``AcceleratorConfig``
+fields, required), ``seed`` (default 1), ``programs`` (random programs per test, default 40),
+``backpressure`` (probability of a pause cycle on every AXI channel, default 0.3).
+
+:class:`TB` owns the clock, the reset, the DRAM (a cocotbext-axi ``AxiSlave`` over
+:class:`Dram`, which answers SLVERR inside injected fault ranges) and the register master
+(``AxiLiteMaster``); :meth:`TB.run` runs one program from the host's side, as a driver would.
+Every run checks the status against ``sim.golden``: the status code and word offset of the
+golden model's run of the same words, except that an instruction of a unit that is not
+integrated yet stops the RTL with status 15 (hw.registers.STATUS_NOT_BUILT) at its offset and
+a word fetched from a fault range with DRAM_RANGE, whichever comes first in program order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+
+import cocotb
+from cocotb.clock import Clock
+from cocotb.triggers import ClockCycles, RisingEdge
+from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiSlave
+from cocotbext.axi.sparse_memory import SparseMemory
+
+from hw.config import AcceleratorConfig
+from hw.isa import (
+    ALLOWED_DEPS,
+    TOKEN_POPS,
+    TOKEN_PUSHES,
+    TOKEN_QUEUES,
+    WORD_BYTES,
+    Dmacfg,
+    Gemm,
+    Halt,
+    IsaError,
+    Setbase,
+    Store,
+    Sync,
+    SyncTarget,
+    Unit,
+    decode,
+    encode,
+)
+from hw.registers import (
+    COUNTERS,
+    ID_VALUE,
+    REGISTER_BYTES,
+    STATUS_NOT_BUILT,
+    RunState,
+    by_name,
+    decode_fields,
+)
+from sim.golden import GoldenModel, StatusCode
+
+CLOCK_NS = 10
+
+
+def tb_params() -> dict:
+    """Test parameters from ``NMX_TB_PARAMS`` (``config`` is required)."""
+    params = {"seed": 1, "programs": 40, "backpressure": 0.3,
+              **json.loads(os.environ.get("NMX_TB_PARAMS", "{}"))}
+    if "config" not in params:
+        raise ValueError(f"NMX_TB_PARAMS lacks 'config': got {params}")
+    return params
+
+
+class Dram:
+    """Byte-addressed DRAM behind the AXI slave model; reads/writes in ``faults`` fail (SLVERR)."""
+
+    def __init__(self, addr_bits: int):
+        self.mem = SparseMemory(2**addr_bits)
+        self.faults: list[tuple[int, int]] = []
+
+    def _check(self, address: int, length: int) -> None:
+        for lo, hi in self.faults:
+            if address < hi and lo < address + length:
+                raise ValueError(f"injected fault at {address:#x}")
+
+    async def read(self, address: int, length: int) -> bytes:
+        self._check(address, length)
+        return self.mem.read(address, length)
+
+    async def write(self, address: int, data: bytes) -> None:
+        self._check(address, len(data))
+        self.mem.write(address, data)
+
+
+def pauses(rng: random.Random, probability: float):
+    """A cocotbext-axi pause generator: pause each cycle with ``probability``."""
+    while True:
+        yield rng.random() < probability
+
+
+class TB:
+    """Clock, reset, DRAM and register master around the accelerator."""
+
+    def __init__(self, dut, config: AcceleratorConfig, seed: int = 1):
+        self.dut = dut
+        self.config = config
+        logging.getLogger(f"cocotb.{dut._name}").setLevel(logging.WARNING)
+        self.rng = random.Random(seed)
+        self.dram = Dram(config.addr_bits)
+        cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
+        self.axi = AxiSlave(AxiBus.from_prefix(dut, "m_axi"), dut.clk, dut.rst, target=self.dram)
+        self.csr = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axi"), dut.clk, dut.rst)
+
+    def set_backpressure(self, probability: float) -> None:
+        """Random pauses on all five AXI channels and on the register bus."""
+        channels = [
+            self.axi.read_if.ar_channel, self.axi.read_if.r_channel,
+            self.axi.write_if.aw_channel, self.axi.write_if.w_channel,
+            self.axi.write_if.b_channel,
+            self.csr.write_if.aw_channel, self.csr.write_if.w_channel,
+            self.csr.write_if.b_channel, self.csr.read_if.ar_channel,
+            self.csr.read_if.r_channel,
+        ]
+        for ch in channels:
+            ch.set_pause_generator(pauses(random.Random(self.rng.random()), probability)
+                                   if probability else None)
+
+    async def reset(self) -> None:
+        self.dut.rst.value = 1
+        await ClockCycles(self.dut.clk, 3)
+        self.dut.rst.value = 0
+        await ClockCycles(self.dut.clk, 2)
+
+    # ------------------------------------------------------------ registers
+    async def read_word(self, offset: int) -> int:
+        resp = await self.csr.read(offset, REGISTER_BYTES)
+        assert resp.resp == 0, f"read of {offset:#x} answered {resp.resp}"
+        return int.from_bytes(resp.data, "little")
+
+    async def write_word(self, offset: int, value: int) -> None:
+        resp = await self.csr.write(offset, value.to_bytes(REGISTER_BYTES, "little"))
+        assert resp.resp == 0, f"write of {offset:#x} answered {resp.resp}"
+
+    async def read_reg(self, name: str) -> int:
+        """A register's value (a 64-bit one low word first, so counters read consistently)."""
+        reg = by_name(name)
+        value = 0
+        for w in range(reg.words):
+            value |= await self.read_word(reg.offset + REGISTER_BYTES * w) << (32 * w)
+        return value
+
+    async def write_reg(self, name: str, value: int) -> None:
+        reg = by_name(name)
+        for w in range(reg.words):
+            await self.write_word(reg.offset + REGISTER_BYTES * w, (value >> (32 * w)) & 0xFFFFFFFF)
+
+    async def counters(self) -> dict[str, int]:
+        return {name: await self.read_reg(name) for name, _ in COUNTERS}
+
+    # ------------------------------------------------------------ running programs
+    async def run(self, words: list[int], *, prog_addr: int, prog_len: int | None = None,
+                  dram_limit: int = 1 << 20, irq: bool = False,
+                  max_cycles: int = 100_000) -> tuple[int, int]:
+        """Write ``words`` at ``prog_addr``, start, wait for DONE; return (code, offset)."""
+        data = b"".join(w.to_bytes(WORD_BYTES, "little") for w in words)
+        self.dram.mem.write(prog_addr, data)
+        await self.write_reg("PROG_ADDR", prog_addr)
+        await self.write_reg("PROG_LEN", len(words) if prog_len is None else prog_len)
+        await self.write_reg("DRAM_LIMIT", dram_limit)
+        ctrl = by_name("CTRL")
+        irq_bit = (1 << ctrl.field("irq_enable").lsb) if irq else 0
+        await self.write_reg("CTRL", irq_bit | (1 << ctrl.field("start").lsb))
+        return await self.wait_done(max_cycles)
+
+    async def wait_done(self, max_cycles: int) -> tuple[int, int]:
+        start = cocotb.utils.get_sim_time("ns")
+        while True:
+            status = decode_fields("STATUS", await self.read_reg("STATUS"))
+            if status["state"] == RunState.DONE:
+                return status["code"], await self.read_reg("STATUS_OFFSET")
+            elapsed = (cocotb.utils.get_sim_time("ns") - start) / CLOCK_NS
+            if elapsed > max_cycles:
+                raise AssertionError(f"watchdog: not done after {max_cycles} cycles; "
+                                     f"{await self.report()}")
+            await ClockCycles(self.dut.clk, 8)
+
+    async def report(self) -> str:
+        """The machine's state for a hung run: status, counters and the dispatcher's pc."""
+        status = decode_fields("STATUS", await self.read_reg("STATUS"))
+        counters = await self.counters()
+        busy = {k: v for k, v in counters.items() if v}
+        return f"STATUS {status}, counters {busy}"
+
+
+# ---------------------------------------------------------------- program generation
+
+
+def _flags_for(unit: Unit, tokens: dict[str, int], cap: int, rng: random.Random) -> dict:
+    flags = {}
+    for flag in sorted(ALLOWED_DEPS[unit]):
+        if rng.random() < 0.4:
+            if flag.startswith("pop"):
+                q = TOKEN_POPS[(unit, flag)]
+                if tokens[q] > 0:
+                    tokens[q] -= 1
+                    flags[flag] = True
+            else:
+                q = TOKEN_PUSHES[(unit, flag)]
+                if tokens[q] < cap:
+                    tokens[q] += 1
+                    flags[flag] = True
+    return flags
+
+
+def control_program(rng: random.Random, config: AcceleratorConfig, n: int) -> list[int]:
+    """``n`` random valid SETBASE/SYNC instructions (tokens balanced) and a HALT."""
+    tokens = dict.fromkeys(TOKEN_QUEUES, 0)
+    words = []
+    for _ in range(n):
+        if rng.random() < 0.3:
+            value = rng.choice([0, (1 << config.addr_bits) - 1,
+                                rng.randrange(1 << config.addr_bits)])
+            words.append(encode(Setbase(reg=rng.randrange(4), value=value)))
+        else:
+            target = rng.choice(list(SyncTarget))
+            unit = Unit(target.value)
+            words.append(encode(Sync(target=target, **_flags_for(unit, tokens,
+                                                                  config.instr_fifo_depth, rng))))
+    words.append(encode(Halt()))
+    return words
+
+
+def illegal_word(rng: random.Random) -> int:
+    while True:
+        w = rng.choice([0, rng.getrandbits(128), encode(Halt()) | 0x10,
+                        encode(Sync(target=SyncTarget.LOAD)) | 0x10,
+                        encode(Setbase()) | (1 << 127), (rng.getrandbits(124) << 4) | 0xF])
+        try:
+            decode(w)
+        except IsaError:
+            return w
+
+
+def unit_word(rng: random.Random, config: AcceleratorConfig) -> int:
+    """A legal instruction for a unit that is not integrated yet."""
+    return encode(rng.choice([
+        Dmacfg(slot=1, height=4, width=4, pitch=4, pix=1),
+        Gemm(m=1, k_tiles=1, n_tiles=1),
+        Store(rows=1, tiles=1, length=1),
+    ]))
+
+
+def expected_status(config, words, prog_len, unbuilt=(), faults=()) -> tuple[int, int]:
+    """(code, offset) the RTL must report: the golden model's, cut at the first unbuilt-unit
+    instruction (status 15) or faulted fetch (DRAM_RANGE) in program order."""
+    cuts = [(o, STATUS_NOT_BUILT) for o in unbuilt if o < prog_len]
+    cuts += [(o, StatusCode.DRAM_RANGE) for o in faults if o < prog_len]
+    cut, cut_code = min(cuts) if cuts else (prog_len, None)
+    # The golden model runs the words before the cut: reaching the cut is NO_HALT at it.
+    status = GoldenModel(config).run(list(words[:cut]), bytes(64)).status
+    assert status.code not in (StatusCode.TOKEN_UNDERFLOW, StatusCode.TOKEN_OVERFLOW,
+                               StatusCode.HAZARD, StatusCode.UNINIT_READ), status
+    if cut_code is not None and status.code == StatusCode.NO_HALT and status.pc == cut:
+        return int(cut_code), cut
+    return int(status.code), status.pc
+
+
+def random_case(rng: random.Random, config: AcceleratorConfig):
+    """One random program run: (words, prog_addr, prog_len, unbuilt offsets, fault offsets)."""
+    words = control_program(rng, config, rng.randrange(0, 40))
+    mode = rng.choice(["ok", "ok", "no_halt", "illegal", "setbase_range", "unbuilt",
+                       "halt_mid", "fetch_fault", "fault_after_halt"])
+    unbuilt, faults = [], []
+    prog_len = len(words)
+    if mode == "no_halt":
+        words = words[:-1]
+        prog_len = len(words)
+    elif mode == "illegal":
+        words.insert(rng.randrange(len(words)), illegal_word(rng))
+        prog_len = len(words)
+    elif mode == "setbase_range":
+        bad = encode(Setbase(reg=rng.randrange(4),
+                             value=rng.randrange(1 << config.addr_bits, 1 << 64)))
+        words.insert(rng.randrange(len(words)), bad)
+        prog_len = len(words)
+    elif mode == "unbuilt":
+        at = rng.randrange(len(words))
+        words.insert(at, unit_word(rng, config))
+        unbuilt.append(at)
+        prog_len = len(words)
+    elif mode == "halt_mid":
+        words += [illegal_word(rng) for _ in range(rng.randrange(1, 20))]
+        prog_len = len(words)
+    elif mode in ("fetch_fault", "fault_after_halt"):
+        if mode == "fault_after_halt":
+            words += [illegal_word(rng) for _ in range(rng.randrange(1, 12))]
+        prog_len = len(words)
+        faults.append(rng.randrange(len(words)))
+    # Programs anywhere in the low 1 MiB, often close to a 4 KiB boundary.
+    page = rng.randrange(1, 256) << 12
+    prog_addr = page - WORD_BYTES * rng.randrange(0, 24) if rng.random() < 0.5 else (
+        page + WORD_BYTES * rng.randrange(0, 256))
+    return words, prog_addr, prog_len, unbuilt, faults, mode
+
+
+# ---------------------------------------------------------------- tests
+
+
+async def _setup(dut, backpressure: float | None = None) -> tuple[TB, dict]:
+    params = tb_params()
+    config = AcceleratorConfig.from_dict(params["config"])
+    tb = TB(dut, config, params["seed"])
+    tb.set_backpressure(params["backpressure"] if backpressure is None else backpressure)
+    await tb.reset()
+    return tb, params
+
+
+@cocotb.test()
+async def registers(dut):
+    """Reset values, RW fields, read-only bits, unmapped offsets, the ID and fingerprint."""
+    tb, _ = await _setup(dut)
+    assert await tb.read_reg("ID") == ID_VALUE
+    assert await tb.read_reg("FINGERPRINT") == int(tb.config.fingerprint, 16)
+    assert decode_fields("STATUS", await tb.read_reg("STATUS"))["state"] == RunState.IDLE
+    for name in ("PROG_LEN", "DRAM_LIMIT"):
+        assert await tb.read_reg(name) == 0
+        value = tb.rng.getrandbits(by_name(name).width)
+        await tb.write_reg(name, value)
+        assert await tb.read_reg(name) == value
+    await tb.write_reg("PROG_ADDR", 0x1234_5678_9ABC_DEF7)
+    assert await tb.read_reg("PROG_ADDR") == 0x1234_5678_9ABC_DEF0, "bits 3:0 read as zero"
+    await tb.write_reg("ID", 0)
+    await tb.write_reg("STATUS", 0xFFFF_FFFF)
+    assert await tb.read_reg("ID") == ID_VALUE
+    assert decode_fields("STATUS", await tb.read_reg("STATUS"))["state"] == RunState.IDLE
+    # Byte strobes: write only byte 1 of PROG_LEN.
+    await tb.write_reg("PROG_LEN", 0x11223344)
+    await tb.csr.write(by_name("PROG_LEN").offset + 1, b"\xAA")
+    assert await tb.read_reg("PROG_LEN") == 0x1122AA44
+    last = max(r.offset + r.width // 8 for r in (by_name(n) for n, _ in COUNTERS))
+    for offset in (last, 0xFFC, by_name("ID").offset + 0x3C):
+        resp = await tb.csr.read(offset, 4)
+        assert resp.resp == 2, f"unmapped read at {offset:#x} answered {resp.resp}"
+        wresp = await tb.csr.write(offset, b"\0\0\0\0")
+        assert wresp.resp == 2, f"unmapped write at {offset:#x} answered {wresp.resp}"
+
+
+@cocotb.test()
+async def random_control_programs(dut):
+    """Random SETBASE/SYNC/HALT programs with illegal words, NO_HALT, FIELD_RANGE, faults,
+    unbuilt-unit instructions; status and offset as the golden model, counters consistent."""
+    tb, params = await _setup(dut)
+    rng = random.Random(params["seed"])
+    modes = {}
+    for i in range(params["programs"]):
+        words, prog_addr, prog_len, unbuilt, faults, mode = random_case(rng, tb.config)
+        tb.dram.faults = [(prog_addr + WORD_BYTES * o, prog_addr + WORD_BYTES * (o + 1))
+                          for o in faults]
+        want = expected_status(tb.config, words, prog_len, unbuilt, faults)
+        got = await tb.run(words, prog_addr=prog_addr, prog_len=prog_len)
+        tb.dram.faults = []
+        replay = f"program {i} (mode {mode}, seed {params['seed']}, prog_addr {prog_addr:#x})"
+        assert got == want, f"{replay}: RTL (code, offset) {got}, expected {want}"
+        counters = await tb.counters()
+        if want[0] == StatusCode.OK:
+            ran = [decode(w) for w in words[: want[1] + 1]]
+            assert counters["RETIRED_DISPATCH"] == sum(
+                isinstance(x, (Setbase, Halt)) for x in ran), (replay, counters)
+            for unit in (Unit.LOAD, Unit.COMPUTE, Unit.STORE):
+                n = sum(isinstance(x, Sync) and x.unit == unit for x in ran)
+                assert counters[f"RETIRED_{unit.name}"] == n, (replay, unit, counters)
+        assert counters["CYCLES"] > 0
+        assert counters["ARRAY_MACS"] == 0
+        modes[mode] = modes.get(mode, 0) + 1
+    logging.getLogger("cocotb.tb.accelerator").info("modes run: %s", modes)
+
+
+@cocotb.test()
+async def run_off_the_end_and_top_of_memory(dut):
+    """PROG_LEN 0 and programs without HALT end NO_HALT at PROG_LEN; words past 2**addr_bits
+    are DRAM_RANGE."""
+    tb, _ = await _setup(dut)
+    sync = encode(Sync(target=SyncTarget.COMPUTE))
+    assert await tb.run([], prog_addr=0x2000) == (StatusCode.NO_HALT, 0)
+    assert await tb.run([sync] * 5, prog_addr=0x2000) == (StatusCode.NO_HALT, 5)
+    # PROG_LEN shorter than the words present: the HALT at word 3 is never reached.
+    assert await tb.run([sync] * 3 + [encode(Halt())], prog_addr=0x3000, prog_len=3) == (
+        StatusCode.NO_HALT, 3)
+    top = 1 << tb.config.addr_bits
+    assert await tb.run([sync] * 2, prog_addr=top - 2 * WORD_BYTES, prog_len=6) == (
+        StatusCode.DRAM_RANGE, 2)
+    assert await tb.run([sync, encode(Halt())], prog_addr=top - 2 * WORD_BYTES) == (
+        StatusCode.OK, 1)
+
+
+@cocotb.test()
+async def irq_restart_and_soft_reset(dut):
+    """irq follows DONE when enabled; a new start clears it; a deadlocked program (a pop that
+    no push feeds) stays BUSY, counts its token stall, and soft reset returns to IDLE."""
+    tb, _ = await _setup(dut)
+    halt = encode(Halt())
+    assert await tb.run([halt], prog_addr=0x4000, irq=True) == (StatusCode.OK, 0)
+    await RisingEdge(tb.dut.clk)
+    assert tb.dut.irq.value == 1
+    assert await tb.run([halt], prog_addr=0x4000, irq=False) == (StatusCode.OK, 0)
+    assert tb.dut.irq.value == 0
+    deadlock = [encode(Sync(target=SyncTarget.STORE, pop_prev=True)), halt]
+    await tb.write_reg("PROG_ADDR", 0x5000)
+    tb.dram.mem.write(0x5000, b"".join(w.to_bytes(16, "little") for w in deadlock))
+    await tb.write_reg("PROG_LEN", 2)
+    await tb.write_reg("CTRL", 1)
+    await ClockCycles(tb.dut.clk, 300)
+    status = decode_fields("STATUS", await tb.read_reg("STATUS"))
+    assert status["state"] == RunState.BUSY
+    first = await tb.read_reg("STALL_C2S")
+    assert first > 200, first
+    assert await tb.read_reg("BUSY_STORE") >= first
+    # Starting again while BUSY is ignored.
+    await tb.write_reg("CTRL", 1)
+    assert await tb.read_reg("STALL_C2S") > first
+    await tb.write_reg("CTRL", 2)
+    status = decode_fields("STATUS", await tb.read_reg("STATUS"))
+    assert status["state"] == RunState.IDLE
+    assert await tb.run([halt], prog_addr=0x4000) == (StatusCode.OK, 0)
+    assert await tb.read_reg("STALL_C2S") == 0
+
+
+@cocotb.test()
+async def counters_read_consistently(dut):
+    """A counter's high word is latched when its low word is read: low/high pairs read while
+    CYCLES runs across a 2**32 boundary are never torn (checked by monotonicity)."""
+    tb, _ = await _setup(dut, backpressure=0.0)
+    deadlock = [encode(Sync(target=SyncTarget.LOAD, pop_next=True)), encode(Halt())]
+    tb.dram.mem.write(0x6000, b"".join(w.to_bytes(16, "little") for w in deadlock))
+    await tb.write_reg("PROG_ADDR", 0x6000)
+    await tb.write_reg("PROG_LEN", 2)
+    await tb.write_reg("CTRL", 1)
+    index = [name for name, _ in COUNTERS].index("CYCLES")
+    counter = getattr(tb.dut.core, f"counters__{index}")
+    await RisingEdge(tb.dut.clk)
+    counter.value = (1 << 32) - 40
+    values = [await tb.read_reg("CYCLES") for _ in range(12)]
+    assert values == sorted(values), values
+    assert values[0] < (1 << 32) < values[-1], [hex(v) for v in values]
+    await tb.write_reg("CTRL", 2)
