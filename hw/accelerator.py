@@ -113,7 +113,7 @@ class Accelerator(wiring.Component):
             wiring.connect(core, dispatcher.flush, unit.flush)
             wiring.connect(core, getattr(dispatcher, f"{u}_error"), unit.error)
             kind = Unit[u.upper()]
-            for flag in ALLOWED_DEPS[kind]:
+            for flag in sorted(ALLOWED_DEPS[kind]):
                 table, verb = (TOKEN_POPS, "pop") if flag.startswith("pop") else (
                     TOKEN_PUSHES, "push")
                 q = table[(kind, flag)]
