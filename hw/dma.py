@@ -138,7 +138,8 @@ class ByteRealigner(wiring.Component):
             m.d.comb += [o_valid.eq(self.i.valid), self.i.ready.eq(self.o.ready)]
         with m.Elif(active):
             m.d.comb += o_valid.eq(1)
-        consume_err = self.i.valid & self.i.ready & self.i.payload.error
+        # The beat being shifted out includes the current input beat (not ready-dependent).
+        consume_err = active & have & (in_left != 0) & self.i.payload.error
         m.d.comb += [
             self.o.valid.eq(o_valid),
             self.o.payload.data.eq(masked),

@@ -10,7 +10,7 @@ from amaranth.lib.wiring import In, Out
 from hw.axi import axi4_signature
 from hw.dma import AxiReadEngine, AxiWriteEngine
 
-__all__ = ["DmaEnginesHarness", "connect_halves"]
+__all__ = ["DmaEnginesHarness", "LoadUnitHarness", "connect_halves"]
 
 
 def connect_halves(m, full, read=None, write=None) -> None:
@@ -63,3 +63,42 @@ class DmaEnginesHarness(wiring.Component):
                      self.wr_error.eq(wr.error)]
         connect_halves(m, self.axi, read=rd.axi, write=wr.axi)
         return m
+
+
+class LoadUnitHarness(wiring.Component):
+    """A :class:`~hw.load_unit.LoadUnit` on a full AXI4 port ``axi`` (write half idle); every
+    other port of the unit is a top-level port of the same name (the testbench models the
+    memories and the token counters)."""
+
+    def __init__(self, config) -> None:
+        from hw.load_unit import LoadUnit
+
+        self._unit = LoadUnit(config)
+        members = {"axi": Out(axi4_signature(config.addr_bits, config.dma_data_bits, 4))}
+        for name, member in self._unit.signature.members.items():
+            if name != "axi":
+                members[name] = member
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.unit = unit = self._unit
+        for name, member in unit.signature.members.items():
+            if name == "axi":
+                continue
+            _pass_through(m, getattr(self, name), getattr(unit, name), member)
+        connect_halves(m, self.axi, read=unit.axi)
+        return m
+
+
+def _pass_through(m, outer, inner, member) -> None:
+    """Wire a top-level port to the identical port of a sub-component."""
+    if member.is_port:
+        if member.flow == wiring.Out:
+            m.d.comb += outer.eq(inner)
+        else:
+            m.d.comb += inner.eq(outer)
+        return
+    # An In member's .signature is already flipped: its members carry their effective flows.
+    for name, sub in member.signature.members.items():
+        _pass_through(m, getattr(outer, name), getattr(inner, name), sub)
