@@ -13,7 +13,7 @@ from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.axi import AxiReadSignature
+from hw.axi import axi4_read_signature
 
 __all__ = ["AxiReadArbiter"]
 
@@ -34,8 +34,8 @@ class AxiReadArbiter(wiring.Component):
 
     Ports
     -----
-    inputs[i] : In(AxiReadSignature(addr_bits, data_bits, id_bits))
-    out : Out(AxiReadSignature(addr_bits, data_bits, id_bits + select bits))
+    inputs[i] : In(axi4_read_signature(addr_bits, data_bits, id_bits))
+    out : Out(axi4_read_signature(addr_bits, data_bits, id_bits + select bits))
     """
 
     def __init__(self, addr_bits: int, data_bits: int, id_bits: int, masters: int):
@@ -46,8 +46,8 @@ class AxiReadArbiter(wiring.Component):
         self._id_bits = id_bits
         super().__init__(
             {
-                "inputs": In(AxiReadSignature(addr_bits, data_bits, id_bits)).array(masters),
-                "out": Out(AxiReadSignature(addr_bits, data_bits, id_bits + self._sel_bits)),
+                "inputs": In(axi4_read_signature(addr_bits, data_bits, id_bits)).array(masters),
+                "out": Out(axi4_read_signature(addr_bits, data_bits, id_bits + self._sel_bits)),
             }
         )
 

@@ -15,15 +15,18 @@ from amaranth.hdl import Cat, Const, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.axi import RESP_OKAY, RESP_SLVERR, AxiLiteSignature
+from hw.axi import AxiResp, axi4_lite_signature
 from hw.config import AcceleratorConfig
 from hw.registers import COUNTERS, REGISTER_BYTES, REGISTERS, by_name
-from hw.unit_interface import CODE_BITS, PC_BITS
 
-__all__ = ["CSR_ADDR_BITS", "Csr"]
+__all__ = ["CODE_BITS", "CSR_ADDR_BITS", "Csr", "PC_BITS"]
 
 #: Address width of the register file's AXI4-Lite port (a 4 KiB region).
 CSR_ADDR_BITS = 12
+#: Width of a word offset (``STATUS_OFFSET``, ``PROG_LEN``).
+PC_BITS = 32
+#: Width of a status code (``STATUS.code``).
+CODE_BITS = 4
 
 
 class Csr(wiring.Component):
@@ -36,7 +39,7 @@ class Csr(wiring.Component):
 
     Ports
     -----
-    bus : In(AxiLiteSignature(12, 32))
+    bus : In(axi4_lite_signature(12, 32))
         The slave port.
     start, soft_reset : Out(1)
         One-cycle pulses from ``CTRL``.
@@ -64,7 +67,7 @@ class Csr(wiring.Component):
         self._config = config
         super().__init__(
             {
-                "bus": In(AxiLiteSignature(CSR_ADDR_BITS, 32)),
+                "bus": In(axi4_lite_signature(CSR_ADDR_BITS, 32)),
                 "start": Out(1),
                 "soft_reset": Out(1),
                 "irq_enable": Out(1),
@@ -144,11 +147,11 @@ class Csr(wiring.Component):
         word_index = aw_addr[2:]
         with m.If(write_now):
             m.d.sync += [aw_held.eq(0), w_held.eq(0), bus.bvalid.eq(1),
-                         bus.bresp.eq(RESP_SLVERR)]
+                         bus.bresp.eq(AxiResp.SLVERR)]
             for reg in REGISTERS:
                 for w in range(reg.words):
                     with m.If(word_index == (reg.offset // REGISTER_BYTES) + w):
-                        m.d.sync += bus.bresp.eq(RESP_OKAY)
+                        m.d.sync += bus.bresp.eq(AxiResp.OKAY)
                         if reg.name in rw:
                             target = rw[reg.name].word_select(w, 32)
                             keep = byte_mask & ((writable_mask[reg.name] >> (32 * w)) & 0xFFFF_FFFF)
@@ -167,12 +170,12 @@ class Csr(wiring.Component):
             m.d.sync += bus.rvalid.eq(0)
         with m.If(bus.arvalid & bus.arready):
             index = bus.araddr[2:]
-            m.d.sync += [bus.rvalid.eq(1), bus.rdata.eq(0), bus.rresp.eq(RESP_SLVERR)]
+            m.d.sync += [bus.rvalid.eq(1), bus.rdata.eq(0), bus.rresp.eq(AxiResp.SLVERR)]
             for reg in REGISTERS:
                 value = value_of(reg)
                 for w in range(reg.words):
                     with m.If(index == (reg.offset // REGISTER_BYTES) + w):
-                        m.d.sync += bus.rresp.eq(RESP_OKAY)
+                        m.d.sync += bus.rresp.eq(AxiResp.OKAY)
                         if reg.counter and w == 1:
                             m.d.sync += bus.rdata.eq(high_latch)
                         else:

@@ -35,18 +35,13 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
-from hw.axi import BURST_INCR, AxiReadSignature
+from hw.axi import AXI_BURST_INCR, AXI_CACHE, axi4_read_signature
 from hw.config import AcceleratorConfig
+from hw.csr import CODE_BITS, PC_BITS
 from hw.decoder import Decoder, UnitCode
 from hw.isa import WORD_BITS, WORD_BYTES, Opcode, field_specs
 from hw.registers import RunState
-from hw.unit_interface import (
-    CODE_BITS,
-    PC_BITS,
-    ErrorSignature,
-    FlushSignature,
-    unit_command_layout,
-)
+from hw.unit_ports import AXI_ID_BITS, ERROR_SIGNATURE, FLUSH_SIGNATURE, unit_command_layout
 from sim.golden import StatusCode
 
 __all__ = ["FETCH_CHUNK_BYTES", "UNITS", "Dispatcher"]
@@ -73,13 +68,13 @@ class Dispatcher(wiring.Component):
         One cycle when a start was accepted (the top level clears tokens and counters on it).
     prog_addr, prog_len : In(64), In(32)
         ``PROG_ADDR`` and ``PROG_LEN``, sampled at start.
-    axi : Out(AxiReadSignature(addr_bits, dma_data_bits, 1))
+    axi : Out(axi4_read_signature(addr_bits, dma_data_bits, AXI_ID_BITS))
         The fetch read port (ID 0).
     load_cmd, compute_cmd, store_cmd : Out(stream.Signature(UnitCommand))
         The three instruction queues' outputs.
-    load_error, compute_error, store_error : In(ErrorSignature)
+    load_error, compute_error, store_error : In(ERROR_SIGNATURE)
         The units' error reports.
-    flush : Out(FlushSignature)
+    flush : Out(FLUSH_SIGNATURE)
         Valid from the first error: units discard instructions above ``flush.pc``.
     units_idle : In(1)
         No unit holds an instruction.
@@ -107,10 +102,12 @@ class Dispatcher(wiring.Component):
                 "started": Out(1),
                 "prog_addr": In(64),
                 "prog_len": In(PC_BITS),
-                "axi": Out(AxiReadSignature(config.addr_bits, config.dma_data_bits, 1)),
+                "axi": Out(
+                    axi4_read_signature(config.addr_bits, config.dma_data_bits, AXI_ID_BITS)
+                ),
                 **{f"{u}_cmd": Out(cmd) for u in UNITS},
-                **{f"{u}_error": In(ErrorSignature) for u in UNITS},
-                "flush": Out(FlushSignature),
+                **{f"{u}_error": In(ERROR_SIGNATURE) for u in UNITS},
+                "flush": Out(FLUSH_SIGNATURE),
                 "units_idle": In(1),
                 "axi_idle": In(1),
                 "state": Out(2),
@@ -182,8 +179,8 @@ class Dispatcher(wiring.Component):
         m.d.comb += [
             axi.arid.eq(0),
             axi.arsize.eq(log_bus),
-            axi.arburst.eq(BURST_INCR),
-            axi.arcache.eq(0b0011),
+            axi.arburst.eq(AXI_BURST_INCR),
+            axi.arcache.eq(AXI_CACHE),
             axi.rready.eq(1),
         ]
         can_request = (
@@ -374,7 +371,7 @@ class Dispatcher(wiring.Component):
             m.d.sync += [err_valid.eq(cand_valid), err_code.eq(cand_code), err_pc.eq(cand_pc)]
 
         # ------------------------------------------------------------ run state
-        queues_empty = 0 if False else 1
+        queues_empty = 1
         for q in queues.values():
             queues_empty = queues_empty & ~q.r_rdy
         quiet = Signal()

@@ -2,7 +2,9 @@
 
 Tokens carry no data: each queue (``hw.isa.TOKEN_QUEUES``: l2c, c2l, c2s, s2c) is a counter of
 capacity ``instr_fifo_depth``. Its consumer pops (waits while it is zero), its producer pushes
-(waits while it is full); a pop and a push in the same cycle both move.
+(waits while it is full); a pop and a push in the same cycle both move. The handshakes are
+``hw.unit_ports.TOKEN_SIGNATURE`` from the side that gives the token: the counter gives to the
+consumer (``valid`` = non-zero, ``ready`` = take one), the producer gives to the counter.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from amaranth.lib.wiring import In, Out
 
 from hw.config import AcceleratorConfig
 from hw.isa import TOKEN_QUEUES
-from hw.unit_interface import TokenSignature
+from hw.unit_ports import TOKEN_SIGNATURE
 
 __all__ = ["TokenCounters"]
 
@@ -28,12 +30,12 @@ class TokenCounters(wiring.Component):
 
     Ports
     -----
-    pop_<q>, push_<q> : In(TokenSignature)
-        The consumer's and the producer's requests for queue ``q``.
+    pop_<q> : Out(TOKEN_SIGNATURE)
+        To the consumer of queue ``q``.
+    push_<q> : In(TOKEN_SIGNATURE)
+        From the producer of queue ``q``.
     clear : In(1)
         Empty every queue (start of a run; tokens left at HALT are dropped).
-    stall_<q> : Out(1)
-        The consumer waits on ``q`` this cycle (``pop_<q>.valid`` while ``q`` is empty).
     count_<q> : Out(range(capacity + 1))
         Tokens in ``q`` (for debug and the watchdog's report).
     """
@@ -45,9 +47,8 @@ class TokenCounters(wiring.Component):
         cap = config.instr_fifo_depth
         members = {"clear": In(1)}
         for q in TOKEN_QUEUES:
-            members[f"pop_{q}"] = In(TokenSignature)
-            members[f"push_{q}"] = In(TokenSignature)
-            members[f"stall_{q}"] = Out(1)
+            members[f"pop_{q}"] = Out(TOKEN_SIGNATURE)
+            members[f"push_{q}"] = In(TOKEN_SIGNATURE)
             members[f"count_{q}"] = Out(range(cap + 1))
         super().__init__(members)
 
@@ -62,9 +63,8 @@ class TokenCounters(wiring.Component):
             count = Signal(range(cap + 1), name=f"tokens_{q}")
             pop, push = getattr(self, f"pop_{q}"), getattr(self, f"push_{q}")
             m.d.comb += [
-                pop.ready.eq(count != 0),
+                pop.valid.eq(count != 0),
                 push.ready.eq(count != cap),
-                getattr(self, f"stall_{q}").eq(pop.valid & (count == 0)),
                 getattr(self, f"count_{q}").eq(count),
             ]
             popped = pop.valid & pop.ready

@@ -14,9 +14,14 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.config import AcceleratorConfig
-from hw.isa import ALLOWED_DEPS, Opcode, Unit
+from hw.isa import ALLOWED_DEPS, TOKEN_POPS, TOKEN_PUSHES, Opcode, Unit
 from hw.registers import STATUS_NOT_BUILT
-from hw.unit_interface import ErrorSignature, FlushSignature, TokenSignature, unit_command_layout
+from hw.unit_ports import (
+    ERROR_SIGNATURE,
+    FLUSH_SIGNATURE,
+    TOKEN_SIGNATURE,
+    unit_command_layout,
+)
 
 __all__ = ["UnbuiltUnit"]
 
@@ -29,16 +34,22 @@ class UnbuiltUnit(wiring.Component):
     config : AcceleratorConfig
         The accelerator's config.
     unit : hw.isa.Unit
-        LOAD, COMPUTE or STORE: decides which token ports exist (``pop_prev``, ``pop_next``,
-        ``push_prev``, ``push_next``, as :data:`hw.isa.ALLOWED_DEPS` allows).
+        LOAD, COMPUTE or STORE: decides which token queues it pops and pushes
+        (:data:`hw.isa.TOKEN_POPS`, :data:`hw.isa.TOKEN_PUSHES`).
 
     Ports
     -----
-    cmd : In(stream.Signature(UnitCommand))
-    flush : In(FlushSignature)
-    error : Out(ErrorSignature)
-    pop_* / push_* : Out(TokenSignature)
-    busy, retire : Out(1)
+    cmd : In(stream.Signature(unit_command_layout(config)))
+    flush_above : In(FLUSH_SIGNATURE)
+    error : Out(ERROR_SIGNATURE)
+    pop_<q> : In(TOKEN_SIGNATURE)
+        Tokens popped by the unit's ``pop_*`` flags (e.g. ``pop_c2l`` for the load unit).
+    push_<q> : Out(TOKEN_SIGNATURE)
+        Tokens pushed by its ``push_*`` flags.
+    stall_<q> : Out(1)
+        Waiting for a token of queue ``q``.
+    busy, retired : Out(1)
+        Holds an instruction; one cycle per completed SYNC.
     """
 
     def __init__(self, config: AcceleratorConfig, unit: Unit):
@@ -50,13 +61,16 @@ class UnbuiltUnit(wiring.Component):
         self._unit = unit
         members = {
             "cmd": In(stream.Signature(unit_command_layout(config))),
-            "flush": In(FlushSignature),
-            "error": Out(ErrorSignature),
+            "flush_above": In(FLUSH_SIGNATURE),
+            "error": Out(ERROR_SIGNATURE),
             "busy": Out(1),
-            "retire": Out(1),
+            "retired": Out(1),
         }
-        for flag in sorted(ALLOWED_DEPS[unit]):
-            members[flag] = Out(TokenSignature)
+        for q in self.pops.values():
+            members[f"pop_{q}"] = In(TOKEN_SIGNATURE)
+            members[f"stall_{q}"] = Out(1)
+        for q in self.pushes.values():
+            members[f"push_{q}"] = Out(TOKEN_SIGNATURE)
         super().__init__(members)
 
     @property
@@ -67,22 +81,30 @@ class UnbuiltUnit(wiring.Component):
     def config(self) -> AcceleratorConfig:
         return self._config
 
+    @property
+    def pops(self) -> dict[str, str]:
+        """Dependency flag -> token queue, for the flags that pop."""
+        return {f: TOKEN_POPS[(self._unit, f)] for f in sorted(ALLOWED_DEPS[self._unit])
+                if (self._unit, f) in TOKEN_POPS}
+
+    @property
+    def pushes(self) -> dict[str, str]:
+        """Dependency flag -> token queue, for the flags that push."""
+        return {f: TOKEN_PUSHES[(self._unit, f)] for f in sorted(ALLOWED_DEPS[self._unit])
+                if (self._unit, f) in TOKEN_PUSHES}
+
     def elaborate(self, platform):
         m = Module()
-        flags = sorted(ALLOWED_DEPS[self._unit])
-        pops = [f for f in flags if f.startswith("pop")]
-        pushes = [f for f in flags if f.startswith("push")]
-
         held = Signal()
         cmd = Signal(unit_command_layout(self._config))
-        popped = {f: Signal(name=f"{f}_done") for f in pops}
+        popped = {f: Signal(name=f"{f}_done") for f in self.pops}
         header = cmd.word.header
         m.d.comb += [self.cmd.ready.eq(~held & ~self.error.valid), self.busy.eq(held)]
         with m.If(self.cmd.valid & self.cmd.ready):
             m.d.sync += [held.eq(1), cmd.eq(self.cmd.payload)]
             m.d.sync += [p.eq(0) for p in popped.values()]
 
-        discard = self.flush.valid & (cmd.pc > self.flush.pc)
+        discard = self.flush_above.valid & (cmd.pc > self.flush_above.pc)
         is_sync = header.opcode == Opcode.SYNC
         with m.If(held):
             with m.If(discard):
@@ -96,19 +118,21 @@ class UnbuiltUnit(wiring.Component):
                 ]
             with m.Else():
                 all_popped = 1
-                for f in pops:
-                    port = getattr(self, f)
+                for f, q in self.pops.items():
+                    port = getattr(self, f"pop_{q}")
                     want = getattr(header, f) & ~popped[f]
-                    m.d.comb += port.valid.eq(want)
-                    with m.If(want & port.ready):
+                    m.d.comb += [port.ready.eq(want),
+                                 getattr(self, f"stall_{q}").eq(want & ~port.valid)]
+                    with m.If(want & port.valid):
                         m.d.sync += popped[f].eq(1)
                     all_popped = all_popped & (~getattr(header, f) | popped[f])
                 pushes_ready = 1
-                for f in pushes:
-                    pushes_ready = pushes_ready & (~getattr(header, f) | getattr(self, f).ready)
+                for f, q in self.pushes.items():
+                    port = getattr(self, f"push_{q}")
+                    pushes_ready = pushes_ready & (~getattr(header, f) | port.ready)
                 with m.If(all_popped & pushes_ready):
-                    for f in pushes:
-                        m.d.comb += getattr(self, f).valid.eq(getattr(header, f))
-                    m.d.comb += self.retire.eq(1)
+                    for f, q in self.pushes.items():
+                        m.d.comb += getattr(self, f"push_{q}").valid.eq(getattr(header, f))
+                    m.d.comb += self.retired.eq(1)
                     m.d.sync += held.eq(0)
         return m

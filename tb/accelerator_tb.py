@@ -37,6 +37,8 @@ from hw.isa import (
     Gemm,
     Halt,
     IsaError,
+    Load,
+    Loadt,
     Setbase,
     Store,
     Sync,
@@ -156,7 +158,7 @@ class TB:
 
     # ------------------------------------------------------------ running programs
     async def run(self, words: list[int], *, prog_addr: int, prog_len: int | None = None,
-                  dram_limit: int = 1 << 20, irq: bool = False,
+                  dram_limit: int = 1 << 24, irq: bool = False,
                   max_cycles: int = 100_000) -> tuple[int, int]:
         """Write ``words`` at ``prog_addr``, start, wait for DONE; return (code, offset)."""
         data = b"".join(w.to_bytes(WORD_BYTES, "little") for w in words)
@@ -238,23 +240,28 @@ def illegal_word(rng: random.Random) -> int:
             return w
 
 
+#: Units whose RTL is integrated in hw/accelerator.py; the others stop with STATUS_NOT_BUILT.
+INTEGRATED = {Unit.LOAD}
+
+
 def unit_word(rng: random.Random, config: AcceleratorConfig) -> int:
     """A legal instruction for a unit that is not integrated yet."""
-    return encode(rng.choice([
-        Dmacfg(slot=1, height=4, width=4, pitch=4, pix=1),
-        Gemm(m=1, k_tiles=1, n_tiles=1),
-        Store(rows=1, tiles=1, length=1),
-    ]))
+    choices = {
+        Unit.LOAD: Dmacfg(slot=1, height=4, width=4, pitch=4, pix=1),
+        Unit.COMPUTE: Gemm(m=1, k_tiles=1, n_tiles=1),
+        Unit.STORE: Store(rows=1, tiles=1, length=1),
+    }
+    return encode(rng.choice([ins for unit, ins in choices.items() if unit not in INTEGRATED]))
 
 
-def expected_status(config, words, prog_len, unbuilt=(), faults=()) -> tuple[int, int]:
-    """(code, offset) the RTL must report: the golden model's, cut at the first unbuilt-unit
-    instruction (status 15) or faulted fetch (DRAM_RANGE) in program order."""
+def expected_status(config, words, prog_len, unbuilt=(), faults=(), dram=bytes(64)):
+    """(code, offset) the RTL must report: the golden model's on ``dram``, cut at the first
+    unbuilt-unit instruction (status 15) or faulted fetch (DRAM_RANGE) in program order."""
     cuts = [(o, STATUS_NOT_BUILT) for o in unbuilt if o < prog_len]
     cuts += [(o, StatusCode.DRAM_RANGE) for o in faults if o < prog_len]
     cut, cut_code = min(cuts) if cuts else (prog_len, None)
     # The golden model runs the words before the cut: reaching the cut is NO_HALT at it.
-    status = GoldenModel(config).run(list(words[:cut]), bytes(64)).status
+    status = GoldenModel(config).run(list(words[:cut]), dram).status
     assert status.code not in (StatusCode.TOKEN_UNDERFLOW, StatusCode.TOKEN_OVERFLOW,
                                StatusCode.HAZARD, StatusCode.UNINIT_READ), status
     if cut_code is not None and status.code == StatusCode.NO_HALT and status.pc == cut:
@@ -351,8 +358,14 @@ async def random_control_programs(dut):
     modes = {}
     for i in range(params["programs"]):
         words, prog_addr, prog_len, unbuilt, faults, mode = random_case(rng, tb.config)
-        tb.dram.faults = [(prog_addr + WORD_BYTES * o, prog_addr + WORD_BYTES * (o + 1))
-                          for o in faults]
+        # A fault fails the whole bus beat: every word sharing it is DRAM_RANGE.
+        beat = max(WORD_BYTES, tb.config.dma_data_bits // 8)
+        tb.dram.faults = []
+        for o in list(faults):
+            lo = (prog_addr + WORD_BYTES * o) // beat * beat
+            tb.dram.faults.append((lo, lo + beat))
+            faults += [k for k in range(len(words))
+                       if lo <= prog_addr + WORD_BYTES * k < lo + beat and k not in faults]
         want = expected_status(tb.config, words, prog_len, unbuilt, faults)
         got = await tb.run(words, prog_addr=prog_addr, prog_len=prog_len)
         tb.dram.faults = []
@@ -440,3 +453,55 @@ async def counters_read_consistently(dut):
     assert values == sorted(values), values
     assert values[0] < (1 << 32) < values[-1], [hex(v) for v in values]
     await tb.write_reg("CTRL", 2)
+
+
+@cocotb.test()
+async def random_load_programs(dut):
+    """The integrated load unit through the dispatcher and the shared read port: DMACFG, LOAD
+    and LOADT programs (tb/load_unit_tb.py's generators: padded walks, tables, malformed
+    records) from the image's DRAM with DRAM_LIMIT = image size, interleaved with fetch; an
+    instruction of an unbuilt unit or an illegal word sometimes follows; status and offset as
+    the golden model's."""
+    from tb.load_unit_tb import random_image, random_load_case, table_case
+
+    tb, params = await _setup(dut)
+    rng = random.Random(params["seed"] + 1000)
+    malformed = [None, None, "bias_shift", "bias_reserved", "pwl_shift", "pwl_header",
+                 "pwl_order"]
+    codes = {}
+    for i in range(params["programs"]):
+        image = bytearray(random_image(rng))
+        if rng.random() < 0.5:
+            bases, body = random_load_case(rng, tb.config)
+        else:
+            bases, body = table_case(rng, tb.config, image, rng.choice(malformed))
+        prog = [Setbase(reg=r, value=v) for r, v in sorted(bases.items())] + body
+        words = [encode(ins) for ins in prog]
+        unbuilt = []
+        extra = rng.random()
+        if extra < 0.2:
+            unbuilt.append(rng.randrange(len(words) + 1))
+            words.insert(unbuilt[0], unit_word(rng, tb.config))
+        elif extra < 0.3:
+            words.insert(rng.randrange(len(words) + 1), illegal_word(rng))
+        words.append(encode(Halt()))
+        if rng.random() < 0.3:
+            image_size = rng.randrange(len(image) // 2, len(image))  # DRAM_RANGE at the limit
+        else:
+            image_size = len(image)
+        dram = bytes(image[:image_size])
+        tb.dram.mem.write(0, dram)
+        prog_addr = 0x20000 + WORD_BYTES * rng.randrange(0, 512)
+        want = expected_status(tb.config, words, len(words), unbuilt, dram=dram)
+        got = await tb.run(words, prog_addr=prog_addr, dram_limit=image_size)
+        replay = f"load program {i} (seed {params['seed']}, prog_addr {prog_addr:#x})"
+        assert got == want, f"{replay}: RTL (code, offset) {got}, expected {want}"
+        counters = await tb.counters()
+        if want[0] == StatusCode.OK:
+            n = sum(isinstance(decode(w), (Dmacfg, Loadt, Load)) for w in words)
+            assert counters["RETIRED_LOAD"] == n, (replay, counters)
+            assert counters["BUSY_LOAD"] > 0
+        codes[StatusCode(want[0]).name if want[0] != STATUS_NOT_BUILT else "NOT_BUILT"] = (
+            codes.get(StatusCode(want[0]).name if want[0] != STATUS_NOT_BUILT else "NOT_BUILT",
+                      0) + 1)
+    logging.getLogger("cocotb.tb.accelerator").info("load programs by status: %s", codes)
