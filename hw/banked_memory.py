@@ -163,7 +163,7 @@ class BankedMemory(wiring.Component):
         ]
         self._wports = [mem.write_port(granularity=granularity) for mem in self._mems]
         self._rports = [
-            mem.read_port(transparent_for=(wp,)) for mem, wp in zip(self._mems, self._wports)
+            mem.read_port(transparent_for=(wp,)) for mem, wp in zip(self._mems, self._wports, strict=True)
         ]
         self._queues = {n: SyncFIFO(width=width, depth=RESPONSE_DEPTH) for n in read_clients}
 
@@ -208,7 +208,7 @@ class BankedMemory(wiring.Component):
         # ---- reads
         clients = [getattr(self, n) for n in self._read_clients]
         credit_ok, pending, pending_bank = [], [], []
-        for n, port in zip(self._read_clients, clients):
+        for n, port in zip(self._read_clients, clients, strict=True):
             q = self._queues[n]
             m.submodules[f"resp_{n}"] = q
             ok = Signal(name=f"{n}_credit_ok")
@@ -232,12 +232,12 @@ class BankedMemory(wiring.Component):
                 eb, _ = split(excl.read_addr)
                 excl_here = excl.read_en & (eb == b)
             reqs = []
-            for port, ok in zip(clients, credit_ok):
+            for port, ok in zip(clients, credit_ok, strict=True):
                 pb, _ = split(port.req.payload.addr)
                 reqs.append(port.req.valid & ok & (pb == b) & ~excl_here)
             grants = round_robin(m, reqs, f"rd{b}") if reqs else []
             addr = excl.read_addr[:row_bits] if excl is not None else Const(0, row_bits)
-            for g, port in zip(grants, clients):
+            for g, port in zip(grants, clients, strict=True):
                 addr = Mux(g, port.req.payload.addr[:row_bits], addr)
             en = excl_here
             for g in grants:
@@ -282,7 +282,7 @@ class BankedMemory(wiring.Component):
             addr = excl.write_addr[:row_bits] if excl is not None else Const(0, row_bits)
             wdata = excl.write_data.as_value() if excl is not None else Const(0, self._width)
             en = Mux(excl_here, full_mask, 0)
-            for g, port in zip(grants, wclients):
+            for g, port in zip(grants, wclients, strict=True):
                 addr = Mux(g, port.payload.addr[:row_bits], addr)
                 wdata = Mux(g, port.payload.data.as_value(), wdata)
                 mask = port.payload.mask if self._granularity else Const(1, 1)

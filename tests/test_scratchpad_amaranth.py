@@ -11,7 +11,7 @@ import pytest
 from hw.accumulator import Accumulator
 from hw.config import preset
 from hw.scratchpad import Scratchpad
-from tests.banked_memory_bench import finishing, receive, run, send
+from tests.banked_memory_bench import finishing, run, send
 
 CFG = preset("tiny").replace(scratchpad_rows=16, scratchpad_banks=4, accumulator_rows=16)
 
