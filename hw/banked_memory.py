@@ -163,7 +163,8 @@ class BankedMemory(wiring.Component):
         ]
         self._wports = [mem.write_port(granularity=granularity) for mem in self._mems]
         self._rports = [
-            mem.read_port(transparent_for=(wp,)) for mem, wp in zip(self._mems, self._wports, strict=True)
+            mem.read_port(transparent_for=(wp,))
+            for mem, wp in zip(self._mems, self._wports, strict=True)
         ]
         self._queues = {n: SyncFIFO(width=width, depth=RESPONSE_DEPTH) for n in read_clients}
 
