@@ -98,8 +98,11 @@ class GoldenCase:
     words: list[int]
 
 
-def golden_case(cfg: AcceleratorConfig, case, seed: int = 0) -> GoldenCase:
+def golden_case(cfg: AcceleratorConfig, case, seed: int = 0, extra=()) -> GoldenCase:
+    """Golden runs of the prefix and of ``prefix + extra + case``; ``extra`` (e.g. token
+    pushes of other units) is not sent to the RTL."""
     pre, img = prefix(cfg, seed)
+    pre = [*pre, *extra]
     start = GoldenModel(cfg)
     res0 = start.run(Program([*pre, Halt()]), img)
     assert res0.ok, res0.status
@@ -130,12 +133,20 @@ class RtlResult:
     error: tuple[int, int, int]  # valid, code, pc
     counters: dict
     cycles: int
+    token_events: list
+    first_array_row: int | None
 
 
 def run_rtl(cfg: AcceleratorConfig, gc: GoldenCase, *, seed: int = 0, stall: float = 0.0,
             gap: float = 0.0, table_latency: int = 2, epilogue_latency: int = 5,
-            max_cycles: int = 20000, read_back: bool = True) -> RtlResult:
-    """Run the case's words on :class:`tb.compute_harness.ComputeHarness` (see module docs)."""
+            max_cycles: int = 20000, read_back: bool = True, tokens_at: int | None = None,
+            flush_pc: int | None = None) -> RtlResult:
+    """Run the case's words on :class:`tb.compute_harness.ComputeHarness` (see module docs).
+
+    ``tokens_at``: from this cycle on, the l2c and s2c counters hold tokens (before: empty).
+    ``flush_pc``: ``flush_above`` is asserted with this offset from the start.
+    Token takes and puts are recorded as (cycle, queue) in ``RtlResult.token_events``.
+    """
     rng = random.Random(seed)
     dut = ComputeHarness(cfg)
     st = gc.start
@@ -162,6 +173,11 @@ def run_rtl(cfg: AcceleratorConfig, gc: GoldenCase, *, seed: int = 0, stall: flo
         ctx.set(dut.fn_loaded, sum(1 << f for f, t in enumerate(tables) if t is not None))
         ctx.set(dut.push_c2l.space, 1)
         ctx.set(dut.push_c2s.space, 1)
+        if flush_pc is not None:
+            ctx.set(dut.flush_above.valid, 1)
+            ctx.set(dut.flush_above.pc, flush_pc)
+        events = result["token_events"] = []
+        result["first_array_row"] = None
         words = deque(enumerate(gc.words, start=gc.first_pc))
         table_q = {"bias": deque(), "scale": deque()}
         epi_q = deque()
@@ -169,6 +185,9 @@ def run_rtl(cfg: AcceleratorConfig, gc: GoldenCase, *, seed: int = 0, stall: flo
         idle_for = 0
         while cycle < max_cycles:
             # drive this cycle
+            have_tokens = int(tokens_at is not None and cycle >= tokens_at)
+            ctx.set(dut.pop_l2c.available, have_tokens)
+            ctx.set(dut.pop_s2c.available, have_tokens)
             if words and rng.random() >= gap:
                 pc, word = words[0]
                 ctx.set(dut.cmd.payload.word.as_value(), word)
@@ -203,9 +222,16 @@ def run_rtl(cfg: AcceleratorConfig, gc: GoldenCase, *, seed: int = 0, stall: flo
                 dut.scale_write.valid, dut.scale_write.ready, dut.scale_write.payload,
                 dut.epilogue_in.valid, dut.epilogue_in.ready, dut.epilogue_in.payload,
                 dut.epilogue_out.valid, dut.epilogue_out.ready,
-                dut.busy, dut.error.valid)
+                dut.busy, dut.error.valid,
+                dut.pop_l2c.take, dut.pop_s2c.take, dut.push_c2l.put, dut.push_c2s.put,
+                dut.counters.array_rows)
             (_, _, cv, cr, bqv, bqr, bqp, bsv, bsr, sqv, sqr, sqp, ssv, ssr,
-             swv, swr, swp, eiv, eir, eip, eov, eor, busy, err) = sampled
+             swv, swr, swp, eiv, eir, eip, eov, eor, busy, err, *tok, rows) = sampled
+            for q, strobe in zip(("l2c", "s2c", "c2l", "c2s"), tok, strict=True):
+                if strobe:
+                    events.append((cycle, q))
+            if rows and result["first_array_row"] is None:
+                result["first_array_row"] = cycle
             cycle += 1
             if cv and cr:
                 words.popleft()
@@ -255,7 +281,8 @@ def run_rtl(cfg: AcceleratorConfig, gc: GoldenCase, *, seed: int = 0, stall: flo
     sim.run()
     assert result["cycles"] < max_cycles, f"compute unit did not finish in {max_cycles} cycles"
     return RtlResult(result.get("spad"), result.get("acc"), mult, shift, result["error"],
-                     result["counters"], result["cycles"])
+                     result["counters"], result["cycles"], result["token_events"],
+                     result["first_array_row"])
 
 
 def compare(gc: GoldenCase, rtl: RtlResult) -> None:
