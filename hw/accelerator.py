@@ -10,29 +10,36 @@ queues, status), the :class:`~hw.tokens.TokenCounters`, the units, a round-robin
 :class:`~hw.axi_arbiter.AxiReadArbiter` between fetch (master 0) and the load unit (master 1),
 and the 64-bit event counters of ``hw.registers.COUNTERS``.
 
-Integration state: the load unit (:class:`hw.load_unit.LoadUnit`) is integrated and executes
-DMACFG, LOAD, LOADT and SYNC with all their checks; the memories it writes (scratchpad,
-accumulator, bias/scale and segment-table SRAMs) are not integrated yet, so its write requests
-are accepted and dropped: nothing could read them, because GEMM, EPI and STORE stop the program.
-The compute and store queues end in an :class:`~hw.unbuilt_unit.UnbuiltUnit`, which runs SYNC and
-stops every other instruction with status 15 (``hw.registers.STATUS_NOT_BUILT``). The write
-channels are idle.
+Integration state: the load unit (:class:`hw.load_unit.LoadUnit`) and the compute unit
+(:class:`hw.compute_unit.ComputeUnit`, with the systolic array, transposer and
+:class:`hw.epilogue.Epilogue`) are integrated with the memories they share: the
+:class:`hw.scratchpad.Scratchpad`, :class:`hw.accumulator.Accumulator`,
+:class:`hw.bias_scale.BiasScaleSram` and :class:`hw.segment_table.SegmentTable`. The store queue
+ends in an :class:`~hw.unbuilt_unit.UnbuiltUnit`, which runs SYNC and stops STORE with status 15
+(``hw.registers.STATUS_NOT_BUILT``); the write channels are idle and the memories' store read
+ports unused.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, ResetInserter, Signal
+from amaranth.hdl import Module, Mux, ResetInserter, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import Out
 
+from hw.accumulator import Accumulator
 from hw.axi import axi4_lite_signature, axi4_signature, connect_flat, flat_members
 from hw.axi_arbiter import AxiReadArbiter
+from hw.bias_scale import BiasScaleSram
+from hw.compute_unit import ComputeUnit
 from hw.config import AcceleratorConfig
 from hw.csr import CSR_ADDR_BITS, Csr
 from hw.dispatcher import Dispatcher
+from hw.epilogue import Epilogue, OutWidth
 from hw.isa import Unit
 from hw.load_unit import LoadUnit
 from hw.registers import COUNTERS, RunState
+from hw.scratchpad import Scratchpad
+from hw.segment_table import SegmentTable
 from hw.tokens import TokenCounters
 from hw.unbuilt_unit import UnbuiltUnit
 from hw.unit_ports import AXI_ID_BITS as UNIT_ID_BITS
@@ -80,7 +87,13 @@ class Accelerator(wiring.Component):
         self._dispatcher = Dispatcher(config)
         self._tokens = TokenCounters(config)
         self._load = LoadUnit(config)
-        self._compute = UnbuiltUnit(config, Unit.COMPUTE)
+        self._compute = ComputeUnit(config)
+        self._spad = Scratchpad(config)
+        self._acc = Accumulator(config)
+        self._bias_scale = BiasScaleSram(config)
+        self._tables = SegmentTable(config)
+        # One tag bit (unused, tied to 0): a zero-width tag becomes `[-1:0]` wires in Verilog.
+        self._epilogue = Epilogue(config, tag_bits=1)
         self._store = UnbuiltUnit(config, Unit.STORE)
         self._arbiter = AxiReadArbiter(config.addr_bits, config.dma_data_bits, UNIT_ID_BITS, 2)
 
@@ -97,6 +110,7 @@ class Accelerator(wiring.Component):
         # Everything but the register file is reset by CTRL.soft_reset.
         core = Module()
         m.submodules.core = ResetInserter(csr.soft_reset)(core)
+        cfg = self._config
         dispatcher, tokens = self._dispatcher, self._tokens
         load, compute, store = self._load, self._compute, self._store
         core.submodules.dispatcher = dispatcher
@@ -120,14 +134,22 @@ class Accelerator(wiring.Component):
             wiring.connect(core, getattr(dispatcher, f"{name}_cmd"), unit.cmd)
             wiring.connect(core, dispatcher.flush, unit.flush_above)
             wiring.connect(core, getattr(dispatcher, f"{name}_error"), unit.error)
+        for unit in (load, store):
             for member in unit.signature.members:
                 if member.startswith(("pop_", "push_")):
                     wiring.connect(core, getattr(tokens, member), getattr(unit, member))
-        core.d.comb += dispatcher.units_idle.eq(~load.busy & ~compute.busy & ~store.busy)
-
-        # The load unit's memory writes: no memory is integrated yet (see the module docs).
-        for name in ("spad_write", "acc_write", "bias_write", "table_write"):
-            core.d.comb += getattr(load, name).ready.eq(1)
+        # The compute unit's token ports: pop {available, take}, push {space, put}.
+        for q in ("l2c", "s2c"):
+            pop, port = getattr(tokens, f"pop_{q}"), getattr(compute, f"pop_{q}")
+            core.d.comb += [port.available.eq(pop.valid), pop.ready.eq(port.take)]
+        for q in ("c2l", "c2s"):
+            push, port = getattr(tokens, f"push_{q}"), getattr(compute, f"push_{q}")
+            core.d.comb += [push.valid.eq(port.put), port.space.eq(push.ready)]
+        core.d.comb += [
+            dispatcher.units_idle.eq(~load.busy & ~compute.busy & ~store.busy),
+            compute.clear.eq(started),
+        ]
+        self._wire_memories(core, started)
 
         # ------------------------------------------------------------ AXI master
         wiring.connect(core, dispatcher.axi, arbiter.inputs[0])
@@ -168,10 +190,10 @@ class Accelerator(wiring.Component):
             "BUSY_LOAD": load.busy,
             "BUSY_COMPUTE": compute.busy,
             "BUSY_STORE": store.busy,
-            "STALL_L2C": compute.stall_l2c,
+            "STALL_L2C": None,
             "STALL_C2L": load.stall_token,
             "STALL_C2S": store.stall_c2s,
-            "STALL_S2C": compute.stall_s2c,
+            "STALL_S2C": None,
             "STALL_AXI_READ": (self.m_axi_arvalid & ~self.m_axi_arready)
             | ((reads_out != 0) & ~(self.m_axi_rvalid & self.m_axi_rready)),
             "STALL_AXI_WRITE": (self.m_axi_awvalid & ~self.m_axi_awready)
@@ -181,11 +203,21 @@ class Accelerator(wiring.Component):
             "STALL_DISPATCH": dispatcher.stall_dispatch,
             "RETIRED_DISPATCH": dispatcher.retire,
             "RETIRED_LOAD": load.retired,
-            "RETIRED_COMPUTE": compute.retired,
+            "RETIRED_COMPUTE": None,
             "RETIRED_STORE": store.retired,
-            "ARRAY_MACS": 0,  # 0 until the compute unit is integrated
+            "ARRAY_MACS": None,
+        }
+        # The compute unit keeps its own 64-bit counters (cleared at start with the others).
+        own = {
+            "STALL_L2C": compute.counters.stall_l2c,
+            "STALL_S2C": compute.counters.stall_s2c,
+            "RETIRED_COMPUTE": compute.counters.retired,
+            "ARRAY_MACS": compute.counters.array_rows * (cfg.rows * cfg.cols),
         }
         for i, (name, _) in enumerate(COUNTERS):
+            if events[name] is None:
+                core.d.comb += csr.counters[i].eq(own[name])
+                continue
             count = Signal(64, name=f"count_{name.lower()}")
             core.d.comb += csr.counters[i].eq(count)
             with core.If(started):
@@ -193,3 +225,72 @@ class Accelerator(wiring.Component):
             with core.Elif(running):
                 core.d.sync += count.eq(count + events[name])
         return m
+
+    def _wire_memories(self, core: Module, started) -> None:
+        """Connect the load and compute units to the memories and the epilogue."""
+        load, compute = self._load, self._compute
+        spad, acc, bias_scale, tables, epi = (
+            self._spad, self._acc, self._bias_scale, self._tables, self._epilogue)
+        core.submodules.scratchpad = spad
+        core.submodules.accumulator = acc
+        core.submodules.bias_scale = bias_scale
+        core.submodules.segment_table = tables
+        core.submodules.epilogue = epi
+
+        def stream_copy(src, dst, **fields):
+            """``src`` -> ``dst`` (streams); payload bits copied, or ``fields`` set by name."""
+            core.d.comb += [dst.valid.eq(src.valid), src.ready.eq(dst.ready)]
+            if fields:
+                core.d.comb += [getattr(dst.payload, k).eq(v) for k, v in fields.items()]
+            else:
+                core.d.comb += dst.payload.as_value().eq(src.payload.as_value())
+
+        # Scratchpad: LOAD writes whole rows, EPI lanes 0..C-1, GEMM reads weights and operands.
+        ls = load.spad_write
+        stream_copy(ls, spad.load_write, addr=ls.payload.addr, data=ls.payload.data,
+                    mask=(1 << self._config.lanes) - 1)
+        wiring.connect(core, compute.spad_write, spad.epi_write)
+        wiring.connect(core, compute.spad_weights, spad.weights)
+        wiring.connect(core, compute.spad_operands, spad.operands)
+        # Accumulator: GEMM's fixed-timing port, EPI read/write, LOAD writes.
+        wiring.connect(core, compute.acc_gemm, acc.gemm)
+        wiring.connect(core, compute.acc_read, acc.epi_read)
+        wiring.connect(core, compute.acc_write, acc.epi_write)
+        stream_copy(load.acc_write, acc.load_write)
+        # Store read ports: the store unit is not integrated.
+        for mem in (spad, acc):
+            core.d.comb += [mem.store.req.valid.eq(0), mem.store.resp.ready.eq(1)]
+        # Bias/scale SRAM: LOADT BIAS writes entries, EPI dest SCALE multipliers and shifts.
+        stream_copy(load.bias_write, bias_scale.load_write)
+        stream_copy(compute.scale_write, bias_scale.scale_write)
+        breq, bresp = compute.bias_read.req, compute.bias_read.resp
+        stream_copy(breq, bias_scale.bias_read, addr=breq.payload.entry)
+        core.d.comb += [bresp.valid.eq(bias_scale.bias_data.valid),
+                        bias_scale.bias_data.ready.eq(bresp.ready)]
+        sreq, sresp = compute.scale_read.req, compute.scale_read.resp
+        stream_copy(sreq, bias_scale.scale_read, addr=sreq.payload.entry, broadcast=0)
+        core.d.comb += [sresp.valid.eq(bias_scale.scale_data.valid),
+                        bias_scale.scale_data.ready.eq(sresp.ready)]
+        for c in range(self._config.cols):
+            core.d.comb += [
+                bresp.payload.data[c].bias.eq(bias_scale.bias_data.payload.bias[c]),
+                sresp.payload.data[c].mult.eq(bias_scale.scale_data.payload.mult[c]),
+                sresp.payload.data[c].shift.eq(bias_scale.scale_data.payload.shift[c]),
+            ]
+        # Segment tables: LOADT PWL writes them (the SHIFT beat, last, marks a function loaded).
+        stream_copy(load.table_write, tables.write)
+        core.d.comb += [tables.clear.eq(started), compute.fn_loaded.eq(tables.loaded)]
+        wiring.connect(core, epi.table, tables.lookup)
+        # Epilogue rows and results.
+        ein = compute.epilogue_in
+        out_bits = ein.payload.out_bits
+        stream_copy(
+            ein, epi.rows,
+            acc=ein.payload.acc, mult=ein.payload.mult, shift=ein.payload.shift,
+            fn=ein.payload.fn,
+            out_width=Mux(out_bits == 8, OutWidth.INT8,
+                          Mux(out_bits == 16, OutWidth.INT16, OutWidth.INT32)),
+            tag=0,
+        )
+        stream_copy(epi.results, compute.epilogue_out)
+        core.d.comb += compute.epilogue_out.payload.eq(epi.results.payload.data)

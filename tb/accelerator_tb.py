@@ -241,7 +241,7 @@ def illegal_word(rng: random.Random) -> int:
 
 
 #: Units whose RTL is integrated in hw/accelerator.py; the others stop with STATUS_NOT_BUILT.
-INTEGRATED = {Unit.LOAD}
+INTEGRATED = {Unit.LOAD, Unit.COMPUTE}
 
 
 def unit_word(rng: random.Random, config: AcceleratorConfig) -> int:
