@@ -40,7 +40,7 @@ def test_accelerator_control_path_tiny():
     names = {t.rsplit(".", 1)[-1] for t in res.passed}
     assert {"registers", "random_control_programs", "run_off_the_end_and_top_of_memory",
             "irq_restart_and_soft_reset", "counters_read_consistently",
-            "random_load_programs"} <= names
+            "random_load_programs", "random_compute_programs"} <= names
 
 
 def test_accelerator_control_path_without_backpressure():
