@@ -10,7 +10,7 @@ from amaranth.lib.wiring import In, Out
 from hw.axi import axi4_signature
 from hw.dma import AxiReadEngine, AxiWriteEngine
 
-__all__ = ["DmaEnginesHarness", "LoadUnitHarness", "connect_halves"]
+__all__ = ["DmaEnginesHarness", "LoadUnitHarness", "StoreUnitHarness", "connect_halves"]
 
 
 def connect_halves(m, full, read=None, write=None) -> None:
@@ -102,3 +102,27 @@ def _pass_through(m, outer, inner, member) -> None:
     # An In member's .signature is already flipped: its members carry their effective flows.
     for name, sub in member.signature.members.items():
         _pass_through(m, getattr(outer, name), getattr(inner, name), sub)
+
+
+class StoreUnitHarness(wiring.Component):
+    """A :class:`~hw.store_unit.StoreUnit` on a full AXI4 port ``axi`` (read half idle); its
+    other ports are top-level ports of the same name."""
+
+    def __init__(self, config) -> None:
+        from hw.store_unit import StoreUnit
+
+        self._unit = StoreUnit(config)
+        members = {"axi": Out(axi4_signature(config.addr_bits, config.dma_data_bits, 4))}
+        for name, member in self._unit.signature.members.items():
+            if name != "axi":
+                members[name] = member
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.unit = unit = self._unit
+        for name, member in unit.signature.members.items():
+            if name != "axi":
+                _pass_through(m, getattr(self, name), getattr(unit, name), member)
+        connect_halves(m, self.axi, write=unit.axi)
+        return m

@@ -84,3 +84,38 @@ def test_load_unit_tiny():
 @pytest.mark.parametrize("config_name", ["tiny", "default", "ecp5"])
 def test_load_unit_sweep(config_name):
     _load_unit(config_name, cases=300, seed=11, tests=LOAD_UNIT_TESTS)
+
+
+def _store_unit(config_name: str, cases: int, seed: int):
+    from tb.dma_harness import StoreUnitHarness
+
+    config = preset(config_name)
+    top = "store_unit"
+    name = f"{config.artifact_stem(top)}_amaranth"
+    path = VERILOG_DIR / f"{name}.v"
+    write_if_changed(path, verilog_text(StoreUnitHarness(config), top).encode())
+    params = {"config": config_name, "cases": cases, "seed": seed}
+    res = run_cocotb(
+        sources=[path],
+        toplevel=top,
+        test_module="tb.store_unit_tb",
+        name=name,
+        env={"NMX_TB_PARAMS": json.dumps(params, sort_keys=True)},
+        timeout_s=1200,
+    )
+    names = {t.rsplit(".", 1)[-1] for t in res.passed}
+    assert STORE_UNIT_TESTS <= names, f"missing {STORE_UNIT_TESTS - names}"
+
+
+STORE_UNIT_TESTS = {"random_stores", "random_stores_hostile", "store_errors",
+                    "store_errors_hostile", "write_error_response", "tokens_and_sync"}
+
+
+def test_store_unit_tiny():
+    _store_unit("tiny", cases=30, seed=1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config_name", ["tiny", "default", "ecp5"])
+def test_store_unit_sweep(config_name):
+    _store_unit(config_name, cases=300, seed=13)
