@@ -170,13 +170,17 @@ class LoadUnit(wiring.Component):
         Strobe: an instruction completed.
     """
 
-    def __init__(self, config: AcceleratorConfig, *, max_outstanding: int = 8) -> None:
+    def __init__(self, config: AcceleratorConfig, *, max_outstanding: int = 32) -> None:
         if not isinstance(config, AcceleratorConfig):
             raise TypeError(f"config must be an AcceleratorConfig, got {config!r}")
-        if isinstance(max_outstanding, bool) or not isinstance(max_outstanding, int) or not (
-            1 <= max_outstanding <= 256
+        if (
+            isinstance(max_outstanding, bool)
+            or not isinstance(max_outstanding, int)
+            or not (1 <= max_outstanding <= 256)
         ):
-            raise ValueError(f"max_outstanding must be an integer in 1..256, got {max_outstanding!r}")
+            raise ValueError(
+                f"max_outstanding must be an integer in 1..256, got {max_outstanding!r}"
+            )
         self._config = config
         self._max_outstanding = max_outstanding
         self._reader = AxiReadEngine(
@@ -189,7 +193,9 @@ class LoadUnit(wiring.Component):
         super().__init__(
             {
                 "cmd": In(stream.Signature(unit_command_layout(config))),
-                "axi": Out(axi4_read_signature(config.addr_bits, config.dma_data_bits, AXI_ID_BITS)),
+                "axi": Out(
+                    axi4_read_signature(config.addr_bits, config.dma_data_bits, AXI_ID_BITS)
+                ),
                 "spad_write": Out(stream.Signature(spad_write_layout(config))),
                 "acc_write": Out(stream.Signature(acc_write_layout(config))),
                 "bias_write": Out(stream.Signature(bias_write_layout(config))),
@@ -327,7 +333,9 @@ class LoadUnit(wiring.Component):
         desc_layout = data.StructLayout(
             {"row": 24, "has": 1, "first_beat": max(1, (row_beats - 1).bit_length())}
         )
-        m.submodules.desc = desc = SyncFIFOBuffered(width=desc_layout.size, depth=4)
+        m.submodules.desc = desc = SyncFIFOBuffered(
+            width=desc_layout.size, depth=self._max_outstanding
+        )
         desc_in = Signal(desc_layout)
         desc_out = Signal(desc_layout)
         m.d.comb += [
@@ -389,9 +397,7 @@ class LoadUnit(wiring.Component):
         beat = rd.data.payload
         placed = Signal(8 * bw * row_beats)
         target = desc_out.first_beat + slot
-        m.d.comb += placed.eq(
-            Cat(*[Mux(target == k, beat.data, 0) for k in range(row_beats)])
-        )
+        m.d.comb += placed.eq(Cat(*[Mux(target == k, beat.data, 0) for k in range(row_beats)]))
         out_valid = Signal()
         out_row = Signal(24)
         out_data = Signal(8 * bw * row_beats)
@@ -601,8 +607,14 @@ class LoadUnit(wiring.Component):
                         for k in range(4):
                             with m.Case(k):
                                 m.d.sync += slots[k].eq(
-                                    Cat(dmacfg.height, dmacfg.width, dmacfg.pitch, dmacfg.pix,
-                                        dmacfg.sy, dmacfg.sx)
+                                    Cat(
+                                        dmacfg.height,
+                                        dmacfg.width,
+                                        dmacfg.pitch,
+                                        dmacfg.pix,
+                                        dmacfg.sy,
+                                        dmacfg.sx,
+                                    )
                                 )
                     m.next = "PUSH"
                 with m.Elif(op == Opcode.LOAD):
@@ -683,8 +695,13 @@ class LoadUnit(wiring.Component):
             with m.State("DRAIN"):
                 m.d.comb += self.busy.eq(1)
                 drained = (
-                    ~walking & ~t_issuing & (rows_written == rows_issued)
-                    & (t_lasts == t_issued) & ~rd.busy & ~out_valid & ~desc.r_rdy
+                    ~walking
+                    & ~t_issuing
+                    & (rows_written == rows_issued)
+                    & (t_lasts == t_issued)
+                    & ~rd.busy
+                    & ~out_valid
+                    & ~desc.r_rdy
                 )
                 with m.If(drained):
                     with m.If(err_pending):
@@ -710,4 +727,3 @@ class LoadUnit(wiring.Component):
 
         m.d.comb += self.stall_axi_read.eq(rd.busy & ~(self.axi.rvalid & self.axi.rready))
         return m
-

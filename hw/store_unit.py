@@ -103,12 +103,15 @@ class StoreUnit(wiring.Component):
         beat or B response moved this cycle; strobe per completed instruction.
     """
 
-    def __init__(self, config: AcceleratorConfig, *, read_ahead: int = 4,
-                 max_outstanding: int = 8) -> None:
+    def __init__(
+        self, config: AcceleratorConfig, *, read_ahead: int = 4, max_outstanding: int = 32
+    ) -> None:
         if not isinstance(config, AcceleratorConfig):
             raise TypeError(f"config must be an AcceleratorConfig, got {config!r}")
-        for name, value, hi in (("read_ahead", read_ahead, 64),
-                                ("max_outstanding", max_outstanding, 256)):
+        for name, value, hi in (
+            ("read_ahead", read_ahead, 64),
+            ("max_outstanding", max_outstanding, 256),
+        ):
             if isinstance(value, bool) or not isinstance(value, int) or not 2 <= value <= hi:
                 raise ValueError(f"{name} must be an integer in 2..{hi}, got {value!r}")
         self._config = config
@@ -236,8 +239,9 @@ class StoreUnit(wiring.Component):
 
         # ---------------------------------------------------------------- responses -> beats
         resp_valid = Mux(is_acc, self.acc_resp.valid, self.spad_resp.valid)
-        resp_data = Mux(is_acc, self.acc_resp.payload.data.as_value(),
-                        self.spad_resp.payload.data.as_value())
+        resp_data = Mux(
+            is_acc, self.acc_resp.payload.data.as_value(), self.spad_resp.payload.data.as_value()
+        )
         m.d.comb += [
             self.spad_resp.ready.eq(1),
             self.acc_resp.ready.eq(1),

@@ -36,20 +36,24 @@ class DmaEnginesHarness(wiring.Component):
     ``wr_busy`` are the engines' own."""
 
     def __init__(self, addr_bits: int, data_bits: int, max_outstanding: int = 4) -> None:
-        self._rd = AxiReadEngine(addr_bits=addr_bits, data_bits=data_bits,
-                                 max_outstanding=max_outstanding)
-        self._wr = AxiWriteEngine(addr_bits=addr_bits, data_bits=data_bits,
-                                  max_outstanding=max_outstanding)
-        super().__init__({
-            "axi": Out(axi4_signature(addr_bits, data_bits, 4)),
-            "rd_req": In(self._rd.req.signature.flip()),
-            "rd_data": Out(self._rd.data.signature),
-            "rd_busy": Out(1),
-            "wr_req": In(self._wr.req.signature.flip()),
-            "wr_data": In(self._wr.data.signature.flip()),
-            "wr_error": Out(1),
-            "wr_busy": Out(1),
-        })
+        self._rd = AxiReadEngine(
+            addr_bits=addr_bits, data_bits=data_bits, max_outstanding=max_outstanding
+        )
+        self._wr = AxiWriteEngine(
+            addr_bits=addr_bits, data_bits=data_bits, max_outstanding=max_outstanding
+        )
+        super().__init__(
+            {
+                "axi": Out(axi4_signature(addr_bits, data_bits, 4)),
+                "rd_req": In(self._rd.req.signature.flip()),
+                "rd_data": Out(self._rd.data.signature),
+                "rd_busy": Out(1),
+                "wr_req": In(self._wr.req.signature.flip()),
+                "wr_data": In(self._wr.data.signature.flip()),
+                "wr_error": Out(1),
+                "wr_busy": Out(1),
+            }
+        )
 
     def elaborate(self, platform):
         m = Module()
@@ -59,8 +63,7 @@ class DmaEnginesHarness(wiring.Component):
         wiring.connect(m, rd.data, wiring.flipped(self.rd_data))
         wiring.connect(m, wiring.flipped(self.wr_req), wr.req)
         wiring.connect(m, wiring.flipped(self.wr_data), wr.data)
-        m.d.comb += [self.rd_busy.eq(rd.busy), self.wr_busy.eq(wr.busy),
-                     self.wr_error.eq(wr.error)]
+        m.d.comb += [self.rd_busy.eq(rd.busy), self.wr_busy.eq(wr.busy), self.wr_error.eq(wr.error)]
         connect_halves(m, self.axi, read=rd.axi, write=wr.axi)
         return m
 

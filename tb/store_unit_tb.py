@@ -25,7 +25,7 @@ from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 from hw.config import preset
 from hw.isa import Dmacfg, Halt, Load, MemSpace, Program, Setbase, Store, Sync, SyncTarget, encode
 from sim.golden import GoldenModel, StatusCode
-from tb.axi_models import BurstMonitor, ClockedEndpoints, Dram, layout_fields, unpack
+from tb.axi_models import BurstMonitor, ClockedEndpoints, Dram, layout_fields
 from tb.load_unit_tb import TokenCounter
 
 DRAM_BYTES = 1 << 16
@@ -44,8 +44,18 @@ class RowMemory:
     """An SRAM model: takes ``<req>__payload.addr`` (ready low with ``stall_prob``) and answers
     each request in order on ``<resp>`` after 1..``max_latency`` cycles."""
 
-    def __init__(self, dut, req: str, resp: str, rows: np.ndarray, addr_field, *,
-                 stall_prob: float, max_latency: int, rng: random.Random) -> None:
+    def __init__(
+        self,
+        dut,
+        req: str,
+        resp: str,
+        rows: np.ndarray,
+        addr_field,
+        *,
+        stall_prob: float,
+        max_latency: int,
+        rng: random.Random,
+    ) -> None:
         self.req_valid = getattr(dut, f"{req}__valid")
         self.req_ready = getattr(dut, f"{req}__ready")
         self.req_payload = getattr(dut, f"{req}__payload")
@@ -82,8 +92,10 @@ class RowMemory:
         if self._ready and self.req_valid.value:
             off, width = self.addr_field
             addr = (int(self.req_payload.value) >> off) & ((1 << width) - 1)
-            due = max(cycle + self.rng.randint(1, self.max_latency),
-                      self.pending[-1][0] if self.pending else 0)
+            due = max(
+                cycle + self.rng.randint(1, self.max_latency),
+                self.pending[-1][0] if self.pending else 0,
+            )
             self.pending.append((due, self.pack(addr)))
             self.reads += 1
 
@@ -108,15 +120,34 @@ class TB:
 
         self.cmd = self.clocked.add(StreamSource(dut, "cmd", stall, random.Random(r.random())))
         lat = 6 if hostile else 1
-        self.spad_mem = self.clocked.add(RowMemory(
-            dut, "spad_read", "spad_resp", self.spad, layout_fields(spad_read_layout(cfg))["addr"],
-            stall_prob=stall, max_latency=lat, rng=random.Random(r.random())))
-        self.acc_mem = self.clocked.add(RowMemory(
-            dut, "acc_read", "acc_resp", self.acc, layout_fields(acc_read_layout(cfg))["addr"],
-            stall_prob=stall, max_latency=lat, rng=random.Random(r.random())))
+        self.spad_mem = self.clocked.add(
+            RowMemory(
+                dut,
+                "spad_read",
+                "spad_resp",
+                self.spad,
+                layout_fields(spad_read_layout(cfg))["addr"],
+                stall_prob=stall,
+                max_latency=lat,
+                rng=random.Random(r.random()),
+            )
+        )
+        self.acc_mem = self.clocked.add(
+            RowMemory(
+                dut,
+                "acc_read",
+                "acc_resp",
+                self.acc,
+                layout_fields(acc_read_layout(cfg))["addr"],
+                stall_prob=stall,
+                max_latency=lat,
+                rng=random.Random(r.random()),
+            )
+        )
         self.c2s = self.clocked.add(TokenCounter(dut, "pop_c2s", "pop", 0, random.Random(1)))
-        self.s2c = self.clocked.add(TokenCounter(dut, "push_s2c", "push", stall,
-                                                 random.Random(r.random())))
+        self.s2c = self.clocked.add(
+            TokenCounter(dut, "push_s2c", "push", stall, random.Random(r.random()))
+        )
         self.dram = Dram(dut, "axi", DRAM_BYTES, rng=r, pause_prob=0.3 if hostile else 0.0)
         self.monitor = BurstMonitor(dut, "axi", cfg.dma_data_bits // 8)
         dut.dram_limit.value = DRAM_BYTES
@@ -165,20 +196,42 @@ def fill_program(cfg, image: bytearray, rng: random.Random) -> list:
     """DMACFG + two LOADs filling scratchpad rows 0..FILL_ROWS-1 and accumulator rows
     0..FILL_ROWS-1 from SRC_REGION (random contents)."""
     sb, ab = cfg.lanes, 4 * cfg.cols
-    image[SRC_REGION:SRC_REGION + FILL_ROWS * (sb + ab)] = bytes(
-        rng.getrandbits(8) for _ in range(FILL_ROWS * (sb + ab)))
+    image[SRC_REGION : SRC_REGION + FILL_ROWS * (sb + ab)] = bytes(
+        rng.getrandbits(8) for _ in range(FILL_ROWS * (sb + ab))
+    )
     return [
         Dmacfg(slot=0, height=FILL_ROWS, width=1, pitch=sb, pix=sb, sy=1, sx=0),
         Dmacfg(slot=1, height=FILL_ROWS, width=1, pitch=ab, pix=ab, sy=1, sx=0),
-        Load(mem=MemSpace.SPAD, geom=0, base=3, offset=SRC_REGION, dst=0, outer=FILL_ROWS,
-             inner=1, y0=0, x0=0, length=cfg.lanes),
-        Load(mem=MemSpace.ACC, geom=1, base=3, offset=SRC_REGION + FILL_ROWS * sb, dst=0,
-             outer=FILL_ROWS, inner=1, y0=0, x0=0, length=cfg.cols),
+        Load(
+            mem=MemSpace.SPAD,
+            geom=0,
+            base=3,
+            offset=SRC_REGION,
+            dst=0,
+            outer=FILL_ROWS,
+            inner=1,
+            y0=0,
+            x0=0,
+            length=cfg.lanes,
+        ),
+        Load(
+            mem=MemSpace.ACC,
+            geom=1,
+            base=3,
+            offset=SRC_REGION + FILL_ROWS * sb,
+            dst=0,
+            outer=FILL_ROWS,
+            inner=1,
+            y0=0,
+            x0=0,
+            length=cfg.cols,
+        ),
     ]
 
 
-async def run_case(tb: TB, image: bytes, bases: dict[int, int], stores: list, label: str,
-                   error_ranges=()) -> None:
+async def run_case(
+    tb: TB, image: bytes, bases: dict[int, int], stores: list, label: str, error_ranges=()
+) -> None:
     cfg = tb.cfg
     img = bytearray(image)
     fill = fill_program(cfg, img, tb.rng)
@@ -198,7 +251,8 @@ async def run_case(tb: TB, image: bytes, bases: dict[int, int], stores: list, la
     got = await tb.run_until_done()
     if status.code != StatusCode.OK:
         assert got == (int(status.code), status.pc), (
-            f"{label}: RTL {got}, golden {status.code.name} at {status.pc} ({status.message})")
+            f"{label}: RTL {got}, golden {status.code.name} at {status.pc} ({status.message})"
+        )
         return
     assert got is None, f"{label}: RTL error {got}, golden OK"
     final = tb.dram.ram.read(0, DRAM_BYTES)
@@ -206,8 +260,10 @@ async def run_case(tb: TB, image: bytes, bases: dict[int, int], stores: list, la
     if final != want:
         diff = [i for i in range(DRAM_BYTES) if final[i] != want[i]]
         i = diff[0]
-        raise AssertionError(f"{label}: {len(diff)} DRAM bytes differ, first at {i:#x}: RTL "
-                             f"{final[i:i + 8].hex()} golden {want[i:i + 8].hex()}")
+        raise AssertionError(
+            f"{label}: {len(diff)} DRAM bytes differ, first at {i:#x}: RTL "
+            f"{final[i : i + 8].hex()} golden {want[i : i + 8].hex()}"
+        )
 
 
 def random_store(rng: random.Random, cfg, spad_ok: bool = True) -> Store:
@@ -225,8 +281,16 @@ def random_store(rng: random.Random, cfg, spad_ok: bool = True) -> Store:
         off = 0x1000 * rng.randint(1, 8) - rng.randint(1, span)
     else:
         off = rng.randrange(0, SRC_REGION - span - 0x100)
-    return Store(mem=mem, src=src, rows=rows, tiles=tiles, base=rng.randrange(3), offset=off,
-                 stride=stride, length=length)
+    return Store(
+        mem=mem,
+        src=src,
+        rows=rows,
+        tiles=tiles,
+        base=rng.randrange(3),
+        offset=off,
+        stride=stride,
+        length=length,
+    )
 
 
 def _tb(dut, hostile: bool, salt: int) -> TB:
@@ -250,8 +314,9 @@ async def _store_errors(dut, hostile: bool) -> None:
     tb = _tb(dut, hostile, 2)
     cfg = tb.cfg
     image = bytes(tb.rng.getrandbits(8) for _ in range(DRAM_BYTES))
-    ok = dict(mem=MemSpace.SPAD, src=0, rows=2, tiles=2, base=0, offset=0x100, stride=64,
-              length=cfg.lanes)
+    ok = dict(
+        mem=MemSpace.SPAD, src=0, rows=2, tiles=2, base=0, offset=0x100, stride=64, length=cfg.lanes
+    )
     cases = {
         "length": dict(length=cfg.lanes + 1),
         "acc length": dict(mem=MemSpace.ACC, length=cfg.cols + 1),
@@ -301,11 +366,23 @@ async def write_error_response(dut):
     await tb.reset()
     tb.dram.ram.write(0, bytes(DRAM_BYTES))
     tb.dram.error_ranges = [(0x2008, 0x2009)]
-    ok = Store(mem=MemSpace.SPAD, src=0, rows=2, tiles=2, base=0, offset=0x100, stride=64,
-               length=cfg.lanes)
+    ok = Store(
+        mem=MemSpace.SPAD, src=0, rows=2, tiles=2, base=0, offset=0x100, stride=64, length=cfg.lanes
+    )
     tb.send(ok, 4)
-    tb.send(Store(mem=MemSpace.ACC, src=0, rows=3, tiles=1, base=0, offset=0x2000, stride=64,
-                  length=cfg.cols), 5)
+    tb.send(
+        Store(
+            mem=MemSpace.ACC,
+            src=0,
+            rows=3,
+            tiles=1,
+            base=0,
+            offset=0x2000,
+            stride=64,
+            length=cfg.cols,
+        ),
+        5,
+    )
     tb.send(ok, 6)
     assert await tb.run_until_done() == (int(StatusCode.DRAM_RANGE), 5)
     assert tb.s2c.transfers == 0
@@ -318,8 +395,18 @@ async def tokens_and_sync(dut):
     tb = _tb(dut, True, 4)
     cfg = tb.cfg
     await tb.reset()
-    st = Store(mem=MemSpace.ACC, src=1, rows=3, tiles=2, base=0, offset=0x333, stride=200,
-               length=cfg.cols, pop_prev=True, push_prev=True)
+    st = Store(
+        mem=MemSpace.ACC,
+        src=1,
+        rows=3,
+        tiles=2,
+        base=0,
+        offset=0x333,
+        stride=200,
+        length=cfg.cols,
+        pop_prev=True,
+        push_prev=True,
+    )
     tb.send(st, 7)
     tb.send(Sync(target=SyncTarget.STORE, pop_prev=True, push_prev=True), 8)
     for _ in range(200):
@@ -330,3 +417,44 @@ async def tokens_and_sync(dut):
     assert await tb.run_until_done() is None
     assert tb.c2s.transfers == 2 and tb.s2c.transfers == 2
     assert tb.monitor.aw_bursts > 0 and not tb.monitor.errors
+
+
+@cocotb.test()
+async def throughput(dut):
+    """Cycles of typical STOREs with an ideal DRAM and 1-cycle SRAM reads, to ``metrics.json``."""
+    p = params()
+    tb = TB(dut, seed=p["seed"], hostile=False)
+    cfg = tb.cfg
+    metrics = {}
+    for label, mem, offset, length in [
+        ("spad_aligned", MemSpace.SPAD, 0, cfg.lanes),
+        ("spad_unaligned", MemSpace.SPAD, 3, cfg.lanes),
+        ("acc_aligned", MemSpace.ACC, 0, cfg.cols),
+        ("acc_unaligned", MemSpace.ACC, 5, cfg.cols),
+    ]:
+        e = 1 if mem == MemSpace.SPAD else 4
+        st = Store(
+            mem=mem,
+            src=0,
+            rows=FILL_ROWS,
+            tiles=1,
+            base=0,
+            offset=offset,
+            stride=length * e,
+            length=length,
+        )
+        await tb.reset()
+        tb.send(st, 0)
+        while tb.cmd.queue:
+            await RisingEdge(dut.clk)
+        start = tb.clocked.cycle
+        assert await tb.run_until_done() is None
+        metrics[f"store_{label}"] = {
+            "rows": FILL_ROWS,
+            "row_bytes": length * e,
+            "beat_bytes": cfg.dma_data_bits // 8,
+            "cycles": tb.clocked.cycle - start - 5,
+        }
+    with open("metrics.json", "w") as f:
+        json.dump(metrics, f, indent=2, sort_keys=True)
+    dut._log.info("throughput: %s", metrics)
