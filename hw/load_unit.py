@@ -133,13 +133,15 @@ class LoadUnit(wiring.Component):
         Sizes: ``dma_data_bits`` (AXI beat), ``addr_bits``, memory depths and widths.
     max_outstanding : int
         AXI read bursts in flight at most (latency hiding).
+    arid : int
+        ``arid`` of every burst (0 .. 2**AXI_ID_BITS - 1), e.g. to route R beats in an arbiter.
 
     Ports
     -----
     cmd : In(stream(unit_command_layout(config)))
         The load queue (DMACFG, LOAD, LOADT, SYNC). A beat is taken when the unit starts it.
     axi : Out(axi4_read_signature(addr_bits, dma_data_bits, AXI_ID_BITS))
-        AR and R channels (``arid`` 0).
+        AR and R channels (``arid`` constant).
     spad_write : Out(stream(spad_write_layout(config)))
     acc_write : Out(stream(acc_write_layout(config)))
         One whole row per beat (elements beyond ``length`` zero), rows in ascending order.
@@ -170,7 +172,9 @@ class LoadUnit(wiring.Component):
         Strobe: an instruction completed.
     """
 
-    def __init__(self, config: AcceleratorConfig, *, max_outstanding: int = 32) -> None:
+    def __init__(
+        self, config: AcceleratorConfig, *, max_outstanding: int = 32, arid: int = 0
+    ) -> None:
         if not isinstance(config, AcceleratorConfig):
             raise TypeError(f"config must be an AcceleratorConfig, got {config!r}")
         if (
@@ -189,6 +193,7 @@ class LoadUnit(wiring.Component):
             id_bits=AXI_ID_BITS,
             len_bits=32,
             max_outstanding=max_outstanding,
+            arid=arid,
         )
         super().__init__(
             {

@@ -79,12 +79,14 @@ class StoreUnit(wiring.Component):
         depth: responses are always accepted, ``*_resp.ready`` stays high).
     max_outstanding : int
         AXI write bursts awaiting their B response at most.
+    awid : int
+        ``awid`` of every burst (0 .. 2**AXI_ID_BITS - 1).
 
     Ports
     -----
     cmd : In(stream(unit_command_layout(config)))
     axi : Out(axi4_write_signature(addr_bits, dma_data_bits, AXI_ID_BITS))
-        AW, W and B channels (``awid`` 0).
+        AW, W and B channels (``awid`` constant).
     spad_read : Out(stream(spad_read_layout(config)))
     spad_resp : In(stream(spad_row_layout(config)))
     acc_read : Out(stream(acc_read_layout(config)))
@@ -104,7 +106,12 @@ class StoreUnit(wiring.Component):
     """
 
     def __init__(
-        self, config: AcceleratorConfig, *, read_ahead: int = 4, max_outstanding: int = 32
+        self,
+        config: AcceleratorConfig,
+        *,
+        read_ahead: int = 4,
+        max_outstanding: int = 32,
+        awid: int = 0,
     ) -> None:
         if not isinstance(config, AcceleratorConfig):
             raise TypeError(f"config must be an AcceleratorConfig, got {config!r}")
@@ -122,6 +129,7 @@ class StoreUnit(wiring.Component):
             id_bits=AXI_ID_BITS,
             len_bits=10,
             max_outstanding=max_outstanding,
+            awid=awid,
         )
         super().__init__(
             {
