@@ -147,7 +147,10 @@ def axi4_signature(addr_bits: int, data_bits: int, id_bits: int) -> wiring.Signa
     """Full AXI4 (all five channels), manager side; parameters as :func:`axi4_read_signature`."""
     _check_widths(addr_bits, data_bits, id_bits)
     return wiring.Signature(
-        {**_write_members(addr_bits, data_bits, id_bits), **_read_members(addr_bits, data_bits, id_bits)}
+        {
+            **_write_members(addr_bits, data_bits, id_bits),
+            **_read_members(addr_bits, data_bits, id_bits),
+        }
     )
 
 

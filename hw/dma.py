@@ -75,9 +75,7 @@ class ByteRealigner(wiring.Component):
             {
                 "cmd": In(
                     stream.Signature(
-                        data.StructLayout(
-                            {"src_off": off, "dst_off": off, "nbytes": count_bits}
-                        )
+                        data.StructLayout({"src_off": off, "dst_off": off, "nbytes": count_bits})
                     )
                 ),
                 "i": In(stream.Signature(data.StructLayout({"data": 8 * beat_bytes, "error": 1}))),

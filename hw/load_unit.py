@@ -133,13 +133,15 @@ class LoadUnit(wiring.Component):
         Sizes: ``dma_data_bits`` (AXI beat), ``addr_bits``, memory depths and widths.
     max_outstanding : int
         AXI read bursts in flight at most (latency hiding).
+    arid : int
+        ``arid`` of every burst (0 .. 2**AXI_ID_BITS - 1), e.g. to route R beats in an arbiter.
 
     Ports
     -----
     cmd : In(stream(unit_command_layout(config)))
         The load queue (DMACFG, LOAD, LOADT, SYNC). A beat is taken when the unit starts it.
     axi : Out(axi4_read_signature(addr_bits, dma_data_bits, AXI_ID_BITS))
-        AR and R channels (``arid`` 0).
+        AR and R channels (``arid`` constant).
     spad_write : Out(stream(spad_write_layout(config)))
     acc_write : Out(stream(acc_write_layout(config)))
         One whole row per beat (elements beyond ``length`` zero), rows in ascending order.
@@ -170,13 +172,19 @@ class LoadUnit(wiring.Component):
         Strobe: an instruction completed.
     """
 
-    def __init__(self, config: AcceleratorConfig, *, max_outstanding: int = 8) -> None:
+    def __init__(
+        self, config: AcceleratorConfig, *, max_outstanding: int = 32, arid: int = 0
+    ) -> None:
         if not isinstance(config, AcceleratorConfig):
             raise TypeError(f"config must be an AcceleratorConfig, got {config!r}")
-        if isinstance(max_outstanding, bool) or not isinstance(max_outstanding, int) or not (
-            1 <= max_outstanding <= 256
+        if (
+            isinstance(max_outstanding, bool)
+            or not isinstance(max_outstanding, int)
+            or not (1 <= max_outstanding <= 256)
         ):
-            raise ValueError(f"max_outstanding must be an integer in 1..256, got {max_outstanding!r}")
+            raise ValueError(
+                f"max_outstanding must be an integer in 1..256, got {max_outstanding!r}"
+            )
         self._config = config
         self._max_outstanding = max_outstanding
         self._reader = AxiReadEngine(
@@ -185,11 +193,14 @@ class LoadUnit(wiring.Component):
             id_bits=AXI_ID_BITS,
             len_bits=32,
             max_outstanding=max_outstanding,
+            arid=arid,
         )
         super().__init__(
             {
                 "cmd": In(stream.Signature(unit_command_layout(config))),
-                "axi": Out(axi4_read_signature(config.addr_bits, config.dma_data_bits, AXI_ID_BITS)),
+                "axi": Out(
+                    axi4_read_signature(config.addr_bits, config.dma_data_bits, AXI_ID_BITS)
+                ),
                 "spad_write": Out(stream.Signature(spad_write_layout(config))),
                 "acc_write": Out(stream.Signature(acc_write_layout(config))),
                 "bias_write": Out(stream.Signature(bias_write_layout(config))),
@@ -274,13 +285,17 @@ class LoadUnit(wiring.Component):
         sxp = Signal(23)
         wpix = Signal(31)
 
-        # walk
+        # walk (stage 0: one row per step; every update is a single addition)
         wi = Signal(12)
         wj = Signal(12)
         y = Signal(signed(21))
         x = Signal(signed(21))
-        yp = Signal(signed(56))
-        xp = Signal(signed(38))
+        ya = Signal(signed(60))  # A + y*pitch + x0*pix
+        xa = Signal(signed(60))  # A + y*pitch + x*pix
+        neg_xp = Signal(signed(40))  # -x*pix
+        rem = Signal(signed(40))  # W*pix - x*pix
+        neg_xp0 = Signal(signed(40))
+        rem0 = Signal(signed(40))
         row = Signal(24)
         rows_issued = Signal(25)
         rows_written = Signal(25)
@@ -295,45 +310,49 @@ class LoadUnit(wiring.Component):
         t_bytes = Signal(32)
 
         # ---------------------------------------------------------------- row geometry
-        valid_y = (y >= 0) & (y < geom.height)
-        neg_xp = Signal(signed(39))
-        m.d.comb += neg_xp.eq(-xp)
-        b_lo_raw = Signal(signed(40))
-        m.d.comb += b_lo_raw.eq(Mux(x < 0, (neg_xp + Mux(is_acc, 3, 0)) >> esize_log, 0))
-        rem = Signal(signed(40))
-        m.d.comb += rem.eq(wpix - xp)
-        b_hi_raw = Signal(signed(40))
-        m.d.comb += b_hi_raw.eq(Mux(rem > 0, (rem + Mux(is_acc, 3, 0)) >> esize_log, 0))
+        # Stage 1 registers the row's valid element range; stage 2 its DRAM run; stage 2 is
+        # checked against the limit and issued. A stage moves when the next one is free.
+        s1_valid = Signal()
+        s1_row = Signal(24)
+        s1_xa = Signal(signed(60))
+        s1_valid_y = Signal()
+        s1_lo = Signal(8)
+        s1_hi = Signal(8)
+        s2_valid = Signal()
+        s2_row = Signal(24)
+        s2_has = Signal()
+        s2_lo_byte = Signal(10)
+        s2_nbytes = Signal(10)
+        s2_start = Signal(signed(61))
+        s2_end = Signal(signed(61))
+
         length = load.length
-        b_lo = Signal(8)
-        b_hi = Signal(8)
+        round_up = Mux(is_acc, 3, 0)
+        b_lo_raw = Signal(signed(41))
+        b_hi_raw = Signal(signed(41))
         m.d.comb += [
-            b_lo.eq(Mux(b_lo_raw < length, b_lo_raw, length)),
-            b_hi.eq(Mux(b_hi_raw < length, b_hi_raw, length)),
+            b_lo_raw.eq(Mux(x < 0, (neg_xp + round_up) >> esize_log, 0)),
+            b_hi_raw.eq(Mux(rem > 0, (rem + round_up) >> esize_log, 0)),
         ]
-        has = Signal()
-        m.d.comb += has.eq(valid_y & (b_lo < b_hi))
+        s1_has = s1_valid_y & (s1_lo < s1_hi)
         lo_byte = Signal(10)
-        m.d.comb += lo_byte.eq(b_lo << esize_log)
-        nbytes = Signal(10)
-        m.d.comb += nbytes.eq((b_hi - b_lo) << esize_log)
-        start = Signal(signed(60))
-        m.d.comb += start.eq(base_addr + yp + xp + lo_byte)
-        end = Signal(signed(61))
-        m.d.comb += end.eq(start + nbytes)
-        limit_ok = (end <= self.dram_limit) & (end <= addr_limit)
+        hi_byte = Signal(10)
+        m.d.comb += [lo_byte.eq(s1_lo << esize_log), hi_byte.eq(s1_hi << esize_log)]
+        limit_ok = (s2_end <= self.dram_limit) & (s2_end <= addr_limit)
 
         # ---------------------------------------------------------------- row descriptors
         desc_layout = data.StructLayout(
             {"row": 24, "has": 1, "first_beat": max(1, (row_beats - 1).bit_length())}
         )
-        m.submodules.desc = desc = SyncFIFOBuffered(width=desc_layout.size, depth=4)
+        m.submodules.desc = desc = SyncFIFOBuffered(
+            width=desc_layout.size, depth=self._max_outstanding
+        )
         desc_in = Signal(desc_layout)
         desc_out = Signal(desc_layout)
         m.d.comb += [
-            desc_in.row.eq(row),
-            desc_in.has.eq(has),
-            desc_in.first_beat.eq(lo_byte >> lb),
+            desc_in.row.eq(s2_row),
+            desc_in.has.eq(s2_has),
+            desc_in.first_beat.eq(s2_lo_byte >> lb),
             desc.w_data.eq(desc_in),
             desc_out.eq(desc.r_data),
         ]
@@ -341,39 +360,74 @@ class LoadUnit(wiring.Component):
         # ---------------------------------------------------------------- read requests
         row_issue = Signal()
         m.d.comb += [
-            rd.req.payload.addr.eq(Mux(t_issuing, t_addr, start)),
-            rd.req.payload.nbytes.eq(Mux(t_issuing, t_bytes, nbytes)),
-            rd.req.payload.dst_off.eq(Mux(t_issuing, 0, lo_byte)),
+            rd.req.payload.addr.eq(Mux(t_issuing, t_addr, s2_start)),
+            rd.req.payload.nbytes.eq(Mux(t_issuing, t_bytes, s2_nbytes)),
+            rd.req.payload.dst_off.eq(Mux(t_issuing, 0, s2_lo_byte)),
         ]
-        walk_go = walking & ~flushed & ~err_pending
-        with m.If(walk_go):
-            with m.If(has & ~limit_ok):
+        stop = flushed | err_pending
+        with m.If(s2_valid & ~stop):
+            with m.If(s2_has & ~limit_ok):
                 fail(_Code.DRAM_RANGE)
             with m.Else():
                 m.d.comb += [
-                    rd.req.valid.eq(has & desc.w_rdy),
-                    row_issue.eq(desc.w_rdy & (~has | rd.req.ready)),
+                    rd.req.valid.eq(s2_has & desc.w_rdy),
+                    row_issue.eq(desc.w_rdy & (~s2_has | rd.req.ready)),
                 ]
-        with m.Elif(t_issuing & ~flushed & ~err_pending):
+        with m.Elif(t_issuing & ~stop):
             m.d.comb += rd.req.valid.eq(1)
         m.d.comb += desc.w_en.eq(row_issue)
 
-        last_row = (wi == load.outer - 1) & (wj == load.inner - 1)
+        s2_free = ~s2_valid | row_issue
+        s1_move = s1_valid & s2_free
+        s1_free = ~s1_valid | s1_move
+        step = walking & s1_free & ~stop
         with m.If(row_issue):
-            m.d.sync += [row.eq(row + 1), rows_issued.eq(rows_issued + 1)]
+            m.d.sync += [s2_valid.eq(0), rows_issued.eq(rows_issued + 1)]
+        with m.If(s1_move):
+            m.d.sync += [
+                s1_valid.eq(0),
+                s2_valid.eq(1),
+                s2_row.eq(s1_row),
+                s2_has.eq(s1_has),
+                s2_lo_byte.eq(lo_byte),
+                s2_nbytes.eq(hi_byte - lo_byte),
+                s2_start.eq(s1_xa + lo_byte),
+                s2_end.eq(s1_xa + hi_byte),
+            ]
+        last_row = (wi == load.outer - 1) & (wj == load.inner - 1)
+        with m.If(step):
+            m.d.sync += [
+                s1_valid.eq(1),
+                s1_row.eq(row),
+                s1_xa.eq(xa),
+                s1_valid_y.eq((y >= 0) & (y < geom.height)),
+                s1_lo.eq(Mux(b_lo_raw < length, b_lo_raw, length)),
+                s1_hi.eq(Mux(b_hi_raw < length, b_hi_raw, length)),
+                row.eq(row + 1),
+            ]
             with m.If(wj == load.inner - 1):
                 m.d.sync += [
                     wj.eq(0),
                     wi.eq(wi + 1),
                     x.eq(load.x0),
-                    xp.eq(xp0),
                     y.eq(y + geom.sy),
-                    yp.eq(yp + syp),
+                    ya.eq(ya + syp),
+                    xa.eq(ya + syp),
+                    neg_xp.eq(neg_xp0),
+                    rem.eq(rem0),
                 ]
             with m.Else():
-                m.d.sync += [wj.eq(wj + 1), x.eq(x + geom.sx), xp.eq(xp + sxp)]
+                m.d.sync += [
+                    wj.eq(wj + 1),
+                    x.eq(x + geom.sx),
+                    xa.eq(xa + sxp),
+                    neg_xp.eq(neg_xp - sxp),
+                    rem.eq(rem - sxp),
+                ]
             with m.If(last_row):
                 m.d.sync += walking.eq(0)
+        with m.If(stop):
+            m.d.sync += [s1_valid.eq(0), s2_valid.eq(0)]
 
         t_fire = t_issuing & rd.req.valid & rd.req.ready
         with m.If(t_fire):
@@ -389,9 +443,7 @@ class LoadUnit(wiring.Component):
         beat = rd.data.payload
         placed = Signal(8 * bw * row_beats)
         target = desc_out.first_beat + slot
-        m.d.comb += placed.eq(
-            Cat(*[Mux(target == k, beat.data, 0) for k in range(row_beats)])
-        )
+        m.d.comb += placed.eq(Cat(*[Mux(target == k, beat.data, 0) for k in range(row_beats)]))
         out_valid = Signal()
         out_row = Signal(24)
         out_data = Signal(8 * bw * row_beats)
@@ -601,8 +653,14 @@ class LoadUnit(wiring.Component):
                         for k in range(4):
                             with m.Case(k):
                                 m.d.sync += slots[k].eq(
-                                    Cat(dmacfg.height, dmacfg.width, dmacfg.pitch, dmacfg.pix,
-                                        dmacfg.sy, dmacfg.sx)
+                                    Cat(
+                                        dmacfg.height,
+                                        dmacfg.width,
+                                        dmacfg.pitch,
+                                        dmacfg.pix,
+                                        dmacfg.sy,
+                                        dmacfg.sx,
+                                    )
                                 )
                     m.next = "PUSH"
                 with m.Elif(op == Opcode.LOAD):
@@ -644,16 +702,26 @@ class LoadUnit(wiring.Component):
                     m.next = "DRAIN"
                 with m.Else():
                     m.d.sync += [
-                        walking.eq(1),
-                        wi.eq(0),
-                        wj.eq(0),
-                        y.eq(load.y0),
-                        x.eq(load.x0),
-                        yp.eq(yp0),
-                        xp.eq(xp0),
-                        row.eq(load.dst),
+                        ya.eq(base_addr + yp0),
+                        neg_xp0.eq(-xp0),
+                        rem0.eq(wpix - xp0),
                     ]
-                    m.next = "RUN"
+                    m.next = "LOAD_START"
+            with m.State("LOAD_START"):
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += [
+                    walking.eq(1),
+                    wi.eq(0),
+                    wj.eq(0),
+                    y.eq(load.y0),
+                    x.eq(load.x0),
+                    ya.eq(ya + xp0),
+                    xa.eq(ya + xp0),
+                    neg_xp.eq(neg_xp0),
+                    rem.eq(rem0),
+                    row.eq(load.dst),
+                ]
+                m.next = "RUN"
             with m.State("LOADT_CHECK"):
                 m.d.comb += self.busy.eq(1)
                 n_entries = Mux(is_pwl, cfg.pwl_functions, cfg.bias_entries)
@@ -673,7 +741,7 @@ class LoadUnit(wiring.Component):
                     m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += self.busy.eq(1)
-                load_done = ~walking & (rows_written == rows_issued)
+                load_done = ~walking & ~s1_valid & ~s2_valid & (rows_written == rows_issued)
                 table_done = ~t_issuing & (t_lasts == t_issued) & ~shift_emit
                 with m.If(Mux(is_table, table_done, load_done) & ~rd.busy & ~out_valid):
                     with m.If(err_pending | flushed):
@@ -683,8 +751,15 @@ class LoadUnit(wiring.Component):
             with m.State("DRAIN"):
                 m.d.comb += self.busy.eq(1)
                 drained = (
-                    ~walking & ~t_issuing & (rows_written == rows_issued)
-                    & (t_lasts == t_issued) & ~rd.busy & ~out_valid & ~desc.r_rdy
+                    ~walking
+                    & ~s1_valid
+                    & ~s2_valid
+                    & ~t_issuing
+                    & (rows_written == rows_issued)
+                    & (t_lasts == t_issued)
+                    & ~rd.busy
+                    & ~out_valid
+                    & ~desc.r_rdy
                 )
                 with m.If(drained):
                     with m.If(err_pending):
@@ -710,4 +785,3 @@ class LoadUnit(wiring.Component):
 
         m.d.comb += self.stall_axi_read.eq(rd.busy & ~(self.axi.rvalid & self.axi.rready))
         return m
-

@@ -92,8 +92,14 @@ class StreamSink:
     """Receives ``<prefix>__*``; ``ready`` low with probability ``stall_prob``; ``on_beat``
     (optional) is called with each payload as it is taken."""
 
-    def __init__(self, dut, prefix: str, stall_prob: float = 0.0,
-                 rng: random.Random | None = None, on_beat=None):
+    def __init__(
+        self,
+        dut,
+        prefix: str,
+        stall_prob: float = 0.0,
+        rng: random.Random | None = None,
+        on_beat=None,
+    ):
         self.valid = getattr(dut, f"{prefix}__valid")
         self.ready = getattr(dut, f"{prefix}__ready")
         self.payload = getattr(dut, f"{prefix}__payload")
@@ -145,6 +151,7 @@ class ClockedEndpoints:
 def random_pauses(rng: random.Random, prob: float):
     """A cocotbext-axi pause generator: True (pause) with probability ``prob`` per cycle, in
     bursts (a pause lasts 1..4 cycles) so latency varies as well as throughput."""
+
     def gen():
         while True:
             if rng.random() < prob:
@@ -152,6 +159,7 @@ def random_pauses(rng: random.Random, prob: float):
                     yield True
             else:
                 yield False
+
     return gen()
 
 
@@ -162,8 +170,17 @@ class Dram:
     writes, the bytes are not written). ``pause_prob`` > 0 pauses all five channels at random.
     """
 
-    def __init__(self, dut, prefix: str, size: int, *, rng: random.Random,
-                 pause_prob: float = 0.0, read: bool = True, write: bool = True) -> None:
+    def __init__(
+        self,
+        dut,
+        prefix: str,
+        size: int,
+        *,
+        rng: random.Random,
+        pause_prob: float = 0.0,
+        read: bool = True,
+        write: bool = True,
+    ) -> None:
         bus = AxiBus.from_prefix(dut, prefix, bus_separator="__") if read and write else None
         self.error_ranges: list[tuple[int, int]] = []
         if bus is None:
@@ -190,8 +207,13 @@ class Dram:
         ram.read_if._read = _read
         ram.write_if._write = _write
         if pause_prob:
-            for ch in (ram.write_if.aw_channel, ram.write_if.w_channel, ram.write_if.b_channel,
-                       ram.read_if.ar_channel, ram.read_if.r_channel):
+            for ch in (
+                ram.write_if.aw_channel,
+                ram.write_if.w_channel,
+                ram.write_if.b_channel,
+                ram.read_if.ar_channel,
+                ram.read_if.r_channel,
+            ):
                 ch.set_pause_generator(random_pauses(random.Random(rng.random()), pause_prob))
 
 
@@ -236,16 +258,26 @@ class BurstMonitor:
             if s("arvalid").value and s("arready").value:
                 self.ar_bursts += 1
                 outstanding += 1
-                self._check("AR", int(s("araddr").value), int(s("arlen").value),
-                            int(s("arsize").value), int(s("arburst").value))
+                self._check(
+                    "AR",
+                    int(s("araddr").value),
+                    int(s("arlen").value),
+                    int(s("arsize").value),
+                    int(s("arburst").value),
+                )
             if s("rvalid").value and s("rready").value and s("rlast").value:
                 outstanding -= 1
             self.max_outstanding_reads = max(self.max_outstanding_reads, outstanding)
             if s("awvalid").value and s("awready").value:
                 self.aw_bursts += 1
                 self._aw_lens.append(int(s("awlen").value) + 1)
-                self._check("AW", int(s("awaddr").value), int(s("awlen").value),
-                            int(s("awsize").value), int(s("awburst").value))
+                self._check(
+                    "AW",
+                    int(s("awaddr").value),
+                    int(s("awlen").value),
+                    int(s("awsize").value),
+                    int(s("awburst").value),
+                )
             if s("wvalid").value and s("wready").value:
                 if not self._aw_lens:
                     self.errors.append("W beat before its AW")
@@ -255,8 +287,8 @@ class BurstMonitor:
                 if last != (self._w_beat == self._aw_lens[0]):
                     self.errors.append(
                         f"wlast={int(last)} at beat {self._w_beat} of a {self._aw_lens[0]}-beat "
-                        "burst")
+                        "burst"
+                    )
                 if last:
                     self._aw_lens.popleft()
                     self._w_beat = 0
-

@@ -55,13 +55,22 @@ class TB:
         stall = p.get("stall", 0.3) if hostile else 0.0
         r = self.rng
         self.clocked = ClockedEndpoints(dut.clk)
-        self.rd_req = self.clocked.add(StreamSource(dut, "rd_req", stall, random.Random(r.random())))
-        self.rd_data = self.clocked.add(StreamSink(dut, "rd_data", stall, random.Random(r.random())))
-        self.wr_req = self.clocked.add(StreamSource(dut, "wr_req", stall, random.Random(r.random())))
-        self.wr_data = self.clocked.add(StreamSource(dut, "wr_data", stall,
-                                                     random.Random(r.random())))
+        self.rd_req = self.clocked.add(
+            StreamSource(dut, "rd_req", stall, random.Random(r.random()))
+        )
+        self.rd_data = self.clocked.add(
+            StreamSink(dut, "rd_data", stall, random.Random(r.random()))
+        )
+        self.wr_req = self.clocked.add(
+            StreamSource(dut, "wr_req", stall, random.Random(r.random()))
+        )
+        self.wr_data = self.clocked.add(
+            StreamSource(dut, "wr_data", stall, random.Random(r.random()))
+        )
         self.wr_errors = 0
-        self.dram = Dram(dut, "axi", DRAM_BYTES, rng=r, pause_prob=p.get("pause", 0.3) if hostile else 0.0)
+        self.dram = Dram(
+            dut, "axi", DRAM_BYTES, rng=r, pause_prob=p.get("pause", 0.3) if hostile else 0.0
+        )
         self.monitor = BurstMonitor(dut, "axi", self.bw)
         Clock(dut.clk, 10, unit="ns").start()
 
@@ -84,8 +93,13 @@ class TB:
     async def wait_idle(self, timeout: int = 200_000) -> None:
         for _ in range(timeout):
             await RisingEdge(self.dut.clk)
-            if (self.rd_req.idle and self.wr_req.idle and self.wr_data.idle
-                    and not self.dut.rd_busy.value and not self.dut.wr_busy.value):
+            if (
+                self.rd_req.idle
+                and self.wr_req.idle
+                and self.wr_data.idle
+                and not self.dut.rd_busy.value
+                and not self.dut.wr_busy.value
+            ):
                 for _ in range(3):
                     await RisingEdge(self.dut.clk)
                 return
@@ -97,14 +111,19 @@ class TB:
     def expected_beats(self, mem: bytes, addr: int, n: int, d: int, error: bool) -> list[dict]:
         bw = self.bw
         out_beats = -(-(d + n) // bw)
-        buf = bytes(d) + mem[addr:addr + n] + bytes(out_beats * bw - d - n)
+        buf = bytes(d) + mem[addr : addr + n] + bytes(out_beats * bw - d - n)
         beats = []
         for k in range(out_beats):
             lo = d if k == 0 else 0
             hi = (d + n - 1) % bw + 1 if k == out_beats - 1 else bw
             strb = sum(1 << j for j in range(lo, hi))
-            beats.append({"data": int.from_bytes(buf[k * bw:(k + 1) * bw], "little"),
-                          "strb": strb, "last": int(k == out_beats - 1)})
+            beats.append(
+                {
+                    "data": int.from_bytes(buf[k * bw : (k + 1) * bw], "little"),
+                    "strb": strb,
+                    "last": int(k == out_beats - 1),
+                }
+            )
         if error:
             beats[-1]["error"] = 1
         return beats
@@ -137,7 +156,7 @@ async def _reads(dut, hostile: bool, errors: bool = False) -> None:
         tb.dram.error_ranges = [(0x3000, 0x3010), (0x8000, 0x9000)]
     await tb.reset()
     expected = []
-    forced = [(0x2ff0, 40), (0x7000, 0x1100)] if errors else []
+    forced = [(0x2FF0, 40), (0x7000, 0x1100)] if errors else []
     for k in range(p["count"]):
         addr, n = forced[k] if k < len(forced) else tb.random_request()
         d = tb.rng.randrange(tb.bw)
@@ -152,10 +171,10 @@ async def _reads(dut, hostile: bool, errors: bool = False) -> None:
     got = [unpack(tb.rd_data_f, v) for v in tb.rd_data.received]
     pos = 0
     for addr, n, d, bad, beats in expected:
-        mine = got[pos:pos + len(beats)]
+        mine = got[pos : pos + len(beats)]
         pos += len(beats)
         assert len(mine) == len(beats), f"request ({addr:#x}, {n}, {d}): too few beats"
-        for k, (g, e) in enumerate(zip(mine, beats)):
+        for k, (g, e) in enumerate(zip(mine, beats, strict=True)):
             where = f"request (addr {addr:#x}, {n} bytes, dst_off {d}) beat {k}"
             assert g["last"] == e["last"], f"{where}: last {g['last']}"
             assert g["strb"] == e["strb"], f"{where}: strb {g['strb']:#x}, expected {e['strb']:#x}"
@@ -166,8 +185,12 @@ async def _reads(dut, hostile: bool, errors: bool = False) -> None:
     assert pos == len(got), f"{len(got) - pos} extra beats"
     tb.check_monitor()
     assert tb.monitor.ar_bursts > len(expected) or not expected
-    dut._log.info("reads: %d requests, %d bursts, up to %d outstanding", len(expected),
-                  tb.monitor.ar_bursts, tb.monitor.max_outstanding_reads)
+    dut._log.info(
+        "reads: %d requests, %d bursts, up to %d outstanding",
+        len(expected),
+        tb.monitor.ar_bursts,
+        tb.monitor.max_outstanding_reads,
+    )
 
 
 async def _writes(dut, hostile: bool, errors: bool = False) -> None:
@@ -180,7 +203,7 @@ async def _writes(dut, hostile: bool, errors: bool = False) -> None:
     await tb.reset()
     n_bad = 0
     log = []
-    forced = [(0x4ff9, 30)] if errors else []
+    forced = [(0x4FF9, 30)] if errors else []
     for k in range(p["count"]):
         addr, n = forced[k] if k < len(forced) else tb.random_request()
         payload = bytes(tb.rng.getrandbits(8) for _ in range(n))
@@ -188,24 +211,31 @@ async def _writes(dut, hostile: bool, errors: bool = False) -> None:
         if bad and not errors:
             continue
         n_bad += bad
-        image[addr:addr + n] = payload
+        image[addr : addr + n] = payload
         log.append((addr, n))
         tb.wr_req.send([pack(tb.wr_req_f, addr=addr, nbytes=n)])
         beats = -(-n // tb.bw)
         padded = payload + bytes(beats * tb.bw - n)
-        tb.wr_data.send(int.from_bytes(padded[k * tb.bw:(k + 1) * tb.bw], "little")
-                        for k in range(beats))
+        tb.wr_data.send(
+            int.from_bytes(padded[k * tb.bw : (k + 1) * tb.bw], "little") for k in range(beats)
+        )
     await tb.wait_idle()
     got = tb.dram.ram.read(0, DRAM_BYTES)
     # The DRAM drops a beat that touches an error range; every other byte must be exact.
     bw = tb.bw
-    diff = [i for i in range(DRAM_BYTES) if got[i] != image[i]
-            and not any(lo - lo % bw <= i < hi + (-hi) % bw for lo, hi in tb.dram.error_ranges)]
+    diff = [
+        i
+        for i in range(DRAM_BYTES)
+        if got[i] != image[i]
+        and not any(lo - lo % bw <= i < hi + (-hi) % bw for lo, hi in tb.dram.error_ranges)
+    ]
     if diff:
         i = diff[0]
-        raise AssertionError(f"{len(diff)} DRAM bytes differ, first at {i:#x}: "
-                             f"{got[i - 8:i + 8].hex()} expected {bytes(image[i - 8:i + 8]).hex()}; "
-                             f"requests: {[(hex(a), n) for a, n in log]}")
+        raise AssertionError(
+            f"{len(diff)} DRAM bytes differ, first at {i:#x}: "
+            f"{got[i - 8 : i + 8].hex()} expected {bytes(image[i - 8 : i + 8]).hex()}; "
+            f"requests: {[(hex(a), n) for a, n in log]}"
+        )
     assert (tb.wr_errors > 0) == (n_bad > 0), f"{tb.wr_errors} error responses, {n_bad} bad"
     tb.check_monitor()
 

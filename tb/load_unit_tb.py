@@ -126,8 +126,9 @@ class TB:
         add(StreamSink(dut, "table_write", stall, random.Random(r.random()), self._table))
         self.c2l = add(TokenCounter(dut, "pop_c2l", "pop", 0, random.Random(r.random())))
         self.l2c = add(TokenCounter(dut, "push_l2c", "push", stall, random.Random(r.random())))
-        self.dram = Dram(dut, "axi", DRAM_BYTES, rng=r,
-                         pause_prob=p.get("pause", 0.3) if hostile else 0.0)
+        self.dram = Dram(
+            dut, "axi", DRAM_BYTES, rng=r, pause_prob=p.get("pause", 0.3) if hostile else 0.0
+        )
         self.monitor = BurstMonitor(dut, "axi", cfg.dma_data_bits // 8)
         dut.dram_limit.value = DRAM_BYTES
         dut.flush_above__valid.value = 0
@@ -218,6 +219,7 @@ class TB:
 
 # ------------------------------------------------------------------ golden comparison
 
+
 def golden_run(cfg, image: bytes, bases: dict[int, int], body: list):
     """Run ``SETBASE (bases); body; HALT`` on the golden model; return it, the status and the
     word offset of ``body[0]``."""
@@ -245,11 +247,16 @@ async def run_case(tb: TB, image: bytes, bases: dict[int, int], body: list, labe
     assert got is None, f"{label}: RTL error {got}, golden OK"
     spad_rows = {int(r) for r in np.nonzero(model._spad_lanes)[0]}
     acc_rows = {int(r) for r in np.nonzero(model._acc_written)[0]}
-    assert tb.spad_rows == spad_rows, f"{label}: scratchpad rows written {sorted(tb.spad_rows ^ spad_rows)[:8]} differ"
-    assert tb.acc_rows == acc_rows, f"{label}: accumulator rows {sorted(tb.acc_rows ^ acc_rows)[:8]} differ"
+    assert tb.spad_rows == spad_rows, (
+        f"{label}: scratchpad rows written {sorted(tb.spad_rows ^ spad_rows)[:8]} differ"
+    )
+    assert tb.acc_rows == acc_rows, (
+        f"{label}: accumulator rows {sorted(tb.acc_rows ^ acc_rows)[:8]} differ"
+    )
     for r in sorted(spad_rows):
         assert np.array_equal(tb.spad[r], model.spad[r]), (
-            f"{label}: scratchpad row {r}: RTL {tb.spad[r].tolist()} golden {model.spad[r].tolist()}"
+            f"{label}: scratchpad row {r}: RTL {tb.spad[r].tolist()} "
+            f"golden {model.spad[r].tolist()}"
         )
     for r in sorted(acc_rows):
         assert np.array_equal(tb.acc[r], model.acc[r]), (
@@ -261,19 +268,26 @@ async def run_case(tb: TB, image: bytes, bases: dict[int, int], body: list, labe
         want = (int(model.bias[e]), int(model.mult[e]), int(model.shift[e]))
         assert tb.bias[e] == want, f"{label}: bias entry {e}: RTL {tb.bias[e]} golden {want}"
     fns = {f for f, t in enumerate(model.tables) if t is not None}
-    assert tb.loaded == fns, f"{label}: functions loaded RTL {sorted(tb.loaded)} golden {sorted(fns)}"
+    assert tb.loaded == fns, (
+        f"{label}: functions loaded RTL {sorted(tb.loaded)} golden {sorted(fns)}"
+    )
     s = cfg.pwl_segments
     for f in fns:
         t, g = tb.tables[f], model.tables[f]
         for key, n in (("bp", s - 1), ("k", s), ("b", s)):
             missing = sorted(set(range(n)) - set(t[key]))
             assert not missing, f"{label}: PWL function {f}: {key} {missing[:10]} never written"
-        got_t = PwlTable(tuple(t["bp"][i] for i in range(s - 1)), tuple(t["k"][i] for i in range(s)),
-                         tuple(t["b"][i] for i in range(s)), t["shift"])
+        got_t = PwlTable(
+            tuple(t["bp"][i] for i in range(s - 1)),
+            tuple(t["k"][i] for i in range(s)),
+            tuple(t["b"][i] for i in range(s)),
+            t["shift"],
+        )
         assert got_t == g, f"{label}: PWL function {f} differs"
 
 
 # ------------------------------------------------------------------ random cases
+
 
 def random_image(rng: random.Random) -> bytes:
     return bytes(rng.getrandbits(8) for _ in range(DRAM_BYTES))
@@ -283,8 +297,15 @@ def random_geometry(rng: random.Random, slot: int, esize: int) -> Dmacfg:
     h, w = rng.randint(0, 7), rng.randint(0, 7)
     pix = rng.choice([1, 2, 3, 4, 5, 8, esize * rng.randint(1, 3)])
     pitch = w * pix + rng.randint(0, 9)
-    return Dmacfg(slot=slot, height=h, width=w, pitch=pitch, pix=pix,
-                  sy=rng.randint(0, 3), sx=rng.randint(0, 3))
+    return Dmacfg(
+        slot=slot,
+        height=h,
+        width=w,
+        pitch=pitch,
+        pix=pix,
+        sy=rng.randint(0, 3),
+        sx=rng.randint(0, 3),
+    )
 
 
 def random_load(rng: random.Random, cfg, geom: Dmacfg, base_reg: int, dst_hint: int) -> Load:
@@ -293,16 +314,25 @@ def random_load(rng: random.Random, cfg, geom: Dmacfg, base_reg: int, dst_hint: 
     nrows = cfg.scratchpad_rows if mem == MemSpace.SPAD else cfg.accumulator_rows
     outer, inner = rng.randint(1, 4), rng.randint(1, 5)
     dst = min(dst_hint, nrows - outer * inner)
-    return Load(mem=mem, geom=geom.slot, base=base_reg, offset=rng.randrange(0, 5000),
-                dst=dst, outer=outer, inner=inner,
-                y0=rng.randint(-3, max(geom.height, 1) + 1),
-                x0=rng.randint(-3, max(geom.width, 1) + 1),
-                length=rng.randint(1, row))
+    return Load(
+        mem=mem,
+        geom=geom.slot,
+        base=base_reg,
+        offset=rng.randrange(0, 5000),
+        dst=dst,
+        outer=outer,
+        inner=inner,
+        y0=rng.randint(-3, max(geom.height, 1) + 1),
+        x0=rng.randint(-3, max(geom.width, 1) + 1),
+        length=rng.randint(1, row),
+    )
 
 
 def random_load_case(rng: random.Random, cfg) -> tuple[dict, list]:
-    bases = {b: rng.choice([rng.randrange(0, 0x8000), 0x1000 * rng.randint(1, 7) - rng.randint(0, 40)])
-             for b in range(4)}
+    bases = {
+        b: rng.choice([rng.randrange(0, 0x8000), 0x1000 * rng.randint(1, 7) - rng.randint(0, 40)])
+        for b in range(4)
+    }
     body = []
     dst = rng.randrange(0, 64)
     for _ in range(rng.randint(1, 3)):
@@ -317,14 +347,20 @@ def random_load_case(rng: random.Random, cfg) -> tuple[dict, list]:
 
 def random_pwl(rng: random.Random, segments: int) -> PwlTable:
     n = rng.randint(1, segments)
-    bp = sorted(rng.randint(-2**31, 2**31 - 1) for _ in range(n - 1))
+    bp = sorted(rng.randint(-(2**31), 2**31 - 1) for _ in range(n - 1))
     if n > 2 and rng.random() < 0.5:
         bp[1] = bp[0]  # a tie: an empty segment
-    return PwlTable(tuple(bp), tuple(rng.randint(-2**15, 2**15 - 1) for _ in range(n)),
-                    tuple(rng.randint(-2**31, 2**31 - 1) for _ in range(n)), rng.randint(0, 47))
+    return PwlTable(
+        tuple(bp),
+        tuple(rng.randint(-(2**15), 2**15 - 1) for _ in range(n)),
+        tuple(rng.randint(-(2**31), 2**31 - 1) for _ in range(n)),
+        rng.randint(0, 47),
+    )
 
 
-def table_case(rng: random.Random, cfg, image: bytearray, malformed: str | None) -> tuple[dict, list]:
+def table_case(
+    rng: random.Random, cfg, image: bytearray, malformed: str | None
+) -> tuple[dict, list]:
     """LOADT BIAS and PWL from random addresses; ``malformed`` breaks one record."""
     s = cfg.pwl_segments
     tb_bytes = pwl_table_bytes(s)
@@ -334,8 +370,8 @@ def table_case(rng: random.Random, cfg, image: bytearray, malformed: str | None)
     n = rng.randint(1, min(24, cfg.bias_entries))
     dst = rng.randrange(0, cfg.bias_entries - n + 1)
     off = rng.randrange(0, 0x3000)
-    bias = [rng.randint(-2**31, 2**31 - 1) for _ in range(n)]
-    mult = [rng.randint(-2**15, 2**15 - 1) for _ in range(n)]
+    bias = [rng.randint(-(2**31), 2**31 - 1) for _ in range(n)]
+    mult = [rng.randint(-(2**15), 2**15 - 1) for _ in range(n)]
     shift = [rng.randint(0, 47) for _ in range(n)]
     blob = bytearray(encode_bias_entries(bias, mult, shift))
     if malformed == "bias_shift":
@@ -343,7 +379,7 @@ def table_case(rng: random.Random, cfg, image: bytearray, malformed: str | None)
     elif malformed == "bias_reserved":
         blob[8 * rng.randrange(n) + 7] = rng.randint(1, 255)
     a = bases[0] + off
-    image[a:a + len(blob)] = blob
+    image[a : a + len(blob)] = blob
     body.append(Loadt(kind=TableKind.BIAS, dst=dst, count=n, base=0, offset=off))
     # PWL tables
     cnt = rng.randint(1, 3)
@@ -359,14 +395,17 @@ def table_case(rng: random.Random, cfg, image: bytearray, malformed: str | None)
     elif malformed == "pwl_order":
         i = rng.randrange(s - 2)
         o = t * tb_bytes + 16 + 4 * i
-        tables[o:o + 8] = (5).to_bytes(4, "little", signed=True) + (4).to_bytes(4, "little", signed=True)
-    image[off:off + len(tables)] = tables
+        tables[o : o + 8] = (5).to_bytes(4, "little", signed=True) + (4).to_bytes(
+            4, "little", signed=True
+        )
+    image[off : off + len(tables)] = tables
     body.append(Loadt(kind=TableKind.PWL, dst=fn, count=cnt, base=1, offset=off))
     rng.shuffle(body)
     return bases, body
 
 
 # ------------------------------------------------------------------ tests
+
 
 def _tb(dut, hostile: bool, salt: int) -> TB:
     p = params()
@@ -381,8 +420,11 @@ async def _random_loads(dut, hostile: bool) -> None:
         bases, body = random_load_case(rng, tb.cfg)
         await run_case(tb, image, bases, body, f"case {case} {body}")
     tb.check_monitor()
-    dut._log.info("random loads: %d AR bursts, up to %d outstanding", tb.monitor.ar_bursts,
-                  tb.monitor.max_outstanding_reads)
+    dut._log.info(
+        "random loads: %d AR bursts, up to %d outstanding",
+        tb.monitor.ar_bursts,
+        tb.monitor.max_outstanding_reads,
+    )
 
 
 async def _load_errors(dut, hostile: bool) -> None:
@@ -391,13 +433,25 @@ async def _load_errors(dut, hostile: bool) -> None:
     cfg = tb.cfg
     image = random_image(rng)
     g = Dmacfg(slot=1, height=4, width=4, pitch=40, pix=8, sy=1, sx=1)
-    ok = dict(mem=MemSpace.SPAD, geom=1, base=0, offset=0, dst=0, outer=2, inner=2, y0=0, x0=0,
-              length=cfg.lanes)
+    ok = dict(
+        mem=MemSpace.SPAD,
+        geom=1,
+        base=0,
+        offset=0,
+        dst=0,
+        outer=2,
+        inner=2,
+        y0=0,
+        x0=0,
+        length=cfg.lanes,
+    )
     cases = {
         "length": Load(**{**ok, "length": cfg.lanes + 1}),
         "acc length": Load(**{**ok, "mem": MemSpace.ACC, "length": cfg.cols + 1}),
         "spad rows": Load(**{**ok, "dst": cfg.scratchpad_rows - 3}),
-        "acc rows": Load(**{**ok, "mem": MemSpace.ACC, "length": 1, "dst": cfg.accumulator_rows - 1}),
+        "acc rows": Load(
+            **{**ok, "mem": MemSpace.ACC, "length": 1, "dst": cfg.accumulator_rows - 1}
+        ),
         "length before rows": Load(**{**ok, "length": cfg.lanes + 1, "dst": cfg.scratchpad_rows}),
         "dram": Load(**{**ok, "offset": DRAM_BYTES - 100}),
         "dram past last row": Load(**{**ok, "offset": DRAM_BYTES - 4 * 40 - 30, "outer": 4}),
@@ -420,13 +474,23 @@ async def _tables(dut, hostile: bool, malformed: list) -> None:
     cfg = tb.cfg
     image = random_image(rng)
     for label, ins in {
-        "bias range": Loadt(kind=TableKind.BIAS, dst=cfg.bias_entries - 2, count=3, base=0, offset=0),
-        "pwl range": Loadt(kind=TableKind.PWL, dst=cfg.pwl_functions - 1, count=2, base=0, offset=0),
-        "range before dram": Loadt(kind=TableKind.BIAS, dst=cfg.bias_entries, count=1, base=0,
-                                   offset=DRAM_BYTES),
+        "bias range": Loadt(
+            kind=TableKind.BIAS, dst=cfg.bias_entries - 2, count=3, base=0, offset=0
+        ),
+        "pwl range": Loadt(
+            kind=TableKind.PWL, dst=cfg.pwl_functions - 1, count=2, base=0, offset=0
+        ),
+        "range before dram": Loadt(
+            kind=TableKind.BIAS, dst=cfg.bias_entries, count=1, base=0, offset=DRAM_BYTES
+        ),
         "bias dram": Loadt(kind=TableKind.BIAS, dst=0, count=4, base=0, offset=DRAM_BYTES - 31),
-        "pwl dram": Loadt(kind=TableKind.PWL, dst=0, count=1, base=0,
-                          offset=DRAM_BYTES - pwl_table_bytes(cfg.pwl_segments) + 1),
+        "pwl dram": Loadt(
+            kind=TableKind.PWL,
+            dst=0,
+            count=1,
+            base=0,
+            offset=DRAM_BYTES - pwl_table_bytes(cfg.pwl_segments) + 1,
+        ),
     }.items():
         await run_case(tb, image, {0: 0}, [ins], label)
     tb.check_monitor()
@@ -459,9 +523,11 @@ async def tables(dut):
 
 @cocotb.test()
 async def tables_hostile(dut):
-    await _tables(dut, hostile=True,
-                  malformed=[None, "bias_shift", "bias_reserved", "pwl_shift", "pwl_header",
-                             "pwl_order"])
+    await _tables(
+        dut,
+        hostile=True,
+        malformed=[None, "bias_shift", "bias_reserved", "pwl_shift", "pwl_header", "pwl_order"],
+    )
 
 
 @cocotb.test()
@@ -473,8 +539,20 @@ async def tokens_and_sync(dut):
     image = random_image(tb.rng)
     tb.dram.ram.write(0, image)
     g = Dmacfg(slot=0, height=2, width=2, pitch=16, pix=8, sy=1, sx=1)
-    ld = Load(mem=MemSpace.SPAD, geom=0, base=0, offset=64, dst=5, outer=2, inner=2, y0=0, x0=0,
-              length=tb.cfg.lanes, pop_next=True, push_next=True)
+    ld = Load(
+        mem=MemSpace.SPAD,
+        geom=0,
+        base=0,
+        offset=64,
+        dst=5,
+        outer=2,
+        inner=2,
+        y0=0,
+        x0=0,
+        length=tb.cfg.lanes,
+        pop_next=True,
+        push_next=True,
+    )
     tb.send(g, 0)
     tb.send(ld, 1)
     tb.send(Sync(target=SyncTarget.LOAD, push_next=True), 2)
@@ -502,12 +580,25 @@ async def read_error_response(dut):
     image[0x3000:0x3040] = encode_bias_entries(range(8), range(8), range(8))
     image = bytes(image)
     g = Dmacfg(slot=0, height=8, width=8, pitch=64, pix=8, sy=1, sx=1)
-    ok = Load(mem=MemSpace.SPAD, geom=0, base=0, offset=0x100, dst=0, outer=2, inner=2, y0=0,
-              x0=0, length=cfg.lanes)
+    ok = Load(
+        mem=MemSpace.SPAD,
+        geom=0,
+        base=0,
+        offset=0x100,
+        dst=0,
+        outer=2,
+        inner=2,
+        y0=0,
+        x0=0,
+        length=cfg.lanes,
+    )
     for label, bad, bad_range in [
         ("load", dataclasses.replace(ok, offset=0x2000, dst=8), (0x2040, 0x2048)),
-        ("loadt", Loadt(kind=TableKind.BIAS, dst=0, count=8, base=0, offset=0x3000),
-         (0x3010, 0x3011)),
+        (
+            "loadt",
+            Loadt(kind=TableKind.BIAS, dst=0, count=8, base=0, offset=0x3000),
+            (0x3010, 0x3011),
+        ),
     ]:
         await tb.reset()
         tb.dram.ram.write(0, image)
@@ -520,3 +611,105 @@ async def read_error_response(dut):
         assert got == (int(StatusCode.DRAM_RANGE), 2), f"{label}: {got}"
         tb.dram.error_ranges = []
     tb.check_monitor()
+
+
+@cocotb.test()
+async def flush_above(dut):
+    """Instructions above ``flush_above.pc`` are taken and discarded; those below complete."""
+    tb = _tb(dut, False, 6)
+    cfg = tb.cfg
+    await tb.reset()
+    image = random_image(tb.rng)
+    tb.dram.ram.write(0, image)
+    dut.flush_above__valid.value = 1
+    dut.flush_above__pc.value = 10
+    g = Dmacfg(slot=0, height=4, width=4, pitch=64, pix=cfg.lanes, sy=1, sx=1)
+    ld = Load(
+        mem=MemSpace.SPAD,
+        geom=0,
+        base=0,
+        offset=0,
+        dst=0,
+        outer=2,
+        inner=2,
+        y0=0,
+        x0=0,
+        length=cfg.lanes,
+    )
+    tb.send(g, 8)
+    tb.send(ld, 9)
+    tb.send(dataclasses.replace(ld, dst=10), 11)
+    tb.send(dataclasses.replace(ld, dst=20, pop_next=True), 12)
+    got = await tb.run_until_done()
+    await RisingEdge(dut.clk)
+    dut.flush_above__valid.value = 0
+    assert got is None, got
+    assert tb.spad_rows == {0, 1, 2, 3}, sorted(tb.spad_rows)
+
+
+async def _measure(tb: TB, instrs: list) -> int:
+    """Cycles from the first instruction taken until the unit is idle again."""
+    dut = tb.dut
+    for k, ins in enumerate(instrs):
+        tb.send(ins, k)
+    while tb.cmd.queue and len(tb.cmd.queue) == len(instrs):
+        await RisingEdge(dut.clk)
+    start = tb.clocked.cycle
+    assert await tb.run_until_done() is None
+    return tb.clocked.cycle - start - 5  # run_until_done confirms idleness over 5 cycles
+
+
+@cocotb.test()
+async def throughput(dut):
+    """Cycles of typical LOAD / LOADT instructions with an ideal DRAM (no pauses, 1-cycle
+    latency of AxiRam), written to ``metrics.json``: the figures the cycle model calibrates on."""
+    tb = _tb(dut, False, 7)
+    cfg = tb.cfg
+    bw = cfg.dma_data_bits // 8
+    metrics = {}
+    rows = 64
+    image = bytearray(random_image(tb.rng))
+    image[0x8000 : 0x8000 + 4 * pwl_table_bytes(cfg.pwl_segments)] = b"".join(
+        encode_pwl_table(random_pwl(tb.rng, cfg.pwl_segments), cfg.pwl_segments) for _ in range(4)
+    )
+    image[0x9000 : 0x9000 + 8 * 64] = encode_bias_entries(range(64), range(64), [3] * 64)
+    for label, mem, offset in [
+        ("spad_aligned", MemSpace.SPAD, 0),
+        ("spad_unaligned", MemSpace.SPAD, 3),
+        ("acc_aligned", MemSpace.ACC, 0),
+        ("acc_unaligned", MemSpace.ACC, 5),
+    ]:
+        e = 1 if mem == MemSpace.SPAD else 4
+        row = cfg.lanes if mem == MemSpace.SPAD else cfg.cols
+        g = Dmacfg(slot=0, height=rows, width=1, pitch=row * e, pix=row * e, sy=1, sx=0)
+        ld = Load(
+            mem=mem,
+            geom=0,
+            base=0,
+            offset=offset,
+            dst=0,
+            outer=rows,
+            inner=1,
+            y0=0,
+            x0=0,
+            length=row,
+        )
+        await tb.reset()
+        tb.dram.ram.write(0, bytes(image))
+        cycles = await _measure(tb, [g, ld])
+        metrics[f"load_{label}"] = {
+            "rows": rows,
+            "row_bytes": row * e,
+            "beat_bytes": bw,
+            "cycles": cycles,
+        }
+    for label, ins in [
+        ("loadt_pwl_4", Loadt(kind=TableKind.PWL, dst=0, count=4, base=0, offset=0x8000)),
+        ("loadt_bias_64", Loadt(kind=TableKind.BIAS, dst=0, count=64, base=0, offset=0x9000)),
+    ]:
+        await tb.reset()
+        tb.dram.ram.write(0, bytes(image))
+        metrics[label] = {"cycles": await _measure(tb, [ins])}
+    with open("metrics.json", "w") as f:
+        json.dump(metrics, f, indent=2, sort_keys=True)
+    dut._log.info("throughput: %s", metrics)
