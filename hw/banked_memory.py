@@ -93,14 +93,15 @@ def round_robin(m: Module, requests: list, name: str) -> list[Signal]:
         m.d.comb += grants[0].eq(requests[0])
         return grants
     last = Signal(range(n), name=f"{name}_last")
-    with m.Switch(last):
-        for p in range(n):
-            with m.Case(p):
-                order = [(p + 1 + j) % n for j in range(n)]
-                taken = Const(0, 1)
-                for i in order:
-                    m.d.comb += grants[i].eq(requests[i] & ~taken)
-                    taken = taken | requests[i]
+    # an If chain rather than a Switch: the last pointer value is the final Else, so every
+    # encoding is covered (no incomplete case statement in the Verilog)
+    for p in range(n):
+        with (m.If(last == p) if p == 0 else m.Elif(last == p) if p < n - 1 else m.Else()):
+            order = [(p + 1 + j) % n for j in range(n)]
+            taken = Const(0, 1)
+            for i in order:
+                m.d.comb += grants[i].eq(requests[i] & ~taken)
+                taken = taken | requests[i]
     for i in range(n):
         with m.If(grants[i]):
             m.d.sync += last.eq(i)

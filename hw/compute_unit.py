@@ -346,7 +346,7 @@ class ComputeUnit(wiring.Component):
 
         def fail(code):
             m.d.sync += [err_valid.eq(1), err_code.eq(code), err_pc.eq(ins.pc)]
-            m.next = "ERROR"
+            goto(ERROR)
 
         interlock_ok = Signal()
         m.d.comb += interlock_ok.eq(~epi_busy | ~(
@@ -364,89 +364,96 @@ class ComputeUnit(wiring.Component):
         waiting = Signal()  # in WAIT: tokens, room or interlock
         checking = Signal()  # in CHECK or DECIDE
 
-        with m.FSM(name="issue"):
-            with m.State("IDLE"):
-                with m.If(self.cmd.valid):
-                    with m.If(drop_cmd):
-                        m.d.comb += self.cmd.ready.eq(1)
-                    with m.Elif(~err_valid):
-                        m.d.comb += self.cmd.ready.eq(1)
-                        m.d.sync += ins.eq(self.cmd.payload)
-                        m.next = "CHECK"
-            with m.State("CHECK"):
-                m.d.comb += checking.eq(1)
-                m.d.sync += [
-                    nk.eq(g.n_tiles * g.k_tiles),
-                    km.eq(g.k_tiles * g.m),
-                    g_nm.eq(g.n_tiles * g.m),
-                    e_nm.eq(e.n_tiles * e.m),
-                    scale_count.eq(Mux(e.scale_mode == ScaleMode.COL, e.n_tiles * C, e.m)),
-                ]
-                m.next = "DECIDE"
-            with m.State("DECIDE"):
-                m.d.comb += checking.eq(1)
-                m.d.sync += w_rows.eq(Mux(g.transpose, nk * C, nk * R))
-                with m.If(drop_held):
-                    m.next = "IDLE"
-                with m.Elif(is_gemm):
-                    with m.If(g.w + Mux(g.transpose, nk * C, nk * R) > spad_rows):
-                        fail(StatusCode.SPAD_RANGE)
-                    with m.Elif(g.a + km > spad_rows):
-                        fail(StatusCode.SPAD_RANGE)
-                    with m.Elif(g.acc + g_nm > acc_rows):
-                        fail(StatusCode.ACC_RANGE)
-                    with m.Elif(bias_mode & (g.bias + g.n_tiles * C > entries)):
-                        fail(StatusCode.TABLE_RANGE)
-                    with m.Else():
-                        m.next = "WAIT"
-                with m.Elif(is_epi):
-                    dest = e.dest.as_value()
-                    with m.If(e.src + e_nm > acc_rows):
-                        fail(StatusCode.ACC_RANGE)
-                    with m.Elif(e.fn >= cfg.pwl_functions):
-                        fail(StatusCode.TABLE_RANGE)
-                    with m.Elif(~self.fn_loaded.bit_select(e.fn, 1)):
-                        fail(StatusCode.FN_UNLOADED)
-                    with m.Elif(e.scale + scale_count > entries):
-                        fail(StatusCode.TABLE_RANGE)
-                    with m.Elif((dest == EpiDest.SCALE.value) & (e.col >= C)):
-                        fail(StatusCode.FIELD_RANGE)
-                    with m.Elif((dest == EpiDest.SCALE.value) & (e.out_shift > MAX_SHIFT)):
-                        fail(StatusCode.FIELD_RANGE)
-                    with m.Elif((dest == EpiDest.SCALE.value) & (e.dst + e_nm > entries)):
-                        fail(StatusCode.TABLE_RANGE)
-                    with m.Elif((dest == EpiDest.SCALE.value)
-                                & _overlap(e.dst, e_nm, e.scale, scale_count)):
-                        fail(StatusCode.FIELD_RANGE)
-                    with m.Elif((dest == EpiDest.SPAD.value) & (e.dst + e_nm > spad_rows)):
-                        fail(StatusCode.SPAD_RANGE)
-                    with m.Elif((dest == EpiDest.ACC.value) & (e.dst + e_nm > acc_rows)):
-                        fail(StatusCode.ACC_RANGE)
-                    with m.Elif((dest == EpiDest.ACC.value) & (e.dst != e.src)
-                                & _overlap(e.dst, e_nm, e.src, e_nm)):
-                        fail(StatusCode.FIELD_RANGE)
-                    with m.Else():
-                        m.next = "WAIT"
-                with m.Elif(opcode == Opcode.SYNC):
-                    m.next = "WAIT"
-                with m.Else():
-                    fail(StatusCode.ILLEGAL_INSTRUCTION)
-            with m.State("WAIT"):
-                m.d.comb += waiting.eq(1)
-                with m.If(drop_held):
-                    m.next = "IDLE"
-                with m.Elif(tokens_ok & room_ok):
-                    m.d.comb += [
-                        issue.eq(1),
-                        self.pop_l2c.take.eq(hdr.pop_prev),
-                        self.pop_s2c.take.eq(hdr.pop_next),
-                        gemm_issue.eq(is_gemm),
-                        epi_issue.eq(is_epi),
-                    ]
-                    m.next = "IDLE"
-            with m.State("ERROR"):
-                with m.If(self.cmd.valid & drop_cmd):
+        # issue state: an If chain with a final Else rather than an FSM or Switch, so the Verilog
+        # has no incomplete case statement
+        IDLE, CHECK, DECIDE, WAIT, ERROR = range(5)
+        state = Signal(range(5))
+
+        def goto(s):
+            m.d.sync += state.eq(s)
+
+        with m.If(state == IDLE):
+            with m.If(self.cmd.valid):
+                with m.If(drop_cmd):
                     m.d.comb += self.cmd.ready.eq(1)
+                with m.Elif(~err_valid):
+                    m.d.comb += self.cmd.ready.eq(1)
+                    m.d.sync += ins.eq(self.cmd.payload)
+                    goto(CHECK)
+        with m.Elif(state == CHECK):
+            m.d.comb += checking.eq(1)
+            m.d.sync += [
+                nk.eq(g.n_tiles * g.k_tiles),
+                km.eq(g.k_tiles * g.m),
+                g_nm.eq(g.n_tiles * g.m),
+                e_nm.eq(e.n_tiles * e.m),
+                scale_count.eq(Mux(e.scale_mode == ScaleMode.COL, e.n_tiles * C, e.m)),
+            ]
+            goto(DECIDE)
+        with m.Elif(state == DECIDE):
+            m.d.comb += checking.eq(1)
+            m.d.sync += w_rows.eq(Mux(g.transpose, nk * C, nk * R))
+            with m.If(drop_held):
+                goto(IDLE)
+            with m.Elif(is_gemm):
+                with m.If(g.w + Mux(g.transpose, nk * C, nk * R) > spad_rows):
+                    fail(StatusCode.SPAD_RANGE)
+                with m.Elif(g.a + km > spad_rows):
+                    fail(StatusCode.SPAD_RANGE)
+                with m.Elif(g.acc + g_nm > acc_rows):
+                    fail(StatusCode.ACC_RANGE)
+                with m.Elif(bias_mode & (g.bias + g.n_tiles * C > entries)):
+                    fail(StatusCode.TABLE_RANGE)
+                with m.Else():
+                    goto(WAIT)
+            with m.Elif(is_epi):
+                dest = e.dest.as_value()
+                with m.If(e.src + e_nm > acc_rows):
+                    fail(StatusCode.ACC_RANGE)
+                with m.Elif(e.fn >= cfg.pwl_functions):
+                    fail(StatusCode.TABLE_RANGE)
+                with m.Elif(~self.fn_loaded.bit_select(e.fn, 1)):
+                    fail(StatusCode.FN_UNLOADED)
+                with m.Elif(e.scale + scale_count > entries):
+                    fail(StatusCode.TABLE_RANGE)
+                with m.Elif((dest == EpiDest.SCALE.value) & (e.col >= C)):
+                    fail(StatusCode.FIELD_RANGE)
+                with m.Elif((dest == EpiDest.SCALE.value) & (e.out_shift > MAX_SHIFT)):
+                    fail(StatusCode.FIELD_RANGE)
+                with m.Elif((dest == EpiDest.SCALE.value) & (e.dst + e_nm > entries)):
+                    fail(StatusCode.TABLE_RANGE)
+                with m.Elif((dest == EpiDest.SCALE.value)
+                            & _overlap(e.dst, e_nm, e.scale, scale_count)):
+                    fail(StatusCode.FIELD_RANGE)
+                with m.Elif((dest == EpiDest.SPAD.value) & (e.dst + e_nm > spad_rows)):
+                    fail(StatusCode.SPAD_RANGE)
+                with m.Elif((dest == EpiDest.ACC.value) & (e.dst + e_nm > acc_rows)):
+                    fail(StatusCode.ACC_RANGE)
+                with m.Elif((dest == EpiDest.ACC.value) & (e.dst != e.src)
+                            & _overlap(e.dst, e_nm, e.src, e_nm)):
+                    fail(StatusCode.FIELD_RANGE)
+                with m.Else():
+                    goto(WAIT)
+            with m.Elif(opcode == Opcode.SYNC):
+                goto(WAIT)
+            with m.Else():
+                fail(StatusCode.ILLEGAL_INSTRUCTION)
+        with m.Elif(state == WAIT):
+            m.d.comb += waiting.eq(1)
+            with m.If(drop_held):
+                goto(IDLE)
+            with m.Elif(tokens_ok & room_ok):
+                m.d.comb += [
+                    issue.eq(1),
+                    self.pop_l2c.take.eq(hdr.pop_prev),
+                    self.pop_s2c.take.eq(hdr.pop_next),
+                    gemm_issue.eq(is_gemm),
+                    epi_issue.eq(is_epi),
+                ]
+                goto(IDLE)
+        with m.Else():  # ERROR
+            with m.If(self.cmd.valid & drop_cmd):
+                m.d.comb += self.cmd.ready.eq(1)
 
         # Descriptors for the GEMM sequencers.
         gdesc = Signal(GD)
@@ -733,18 +740,17 @@ class ComputeUnit(wiring.Component):
         ]
         for c in range(C):
             m.d.comb += sw.payload.data[c].eq(eout.payload[c][:8])
-        with m.Switch(epi.col):
-            for c in range(C):
-                with m.Case(c):
-                    m.d.comb += scw.payload.mult.eq(eout.payload[c][:SCALE_BITS])
+        # col < C (checked at issue)
+        m.d.comb += scw.payload.mult.eq(
+            Cat(*[eout.payload[c][:SCALE_BITS] for c in range(C)]).word_select(epi.col,
+                                                                               SCALE_BITS))
         out_valid = started & eout.valid
-        with m.Switch(epi.dest):
-            with m.Case(EpiDest.SPAD.value):
-                m.d.comb += [sw.valid.eq(out_valid), eout.ready.eq(started & sw.ready)]
-            with m.Case(EpiDest.ACC.value):
-                m.d.comb += [aw.valid.eq(out_valid), eout.ready.eq(started & aw.ready)]
-            with m.Default():
-                m.d.comb += [scw.valid.eq(out_valid), eout.ready.eq(started & scw.ready)]
+        with m.If(epi.dest == EpiDest.SPAD.value):
+            m.d.comb += [sw.valid.eq(out_valid), eout.ready.eq(started & sw.ready)]
+        with m.Elif(epi.dest == EpiDest.ACC.value):
+            m.d.comb += [aw.valid.eq(out_valid), eout.ready.eq(started & aw.ready)]
+        with m.Else():
+            m.d.comb += [scw.valid.eq(out_valid), eout.ready.eq(started & scw.ready)]
         written = eout.valid & eout.ready
         m.d.comb += epi_done.eq(written & (ej_out == epi.rows - 1))
         with m.If(written):

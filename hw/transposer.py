@@ -21,7 +21,7 @@ Latency: the block's last row accepted in cycle ``t`` -> beat 0 valid in ``t + 1
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal, signed
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -88,14 +88,10 @@ class Transposer(wiring.Component):
                     m.d.sync += full[0].eq(1)
             with m.Else():
                 m.d.sync += wcount.eq(wcount + 1)
-        with m.Switch(rcount):
-            for r in range(R):
-                with m.Case(r):
-                    for c in range(C):
-                        with m.If(rsel):
-                            m.d.comb += self.beats.payload[c].eq(buf[1][c][r])
-                        with m.Else():
-                            m.d.comb += self.beats.payload[c].eq(buf[0][c][r])
+        for c in range(C):
+            column = [Cat(*buf[k][c]) for k in range(2)]  # element r at bits 8r
+            m.d.comb += self.beats.payload[c].eq(
+                Mux(rsel, column[1], column[0]).word_select(rcount, ow))
         with m.If(give):
             with m.If(rcount == R - 1):
                 m.d.sync += [rcount.eq(0), rsel.eq(~rsel)]

@@ -1,13 +1,10 @@
 """Run compute-queue instructions on the RTL compute unit (Amaranth simulator) and on the golden
 model from the same state, and compare: the shared machinery of the compute-unit tests.
 
-A *case* is a list of GEMM/EPI/SYNC instructions. :func:`golden_case` builds the golden-model
-program ``prefix + case + HALT``: the prefix fills every scratchpad row, accumulator row and
-bias/scale entry from a random DRAM image and loads the PWL functions, then fences, so every
-instruction of the case reads defined data. The RTL starts from the state the golden model
-reaches after the prefix (written into the bank memories through the simulator's back door);
-the bench models the bias/scale SRAM and the epilogue (``hw.numeric.epilogue``) with random
-latency and backpressure, and feeds the case's words to ``cmd``.
+Cases and their golden runs come from :mod:`tb.compute_cases`. The RTL starts from the state the
+golden model reaches after the prefix (written into the bank memories through the simulator's
+back door); the bench models the bias/scale SRAM and the epilogue (``hw.numeric.epilogue``) with
+random latency and backpressure, and feeds the case's words to ``cmd``.
 """
 
 from __future__ import annotations
@@ -21,95 +18,10 @@ from amaranth.sim import Simulator
 
 from hw import numeric
 from hw.config import AcceleratorConfig
-from hw.isa import (
-    Dmacfg,
-    Halt,
-    Load,
-    Loadt,
-    MemSpace,
-    Program,
-    Sync,
-    SyncTarget,
-    TableKind,
-    encode,
-    encode_bias_entries,
-    encode_pwl_table,
-)
-from sim.dram_image import DramImage
-from sim.golden import GoldenModel
+from tb.compute_cases import LOADED_FUNCTIONS, GoldenCase, golden_case
 from tb.compute_harness import ComputeHarness
-from tests.golden_reference import random_pwl_table
 
-#: PWL functions the prefix loads (functions at and above this stay unloaded).
-LOADED_FUNCTIONS = 3
-
-
-def fence():
-    return [
-        Sync(target=SyncTarget.LOAD, push_next=True),
-        Sync(target=SyncTarget.COMPUTE, pop_prev=True),
-    ]
-
-
-def prefix(cfg: AcceleratorConfig, seed: int):
-    """(instructions, DRAM image) that define every on-chip row the case may read."""
-    rng = np.random.default_rng(seed)
-    L, C = cfg.lanes, cfg.cols
-    spad = rng.integers(-128, 128, (cfg.scratchpad_rows, L), dtype=np.int8)
-    acc = rng.integers(-(1 << 31), 1 << 31, (cfg.accumulator_rows, C), dtype=np.int64)
-    # moderate accumulator values keep the epilogue's requantisation away from saturation
-    acc[::2] >>= 12
-    nb = cfg.bias_entries
-    bias = rng.integers(-(1 << 31), 1 << 31, nb)
-    mult = rng.integers(-(1 << 15), 1 << 15, nb)
-    shift = rng.integers(0, 30, nb)
-    tables = [random_pwl_table(rng, int(rng.integers(1, 9))) for _ in range(LOADED_FUNCTIONS)]
-    spad_off = 0
-    acc_off = spad_off + spad.size
-    bias_off = acc_off + acc.size * 4
-    pwl_off = bias_off + nb * 8
-    blobs = b"".join(encode_pwl_table(t, cfg.pwl_segments) for t in tables)
-    img = DramImage.zeros(pwl_off + len(blobs) + 64)
-    img.add("spad", spad_off, spad)
-    img.add("acc", acc_off, acc.astype("<i4"))
-    img.add("bias", bias_off, np.frombuffer(encode_bias_entries(bias, mult, shift), np.uint8))
-    img.add("pwl", pwl_off, np.frombuffer(blobs, np.uint8))
-    ins = [Dmacfg(slot=0, height=1, width=4095, pitch=0, pix=L, sy=0, sx=1),
-           Dmacfg(slot=1, height=1, width=4095, pitch=0, pix=4 * C, sy=0, sx=1)]
-    chunk = 2048
-    for r in range(0, cfg.scratchpad_rows, chunk):
-        n = min(chunk, cfg.scratchpad_rows - r)
-        ins.append(Load(geom=0, offset=spad_off + r * L, dst=r, outer=1, inner=n, length=L))
-    for r in range(0, cfg.accumulator_rows, chunk):
-        n = min(chunk, cfg.accumulator_rows - r)
-        ins.append(Load(mem=MemSpace.ACC, geom=1, offset=acc_off + r * 4 * C, dst=r, outer=1,
-                        inner=n, length=C))
-    ins.append(Loadt(kind=TableKind.BIAS, dst=0, count=nb, offset=bias_off))
-    ins.append(Loadt(kind=TableKind.PWL, dst=0, count=LOADED_FUNCTIONS, offset=pwl_off))
-    return [*ins, *fence()], img
-
-
-@dataclass
-class GoldenCase:
-    start: GoldenModel  # state after the prefix
-    end: GoldenModel  # state after the whole program
-    status: object
-    first_pc: int  # word offset of the case's first instruction
-    words: list[int]
-
-
-def golden_case(cfg: AcceleratorConfig, case, seed: int = 0, extra=()) -> GoldenCase:
-    """Golden runs of the prefix and of ``prefix + extra + case``; ``extra`` (e.g. token
-    pushes of other units) is not sent to the RTL."""
-    pre, img = prefix(cfg, seed)
-    pre = [*pre, *extra]
-    start = GoldenModel(cfg)
-    res0 = start.run(Program([*pre, Halt()]), img)
-    assert res0.ok, res0.status
-    end = GoldenModel(cfg)
-    res = end.run(Program([*pre, *case, Halt()]), img)
-    return GoldenCase(start, end, res.status, len(pre), [encode(i) for i in case])
-
+__all__ = ["LOADED_FUNCTIONS", "GoldenCase", "RtlResult", "compare", "golden_case", "run_rtl"]
 
 def _row_int(values, bits: int) -> int:
     mask = (1 << bits) - 1
