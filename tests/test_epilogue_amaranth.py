@@ -138,8 +138,9 @@ class TB:
                 self.result_cycles.append(cycle)
             cycle += 1
 
-    def run(self, tables: dict[int, PwlTable], rows: list[Row]) -> None:
-        """Load ``tables``, then stream ``rows`` through and collect their results."""
+    def run(self, tables: dict[int, PwlTable], rows: list[Row], during=None) -> None:
+        """Load ``tables``, then stream ``rows`` through and collect their results, while
+        writing the tables ``during`` (other functions) as LOADT may do concurrently."""
         loaded = []
 
         async def writer(ctx):
@@ -147,11 +148,16 @@ class TB:
                 await self.write_table(ctx, fn, table)
             await ctx.tick().repeat(self.dut.table.write_latency)
             loaded.append(True)
+            for fn, table in (during or {}).items():
+                await self.write_table(ctx, fn, table)
+            loaded.append("done")
 
         async def main(ctx):
             while not loaded:
                 await ctx.tick()
             await self.collect(ctx, len(rows), max_cycles=50 * len(rows) + 200)
+            while loaded[-1] != "done":
+                await ctx.tick()
 
         async def sender(ctx):
             while not loaded:
@@ -165,8 +171,8 @@ class TB:
         sim.add_testbench(main)
         sim.run()
 
-    def check(self, tables, rows) -> None:
-        self.run(tables, rows)
+    def check(self, tables, rows, during=None) -> None:
+        self.run(tables, rows, during)
         assert len(self.results) == len(rows), "rows lost or pipeline hung"
         assert self.tags == [r.tag for r in rows], "rows reordered"
         for i, row in enumerate(rows):
@@ -276,6 +282,47 @@ def test_output_stall_longer_than_the_pipeline():
     rows = random_rows(rng, 80, cfg.cols, [3], near=tables)
     tb = TB(cfg, seed=3, stall_prob=0.97)
     tb.check(tables, rows)
+
+
+def test_writing_another_function_while_rows_stream():
+    cfg = tiny()
+    rng = np.random.default_rng(11)
+    tables = {4: random_table(rng, cfg.pwl_segments)}
+    rows = random_rows(rng, 100, cfg.cols, [4], near=tables)
+    during = {fn: random_table(rng, cfg.pwl_segments) for fn in (5, 3)}
+    TB(cfg, seed=2).check(tables, rows, during=during)
+
+
+def test_loaded_bits_follow_shift_writes_and_clear():
+    cfg = tiny()
+    table = SegmentTable(cfg)
+    seen = []
+
+    async def bench(ctx):
+        async def write(fn, field, index=0, value=0):
+            ctx.set(table.write.payload,
+                    {"fn": fn, "field": field, "index": index, "value": value})
+            ctx.set(table.write.valid, 1)
+            await ctx.tick().until(table.write.ready)
+            ctx.set(table.write.valid, 0)
+            await ctx.tick().repeat(table.write_latency)
+            seen.append(ctx.get(table.loaded))
+
+        await write(6, TableField.BREAKPOINT, 3, 5)
+        await write(6, TableField.SHIFT, 0, 47)
+        await write(1, TableField.SHIFT, 0, 0)
+        await write(1, TableField.SLOPE, 2, -3)
+        ctx.set(table.clear, 1)
+        await ctx.tick()
+        ctx.set(table.clear, 0)
+        seen.append(ctx.get(table.loaded))
+        await write(2, TableField.SHIFT, 0, 1)
+
+    sim = Simulator(table)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert seen == [0, 1 << 6, (1 << 6) | 2, (1 << 6) | 2, 0, 1 << 2]
 
 
 # Hypothesis at the corners: int32 / int16 limits, shifts 0 and 47, tied breakpoints (empty
