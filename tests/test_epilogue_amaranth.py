@@ -10,8 +10,6 @@ import random
 
 import numpy as np
 import pytest
-from amaranth.hdl import Module
-from amaranth.lib import wiring
 from amaranth.sim import Simulator
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -19,6 +17,7 @@ from hypothesis import strategies as st
 from hw import numeric
 from hw.config import preset
 from hw.epilogue import Epilogue, OutWidth
+from hw.epilogue_unit import EpilogueUnit
 from hw.numeric import PwlTable
 from hw.segment_table import SegmentTable, TableField
 
@@ -31,22 +30,6 @@ TAG_BITS = 8
 def tiny(**changes):
     """The ``tiny`` preset (4 lanes, 8 functions of 64 segments) with ``changes``."""
     return preset("tiny").replace(**changes)
-
-
-class EpilogueWithTable(wiring.Component):
-    """The epilogue wired to its segment table: what the compute unit instantiates."""
-
-    def __init__(self, config, tag_bits=TAG_BITS):
-        self.epilogue = Epilogue(config, tag_bits=tag_bits)
-        self.table = SegmentTable(config)
-        super().__init__({})
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.epilogue = self.epilogue
-        m.submodules.table = self.table
-        wiring.connect(m, self.epilogue.table, self.table.lookup)
-        return m
 
 
 @dataclasses.dataclass
@@ -82,7 +65,7 @@ class TB:
     """Owns the simulator of an :class:`EpilogueWithTable`; drivers are coroutines."""
 
     def __init__(self, config, *, seed=0, gap_prob=0.0, stall_prob=0.0):
-        self.dut = EpilogueWithTable(config)
+        self.dut = EpilogueUnit(config, tag_bits=TAG_BITS)
         self.config = config
         self.rng = random.Random(seed)
         self.gap_prob = gap_prob
@@ -96,7 +79,7 @@ class TB:
         """Write ``table`` (padded to ``pwl_segments``) into function ``fn``, one field per
         cycle, in the LOADT record order."""
         table = padded(table, self.config.pwl_segments)
-        port = self.dut.table.write
+        port = self.dut.table_write
         beats = [(TableField.SHIFT, 0, table.shift)]
         beats += [(TableField.BREAKPOINT, i, v) for i, v in enumerate(table.breakpoints)]
         beats += [(TableField.SLOPE, i, v) for i, v in enumerate(table.slopes)]
@@ -108,7 +91,7 @@ class TB:
         ctx.set(port.valid, 0)
 
     async def send_rows(self, ctx, rows: list[Row]) -> None:
-        port = self.dut.epilogue.rows
+        port = self.dut.rows
         for row in rows:
             while self.rng.random() < self.gap_prob:
                 ctx.set(port.valid, 0)
@@ -122,8 +105,8 @@ class TB:
         ctx.set(port.valid, 0)
 
     async def collect(self, ctx, count: int, max_cycles: int) -> None:
-        port = self.dut.epilogue.results
-        rows = self.dut.epilogue.rows
+        port = self.dut.results
+        rows = self.dut.rows
         cycle = 0
         while len(self.results) < count and cycle < max_cycles:
             ready = int(self.rng.random() >= self.stall_prob)
