@@ -371,3 +371,26 @@ def test_corners_match_numeric(case, seed):
 def test_corners_match_numeric_long(case, seed):
     tables, rows = case
     TB(tiny(), seed=seed, gap_prob=0.2, stall_prob=0.3).check(tables, rows)
+
+
+def test_unit_without_tag_exposes_the_loaded_bits():
+    unit = EpilogueUnit(tiny(), tag_bits=0)
+    assert unit.latency == unit.epilogue.latency == 29
+    seen = []
+
+    async def bench(ctx):
+        ctx.set(unit.table_write.payload, {"fn": 5, "field": TableField.SHIFT, "value": 3})
+        ctx.set(unit.table_write.valid, 1)
+        await ctx.tick()
+        ctx.set(unit.table_write.valid, 0)
+        await ctx.tick().repeat(unit.table.write_latency)
+        seen.append(ctx.get(unit.table_loaded))
+        ctx.set(unit.table_clear, 1)
+        await ctx.tick()
+        seen.append(ctx.get(unit.table_loaded))
+
+    sim = Simulator(unit)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert seen == [1 << 5, 0]
