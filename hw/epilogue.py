@@ -191,9 +191,9 @@ class Epilogue(wiring.Component):
             m.d.sync += r.eq(value)
             return r
 
-        def line(value, shape, name):
-            """``value`` at stage 0; ``line[s]`` is its copy delayed to stage ``s``."""
-            return _Line(lambda v, stage: reg(v, shape, f"{name}_s{stage}"), value)
+        def line(value, shape, name, stage=0):
+            """``value`` at ``stage``; ``line[s]`` is its copy delayed to stage ``s``."""
+            return _Line(lambda v, s: reg(v, shape, f"{name}_s{s}"), value, stage)
 
         # Credits and the input register (stage 0).
         m.submodules.result_fifo = fifo = self._result_fifo
@@ -207,26 +207,28 @@ class Epilogue(wiring.Component):
         ]
         m.d.sync += in_flight.eq(in_flight + accept - taken)
         row = reg(self.rows.payload, epilogue_input_layout(cfg, self._tag_bits), "row")
-        # The function's shift and shared breakpoints, read with the handshake: valid at stage 0.
-        m.d.comb += table.meta_addr.eq(self.rows.payload.fn)
-        meta = table.meta_data
-
         valid = line(reg(accept, 1, "row_valid"), 1, "valid")
         tag = line(row.tag, unsigned(self._tag_bits), "tag")
         fn = line(row.fn, unsigned(fn_bits), "fn")
         out_width = line(row.out_width, OutWidth, "out_width")
-        table_shift = line(meta.shift, unsigned(SHIFT_BITS), "table_shift")
-        shared_bp = [line(meta.bp[i], signed(ACC_BITS), f"shared_bp{i}")
+        # The function's shift and shared breakpoints, read so that they arrive with x (stage
+        # `search`, where the requantisation ends): no delay line for the seven breakpoints.
+        search = ROUND_MUL_SAT_STAGES
+        m.d.comb += table.meta_addr.eq(fn[search - 1])
+        meta = table.meta_data
+        table_shift = line(meta.shift, unsigned(SHIFT_BITS), "table_shift", search)
+        shared_bp = [line(meta.bp[i], signed(ACC_BITS), f"shared_bp{i}", search)
                      for i in range(len(meta.bp))]
 
         results = []
         for lane in range(self.lanes):
-            # Requantisation, stages 0 -> 6: x = sat32(round_shift(v * M, s)).
+            # Requantisation, stages 0 -> `search`: x = sat32(round_shift(v * M, s)).
             stage = 0
             x, stage = _round_mul_sat(
                 reg, row.acc[lane], row.mult[lane], row.shift[lane], Const(0, 1), stage,
                 lambda value, _: _saturate(value, ACC_BITS), out_width, f"rq{lane}",
             )
+            assert stage == search
             # Search, shared levels: one compare per stage with a node of the meta read.
             j = Const(0, 0)
             for level in range(SHARED_LEVELS):
@@ -274,14 +276,17 @@ class Epilogue(wiring.Component):
 class _Line:
     """A value and its delayed copies, built on demand: ``line[s]`` is the value at stage ``s``."""
 
-    def __init__(self, delay, value) -> None:
+    def __init__(self, delay, value, stage: int) -> None:
         self._delay = delay
         self._values = [value]
+        self._stage = stage
 
     def __getitem__(self, stage: int):
-        while len(self._values) <= stage:
-            self._values.append(self._delay(self._values[-1], len(self._values)))
-        return self._values[stage]
+        if stage < self._stage:
+            raise ValueError(f"stage {stage} is before the value exists (stage {self._stage})")
+        while len(self._values) <= stage - self._stage:
+            self._values.append(self._delay(self._values[-1], self._stage + len(self._values)))
+        return self._values[stage - self._stage]
 
 
 def _select(values, index):

@@ -2,8 +2,7 @@
 
 The same flow and report as ``scripts/synth_ecp5.py`` (Yosys ``synth_ecp5``, nextpnr-ecp5
 ``--85k --package CABGA381 --speed 6 --out-of-context``), for the block ``epilogue_unit``:
-:class:`hw.epilogue.Epilogue` wired to :class:`hw.segment_table.SegmentTable`, with the table's
-write port and the epilogue's row streams as ports. Figures go to
+:class:`hw.epilogue_unit.EpilogueUnit` (the epilogue wired to its segment table). Figures go to
 ``build/fpga/epilogue_<rows>x<cols>_<fingerprint>.json``; ``docs/architecture.md`` ("Epilogue")
 quotes them.
 
@@ -25,14 +24,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from amaranth.hdl import Module  # noqa: E402
-from amaranth.lib import stream, wiring  # noqa: E402
-from amaranth.lib.wiring import In, Out  # noqa: E402
-
-from hw.epilogue import Epilogue, epilogue_input_layout, epilogue_output_layout  # noqa: E402
+from hw.epilogue_unit import EpilogueUnit  # noqa: E402
 from hw.errors import NmxError  # noqa: E402
 from hw.rtl import verilog_text, write_if_changed  # noqa: E402
-from hw.segment_table import SegmentTable, table_write_layout  # noqa: E402
 from nmx.commands.rtl import add_config_arguments, config_from_args  # noqa: E402
 from scripts.synth_ecp5 import (  # noqa: E402
     DEVICE,
@@ -46,29 +40,6 @@ from scripts.synth_ecp5 import (  # noqa: E402
 TOP = "epilogue_unit"
 #: Tag width carried through the pipeline in the figures (an accumulator/scratchpad row index).
 TAG_BITS = 24
-
-
-class EpilogueUnit(wiring.Component):
-    """:class:`Epilogue` and :class:`SegmentTable`, wired as the compute unit wires them."""
-
-    def __init__(self, config) -> None:
-        self._epilogue = Epilogue(config, tag_bits=TAG_BITS)
-        self._table = SegmentTable(config)
-        super().__init__({
-            "rows": In(stream.Signature(epilogue_input_layout(config, TAG_BITS))),
-            "results": Out(stream.Signature(epilogue_output_layout(config, TAG_BITS))),
-            "table_write": In(stream.Signature(table_write_layout(config))),
-        })
-
-    def elaborate(self, platform) -> Module:
-        m = Module()
-        m.submodules.epilogue = self._epilogue
-        m.submodules.table = self._table
-        wiring.connect(m, self._epilogue.table, self._table.lookup)
-        wiring.connect(m, wiring.flipped(self.rows), self._epilogue.rows)
-        wiring.connect(m, self._epilogue.results, wiring.flipped(self.results))
-        wiring.connect(m, wiring.flipped(self.table_write), self._table.write)
-        return m
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         work = args.out / stem
         work.mkdir(parents=True, exist_ok=True)
         verilog = work / f"{stem}.v"
-        write_if_changed(verilog, verilog_text(EpilogueUnit(config), TOP).encode())
+        unit = EpilogueUnit(config, tag_bits=TAG_BITS)
+        write_if_changed(verilog, verilog_text(unit, TOP).encode())
         start = time.monotonic()
         cells = synthesise(verilog.resolve(), work, top=TOP)
         t_synth = time.monotonic() - start

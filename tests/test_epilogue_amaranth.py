@@ -10,8 +10,6 @@ import random
 
 import numpy as np
 import pytest
-from amaranth.hdl import Module
-from amaranth.lib import wiring
 from amaranth.sim import Simulator
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -19,6 +17,7 @@ from hypothesis import strategies as st
 from hw import numeric
 from hw.config import preset
 from hw.epilogue import Epilogue, OutWidth
+from hw.epilogue_unit import EpilogueUnit
 from hw.numeric import PwlTable
 from hw.segment_table import SegmentTable, TableField
 
@@ -31,22 +30,6 @@ TAG_BITS = 8
 def tiny(**changes):
     """The ``tiny`` preset (4 lanes, 8 functions of 64 segments) with ``changes``."""
     return preset("tiny").replace(**changes)
-
-
-class EpilogueWithTable(wiring.Component):
-    """The epilogue wired to its segment table: what the compute unit instantiates."""
-
-    def __init__(self, config, tag_bits=TAG_BITS):
-        self.epilogue = Epilogue(config, tag_bits=tag_bits)
-        self.table = SegmentTable(config)
-        super().__init__({})
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.epilogue = self.epilogue
-        m.submodules.table = self.table
-        wiring.connect(m, self.epilogue.table, self.table.lookup)
-        return m
 
 
 @dataclasses.dataclass
@@ -82,7 +65,7 @@ class TB:
     """Owns the simulator of an :class:`EpilogueWithTable`; drivers are coroutines."""
 
     def __init__(self, config, *, seed=0, gap_prob=0.0, stall_prob=0.0):
-        self.dut = EpilogueWithTable(config)
+        self.dut = EpilogueUnit(config, tag_bits=TAG_BITS)
         self.config = config
         self.rng = random.Random(seed)
         self.gap_prob = gap_prob
@@ -96,7 +79,7 @@ class TB:
         """Write ``table`` (padded to ``pwl_segments``) into function ``fn``, one field per
         cycle, in the LOADT record order."""
         table = padded(table, self.config.pwl_segments)
-        port = self.dut.table.write
+        port = self.dut.table_write
         beats = [(TableField.SHIFT, 0, table.shift)]
         beats += [(TableField.BREAKPOINT, i, v) for i, v in enumerate(table.breakpoints)]
         beats += [(TableField.SLOPE, i, v) for i, v in enumerate(table.slopes)]
@@ -108,7 +91,7 @@ class TB:
         ctx.set(port.valid, 0)
 
     async def send_rows(self, ctx, rows: list[Row]) -> None:
-        port = self.dut.epilogue.rows
+        port = self.dut.rows
         for row in rows:
             while self.rng.random() < self.gap_prob:
                 ctx.set(port.valid, 0)
@@ -122,8 +105,8 @@ class TB:
         ctx.set(port.valid, 0)
 
     async def collect(self, ctx, count: int, max_cycles: int) -> None:
-        port = self.dut.epilogue.results
-        rows = self.dut.epilogue.rows
+        port = self.dut.results
+        rows = self.dut.rows
         cycle = 0
         while len(self.results) < count and cycle < max_cycles:
             ready = int(self.rng.random() >= self.stall_prob)
@@ -138,8 +121,9 @@ class TB:
                 self.result_cycles.append(cycle)
             cycle += 1
 
-    def run(self, tables: dict[int, PwlTable], rows: list[Row]) -> None:
-        """Load ``tables``, then stream ``rows`` through and collect their results."""
+    def run(self, tables: dict[int, PwlTable], rows: list[Row], during=None) -> None:
+        """Load ``tables``, then stream ``rows`` through and collect their results, while
+        writing the tables ``during`` (other functions) as LOADT may do concurrently."""
         loaded = []
 
         async def writer(ctx):
@@ -147,11 +131,16 @@ class TB:
                 await self.write_table(ctx, fn, table)
             await ctx.tick().repeat(self.dut.table.write_latency)
             loaded.append(True)
+            for fn, table in (during or {}).items():
+                await self.write_table(ctx, fn, table)
+            loaded.append("done")
 
         async def main(ctx):
             while not loaded:
                 await ctx.tick()
             await self.collect(ctx, len(rows), max_cycles=50 * len(rows) + 200)
+            while loaded[-1] != "done":
+                await ctx.tick()
 
         async def sender(ctx):
             while not loaded:
@@ -165,8 +154,8 @@ class TB:
         sim.add_testbench(main)
         sim.run()
 
-    def check(self, tables, rows) -> None:
-        self.run(tables, rows)
+    def check(self, tables, rows, during=None) -> None:
+        self.run(tables, rows, during)
         assert len(self.results) == len(rows), "rows lost or pipeline hung"
         assert self.tags == [r.tag for r in rows], "rows reordered"
         for i, row in enumerate(rows):
@@ -278,6 +267,47 @@ def test_output_stall_longer_than_the_pipeline():
     tb.check(tables, rows)
 
 
+def test_writing_another_function_while_rows_stream():
+    cfg = tiny()
+    rng = np.random.default_rng(11)
+    tables = {4: random_table(rng, cfg.pwl_segments)}
+    rows = random_rows(rng, 100, cfg.cols, [4], near=tables)
+    during = {fn: random_table(rng, cfg.pwl_segments) for fn in (5, 3)}
+    TB(cfg, seed=2).check(tables, rows, during=during)
+
+
+def test_loaded_bits_follow_shift_writes_and_clear():
+    cfg = tiny()
+    table = SegmentTable(cfg)
+    seen = []
+
+    async def bench(ctx):
+        async def write(fn, field, index=0, value=0):
+            ctx.set(table.write.payload,
+                    {"fn": fn, "field": field, "index": index, "value": value})
+            ctx.set(table.write.valid, 1)
+            await ctx.tick().until(table.write.ready)
+            ctx.set(table.write.valid, 0)
+            await ctx.tick().repeat(table.write_latency)
+            seen.append(ctx.get(table.loaded))
+
+        await write(6, TableField.BREAKPOINT, 3, 5)
+        await write(6, TableField.SHIFT, 0, 47)
+        await write(1, TableField.SHIFT, 0, 0)
+        await write(1, TableField.SLOPE, 2, -3)
+        ctx.set(table.clear, 1)
+        await ctx.tick()
+        ctx.set(table.clear, 0)
+        seen.append(ctx.get(table.loaded))
+        await write(2, TableField.SHIFT, 0, 1)
+
+    sim = Simulator(table)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert seen == [0, 1 << 6, (1 << 6) | 2, (1 << 6) | 2, 0, 1 << 2]
+
+
 # Hypothesis at the corners: int32 / int16 limits, shifts 0 and 47, tied breakpoints (empty
 # segments), breakpoints at the int32 limits, every output width.
 INT32_CORNERS = [INT32_MIN, INT32_MIN + 1, -(1 << 16), -1, 0, 1, 1 << 16, INT32_MAX - 1, INT32_MAX]
@@ -341,3 +371,26 @@ def test_corners_match_numeric(case, seed):
 def test_corners_match_numeric_long(case, seed):
     tables, rows = case
     TB(tiny(), seed=seed, gap_prob=0.2, stall_prob=0.3).check(tables, rows)
+
+
+def test_unit_without_tag_exposes_the_loaded_bits():
+    unit = EpilogueUnit(tiny(), tag_bits=0)
+    assert unit.latency == unit.epilogue.latency == 29
+    seen = []
+
+    async def bench(ctx):
+        ctx.set(unit.table_write.payload, {"fn": 5, "field": TableField.SHIFT, "value": 3})
+        ctx.set(unit.table_write.valid, 1)
+        await ctx.tick()
+        ctx.set(unit.table_write.valid, 0)
+        await ctx.tick().repeat(unit.table.write_latency)
+        seen.append(ctx.get(unit.table_loaded))
+        ctx.set(unit.table_clear, 1)
+        await ctx.tick()
+        seen.append(ctx.get(unit.table_loaded))
+
+    sim = Simulator(unit)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert seen == [1 << 5, 0]
