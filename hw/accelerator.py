@@ -10,14 +10,11 @@ queues, status), the :class:`~hw.tokens.TokenCounters`, the units, a round-robin
 :class:`~hw.axi_arbiter.AxiReadArbiter` between fetch (master 0) and the load unit (master 1),
 and the 64-bit event counters of ``hw.registers.COUNTERS``.
 
-Integration state: the load unit (:class:`hw.load_unit.LoadUnit`) and the compute unit
-(:class:`hw.compute_unit.ComputeUnit`, with the systolic array, transposer and
-:class:`hw.epilogue.Epilogue`) are integrated with the memories they share: the
+The units: :class:`hw.load_unit.LoadUnit`, :class:`hw.compute_unit.ComputeUnit` (with the
+systolic array, transposer and :class:`hw.epilogue.Epilogue`) and
+:class:`hw.store_unit.StoreUnit` (the AXI write channels), around the memories they share:
 :class:`hw.scratchpad.Scratchpad`, :class:`hw.accumulator.Accumulator`,
-:class:`hw.bias_scale.BiasScaleSram` and :class:`hw.segment_table.SegmentTable`. The store queue
-ends in an :class:`~hw.unbuilt_unit.UnbuiltUnit`, which runs SYNC and stops STORE with status 15
-(``hw.registers.STATUS_NOT_BUILT``); the write channels are idle and the memories' store read
-ports unused.
+:class:`hw.bias_scale.BiasScaleSram` and :class:`hw.segment_table.SegmentTable`.
 """
 
 from __future__ import annotations
@@ -35,13 +32,12 @@ from hw.config import AcceleratorConfig
 from hw.csr import CSR_ADDR_BITS, Csr
 from hw.dispatcher import Dispatcher
 from hw.epilogue import Epilogue, OutWidth
-from hw.isa import Unit
 from hw.load_unit import LoadUnit
 from hw.registers import COUNTERS, RunState
 from hw.scratchpad import Scratchpad
 from hw.segment_table import SegmentTable
+from hw.store_unit import StoreUnit
 from hw.tokens import TokenCounters
-from hw.unbuilt_unit import UnbuiltUnit
 from hw.unit_ports import AXI_ID_BITS as UNIT_ID_BITS
 
 __all__ = ["AXI_ID_BITS", "Accelerator", "TOP_MODULE"]
@@ -94,7 +90,7 @@ class Accelerator(wiring.Component):
         self._tables = SegmentTable(config)
         # One tag bit (unused, tied to 0): a zero-width tag becomes `[-1:0]` wires in Verilog.
         self._epilogue = Epilogue(config, tag_bits=1)
-        self._store = UnbuiltUnit(config, Unit.STORE)
+        self._store = StoreUnit(config)
         self._arbiter = AxiReadArbiter(config.addr_bits, config.dma_data_bits, UNIT_ID_BITS, 2)
 
     @property
@@ -128,6 +124,7 @@ class Accelerator(wiring.Component):
             dispatcher.prog_len.eq(csr.prog_len),
             tokens.clear.eq(started),
             load.dram_limit.eq(csr.dram_limit),
+            store.dram_limit.eq(csr.dram_limit),
         ]
         units = {"load": load, "compute": compute, "store": store}
         for name, unit in units.items():
@@ -160,7 +157,13 @@ class Accelerator(wiring.Component):
                 core.d.comb += flat.eq(getattr(arbiter.out, name))
             else:
                 core.d.comb += getattr(arbiter.out, name).eq(flat)
-        core.d.comb += self.m_axi_bready.eq(1)  # no writer is integrated yet
+        # The store unit is the only writer: its 4-bit IDs under a 0 top bit.
+        for name, member in store.axi.signature.members.items():
+            flat, inner = getattr(self, f"m_axi_{name}"), getattr(store.axi, name)
+            if member.flow == Out:
+                core.d.comb += flat.eq(inner)
+            else:
+                core.d.comb += inner.eq(flat)
 
         reads_out = Signal(range(_OUTSTANDING_MAX + 1))
         writes_out = Signal(range(_OUTSTANDING_MAX + 1))
@@ -192,7 +195,7 @@ class Accelerator(wiring.Component):
             "BUSY_STORE": store.busy,
             "STALL_L2C": None,
             "STALL_C2L": load.stall_token,
-            "STALL_C2S": store.stall_c2s,
+            "STALL_C2S": store.stall_token,
             "STALL_S2C": None,
             "STALL_AXI_READ": (self.m_axi_arvalid & ~self.m_axi_arready)
             | ((reads_out != 0) & ~(self.m_axi_rvalid & self.m_axi_rready)),
@@ -227,7 +230,7 @@ class Accelerator(wiring.Component):
         return m
 
     def _wire_memories(self, core: Module, started) -> None:
-        """Connect the load and compute units to the memories and the epilogue."""
+        """Connect the units to the memories and the epilogue."""
         load, compute = self._load, self._compute
         spad, acc, bias_scale, tables, epi = (
             self._spad, self._acc, self._bias_scale, self._tables, self._epilogue)
@@ -257,9 +260,12 @@ class Accelerator(wiring.Component):
         wiring.connect(core, compute.acc_read, acc.epi_read)
         wiring.connect(core, compute.acc_write, acc.epi_write)
         stream_copy(load.acc_write, acc.load_write)
-        # Store read ports: the store unit is not integrated.
-        for mem in (spad, acc):
-            core.d.comb += [mem.store.req.valid.eq(0), mem.store.resp.ready.eq(1)]
+        # Store unit reads.
+        store = self._store
+        stream_copy(store.spad_read, spad.store.req)
+        stream_copy(spad.store.resp, store.spad_resp)
+        stream_copy(store.acc_read, acc.store.req)
+        stream_copy(acc.store.resp, store.acc_resp)
         # Bias/scale SRAM: LOADT BIAS writes entries, EPI dest SCALE multipliers and shifts.
         stream_copy(load.bias_write, bias_scale.load_write)
         stream_copy(compute.scale_write, bias_scale.scale_write)

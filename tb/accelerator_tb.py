@@ -8,9 +8,9 @@ fields, required), ``seed`` (default 1), ``programs`` (random programs per test,
 :class:`Dram`, which answers SLVERR inside injected fault ranges) and the register master
 (``AxiLiteMaster``); :meth:`TB.run` runs one program from the host's side, as a driver would.
 Every run checks the status against ``sim.golden``: the status code and word offset of the
-golden model's run of the same words, except that an instruction of a unit that is not
-integrated yet stops the RTL with status 15 (hw.registers.STATUS_NOT_BUILT) at its offset and
-a word fetched from a fault range with DRAM_RANGE, whichever comes first in program order.
+golden model's run of the same words (a word fetched from a fault range is DRAM_RANGE, which the
+golden model cannot see), and whole-machine programs also the final DRAM image, byte for byte,
+and the scratchpad and accumulator rows the golden model wrote.
 """
 
 from __future__ import annotations
@@ -53,7 +53,6 @@ from hw.registers import (
     COUNTERS,
     ID_VALUE,
     REGISTER_BYTES,
-    STATUS_NOT_BUILT,
     RunState,
     by_name,
     decode_fields,
@@ -242,25 +241,10 @@ def illegal_word(rng: random.Random) -> int:
             return w
 
 
-#: Units whose RTL is integrated in hw/accelerator.py; the others stop with STATUS_NOT_BUILT.
-INTEGRATED = {Unit.LOAD, Unit.COMPUTE}
-
-
-def unit_word(rng: random.Random, config: AcceleratorConfig) -> int:
-    """A legal instruction for a unit that is not integrated yet."""
-    choices = {
-        Unit.LOAD: Dmacfg(slot=1, height=4, width=4, pitch=4, pix=1),
-        Unit.COMPUTE: Gemm(m=1, k_tiles=1, n_tiles=1),
-        Unit.STORE: Store(rows=1, tiles=1, length=1),
-    }
-    return encode(rng.choice([ins for unit, ins in choices.items() if unit not in INTEGRATED]))
-
-
-def expected_status(config, words, prog_len, unbuilt=(), faults=(), dram=bytes(64)):
+def expected_status(config, words, prog_len, faults=(), dram=bytes(64)):
     """(code, offset) the RTL must report: the golden model's on ``dram``, cut at the first
-    unbuilt-unit instruction (status 15) or faulted fetch (DRAM_RANGE) in program order."""
-    cuts = [(o, STATUS_NOT_BUILT) for o in unbuilt if o < prog_len]
-    cuts += [(o, StatusCode.DRAM_RANGE) for o in faults if o < prog_len]
+    faulted fetch (DRAM_RANGE) in program order."""
+    cuts = [(o, StatusCode.DRAM_RANGE) for o in faults if o < prog_len]
     cut, cut_code = min(cuts) if cuts else (prog_len, None)
     # The golden model runs the words before the cut: reaching the cut is NO_HALT at it.
     status = GoldenModel(config).run(list(words[:cut]), dram).status
@@ -272,11 +256,11 @@ def expected_status(config, words, prog_len, unbuilt=(), faults=(), dram=bytes(6
 
 
 def random_case(rng: random.Random, config: AcceleratorConfig):
-    """One random program run: (words, prog_addr, prog_len, unbuilt offsets, fault offsets)."""
+    """One random program run: (words, prog_addr, prog_len, fault offsets, mode)."""
     words = control_program(rng, config, rng.randrange(0, 40))
-    mode = rng.choice(["ok", "ok", "no_halt", "illegal", "setbase_range", "unbuilt",
+    mode = rng.choice(["ok", "ok", "no_halt", "illegal", "setbase_range",
                        "halt_mid", "fetch_fault", "fault_after_halt"])
-    unbuilt, faults = [], []
+    faults = []
     prog_len = len(words)
     if mode == "no_halt":
         words = words[:-1]
@@ -288,11 +272,6 @@ def random_case(rng: random.Random, config: AcceleratorConfig):
         bad = encode(Setbase(reg=rng.randrange(4),
                              value=rng.randrange(1 << config.addr_bits, 1 << 64)))
         words.insert(rng.randrange(len(words)), bad)
-        prog_len = len(words)
-    elif mode == "unbuilt":
-        at = rng.randrange(len(words))
-        words.insert(at, unit_word(rng, config))
-        unbuilt.append(at)
         prog_len = len(words)
     elif mode == "halt_mid":
         words += [illegal_word(rng) for _ in range(rng.randrange(1, 20))]
@@ -306,7 +285,7 @@ def random_case(rng: random.Random, config: AcceleratorConfig):
     page = rng.randrange(1, 256) << 12
     prog_addr = page - WORD_BYTES * rng.randrange(0, 24) if rng.random() < 0.5 else (
         page + WORD_BYTES * rng.randrange(0, 256))
-    return words, prog_addr, prog_len, unbuilt, faults, mode
+    return words, prog_addr, prog_len, faults, mode
 
 
 # ---------------------------------------------------------------- tests
@@ -354,12 +333,12 @@ async def registers(dut):
 @cocotb.test()
 async def random_control_programs(dut):
     """Random SETBASE/SYNC/HALT programs with illegal words, NO_HALT, FIELD_RANGE, faults,
-    unbuilt-unit instructions; status and offset as the golden model, counters consistent."""
+    status and offset as the golden model, counters consistent."""
     tb, params = await _setup(dut)
     rng = random.Random(params["seed"])
     modes = {}
     for i in range(params["programs"]):
-        words, prog_addr, prog_len, unbuilt, faults, mode = random_case(rng, tb.config)
+        words, prog_addr, prog_len, faults, mode = random_case(rng, tb.config)
         # A fault fails the whole bus beat: every word sharing it is DRAM_RANGE.
         beat = max(WORD_BYTES, tb.config.dma_data_bits // 8)
         tb.dram.faults = []
@@ -368,7 +347,7 @@ async def random_control_programs(dut):
             tb.dram.faults.append((lo, lo + beat))
             faults += [k for k in range(len(words))
                        if lo <= prog_addr + WORD_BYTES * k < lo + beat and k not in faults]
-        want = expected_status(tb.config, words, prog_len, unbuilt, faults)
+        want = expected_status(tb.config, words, prog_len, faults)
         got = await tb.run(words, prog_addr=prog_addr, prog_len=prog_len)
         tb.dram.faults = []
         replay = f"program {i} (mode {mode}, seed {params['seed']}, prog_addr {prog_addr:#x})"
@@ -462,7 +441,7 @@ async def random_load_programs(dut):
     """The integrated load unit through the dispatcher and the shared read port: DMACFG, LOAD
     and LOADT programs (tb/load_unit_tb.py's generators: padded walks, tables, malformed
     records) from the image's DRAM with DRAM_LIMIT = image size, interleaved with fetch; an
-    instruction of an unbuilt unit or an illegal word sometimes follows; status and offset as
+    illegal word sometimes follows; status and offset as
     the golden model's."""
     from tb.load_unit_tb import random_image, random_load_case, table_case
 
@@ -479,12 +458,7 @@ async def random_load_programs(dut):
             bases, body = table_case(rng, tb.config, image, rng.choice(malformed))
         prog = [Setbase(reg=r, value=v) for r, v in sorted(bases.items())] + body
         words = [encode(ins) for ins in prog]
-        unbuilt = []
-        extra = rng.random()
-        if extra < 0.2:
-            unbuilt.append(rng.randrange(len(words) + 1))
-            words.insert(unbuilt[0], unit_word(rng, tb.config))
-        elif extra < 0.3:
+        if rng.random() < 0.2:
             words.insert(rng.randrange(len(words) + 1), illegal_word(rng))
         words.append(encode(Halt()))
         if rng.random() < 0.3:
@@ -494,7 +468,7 @@ async def random_load_programs(dut):
         dram = bytes(image[:image_size])
         tb.dram.mem.write(0, dram)
         prog_addr = 0x20000 + WORD_BYTES * rng.randrange(0, 512)
-        want = expected_status(tb.config, words, len(words), unbuilt, dram=dram)
+        want = expected_status(tb.config, words, len(words), dram=dram)
         got = await tb.run(words, prog_addr=prog_addr, dram_limit=image_size)
         replay = f"load program {i} (seed {params['seed']}, prog_addr {prog_addr:#x})"
         assert got == want, f"{replay}: RTL (code, offset) {got}, expected {want}"
@@ -503,20 +477,20 @@ async def random_load_programs(dut):
             n = sum(isinstance(decode(w), (Dmacfg, Loadt, Load)) for w in words)
             assert counters["RETIRED_LOAD"] == n, (replay, counters)
             assert counters["BUSY_LOAD"] > 0
-        codes[StatusCode(want[0]).name if want[0] != STATUS_NOT_BUILT else "NOT_BUILT"] = (
-            codes.get(StatusCode(want[0]).name if want[0] != STATUS_NOT_BUILT else "NOT_BUILT",
-                      0) + 1)
+        name = StatusCode(want[0]).name
+        codes[name] = codes.get(name, 0) + 1
     logging.getLogger("cocotb.tb.accelerator").info("load programs by status: %s", codes)
 
 
 # ---------------------------------------------------------------- compute programs
 
-SPAD_DATA, BIAS_DATA, PWL_DATA = 0x0, 0x1000, 0x2000
 
 
 def compute_program(rng: random.Random, cfg: AcceleratorConfig):
     """A valid, race-free program: load int8 rows, every bias/scale entry and every PWL table,
-    then random GEMMs and EPIs over them (one l2c token orders loads before compute).
+    then random GEMMs and EPIs over them, then STOREs of scratchpad rows and of accumulator rows
+    the program wrote (an l2c token orders loads before compute, a c2s token compute before the
+    stores).
 
     Returns (instructions, DRAM image bytes).
     """
@@ -535,7 +509,11 @@ def compute_program(rng: random.Random, cfg: AcceleratorConfig):
 
     R, C, lanes = cfg.rows, cfg.cols, cfg.lanes
     ns = 64  # scratchpad rows loaded
-    image = bytearray(PWL_DATA + cfg.pwl_functions * pwl_table_bytes(cfg.pwl_segments))
+    SPAD_DATA = 0
+    BIAS_DATA = -(-(ns * lanes) // 4096) * 4096
+    PWL_DATA = BIAS_DATA + 8 * cfg.bias_entries
+    OUT_DATA = PWL_DATA + cfg.pwl_functions * pwl_table_bytes(cfg.pwl_segments)
+    image = bytearray(rng.getrandbits(8) for _ in range(OUT_DATA + 0x4000))
     image[SPAD_DATA:SPAD_DATA + ns * lanes] = bytes(rng.getrandbits(8) for _ in range(ns * lanes))
     n_entries = cfg.bias_entries
     image[BIAS_DATA:BIAS_DATA + 8 * n_entries] = encode_bias_entries(
@@ -602,6 +580,23 @@ def compute_program(rng: random.Random, cfg: AcceleratorConfig):
             written.append((acc, n * m))
         prog.append(ins)
         first = False
+    prog.append(Sync(target=SyncTarget.COMPUTE, push_next=True))
+    out, first = OUT_DATA, True
+    for _ in range(rng.randint(1, 4)):
+        if written and rng.random() < 0.6:
+            src, rows = rng.choice(written)
+            mem, e, row = MemSpace.ACC, 4, C
+        else:
+            src, rows, mem, e, row = rng.randrange(0, ns - 8), 8, MemSpace.SPAD, 1, lanes
+        tiles = rng.randint(1, 2) if rows >= 2 else 1
+        per = rng.randint(1, rows // tiles)
+        length = rng.randint(1, row)
+        stride = tiles * length * e + rng.randint(0, 9)
+        prog.append(Store(mem=mem, src=src, rows=per, tiles=tiles, base=0, offset=out,
+                          stride=stride, length=length, pop_prev=first))
+        out += per * stride + tiles * length * e + rng.randint(0, 5)
+        first = False
+    assert out <= len(image)
     prog.append(Halt())
     return prog, bytes(image)
 
@@ -636,32 +631,44 @@ async def compare_memories(tb: TB, model) -> tuple[int, list[str]]:
 
 @cocotb.test()
 async def random_compute_programs(dut):
-    """LOAD/LOADT then random GEMM (all modes, transposed) and EPI (SPAD/ACC/SCALE dests, COL and
-    ROW scales, every PWL function) programs: status as the golden model's, and every
-    scratchpad and accumulator row the golden model wrote equal in the RTL's memories."""
+    """Whole-machine differential: LOAD/LOADT, random GEMMs (all modes, transposed) and EPIs
+    (SPAD/ACC/SCALE dests, COL and ROW scales, every PWL function), STOREs of scratchpad and
+    accumulator rows: status as the golden model's, the final DRAM image byte for byte, and
+    every scratchpad and accumulator row the golden model wrote equal in the RTL's memories."""
     tb, params = await _setup(dut)
     rng = random.Random(params["seed"] + 2000)
-    stats = {"gemm": 0, "epi": 0, "rows": 0}
+    stats = {"gemm": 0, "epi": 0, "store": 0, "rows": 0, "stored": 0}
     for i in range(max(1, params["programs"] // 2)):
         prog, image = compute_program(rng, tb.config)
         words = [encode(ins) for ins in prog]
         model = GoldenModel(tb.config)
-        want = model.run(list(words), image).status
+        result = model.run(list(words), image)
+        want = result.status
         tb.dram.mem.write(0, image)
         prog_addr = 0x40000 + WORD_BYTES * rng.randrange(0, 256)
         got = await tb.run(words, prog_addr=prog_addr, dram_limit=len(image))
         replay = f"compute program {i} (seed {params['seed']})"
         assert got == (int(want.code), want.pc), f"{replay}: RTL {got}, golden {want}"
         if want.ok:
+            final = tb.dram.mem.read(0, len(image))
+            expect = result.dram.data.tobytes()
+            diff = [a for a in range(len(image)) if final[a] != expect[a]]
+            assert not diff, (f"{replay}: {len(diff)} DRAM bytes differ, first at "
+                              f"{diff[0]:#x}: RTL {final[diff[0]]:#04x} golden "
+                              f"{expect[diff[0]]:#04x}")
+            stats["stored"] += sum(a != b for a, b in zip(image, expect, strict=True))
             compared, bad = await compare_memories(tb, model)
             stats["rows"] += compared
             assert not bad, f"{replay}: {len(bad)} rows differ:\n" + "\n".join(bad[:8])
             counters = await tb.counters()
-            n_compute = sum(isinstance(x, (Gemm, Epi)) for x in prog)
+            n_compute = sum(x.unit == Unit.COMPUTE for x in prog)
             assert counters["RETIRED_COMPUTE"] == n_compute, (replay, counters)
             macs = sum(x.m * x.k_tiles * x.n_tiles for x in prog if isinstance(x, Gemm))
             assert counters["ARRAY_MACS"] == macs * tb.config.rows * tb.config.cols, counters
+            n_store = sum(x.unit == Unit.STORE for x in prog)
+            assert counters["RETIRED_STORE"] == n_store, (replay, counters)
         stats["gemm"] += sum(isinstance(x, Gemm) for x in prog)
         stats["epi"] += sum(isinstance(x, Epi) for x in prog)
+        stats["store"] += sum(isinstance(x, Store) for x in prog)
     logging.getLogger("cocotb.tb.accelerator").info("compute programs: %s", stats)
-    assert stats["rows"] > 0
+    assert stats["rows"] > 0 and stats["stored"] > 0

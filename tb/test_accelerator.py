@@ -57,3 +57,13 @@ def test_accelerator_many_control_programs(name):
     for seed in (11, 12):
         run_accelerator_tb(config, seed=seed, programs=300, testcase="random_control_programs",
                            timeout_s=3000)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["tiny", "default"])
+def test_accelerator_whole_machine_differential(name):
+    """Random LOAD/GEMM/EPI/STORE programs against the golden model, more of them, two seeds."""
+    for seed in (21, 22):
+        run_accelerator_tb(preset(name), seed=seed, programs=200,
+                           testcase="random_compute_programs,random_load_programs",
+                           timeout_s=5000)
