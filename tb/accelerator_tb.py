@@ -672,3 +672,38 @@ async def random_compute_programs(dut):
         stats["store"] += sum(isinstance(x, Store) for x in prog)
     logging.getLogger("cocotb.tb.accelerator").info("compute programs: %s", stats)
     assert stats["rows"] > 0 and stats["stored"] > 0
+
+
+def _directed_params() -> dict | None:
+    params = json.loads(os.environ.get("NMX_TB_PARAMS", "{}"))
+    return params if "program" in params else None
+
+
+@cocotb.test(skip=_directed_params() is None)
+async def directed_program(dut):
+    """A program file and DRAM image named in NMX_TB_PARAMS (``program``, ``dram``): the RTL's
+    status, offset and final DRAM image equal the golden model's (e.g. examples/mlp.nmasm)."""
+    from hw.isa import Program
+    from sim.dram_image import DramImage
+
+    tb, params = await _setup(dut)
+    words = Program.split_words(open(params["program"], "rb").read(), tb.config)
+    image = DramImage.load(params["dram"])
+    result = GoldenModel(tb.config).run(list(words), image)
+    data = image.data.tobytes()
+    tb.dram.mem.write(0, data)
+    prog_addr = -(-len(data) // 4096) * 4096
+    got = await tb.run(words, prog_addr=prog_addr, dram_limit=len(data),
+                       max_cycles=params.get("max_cycles", 2_000_000))
+    want = (int(result.status.code), result.status.pc)
+    assert got == want, f"{params['program']}: RTL {got}, golden {result.status}"
+    final = tb.dram.mem.read(0, len(data))
+    expect = result.dram.data.tobytes()
+    diff = [a for a in range(len(data)) if final[a] != expect[a]]
+    assert not diff, f"{len(diff)} DRAM bytes differ, first at {diff[0]:#x}"
+    counters = await tb.counters()
+    logging.getLogger("cocotb.tb.accelerator").info(
+        "%s: %s; counters %s", params["program"], result.status, counters)
+    path = os.path.join(os.getcwd(), "counters.json")
+    with open(path, "w") as f:
+        json.dump(counters, f, indent=2)
