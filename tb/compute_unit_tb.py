@@ -40,6 +40,7 @@ from hw.compute_unit import (
 )
 from hw.config import preset
 from hw.isa import Epi, EpiDest, Gemm, GemmMode
+from sim.cycle_model import gemm_cycles
 from tb.compute_cases import golden_case, random_case
 from tb.layout_bits import pack, unpack
 from tb.systolic_array_tb import StreamSink, StreamSource
@@ -343,6 +344,11 @@ async def utilisation(dut):
             pairs.append(Epi(src=buf, dst=2 * bank + (g % 2) * n * m, dest=EpiDest.SPAD,
                              scale=0, fn=0, m=m, n_tiles=n))
         metrics[f"gemm_epi_pairs_m{m}_k{k}_n{n}_x6"] = await _measure(tb, cfg, pairs, p["seed"])
+    for m1, k1, n1 in ((64, 4, 4), (16, 1, 1), (1, 1, 1)):
+        single = [Gemm(w=0, a=bank, acc=0, m=m1, k_tiles=k1, n_tiles=n1)]
+        v = await _measure(tb, cfg, single, p["seed"])
+        v["gemm_cycles_model"] = gemm_cycles(cfg, m1, k1, n1)
+        metrics[f"single_gemm_m{m1}_k{k1}_n{n1}"] = v
     for name, v in metrics.items():
         tb.log.info("%s: %s", name, v)
         assert v["array_rows"] == v["expected_rows"]

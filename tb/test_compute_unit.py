@@ -49,5 +49,7 @@ def test_compute_unit_utilisation_default():
     res = _run("default", "utilisation", seed=1)
     metrics = json.loads((res.results_file.parent / "metrics.json").read_text())
     for name, v in metrics.items():
+        model = f", cycle model {v['gemm_cycles_model']}" if "gemm_cycles_model" in v else ""
         print(f"{name}: {v['array_rows']} array rows in {v['busy_cycles']} busy cycles = "
-              f"{100 * v['array_busy_fraction']:.1f} % (interlock stalls {v['stall_interlock']})")
+              f"{100 * v['array_busy_fraction']:.1f} % (interlock stalls {v['stall_interlock']})"
+              f"{model}")

@@ -19,7 +19,7 @@ from tests.compute_bench import LOADED_FUNCTIONS, compare, golden_case, run_rtl
 
 CFG = preset("tiny")  # 4x4 array, 1024-row scratchpad in 2 banks, 256-row accumulator, 64 entries
 R, C = CFG.rows, CFG.cols
-SETTINGS = settings(max_examples=15, deadline=None,
+SETTINGS = settings(max_examples=10, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
