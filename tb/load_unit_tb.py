@@ -492,9 +492,23 @@ async def _load_errors(dut, hostile: bool) -> None:
         "dram past last row": Load(**{**ok, "offset": DRAM_BYTES - 4 * 40 - 30, "outer": 4}),
         "dram beyond addr_bits": Load(**{**ok, "offset": 2**32 - 64}),
         "padding only, outside dram": Load(**{**ok, "offset": 2**32 - 1, "y0": -5}),
+        # whole-beat accumulator rows, contiguous: merged runs are pending when a row fails
+        "merged rows past dram": Load(
+            **{
+                **ok,
+                "mem": MemSpace.ACC,
+                "geom": 2,
+                "length": cfg.cols,
+                "outer": 4,
+                "inner": 4,
+                "offset": DRAM_BYTES - 3 * 4 * 4 * cfg.cols + 8,
+            }
+        ),
     }
+    row = 4 * cfg.cols
+    g2 = Dmacfg(slot=2, height=8, width=4, pitch=4 * row, pix=row, sy=1, sx=1)
     for label, ld in cases.items():
-        await run_case(tb, image, {0: 0}, [g, Load(**ok), ld, Load(**ok)], label)
+        await run_case(tb, image, {0: 0}, [g, g2, Load(**ok), ld, Load(**ok)], label)
     tb.check_monitor()
 
 
