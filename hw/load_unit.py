@@ -312,6 +312,8 @@ class LoadUnit(wiring.Component):
         t_addr = Signal(cfg.addr_bits + 33)
         t_count = Signal(17)
         t_bytes = Signal(32)
+        t_total = Signal(32)  # bytes of all records
+        t_end = Signal(cfg.addr_bits + 34)  # one past the last record byte
 
         # ---------------------------------------------------------------- row geometry
         # Stage 1 registers the row's valid element range; stage 2 its DRAM run; stage 2 is
@@ -754,6 +756,9 @@ class LoadUnit(wiring.Component):
                         t_addr.eq(ins.base + loadt.offset),
                         t_count.eq(Mux(pwl, loadt.count, 1)),
                         t_bytes.eq(Mux(pwl, table_bytes, t_count_bias * BIAS_ENTRY_BYTES)),
+                        t_total.eq(
+                            Mux(pwl, loadt.count * table_bytes, loadt.count * BIAS_ENTRY_BYTES)
+                        ),
                     ]
                     m.next = "LOADT_CHECK"
                 with m.Else():  # SYNC
@@ -790,17 +795,18 @@ class LoadUnit(wiring.Component):
                 ]
                 m.next = "RUN"
             with m.State("LOADT_CHECK"):
+                # Two cycles: the record range's end is registered before it is compared.
                 m.d.comb += self.busy.eq(1)
                 n_entries = Mux(is_pwl, cfg.pwl_functions, cfg.bias_entries)
-                total = Signal(40)
-                m.d.comb += total.eq(
-                    Mux(is_pwl, loadt.count * table_bytes, loadt.count * BIAS_ENTRY_BYTES)
-                )
-                t_end = base_addr + total
+                m.d.sync += t_end.eq(base_addr + t_total)
                 with m.If(loadt.dst + loadt.count > n_entries):
                     fail(_Code.TABLE_RANGE)
                     m.next = "DRAIN"
-                with m.Elif((t_end > self.dram_limit) | (t_end > addr_limit)):
+                with m.Else():
+                    m.next = "LOADT_DRAM"
+            with m.State("LOADT_DRAM"):
+                m.d.comb += self.busy.eq(1)
+                with m.If((t_end > self.dram_limit) | (t_end > addr_limit)):
                     fail(_Code.DRAM_RANGE)
                     m.next = "DRAIN"
                 with m.Else():
