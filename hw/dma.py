@@ -31,7 +31,7 @@ from hw.axi import (
     const_fields,
 )
 
-__all__ = ["AxiReadEngine", "AxiWriteEngine", "ByteRealigner"]
+__all__ = ["AxiReadEngine", "AxiWriteEngine", "ByteRealigner", "StreamSkid"]
 
 
 def _check_int(name: str, value, lo: int, hi: int, pow2: bool = False) -> None:
@@ -177,6 +177,45 @@ class ByteRealigner(wiring.Component):
         return m
 
 
+class StreamSkid(wiring.Component):
+    """A two-entry register slice: ``i.ready`` and ``o.valid`` / ``o.payload`` come from
+    registers, so no combinational path crosses it; one beat per cycle, order kept.
+
+    Parameters
+    ----------
+    shape : shape-like
+        The payload shape.
+    """
+
+    def __init__(self, shape) -> None:
+        super().__init__({"i": In(stream.Signature(shape)), "o": Out(stream.Signature(shape))})
+
+    def elaborate(self, platform):
+        m = Module()
+        main_valid = Signal()
+        main = Signal.like(self.o.payload.as_value())
+        skid_valid = Signal()
+        skid = Signal.like(self.o.payload.as_value())
+        m.d.comb += [
+            self.i.ready.eq(~skid_valid),
+            self.o.valid.eq(main_valid),
+            self.o.payload.eq(main),
+        ]
+        pop = main_valid & self.o.ready
+        push = self.i.valid & ~skid_valid
+        with m.If(pop):
+            with m.If(skid_valid):
+                m.d.sync += [main.eq(skid), skid_valid.eq(0)]
+            with m.Else():
+                m.d.sync += main_valid.eq(0)
+        with m.If(push):
+            with m.If(~main_valid | (pop & ~skid_valid)):
+                m.d.sync += [main.eq(self.i.payload), main_valid.eq(1)]
+            with m.Else():
+                m.d.sync += [skid.eq(self.i.payload), skid_valid.eq(1)]
+        return m
+
+
 class _BurstSplitter(wiring.Component):
     """Split ``(aligned addr, beats)`` into AXI bursts: ``burst`` carries ``(addr, len - 1)``.
 
@@ -292,6 +331,7 @@ class AxiReadEngine(wiring.Component):
         self._desc = SyncFIFOBuffered(
             width=len(self._realigner.cmd.payload.as_value()), depth=max_outstanding
         )
+        self._skid = StreamSkid(self._realigner.o.payload.shape())
         super().__init__(
             {
                 "req": In(
@@ -363,8 +403,14 @@ class AxiReadEngine(wiring.Component):
             ra.i.payload.error.eq(axi.rresp[1]),
             axi.rready.eq(ra.i.ready),
         ]
-        wiring.connect(m, ra.o, wiring.flipped(self.data))
-        m.d.comb += self.busy.eq(sp.busy | desc.r_rdy | ra.active | (outstanding != 0))
+        # The register slice keeps the consumer's ready (and the data) off the realigner's and
+        # the R channel's combinational paths.
+        m.submodules.skid = skid = self._skid
+        wiring.connect(m, ra.o, skid.i)
+        wiring.connect(m, skid.o, wiring.flipped(self.data))
+        m.d.comb += self.busy.eq(
+            sp.busy | desc.r_rdy | ra.active | (outstanding != 0) | skid.o.valid
+        )
         return m
 
 

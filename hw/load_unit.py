@@ -55,6 +55,10 @@ GEOMETRY_LAYOUT = data.StructLayout(
 )
 
 
+#: Longest run of whole rows merged into one read request.
+MERGE_BYTES = 4096
+
+
 class TableField(enum.IntEnum):
     """Which field of a PWL function a ``table_write`` beat sets."""
 
@@ -308,6 +312,8 @@ class LoadUnit(wiring.Component):
         t_addr = Signal(cfg.addr_bits + 33)
         t_count = Signal(17)
         t_bytes = Signal(32)
+        t_total = Signal(32)  # bytes of all records
+        t_end = Signal(cfg.addr_bits + 34)  # one past the last record byte
 
         # ---------------------------------------------------------------- row geometry
         # Stage 1 registers the row's valid element range; stage 2 its DRAM run; stage 2 is
@@ -325,6 +331,8 @@ class LoadUnit(wiring.Component):
         s2_nbytes = Signal(10)
         s2_start = Signal(signed(61))
         s2_end = Signal(signed(61))
+        s2_full = Signal()  # the whole row (elements 0 .. length-1) comes from DRAM
+        merge_ok = Signal()  # rows of this LOAD are whole beats
 
         length = load.length
         round_up = Mux(is_acc, 3, 0)
@@ -342,7 +350,12 @@ class LoadUnit(wiring.Component):
 
         # ---------------------------------------------------------------- row descriptors
         desc_layout = data.StructLayout(
-            {"row": 24, "has": 1, "first_beat": max(1, (row_beats - 1).bit_length())}
+            {
+                "row": 24,
+                "has": 1,
+                "first_beat": max(1, (row_beats - 1).bit_length()),
+                "nbeats": row_beats.bit_length(),
+            }
         )
         m.submodules.desc = desc = SyncFIFOBuffered(
             width=desc_layout.size, depth=self._max_outstanding
@@ -353,28 +366,81 @@ class LoadUnit(wiring.Component):
             desc_in.row.eq(s2_row),
             desc_in.has.eq(s2_has),
             desc_in.first_beat.eq(s2_lo_byte >> lb),
+            desc_in.nbeats.eq(((s2_lo_byte & (bw - 1)) + s2_nbytes + bw - 1) >> lb),
             desc.w_data.eq(desc_in),
             desc_out.eq(desc.r_data),
         ]
 
         # ---------------------------------------------------------------- read requests
-        row_issue = Signal()
-        m.d.comb += [
-            rd.req.payload.addr.eq(Mux(t_issuing, t_addr, s2_start)),
-            rd.req.payload.nbytes.eq(Mux(t_issuing, t_bytes, s2_nbytes)),
-            rd.req.payload.dst_off.eq(Mux(t_issuing, 0, s2_lo_byte)),
-        ]
+        # Whole rows whose length is a multiple of the beat and that follow each other in DRAM
+        # are merged into one request (a run of up to MERGE_BYTES and half the descriptor
+        # queue's rows): one long burst instead of one burst per row. Each row keeps its own
+        # descriptor; the assembler counts beats.
+        row_issue = Signal()  # the stage-2 row leaves (descriptor written)
         stop = flushed | err_pending
-        with m.If(s2_valid & ~stop):
-            with m.If(s2_has & ~limit_ok):
-                fail(_Code.DRAM_RANGE)
-            with m.Else():
-                m.d.comb += [
-                    rd.req.valid.eq(s2_has & desc.w_rdy),
-                    row_issue.eq(desc.w_rdy & (~s2_has | rd.req.ready)),
-                ]
+        pend_valid = Signal()
+        pend_start = Signal(signed(61))
+        pend_end = Signal(signed(61))
+        pend_nbytes = Signal(range(MERGE_BYTES + 1))
+        pend_rows = Signal(range(self._max_outstanding + 1))  # at most half the descriptors
+        live = s2_valid & ~stop
+        data_ok = live & s2_has & limit_ok
+        mergeable = s2_full & merge_ok
+        join = (
+            data_ok
+            & mergeable
+            & pend_valid
+            & (s2_start == pend_end)
+            & (pend_nbytes + s2_nbytes <= MERGE_BYTES)
+            & (pend_rows < max(1, self._max_outstanding // 2))
+            & desc.w_rdy  # else the run must go: its rows' data frees descriptors
+        )
+        issue_pend = pend_valid & ~join
+        with m.If(live & s2_has & ~limit_ok):
+            fail(_Code.DRAM_RANGE)
+        with m.If(issue_pend):
+            m.d.comb += [
+                rd.req.valid.eq(1),
+                rd.req.payload.addr.eq(pend_start),
+                rd.req.payload.nbytes.eq(pend_nbytes),
+                rd.req.payload.dst_off.eq(0),
+            ]
+            with m.If(rd.req.ready):
+                m.d.sync += pend_valid.eq(0)
+        with m.Elif(data_ok & ~mergeable):
+            m.d.comb += [
+                rd.req.valid.eq(desc.w_rdy),
+                rd.req.payload.addr.eq(s2_start),
+                rd.req.payload.nbytes.eq(s2_nbytes),
+                rd.req.payload.dst_off.eq(s2_lo_byte),
+                row_issue.eq(desc.w_rdy & rd.req.ready),
+            ]
         with m.Elif(t_issuing & ~stop):
-            m.d.comb += rd.req.valid.eq(1)
+            m.d.comb += [
+                rd.req.valid.eq(1),
+                rd.req.payload.addr.eq(t_addr),
+                rd.req.payload.nbytes.eq(t_bytes),
+                rd.req.payload.dst_off.eq(0),
+            ]
+        with m.If(join):
+            m.d.comb += row_issue.eq(1)
+            m.d.sync += [
+                pend_end.eq(s2_end),
+                pend_nbytes.eq(pend_nbytes + s2_nbytes),
+                pend_rows.eq(pend_rows + 1),
+            ]
+        with m.If(data_ok & mergeable & ~pend_valid):
+            m.d.comb += row_issue.eq(desc.w_rdy)
+            with m.If(desc.w_rdy):
+                m.d.sync += [
+                    pend_valid.eq(1),
+                    pend_start.eq(s2_start),
+                    pend_end.eq(s2_end),
+                    pend_nbytes.eq(s2_nbytes),
+                    pend_rows.eq(1),
+                ]
+        with m.If(live & ~s2_has):
+            m.d.comb += row_issue.eq(desc.w_rdy)
         m.d.comb += desc.w_en.eq(row_issue)
 
         s2_free = ~s2_valid | row_issue
@@ -392,6 +458,7 @@ class LoadUnit(wiring.Component):
                 s2_lo_byte.eq(lo_byte),
                 s2_nbytes.eq(hi_byte - lo_byte),
                 s2_start.eq(s1_xa + lo_byte),
+                s2_full.eq(s1_has & (s1_lo == 0) & (s1_hi == length)),
                 s2_end.eq(s1_xa + hi_byte),
             ]
         last_row = (wi == load.outer - 1) & (wj == load.inner - 1)
@@ -474,11 +541,12 @@ class LoadUnit(wiring.Component):
                         out_acc.eq(is_acc),
                     ]
             with m.Else():
-                m.d.comb += rd.data.ready.eq(~beat.last | out_free)
+                row_end = slot == desc_out.nbeats - 1
+                m.d.comb += rd.data.ready.eq(~row_end | out_free)
                 with m.If(data_fire):
                     with m.If(beat.error):
                         fail(_Code.DRAM_RANGE)
-                    with m.If(beat.last):
+                    with m.If(row_end):
                         m.d.comb += desc.r_en.eq(1)
                         m.d.sync += [
                             out_valid.eq(1),
@@ -688,6 +756,9 @@ class LoadUnit(wiring.Component):
                         t_addr.eq(ins.base + loadt.offset),
                         t_count.eq(Mux(pwl, loadt.count, 1)),
                         t_bytes.eq(Mux(pwl, table_bytes, t_count_bias * BIAS_ENTRY_BYTES)),
+                        t_total.eq(
+                            Mux(pwl, loadt.count * table_bytes, loadt.count * BIAS_ENTRY_BYTES)
+                        ),
                     ]
                     m.next = "LOADT_CHECK"
                 with m.Else():  # SYNC
@@ -710,6 +781,7 @@ class LoadUnit(wiring.Component):
             with m.State("LOAD_START"):
                 m.d.comb += self.busy.eq(1)
                 m.d.sync += [
+                    merge_ok.eq(((length << esize_log) & (bw - 1)) == 0),
                     walking.eq(1),
                     wi.eq(0),
                     wj.eq(0),
@@ -723,17 +795,18 @@ class LoadUnit(wiring.Component):
                 ]
                 m.next = "RUN"
             with m.State("LOADT_CHECK"):
+                # Two cycles: the record range's end is registered before it is compared.
                 m.d.comb += self.busy.eq(1)
                 n_entries = Mux(is_pwl, cfg.pwl_functions, cfg.bias_entries)
-                total = Signal(40)
-                m.d.comb += total.eq(
-                    Mux(is_pwl, loadt.count * table_bytes, loadt.count * BIAS_ENTRY_BYTES)
-                )
-                t_end = base_addr + total
+                m.d.sync += t_end.eq(base_addr + t_total)
                 with m.If(loadt.dst + loadt.count > n_entries):
                     fail(_Code.TABLE_RANGE)
                     m.next = "DRAIN"
-                with m.Elif((t_end > self.dram_limit) | (t_end > addr_limit)):
+                with m.Else():
+                    m.next = "LOADT_DRAM"
+            with m.State("LOADT_DRAM"):
+                m.d.comb += self.busy.eq(1)
+                with m.If((t_end > self.dram_limit) | (t_end > addr_limit)):
                     fail(_Code.DRAM_RANGE)
                     m.next = "DRAIN"
                 with m.Else():
@@ -741,7 +814,9 @@ class LoadUnit(wiring.Component):
                     m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += self.busy.eq(1)
-                load_done = ~walking & ~s1_valid & ~s2_valid & (rows_written == rows_issued)
+                load_done = (
+                    ~walking & ~s1_valid & ~s2_valid & ~pend_valid & (rows_written == rows_issued)
+                )
                 table_done = ~t_issuing & (t_lasts == t_issued) & ~shift_emit
                 with m.If(Mux(is_table, table_done, load_done) & ~rd.busy & ~out_valid):
                     with m.If(err_pending | flushed):
@@ -754,6 +829,7 @@ class LoadUnit(wiring.Component):
                     ~walking
                     & ~s1_valid
                     & ~s2_valid
+                    & ~pend_valid
                     & ~t_issuing
                     & (rows_written == rows_issued)
                     & (t_lasts == t_issued)

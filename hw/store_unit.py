@@ -61,6 +61,10 @@ def acc_row_layout(config: AcceleratorConfig) -> data.StructLayout:
     return data.StructLayout({"data": data.ArrayLayout(signed(32), config.cols)})
 
 
+#: Longest run of whole-beat rows written with one request.
+MERGE_BYTES = 4096
+
+
 class _Code(enum.IntEnum):
     SPAD_RANGE = 2
     ACC_RANGE = 3
@@ -109,7 +113,7 @@ class StoreUnit(wiring.Component):
         self,
         config: AcceleratorConfig,
         *,
-        read_ahead: int = 4,
+        read_ahead: int = 16,
         max_outstanding: int = 32,
         awid: int = 0,
     ) -> None:
@@ -127,7 +131,7 @@ class StoreUnit(wiring.Component):
             addr_bits=config.addr_bits,
             data_bits=config.dma_data_bits,
             id_bits=AXI_ID_BITS,
-            len_bits=10,
+            len_bits=MERGE_BYTES.bit_length(),
             max_outstanding=max_outstanding,
             awid=awid,
         )
@@ -212,18 +216,56 @@ class StoreUnit(wiring.Component):
         req_valid = issuing & ~flushed
         read_ready = Mux(is_acc, self.acc_read.ready, self.spad_read.ready)
         space = (inflight + rows_fifo.level) < self._read_ahead
-        issue = Signal()
+        issue = Signal()  # a row's SRAM read (and its part of a write request) goes out
         m.d.comb += [
             self.spad_read.payload.addr.eq(src_row),
             self.acc_read.payload.addr.eq(src_row),
-            wr.req.payload.addr.eq(dst_addr),
-            wr.req.payload.nbytes.eq(row_bytes),
-            # Both requests move together: each waits for the other's ready.
-            self.spad_read.valid.eq(req_valid & space & ~is_acc & wr.req.ready),
-            self.acc_read.valid.eq(req_valid & space & is_acc & wr.req.ready),
-            wr.req.valid.eq(req_valid & space & read_ready),
-            issue.eq(req_valid & space & read_ready & wr.req.ready),
         ]
+        # Rows of whole beats that follow each other in DRAM share one write request (a run of
+        # up to MERGE_BYTES, bounded in practice by ``read_ahead`` rows of buffered data): one
+        # long burst instead of one per row. Other rows move their read and write requests
+        # together.
+        whole = Signal()  # this STORE's rows are whole beats
+        pend_valid = Signal()
+        pend_addr = Signal(cfg.addr_bits + 40)
+        pend_end = Signal(cfg.addr_bits + 40)
+        pend_nbytes = Signal(range(MERGE_BYTES + 1))
+        can_join = (dst_addr == pend_end) & (pend_nbytes + row_bytes <= MERGE_BYTES)
+        row_ok = req_valid & space & (~pend_valid | can_join)
+        with m.If(whole):
+            m.d.comb += [
+                self.spad_read.valid.eq(row_ok & ~is_acc),
+                self.acc_read.valid.eq(row_ok & is_acc),
+                issue.eq(row_ok & read_ready),
+                wr.req.valid.eq(pend_valid & ~(issue & can_join)),
+                wr.req.payload.addr.eq(pend_addr),
+                wr.req.payload.nbytes.eq(pend_nbytes),
+            ]
+            with m.If(wr.req.valid & wr.req.ready):
+                m.d.sync += pend_valid.eq(0)
+            with m.If(issue):
+                with m.If(pend_valid):
+                    m.d.sync += [
+                        pend_end.eq(pend_end + row_bytes),
+                        pend_nbytes.eq(pend_nbytes + row_bytes),
+                    ]
+                with m.Else():
+                    m.d.sync += [
+                        pend_valid.eq(1),
+                        pend_addr.eq(dst_addr),
+                        pend_end.eq(dst_addr + row_bytes),
+                        pend_nbytes.eq(row_bytes),
+                    ]
+        with m.Else():
+            m.d.comb += [
+                wr.req.payload.addr.eq(dst_addr),
+                wr.req.payload.nbytes.eq(row_bytes),
+                # Both requests move together: each waits for the other's ready.
+                self.spad_read.valid.eq(req_valid & space & ~is_acc & wr.req.ready),
+                self.acc_read.valid.eq(req_valid & space & is_acc & wr.req.ready),
+                wr.req.valid.eq(req_valid & space & read_ready),
+                issue.eq(req_valid & space & read_ready & wr.req.ready),
+            ]
         last_issue = (wi == st.rows - 1) & (wu == st.tiles - 1)
         with m.If(issue):
             with m.If(wu == st.tiles - 1):
@@ -276,7 +318,7 @@ class StoreUnit(wiring.Component):
         with m.If(wr.error):
             m.d.sync += b_error.eq(1)
 
-        drained = ~issuing & (inflight == 0) & ~rows_fifo.r_rdy & ~wr.busy
+        drained = ~issuing & ~pend_valid & (inflight == 0) & ~rows_fifo.r_rdy & ~wr.busy
 
         # ---------------------------------------------------------------- control
         with m.FSM(name="ctrl"):
@@ -307,6 +349,7 @@ class StoreUnit(wiring.Component):
                     row_elems.eq(Mux(acc, cfg.cols, cfg.lanes)),
                     mem_rows.eq(Mux(acc, cfg.accumulator_rows, cfg.scratchpad_rows)),
                     row_bytes.eq(rb),
+                    whole.eq((rb & (bw - 1)) == 0),
                     nbeats.eq((rb + bw - 1) >> lb),
                     base_addr.eq(ins.base + st.offset),
                     count.eq(st.rows * st.tiles),

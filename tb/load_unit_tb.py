@@ -328,6 +328,36 @@ def random_load(rng: random.Random, cfg, geom: Dmacfg, base_reg: int, dst_hint: 
     )
 
 
+def matrix_load(rng: random.Random, cfg, slot: int, base_reg: int, dst_hint: int):
+    """A DMACFG + LOAD over a contiguous image of whole-beat rows (``pix = length*e``,
+    ``pitch = W*pix``): the rows the load unit merges into long bursts, with some padding."""
+    bw = cfg.dma_data_bits // 8
+    mem = rng.choice([MemSpace.SPAD, MemSpace.ACC])
+    e = 1 if mem == MemSpace.SPAD else 4
+    row = cfg.lanes if mem == MemSpace.SPAD else cfg.cols
+    unit = max(1, bw // e)
+    length = unit * rng.randint(1, max(1, row // unit)) if row >= unit else row
+    pix = length * e
+    w, h = rng.randint(1, 12), rng.randint(1, 6)
+    g = Dmacfg(slot=slot, height=h, width=w, pitch=w * pix, pix=pix, sy=1, sx=1)
+    nrows = cfg.scratchpad_rows if mem == MemSpace.SPAD else cfg.accumulator_rows
+    outer, inner = rng.randint(1, h + 1), rng.randint(1, w + 1)
+    dst = min(dst_hint, nrows - outer * inner)
+    ld = Load(
+        mem=mem,
+        geom=slot,
+        base=base_reg,
+        offset=rng.randrange(0, 5000),
+        dst=dst,
+        outer=outer,
+        inner=inner,
+        y0=rng.choice([0, 0, -1, 1]),
+        x0=rng.choice([0, 0, 0, -1, 1]),
+        length=length,
+    )
+    return g, ld
+
+
 def random_load_case(rng: random.Random, cfg) -> tuple[dict, list]:
     bases = {
         b: rng.choice([rng.randrange(0, 0x8000), 0x1000 * rng.randint(1, 7) - rng.randint(0, 40)])
@@ -336,6 +366,11 @@ def random_load_case(rng: random.Random, cfg) -> tuple[dict, list]:
     body = []
     dst = rng.randrange(0, 64)
     for _ in range(rng.randint(1, 3)):
+        if rng.random() < 0.4:
+            g, ld = matrix_load(rng, cfg, rng.randrange(4), rng.randrange(4), dst)
+            body += [g, ld]
+            dst += ld.outer * ld.inner
+            continue
         g = random_geometry(rng, rng.randrange(4), rng.choice([1, 4]))
         body.append(g)
         for _ in range(rng.randint(1, 3)):
@@ -457,9 +492,23 @@ async def _load_errors(dut, hostile: bool) -> None:
         "dram past last row": Load(**{**ok, "offset": DRAM_BYTES - 4 * 40 - 30, "outer": 4}),
         "dram beyond addr_bits": Load(**{**ok, "offset": 2**32 - 64}),
         "padding only, outside dram": Load(**{**ok, "offset": 2**32 - 1, "y0": -5}),
+        # whole-beat accumulator rows, contiguous: merged runs are pending when a row fails
+        "merged rows past dram": Load(
+            **{
+                **ok,
+                "mem": MemSpace.ACC,
+                "geom": 2,
+                "length": cfg.cols,
+                "outer": 4,
+                "inner": 4,
+                "offset": DRAM_BYTES - 3 * 4 * 4 * cfg.cols + 8,
+            }
+        ),
     }
+    row = 4 * cfg.cols
+    g2 = Dmacfg(slot=2, height=8, width=4, pitch=4 * row, pix=row, sy=1, sx=1)
     for label, ld in cases.items():
-        await run_case(tb, image, {0: 0}, [g, Load(**ok), ld, Load(**ok)], label)
+        await run_case(tb, image, {0: 0}, [g, g2, Load(**ok), ld, Load(**ok)], label)
     tb.check_monitor()
 
 

@@ -18,6 +18,7 @@ TESTS = {
     "write_error_response",
     "tokens_and_sync",
     "throughput",
+    "flush_above",
 }
 
 

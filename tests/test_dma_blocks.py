@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """Python-level checks of the DMA blocks: parameter validation, the AXI helpers, port shapes.
 (Behaviour is tested on Verilated RTL in tb/test_dma_engines.py, tb/test_load_unit.py and
 tb/test_store_unit.py.)"""
