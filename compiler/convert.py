@@ -234,6 +234,9 @@ def convert(model: nn.Module, example_inputs: tuple, calibration: Iterable, *,
     """
     if mode not in MODES:
         raise ValueError(f"mode {mode!r} unknown; choose one of {', '.join(MODES)}")
+    if not isinstance(example_inputs, (tuple, list)):
+        raise ConvertError(f"example_inputs must be a tuple of tensors, e.g. (x,); got a bare "
+                           f"{type(example_inputs).__name__}")
     segments = dict(DEFAULT_SEGMENTS) if segments is None else segments
     check_segments(segments)
     t0 = time.perf_counter()

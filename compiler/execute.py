@@ -10,17 +10,17 @@ mode           what it computes
                int8 constants, int32-grid accumulator, requantisation to the PWL input grid, the
                float PWL, output rounding and saturation. Rounding uses straight-through
                estimators, so it is differentiable (fine-tuning trains through it).
-``int``        the integer-exact reference: int8 operands, int64 accumulation checked to stay in
-               int32, and the epilogue only through :mod:`hw.numeric` (``requantize``,
-               ``pwl_apply``). No float touches the data path; host pre-processing and the input
-               quantisation run before it and dequantisation of the outputs after it. A 16-bit
-               operand (:mod:`compiler.quant.wide`) is split into int8 ``hi``/``lo`` halves: ``hi``
-               GEMMs (and the node's other terms) accumulate first, an ``x256`` epilogue
-               (``hw.numeric.epilogue``, checked not to saturate) scales them in place, then the
-               ``lo`` GEMMs and the bias accumulate; its producer writes the int32 epilogue result
-               and splits it with saturating epilogues. A term with two 16-bit operands runs
-               ``hi·hi`` before and ``hi·lo + lo·hi`` after that epilogue. Never an int16
-               matmul.
+``int``        the integer-exact reference: the integer IR (:mod:`compiler.ir`) interpreted, the
+               same passes the back end lowers to instructions: int8 operands, int64 accumulation
+               checked to stay in int32, and the epilogue only through :mod:`hw.numeric`
+               (``requantize``, ``pwl_apply``). No float touches the data path; host pre-processing
+               and the input quantisation run before it and dequantisation of the outputs after it.
+               A 16-bit operand (:mod:`compiler.quant.wide`) is split into int8 ``hi``/``lo``
+               halves: ``hi`` GEMMs (and the node's other terms) accumulate first, an ``x256``
+               epilogue (``hw.numeric.epilogue``, checked not to saturate) scales them in place,
+               then the ``lo`` GEMMs and the bias accumulate; its producer writes the int32 epilogue
+               result and splits it with saturating epilogues. A term with two 16-bit operands runs
+               ``hi·hi`` before and ``hi·lo + lo·hi`` after that epilogue. Never an int16 matmul.
 =============  ==============================================================================
 
 Every executor takes inputs with one extra leading *sample* dimension (a stack of inputs shaped
@@ -35,23 +35,19 @@ import numpy as np
 import torch
 
 from compiler.graph import GemmNode, MatrixGraph, TensorRef
-from compiler.quant.quantize import NodeQuant, QuantizationError, QuantParams
+from compiler.ir import build_ir, interpret
+from compiler.quant.quantize import NodeQuant, QuantParams
 from compiler.quant.wide import (
     HI_STEP,
     WIDE_MAX,
     WIDE_MIN,
-    join_int16,
-    split_int16,
-    split_saturating,
 )
-from hw.numeric import PwlTable, epilogue, int_range, pwl_apply, requantize
+from hw.numeric import int_range
 
 __all__ = ["MODES", "Stats", "exact_function", "run"]
 
 MODES = ("float", "float-pwl", "fake-quant", "int")
 _SAMPLES_PER_TENSOR = 1 << 16
-_ACC_LO, _ACC_HI = int_range(32)
-_IDENTITY = PwlTable.identity()
 
 
 def exact_function(name: str | None, x: torch.Tensor) -> torch.Tensor:
@@ -213,72 +209,6 @@ def _quantize_input(x: torch.Tensor, scale: float) -> torch.Tensor:
     return torch.clamp(torch.round(x.double() / scale), lo, hi).to(torch.int64)
 
 
-def _int_node(graph, node: GemmNode, vals, qp: QuantParams) -> torch.Tensor:
-    nq = qp.nodes[node.name]
-    what = f"node {node.name} ({node.module}, {node.aten})"
-    acc = None  # accumulated after the x256 epilogue (or the only stage)
-    pre = None  # accumulated before it: hi halves of 16-bit operands, pre-shift int8 terms
-    for t, tq in zip(node.terms, nq.terms, strict=True):
-        a = tq.a_int if tq.a_int is not None else _get(graph, t.a, vals, {})
-        b = tq.b_int if tq.b_int is not None else _get(graph, t.b, vals, {})
-        for src, v in ((t.a.source, a), (t.b.source, b)):
-            if v.dtype != torch.int64:
-                raise QuantizationError(f"node {node.name}: operand {src} is not integer")
-        for side, ref, op in (("a", t.a, tq.a_int), ("b", t.b, tq.b_int)):
-            if op is None and qp.bits.get(ref.source, 8) != 8 and tq.split not in (side, "hh",
-                                                                                    "ab"):
-                raise QuantizationError(
-                    f"{what}: operand {ref.source} is int{qp.bits[ref.source]}; GEMM operands "
-                    "must be int8 or 16-bit operands split into int8 halves"
-                )
-        if tq.split == "hh":  # self-product of a 16-bit tensor: its hi halves, one int8 GEMM
-            a, b = (torch.from_numpy(split_int16(v.numpy())[0]) for v in (a, b))
-        if tq.split in (None, "hh"):
-            p = torch.matmul(a, b)
-            if tq.pre_shift:
-                pre = p if pre is None else pre + p
-            else:
-                acc = p if acc is None else acc + p
-            continue
-        if tq.split == "ab":  # both 16-bit: hi.hi before the x256 epilogue, hi.lo + lo.hi after
-            ha, la = (torch.from_numpy(h) for h in split_int16(a.numpy()))
-            hb, lb = (torch.from_numpy(h) for h in split_int16(b.numpy()))
-            ph = torch.matmul(ha, hb)
-            pl = torch.matmul(ha, lb) + torch.matmul(la, hb)
-            pre = ph if pre is None else pre + ph
-            acc = pl if acc is None else acc + pl
-            continue
-        hi, lo = (torch.from_numpy(h) for h in split_int16((a if tq.split == "a" else b)
-                                                            .numpy()))
-        ph = torch.matmul(hi, b) if tq.split == "a" else torch.matmul(a, hi)
-        pl = torch.matmul(lo, b) if tq.split == "a" else torch.matmul(a, lo)
-        pre = ph if pre is None else pre + ph
-        acc = pl if acc is None else acc + pl
-    if pre is not None:
-        if int(pre.max()) * 256 > _ACC_HI or int(pre.min()) * 256 < _ACC_LO:
-            raise QuantizationError(
-                f"{what}: int32 accumulator overflow in the x256 epilogue of a 16-bit operand "
-                f"(|hi-stage sum| {int(pre.abs().max())} > {_ACC_HI // 256})")
-        shifted = torch.from_numpy(epilogue(pre.numpy(), 256, 0, _IDENTITY, 32))
-        acc = shifted if acc is None else shifted + acc
-    if nq.bias_int is not None:
-        acc = acc + nq.bias_int
-    if int(acc.max()) > _ACC_HI or int(acc.min()) < _ACC_LO:
-        raise QuantizationError(f"node {node.name} ({node.module}): int32 accumulator overflow")
-    ep = node.epilogue
-    acc_np = acc.numpy()
-    if ep.row_scale is None:
-        x = requantize(acc_np, nq.multiplier, nq.shift)
-    else:
-        r = _get(graph, ep.row_scale, vals, {}).numpy()
-        x = requantize(acc_np, r, nq.shift)
-    if nq.split_out:
-        y = join_int16(*split_saturating(pwl_apply(x, nq.table, 32)))
-    else:
-        y = pwl_apply(x, nq.table, nq.out_bits)
-    return torch.from_numpy(np.ascontiguousarray(y))
-
-
 def run(graph: MatrixGraph, inputs: list[torch.Tensor], mode: str, qp: QuantParams | None = None,
         *, stats: Stats | None = None, keep: bool = False, consts: dict | None = None):
     """Run ``graph`` on sample-stacked ``inputs`` (one tensor per graph input).
@@ -323,13 +253,12 @@ def run(graph: MatrixGraph, inputs: list[torch.Tensor], mode: str, qp: QuantPara
             vals[name] = _fq(v.float(), qp.scales[name], 8)
         else:
             vals[name] = v.float()
-    for node in graph.nodes:
-        if mode == "int":
-            y = _int_node(graph, node, vals, qp)
-        else:
-            y = _float_node(graph, node, vals, consts, mode, qp, stats)
-            if stats is not None:
-                stats.observe(node.name, y)
+    if mode == "int":
+        interpret(build_ir(graph, qp), vals)
+    for node in graph.nodes if mode != "int" else ():
+        y = _float_node(graph, node, vals, consts, mode, qp, stats)
+        if stats is not None:
+            stats.observe(node.name, y)
         vals[node.name] = y
     outs = []
     for o in graph.outputs:

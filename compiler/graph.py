@@ -50,6 +50,7 @@ __all__ = [
     "MatrixGraph",
     "Pad",
     "Permute",
+    "Problem",
     "Reshape",
     "Slice",
     "TensorRef",
@@ -58,6 +59,7 @@ __all__ = [
     "UnsupportedOpError",
     "UnsupportedShapeError",
     "View",
+    "summarise_problems",
 ]
 
 
@@ -65,16 +67,87 @@ class ConvertError(NmxError):
     """Base class of every error raised while converting a network to a matrix graph."""
 
 
-class UnsupportedOpError(ConvertError, NotImplementedError):
-    """An operator with no lowering: names the aten op, the module path and the supported set."""
+#: Where a user finds the supported set and how to add to it (quoted by every unsupported-op error).
+SUPPORT_HINT = ("`nmx ops` lists the supported ops; docs/compiler.md, \"Adding a lowering\", "
+                "shows how to add one")
 
-    def __init__(self, op: str, module: str, supported: list[str], detail: str = "") -> None:
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing a conversion cannot do: an op with no lowering, or arguments its lowering refuses.
+
+    Attributes
+    ----------
+    op : str
+        The aten op (``"aten.elu.default"``).
+    module : str
+        Qualified ``nn.Module`` name (``""`` = top level).
+    location : str
+        ``file:line`` of the user's source that called it (from the capture's stack trace), or
+        ``""`` when unknown.
+    detail : str
+        Why (empty for an op with no lowering).
+    kind : str
+        ``"op"`` (no lowering), ``"args"`` (unsupported arguments or shapes) or ``"dtype"``.
+    downstream : bool
+        Whether an operand was produced by an earlier problem (the problem may go away once
+        that one is supported).
+    """
+
+    op: str
+    module: str
+    location: str = ""
+    detail: str = ""
+    kind: str = "op"
+    downstream: bool = False
+
+    def line(self) -> str:
+        """One line: op, where, why."""
+        where = f" at {self.location}" if self.location else ""
+        why = f": {self.detail}" if self.detail else ": no lowering"
+        after = " (downstream of an earlier problem)" if self.downstream else ""
+        return f"{self.op} in module {self.module or '<top>'!r}{where}{why}{after}"
+
+
+def summarise_problems(problems: list[Problem]) -> str:
+    """A summary of all problems of one conversion: one line per (op, reason) with its count and
+    first location, then the pointer to the supported set."""
+    groups: dict[tuple[str, str, str], list[Problem]] = {}
+    for p in problems:
+        groups.setdefault((p.kind, p.op, p.detail), []).append(p)
+    n_ops = len({p.op for p in problems})
+    lines = [f"{len(problems)} unsupported use(s) of {n_ops} op(s):"]
+    for (_, op, _), ps in groups.items():
+        first = ps[0]
+        where = f", first at {first.location}" if first.location else ""
+        why = first.detail or "no lowering"
+        after = " [downstream of an earlier problem]" if all(p.downstream for p in ps) else ""
+        lines.append(f"  {op} x{len(ps)}: {why} (module {first.module or '<top>'!r}{where})"
+                     f"{after}")
+    lines.append(SUPPORT_HINT)
+    return "\n".join(lines)
+
+
+class UnsupportedOpError(ConvertError, NotImplementedError):
+    """Ops the conversion cannot lower: names each aten op, its module path and source location.
+
+    ``op`` and ``module`` are those of the first problem; ``problems`` lists every one found in
+    the graph (one pass), ``supported`` the registered ops (printed by ``nmx ops``, not here).
+    """
+
+    def __init__(self, op: str, module: str, supported: list[str], detail: str = "", *,
+                 problems: list[Problem] | None = None) -> None:
         self.op, self.module, self.supported = op, module, sorted(supported)
-        extra = f" ({detail})" if detail else ""
-        super().__init__(
-            f"unsupported op {op} in module {module or '<top>'!r}{extra}; supported ops: "
-            + ", ".join(self.supported)
-        )
+        self.problems = list(problems) if problems else [Problem(op, module, "", detail)]
+        if problems and len(problems) > 1:
+            msg = summarise_problems(self.problems)
+        else:
+            p = self.problems[0]
+            where = f" at {p.location}" if p.location else ""
+            extra = f" ({detail or p.detail})" if (detail or p.detail) else ""
+            msg = (f"unsupported op {op} in module {module or '<top>'!r}{where}{extra}; "
+                   f"{SUPPORT_HINT}")
+        super().__init__(msg)
 
 
 class UnsupportedDtypeError(ConvertError, TypeError):
@@ -116,7 +189,7 @@ class Reshape(View):
 
     def apply(self, t, sample_ndim):
         lead = t.shape[: t.ndim - sample_ndim]
-        return t.reshape(*lead, *self.shape)
+        return t.reshape((*lead, *self.shape))
 
 
 @dataclass(frozen=True)

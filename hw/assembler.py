@@ -9,8 +9,10 @@ Syntax, one instruction per line::
 ``mnemonic`` is an opcode name (case-insensitive, e.g. ``gemm``). ``value`` is an integer
 expression (decimal, ``0x`` hex, ``0b`` binary, ``.equ`` names, ``+ - * // % << >> & |`` and
 parentheses) or, for enum fields, the member name (``mode=ACCUMULATE``). Bare words after the
-mnemonic are dependency flags (``pop_prev``, ``pop_next``, ``push_prev``, ``push_next``). Fields
-left out take their default (the minimum legal value, or the first enum member). Fields may be
+mnemonic are dependency flags (``pop_prev``, ``pop_next``, ``push_prev``, ``push_next``). Count
+fields (those whose minimum is 1: ``m``, ``k_tiles``, ``outer``, ``length``, ``pix``, ...) must be
+given: an unset count silently becoming 1 would be a wrong program. Other fields left out are 0,
+or the first enum member (``mode=OVERWRITE``, ``mem=SPAD``, ...). Fields may be
 separated by spaces or commas. A ``.equ`` name defined twice, or a field or flag given twice on
 one line, is an error naming the line.
 
@@ -200,6 +202,12 @@ def assemble(text: str, *, source: str = "<text>") -> Program:
             encode(ins)
         except IsaError as e:
             raise AsmError(f"{where}: {mnem}: {e}") from None
+        missing = [n for n, spec in specs.items() if spec.minimum >= 1 and n not in kwargs]
+        if missing:
+            raise AsmError(
+                f"{where}: {mnem}: missing count field(s) {', '.join(missing)} (count fields "
+                "have no default)"
+            )
         instructions.append(ins)
     return Program(instructions)
 

@@ -248,9 +248,10 @@ PRESETS: dict[str, AcceleratorConfig] = {
     # 8x8 int8 array uses 64 multipliers. EBR, counted in 512 x 36 blocks (width, then depth):
     # scratchpad 4096 rows x 64 bit = 2 wide x 8 deep = 16 (32 KiB); accumulator 512 rows x
     # 8 x 32 bit = 8 wide x 1 deep = 8 (16 KiB); bias/scale SRAM 256 entries x 54 bit (int32 bias,
-    # int16 multiplier, 6-bit shift) = 2 wide x 1 deep = 2; segment tables 8 functions x 64
-    # segments x 80 bit (int32 breakpoint, int16 slope, int32 intercept) = 512 x 80 = 3 wide x 1
-    # deep = 3. Total 29 of 208 EBR (14 %).
+    # int16 multiplier, 6-bit shift) in 8 banks of 32 = LUT RAM, 0 EBR; segment tables 8
+    # functions x 64 segments, one copy per lane for the pipelined search (levels 3-5, slopes,
+    # intercepts) = 5 per lane = 40 (measured, docs/architecture.md "Epilogue"). Total 64 of
+    # 208 EBR (31 %).
     "ecp5": AcceleratorConfig(
         rows=8,
         cols=8,

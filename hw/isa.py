@@ -53,6 +53,7 @@ __all__ = [
     "PROGRAM_HEADER_BYTES",
     "PROGRAM_MAGIC",
     "PROGRAM_VERSION",
+    "READABLE_VERSIONS",
     "PWL_HEADER_BYTES",
     "Program",
     "ProgramHeader",
@@ -145,11 +146,26 @@ class TableKind(enum.Enum, shape=1):
 
 
 class GemmMode(enum.Enum, shape=2):
-    """How GEMM combines its product with the accumulator rows (value 3 is illegal)."""
+    """How GEMM combines its product with the accumulator rows.
+
+    ``ACCUMULATE_BIAS`` adds both the bias entries and the old accumulator row (the bias of a
+    term that follows the ``x256`` step of a 16-bit operand).
+    """
 
     OVERWRITE = 0
     ACCUMULATE = 1
     BIAS = 2
+    ACCUMULATE_BIAS = 3
+
+    @property
+    def reads_accumulator(self) -> bool:
+        """True for the modes that add the old accumulator row."""
+        return self in (GemmMode.ACCUMULATE, GemmMode.ACCUMULATE_BIAS)
+
+    @property
+    def reads_bias(self) -> bool:
+        """True for the modes that add bias entries ``bias + u*C + c``."""
+        return self in (GemmMode.BIAS, GemmMode.ACCUMULATE_BIAS)
 
 
 class EpiDest(enum.Enum, shape=2):
@@ -314,7 +330,10 @@ class Gemm(Instruction):
     OPCODE: ClassVar[Opcode] = Opcode.GEMM
     UNIT: ClassVar[Unit] = Unit.COMPUTE
 
-    mode: GemmMode = _e(GemmMode, "OVERWRITE, ACCUMULATE, or BIAS (overwrite with bias + product)")
+    mode: GemmMode = _e(
+        GemmMode,
+        "OVERWRITE, ACCUMULATE, BIAS (bias + product) or ACCUMULATE_BIAS (acc + bias + product)",
+    )
     transpose: bool = field(
         default=False,
         metadata={"bits": 1, "kind": "bool", "min": 0, "doc": "weight blocks stored transposed"},
@@ -325,7 +344,7 @@ class Gemm(Instruction):
     m: int = _u(12, "operand rows streamed per block", minimum=1)
     k_tiles: int = _u(12, "reduction blocks accumulated (K = k_tiles * rows)", minimum=1)
     n_tiles: int = _u(12, "output column blocks (N = n_tiles * cols)", minimum=1)
-    bias: int = _u(16, "first bias entry (mode BIAS)")
+    bias: int = _u(16, "first bias entry (modes BIAS and ACCUMULATE_BIAS)")
 
 
 @dataclass(frozen=True)
@@ -594,8 +613,11 @@ def _first_cut_field(first_byte: int, bits_present: int) -> str:
 
 #: First four bytes of a program file.
 PROGRAM_MAGIC = b"NMXP"
-#: Version 2 added the config stamp; version 1 files (no stamp) are rejected.
-PROGRAM_VERSION = 2
+#: The version written. 3: GemmMode 3 (ACCUMULATE_BIAS) is legal; 2 added the config stamp.
+PROGRAM_VERSION = 3
+#: Versions read: a version 2 file's words mean the same in version 3 (3 only adds a mode);
+#: version 1 files (no config stamp) are rejected.
+READABLE_VERSIONS = (2, 3)
 # magic, version, header words, instruction count, rows, cols, config fingerprint, reserved
 _HEADER = struct.Struct("<4sHHIHH10s6s")
 #: Bytes of the program file header (two 16-byte words).
@@ -615,7 +637,7 @@ class ProgramHeader:
 class Program:
     """A sequence of instructions and its file form.
 
-    File form (little-endian): a 32-byte header (``b"NMXP"``, version u16 = 2, header words
+    File form (little-endian): a 32-byte header (``b"NMXP"``, version u16 = 3, header words
     u16 = 2, instruction count u32, the config's ``rows`` u16 and ``cols`` u16, its 10-character
     fingerprint in ASCII, 6 reserved zero bytes) followed by one 16-byte word per instruction.
     Instruction memory holds the words only; word offsets count from the first instruction.
@@ -690,10 +712,11 @@ class Program:
                            f"{PROGRAM_MAGIC!r}")
         if len(blob) >= 6:
             (version,) = struct.unpack_from("<H", blob, 4)
-            if version != PROGRAM_VERSION:
+            if version not in READABLE_VERSIONS:
                 raise IsaError(
-                    f"unsupported program file version {version} (supported: {PROGRAM_VERSION}; "
-                    "version 1 files carry no config fingerprint: assemble the source again)"
+                    f"unsupported program file version {version} (supported: "
+                    f"{', '.join(map(str, READABLE_VERSIONS))}; version 1 files carry no config "
+                    "fingerprint: assemble the source again)"
                 )
         if len(blob) < _HEADER.size:
             raise IsaError(

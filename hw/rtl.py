@@ -13,10 +13,20 @@ from pathlib import Path
 
 from hw.config import AcceleratorConfig
 
-__all__ = ["TOP_MODULE", "top_component", "verilog_text", "write_if_changed", "write_rtl"]
+__all__ = [
+    "TOPS",
+    "TOP_MODULE",
+    "top_component",
+    "verilog_text",
+    "write_if_changed",
+    "write_rtl",
+]
 
-#: Verilog module name of the generated top level.
-TOP_MODULE = "systolic_array"
+#: The tops ``write_rtl`` can generate: name -> Verilog module name. ``accelerator`` is the whole
+#: machine (hw.accelerator.Accelerator); ``array`` the systolic array alone (array demo, timing).
+TOPS = {"accelerator": "nmx_accelerator", "array": "systolic_array"}
+#: Verilog module name of the default top level, the accelerator.
+TOP_MODULE = TOPS["accelerator"]
 
 
 def verilog_text(component, name: str) -> str:
@@ -46,14 +56,21 @@ def verilog_text(component, name: str) -> str:
     return verilog.convert(component, name=name, emit_src=False)
 
 
-def top_component(config: AcceleratorConfig):
-    """Return the accelerator's current top-level component for ``config``.
+def top_component(config: AcceleratorConfig, top: str = "accelerator"):
+    """Return the top-level component ``top`` (a key of :data:`TOPS`) for ``config``.
 
-    Today that is the systolic array, :class:`hw.systolic_array.SystolicArray`.
+    ``accelerator`` is :class:`hw.accelerator.Accelerator`, ``array`` is
+    :class:`hw.systolic_array.SystolicArray`; another name raises ValueError listing them.
     """
-    from hw.systolic_array import SystolicArray
+    if top == "accelerator":
+        from hw.accelerator import Accelerator
 
-    return SystolicArray(config)
+        return Accelerator(config)
+    if top == "array":
+        from hw.systolic_array import SystolicArray
+
+        return SystolicArray(config)
+    raise ValueError(f"unknown top {top!r}; known: {', '.join(TOPS)}")
 
 
 def write_if_changed(path: Path, data: bytes) -> bool:
@@ -75,13 +92,14 @@ def write_if_changed(path: Path, data: bytes) -> bool:
     return True
 
 
-def write_rtl(config: AcceleratorConfig, out_dir: str | os.PathLike) -> Path:
-    """Generate the top level's Verilog for ``config`` into ``out_dir``.
+def write_rtl(
+    config: AcceleratorConfig, out_dir: str | os.PathLike, top: str = "accelerator"
+) -> Path:
+    """Generate the Verilog of top level ``top`` for ``config`` into ``out_dir``.
 
-    Writes ``<out_dir>/<stem>.v`` (module :data:`TOP_MODULE`) and the sidecar ``<stem>.json``
+    Writes ``<out_dir>/<stem>.v`` (module ``TOPS[top]``) and the sidecar ``<stem>.json``
     (the config's fields, its fingerprint and the module name), where ``stem`` is
-    ``config.artifact_stem("systolic_array")``. Files whose content is unchanged are not
-    rewritten.
+    ``config.artifact_stem(TOPS[top])``. Files whose content is unchanged are not rewritten.
 
     Parameters
     ----------
@@ -89,6 +107,8 @@ def write_rtl(config: AcceleratorConfig, out_dir: str | os.PathLike) -> Path:
         The accelerator instance to generate.
     out_dir : path-like
         Output folder, created if missing.
+    top : str
+        ``"accelerator"`` (default) or ``"array"`` (:data:`TOPS`).
 
     Returns
     -------
@@ -97,13 +117,15 @@ def write_rtl(config: AcceleratorConfig, out_dir: str | os.PathLike) -> Path:
     """
     if not isinstance(config, AcceleratorConfig):
         raise TypeError(f"config must be an AcceleratorConfig, got {config!r}")
+    component = top_component(config, top)
+    module = TOPS[top]
     out = Path(out_dir)
-    stem = config.artifact_stem(TOP_MODULE)
-    text = verilog_text(top_component(config), TOP_MODULE)
+    stem = config.artifact_stem(module)
+    text = verilog_text(component, module)
     verilog_path = out / f"{stem}.v"
     write_if_changed(verilog_path, text.encode())
     sidecar = {
-        "module": TOP_MODULE,
+        "module": module,
         "verilog": verilog_path.name,
         "fingerprint": config.fingerprint,
         "config": config.to_dict(),

@@ -23,7 +23,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pwl": ("pwl", "fit a piecewise-linear approximation and report its error"),
     "convert": ("convert", "convert a zoo model and report its accuracy"),
     "zoo": ("zoo", "model zoo: shipped weights, targets across training seeds"),
+    "ops": ("ops", "list the PyTorch ops the converter lowers, and the PWL functions"),
     "bench": ("bench", "benchmarks: golden-model speed, RTL cycles"),
+    "compile": ("compile", "compile zoo models into bundles (program, DRAM image, manifest)"),
+    "run": ("run", "run a compiled bundle on the golden model"),
 }
 
 

@@ -31,7 +31,6 @@ from hw.isa import (
     Epi,
     EpiDest,
     Gemm,
-    GemmMode,
     Halt,
     Instruction,
     IsaError,
@@ -694,20 +693,20 @@ class GoldenModel:
         self._check_rows(StatusCode.SPAD_RANGE, "weight", ins.w, n * k * blk, c.scratchpad_rows)
         self._check_rows(StatusCode.SPAD_RANGE, "operand", ins.a, k * m, c.scratchpad_rows)
         self._check_rows(StatusCode.ACC_RANGE, "accumulator", ins.acc, n * m, c.accumulator_rows)
-        if ins.mode == GemmMode.BIAS:
+        if ins.mode.reads_bias:
             self._check_rows(StatusCode.TABLE_RANGE, "bias entry", ins.bias, n * C, c.bias_entries)
         self._require_spad(ins.a, k * m, R, "operand")
         self._require_spad(ins.w, n * k * blk, R if ins.transpose else C, "weight")
-        if ins.mode == GemmMode.ACCUMULATE:
+        if ins.mode.reads_accumulator:
             self._require(self._acc_written, ins.acc, n * m, "accumulator row")
-        if ins.mode == GemmMode.BIAS:
+        if ins.mode.reads_bias:
             self._require(self._bias_written, ins.bias, n * C, "the bias of entry")
         hz = self._hz
         hz.access("scratchpad row", ins.w, n * k * blk, write=False)
         hz.access("scratchpad row", ins.a, k * m, write=False)
-        if ins.mode == GemmMode.BIAS:
+        if ins.mode.reads_bias:
             hz.access("bias/scale entry", ins.bias, n * C, write=False)
-        if ins.mode == GemmMode.ACCUMULATE:
+        if ins.mode.reads_accumulator:
             hz.access("accumulator row", ins.acc, n * m, write=False)
         hz.access("accumulator row", ins.acc, n * m, write=True)
         a = self.spad[ins.a : ins.a + k * m, :R].reshape(k, m, R)
@@ -720,9 +719,9 @@ class GoldenModel:
         # float64 is exact here: |sum| <= 4095*64 * 2**14 < 2**53.
         p = (a @ w).astype(np.int64).reshape(m, n, C).transpose(1, 0, 2).reshape(n * m, C)
         rows = slice(ins.acc, ins.acc + n * m)
-        if ins.mode == GemmMode.ACCUMULATE:
+        if ins.mode.reads_accumulator:
             p = p + self.acc[rows]
-        elif ins.mode == GemmMode.BIAS:
+        if ins.mode.reads_bias:
             bias = self.bias[ins.bias : ins.bias + n * C].astype(np.int64).reshape(n, 1, C)
             p = (p.reshape(n, m, C) + bias).reshape(n * m, C)
         self.acc[rows] = p.astype(np.int32)  # two's-complement wrap, as the hardware adders
@@ -776,6 +775,12 @@ class GoldenModel:
             self._check_rows(
                 StatusCode.TABLE_RANGE, "scale destination entry", ins.dst, n * m, c.bias_entries
             )
+            if ins.dst < sl.stop and sl.start < ins.dst + n * m:
+                raise _Fault(
+                    StatusCode.FIELD_RANGE,
+                    f"scale destination entries {ins.dst}..{ins.dst + n * m - 1} overlap the "
+                    f"scale entries {sl.start}..{sl.stop - 1} this EPI reads",
+                )
             hz.access("bias/scale entry", ins.dst, n * m, write=True)
             y = numeric.pwl_apply(req[:, :, ins.col], table, out_bits).reshape(n * m)
             self.mult[ins.dst : ins.dst + n * m] = y
@@ -826,10 +831,13 @@ class GoldenModel:
         starts = (self.bases[ins.base] + ins.offset + i * ins.stride + u * row_bytes).reshape(-1)
         addrs = (starts[:, None] + np.arange(row_bytes, dtype=np.int64)[None, :]).ravel()
         self._check_dram(addrs, "STORE")
-        if count > 1 and np.unique(addrs).size != addrs.size:
+        # Rows of a tile are `stride` apart and the tiles of a row side by side, so rows are
+        # disjoint exactly when a row's tiles fit before the next row starts.
+        if ins.rows > 1 and ins.stride < ins.tiles * row_bytes:
             raise _Fault(
                 StatusCode.FIELD_RANGE,
-                f"destination rows overlap (stride {ins.stride} < row bytes)",
+                f"destination rows overlap: stride {ins.stride} < tiles * row bytes = "
+                f"{ins.tiles} * {row_bytes}",
             )
         if ins.mem == MemSpace.SPAD:
             self._require_spad(ins.src, count, ins.length, "source")

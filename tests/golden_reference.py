@@ -157,9 +157,9 @@ class ReferenceMachine:
                                     w = self.spad[ins.w + q * R + r][c]
                                 total += self.spad[ins.a + t * ins.m + i][r] * w
                         row = ins.acc + u * ins.m + i
-                        if ins.mode == GemmMode.ACCUMULATE:
+                        if ins.mode in (GemmMode.ACCUMULATE, GemmMode.ACCUMULATE_BIAS):
                             total += self.acc[row][c]
-                        elif ins.mode == GemmMode.BIAS:
+                        if ins.mode in (GemmMode.BIAS, GemmMode.ACCUMULATE_BIAS):
                             total += self.bias[ins.bias + u * C + c]
                         out[row, c] = _wrap32(total)
             for (row, c), v in out.items():

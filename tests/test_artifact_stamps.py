@@ -20,12 +20,19 @@ def test_program_header_layout_and_roundtrip():
     blob = PROG.to_bytes(TINY)
     assert len(blob) == PROGRAM_HEADER_BYTES + 2 * 16 and PROGRAM_HEADER_BYTES == 32
     magic, version, words, count, rows, cols = struct.unpack_from("<4sHHIHH", blob)
-    assert (magic, version, words, count, rows, cols) == (b"NMXP", 2, 2, 2, 4, 4)
+    assert (magic, version, words, count, rows, cols) == (b"NMXP", 3, 2, 2, 4, 4)
     assert blob[16:26] == TINY.fingerprint.encode() and blob[26:32] == bytes(6)
     header = Program.read_header(blob)
     assert header.count == 2 and header.stamp == TINY.stamp
     assert Program.from_bytes(blob, TINY) == PROG == Program.from_bytes(blob)
     assert GoldenModel(TINY).run(blob, DramImage.zeros(16)).ok
+
+
+def test_version_2_files_still_load():
+    """Version 3 only made GemmMode 3 legal: a version 2 file's words mean the same."""
+    blob = bytearray(PROG.to_bytes(TINY))
+    blob[4:6] = (2).to_bytes(2, "little")
+    assert Program.from_bytes(bytes(blob), TINY) == PROG
 
 
 def test_program_for_another_config_is_rejected():

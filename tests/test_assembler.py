@@ -26,9 +26,9 @@ def test_syntax_equ_expressions_defaults_and_flags():
     ; a comment
     .equ ROWS 4
     .equ BASE 0x100          # another comment
-    load mem=ACC, dst=ROWS*2, outer = (ROWS + 1), offset=BASE+16, length=4 push_next
-    gemm mode=accumulate m=ROWS k_tiles=2 pop_prev push_next
-    epi dest=SCALE m=1 col=3 out_shift=15
+    load mem=ACC, dst=ROWS*2, outer = (ROWS + 1), inner=1, offset=BASE+16, length=4 push_next
+    gemm mode=accumulate m=ROWS k_tiles=2 n_tiles=1 pop_prev push_next
+    epi dest=SCALE m=1 n_tiles=1 col=3 out_shift=15
     halt
     """
     prog = assemble(text)
@@ -50,7 +50,9 @@ def test_syntax_equ_expressions_defaults_and_flags():
         ("gemm m=FOO", r"field 'm': undefined name 'FOO'"),
         ("gemm m=1 m=2", r"field 'm' given twice"),
         ("gemm wait", r"'wait' is neither field=value nor a dependency flag"),
-        ("store push_next", r"store: field 'push_next'"),
+        ("store rows=1 tiles=1 length=1 push_next", r"store: field 'push_next'"),
+        ("gemm m=2 k_tiles=1", r"src.nmasm:1: gemm: missing count field\(s\) n_tiles"),
+        ("load length=3", r"load: missing count field\(s\) outer, inner"),
         (".equ 9x 3", r"expected '.equ NAME expression'"),
         ("gemm transpose=2", r"field 'transpose': expected 0 or 1"),
         ("gemm m=__import__('os')", r"field 'm': unsupported expression"),

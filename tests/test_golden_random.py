@@ -114,7 +114,7 @@ def random_program(rng, cfg, length=25) -> Program:  # noqa: C901
             m, k, n = r(1, 3), r(1, 2), r(1, 2)
             t = r(0, 1)
             blk = C if t else R
-            out.append(Gemm(mode=GemmMode(r(0, 2)), transpose=bool(t), w=r(0, S - n * k * blk),
+            out.append(Gemm(mode=GemmMode(r(0, 3)), transpose=bool(t), w=r(0, S - n * k * blk),
                             a=r(0, S - k * m), acc=r(0, A - n * m), m=m, k_tiles=k, n_tiles=n,
                             bias=r(0, E - n * C)))
         elif kind == 6 and loaded:
@@ -129,7 +129,14 @@ def random_program(rng, cfg, length=25) -> Program:  # noqa: C901
                     dst = src
             else:
                 dst = r(0, E - n * m)
-            scale = r(0, E - (n * C if mode == ScaleMode.COL else m))
+            span = n * C if mode == ScaleMode.COL else m
+            scale = r(0, E - span)
+            if dest == EpiDest.SCALE:  # destination entries may not overlap the scales read
+                free = [d for d in range(E - n * m + 1) if d + n * m <= scale or d >= scale + span]
+                if free:
+                    dst = int(rng.choice(free))
+                else:
+                    dest, dst = EpiDest.SPAD, r(0, S - n * m)
             out.append(Epi(src=src, dst=dst, dest=dest, scale_mode=mode, scale=scale,
                            fn=int(rng.choice(sorted(loaded))), m=m, n_tiles=n, col=r(0, C - 1),
                            out_shift=r(0, 20)))

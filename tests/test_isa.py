@@ -13,6 +13,8 @@ from hw.isa import (
     INSTRUCTION_CLASSES,
     WORD_BITS,
     WORD_LAYOUT,
+    Epi,
+    EpiDest,
     Gemm,
     GemmMode,
     Halt,
@@ -89,11 +91,18 @@ def test_illegal_opcode(raw):
 
 
 def test_illegal_enum_value_names_the_field():
-    word = encode(Gemm(mode=GemmMode.BIAS))
-    spec = next(s for s in field_specs(Opcode.GEMM) if s.name == "mode")
+    word = encode(Epi(dest=EpiDest.SPAD))
+    spec = next(s for s in field_specs(Opcode.EPI) if s.name == "dest")
     word |= 3 << spec.offset
-    with pytest.raises(IsaError, match=r"word 5: field 'mode': illegal GemmMode value 3"):
+    with pytest.raises(IsaError, match=r"word 5: field 'dest': illegal EpiDest value 3"):
         decode(word, offset=5)
+
+
+def test_every_gemm_mode_is_legal():
+    """ISA v3 made GemmMode 3 (ACCUMULATE_BIAS) legal: all four 2-bit values decode."""
+    for mode in GemmMode:
+        assert decode(encode(Gemm(mode=mode))).mode is mode
+    assert [m.value for m in GemmMode] == [0, 1, 2, 3]
 
 
 def test_reserved_bits_must_be_zero():

@@ -11,7 +11,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.config import PRESETS, AcceleratorConfig, preset
-from hw.rtl import TOP_MODULE, verilog_text, write_if_changed, write_rtl
+from hw.rtl import TOP_MODULE, TOPS, top_component, verilog_text, write_if_changed, write_rtl
 from nmx.cli import main as nmx_main
 from nmx.commands.rtl import load_config
 
@@ -49,7 +49,7 @@ def test_write_if_changed_keeps_mtime(tmp_path):
 def test_write_rtl_is_byte_identical_and_named_by_fingerprint(tmp_path):
     config = preset("tiny")
     path = write_rtl(config, tmp_path)
-    assert path == tmp_path / f"systolic_array_{config.rows}x{config.cols}_{config.fingerprint}.v"
+    assert path == tmp_path / f"nmx_accelerator_{config.rows}x{config.cols}_{config.fingerprint}.v"
     text = path.read_bytes()
     assert f"module {TOP_MODULE}(".encode() in text
     sidecar = path.with_suffix(".json")
@@ -66,6 +66,27 @@ def test_write_rtl_is_byte_identical_and_named_by_fingerprint(tmp_path):
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     subprocess.run([sys.executable, "-c", code, str(other)], check=True, env=env)
     assert (other / path.name).read_bytes() == text
+
+
+def test_array_top_is_available_and_unknown_tops_are_refused(tmp_path):
+    config = preset("tiny")
+    path = write_rtl(config, tmp_path, "array")
+    assert path.name == f"systolic_array_{config.rows}x{config.cols}_{config.fingerprint}.v"
+    assert b"module systolic_array(" in path.read_bytes()
+    assert json.loads(path.with_suffix(".json").read_text())["module"] == TOPS["array"]
+    with pytest.raises(ValueError, match="unknown top 'cpu'; known: accelerator, array"):
+        top_component(config, "cpu")
+    assert nmx_main(["rtl", "--config", "tiny", "--top", "array", "--out", str(tmp_path)]) == 0
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_emits_the_accelerator_lint_clean(tmp_path, name):
+    from sim.lint import lint_file
+
+    path = write_rtl(preset(name), tmp_path)
+    assert f"module {TOP_MODULE}(".encode() in path.read_bytes()
+    result = lint_file(path)
+    assert result.clean, result.messages
 
 
 def test_sidecar_holds_the_config(tmp_path):

@@ -30,7 +30,7 @@ from compiler.pwl.errors import (
     SegmentBudgetError,
     UnknownFunctionError,
 )
-from compiler.pwl.functions import FUNCTIONS, Line, PwlFunction
+from compiler.pwl.functions import FUNCTIONS, Line, PwlFunction, parameterised
 from compiler.pwl.segmentation import segment
 from hw.numeric import ACC_BITS, MAX_SHIFT, SLOPE_BITS, PwlTable, int_range, pwl_apply
 
@@ -67,12 +67,17 @@ _B_LO, _B_HI = int_range(ACC_BITS)
 
 
 def get_function(fn: str | PwlFunction) -> PwlFunction:
-    """Look up a function by name (or pass a :class:`PwlFunction` through)."""
+    """Look up a function by name (or pass a :class:`PwlFunction` through); parameterised names
+    such as ``"leaky_relu(negative_slope=0.2)"`` are built on first use
+    (:func:`compiler.pwl.functions.parameterised`)."""
     if isinstance(fn, PwlFunction):
         return fn
     try:
         return FUNCTIONS[fn]
     except (KeyError, TypeError):
+        built = parameterised(fn) if isinstance(fn, str) else None
+        if built is not None:
+            return built
         raise UnknownFunctionError(
             f"unknown PWL function {fn!r}; supported: {', '.join(sorted(FUNCTIONS))}"
         ) from None

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["FUNCTIONS", "Line", "PwlFunction"]
+__all__ = ["FUNCTIONS", "PARAMETERISED", "Line", "PwlFunction", "function_name", "parameterised"]
 
 #: A straight line ``y = slope * x + intercept``, as ``(slope, intercept)``.
 Line = tuple[float, float]
@@ -208,8 +208,102 @@ FUNCTIONS: dict[str, PwlFunction] = {
             "negative slope 0.01; exact with 2 segments", kinks=(0.0,), exact=True,
         ),
         PwlFunction(
+            "mish", lambda x: x * np.tanh(np.logaddexp(0.0, x)), F.mish, (-16.0, 16.0),
+            "|mish(x) - relu(x)| < 2e-6 beyond |x| = 16", left=(0.0, 0.0), right=(1.0, 0.0),
+        ),
+        PwlFunction(
             "identity", lambda x: np.array(x, dtype=np.float64, copy=True), lambda x: x,
             (-8.0, 8.0), "exact with 1 segment", exact=True,
         ),
     )
 }
+
+
+# ---- parameterised families -----------------------------------------------------------------
+
+
+def _leaky_relu(negative_slope: float) -> PwlFunction:
+    a = float(negative_slope)
+    return PwlFunction(
+        function_name("leaky_relu", negative_slope=a),
+        lambda x: np.where(x >= 0, x, a * x), lambda x: F.leaky_relu(x, a), (-8.0, 8.0),
+        f"negative slope {a:g}; exact with 2 segments", kinks=(0.0,), exact=True,
+    )
+
+
+def _elu(alpha: float) -> PwlFunction:
+    a = float(alpha)
+    return PwlFunction(
+        function_name("elu", alpha=a),
+        lambda x: np.where(x > 0, x, a * np.expm1(np.minimum(x, 0.0))),
+        lambda x: F.elu(x, a), (-16.0, 8.0),
+        "as elu", left=(0.0, -a), right=(1.0, 0.0), kinks=(0.0,),
+    )
+
+
+def _softplus(beta: float, threshold: float) -> PwlFunction:
+    b, t = float(beta), float(threshold)
+    return PwlFunction(
+        function_name("softplus", beta=b, threshold=t),
+        lambda x: np.where(b * x > t, x, np.logaddexp(0.0, b * x) / b),
+        lambda x: F.softplus(x, b, t), (-16.0 / b, 16.0 / b),
+        "as softplus, in units of 1/beta", left=(0.0, 0.0), right=(1.0, 0.0),
+    )
+
+
+def _hardtanh(min_val: float, max_val: float) -> PwlFunction:
+    lo, hi = float(min_val), float(max_val)
+    return PwlFunction(
+        function_name("hardtanh", min_val=lo, max_val=hi),
+        lambda x: np.clip(x, lo, hi), lambda x: F.hardtanh(x, lo, hi),
+        (min(-8.0, 2 * lo), max(8.0, 2 * hi)), "exact with 3 segments", kinks=(lo, hi),
+        exact=True,
+    )
+
+
+#: Function families with parameters: family -> (builder, parameter names, defaults). Their
+#: names carry the parameters, ``"leaky_relu(negative_slope=0.2)"``, so a name alone rebuilds
+#: the function in any process (:func:`parameterised`).
+PARAMETERISED: dict[str, tuple] = {
+    "leaky_relu": (_leaky_relu, ("negative_slope",), (0.01,)),
+    "elu": (_elu, ("alpha",), (1.0,)),
+    "softplus": (_softplus, ("beta", "threshold"), (1.0, 20.0)),
+    "hardtanh": (_hardtanh, ("min_val", "max_val"), (-1.0, 1.0)),
+}
+_BUILT: dict[str, PwlFunction] = {}
+
+
+def function_name(family: str, **params: float) -> str:
+    """The name of ``family`` with ``params``: the plain family name when every parameter has
+    its default (the entry of :data:`FUNCTIONS`), else ``"family(p=v, ...)"``."""
+    builder, names, defaults = PARAMETERISED[family]
+    values = {n: float(params.get(n, d)) for n, d in zip(names, defaults, strict=True)}
+    if all(values[n] == float(d) for n, d in zip(names, defaults, strict=True)):
+        return family
+    return f"{family}(" + ", ".join(f"{n}={values[n]!r}" for n in names) + ")"
+
+
+def parameterised(name: str) -> PwlFunction | None:
+    """The function a parameterised name denotes (built once), or None if ``name`` is not one."""
+    if name in _BUILT:
+        return _BUILT[name]
+    if not isinstance(name, str) or "(" not in name or not name.endswith(")"):
+        return None
+    family, _, rest = name[:-1].partition("(")
+    if family not in PARAMETERISED:
+        return None
+    builder, names, defaults = PARAMETERISED[family]
+    values = dict(zip(names, defaults, strict=True))
+    for item in filter(None, (p.strip() for p in rest.split(","))):
+        key, eq, val = item.partition("=")
+        if not eq or key.strip() not in values:
+            return None
+        try:
+            values[key.strip()] = float(val)
+        except ValueError:
+            return None
+    fn = builder(*(values[n] for n in names))
+    if fn.name != name:
+        return None
+    _BUILT[name] = fn
+    return fn

@@ -464,6 +464,8 @@ def quantize_graph(graph: MatrixGraph, stats, *, fit_cache: dict | None = None,
             x_target, x_amax = out_scale, amax
         else:
             lo, hi = stats.fn_range[node.name]
+            if hi - lo < 1e-6:  # the range the table is fitted over below
+                lo, hi = lo - 1e-3, hi + 1e-3
             x_amax = max(abs(lo), abs(hi))
             x_target = max(x_amax, 1e-12) / 2**_X_BITS
         if ep.row_scale is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from hw.assembler import assemble_file
+from hw.errors import NmxError
 from nmx import files
 from nmx.commands.rtl import add_config_arguments, config_from_args
 
@@ -18,6 +19,8 @@ def run(args) -> int:
     """Assemble ``args.source`` into ``args.output``, stamped with the chosen config."""
     cfg = config_from_args(args)
     program = assemble_file(args.source)
+    if not len(program):
+        raise NmxError(f"{args.source}: no instructions (an empty program)")
     files.write_bytes(args.output, program.to_bytes(cfg), "-o")
     print(
         f"{args.source}: {len(program)} instructions -> {args.output} "

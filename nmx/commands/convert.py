@@ -25,26 +25,61 @@ from nmx import files
 __all__ = ["add_arguments", "run", "measure", "logit_statistics"]
 
 
+def _int_in(lo: int, hi: int):
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"{v} is outside {lo}..{hi}")
+        return v
+
+    parse.__name__ = "int"
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not v > 0 or v != v or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a positive finite number")
+    return v
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= v < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a finite number >= 0")
+    return v
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the options of ``nmx convert``."""
     parser.add_argument("--model", required=True,
                         help="zoo model name (mlp, resnet, mobilenet, bert, vit, gcn) or 'all'")
     parser.add_argument("--report", action="store_true", help="also print the per-node report")
-    parser.add_argument("--segments", type=int, default=None,
+    parser.add_argument("--segments", type=_int_in(1, 64), default=None,
                         help="PWL segments for every function (default: 16, and 64 for exp, "
                              "reciprocal and rsqrt)")
-    parser.add_argument("--finetune", type=int, default=0, metavar="EPOCHS",
+    parser.add_argument("--finetune", type=_int_in(0, 1000), default=0, metavar="EPOCHS",
                         help="fine-tune this many epochs (approximation-aware) and report it "
                              "(classification models; skipped for gcn under --model all)")
     parser.add_argument("--clipping", choices=("mse", "max"), default="mse",
                         help="int8 activation scales: MSE-optimal clipping or max")
-    parser.add_argument("--lr", type=float, default=1e-4, help="fine-tuning learning rate")
+    parser.add_argument("--lr", type=_positive_float, default=1e-4,
+                        help="fine-tuning learning rate")
     parser.add_argument("--wide", default="transformer",
                         help="16-bit operand tensors: transformer (residual stream, attention "
                              "queries/keys/scores/exp, sublayer outputs, embeddings), layernorm "
                              "(residual stream and FFN hidden layer only), none, auto, or "
                              "comma-separated patterns")
-    parser.add_argument("--wide-budget", type=float, default=None,
+    parser.add_argument("--wide-budget", type=_non_negative_float, default=None,
                         help="accuracy budget of --wide auto (mean per-row 1 - cosine)")
     parser.add_argument("--json", metavar="PATH",
                         help="write the results (including the targets) as JSON")
@@ -389,11 +424,15 @@ def _print_model(con, results: dict, cm, report: bool) -> None:
         if key in s:
             times += f", {key} {s[key]:.1f}s"
     con.print(times)
-    con.print(f"matrix graph: {results['nodes']} GEMM nodes, capture via {results['capture']}")
-    con.print(f"folded at conversion time: {len(results['folded'])} item(s)"
-              + (" (--report lists them)" if results["folded"] else ""))
-    con.print("host pre-processing: " + ("; ".join(results["host_ops"]) or "none"))
-    con.print("16-bit operand tensors: " + (", ".join(results["wide"]) or "none"))
+    if report:  # the report below states the capture, folding, host ops and 16-bit tensors
+        con.print(f"matrix graph: {results['nodes']} GEMM nodes")
+    else:
+        con.print(f"matrix graph: {results['nodes']} GEMM nodes, capture via "
+                  f"{results['capture']}")
+        con.print(f"folded at conversion time: {len(results['folded'])} item(s)"
+                  + (" (--report lists them)" if results["folded"] else ""))
+        con.print("host pre-processing: " + ("; ".join(results["host_ops"]) or "none"))
+        con.print("16-bit operand tensors: " + (", ".join(results["wide"]) or "none"))
     if "finetune" in results:
         f = results["finetune"]
         agree = ", ".join(f"{100 * v:.2f} %" for v in f["val_agreement"])

@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         _print_summary(args, [_fit(args, name, None, None) for name in FUNCTIONS])
         return 0
     if args.png and not args.no_png:
-        files.check_writable(args.png, "--png", parents=True)
+        files.check_writable(args.png, "--png")
     if args.json:
         files.check_writable(args.json, "--json", parents=True)
     fit = _fit(args, args.func, args.lo, args.hi)

@@ -1,7 +1,8 @@
 """``nmx rtl``: generate the accelerator's Verilog for a config preset or JSON file.
 
 Example: ``nmx rtl --config tiny --set rows=8 --out build/rtl`` prints the path written,
-``build/rtl/systolic_array_8x4_<fingerprint>.v`` (plus its ``.json`` sidecar).
+``build/rtl/nmx_accelerator_8x4_<fingerprint>.v`` (plus its ``.json`` sidecar); ``--top array``
+emits the systolic array alone (``systolic_array_8x4_<fingerprint>.v``).
 """
 
 from __future__ import annotations
@@ -116,6 +117,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", type=Path, default=Path("build/rtl"), help="output folder (default: %(default)s)"
     )
+    parser.add_argument(
+        "--top",
+        choices=("accelerator", "array"),
+        default="accelerator",
+        help="what to emit: the whole accelerator or the systolic array alone "
+        "(default: %(default)s)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -124,6 +132,6 @@ def run(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     with files.writing(args.out, "--out"):
-        path = write_rtl(config, args.out)
+        path = write_rtl(config, args.out, args.top)
     print(path)
     return 0

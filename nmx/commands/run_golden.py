@@ -55,6 +55,13 @@ def _load_program(path: str, cfg) -> Program:
 
 
 def _show(image: DramImage, spec: str) -> None:
+    name, dt, arr = _shown(image, spec)
+    with np.printoptions(linewidth=120, threshold=4096):
+        print(f"{name} ({dt}):\n{arr}")
+
+
+def _shown(image: DramImage, spec: str):
+    """``(region, dtype, array)`` of a ``--show`` spec (checks it against ``image``)."""
     name, _, rest = spec.partition(":")
     dtype, _, cols = rest.partition(":")
     try:
@@ -77,8 +84,7 @@ def _show(image: DramImage, spec: str) -> None:
         arr = arr.reshape(-1, ncols)
     else:
         arr = image.read(name, dt)
-    with np.printoptions(linewidth=120, threshold=4096):
-        print(f"{name} ({dt}):\n{arr}")
+    return name, dt, arr
 
 
 def _load_expected(spec: str, path: str) -> np.ndarray:
@@ -86,6 +92,8 @@ def _load_expected(spec: str, path: str) -> np.ndarray:
     if not (colon and file.endswith(".npz")):
         file, key = path, ""
     blob = files.read_bytes(file, f"--expect {spec!r}: file")
+    if not blob.startswith((b"\x93NUMPY", b"PK\x03\x04")):
+        raise NmxError(f"--expect {spec!r}: {file!r} is not a NumPy .npy/.npz file")
     try:
         loaded = np.load(io.BytesIO(blob), allow_pickle=False)
     except (ValueError, EOFError, zipfile.BadZipFile) as e:
@@ -106,7 +114,7 @@ def _load_expected(spec: str, path: str) -> np.ndarray:
         return loaded[key]
 
 
-def _expect(image: DramImage, spec: str) -> str:
+def _expect(image: DramImage, spec: str, *, compare: bool = True) -> str:
     name, sep, path = spec.partition("=")
     if not sep:
         raise NmxError(f"--expect {spec!r}: expected REGION=FILE.npy or REGION=FILE.npz:KEY")
@@ -121,6 +129,8 @@ def _expect(image: DramImage, spec: str) -> str:
         raise NmxError(
             f"--expect {name}: region holds {got.size} {want.dtype} values, {path} {want.size}"
         )
+    if not compare:
+        return ""
     bad = np.flatnonzero(got != want.ravel())
     if bad.size:
         i = int(bad[0])
@@ -137,6 +147,12 @@ def run(args) -> int:
     program = _load_program(args.program, cfg)
     image = DramImage.load(args.dram)
     image.check_config(cfg, f"DRAM image {args.dram!r}")
+    # every --show / --expect is checked against the input image (same regions and sizes)
+    # before the run, so a typo costs no run
+    for spec in args.show:
+        _shown(image, spec)
+    for spec in args.expect:
+        _expect(image, spec, compare=False)
     model = GoldenModel(cfg)
     t0 = time.perf_counter()
     result = model.run(program, image)

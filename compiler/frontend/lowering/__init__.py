@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import importlib
 import operator
+import os
 import pkgutil
+import re
 
 import torch
 from torch.fx.node import map_aggregate
@@ -27,20 +29,26 @@ from torch.fx.node import map_aggregate
 from compiler.frontend.capture import Captured
 from compiler.frontend.lowering.registry import LoweringContext, is_host_op, lookup, supported_ops
 from compiler.graph import (
+    SUPPORT_HINT,
     ConvertError,
     GraphInput,
     MatrixGraph,
     Permute,
+    Problem,
     Reshape,
     TensorRef,
     UnsupportedDtypeError,
     UnsupportedOpError,
+    UnsupportedShapeError,
+    summarise_problems,
 )
 
-__all__ = ["load_lowerings", "lower", "module_path"]
+__all__ = ["load_lowerings", "lower", "module_path", "source_location"]
 
 _FLOAT = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 _loaded = False
+_FRAME = re.compile(r'File "([^"]+)", line (\d+)')
+_TORCH_DIR = os.path.dirname(os.path.abspath(torch.__file__)) + os.sep
 
 
 def load_lowerings() -> None:
@@ -65,6 +73,57 @@ def module_path(node: torch.fx.Node) -> str:
         if path.startswith(prefix):
             path = path[len(prefix):]
     return "" if path in ("L['self']", "L__self__") else path
+
+
+def source_location(node: torch.fx.Node) -> str:
+    """``file:line`` of the innermost frame of ``node``'s stack trace outside PyTorch itself
+    (the model code that called the op), or ``""``."""
+    trace = node.meta.get("stack_trace") or ""
+    frames = _FRAME.findall(trace)
+    for path, line in reversed(frames):
+        if not os.path.abspath(path).startswith(_TORCH_DIR):
+            return f"{path}:{line}"
+    return f"{frames[-1][0]}:{frames[-1][1]}" if frames else ""
+
+
+def _stand_in(graph: MatrixGraph, ctx: LoweringContext, node: torch.fx.Node,
+              tainted: set[str]):
+    """A placeholder result for an op that could not be lowered, so that lowering goes on and
+    reports every problem in one pass (the graph is never returned)."""
+
+    def one(val):
+        if not isinstance(val, torch.Tensor):
+            return None
+        name = ctx.fresh("unsupported")
+        shape = tuple(int(s) for s in val.shape)
+        graph.inputs.append(GraphInput(name, -1, shape, torch.float32))
+        ctx.dtypes[name] = torch.float32
+        tainted.add(name)
+        return TensorRef(name, shape)
+
+    val = node.meta.get("val")
+    if isinstance(val, (tuple, list)):
+        return tuple(one(v) for v in val)
+    return one(val)
+
+
+def _raise_problems(problems: list[tuple[Problem, Exception | None]]) -> None:
+    """Raise one error for every problem found (see :class:`~compiler.graph.UnsupportedOpError`).
+    """
+    ps = [p for p, _ in problems]
+    ops = [p for p in ps if p.kind == "op"]
+    if len(problems) == 1 and problems[0][1] is not None:
+        p, e = problems[0]
+        if p.location:
+            e.args = (f"{e} (at {p.location}); {SUPPORT_HINT}",)
+        e.problems = ps
+        raise e
+    if ops:
+        raise UnsupportedOpError(ops[0].op, ops[0].module, supported_ops(), problems=ps)
+    first = problems[0][1]
+    err = type(first)(summarise_problems(ps))
+    err.problems = ps
+    raise err from first
 
 
 def _refs(obj) -> list[TensorRef]:
@@ -102,6 +161,8 @@ def lower(captured: Captured, *, host_inputs: set[int] | None = None,
     ctx.dtypes = {}  # tensor name -> torch dtype of its values
     host_names: set[str] = set()
     env: dict[str, object] = {}
+    problems: list[tuple[Problem, Exception | None]] = []
+    tainted: set[str] = set()  # results computed from a stand-in of an unsupported op
     user_index = {n: i for i, n in enumerate(captured.user_inputs)}
     for node in gm.graph.nodes:
         if node.op == "placeholder":
@@ -155,18 +216,33 @@ def lower(captured: Captured, *, host_inputs: set[int] | None = None,
             env[node.name] = ref
             continue
         handler = lookup(node.target)
+        downstream = any(r.source in tainted for r in refs)
         if handler is None:
-            raise UnsupportedOpError(ctx.aten, ctx.module, supported_ops())
-        for r in refs:
-            dt = ctx.dtypes.get(r.source, torch.float32)
-            if dt not in _FLOAT and r.source in host_names and not getattr(handler, "accepts_int",
-                                                                            False):
-                raise UnsupportedDtypeError(
-                    f"{ctx.aten} in module {ctx.module or '<top>'!r}: operand {r.source} has "
-                    f"dtype {dt}; GEMM operands must be floating point (int inputs are allowed "
-                    "only in host pre-processing: masks, ids)"
-                )
-        result = handler(ctx, *args, **kwargs)
+            problems.append((Problem(ctx.aten, ctx.module, source_location(node), "", "op",
+                                     downstream), None))
+            env[node.name] = _stand_in(graph, ctx, node, tainted)
+            continue
+        try:
+            for r in refs:
+                dt = ctx.dtypes.get(r.source, torch.float32)
+                if dt not in _FLOAT and r.source in host_names and not getattr(
+                        handler, "accepts_int", False):
+                    raise UnsupportedDtypeError(
+                        f"{ctx.aten} in module {ctx.module or '<top>'!r}: operand {r.source} "
+                        f"has dtype {dt}; GEMM operands must be floating point (int inputs are "
+                        "allowed only in host pre-processing: masks, ids)"
+                    )
+            result = handler(ctx, *args, **kwargs)
+        except (UnsupportedShapeError, UnsupportedDtypeError) as e:
+            kind = "dtype" if isinstance(e, UnsupportedDtypeError) else "args"
+            detail = getattr(e, "detail", None) or str(e)
+            problems.append((Problem(ctx.aten, ctx.module, source_location(node), detail, kind,
+                                     downstream), e))
+            env[node.name] = _stand_in(graph, ctx, node, tainted)
+            continue
+        if downstream:
+            for r in _refs(result) if not isinstance(result, torch.Tensor) else ():
+                tainted.add(r.source)
         shape, _ = _val_shape(node)
         if isinstance(result, TensorRef):
             if shape is not None and tuple(result.shape) != shape:
@@ -176,6 +252,8 @@ def lower(captured: Captured, *, host_inputs: set[int] | None = None,
                 )
             ctx.dtypes.setdefault(result.source, torch.float32)
         env[node.name] = result
+    if problems:
+        _raise_problems(problems)
     fuse_pointwise(graph)
     remove_dead(graph)
     widen_outputs(graph)
@@ -238,8 +316,8 @@ def fuse_pointwise(graph: MatrixGraph) -> int:
     """Fold element-wise nodes ``f(c * x)`` into the producer of ``x``; returns how many.
 
     A node P qualifies when it has one term ``x @ (c * I)`` with ``x`` a node output seen through
-    reshapes/permutes only, no bias and no row scale; the producer X must have an identity
-    epilogue with int8 output, no ``scale_like``, no other reader, and must not be the
+    reshapes/permutes only, no bias, no row scale and no column scale; the producer X must have
+    an identity epilogue with int8 output, no ``scale_like``, no other reader, and must not be the
     ``scale_like`` target of any node (folding changes its values). References to P, including
     ``scale_like`` names, are renamed to X.
     """
@@ -250,6 +328,8 @@ def fuse_pointwise(graph: MatrixGraph) -> int:
         for p in list(graph.nodes):
             if len(p.terms) != 1 or p.bias is not None or p.epilogue.row_scale is not None:
                 continue
+            if p.epilogue.col_scale is not None:
+                continue  # a per-column scale of P's layout (layer scale) is not X's to take
             t = p.terms[0]
             if not graph.is_const(t.b) or graph.is_const(t.a) or not _pure_views(t.a):
                 continue

@@ -65,13 +65,24 @@ def _t(ctx, x):
 
 
 @register("aten.contiguous.default", "aten.clone.default", "aten.alias.default",
-          "aten.detach.default", "aten.dropout.default", "aten.feature_dropout.default",
-          "aten.lift_fresh_copy.default")
+          "aten.detach.default", "aten.lift_fresh_copy.default")
 def _identity(ctx, x, *args, **kwargs):
     return x
 
 
-@register("aten.to.dtype", "aten._to_copy.default", "aten.to.dtype_layout", "aten.type_as.default")
+@register("aten.dropout.default", "aten.dropout_.default", "aten.feature_dropout.default",
+          "aten.feature_dropout_.default", "aten.alpha_dropout.default",
+          "aten.alpha_dropout_.default", "aten.feature_alpha_dropout.default",
+          "aten.feature_alpha_dropout_.default")
+def _dropout(ctx, x, p=0.5, train=False):
+    """Dropout is the identity at inference (``train=False``, as ``model.eval()`` traces it)."""
+    if train and p:
+        raise ctx.unsupported(f"dropout with train=True (p={p}); call model.eval()")
+    return x
+
+
+@register("aten.to.dtype", "aten._to_copy.default", "aten.to.dtype_layout", "aten.type_as.default",
+          "aten.to.device", "aten.to.other")
 def _to(ctx, x, *args, **kwargs):
     dtype = kwargs.get("dtype")
     if dtype is None:
@@ -249,9 +260,27 @@ def _convolution(ctx, x, weight, bias, stride, padding, dilation, transposed, ou
                  groups):
     if transposed:
         raise ctx.unsupported("transposed convolution")
+    if len(stride) == 1:
+        return _conv1d(ctx, x, weight, bias, stride, padding, dilation, groups)
     if len(stride) != 2:
-        raise ctx.unsupported(f"{len(stride)}-D convolution; only 2-D is supported")
+        raise ctx.unsupported(f"{len(stride)}-D convolution; 1-D and 2-D are supported")
     return conv2d(ctx, x, weight, bias, stride, padding, dilation, groups)
+
+
+@register("aten.conv1d.default", "aten.conv1d.padding")
+def _conv1d(ctx, x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """1-D convolution as a 2-D one of height 1: ``(N, C, L) -> (N, C, 1, L)`` (a view)."""
+    if x.ndim != 3 or ctx.is_data(weight) or weight.ndim != 3:
+        raise ctx.unsupported(f"conv1d needs a 3-D (N, C, L) input and constant weights, got "
+                              f"{x.shape}")
+
+    def one(v):
+        return v[0] if isinstance(v, (tuple, list)) else v
+
+    pad = padding if isinstance(padding, str) else (0, one(padding))
+    out = conv2d(ctx, x.reshape(x.shape[0], x.shape[1], 1, x.shape[2]), weight.unsqueeze(2),
+                 bias, (1, one(stride)), pad, (1, one(dilation)), groups)
+    return out.reshape(out.shape[0], out.shape[1], out.shape[3])
 
 
 def _channel_layout(ctx: LoweringContext, x: TensorRef, node, channel_dim: int):
@@ -386,11 +415,11 @@ def mul_const(ctx: LoweringContext, x: TensorRef, c) -> TensorRef:
         out = ctx.gemm([(x.as_matrix(), torch.eye(x.shape[-1]))], col_scale=lastvec[0])
         return out.reshape(*x.shape)
     # varies along one other axis only: move it last
-    varying = [d for d in range(x.ndim) if ct.ndim - x.ndim + d >= 0 and
-               ct.shape[ct.ndim - x.ndim + d] != 1]
+    varying = [d for d in range(x.ndim)
+               if not torch.equal(full, full.narrow(d, 0, 1).expand_as(full))]
     if len(varying) == 1:
         d = varying[0]
-        vec = ct.reshape(-1)
+        vec = full.movedim(d, -1).reshape(-1, x.shape[d])[0]
         dims = [i for i in range(x.ndim) if i != d] + [d]
         xl = x.permute(*dims)
         out = ctx.gemm([(xl.as_matrix(), torch.eye(x.shape[d]))], col_scale=vec)
@@ -429,6 +458,33 @@ def add_rows(ctx: LoweringContext, x: TensorRef, r: TensorRef, cr: float,
     return out.reshape(*xp.shape).permute(*inv)
 
 
+def written_by_node(ctx: LoweringContext, r: TensorRef) -> TensorRef:
+    """``r`` if a GEMM node wrote it, else a copy of it through an identity GEMM (a row-scale
+    vector is written by an epilogue; graph inputs and host values are not)."""
+    if ctx.graph.kind_of(r.source) == "node":
+        return r
+    rm = r.reshape(1, -1) if r.ndim < 2 else r
+    out = ctx.gemm([(rm, torch.eye(rm.shape[-1]))], hint="copy")
+    return out.reshape(*r.shape) if out.shape != r.shape else out
+
+
+def mul_elementwise(ctx: LoweringContext, x: TensorRef, r: TensorRef) -> TensorRef:
+    """``x * r`` for two data tensors of the same shape: every element is its own row,
+    ``(x as a column) @ [1]`` with ``r`` as the epilogue's int16 per-row multiplier.
+
+    Exact up to ``r``'s 16-bit quantisation (the row scale); the GEMM has ``K = N = 1``, so it
+    costs one pass over the elements, like any element-wise node.
+    """
+    if x.shape != r.shape:
+        raise ctx.unsupported(f"element-wise product of {x.shape} and {r.shape}")
+    r = written_by_node(ctx, r)
+    ctx.graph.node(r.source).epilogue.out_bits = 16
+    n = x.numel()
+    out = ctx.gemm([(x.reshape(n, 1), torch.ones(1, 1))], row_scale=r.reshape(n, 1),
+                   hint="product")
+    return out.reshape(*x.shape)
+
+
 def mul_rows(ctx: LoweringContext, x: TensorRef, r: TensorRef) -> TensorRef:
     """``x * r`` for a data tensor ``r`` that is constant along some of ``x``'s dims: row scaling.
 
@@ -437,8 +493,7 @@ def mul_rows(ctx: LoweringContext, x: TensorRef, r: TensorRef) -> TensorRef:
     written by a node (whose output becomes int16).
     """
     g = ctx.graph
-    if g.kind_of(r.source) != "node":
-        raise ctx.unsupported("row scale from a tensor no GEMM node wrote")
+    r = written_by_node(ctx, r)
     perm, rows, rr = _row_layout(ctx, x, r, "row scaling")
     g.node(r.source).epilogue.out_bits = 16
     xp = x.permute(*perm)
@@ -486,8 +541,13 @@ def _mul(ctx, a, b):
             return mul_rows(ctx, a, b)
         if a.numel() < b.numel():
             return mul_rows(ctx, b, a)
-        raise ctx.unsupported(f"element-wise product of two data tensors {a.shape} * {b.shape} "
-                              "(only row scaling by a (..., 1) vector is a GEMM epilogue)")
+        if a.shape != b.shape:
+            raise ctx.unsupported(f"element-wise product of two data tensors {a.shape} * "
+                                  f"{b.shape} that both broadcast")
+        # the scale is the operand a node wrote with a function (a gate), else b
+        ga, gb = (ctx.graph.kind_of(t.source) == "node" and ctx.graph.node(
+            t.source).epilogue.function is not None for t in (a, b))
+        return mul_elementwise(ctx, b, a) if ga and not gb else mul_elementwise(ctx, a, b)
     x, c = (a, b) if ctx.is_data(a) else (b, a)
     if div:
         if not ctx.is_data(a):
@@ -523,11 +583,6 @@ register("aten.hardswish.default", "aten.hardswish_.default")(_act("hardswish"))
 register("aten.hardsigmoid.default", "aten.hardsigmoid_.default")(_act("hardsigmoid"))
 
 
-@register("aten.hardtanh.default", "aten.hardtanh_.default")
-def _hardtanh(ctx, x, min_val=-1.0, max_val=1.0):
-    if (min_val, max_val) == (0.0, 6.0):
-        return ctx.pointwise(x, "relu6")
-    raise ctx.unsupported(f"hardtanh({min_val}, {max_val}); supported: (0, 6) (= ReLU6)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -611,18 +666,28 @@ def max2(ctx: LoweringContext, a: TensorRef, b: TensorRef, like: str) -> TensorR
 def _max_pool2d(ctx, x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
     if x.ndim != 4:
         raise ctx.unsupported(f"max_pool2d on a {x.ndim}-D tensor; (N, C, H, W) supported")
-    if ceil_mode:
-        raise ctx.unsupported("max_pool2d with ceil_mode=True")
     (kh, kw) = _pair(kernel_size, "kernel_size", ctx)
     (sh, sw) = _pair(stride, "stride", ctx) if stride else (kh, kw)
     (ph, pw) = _pair(padding, "padding", ctx)
     (dh, dw) = _pair(dilation, "dilation", ctx)
     n, c, h, w = x.shape
-    if (ph or pw) and (dh, dw) != (1, 1):
-        raise ctx.unsupported("max_pool2d with both padding and dilation")
-    xp = x.view(Pad((pw, pw, ph, ph), "replicate")) if (ph or pw) else x
-    hp, wp = h + 2 * ph, w + 2 * pw
-    ho, wo = (hp - dh * (kh - 1) - 1) // sh + 1, (wp - dw * (kw - 1) - 1) // sw + 1
+
+    def osize(size, k, s, p, d):
+        span = d * (k - 1) + 1
+        if not ceil_mode:
+            return (size + 2 * p - span) // s + 1
+        o = -(-(size + 2 * p - span) // s) + 1
+        return o - 1 if (o - 1) * s >= size + p else o  # the last window starts inside
+
+    ho, wo = osize(h, kh, sh, ph, dh), osize(w, kw, sw, pw, dw)
+    # ceil_mode: windows past the bottom/right edge read clamped (replicated) edge elements,
+    # which are inside those windows, so the maximum is unchanged
+    eh = max(0, (ho - 1) * sh + dh * (kh - 1) + 1 - (h + 2 * ph))
+    ew = max(0, (wo - 1) * sw + dw * (kw - 1) + 1 - (w + 2 * pw))
+    if (ph or pw or eh or ew) and (dh, dw) != (1, 1):
+        raise ctx.unsupported("max_pool2d with both padding (or ceil_mode) and dilation")
+    pads = (pw, pw + ew, ph, ph + eh)
+    xp = x.view(Pad(pads, "replicate")) if any(pads) else x
     xcl = xp.permute(0, 2, 3, 1)  # (N, Hp, Wp, C): channels as columns
     windows = []
     for i in range(kh):
@@ -651,16 +716,16 @@ def reduce_last(ctx: LoweringContext, x: TensorRef, dims, keepdim: bool, mean: b
     out = ctx.gemm([(xm, col)])
     shape = [1 if d in dims else s for d, s in enumerate(x.shape)] if keepdim else \
         [x.shape[d] for d in keep]
-    return out.reshape(*shape)
+    return out.reshape(tuple(shape))
 
 
-@register("aten.mean.dim")
+@register("aten.mean.dim", "aten.mean.default")
 def _mean(ctx, x, dim=None, keepdim=False, dtype=None):
     dims = range(x.ndim) if dim is None else ([dim] if isinstance(dim, int) else dim)
     return reduce_last(ctx, x, dims, keepdim, True)
 
 
-@register("aten.sum.dim_IntList")
+@register("aten.sum.dim_IntList", "aten.sum.default")
 def _sum(ctx, x, dim=None, keepdim=False, dtype=None):
     dims = range(x.ndim) if dim is None else ([dim] if isinstance(dim, int) else dim)
     return reduce_last(ctx, x, dims, keepdim, False)

@@ -187,9 +187,11 @@ class LoweringContext:
 
     def unsupported(self, detail: str) -> UnsupportedShapeError:
         """An error for arguments this lowering cannot handle (``raise ctx.unsupported(...)``)."""
-        return UnsupportedShapeError(
+        err = UnsupportedShapeError(
             f"{self.aten} in module {self.module or '<top>'!r}: {detail}"
         )
+        err.detail = detail
+        return err
 
     # ---- node emission --------------------------------------------------------------------
 

@@ -74,6 +74,18 @@ register_host(
     "aten.le.Scalar", "aten.gt.Scalar", "aten.ge.Scalar", "aten.logical_not.default",
     "aten.bitwise_not.default", "aten.zeros_like.default", "aten.ones_like.default",
     "aten.full_like.default", "aten.cumsum.default", "aten.ne.Tensor", "aten.eq.Tensor",
+    # the mask utilities of transformers 4.x/5.x (masking_utils: bool masks built by indexing
+    # the padding mask with arange grids and combining them with & / |)
+    "aten.to.device", "aten.to.dtype_layout", "aten.to.other", "aten.index.Tensor",
+    "aten.__and__.Tensor", "aten.__or__.Tensor", "aten.bitwise_and.Tensor",
+    "aten.bitwise_or.Tensor", "aten.logical_and.default", "aten.logical_or.default",
+    "aten.new_ones.default", "aten.new_zeros.default", "aten.new_full.default",
+    "aten.gather.default", "aten.index_select.default", "aten.all.dim", "aten.any.dim",
+    "aten.ge.Tensor", "aten.gt.Tensor", "aten.le.Tensor", "aten.lt.Tensor",
+    "aten.unflatten.int", "aten.flatten.using_ints", "aten.squeeze.default",
+    "aten.expand_as.default", "aten.div.Scalar", "aten.div.Tensor", "aten.neg.default",
+    "aten.abs.default", "aten.min.other", "aten.max.other", "aten.clamp.default",
+    "aten.repeat.default", "aten.cat.default", "aten.stack.default", "aten.sum.dim_IntList",
 )
 
 

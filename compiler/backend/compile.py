@@ -1,0 +1,124 @@
+"""``compile(converted, config, batch)``: integer IR -> :class:`~compiler.backend.bundle.Bundle`."""
+
+from __future__ import annotations
+
+import time
+
+from compiler.backend.bundle import MANIFEST_VERSION, Bundle, ref_to_json
+from compiler.backend.emit import emit_program
+from compiler.backend.errors import CompileError
+from compiler.ir import build_ir
+from hw.config import AcceleratorConfig
+from hw.isa import Program
+from sim.dram_image import DramImage
+
+__all__ = ["compile", "compile_graph", "compile_ir"]
+
+
+def compile_graph(graph, quant, config: AcceleratorConfig, batch: int = 1,
+                  *, name: str = "network") -> Bundle:
+    """Compile a quantised matrix graph (``graph``, ``quant``) for ``config`` and ``batch``
+    samples. See :func:`compile`."""
+    if not isinstance(config, AcceleratorConfig):
+        raise TypeError(f"config must be an AcceleratorConfig, got {config!r}")
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"batch must be a positive int, got {batch!r}")
+    t0 = time.perf_counter()
+    ir = build_ir(graph, quant)
+    shapes = {i.name: tuple(i.shape) for i in graph.inputs}
+    shapes.update({h.name: tuple(h.shape) for h in graph.host_ops})
+    return compile_ir(ir, config, batch, shapes, graph, name=name, t0=t0)
+
+
+def compile_ir(ir, config: AcceleratorConfig, batch: int, shapes: dict, graph, *,
+               name: str = "network", t0: float | None = None) -> Bundle:
+    """Compile an integer IR (``shapes``: per-sample shapes of the tensors entering the
+    machine; ``graph``: the matrix graph for its inputs and host pre-processing)."""
+    t0 = time.perf_counter() if t0 is None else t0
+    em = emit_program(ir, config, batch, shapes)
+    image = DramImage.zeros(max(em.dram.size, 64), config)
+    outs = {f"{r.source}.{pl}" for r in ir.outputs
+            for pl in em.placements[r.source].planes} if all(
+        r.source in em.placements for r in ir.outputs) else set()
+    for rname, (addr, n) in em.dram.regions.items():
+        if em.dram.kinds[rname] == "activation" and rname not in outs:
+            continue  # intermediate activations share the space of dead ones (liveness)
+        if rname in em.dram.contents:
+            image.add(rname, addr, em.dram.contents[rname])
+        else:
+            image.reserve(rname, addr, n)
+    program = Program(em.instructions)
+    seconds = time.perf_counter() - t0
+    inputs = []
+    for tname in ir.inputs:
+        p = em.placements[tname]
+        inputs.append({"name": tname, "shape": list(p.shape), "dtype": "int8",
+                       "scale": ir.inputs[tname], "addr": p.planes["int8"], "bytes": p.nbytes,
+                       "order": list(p.order) if p.order else None,
+                       "layout": ("row-major (batch, *shape)" if p.order is None else
+                                  f"dims of (batch, *shape) stored in order {list(p.order)}")})
+    outputs = []
+    for ref in ir.outputs:
+        if ref.source not in em.placements:
+            raise CompileError(f"graph output {ref.source}", "is not computed on the machine "
+                               "(an output must be a node output)", config)
+        p = em.placements[ref.source]
+        outputs.append({"source": ref.source, "shape": list(p.shape), "planes": p.planes,
+                        "order": list(p.order) if p.order else None,
+                        "esize": p.esize, "scale": ir.scales[ref.source],
+                        "bits": ir.bits.get(ref.source, 8), "ref": ref_to_json(ref),
+                        "layout": "row-major (batch, *shape); views applied on the host"})
+    kinds: dict[str, int] = {}
+    for rname, (_a, n) in em.dram.regions.items():
+        k = em.dram.kinds[rname]
+        kinds[k] = kinds.get(k, 0) + n
+    float_macs = {}
+    for n in getattr(graph, "nodes", []):
+        float_macs[n.name] = int(n.macs()) * batch
+    manifest = {
+        "version": MANIFEST_VERSION,
+        "name": name,
+        "batch": batch,
+        "config": config.to_dict(),
+        "config_stamp": {"fingerprint": config.fingerprint, "rows": config.rows,
+                         "cols": config.cols},
+        "graph_inputs": [{"name": i.name, "shape": list(i.shape), "dtype": str(i.dtype)}
+                         for i in graph.inputs],
+        "host_ops": [f"{h.name}: {h.description or h.aten}" for h in graph.host_ops],
+        "inputs": inputs,
+        "outputs": outputs,
+        "dram_bytes": image.size,
+        "dram_by_kind": kinds,
+        "instructions": len(program.instructions),
+        "syncs_inserted": em.sync_count,
+        "nodes": [{"name": n.name, "module": n.module, "aten": n.aten,
+                   "words": list(em.node_ranges[n.name]), **em.node_info[n.name],
+                   "float_macs": float_macs.get(n.name, em.node_info[n.name]["pass_macs"])}
+                  for n in ir.nodes],
+        "compile_seconds": seconds,
+    }
+    host = {"graph": _host_graph(graph)} if graph.host_ops else None
+    if host is not None:
+        host["ops"] = [h.name for h in graph.host_ops]
+    return Bundle(config, program, image, manifest, host, {"ir": ir})
+
+
+def _host_graph(graph):
+    from compiler.graph import MatrixGraph
+
+    return MatrixGraph(inputs=list(graph.inputs), host_ops=list(graph.host_ops))
+
+
+def compile(converted, config: AcceleratorConfig, batch: int = 1, *, name: str = "network"
+            ) -> Bundle:  # noqa: A001 - the issue's API name
+    """Compile a :class:`~compiler.convert.ConvertedModel` into a :class:`Bundle`.
+
+    ``batch`` counts samples: stacks of inputs shaped like the converted model's example inputs
+    (its graph's per-sample shapes); ``bundle.run`` takes tensors with that leading dim.
+
+    Raises
+    ------
+    CompileError
+        For anything the back end cannot lower (names the node, module path, limit and config).
+    """
+    return compile_graph(converted.graph, converted.quant, config, batch, name=name)

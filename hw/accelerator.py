@@ -1,0 +1,302 @@
+"""The accelerator's top level: ``Accelerator(config)``, what ``make rtl`` / ``nmx rtl`` emit.
+
+Ports (flat names, as vendor tools infer AXI interfaces): ``m_axi_*``, one AXI4 master
+(``dma_data_bits`` data, ``addr_bits`` address, :data:`AXI_ID_BITS` ID) shared by instruction
+fetch and the load and store units; ``s_axi_*``, the AXI4-Lite slave of the registers
+(:mod:`hw.registers`, :class:`hw.csr.Csr`); ``irq``; ``clk`` and ``rst`` (the ``sync`` domain).
+
+Inside: the register file, the :class:`~hw.dispatcher.Dispatcher` (fetch, decode, SETBASE, HALT,
+queues, status), the :class:`~hw.tokens.TokenCounters`, the units, a round-robin
+:class:`~hw.axi_arbiter.AxiReadArbiter` between fetch (master 0) and the load unit (master 1),
+and the 64-bit event counters of ``hw.registers.COUNTERS``.
+
+The units: :class:`hw.load_unit.LoadUnit`, :class:`hw.compute_unit.ComputeUnit` (with the
+systolic array, transposer and :class:`hw.epilogue.Epilogue`) and
+:class:`hw.store_unit.StoreUnit` (the AXI write channels), around the memories they share:
+:class:`hw.scratchpad.Scratchpad`, :class:`hw.accumulator.Accumulator`,
+:class:`hw.bias_scale.BiasScaleSram` and :class:`hw.segment_table.SegmentTable`.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, ResetInserter, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import Out
+
+from hw.accumulator import Accumulator
+from hw.axi import axi4_lite_signature, axi4_signature, connect_flat, flat_members
+from hw.axi_arbiter import AxiReadArbiter
+from hw.bias_scale import BiasScaleSram
+from hw.compute_unit import ComputeUnit
+from hw.config import AcceleratorConfig
+from hw.csr import CSR_ADDR_BITS, Csr
+from hw.dispatcher import Dispatcher
+from hw.epilogue import Epilogue, OutWidth
+from hw.load_unit import LoadUnit
+from hw.registers import COUNTERS, RunState
+from hw.scratchpad import Scratchpad
+from hw.segment_table import SegmentTable
+from hw.store_unit import StoreUnit
+from hw.tokens import TokenCounters
+from hw.unit_ports import AXI_ID_BITS as UNIT_ID_BITS
+
+__all__ = ["AXI_ID_BITS", "Accelerator", "TOP_MODULE"]
+
+#: Verilog module name of the accelerator.
+TOP_MODULE = "nmx_accelerator"
+#: ID width of ``m_axi``: a master's ID (``hw.unit_ports.AXI_ID_BITS``) under the read
+#: arbiter's master index (fetch 0, load unit 1) in the top bit.
+AXI_ID_BITS = UNIT_ID_BITS + 1
+_OUTSTANDING_MAX = 255
+
+
+class Accelerator(wiring.Component):
+    """The whole accelerator for one :class:`~hw.config.AcceleratorConfig`.
+
+    Parameters
+    ----------
+    config : AcceleratorConfig
+        The instance to build.
+
+    Ports
+    -----
+    m_axi_<signal> : AXI4 master, ``hw.axi.axi4_signature(addr_bits, dma_data_bits, 5)``.
+    s_axi_<signal> : AXI4-Lite slave, ``hw.axi.axi4_lite_signature(12, 32)``.
+    irq : Out(1)
+        High while ``STATUS.state`` is DONE and ``CTRL.irq_enable`` is set.
+    """
+
+    def __init__(self, config: AcceleratorConfig):
+        if not isinstance(config, AcceleratorConfig):
+            raise TypeError(f"config must be an AcceleratorConfig, got {config!r}")
+        self._config = config
+        m_axi = axi4_signature(config.addr_bits, config.dma_data_bits, AXI_ID_BITS)
+        s_axi = axi4_lite_signature(CSR_ADDR_BITS, 32)
+        super().__init__(
+            {
+                **flat_members("m_axi", m_axi),
+                **flat_members("s_axi", s_axi.flip()),
+                "irq": Out(1),
+            }
+        )
+        self._csr = Csr(config)
+        self._dispatcher = Dispatcher(config)
+        self._tokens = TokenCounters(config)
+        self._load = LoadUnit(config)
+        self._compute = ComputeUnit(config)
+        self._spad = Scratchpad(config)
+        self._acc = Accumulator(config)
+        self._bias_scale = BiasScaleSram(config)
+        self._tables = SegmentTable(config)
+        # One tag bit (unused, tied to 0): a zero-width tag becomes `[-1:0]` wires in Verilog.
+        self._epilogue = Epilogue(config, tag_bits=1)
+        self._store = StoreUnit(config)
+        self._arbiter = AxiReadArbiter(config.addr_bits, config.dma_data_bits, UNIT_ID_BITS, 2)
+
+    @property
+    def config(self) -> AcceleratorConfig:
+        return self._config
+
+    def elaborate(self, platform):
+        m = Module()
+        csr = self._csr
+        m.submodules.csr = csr
+        connect_flat(m, self, "s_axi", csr.bus)
+
+        # Everything but the register file is reset by CTRL.soft_reset.
+        core = Module()
+        m.submodules.core = ResetInserter(csr.soft_reset)(core)
+        cfg = self._config
+        dispatcher, tokens = self._dispatcher, self._tokens
+        load, compute, store = self._load, self._compute, self._store
+        core.submodules.dispatcher = dispatcher
+        core.submodules.tokens = tokens
+        started = dispatcher.started
+        # A start clears each unit's registers (ISA v3: DMACFG slots, errors), not its RAMs.
+        core.submodules.load_unit = ResetInserter(started)(load)
+        core.submodules.compute_unit = ResetInserter(started)(compute)
+        core.submodules.store_unit = ResetInserter(started)(store)
+        core.submodules.read_arbiter = arbiter = self._arbiter
+
+        core.d.comb += [
+            dispatcher.start.eq(csr.start),
+            dispatcher.prog_addr.eq(csr.prog_addr),
+            dispatcher.prog_len.eq(csr.prog_len),
+            tokens.clear.eq(started),
+            load.dram_limit.eq(csr.dram_limit),
+            store.dram_limit.eq(csr.dram_limit),
+        ]
+        units = {"load": load, "compute": compute, "store": store}
+        for name, unit in units.items():
+            wiring.connect(core, getattr(dispatcher, f"{name}_cmd"), unit.cmd)
+            wiring.connect(core, dispatcher.flush, unit.flush_above)
+            wiring.connect(core, getattr(dispatcher, f"{name}_error"), unit.error)
+        for unit in (load, store):
+            for member in unit.signature.members:
+                if member.startswith(("pop_", "push_")):
+                    wiring.connect(core, getattr(tokens, member), getattr(unit, member))
+        # The compute unit's token ports: pop {available, take}, push {space, put}.
+        for q in ("l2c", "s2c"):
+            pop, port = getattr(tokens, f"pop_{q}"), getattr(compute, f"pop_{q}")
+            core.d.comb += [port.available.eq(pop.valid), pop.ready.eq(port.take)]
+        for q in ("c2l", "c2s"):
+            push, port = getattr(tokens, f"push_{q}"), getattr(compute, f"push_{q}")
+            core.d.comb += [push.valid.eq(port.put), port.space.eq(push.ready)]
+        core.d.comb += [
+            dispatcher.units_idle.eq(~load.busy & ~compute.busy & ~store.busy),
+            compute.clear.eq(started),
+        ]
+        self._wire_memories(core, started)
+
+        # ------------------------------------------------------------ AXI master
+        wiring.connect(core, dispatcher.axi, arbiter.inputs[0])
+        wiring.connect(core, load.axi, arbiter.inputs[1])
+        for name, member in arbiter.out.signature.members.items():
+            flat = getattr(self, f"m_axi_{name}")
+            if member.flow == Out:
+                core.d.comb += flat.eq(getattr(arbiter.out, name))
+            else:
+                core.d.comb += getattr(arbiter.out, name).eq(flat)
+        # The store unit is the only writer: its 4-bit IDs under a 0 top bit.
+        for name, member in store.axi.signature.members.items():
+            flat, inner = getattr(self, f"m_axi_{name}"), getattr(store.axi, name)
+            if member.flow == Out:
+                core.d.comb += flat.eq(inner)
+            else:
+                core.d.comb += inner.eq(flat)
+
+        reads_out = Signal(range(_OUTSTANDING_MAX + 1))
+        writes_out = Signal(range(_OUTSTANDING_MAX + 1))
+        ar_fire = self.m_axi_arvalid & self.m_axi_arready
+        r_last = self.m_axi_rvalid & self.m_axi_rready & self.m_axi_rlast
+        aw_fire = self.m_axi_awvalid & self.m_axi_awready
+        b_fire = self.m_axi_bvalid & self.m_axi_bready
+        core.d.sync += [
+            reads_out.eq(reads_out + ar_fire - r_last),
+            writes_out.eq(writes_out + aw_fire - b_fire),
+        ]
+        core.d.comb += dispatcher.axi_idle.eq(
+            (reads_out == 0) & (writes_out == 0) & ~self.m_axi_arvalid & ~self.m_axi_awvalid
+            & ~self.m_axi_wvalid
+        )
+
+        # ------------------------------------------------------------ status, irq, counters
+        core.d.comb += [
+            csr.state.eq(dispatcher.state),
+            csr.code.eq(dispatcher.code),
+            csr.offset.eq(dispatcher.offset),
+            self.irq.eq(csr.irq_enable & (dispatcher.state == RunState.DONE)),
+        ]
+        running = dispatcher.state == RunState.BUSY
+        events = {
+            "CYCLES": 1,
+            "BUSY_LOAD": load.busy,
+            "BUSY_COMPUTE": compute.busy,
+            "BUSY_STORE": store.busy,
+            "STALL_L2C": None,
+            "STALL_C2L": load.stall_token,
+            "STALL_C2S": store.stall_token,
+            "STALL_S2C": None,
+            "STALL_AXI_READ": (self.m_axi_arvalid & ~self.m_axi_arready)
+            | ((reads_out != 0) & ~(self.m_axi_rvalid & self.m_axi_rready)),
+            "STALL_AXI_WRITE": (self.m_axi_awvalid & ~self.m_axi_awready)
+            | (self.m_axi_wvalid & ~self.m_axi_wready)
+            | ((writes_out != 0) & ~(self.m_axi_wvalid & self.m_axi_wready) & ~b_fire),
+            "STALL_FETCH": dispatcher.stall_fetch,
+            "STALL_DISPATCH": dispatcher.stall_dispatch,
+            "RETIRED_DISPATCH": dispatcher.retire,
+            "RETIRED_LOAD": load.retired,
+            "RETIRED_COMPUTE": None,
+            "RETIRED_STORE": store.retired,
+            "ARRAY_MACS": None,
+        }
+        # The compute unit keeps its own 64-bit counters (cleared at start with the others).
+        own = {
+            "STALL_L2C": compute.counters.stall_l2c,
+            "STALL_S2C": compute.counters.stall_s2c,
+            "RETIRED_COMPUTE": compute.counters.retired,
+            "ARRAY_MACS": compute.counters.array_rows * (cfg.rows * cfg.cols),
+        }
+        for i, (name, _) in enumerate(COUNTERS):
+            if events[name] is None:
+                core.d.comb += csr.counters[i].eq(own[name])
+                continue
+            count = Signal(64, name=f"count_{name.lower()}")
+            core.d.comb += csr.counters[i].eq(count)
+            with core.If(started):
+                core.d.sync += count.eq(0)
+            with core.Elif(running):
+                core.d.sync += count.eq(count + events[name])
+        return m
+
+    def _wire_memories(self, core: Module, started) -> None:
+        """Connect the units to the memories and the epilogue."""
+        load, compute = self._load, self._compute
+        spad, acc, bias_scale, tables, epi = (
+            self._spad, self._acc, self._bias_scale, self._tables, self._epilogue)
+        core.submodules.scratchpad = spad
+        core.submodules.accumulator = acc
+        core.submodules.bias_scale = bias_scale
+        core.submodules.segment_table = tables
+        core.submodules.epilogue = epi
+
+        def stream_copy(src, dst, **fields):
+            """``src`` -> ``dst`` (streams); payload bits copied, or ``fields`` set by name."""
+            core.d.comb += [dst.valid.eq(src.valid), src.ready.eq(dst.ready)]
+            if fields:
+                core.d.comb += [getattr(dst.payload, k).eq(v) for k, v in fields.items()]
+            else:
+                core.d.comb += dst.payload.as_value().eq(src.payload.as_value())
+
+        # Scratchpad: LOAD writes whole rows, EPI lanes 0..C-1, GEMM reads weights and operands.
+        ls = load.spad_write
+        stream_copy(ls, spad.load_write, addr=ls.payload.addr, data=ls.payload.data,
+                    mask=(1 << self._config.lanes) - 1)
+        wiring.connect(core, compute.spad_write, spad.epi_write)
+        wiring.connect(core, compute.spad_weights, spad.weights)
+        wiring.connect(core, compute.spad_operands, spad.operands)
+        # Accumulator: GEMM's fixed-timing port, EPI read/write, LOAD writes.
+        wiring.connect(core, compute.acc_gemm, acc.gemm)
+        wiring.connect(core, compute.acc_read, acc.epi_read)
+        wiring.connect(core, compute.acc_write, acc.epi_write)
+        stream_copy(load.acc_write, acc.load_write)
+        # Store unit reads.
+        store = self._store
+        stream_copy(store.spad_read, spad.store.req)
+        stream_copy(spad.store.resp, store.spad_resp)
+        stream_copy(store.acc_read, acc.store.req)
+        stream_copy(acc.store.resp, store.acc_resp)
+        # Bias/scale SRAM: LOADT BIAS writes entries, EPI dest SCALE multipliers and shifts.
+        stream_copy(load.bias_write, bias_scale.load_write)
+        stream_copy(compute.scale_write, bias_scale.scale_write)
+        breq, bresp = compute.bias_read.req, compute.bias_read.resp
+        stream_copy(breq, bias_scale.bias_read, addr=breq.payload.entry)
+        core.d.comb += [bresp.valid.eq(bias_scale.bias_data.valid),
+                        bias_scale.bias_data.ready.eq(bresp.ready)]
+        sreq, sresp = compute.scale_read.req, compute.scale_read.resp
+        stream_copy(sreq, bias_scale.scale_read, addr=sreq.payload.entry, broadcast=0)
+        core.d.comb += [sresp.valid.eq(bias_scale.scale_data.valid),
+                        bias_scale.scale_data.ready.eq(sresp.ready)]
+        for c in range(self._config.cols):
+            core.d.comb += [
+                bresp.payload.data[c].bias.eq(bias_scale.bias_data.payload.bias[c]),
+                sresp.payload.data[c].mult.eq(bias_scale.scale_data.payload.mult[c]),
+                sresp.payload.data[c].shift.eq(bias_scale.scale_data.payload.shift[c]),
+            ]
+        # Segment tables: LOADT PWL writes them (the SHIFT beat, last, marks a function loaded).
+        stream_copy(load.table_write, tables.write)
+        core.d.comb += [tables.clear.eq(started), compute.fn_loaded.eq(tables.loaded)]
+        wiring.connect(core, epi.table, tables.lookup)
+        # Epilogue rows and results.
+        ein = compute.epilogue_in
+        out_bits = ein.payload.out_bits
+        stream_copy(
+            ein, epi.rows,
+            acc=ein.payload.acc, mult=ein.payload.mult, shift=ein.payload.shift,
+            fn=ein.payload.fn,
+            out_width=Mux(out_bits == 8, OutWidth.INT8,
+                          Mux(out_bits == 16, OutWidth.INT16, OutWidth.INT32)),
+            tag=0,
+        )
+        stream_copy(epi.results, compute.epilogue_out)
+        core.d.comb += compute.epilogue_out.payload.eq(epi.results.payload.data)

@@ -1,0 +1,91 @@
+# amaranth: UnusedElaboratable=no
+"""The accumulator: ``accumulator_rows`` rows of ``C`` int32, in :data:`ACC_BANKS` banks.
+
+Bank ``b`` holds rows ``b * rows/ACC_BANKS ..`` (consecutive rows, as the scratchpad). Each bank
+is one simple-dual-port ``lib.memory.Memory`` with a synchronous read. The GEMM result pipeline
+owns a fixed-timing port (``gemm``: a read and a write every cycle, served before anything else in
+that bank, transparent read for its read-modify-write forwarding); the EPI, load and store
+clients are streams arbitrated round robin per bank (:class:`hw.banked_memory.BankedMemory`).
+Two banks let an EPI read (and write in place) one half while a GEMM accumulates into the other
+at one row per cycle: the compiler's alternating accumulator buffers should lie in different
+halves. A conflict delays the stream client, never the GEMM, and never changes data.
+
+Ports (``addr`` is ``log2(accumulator_rows)`` bits; ``ROW = ArrayLayout(signed(32), C)``):
+
+``gemm`` : In(:func:`hw.banked_memory.exclusive_signature`)
+    ``read_en``/``read_addr`` in cycle ``t`` -> ``read_data`` in ``t + 1``; ``write_*`` writes at
+    the end of the cycle; a read of the row written in the same cycle returns the new row.
+``epi_write``, ``load_write`` : In(stream ``{addr, data: ROW}``)
+    Whole-row writes.
+``epi_read``, ``store`` : In(:func:`hw.banked_memory.read_signature`)
+    ``req`` ``{addr}`` -> ``resp`` ``{data: ROW}`` in order, two cycles after the request at the
+    earliest.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, signed
+from amaranth.lib import data, wiring
+
+from hw.banked_memory import BankedMemory
+from hw.config import AcceleratorConfig
+
+__all__ = ["ACC_BANKS", "Accumulator", "accumulator_row_layout"]
+
+#: Banks of the accumulator (halves: a GEMM and an EPI on different halves never conflict).
+ACC_BANKS = 2
+
+READ_CLIENTS = ("epi_read", "store")
+WRITE_CLIENTS = ("epi_write", "load_write")
+
+
+def accumulator_row_layout(config: AcceleratorConfig) -> data.ArrayLayout:
+    """One accumulator row: ``cols`` int32."""
+    return data.ArrayLayout(signed(config.acc_bits), config.cols)
+
+
+class Accumulator(wiring.Component):
+    """Banked int32 accumulator with a GEMM read-modify-write port (see module docs).
+
+    Parameters
+    ----------
+    config : AcceleratorConfig
+        Uses ``accumulator_rows`` and ``cols``.
+    """
+
+    def __init__(self, config: AcceleratorConfig) -> None:
+        if not isinstance(config, AcceleratorConfig):
+            raise TypeError(f"config must be an AcceleratorConfig, got {config!r}")
+        self._config = config
+        self._mem = BankedMemory(
+            depth=config.accumulator_rows,
+            data_shape=accumulator_row_layout(config),
+            banks=ACC_BANKS,
+            read_clients=READ_CLIENTS,
+            write_clients=WRITE_CLIENTS,
+            exclusive="gemm",
+        )
+        super().__init__({n: self._mem.signature.members[n] for n in (
+            "gemm", *WRITE_CLIENTS, *READ_CLIENTS)})
+
+    @property
+    def config(self) -> AcceleratorConfig:
+        """The configuration the accumulator was built for."""
+        return self._config
+
+    @property
+    def addr_bits(self) -> int:
+        """Width of a row address."""
+        return self._mem.addr_bits
+
+    @property
+    def memories(self):
+        """The bank memories (``lib.memory.Memory``), bank 0 first."""
+        return self._mem.memories
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        m.submodules.banks = self._mem
+        for n in ("gemm", *WRITE_CLIENTS, *READ_CLIENTS):
+            wiring.connect(m, wiring.flipped(getattr(self, n)), getattr(self._mem, n))
+        return m

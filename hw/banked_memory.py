@@ -1,0 +1,297 @@
+# amaranth: UnusedElaboratable=no
+"""A banked SRAM shared by several clients: the mechanism behind the scratchpad and accumulator.
+
+``depth`` rows of ``width`` bits in ``banks`` banks of consecutive rows (bank = row //
+(depth / banks)); every bank is one ``lib.memory.Memory`` with one synchronous read port and
+one write port (simple dual port: one block RAM column). Clients are streams (docs/isa.md,
+RTL contract):
+
+* a **read client** sends requests ``{addr}`` and gets, in order, responses ``{data}``. A
+  request moves when its bank grants it; the data leaves the bank one cycle later and goes into
+  the client's own response queue (``RESPONSE_DEPTH`` rows), so the client's response stream may
+  be held not ready for any time: a request is accepted only while the queue has room for it
+  (credit). Latency: a request accepted in cycle ``t`` is on the response stream in ``t + 2``.
+* a **write client** sends ``{addr, data[, mask]}``; the row is written at the end of the cycle
+  its bank grants it (``mask``: one bit per ``granularity`` bits, when the memory has one).
+* optionally one **exclusive port** (:func:`exclusive_signature`), fixed timing for a
+  read-modify-write pipeline: its read (data in the next cycle) and its write are served in the
+  cycle they are asserted, before any stream client of that bank. A read of the row the write
+  port writes in the same cycle returns the new data (transparent read), which is the forwarding
+  that lets a read-modify-write pipeline touch the same row on consecutive cycles.
+
+Each bank arbitrates its read port among the read clients that address it, and its write port
+among the write clients, round robin (the client after the last one granted goes first), so
+different banks serve different clients in the same cycle and no client starves. Bank conflicts
+change timing only: every client's requests are served in its own order.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Const, Module, Mux, Shape, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+__all__ = [
+    "RESPONSE_DEPTH",
+    "BankedMemory",
+    "exclusive_signature",
+    "read_signature",
+    "write_layout",
+]
+
+#: Rows each read client's response queue holds: with the one-cycle SRAM latency this keeps one
+#: response per cycle flowing while the client is ready.
+RESPONSE_DEPTH = 3
+
+
+def read_signature(addr_bits: int, data_shape) -> wiring.Signature:
+    """A read client, from the client's side: ``req`` (Out) ``{addr}``, ``resp`` (In) ``{data}``."""
+    return wiring.Signature({
+        "req": Out(stream.Signature(data.StructLayout({"addr": unsigned(addr_bits)}))),
+        "resp": In(stream.Signature(data.StructLayout({"data": data_shape}))),
+    })
+
+
+def write_layout(addr_bits: int, data_shape, mask_bits: int = 0) -> data.StructLayout:
+    """Payload of a write request stream: ``{addr, data}`` plus ``mask`` when ``mask_bits``."""
+    members = {"addr": unsigned(addr_bits), "data": data_shape}
+    if mask_bits:
+        members["mask"] = unsigned(mask_bits)
+    return data.StructLayout(members)
+
+
+def exclusive_signature(addr_bits: int, data_shape) -> wiring.Signature:
+    """The fixed-timing port, from the client's side.
+
+    ``read_en``/``read_addr`` in cycle ``t`` -> ``read_data`` in ``t + 1`` (transparent to the
+    write in ``t``); ``write_en``/``write_addr``/``write_data`` write at the end of the cycle.
+    """
+    return wiring.Signature({
+        "read_en": Out(1),
+        "read_addr": Out(unsigned(addr_bits)),
+        "read_data": In(data_shape),
+        "write_en": Out(1),
+        "write_addr": Out(unsigned(addr_bits)),
+        "write_data": Out(data_shape),
+    })
+
+
+def _log2(n: int) -> int:
+    return n.bit_length() - 1
+
+
+def round_robin(m: Module, requests: list, name: str) -> list[Signal]:
+    """Grant one of ``requests`` (1-bit values), starting after the last one granted.
+
+    Returns one grant signal per request (at most one high). The pointer moves on a grant only.
+    """
+    n = len(requests)
+    grants = [Signal(name=f"{name}_grant{i}") for i in range(n)]
+    if n == 1:
+        m.d.comb += grants[0].eq(requests[0])
+        return grants
+    last = Signal(range(n), name=f"{name}_last")
+    # an If chain rather than a Switch: the last pointer value is the final Else, so every
+    # encoding is covered (no incomplete case statement in the Verilog)
+    for p in range(n):
+        with (m.If(last == p) if p == 0 else m.Elif(last == p) if p < n - 1 else m.Else()):
+            order = [(p + 1 + j) % n for j in range(n)]
+            taken = Const(0, 1)
+            for i in order:
+                m.d.comb += grants[i].eq(requests[i] & ~taken)
+                taken = taken | requests[i]
+    for i in range(n):
+        with m.If(grants[i]):
+            m.d.sync += last.eq(i)
+    return grants
+
+
+class BankedMemory(wiring.Component):
+    """Banked SRAM with round-robin stream clients and an optional exclusive port.
+
+    Parameters
+    ----------
+    depth : int
+        Rows (a power of two).
+    data_shape : ShapeCastable
+        Shape of one row (e.g. ``ArrayLayout(signed(8), lanes)``); stored as its raw bits.
+    banks : int
+        Banks of consecutive rows (a power of two dividing ``depth``).
+    read_clients, write_clients : tuple of str
+        Names of the stream clients; each becomes a port ``<name>`` (read:
+        ``In(read_signature(...))``; write: ``In(stream.Signature(write_layout(...)))``).
+    granularity : int or None
+        Bits per write-mask bit (write payloads then carry ``mask``); None: whole-row writes.
+    exclusive : str or None
+        Name of the exclusive port (``In(exclusive_signature(...))``), if any.
+    """
+
+    def __init__(self, *, depth: int, data_shape, banks: int, read_clients, write_clients,
+                 granularity: int | None = None, exclusive: str | None = None) -> None:
+        for pname, v in (("depth", depth), ("banks", banks)):
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise TypeError(f"{pname} must be an int, got {v!r}")
+            if v < 1 or v & (v - 1):
+                raise ValueError(f"{pname} = {v!r}: must be a power of two >= 1")
+        if depth % banks or depth // banks < 2:
+            raise ValueError(f"banks = {banks!r}: must divide depth = {depth} into banks of >= 2")
+        read_clients, write_clients = tuple(read_clients), tuple(write_clients)
+        names = [*read_clients, *write_clients, *([exclusive] if exclusive else [])]
+        if len(set(names)) != len(names) or not all(isinstance(n, str) and n for n in names):
+            raise ValueError(f"client names must be distinct non-empty strings, got {names!r}")
+        width = Shape.cast(data_shape).width
+        if granularity is not None and (granularity < 1 or width % granularity):
+            raise ValueError(f"granularity = {granularity!r}: must divide the row width {width}")
+        self._depth, self._banks, self._width = depth, banks, width
+        self._data_shape = data_shape
+        self._granularity = granularity
+        self._read_clients, self._write_clients = read_clients, write_clients
+        self._exclusive = exclusive
+        self._addr_bits = max(1, _log2(depth))
+        mask_bits = width // granularity if granularity else 0
+        members = {}
+        for n in read_clients:
+            members[n] = In(read_signature(self._addr_bits, data_shape))
+        for n in write_clients:
+            members[n] = In(stream.Signature(write_layout(self._addr_bits, data_shape, mask_bits)))
+        if exclusive:
+            members[exclusive] = In(exclusive_signature(self._addr_bits, data_shape))
+        super().__init__(members)
+        self._mems = [
+            Memory(shape=unsigned(width), depth=depth // banks, init=[]) for _ in range(banks)
+        ]
+        self._wports = [mem.write_port(granularity=granularity) for mem in self._mems]
+        self._rports = [
+            mem.read_port(transparent_for=(wp,))
+            for mem, wp in zip(self._mems, self._wports, strict=True)
+        ]
+        self._queues = {n: SyncFIFO(width=width, depth=RESPONSE_DEPTH) for n in read_clients}
+
+    @property
+    def depth(self) -> int:
+        """Rows."""
+        return self._depth
+
+    @property
+    def banks(self) -> int:
+        """Banks of consecutive rows."""
+        return self._banks
+
+    @property
+    def addr_bits(self) -> int:
+        """Width of a row address."""
+        return self._addr_bits
+
+    @property
+    def memories(self) -> list[Memory]:
+        """The bank memories, bank 0 first (for simulation back doors and resource counts)."""
+        return list(self._mems)
+
+    def bank_of(self, addr):
+        """Bank of row ``addr`` (a Python int or an Amaranth value)."""
+        shift = _log2(self._depth // self._banks)
+        return addr >> shift
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        banks = self._banks
+        row_bits = _log2(self._depth // banks)
+        bank_bits = _log2(banks)
+        for b, mem in enumerate(self._mems):
+            m.submodules[f"bank{b}"] = mem
+
+        def split(addr):
+            return (addr[row_bits:] if bank_bits else Const(0, 1)), addr[:row_bits]
+
+        excl = getattr(self, self._exclusive) if self._exclusive else None
+
+        # ---- reads
+        clients = [getattr(self, n) for n in self._read_clients]
+        credit_ok, pending, pending_bank = [], [], []
+        for n, port in zip(self._read_clients, clients, strict=True):
+            q = self._queues[n]
+            m.submodules[f"resp_{n}"] = q
+            ok = Signal(name=f"{n}_credit_ok")
+            pend = Signal(name=f"{n}_pending")
+            pbank = Signal(range(max(banks, 2)), name=f"{n}_pending_bank")
+            m.d.comb += ok.eq(q.level + pend < RESPONSE_DEPTH)
+            credit_ok.append(ok)
+            pending.append(pend)
+            pending_bank.append(pbank)
+            m.d.comb += [
+                port.resp.valid.eq(q.r_rdy),
+                port.resp.payload.data.eq(q.r_data),
+                q.r_en.eq(port.resp.ready),
+            ]
+        excl_read_bank = Signal(range(max(banks, 2)))
+        accepted = [Const(0, 1)] * len(clients)
+        for b in range(banks):
+            rp = self._rports[b]
+            excl_here = Const(0, 1)
+            if excl is not None:
+                eb, _ = split(excl.read_addr)
+                excl_here = excl.read_en & (eb == b)
+            reqs = []
+            for port, ok in zip(clients, credit_ok, strict=True):
+                pb, _ = split(port.req.payload.addr)
+                reqs.append(port.req.valid & ok & (pb == b) & ~excl_here)
+            grants = round_robin(m, reqs, f"rd{b}") if reqs else []
+            addr = excl.read_addr[:row_bits] if excl is not None else Const(0, row_bits)
+            for g, port in zip(grants, clients, strict=True):
+                addr = Mux(g, port.req.payload.addr[:row_bits], addr)
+            en = excl_here
+            for g in grants:
+                en = en | g
+            m.d.comb += [rp.addr.eq(addr), rp.en.eq(en)]
+            for i, g in enumerate(grants):
+                accepted[i] = accepted[i] | g
+                with m.If(g):
+                    m.d.sync += pending_bank[i].eq(b)
+            if excl is not None:
+                with m.If(excl_here):
+                    m.d.sync += excl_read_bank.eq(b)
+        for i, port in enumerate(clients):
+            m.d.comb += port.req.ready.eq(accepted[i])
+            m.d.sync += pending[i].eq(accepted[i])
+            q = self._queues[self._read_clients[i]]
+            rdata = Const(0, self._width)
+            for b in range(banks):
+                rdata = Mux(pending_bank[i] == b, self._rports[b].data, rdata)
+            m.d.comb += [q.w_en.eq(pending[i]), q.w_data.eq(rdata)]
+        if excl is not None:
+            rdata = Const(0, self._width)
+            for b in range(banks):
+                rdata = Mux(excl_read_bank == b, self._rports[b].data, rdata)
+            m.d.comb += excl.read_data.eq(rdata)
+
+        # ---- writes
+        wclients = [getattr(self, n) for n in self._write_clients]
+        full_mask = (1 << (self._width // self._granularity)) - 1 if self._granularity else 1
+        waccepted = [Const(0, 1)] * len(wclients)
+        for b in range(banks):
+            wp = self._wports[b]
+            excl_here = Const(0, 1)
+            if excl is not None:
+                eb, _ = split(excl.write_addr)
+                excl_here = excl.write_en & (eb == b)
+            reqs = []
+            for port in wclients:
+                pb, _ = split(port.payload.addr)
+                reqs.append(port.valid & (pb == b) & ~excl_here)
+            grants = round_robin(m, reqs, f"wr{b}") if reqs else []
+            addr = excl.write_addr[:row_bits] if excl is not None else Const(0, row_bits)
+            wdata = excl.write_data.as_value() if excl is not None else Const(0, self._width)
+            en = Mux(excl_here, full_mask, 0)
+            for g, port in zip(grants, wclients, strict=True):
+                addr = Mux(g, port.payload.addr[:row_bits], addr)
+                wdata = Mux(g, port.payload.data.as_value(), wdata)
+                mask = port.payload.mask if self._granularity else Const(1, 1)
+                en = Mux(g, mask, en)
+            m.d.comb += [wp.addr.eq(addr), wp.data.eq(wdata), wp.en.eq(en)]
+            for i, g in enumerate(grants):
+                waccepted[i] = waccepted[i] | g
+        for i, port in enumerate(wclients):
+            m.d.comb += port.ready.eq(waccepted[i])
+        return m

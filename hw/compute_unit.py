@@ -1,0 +1,782 @@
+# amaranth: UnusedElaboratable=no
+"""The compute unit: executes the compute queue's GEMM, EPI and SYNC instructions.
+
+Instructions arrive in program order as :func:`unit_command_layout` beats. The *issue stage*
+checks each one in the golden model's order (``sim/golden.py``: range and field checks, all
+closed-form), waits for its pop tokens and for the interlock, pops the tokens and hands it to an
+engine; a *retire queue* pushes each instruction's tokens once it and every earlier instruction
+have completed (program order), so token pushes never overtake.
+
+**GEMM engine** (around :class:`hw.systolic_array.SystolicArray`). An issued GEMM becomes one
+descriptor in four small queues, each walked by its own sequencer, so they run ahead of one
+another as far as the array's credits and the queues allow:
+
+* *weights*: scratchpad rows ``w .. w + n*k*blk - 1`` (``blk = R``, or ``C`` transposed) in
+  order, straight to the array's ``weights`` stream (lanes ``0..C-1``) or through the
+  :class:`hw.transposer.Transposer` (lanes ``0..R-1``). The array double-buffers the weights:
+  block ``q + 1``'s preload overlaps block ``q``'s operand stream.
+* *operands*: for each block ``(u, t)`` the rows ``a + t*m + i`` (``i < m``), lanes ``0..R-1``,
+  ``first`` on ``i = 0``.
+* *bias*: in modes BIAS / ACCUMULATE_BIAS the ``C`` entries ``bias + u*C ..`` of every output
+  tile ``u``, read ahead into a two-entry queue.
+* *results*: result row ``i`` of block ``(u, t)`` goes to accumulator row ``acc + u*m + i``
+  through a two-stage read-modify-write pipeline on the accumulator's fixed-timing ``gemm`` port:
+  stage 0 reads the row (when it accumulates: ``t > 0``, or mode ACCUMULATE / ACCUMULATE_BIAS)
+  and adds the bias to the product (``t = 0`` in the bias modes); stage 1 adds the old row and
+  writes. The read of a row written in the same cycle returns the new row (transparent read), so
+  rows touched on consecutive cycles (``m = 1`` reductions, back-to-back GEMMs) need no stall:
+  one row per cycle.
+
+**EPI engine** (one EPI at a time). An EPI waits until every GEMM issued before it has
+completed, then reads accumulator rows ``src .. src + n*m - 1`` and the scale entries (per tile
+``u`` the ``C`` entries ``scale + u*C ..`` in COL mode; per row the entry ``scale + i`` in ROW
+mode), sends each row with its multipliers and shifts to the epilogue (``epilogue_in``), and
+writes each result (``epilogue_out``) to scratchpad lanes ``0..C-1``, an accumulator row, or
+(dest SCALE) the multiplier of entry ``dst + j`` (value in column ``col``, shift ``out_shift``).
+
+**Interlock.** A GEMM issues while an EPI is waiting or running only when they share nothing:
+the GEMM's accumulator rows are disjoint from the EPI's source rows (and its destination rows,
+dest ACC), and for dest SPAD the EPI's destination rows are disjoint from the GEMM's weight and
+operand rows. Otherwise the GEMM waits for the EPI. So an EPI on one accumulator buffer runs
+while the next GEMM fills the other, and program order is kept: the EPI reads only rows the GEMMs
+before it have finished, no later GEMM touches what the EPI reads or writes, and EPIs run one
+after another. (Dest SCALE writes multipliers and shifts, GEMMs read only biases.)
+
+**Errors.** The first failing check stops the unit: ``error`` holds the code and the word
+offset; instructions issued before it complete. ``flush_above`` (from the controller) discards
+instructions with a larger offset without executing them.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.wiring import In, Out
+
+from hw.banked_memory import exclusive_signature, read_signature, write_layout
+from hw.config import AcceleratorConfig
+from hw.isa import WORD_LAYOUT, EpiDest, Opcode, ScaleMode
+from hw.numeric import MAX_SHIFT, SCALE_BITS
+from hw.systolic_array import SystolicArray
+from hw.transposer import Transposer
+from sim.golden import StatusCode
+
+__all__ = [
+    "ComputeUnit",
+    "epilogue_input_layout",
+    "error_signature",
+    "flush_signature",
+    "scale_entry_layout",
+    "scale_write_layout",
+    "table_read_signature",
+    "token_pop_signature",
+    "token_push_signature",
+    "unit_command_layout",
+]
+
+#: Width of a shift field (0..47).
+SHIFT_BITS = 6
+#: Depth of the queues of GEMM descriptors between the issue stage and each GEMM sequencer.
+DESCRIPTOR_DEPTH = 2
+#: Scratchpad requests a sequencer may have outstanding (>= the scratchpad's response depth + 1).
+TAG_DEPTH = 4
+#: Bias vectors (GEMM) read ahead of the result pipeline.
+BIAS_DEPTH = 2
+#: Scale entries (EPI) read ahead; enough to cover the table SRAM's read latency at one per cycle.
+SCALE_DEPTH = 4
+#: Instructions issued and not yet retired.
+RETIRE_DEPTH = 4
+
+_KIND_GEMM, _KIND_EPI, _KIND_SYNC = 0, 1, 2
+
+
+def _bits(n: int) -> int:
+    return max(1, (n - 1).bit_length())
+
+
+def unit_command_layout(config: AcceleratorConfig) -> data.StructLayout:
+    """``UnitCommand`` of the RTL contract: decoded word, its word offset, the resolved base."""
+    return data.StructLayout({
+        "word": WORD_LAYOUT, "pc": unsigned(32), "base": unsigned(config.addr_bits)})
+
+
+def scale_entry_layout() -> data.StructLayout:
+    """One bias/scale SRAM entry: ``{bias int32, mult int16, shift u6}``."""
+    return data.StructLayout({
+        "bias": signed(32), "mult": signed(SCALE_BITS), "shift": unsigned(SHIFT_BITS)})
+
+
+def table_read_signature(config: AcceleratorConfig) -> wiring.Signature:
+    """A read client of the bias/scale SRAM, from the client's side.
+
+    ``req`` ``{entry}`` -> ``resp`` ``{data: ArrayLayout(scale_entry_layout(), C)}``: the ``C``
+    consecutive entries ``entry .. entry + C - 1`` (those at or past ``bias_entries``: don't
+    care), in order; the client keeps ``resp.ready`` high whenever it has requests outstanding.
+    """
+    return wiring.Signature({
+        "req": Out(stream.Signature(data.StructLayout({
+            "entry": unsigned(_bits(config.bias_entries))}))),
+        "resp": In(stream.Signature(data.StructLayout({
+            "data": data.ArrayLayout(scale_entry_layout(), config.cols)}))),
+    })
+
+
+def scale_write_layout(config: AcceleratorConfig) -> data.StructLayout:
+    """EPI dest SCALE write: multiplier and shift of one entry (its bias is left unchanged)."""
+    return data.StructLayout({
+        "entry": unsigned(_bits(config.bias_entries)),
+        "mult": signed(SCALE_BITS),
+        "shift": unsigned(SHIFT_BITS),
+    })
+
+
+def epilogue_input_layout(config: AcceleratorConfig) -> data.StructLayout:
+    """One epilogue row: ``C`` accumulator values with their multipliers and shifts, the PWL
+    function and the output width (8, 16 or 32)."""
+    C = config.cols
+    return data.StructLayout({
+        "acc": data.ArrayLayout(signed(config.acc_bits), C),
+        "mult": data.ArrayLayout(signed(SCALE_BITS), C),
+        "shift": data.ArrayLayout(unsigned(SHIFT_BITS), C),
+        "fn": unsigned(6),
+        "out_bits": unsigned(6),
+    })
+
+
+def token_pop_signature() -> wiring.Signature:
+    """Popping a token counter: ``available`` (In, counter non-zero), ``take`` (Out, decrement)."""
+    return wiring.Signature({"available": In(1), "take": Out(1)})
+
+
+def token_push_signature() -> wiring.Signature:
+    """Pushing a token counter: ``space`` (In, counter not full), ``put`` (Out, increment)."""
+    return wiring.Signature({"space": In(1), "put": Out(1)})
+
+
+def error_signature() -> wiring.Signature:
+    """A unit's error report (RTL contract): ``valid``, ``code`` (StatusCode), ``pc``."""
+    return wiring.Signature({"valid": Out(1), "code": Out(4), "pc": Out(32)})
+
+
+def flush_signature() -> wiring.Signature:
+    """The controller's discard order: instructions with word offset ``> pc`` are dropped."""
+    return wiring.Signature({"valid": Out(1), "pc": Out(32)})
+
+
+COUNTERS = ("busy", "stall_l2c", "stall_s2c", "stall_c2l", "stall_c2s", "stall_interlock",
+            "array_rows", "retired")
+
+
+def _overlap(a0, an, b0, bn):
+    """Row ranges ``[a0, a0 + an)`` and ``[b0, b0 + bn)`` intersect."""
+    return (a0 < b0 + bn) & (b0 < a0 + an)
+
+
+class ComputeUnit(wiring.Component):
+    """GEMM/EPI sequencer around the systolic array (see module docs for behaviour).
+
+    Parameters
+    ----------
+    config : AcceleratorConfig
+        Array shape, memory sizes, ``pwl_functions``, ``bias_entries``.
+
+    Attributes
+    ----------
+    cmd : In(stream.Signature(unit_command_layout(config)))
+        The compute queue (GEMM, EPI, SYNC; any other opcode is ILLEGAL_INSTRUCTION).
+    flush_above : In(flush_signature())
+    error : Out(error_signature())
+    pop_l2c, pop_s2c : Out(token_pop_signature())
+    push_c2l, push_c2s : Out(token_push_signature())
+    spad_weights, spad_operands : Out(read_signature(spad_addr_bits, spad row))
+        Scratchpad read clients (:class:`hw.scratchpad.Scratchpad` ``weights``, ``operands``).
+    spad_write : Out(stream.Signature(write_layout(spad_addr_bits, spad row, lanes)))
+        EPI dest SPAD (to the scratchpad's ``epi_write``; mask = lanes ``0..C-1``).
+    acc_gemm : Out(exclusive_signature(acc_addr_bits, acc row))
+        To the accumulator's ``gemm`` port.
+    acc_read : Out(read_signature(acc_addr_bits, acc row))
+        EPI source rows (to the accumulator's ``epi_read``).
+    acc_write : Out(stream.Signature(write_layout(acc_addr_bits, acc row)))
+        EPI dest ACC (to the accumulator's ``epi_write``).
+    bias_read, scale_read : Out(table_read_signature(config))
+        GEMM bias vectors and EPI scale entries from the bias/scale SRAM.
+    scale_write : Out(stream.Signature(scale_write_layout(config)))
+        EPI dest SCALE.
+    fn_loaded : In(pwl_functions)
+        Bit ``f``: PWL function ``f`` has been loaded (FN_UNLOADED check).
+    epilogue_in : Out(stream.Signature(epilogue_input_layout(config)))
+    epilogue_out : In(stream.Signature(ArrayLayout(signed(32), C)))
+        The epilogue pipeline, one row each way, in order.
+    busy : Out(1)
+        An instruction is being checked, waits, runs or waits to retire.
+    counters : Out(StructLayout of 64-bit counters :data:`COUNTERS`)
+        Cycles busy, cycles stalled per cause, operand rows entering the array (x R*C = MACs),
+        instructions retired. ``clear`` resets them.
+    clear : In(1)
+    """
+
+    def __init__(self, config: AcceleratorConfig) -> None:
+        if not isinstance(config, AcceleratorConfig):
+            raise TypeError(f"config must be an AcceleratorConfig, got {config!r}")
+        self._config = config
+        c = config
+        self._spad_bits = _bits(c.scratchpad_rows)
+        self._acc_bits = _bits(c.accumulator_rows)
+        self._entry_bits = _bits(c.bias_entries)
+        spad_row = data.ArrayLayout(signed(c.operand_bits), c.lanes)
+        acc_row = data.ArrayLayout(signed(c.acc_bits), c.cols)
+        super().__init__({
+            "cmd": In(stream.Signature(unit_command_layout(c))),
+            "flush_above": In(flush_signature()),
+            "error": Out(error_signature()),
+            "pop_l2c": Out(token_pop_signature()),
+            "pop_s2c": Out(token_pop_signature()),
+            "push_c2l": Out(token_push_signature()),
+            "push_c2s": Out(token_push_signature()),
+            "spad_weights": Out(read_signature(self._spad_bits, spad_row)),
+            "spad_operands": Out(read_signature(self._spad_bits, spad_row)),
+            "spad_write": Out(stream.Signature(
+                write_layout(self._spad_bits, spad_row, c.lanes))),
+            "acc_gemm": Out(exclusive_signature(self._acc_bits, acc_row)),
+            "acc_read": Out(read_signature(self._acc_bits, acc_row)),
+            "acc_write": Out(stream.Signature(write_layout(self._acc_bits, acc_row))),
+            "bias_read": Out(table_read_signature(c)),
+            "scale_read": Out(table_read_signature(c)),
+            "scale_write": Out(stream.Signature(scale_write_layout(c))),
+            "fn_loaded": In(c.pwl_functions),
+            "epilogue_in": Out(stream.Signature(epilogue_input_layout(c))),
+            "epilogue_out": In(stream.Signature(acc_row)),
+            "busy": Out(1),
+            "counters": Out(data.StructLayout({n: unsigned(64) for n in COUNTERS})),
+            "clear": In(1),
+        })
+        self._gemm_desc = data.StructLayout({
+            "w": unsigned(self._spad_bits), "a": unsigned(self._spad_bits),
+            "acc": unsigned(self._acc_bits), "bias": unsigned(self._entry_bits),
+            "m": unsigned(12), "k": unsigned(12), "n": unsigned(12),
+            "mode": unsigned(2), "transpose": 1, "w_rows": unsigned(self._spad_bits + 1),
+        })
+        self._epi_desc = data.StructLayout({
+            "src": unsigned(self._acc_bits), "dst": unsigned(max(self._spad_bits,
+                                                                 self._acc_bits,
+                                                                 self._entry_bits)),
+            "dest": unsigned(2), "row_scale": 1, "scale": unsigned(self._entry_bits),
+            "fn": unsigned(6), "m": unsigned(12), "n": unsigned(12),
+            "rows": unsigned(24), "col": unsigned(6), "out_shift": unsigned(6),
+        })
+        # Parts (constructed here, wired in elaborate).
+        self._array = SystolicArray(c)
+        self._transposer = Transposer(c)
+        gw = self._gemm_desc.size
+        self._desc_weights = SyncFIFO(width=gw, depth=DESCRIPTOR_DEPTH)
+        self._desc_operands = SyncFIFO(width=gw, depth=DESCRIPTOR_DEPTH)
+        self._desc_bias = SyncFIFO(width=gw, depth=DESCRIPTOR_DEPTH)
+        self._desc_results = SyncFIFO(width=gw, depth=DESCRIPTOR_DEPTH)
+        self._tag_weights = SyncFIFO(width=1, depth=TAG_DEPTH)
+        self._tag_operands = SyncFIFO(width=1, depth=TAG_DEPTH)
+        self._bias_queue = SyncFIFO(width=c.acc_bits * c.cols, depth=BIAS_DEPTH)
+        self._scale_queue = SyncFIFO(width=(SCALE_BITS + SHIFT_BITS) * c.cols, depth=SCALE_DEPTH)
+        self._retire = SyncFIFO(width=4, depth=RETIRE_DEPTH)
+
+    @property
+    def config(self) -> AcceleratorConfig:
+        """The configuration the unit was built for."""
+        return self._config
+
+    @property
+    def array(self) -> SystolicArray:
+        """The systolic array inside the unit."""
+        return self._array
+
+    def elaborate(self, platform) -> Module:  # noqa: C901 (one datapath, read top to bottom)
+        m = Module()
+        cfg = self._config
+        R, C = cfg.rows, cfg.cols
+        m.submodules.array = array = self._array
+        m.submodules.transposer = tr = self._transposer
+        for name in ("desc_weights", "desc_operands", "desc_bias", "desc_results",
+                     "tag_weights", "tag_operands", "bias_queue", "scale_queue", "retire"):
+            m.submodules[name] = getattr(self, f"_{name}")
+        dq_w, dq_o = self._desc_weights, self._desc_operands
+        dq_b, dq_r = self._desc_bias, self._desc_results
+        GD, ED = self._gemm_desc, self._epi_desc
+
+        # ------------------------------------------------------------------ issue stage
+        ins = Signal(unit_command_layout(cfg))
+        hdr = ins.word.header
+        g = ins.word.body.gemm
+        e = ins.word.body.epi
+        opcode = hdr.opcode
+        nk = Signal(24)
+        km = Signal(24)
+        g_nm = Signal(24)
+        e_nm = Signal(24)
+        w_rows = Signal(31)
+        scale_count = Signal(24)
+        err_valid = Signal()
+        err_code = Signal(4)
+        err_pc = Signal(32)
+        m.d.comb += [
+            self.error.valid.eq(err_valid),
+            self.error.code.eq(err_code),
+            self.error.pc.eq(err_pc),
+        ]
+        flush = self.flush_above
+        drop_cmd = flush.valid & (self.cmd.payload.pc > flush.pc)
+        drop_held = flush.valid & (ins.pc > flush.pc)
+
+        gemm_issue = Signal()
+        epi_issue = Signal()
+        issue = Signal()  # any instruction leaves the issue stage into the machine
+        gemm_done = Signal()
+        epi_done = Signal()
+
+        # EPI slot state, used by the interlock
+        epi = Signal(ED)
+        epi_busy = Signal()  # the EPI slot holds an EPI (waiting or running)
+        epi_wait = Signal(range(RETIRE_DEPTH + 2))  # GEMMs before it still to complete
+        epi_running = Signal()
+        gemm_outstanding = Signal(range(RETIRE_DEPTH + 2))
+
+        mode = g.mode.as_value()
+        bias_mode = mode[1]
+        spad_rows, acc_rows = cfg.scratchpad_rows, cfg.accumulator_rows
+        entries = cfg.bias_entries
+
+        def fail(code):
+            m.d.sync += [err_valid.eq(1), err_code.eq(code), err_pc.eq(ins.pc)]
+            goto(ERROR)
+
+        interlock_ok = Signal()
+        m.d.comb += interlock_ok.eq(~epi_busy | ~(
+            _overlap(g.acc, g_nm, epi.src, epi.rows)
+            | ((epi.dest == EpiDest.ACC.value) & _overlap(g.acc, g_nm, epi.dst, epi.rows))
+            | ((epi.dest == EpiDest.SPAD.value)
+               & (_overlap(g.w, w_rows, epi.dst, epi.rows) | _overlap(g.a, km, epi.dst, epi.rows)))
+        ))
+        is_gemm = opcode == Opcode.GEMM
+        is_epi = opcode == Opcode.EPI
+        tokens_ok = ((~hdr.pop_prev | self.pop_l2c.available)
+                     & (~hdr.pop_next | self.pop_s2c.available))
+        room_ok = Mux(is_gemm, dq_w.w_rdy & dq_o.w_rdy & dq_b.w_rdy & dq_r.w_rdy & interlock_ok,
+                      Mux(is_epi, ~epi_busy, 1)) & self._retire.w_rdy
+        waiting = Signal()  # in WAIT: tokens, room or interlock
+        checking = Signal()  # in CHECK or DECIDE
+
+        # issue state: an If chain with a final Else rather than an FSM or Switch, so the Verilog
+        # has no incomplete case statement
+        IDLE, CHECK, DECIDE, WAIT, ERROR = range(5)
+        state = Signal(range(5))
+
+        def goto(s):
+            m.d.sync += state.eq(s)
+
+        with m.If(state == IDLE):
+            with m.If(self.cmd.valid):
+                with m.If(drop_cmd):
+                    m.d.comb += self.cmd.ready.eq(1)
+                with m.Elif(~err_valid):
+                    m.d.comb += self.cmd.ready.eq(1)
+                    m.d.sync += ins.eq(self.cmd.payload)
+                    goto(CHECK)
+        with m.Elif(state == CHECK):
+            m.d.comb += checking.eq(1)
+            m.d.sync += [
+                nk.eq(g.n_tiles * g.k_tiles),
+                km.eq(g.k_tiles * g.m),
+                g_nm.eq(g.n_tiles * g.m),
+                e_nm.eq(e.n_tiles * e.m),
+                scale_count.eq(Mux(e.scale_mode == ScaleMode.COL, e.n_tiles * C, e.m)),
+            ]
+            goto(DECIDE)
+        with m.Elif(state == DECIDE):
+            m.d.comb += checking.eq(1)
+            m.d.sync += w_rows.eq(Mux(g.transpose, nk * C, nk * R))
+            with m.If(drop_held):
+                goto(IDLE)
+            with m.Elif(is_gemm):
+                with m.If(g.w + Mux(g.transpose, nk * C, nk * R) > spad_rows):
+                    fail(StatusCode.SPAD_RANGE)
+                with m.Elif(g.a + km > spad_rows):
+                    fail(StatusCode.SPAD_RANGE)
+                with m.Elif(g.acc + g_nm > acc_rows):
+                    fail(StatusCode.ACC_RANGE)
+                with m.Elif(bias_mode & (g.bias + g.n_tiles * C > entries)):
+                    fail(StatusCode.TABLE_RANGE)
+                with m.Else():
+                    goto(WAIT)
+            with m.Elif(is_epi):
+                dest = e.dest.as_value()
+                with m.If(e.src + e_nm > acc_rows):
+                    fail(StatusCode.ACC_RANGE)
+                with m.Elif(e.fn >= cfg.pwl_functions):
+                    fail(StatusCode.TABLE_RANGE)
+                with m.Elif(~self.fn_loaded.bit_select(e.fn, 1)):
+                    fail(StatusCode.FN_UNLOADED)
+                with m.Elif(e.scale + scale_count > entries):
+                    fail(StatusCode.TABLE_RANGE)
+                with m.Elif((dest == EpiDest.SCALE.value) & (e.col >= C)):
+                    fail(StatusCode.FIELD_RANGE)
+                with m.Elif((dest == EpiDest.SCALE.value) & (e.out_shift > MAX_SHIFT)):
+                    fail(StatusCode.FIELD_RANGE)
+                with m.Elif((dest == EpiDest.SCALE.value) & (e.dst + e_nm > entries)):
+                    fail(StatusCode.TABLE_RANGE)
+                with m.Elif((dest == EpiDest.SCALE.value)
+                            & _overlap(e.dst, e_nm, e.scale, scale_count)):
+                    fail(StatusCode.FIELD_RANGE)
+                with m.Elif((dest == EpiDest.SPAD.value) & (e.dst + e_nm > spad_rows)):
+                    fail(StatusCode.SPAD_RANGE)
+                with m.Elif((dest == EpiDest.ACC.value) & (e.dst + e_nm > acc_rows)):
+                    fail(StatusCode.ACC_RANGE)
+                with m.Elif((dest == EpiDest.ACC.value) & (e.dst != e.src)
+                            & _overlap(e.dst, e_nm, e.src, e_nm)):
+                    fail(StatusCode.FIELD_RANGE)
+                with m.Else():
+                    goto(WAIT)
+            with m.Elif(opcode == Opcode.SYNC):
+                goto(WAIT)
+            with m.Else():
+                fail(StatusCode.ILLEGAL_INSTRUCTION)
+        with m.Elif(state == WAIT):
+            m.d.comb += waiting.eq(1)
+            with m.If(drop_held):
+                goto(IDLE)
+            with m.Elif(tokens_ok & room_ok):
+                m.d.comb += [
+                    issue.eq(1),
+                    self.pop_l2c.take.eq(hdr.pop_prev),
+                    self.pop_s2c.take.eq(hdr.pop_next),
+                    gemm_issue.eq(is_gemm),
+                    epi_issue.eq(is_epi),
+                ]
+                goto(IDLE)
+        with m.Else():  # ERROR
+            with m.If(self.cmd.valid & drop_cmd):
+                m.d.comb += self.cmd.ready.eq(1)
+
+        # Descriptors for the GEMM sequencers.
+        gdesc = Signal(GD)
+        m.d.comb += [
+            gdesc.w.eq(g.w), gdesc.a.eq(g.a), gdesc.acc.eq(g.acc), gdesc.bias.eq(g.bias),
+            gdesc.m.eq(g.m), gdesc.k.eq(g.k_tiles), gdesc.n.eq(g.n_tiles), gdesc.mode.eq(mode),
+            gdesc.transpose.eq(g.transpose), gdesc.w_rows.eq(w_rows),
+        ]
+        for q in (dq_w, dq_o, dq_b, dq_r):
+            m.d.comb += [q.w_data.eq(gdesc), q.w_en.eq(gemm_issue)]
+
+        # Retire queue: {kind, push_prev, push_next} in issue order.
+        rq = self._retire
+        kind = Mux(is_gemm, _KIND_GEMM, Mux(is_epi, _KIND_EPI, _KIND_SYNC))
+        m.d.comb += [rq.w_en.eq(issue), rq.w_data.eq(Cat(kind[:2], hdr.push_prev, hdr.push_next))]
+        head_kind = rq.r_data[:2]
+        head_prev, head_next = rq.r_data[2], rq.r_data[3]
+        gemm_unretired = Signal(range(RETIRE_DEPTH + 2))
+        epi_unretired = Signal(range(RETIRE_DEPTH + 2))
+        complete = Mux(head_kind == _KIND_GEMM, gemm_unretired != 0,
+                       Mux(head_kind == _KIND_EPI, epi_unretired != 0, 1))
+        space_ok = (~head_prev | self.push_c2l.space) & (~head_next | self.push_c2s.space)
+        retire = Signal()
+        m.d.comb += [
+            retire.eq(rq.r_rdy & complete & space_ok),
+            rq.r_en.eq(retire),
+            self.push_c2l.put.eq(retire & head_prev),
+            self.push_c2s.put.eq(retire & head_next),
+        ]
+        retire_gemm = retire & (head_kind == _KIND_GEMM)
+        retire_epi = retire & (head_kind == _KIND_EPI)
+        m.d.sync += [
+            gemm_unretired.eq(gemm_unretired + gemm_done - retire_gemm),
+            epi_unretired.eq(epi_unretired + epi_done - retire_epi),
+            gemm_outstanding.eq(gemm_outstanding + gemm_issue - gemm_done),
+        ]
+
+        # ------------------------------------------------------------------ weights
+        wd = GD(dq_w.r_data)
+        wj = Signal(self._spad_bits + 1)
+        wreq = self.spad_weights.req
+        wtag = self._tag_weights
+        m.d.comb += [
+            wreq.valid.eq(dq_w.r_rdy & wtag.w_rdy),
+            wreq.payload.addr.eq(wd.w + wj),
+            wtag.w_data.eq(wd.transpose),
+            wtag.w_en.eq(wreq.valid & wreq.ready),
+        ]
+        with m.If(wreq.valid & wreq.ready):
+            with m.If(wj == wd.w_rows - 1):
+                m.d.sync += wj.eq(0)
+                m.d.comb += dq_w.r_en.eq(1)
+            with m.Else():
+                m.d.sync += wj.eq(wj + 1)
+        wresp = self.spad_weights.resp
+        transposed = wtag.r_data[0]
+        direct = Signal()
+        m.d.comb += [
+            tr.rows.payload.eq(Cat(*[wresp.payload.data[r] for r in range(R)])),
+            tr.rows.valid.eq(wresp.valid & wtag.r_rdy & transposed),
+            direct.eq(wresp.valid & wtag.r_rdy & ~transposed & tr.idle),
+        ]
+        with m.If(tr.beats.valid):
+            m.d.comb += [
+                array.weights.valid.eq(1),
+                array.weights.payload.eq(tr.beats.payload),
+                tr.beats.ready.eq(array.weights.ready),
+            ]
+        with m.Else():
+            m.d.comb += [
+                array.weights.valid.eq(direct),
+                array.weights.payload.eq(Cat(*[wresp.payload.data[c] for c in range(C)])),
+            ]
+        m.d.comb += wresp.ready.eq(wtag.r_rdy & Mux(
+            transposed, tr.rows.ready, ~tr.beats.valid & tr.idle & array.weights.ready))
+        m.d.comb += wtag.r_en.eq(wresp.valid & wresp.ready)
+
+        # ------------------------------------------------------------------ operands
+        od = GD(dq_o.r_data)
+        oi = Signal(12)
+        ot = Signal(12)
+        ou = Signal(12)
+        ooff = Signal(self._spad_bits + 1)  # t * m
+        oreq = self.spad_operands.req
+        otag = self._tag_operands
+        m.d.comb += [
+            oreq.valid.eq(dq_o.r_rdy & otag.w_rdy),
+            oreq.payload.addr.eq(od.a + ooff + oi),
+            otag.w_data.eq(oi == 0),
+            otag.w_en.eq(oreq.valid & oreq.ready),
+        ]
+        with m.If(oreq.valid & oreq.ready):
+            m.d.sync += oi.eq(oi + 1)
+            with m.If(oi == od.m - 1):
+                m.d.sync += [oi.eq(0), ot.eq(ot + 1), ooff.eq(ooff + od.m)]
+                with m.If(ot == od.k - 1):
+                    m.d.sync += [ot.eq(0), ooff.eq(0), ou.eq(ou + 1)]
+                    with m.If(ou == od.n - 1):
+                        m.d.sync += ou.eq(0)
+                        m.d.comb += dq_o.r_en.eq(1)
+        oresp = self.spad_operands.resp
+        m.d.comb += [
+            array.operands.valid.eq(oresp.valid & otag.r_rdy),
+            array.operands.payload.data.eq(Cat(*[oresp.payload.data[r] for r in range(R)])),
+            array.operands.payload.first.eq(otag.r_data[0]),
+            oresp.ready.eq(otag.r_rdy & array.operands.ready),
+            otag.r_en.eq(oresp.valid & oresp.ready),
+        ]
+        array_row = array.operands.valid & array.operands.ready
+
+        # ------------------------------------------------------------------ bias
+        bd = GD(dq_b.r_data)
+        bu = Signal(12)
+        boff = Signal(self._entry_bits + 1)  # u * C
+        bq = self._bias_queue
+        b_inflight = Signal(range(BIAS_DEPTH + 1))
+        breq = self.bias_read.req
+        bresp = self.bias_read.resp
+        b_credit = bq.level + b_inflight < BIAS_DEPTH
+        m.d.comb += [
+            breq.valid.eq(dq_b.r_rdy & bd.mode[1] & b_credit),
+            breq.payload.entry.eq(bd.bias + boff),
+        ]
+        with m.If(dq_b.r_rdy & ~bd.mode[1]):
+            m.d.comb += dq_b.r_en.eq(1)
+        with m.If(breq.valid & breq.ready):
+            m.d.sync += [bu.eq(bu + 1), boff.eq(boff + C)]
+            with m.If(bu == bd.n - 1):
+                m.d.sync += [bu.eq(0), boff.eq(0)]
+                m.d.comb += dq_b.r_en.eq(1)
+        m.d.comb += [
+            bresp.ready.eq(bq.w_rdy),
+            bq.w_en.eq(bresp.valid & bq.w_rdy),
+            bq.w_data.eq(Cat(*[bresp.payload.data[c].bias for c in range(C)])),
+        ]
+        m.d.sync += b_inflight.eq(b_inflight + (breq.valid & breq.ready) - bq.w_en)
+
+        # ------------------------------------------------------------------ results
+        rd = GD(dq_r.r_data)
+        ri = Signal(12)
+        rt = Signal(12)
+        ru = Signal(12)
+        roff = Signal(self._acc_bits + 1)  # u * m
+        res = array.results
+        read_old = (rt != 0) | rd.mode[0]
+        add_bias = (rt == 0) & rd.mode[1]
+        bias_vec = data.ArrayLayout(signed(32), C)(bq.r_data)
+        accept = Signal()
+        m.d.comb += [
+            res.ready.eq(dq_r.r_rdy & (~add_bias | bq.r_rdy)),
+            accept.eq(res.valid & res.ready),
+        ]
+        row = rd.acc + roff + ri
+        last_block_row = (ri == rd.m - 1)
+        last_row = last_block_row & (rt == rd.k - 1) & (ru == rd.n - 1)
+        with m.If(accept):
+            m.d.sync += ri.eq(ri + 1)
+            with m.If(last_block_row):
+                m.d.sync += [ri.eq(0), rt.eq(rt + 1)]
+                with m.If(rt == rd.k - 1):
+                    m.d.sync += [rt.eq(0), ru.eq(ru + 1), roff.eq(roff + rd.m)]
+                    with m.If(ru == rd.n - 1):
+                        m.d.sync += [ru.eq(0), roff.eq(0)]
+                        m.d.comb += dq_r.r_en.eq(1)
+        m.d.comb += bq.r_en.eq(accept & add_bias & last_block_row)
+        m.d.comb += [
+            self.acc_gemm.read_en.eq(accept & read_old),
+            self.acc_gemm.read_addr.eq(row),
+        ]
+        s1_valid = Signal()
+        s1_addr = Signal(self._acc_bits)
+        s1_read_old = Signal()
+        s1_last = Signal()
+        s1_pb = Signal(data.ArrayLayout(signed(32), C))
+        m.d.sync += [
+            s1_valid.eq(accept),
+            s1_addr.eq(row),
+            s1_read_old.eq(read_old),
+            s1_last.eq(last_row),
+        ]
+        for c in range(C):
+            m.d.sync += s1_pb[c].eq(res.payload[c] + Mux(add_bias, bias_vec[c], 0))
+        m.d.comb += [
+            self.acc_gemm.write_en.eq(s1_valid),
+            self.acc_gemm.write_addr.eq(s1_addr),
+            gemm_done.eq(s1_valid & s1_last),
+        ]
+        for c in range(C):
+            m.d.comb += self.acc_gemm.write_data[c].eq(
+                s1_pb[c] + Mux(s1_read_old, self.acc_gemm.read_data[c], 0))
+
+        # ------------------------------------------------------------------ EPI
+        ej_req = Signal(24)
+        es_req = Signal(24)
+        es_i = Signal(12)
+        es_off = Signal(self._entry_bits + 1)
+        ei_join = Signal(12)
+        ej_out = Signal(24)
+        sq = self._scale_queue
+        s_inflight = Signal(range(SCALE_DEPTH + 1))
+        started = epi_running
+        with m.If(epi_issue):
+            m.d.sync += [
+                epi_busy.eq(1),
+                epi.src.eq(e.src), epi.dst.eq(e.dst), epi.dest.eq(e.dest.as_value()),
+                epi.row_scale.eq(e.scale_mode == ScaleMode.ROW), epi.scale.eq(e.scale),
+                epi.fn.eq(e.fn), epi.m.eq(e.m), epi.n.eq(e.n_tiles), epi.rows.eq(e_nm),
+                epi.col.eq(e.col), epi.out_shift.eq(e.out_shift),
+                epi_wait.eq(gemm_outstanding - gemm_done),
+                ej_req.eq(0), es_req.eq(0), es_i.eq(0), es_off.eq(0), ei_join.eq(0),
+                ej_out.eq(0),
+            ]
+        with m.Elif(gemm_done & (epi_wait != 0)):
+            m.d.sync += epi_wait.eq(epi_wait - 1)
+        # acc row requests
+        areq = self.acc_read.req
+        m.d.comb += [
+            areq.valid.eq(started & (ej_req < epi.rows)),
+            areq.payload.addr.eq(epi.src + ej_req),
+        ]
+        with m.If(areq.valid & areq.ready):
+            m.d.sync += ej_req.eq(ej_req + 1)
+        # scale requests: COL one per tile, ROW one per row
+        sreq = self.scale_read.req
+        sresp = self.scale_read.resp
+        s_total = Mux(epi.row_scale, epi.rows, epi.n)
+        m.d.comb += [
+            sreq.valid.eq(started & (es_req < s_total) & (sq.level + s_inflight < SCALE_DEPTH)),
+            sreq.payload.entry.eq(epi.scale + Mux(epi.row_scale, es_i, es_off)),
+        ]
+        with m.If(sreq.valid & sreq.ready):
+            m.d.sync += [es_req.eq(es_req + 1), es_off.eq(es_off + C), es_i.eq(es_i + 1)]
+            with m.If(es_i == epi.m - 1):
+                m.d.sync += es_i.eq(0)
+        m.d.comb += [
+            sresp.ready.eq(sq.w_rdy),
+            sq.w_en.eq(sresp.valid & sq.w_rdy),
+            sq.w_data.eq(Cat(*[Cat(sresp.payload.data[c].mult, sresp.payload.data[c].shift)
+                               for c in range(C)])),
+        ]
+        m.d.sync += s_inflight.eq(s_inflight + (sreq.valid & sreq.ready) - sq.w_en)
+        # join acc row + scale -> epilogue
+        aresp = self.acc_read.resp
+        ein = self.epilogue_in
+        entry_bits = SCALE_BITS + SHIFT_BITS
+
+        def scale_field(c, lo, width):
+            return sq.r_data[c * entry_bits + lo: c * entry_bits + lo + width]
+
+        m.d.comb += [
+            ein.valid.eq(started & aresp.valid & sq.r_rdy),
+            ein.payload.acc.eq(aresp.payload.data),
+            ein.payload.fn.eq(epi.fn),
+            ein.payload.out_bits.eq(Mux(epi.dest == EpiDest.SPAD.value, 8,
+                                        Mux(epi.dest == EpiDest.ACC.value, 32, SCALE_BITS))),
+        ]
+        for c in range(C):
+            m.d.comb += [
+                ein.payload.mult[c].eq(Mux(epi.row_scale, scale_field(0, 0, SCALE_BITS),
+                                           scale_field(c, 0, SCALE_BITS))),
+                ein.payload.shift[c].eq(Mux(epi.row_scale, scale_field(0, SCALE_BITS, SHIFT_BITS),
+                                            scale_field(c, SCALE_BITS, SHIFT_BITS))),
+            ]
+        join = ein.valid & ein.ready
+        m.d.comb += [
+            aresp.ready.eq(join),
+            sq.r_en.eq(join & (epi.row_scale | (ei_join == epi.m - 1))),
+        ]
+        with m.If(join):
+            m.d.sync += ei_join.eq(ei_join + 1)
+            with m.If(ei_join == epi.m - 1):
+                m.d.sync += ei_join.eq(0)
+        # results -> destination
+        eout = self.epilogue_out
+        dst_row = epi.dst + ej_out
+        sw, aw, scw = self.spad_write, self.acc_write, self.scale_write
+        m.d.comb += [
+            sw.payload.addr.eq(dst_row),
+            sw.payload.mask.eq((1 << C) - 1),
+            aw.payload.addr.eq(dst_row),
+            aw.payload.data.eq(eout.payload),
+            scw.payload.entry.eq(dst_row),
+            scw.payload.shift.eq(epi.out_shift),
+        ]
+        for c in range(C):
+            m.d.comb += sw.payload.data[c].eq(eout.payload[c][:8])
+        # col < C (checked at issue)
+        m.d.comb += scw.payload.mult.eq(
+            Cat(*[eout.payload[c][:SCALE_BITS] for c in range(C)]).word_select(epi.col,
+                                                                               SCALE_BITS))
+        out_valid = started & eout.valid
+        with m.If(epi.dest == EpiDest.SPAD.value):
+            m.d.comb += [sw.valid.eq(out_valid), eout.ready.eq(started & sw.ready)]
+        with m.Elif(epi.dest == EpiDest.ACC.value):
+            m.d.comb += [aw.valid.eq(out_valid), eout.ready.eq(started & aw.ready)]
+        with m.Else():
+            m.d.comb += [scw.valid.eq(out_valid), eout.ready.eq(started & scw.ready)]
+        written = eout.valid & eout.ready
+        m.d.comb += epi_done.eq(written & (ej_out == epi.rows - 1))
+        with m.If(written):
+            m.d.sync += ej_out.eq(ej_out + 1)
+        # slot state: busy from issue to done, running once the earlier GEMMs are done
+        with m.If(epi_done):
+            m.d.sync += [epi_busy.eq(0), epi_running.eq(0)]
+        with m.Elif(epi_busy & ~epi_running & (epi_wait == 0)):
+            m.d.sync += epi_running.eq(1)
+
+        # ------------------------------------------------------------------ status, counters
+        m.d.comb += self.busy.eq(checking | waiting | rq.r_rdy)
+        events = {
+            "busy": self.busy,
+            "stall_l2c": waiting & hdr.pop_prev & ~self.pop_l2c.available,
+            "stall_s2c": waiting & hdr.pop_next & ~self.pop_s2c.available,
+            "stall_c2l": rq.r_rdy & complete & head_prev & ~self.push_c2l.space,
+            "stall_c2s": rq.r_rdy & complete & head_next & ~self.push_c2s.space,
+            "stall_interlock": waiting & is_gemm & ~interlock_ok,
+            "array_rows": array_row,
+            "retired": retire,
+        }
+        for name, strobe in events.items():
+            counter = getattr(self.counters, name)
+            with m.If(self.clear):
+                m.d.sync += counter.eq(0)
+            with m.Elif(strobe):
+                m.d.sync += counter.eq(counter + 1)
+        return m

@@ -1,0 +1,414 @@
+"""The dispatcher: instruction fetch with prefetch, decode, SETBASE, HALT, queues, run status.
+
+Pipeline (one instruction per cycle at most)::
+
+    AXI4 AR --> DRAM --> R beats --> prefetch buffer --> beat/word gearbox --> Decoder
+      (bursts, credit-limited)       (FIFO, 2 bursts)                            |
+                                                                      decoded-word register
+                                                                                 |
+               SETBASE, HALT executed here;  LOAD/LOADT/DMACFG/SYNC(load) --> load queue
+               GEMM/EPI/SYNC(compute) --> compute queue;  STORE/SYNC(store) --> store queue
+
+**Fetch.** From ``start`` the fetcher reads words ``0 .. PROG_LEN-1`` from ``PROG_ADDR`` in INCR
+bursts that end at :data:`FETCH_CHUNK_BYTES` boundaries (so never cross 4 KiB) and never reach
+past the program or ``2**addr_bits``. A burst is requested only when the prefetch buffer has room
+for all its beats (credit), so R beats are always accepted (``rready`` is high). After HALT or an
+error it requests nothing more and lets the outstanding bursts land.
+
+**Dispatch.** Word ``pc`` is dispatched in order: ``pc == PROG_LEN`` is NO_HALT at ``pc``; a word
+at or above ``2**addr_bits``, or from a beat with an error response, is DRAM_RANGE; an illegal
+word ILLEGAL_INSTRUCTION; SETBASE with ``value >= 2**addr_bits`` FIELD_RANGE. Other instructions
+go to their unit's queue (``instr_fifo_depth`` deep) as ``UnitCommand`` with the base register
+named by their ``base`` field resolved now (SETBASE takes effect exactly in program order).
+
+**Errors** (docs/isa.md, ISA v3): the status keeps the error with the lowest word offset ``e``
+(the dispatcher's own or a unit's). From the first error on nothing more is dispatched, queued
+commands above ``e`` are discarded at the queue's head, ``flush`` tells the units ``e``, and the
+run ends when every queue is empty, every unit idle and every AXI transaction complete.
+**HALT** ends the run the same way with OK and the HALT's offset.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, ResetInserter, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.wiring import In, Out
+
+from hw.axi import AXI_BURST_INCR, AXI_CACHE, axi4_read_signature
+from hw.config import AcceleratorConfig
+from hw.csr import CODE_BITS, PC_BITS
+from hw.decoder import Decoder, UnitCode
+from hw.isa import WORD_BITS, WORD_BYTES, Opcode, field_specs
+from hw.registers import RunState
+from hw.unit_ports import AXI_ID_BITS, ERROR_SIGNATURE, FLUSH_SIGNATURE, unit_command_layout
+from sim.golden import StatusCode
+
+__all__ = ["FETCH_CHUNK_BYTES", "UNITS", "Dispatcher"]
+
+#: Fetch bursts end at multiples of this many bytes (a power of two <= 4096).
+FETCH_CHUNK_BYTES = 256
+#: The queued units, in queue order.
+UNITS = ("load", "compute", "store")
+
+
+class Dispatcher(wiring.Component):
+    """Instruction fetch, decode and dispatch, and the run's status.
+
+    Parameters
+    ----------
+    config : AcceleratorConfig
+        ``dma_data_bits`` (fetch bus), ``addr_bits``, ``instr_fifo_depth`` (queue depth).
+
+    Ports
+    -----
+    start : In(1)
+        Start a run (ignored while ``state`` is BUSY): pc 0, base registers 0, status cleared.
+    started : Out(1)
+        One cycle when a start was accepted (the top level clears tokens and counters on it).
+    prog_addr, prog_len : In(64), In(32)
+        ``PROG_ADDR`` and ``PROG_LEN``, sampled at start.
+    axi : Out(axi4_read_signature(addr_bits, dma_data_bits, AXI_ID_BITS))
+        The fetch read port (ID 0).
+    load_cmd, compute_cmd, store_cmd : Out(stream.Signature(UnitCommand))
+        The three instruction queues' outputs.
+    load_error, compute_error, store_error : In(ERROR_SIGNATURE)
+        The units' error reports.
+    flush : Out(FLUSH_SIGNATURE)
+        Valid from the first error: units discard instructions above ``flush.pc``.
+    units_idle : In(1)
+        No unit holds an instruction.
+    axi_idle : In(1)
+        No AXI transaction is requested or outstanding on the master port.
+    state, code, offset : Out(2), Out(4), Out(32)
+        ``STATUS.state``, ``STATUS.code``, ``STATUS_OFFSET``.
+    stall_fetch, stall_dispatch, retire : Out(1)
+        Counter strobes: waiting for a word; holding a word whose queue is full; SETBASE or
+        HALT executed.
+    fetch_pc : Out(32)
+        Offset of the next word the dispatcher will dispatch (for the watchdog's report).
+    """
+
+    def __init__(self, config: AcceleratorConfig):
+        if not isinstance(config, AcceleratorConfig):
+            raise TypeError(f"config must be an AcceleratorConfig, got {config!r}")
+        if WORD_BITS % config.dma_data_bits and config.dma_data_bits % WORD_BITS:
+            raise ValueError(f"dma_data_bits = {config.dma_data_bits} is not a power of two")
+        self._config = config
+        cmd = stream.Signature(unit_command_layout(config))
+        super().__init__(
+            {
+                "start": In(1),
+                "started": Out(1),
+                "prog_addr": In(64),
+                "prog_len": In(PC_BITS),
+                "axi": Out(
+                    axi4_read_signature(config.addr_bits, config.dma_data_bits, AXI_ID_BITS)
+                ),
+                **{f"{u}_cmd": Out(cmd) for u in UNITS},
+                **{f"{u}_error": In(ERROR_SIGNATURE) for u in UNITS},
+                "flush": Out(FLUSH_SIGNATURE),
+                "units_idle": In(1),
+                "axi_idle": In(1),
+                "state": Out(2),
+                "code": Out(CODE_BITS),
+                "offset": Out(PC_BITS),
+                "stall_fetch": Out(1),
+                "stall_dispatch": Out(1),
+                "retire": Out(1),
+                "fetch_pc": Out(PC_BITS),
+            }
+        )
+        self._decoder = Decoder()
+
+    @property
+    def config(self) -> AcceleratorConfig:
+        return self._config
+
+    @property
+    def beats_per_chunk(self) -> int:
+        """Bus beats in one full fetch burst."""
+        return FETCH_CHUNK_BYTES // (self._config.dma_data_bits // 8)
+
+    @property
+    def prefetch_beats(self) -> int:
+        """Capacity of the prefetch buffer, in bus beats (two full bursts)."""
+        return 2 * self.beats_per_chunk
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._config
+        bus_bits = cfg.dma_data_bits
+        bus_bytes = bus_bits // 8
+        log_bus = bus_bytes.bit_length() - 1
+        addr_bits = cfg.addr_bits
+        chunk_beats = self.beats_per_chunk
+        depth = self.prefetch_beats
+        axi = self.axi
+
+        state = Signal(RunState, init=RunState.IDLE)
+        accept_start = self.start & (state != RunState.BUSY)
+        running = state == RunState.BUSY
+        m.d.comb += [self.state.eq(state), self.started.eq(accept_start)]
+
+        halted = Signal()
+        halt_pc = Signal(PC_BITS)
+        err_valid = Signal()
+        err_code = Signal(CODE_BITS)
+        err_pc = Signal(PC_BITS)
+        stopped = halted | err_valid
+        m.d.comb += [self.flush.valid.eq(err_valid), self.flush.pc.eq(err_pc)]
+
+        prog_len = Signal(PC_BITS)
+        # ------------------------------------------------------------ fetch requests
+        req_addr = Signal(65)  # next beat to request (beat aligned)
+        fetch_limit = Signal(65)  # min(program end, 2**addr_bits)
+        inflight = Signal(range(depth + 1))  # beats requested and not yet read out of the buffer
+        remaining = Signal(65)
+        burst = Signal(range(chunk_beats + 1))
+        to_chunk = Signal(range(chunk_beats + 1))
+        m.d.comb += [
+            remaining.eq(fetch_limit - req_addr),
+            to_chunk.eq(chunk_beats - req_addr[log_bus:][: (chunk_beats - 1).bit_length()]),
+            burst.eq(to_chunk),
+        ]
+        with m.If(remaining < FETCH_CHUNK_BYTES):
+            end_beats = (remaining + bus_bytes - 1) >> log_bus
+            with m.If(end_beats < to_chunk):
+                m.d.comb += burst.eq(end_beats)
+        m.d.comb += [
+            axi.arid.eq(0),
+            axi.arsize.eq(log_bus),
+            axi.arburst.eq(AXI_BURST_INCR),
+            axi.arcache.eq(AXI_CACHE),
+            axi.rready.eq(1),
+        ]
+        can_request = (
+            running & ~stopped & (req_addr < fetch_limit) & (inflight + burst <= depth)
+        )
+        with m.If(axi.arvalid & axi.arready):
+            m.d.sync += [axi.arvalid.eq(0), req_addr.eq(req_addr + ((axi.arlen + 1) << log_bus))]
+        with m.Elif(~axi.arvalid & can_request):
+            m.d.sync += [
+                axi.arvalid.eq(1),
+                axi.araddr.eq(req_addr),
+                axi.arlen.eq(burst - 1),
+            ]
+
+        # ------------------------------------------------------------ prefetch buffer
+        buffer = ResetInserter(accept_start)(SyncFIFOBuffered(width=bus_bits + 1, depth=depth))
+        m.submodules.prefetch = buffer
+        m.d.comb += [
+            buffer.w_en.eq(axi.rvalid),
+            buffer.w_data.eq(Cat(axi.rdata, axi.rresp[1])),
+        ]
+        beat_data = buffer.r_data[:bus_bits]
+        beat_err = buffer.r_data[bus_bits]
+        ar_beats = Signal(range(depth + 1))
+        with m.If(axi.arvalid & axi.arready):
+            m.d.comb += ar_beats.eq(axi.arlen + 1)
+        m.d.sync += inflight.eq(inflight + ar_beats - (buffer.r_en & buffer.r_rdy))
+
+        # ------------------------------------------------------------ gearbox: beats -> words
+        word_valid = Signal()
+        word_data = Signal(WORD_BITS)
+        word_err = Signal()
+        word_ready = Signal()
+        if bus_bits == WORD_BITS:
+            m.d.comb += [
+                word_valid.eq(buffer.r_rdy),
+                word_data.eq(beat_data),
+                word_err.eq(beat_err),
+                buffer.r_en.eq(word_ready),
+            ]
+        elif bus_bits < WORD_BITS:
+            per_word = WORD_BITS // bus_bits
+            parts = Signal(range(per_word + 1))
+            assembled = Signal(WORD_BITS)
+            assembled_err = Signal()
+            m.d.comb += [
+                word_valid.eq(parts == per_word),
+                word_data.eq(assembled),
+                word_err.eq(assembled_err),
+                buffer.r_en.eq(parts != per_word),
+            ]
+            with m.If(word_valid & word_ready):
+                m.d.sync += [parts.eq(0), assembled_err.eq(0)]
+            with m.Elif(buffer.r_en & buffer.r_rdy):
+                m.d.sync += [
+                    parts.eq(parts + 1),
+                    assembled.eq(Cat(assembled[bus_bits:], beat_data)),
+                    assembled_err.eq(assembled_err | beat_err),
+                ]
+            with m.If(accept_start):
+                m.d.sync += [parts.eq(0), assembled_err.eq(0)]
+        else:
+            per_beat = bus_bits // WORD_BITS
+            lane = Signal(range(per_beat))
+            m.d.comb += [
+                word_valid.eq(buffer.r_rdy),
+                word_data.eq(beat_data.word_select(lane, WORD_BITS)),
+                word_err.eq(beat_err),
+                buffer.r_en.eq(word_ready & (lane == per_beat - 1)),
+            ]
+            with m.If(word_valid & word_ready):
+                m.d.sync += lane.eq(lane + 1)
+            with m.If(accept_start):
+                m.d.sync += lane.eq(self.prog_addr[4:][: (per_beat - 1).bit_length()])
+
+        # ------------------------------------------------------------ decode register
+        dec = self._decoder
+        m.submodules.decoder = dec
+        m.d.comb += dec.word.eq(word_data)
+        d_valid = Signal()
+        d_word = Signal(WORD_BITS)
+        d_illegal = Signal()
+        d_err = Signal()
+        d_unit = Signal(UnitCode)
+        d_take = Signal()  # the decoded word leaves the register this cycle
+        m.d.comb += word_ready.eq(~d_valid | d_take)
+        with m.If(word_valid & word_ready):
+            m.d.sync += [
+                d_valid.eq(1),
+                d_word.eq(word_data),
+                d_illegal.eq(dec.illegal),
+                d_err.eq(word_err),
+                d_unit.eq(dec.unit),
+            ]
+        with m.Elif(d_take):
+            m.d.sync += d_valid.eq(0)
+        with m.If(accept_start):
+            m.d.sync += d_valid.eq(0)
+        d_view = data.View(dec.decoded.shape(), d_word)
+
+        # ------------------------------------------------------------ dispatch
+        pc = Signal(PC_BITS)
+        pc_addr = Signal(65)  # PROG_ADDR + 16 * pc
+        base_regs = [Signal(addr_bits, name=f"base{i}") for i in range(4)]
+        m.d.comb += self.fetch_pc.eq(pc)
+
+        own_err = Signal()
+        own_code = Signal(CODE_BITS)
+        advance = Signal()
+        cmd_layout = unit_command_layout(cfg)
+        resolved_base = Signal(addr_bits)
+        for op in Opcode:
+            if any(s.name == "base" for s in field_specs(op)):
+                with m.If(d_view.header.opcode == op):
+                    reg = getattr(d_view.body, op.name.lower()).base
+                    m.d.comb += resolved_base.eq(Cat(*base_regs).word_select(reg, addr_bits))
+        queues = {}
+        for u in UNITS:
+            q = SyncFIFOBuffered(width=cmd_layout.size, depth=cfg.instr_fifo_depth)
+            m.submodules[f"{u}_queue"] = q
+            queues[u] = q
+            m.d.comb += q.w_data.eq(Cat(d_word, pc, resolved_base))
+
+        can_dispatch = running & ~stopped
+        with m.If(can_dispatch):
+            with m.If(pc == prog_len):
+                m.d.comb += [own_err.eq(1), own_code.eq(StatusCode.NO_HALT)]
+            with m.Elif(pc_addr >> addr_bits != 0):
+                m.d.comb += [own_err.eq(1), own_code.eq(StatusCode.DRAM_RANGE)]
+            with m.Elif(~d_valid):
+                m.d.comb += self.stall_fetch.eq(1)
+            with m.Elif(d_err):
+                m.d.comb += [own_err.eq(1), own_code.eq(StatusCode.DRAM_RANGE)]
+            with m.Elif(d_illegal):
+                m.d.comb += [own_err.eq(1), own_code.eq(StatusCode.ILLEGAL_INSTRUCTION)]
+            with m.Elif(d_unit == UnitCode.DISPATCH):
+                with m.If(d_view.header.opcode == Opcode.HALT):
+                    m.d.comb += [advance.eq(1), self.retire.eq(1)]
+                    m.d.sync += [halted.eq(1), halt_pc.eq(pc)]
+                with m.Else():  # SETBASE
+                    setbase = d_view.body.setbase
+                    with m.If(setbase.value >> addr_bits != 0):
+                        m.d.comb += [own_err.eq(1), own_code.eq(StatusCode.FIELD_RANGE)]
+                    with m.Else():
+                        m.d.comb += [advance.eq(1), self.retire.eq(1)]
+                        for i, reg in enumerate(base_regs):
+                            with m.If(setbase.reg == i):
+                                m.d.sync += reg.eq(setbase.value)
+            for u in UNITS:
+                with m.Elif(d_unit == getattr(UnitCode, u.upper())):
+                    q = queues[u]
+                    m.d.comb += [q.w_en.eq(1), advance.eq(q.w_rdy),
+                                 self.stall_dispatch.eq(~q.w_rdy)]
+        m.d.comb += d_take.eq(advance)
+        with m.If(advance):
+            m.d.sync += [pc.eq(pc + 1), pc_addr.eq(pc_addr + WORD_BYTES)]
+
+        # ------------------------------------------------------------ queue heads, flush
+        for u in UNITS:
+            q, out = queues[u], getattr(self, f"{u}_cmd")
+            head = data.View(cmd_layout, q.r_data)
+            discard = err_valid & (head.pc > err_pc)
+            m.d.comb += [
+                out.payload.eq(q.r_data),
+                out.valid.eq(q.r_rdy & ~discard),
+                q.r_en.eq(out.ready | discard),
+            ]
+
+        # ------------------------------------------------------------ error precedence
+        cand_valid, cand_code, cand_pc = err_valid, err_code, err_pc
+        sources = [(own_err, own_code, pc)] + [
+            (e.valid, e.code, e.pc) for e in (getattr(self, f"{u}_error") for u in UNITS)
+        ]
+        for valid, code, where in sources:
+            better = valid & (~cand_valid | (where < cand_pc))
+            new_valid = Signal.like(err_valid)
+            new_code = Signal.like(err_code)
+            new_pc = Signal.like(err_pc)
+            m.d.comb += [
+                new_valid.eq(cand_valid | valid),
+                new_code.eq(cand_code),
+                new_pc.eq(cand_pc),
+            ]
+            with m.If(better):
+                m.d.comb += [new_code.eq(code), new_pc.eq(where)]
+            cand_valid, cand_code, cand_pc = new_valid, new_code, new_pc
+        with m.If(running):
+            m.d.sync += [err_valid.eq(cand_valid), err_code.eq(cand_code), err_pc.eq(cand_pc)]
+
+        # ------------------------------------------------------------ run state
+        queues_empty = 1
+        for q in queues.values():
+            queues_empty = queues_empty & ~q.r_rdy
+        quiet = Signal()
+        quiet_before = Signal()
+        m.d.comb += quiet.eq(
+            stopped & queues_empty & self.units_idle & self.axi_idle & ~axi.arvalid
+        )
+        m.d.sync += quiet_before.eq(quiet & running)
+        with m.If(running & quiet & quiet_before):
+            m.d.sync += [
+                state.eq(RunState.DONE),
+                self.code.eq(cand_code),
+                self.offset.eq(halt_pc),
+            ]
+            with m.If(err_valid):
+                m.d.sync += self.offset.eq(err_pc)
+            with m.Else():
+                m.d.sync += self.code.eq(StatusCode.OK)
+
+        with m.If(accept_start):
+            end = self.prog_addr + (self.prog_len << 4)
+            m.d.sync += [
+                state.eq(RunState.BUSY),
+                self.code.eq(0),
+                self.offset.eq(0),
+                halted.eq(0),
+                err_valid.eq(0),
+                err_code.eq(0),
+                err_pc.eq(0),
+                prog_len.eq(self.prog_len),
+                pc.eq(0),
+                pc_addr.eq(self.prog_addr),
+                req_addr.eq(self.prog_addr & ~(bus_bytes - 1)),
+                fetch_limit.eq(end),
+                inflight.eq(0),
+                *(r.eq(0) for r in base_regs),
+            ]
+            with m.If(end >> addr_bits != 0):
+                m.d.sync += fetch_limit.eq(1 << addr_bits)
+        return m

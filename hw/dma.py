@@ -1,0 +1,557 @@
+"""AXI4 burst engines: a read engine and a write engine, both byte-granular.
+
+:class:`ByteRealigner` moves a run of ``nbytes`` bytes that starts at byte ``src_off`` of its
+first input beat so that it starts at byte ``dst_off`` of its first output beat, zeroing the
+bytes outside the run and giving their byte strobes. Both engines use it:
+
+:class:`AxiReadEngine` turns requests ``(addr, nbytes, dst_off)`` into INCR bursts (beat-aligned
+addresses, at most 256 beats, never across a 4 KiB boundary; several bursts outstanding) and
+returns each request's bytes as a stream of beats, DRAM byte ``addr`` at byte ``dst_off`` of the
+first beat. :class:`AxiWriteEngine` takes requests ``(addr, nbytes)`` and their bytes as beats
+(byte 0 of the run in byte 0 of the first beat), writes them in bursts with ``WSTRB`` set for
+exactly the run's bytes, and counts write responses.
+
+An error response (``xRESP`` SLVERR or DECERR) is reported, never hidden: the read engine flags
+the data of the request it belongs to, the write engine strobes ``error`` per bad B response.
+Both engines always complete the transactions they issued (drain), whatever happens downstream.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.wiring import In, Out
+
+from hw.axi import (
+    AXI_MAX_BURST_BEATS,
+    AXI_PAGE_BYTES,
+    axi4_read_signature,
+    axi4_write_signature,
+    const_fields,
+)
+
+__all__ = ["AxiReadEngine", "AxiWriteEngine", "ByteRealigner", "StreamSkid"]
+
+
+def _check_int(name: str, value, lo: int, hi: int, pow2: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ValueError(f"{name} must be an integer in {lo}..{hi}, got {value!r}")
+    if pow2 and value & (value - 1):
+        raise ValueError(f"{name} must be a power of two, got {value!r}")
+
+
+def _log2(v: int) -> int:
+    return v.bit_length() - 1
+
+
+class ByteRealigner(wiring.Component):
+    """Shift a byte run from one beat alignment to another, one output beat per cycle.
+
+    Ports
+    -----
+    cmd : In(stream {src_off, dst_off, nbytes})
+        One transfer: ``nbytes >= 1`` bytes starting at byte ``src_off`` of the first input
+        beat, to start at byte ``dst_off`` of the first output beat. Accepted while idle or on
+        the cycle the previous transfer's last beat leaves.
+    i : In(stream {data, error})
+        ``ceil((src_off + nbytes) / B)`` input beats per transfer (``B`` = beat bytes).
+    o : Out(stream {data, strb, last, error})
+        ``ceil((dst_off + nbytes) / B)`` output beats per transfer; bytes outside the run are 0
+        and their ``strb`` bits 0; ``last`` marks a transfer's last beat; ``error`` is the OR of
+        the ``error`` of the transfer's input beats consumed so far (so the last beat holds the
+        transfer's whole verdict).
+    active : Out(1)
+        A transfer is in progress.
+    """
+
+    def __init__(self, beat_bytes: int, count_bits: int) -> None:
+        _check_int("beat_bytes", beat_bytes, 1, 128, pow2=True)
+        _check_int("count_bits", count_bits, 1, 48)
+        self._beat_bytes = beat_bytes
+        self._count_bits = count_bits
+        off = max(1, _log2(beat_bytes))
+        super().__init__(
+            {
+                "cmd": In(
+                    stream.Signature(
+                        data.StructLayout({"src_off": off, "dst_off": off, "nbytes": count_bits})
+                    )
+                ),
+                "i": In(stream.Signature(data.StructLayout({"data": 8 * beat_bytes, "error": 1}))),
+                "o": Out(
+                    stream.Signature(
+                        data.StructLayout(
+                            {"data": 8 * beat_bytes, "strb": beat_bytes, "last": 1, "error": 1}
+                        )
+                    )
+                ),
+                "active": Out(1),
+            }
+        )
+
+    @property
+    def beat_bytes(self) -> int:
+        """Bytes per beat."""
+        return self._beat_bytes
+
+    def elaborate(self, platform):
+        m = Module()
+        bw = self._beat_bytes
+        lb = _log2(bw)
+        cb = self._count_bits + 1
+
+        active = Signal()
+        in_left = Signal(cb)
+        out_left = Signal(cb)
+        have = Signal()
+        first = Signal()
+        sh = Signal(max(1, lb))
+        dst_off = Signal(max(1, lb))
+        end_off = Signal(lb + 1)  # bytes of the last output beat, 1..bw
+        prev = Signal(8 * bw)
+        err = Signal()
+
+        m.d.comb += self.active.eq(active)
+
+        fill = active & ~have & (in_left != 0)
+        flush = active & (in_left == 0)
+        cur = Mux(flush, 0, self.i.payload.data)
+        shifted = Signal(8 * bw)
+        m.d.comb += shifted.eq(Cat(prev, cur).bit_select(sh * 8, 8 * bw))
+
+        lo = Mux(first, dst_off, 0)
+        hi = Mux(out_left == 1, end_off, bw)
+        strb = Signal(bw)
+        lo_mask = (Const((1 << bw) - 1, bw) << lo)[:bw]
+        hi_mask = ((Const(1, bw + 1) << hi) - 1)[:bw]
+        m.d.comb += strb.eq(lo_mask & hi_mask)
+        masked = Signal(8 * bw)
+        m.d.comb += masked.eq(shifted & Cat(*[strb[j].replicate(8) for j in range(bw)]))
+
+        o_valid = Signal()
+        with m.If(fill):
+            m.d.comb += self.i.ready.eq(1)
+        with m.Elif(active & (in_left != 0)):
+            m.d.comb += [o_valid.eq(self.i.valid), self.i.ready.eq(self.o.ready)]
+        with m.Elif(active):
+            m.d.comb += o_valid.eq(1)
+        # The beat being shifted out includes the current input beat (not ready-dependent).
+        consume_err = active & have & (in_left != 0) & self.i.payload.error
+        m.d.comb += [
+            self.o.valid.eq(o_valid),
+            self.o.payload.data.eq(masked),
+            self.o.payload.strb.eq(strb),
+            self.o.payload.last.eq(out_left == 1),
+            self.o.payload.error.eq(err | consume_err),
+        ]
+
+        i_fire = self.i.valid & self.i.ready
+        o_fire = self.o.valid & self.o.ready
+        with m.If(i_fire):
+            m.d.sync += [prev.eq(self.i.payload.data), in_left.eq(in_left - 1), have.eq(1)]
+            m.d.sync += err.eq(err | self.i.payload.error)
+        with m.If(o_fire):
+            m.d.sync += [out_left.eq(out_left - 1), first.eq(0)]
+            with m.If(out_left == 1):
+                m.d.sync += active.eq(0)
+
+        done_now = o_fire & (out_left == 1)
+        m.d.comb += self.cmd.ready.eq(~active | done_now)
+        with m.If(self.cmd.valid & self.cmd.ready):
+            c = self.cmd.payload
+            so = c.src_off if lb else Const(0, 1)
+            do = c.dst_off if lb else Const(0, 1)
+            m.d.sync += [
+                active.eq(1),
+                in_left.eq((so + c.nbytes + bw - 1) >> lb),
+                out_left.eq((do + c.nbytes + bw - 1) >> lb),
+                have.eq(so < do),
+                first.eq(1),
+                sh.eq((so - do)[: max(1, lb)] if lb else 0),
+                dst_off.eq(do),
+                end_off.eq(((do + c.nbytes - 1) & (bw - 1)) + 1),
+                prev.eq(0),
+                err.eq(0),
+            ]
+        return m
+
+
+class StreamSkid(wiring.Component):
+    """A two-entry register slice: ``i.ready`` and ``o.valid`` / ``o.payload`` come from
+    registers, so no combinational path crosses it; one beat per cycle, order kept.
+
+    Parameters
+    ----------
+    shape : shape-like
+        The payload shape.
+    """
+
+    def __init__(self, shape) -> None:
+        super().__init__({"i": In(stream.Signature(shape)), "o": Out(stream.Signature(shape))})
+
+    def elaborate(self, platform):
+        m = Module()
+        main_valid = Signal()
+        main = Signal.like(self.o.payload.as_value())
+        skid_valid = Signal()
+        skid = Signal.like(self.o.payload.as_value())
+        m.d.comb += [
+            self.i.ready.eq(~skid_valid),
+            self.o.valid.eq(main_valid),
+            self.o.payload.eq(main),
+        ]
+        pop = main_valid & self.o.ready
+        push = self.i.valid & ~skid_valid
+        with m.If(pop):
+            with m.If(skid_valid):
+                m.d.sync += [main.eq(skid), skid_valid.eq(0)]
+            with m.Else():
+                m.d.sync += main_valid.eq(0)
+        with m.If(push):
+            with m.If(~main_valid | (pop & ~skid_valid)):
+                m.d.sync += [main.eq(self.i.payload), main_valid.eq(1)]
+            with m.Else():
+                m.d.sync += [skid.eq(self.i.payload), skid_valid.eq(1)]
+        return m
+
+
+class _BurstSplitter(wiring.Component):
+    """Split ``(aligned addr, beats)`` into AXI bursts: ``burst`` carries ``(addr, len - 1)``.
+
+    ``start`` loads a new run (only while ``busy`` is low or on the cycle its last burst
+    leaves); each ``burst`` handshake issues the next burst (256-beat and 4 KiB rules).
+    """
+
+    def __init__(self, addr_bits: int, beat_bytes: int, count_bits: int) -> None:
+        self._addr_bits = addr_bits
+        self._beat_bytes = beat_bytes
+        self._count_bits = count_bits
+        super().__init__(
+            {
+                "start": In(
+                    stream.Signature(data.StructLayout({"addr": addr_bits, "beats": count_bits}))
+                ),
+                "burst": Out(stream.Signature(data.StructLayout({"addr": addr_bits, "len": 8}))),
+                "busy": Out(1),
+            }
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        lb = _log2(self._beat_bytes)
+        addr = Signal(self._addr_bits)
+        left = Signal(self._count_bits)
+        busy = Signal()
+        page_beats = Signal(range(AXI_PAGE_BYTES // self._beat_bytes + 1))
+        m.d.comb += page_beats.eq((AXI_PAGE_BYTES - addr[:12]) >> lb)
+        n = Signal(range(AXI_MAX_BURST_BEATS + 1))
+        limit = Mux(page_beats < AXI_MAX_BURST_BEATS, page_beats, AXI_MAX_BURST_BEATS)
+        m.d.comb += n.eq(Mux(left < limit, left, limit))
+        m.d.comb += [
+            self.busy.eq(busy),
+            self.burst.valid.eq(busy),
+            self.burst.payload.addr.eq(addr),
+            self.burst.payload.len.eq(n - 1),
+        ]
+        fire = self.burst.valid & self.burst.ready
+        last = fire & (left == n)
+        with m.If(fire):
+            m.d.sync += [addr.eq(addr + (n << lb)), left.eq(left - n)]
+            with m.If(last):
+                m.d.sync += busy.eq(0)
+        m.d.comb += self.start.ready.eq(~busy | last)
+        with m.If(self.start.valid & self.start.ready):
+            m.d.sync += [
+                addr.eq(self.start.payload.addr),
+                left.eq(self.start.payload.beats),
+                busy.eq(1),
+            ]
+        return m
+
+
+def _validate_engine(addr_bits, data_bits, id_bits, len_bits, max_outstanding):
+    _check_int("addr_bits", addr_bits, 12, 64)
+    _check_int("data_bits", data_bits, 32, 1024, pow2=True)
+    _check_int("id_bits", id_bits, 1, 32)
+    _check_int("len_bits", len_bits, 1, 40)
+    _check_int("max_outstanding", max_outstanding, 1, 256)
+
+
+class AxiReadEngine(wiring.Component):
+    """AXI4 read engine: byte-granular requests in, realigned data beats out.
+
+    Parameters
+    ----------
+    addr_bits, data_bits, id_bits : int
+        AXI widths (``data_bits`` = beat width, power of two, 32..1024).
+    len_bits : int
+        Width of a request's byte count.
+    max_outstanding : int
+        Bursts issued on AR whose last R beat has not arrived yet (latency hiding).
+    arid : int
+        Constant ``arid`` of every burst (R beats are taken in order; ``rid`` is not checked).
+
+    Ports
+    -----
+    req : In(stream {addr: addr_bits, nbytes: len_bits, dst_off: log2(B)})
+        Read ``nbytes >= 1`` bytes from byte address ``addr``; DRAM byte ``addr`` appears at
+        byte ``dst_off`` of the first output beat.
+    data : Out(stream {data, strb, last, error})
+        ``ceil((dst_off + nbytes) / B)`` beats per request, in request order (see
+        :class:`ByteRealigner`); ``error`` on the ``last`` beat is set when any R beat of the
+        request had RRESP SLVERR/DECERR.
+    axi : Out(axi4_read_signature)
+        The AR and R channels.
+    busy : Out(1)
+        A request is accepted but not all of its data has left ``data``.
+    """
+
+    def __init__(
+        self,
+        *,
+        addr_bits: int,
+        data_bits: int,
+        id_bits: int = 4,
+        len_bits: int = 32,
+        max_outstanding: int = 8,
+        arid: int = 0,
+    ) -> None:
+        _validate_engine(addr_bits, data_bits, id_bits, len_bits, max_outstanding)
+        _check_int("arid", arid, 0, (1 << id_bits) - 1)
+        self._addr_bits = addr_bits
+        self._data_bits = data_bits
+        self._id_bits = id_bits
+        self._len_bits = len_bits
+        self._max_outstanding = max_outstanding
+        self._arid = arid
+        bw = data_bits // 8
+        self._realigner = ByteRealigner(bw, len_bits)
+        self._splitter = _BurstSplitter(addr_bits, bw, len_bits + 1)
+        self._desc = SyncFIFOBuffered(
+            width=len(self._realigner.cmd.payload.as_value()), depth=max_outstanding
+        )
+        self._skid = StreamSkid(self._realigner.o.payload.shape())
+        super().__init__(
+            {
+                "req": In(
+                    stream.Signature(
+                        data.StructLayout(
+                            {"addr": addr_bits, "nbytes": len_bits, "dst_off": max(1, _log2(bw))}
+                        )
+                    )
+                ),
+                "data": Out(self._realigner.o.signature),
+                "axi": Out(axi4_read_signature(addr_bits, data_bits, id_bits)),
+                "busy": Out(1),
+            }
+        )
+
+    @property
+    def beat_bytes(self) -> int:
+        """Bytes per AXI beat."""
+        return self._data_bits // 8
+
+    @property
+    def max_outstanding(self) -> int:
+        """Bursts in flight at most."""
+        return self._max_outstanding
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.realigner = ra = self._realigner
+        m.submodules.splitter = sp = self._splitter
+        m.submodules.desc = desc = self._desc
+        bw = self.beat_bytes
+        lb = _log2(bw)
+        axi = self.axi
+
+        req = self.req.payload
+        src_off = req.addr[:lb] if lb else Const(0, 1)
+        cmd = Signal(ra.cmd.payload.shape())
+        m.d.comb += [
+            cmd.src_off.eq(src_off),
+            cmd.dst_off.eq(req.dst_off),
+            cmd.nbytes.eq(req.nbytes),
+            desc.w_data.eq(cmd),
+            sp.start.payload.addr.eq(req.addr & ~(bw - 1)),
+            sp.start.payload.beats.eq((src_off + req.nbytes + bw - 1) >> lb),
+            self.req.ready.eq(desc.w_rdy & sp.start.ready),
+            desc.w_en.eq(self.req.valid & self.req.ready),
+            sp.start.valid.eq(self.req.valid & self.req.ready),
+        ]
+
+        outstanding = Signal(range(self._max_outstanding + 1))
+        m.d.comb += [
+            axi.arvalid.eq(sp.burst.valid & (outstanding < self._max_outstanding)),
+            sp.burst.ready.eq(axi.arready & (outstanding < self._max_outstanding)),
+            axi.araddr.eq(sp.burst.payload.addr),
+            axi.arlen.eq(sp.burst.payload.len),
+            axi.arid.eq(self._arid),
+            *const_fields(axi, "ar", self._data_bits),
+        ]
+        ar_fire = axi.arvalid & axi.arready
+        r_last = axi.rvalid & axi.rready & axi.rlast
+        m.d.sync += outstanding.eq(outstanding + ar_fire - r_last)
+
+        m.d.comb += [
+            ra.cmd.valid.eq(desc.r_rdy),
+            ra.cmd.payload.eq(desc.r_data),
+            desc.r_en.eq(ra.cmd.ready),
+            ra.i.valid.eq(axi.rvalid),
+            ra.i.payload.data.eq(axi.rdata),
+            ra.i.payload.error.eq(axi.rresp[1]),
+            axi.rready.eq(ra.i.ready),
+        ]
+        # The register slice keeps the consumer's ready (and the data) off the realigner's and
+        # the R channel's combinational paths.
+        m.submodules.skid = skid = self._skid
+        wiring.connect(m, ra.o, skid.i)
+        wiring.connect(m, skid.o, wiring.flipped(self.data))
+        m.d.comb += self.busy.eq(
+            sp.busy | desc.r_rdy | ra.active | (outstanding != 0) | skid.o.valid
+        )
+        return m
+
+
+class AxiWriteEngine(wiring.Component):
+    """AXI4 write engine: byte-granular requests and their data in, bursts with WSTRB out.
+
+    Parameters
+    ----------
+    addr_bits, data_bits, id_bits, len_bits, max_outstanding : int
+        As :class:`AxiReadEngine`; ``max_outstanding`` bounds bursts awaiting their B response.
+    awid : int
+        Constant ``awid``.
+
+    Ports
+    -----
+    req : In(stream {addr: addr_bits, nbytes: len_bits})
+        Write ``nbytes >= 1`` bytes to byte address ``addr``.
+    data : In(stream {data})
+        Per request ``ceil(nbytes / B)`` beats, the run's byte 0 in byte 0 of the first beat
+        (bytes beyond ``nbytes`` in the last beat are ignored).
+    axi : Out(axi4_write_signature)
+        The AW, W and B channels. A burst's W beats follow its AW handshake.
+    error : Out(1)
+        Strobe: a B response with BRESP SLVERR/DECERR arrived this cycle.
+    busy : Out(1)
+        Some accepted request has data not yet written or B responses not yet received
+        (low = every write issued so far is complete).
+    """
+
+    def __init__(
+        self,
+        *,
+        addr_bits: int,
+        data_bits: int,
+        id_bits: int = 4,
+        len_bits: int = 32,
+        max_outstanding: int = 8,
+        awid: int = 0,
+    ) -> None:
+        _validate_engine(addr_bits, data_bits, id_bits, len_bits, max_outstanding)
+        _check_int("awid", awid, 0, (1 << id_bits) - 1)
+        self._addr_bits = addr_bits
+        self._data_bits = data_bits
+        self._id_bits = id_bits
+        self._max_outstanding = max_outstanding
+        self._awid = awid
+        bw = data_bits // 8
+        self._realigner = ByteRealigner(bw, len_bits)
+        self._splitter = _BurstSplitter(addr_bits, bw, len_bits + 1)
+        self._desc = SyncFIFOBuffered(
+            width=len(self._realigner.cmd.payload.as_value()), depth=max_outstanding
+        )
+        self._bursts = SyncFIFOBuffered(width=8, depth=max_outstanding)
+        super().__init__(
+            {
+                "req": In(
+                    stream.Signature(data.StructLayout({"addr": addr_bits, "nbytes": len_bits}))
+                ),
+                "data": In(stream.Signature(data.StructLayout({"data": data_bits}))),
+                "axi": Out(axi4_write_signature(addr_bits, data_bits, id_bits)),
+                "error": Out(1),
+                "busy": Out(1),
+            }
+        )
+
+    @property
+    def beat_bytes(self) -> int:
+        """Bytes per AXI beat."""
+        return self._data_bits // 8
+
+    @property
+    def max_outstanding(self) -> int:
+        """Bursts awaiting a write response at most."""
+        return self._max_outstanding
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.realigner = ra = self._realigner
+        m.submodules.splitter = sp = self._splitter
+        m.submodules.desc = desc = self._desc
+        m.submodules.bursts = bursts = self._bursts
+        bw = self.beat_bytes
+        lb = _log2(bw)
+        axi = self.axi
+
+        req = self.req.payload
+        dst_off = req.addr[:lb] if lb else Const(0, 1)
+        cmd = Signal(ra.cmd.payload.shape())
+        m.d.comb += [
+            cmd.src_off.eq(0),
+            cmd.dst_off.eq(dst_off),
+            cmd.nbytes.eq(req.nbytes),
+            desc.w_data.eq(cmd),
+            sp.start.payload.addr.eq(req.addr & ~(bw - 1)),
+            sp.start.payload.beats.eq((dst_off + req.nbytes + bw - 1) >> lb),
+            self.req.ready.eq(desc.w_rdy & sp.start.ready),
+            desc.w_en.eq(self.req.valid & self.req.ready),
+            sp.start.valid.eq(self.req.valid & self.req.ready),
+        ]
+
+        outstanding = Signal(range(self._max_outstanding + 1))
+        can_issue = (outstanding < self._max_outstanding) & bursts.w_rdy
+        m.d.comb += [
+            axi.awvalid.eq(sp.burst.valid & can_issue),
+            sp.burst.ready.eq(axi.awready & can_issue),
+            axi.awaddr.eq(sp.burst.payload.addr),
+            axi.awlen.eq(sp.burst.payload.len),
+            axi.awid.eq(self._awid),
+            *const_fields(axi, "aw", self._data_bits),
+            bursts.w_data.eq(sp.burst.payload.len),
+            bursts.w_en.eq(axi.awvalid & axi.awready),
+        ]
+        b_fire = axi.bvalid & axi.bready
+        m.d.comb += axi.bready.eq(1)
+        m.d.sync += outstanding.eq(outstanding + (axi.awvalid & axi.awready) - b_fire)
+        m.d.comb += self.error.eq(b_fire & axi.bresp[1])
+
+        m.d.comb += [
+            ra.cmd.valid.eq(desc.r_rdy),
+            ra.cmd.payload.eq(desc.r_data),
+            desc.r_en.eq(ra.cmd.ready),
+            ra.i.valid.eq(self.data.valid),
+            ra.i.payload.data.eq(self.data.payload.data),
+            ra.i.payload.error.eq(0),
+            self.data.ready.eq(ra.i.ready),
+        ]
+
+        beat = Signal(8)
+        m.d.comb += [
+            axi.wvalid.eq(ra.o.valid & bursts.r_rdy),
+            ra.o.ready.eq(axi.wready & bursts.r_rdy),
+            axi.wdata.eq(ra.o.payload.data),
+            axi.wstrb.eq(ra.o.payload.strb),
+            axi.wlast.eq(beat == bursts.r_data),
+        ]
+        w_fire = axi.wvalid & axi.wready
+        m.d.comb += bursts.r_en.eq(w_fire & axi.wlast)
+        with m.If(w_fire):
+            m.d.sync += beat.eq(Mux(axi.wlast, 0, beat + 1))
+
+        m.d.comb += self.busy.eq(
+            sp.busy | desc.r_rdy | ra.active | bursts.r_rdy | (outstanding != 0)
+        )
+        return m

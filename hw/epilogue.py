@@ -1,0 +1,328 @@
+# amaranth: UnusedElaboratable=no
+"""The epilogue datapath: requantisation and PWL nonlinearity of one accumulator row per cycle.
+
+Per lane (``C = cols`` lanes, one accumulator row per beat), bit-exact with
+:func:`hw.numeric.epilogue` (``docs/isa.md``, "Epilogue arithmetic")::
+
+    x   = sat32( round_shift(v * M, s) )
+    seg = number of breakpoints <= x               (pipelined binary search)
+    y   = sat_out( round_shift(k[seg] * x + b[seg], sh) )
+
+Ports (``amaranth.lib.stream``):
+
+``rows`` (in), payload :func:`epilogue_input_layout`
+    ``acc``: ``C`` int32; ``mult``: ``C`` int16 and ``shift``: ``C`` x 6 bits (0..47; the scale
+    entry of each lane, the same entry in every lane for ``scale_mode`` ROW); ``fn``: function;
+    ``out_width``: :class:`OutWidth`; ``tag``: ``tag_bits`` bits carried through unchanged (e.g.
+    the destination row).
+``results`` (out), payload :func:`epilogue_output_layout`
+    ``data``: ``C`` int32, each saturated to ``out_width`` and sign-extended; ``tag``.
+``table`` (out), :func:`hw.segment_table.lookup_signature`
+    Connect to :attr:`hw.segment_table.SegmentTable.lookup`.
+
+Pipeline (cycle numbers after the input register; every stage has at most one multiplier or one
+compare level in it)::
+
+    1  v_lo * M, v_hi * M (two 16-bit partial products), 2**(s-1)
+    2  (p_hi << 16) + p_lo          3  + 2**(s-1)
+    4  >> 8 * s[5:3]                5  >> s[2:0]              6  sat32 -> x
+    7..9   search levels 0..2: compare with a node of the shared ``meta`` read
+    10..   search levels 3..L-1, three cycles each: address, registered read, compare
+    +1, +2 slope/intercept address, registered read
+    +1..+6 as 1..6 for k * x + b (b + 2**(sh-1) computed beside the products), sat to out_width
+
+It never stalls: no register has a clock enable (an enable driven by ``results.ready`` would fan
+out to every register). Backpressure is by credit: a row is accepted only while fewer than
+:attr:`Epilogue.result_depth` rows are in flight or queued in the result FIFO, so every row
+leaving the pipeline has a place. With ``results`` ready, one row per cycle flows end to end.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.wiring import In, Out
+
+from hw.config import AcceleratorConfig
+from hw.numeric import ACC_BITS, SCALE_BITS, SLOPE_BITS
+from hw.segment_table import (
+    SHARED_LEVELS,
+    SHIFT_BITS,
+    _check_config,
+    _log2,
+    lookup_signature,
+)
+
+__all__ = ["Epilogue", "OutWidth", "epilogue_input_layout", "epilogue_output_layout"]
+
+#: Width of the round-and-shift datapath: every intermediate fits in 49 signed bits.
+WIDE_BITS = 49
+#: Width of the partial products' split: v = v_hi * 2**16 + v_lo, v_lo unsigned.
+SPLIT_BITS = 16
+#: Stages of one multiply, round, shift and saturate (:func:`_round_mul_sat`).
+ROUND_MUL_SAT_STAGES = 6
+
+
+class OutWidth(enum.Enum, shape=2):
+    """Saturation width of a row's results: scratchpad (8), scale (16) or accumulator (32)."""
+
+    INT8 = 0
+    INT16 = 1
+    INT32 = 2
+
+
+def epilogue_input_layout(config: AcceleratorConfig, tag_bits: int = 0) -> data.StructLayout:
+    """Payload of :attr:`Epilogue.rows` (see the module docs)."""
+    lanes = config.cols
+    return data.StructLayout({
+        "acc": data.ArrayLayout(signed(ACC_BITS), lanes),
+        "mult": data.ArrayLayout(signed(SCALE_BITS), lanes),
+        "shift": data.ArrayLayout(unsigned(SHIFT_BITS), lanes),
+        "fn": unsigned(_log2(config.pwl_functions)),
+        "out_width": OutWidth,
+        "tag": unsigned(tag_bits),
+    })
+
+
+def epilogue_output_layout(config: AcceleratorConfig, tag_bits: int = 0) -> data.StructLayout:
+    """Payload of :attr:`Epilogue.results`: ``data`` (``cols`` int32) and ``tag``."""
+    return data.StructLayout({
+        "data": data.ArrayLayout(signed(ACC_BITS), config.cols),
+        "tag": unsigned(tag_bits),
+    })
+
+
+def _saturate(value, bits: int):
+    """``value`` (signed) clamped to ``bits`` bits, as a ``bits``-bit signed value."""
+    top = value[bits - 1:]
+    fits = (top == 0) | (top == (1 << len(top)) - 1)
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return Mux(fits, value[:bits].as_signed(), Mux(value[-1], lo, hi))
+
+
+class Epilogue(wiring.Component):
+    """Requantise, apply a PWL table and saturate one ``cols``-lane row per cycle.
+
+    Parameters
+    ----------
+    config : AcceleratorConfig
+        Uses ``cols`` (lanes), ``pwl_functions``, ``pwl_segments``, ``acc_bits`` (32),
+        ``scale_bits`` (16), ``slope_bits`` (16).
+    tag_bits : int
+        Width of the ``tag`` carried from ``rows`` to ``results`` (0..64).
+
+    Attributes
+    ----------
+    rows : In(stream.Signature(epilogue_input_layout(config, tag_bits)))
+        Accumulator rows with their scale entries, function and output width.
+    results : Out(stream.Signature(epilogue_output_layout(config, tag_bits)))
+        Result rows in input order.
+    table : Out(lookup_signature(config))
+        Read ports of the segment table (:class:`hw.segment_table.SegmentTable`).
+    """
+
+    def __init__(self, config: AcceleratorConfig, *, tag_bits: int = 0) -> None:
+        _check_config(config)
+        if config.scale_bits != SCALE_BITS:
+            raise ValueError(
+                f"config.scale_bits = {config.scale_bits!r}: only {SCALE_BITS}-bit multipliers "
+                "are supported"
+            )
+        if isinstance(tag_bits, bool) or not isinstance(tag_bits, int):
+            raise TypeError(f"tag_bits must be an integer, got {tag_bits!r}")
+        if not 0 <= tag_bits <= 64:
+            raise ValueError(f"tag_bits = {tag_bits!r}: allowed range is 0..64")
+        self._config = config
+        self._tag_bits = tag_bits
+        super().__init__({
+            "rows": In(stream.Signature(epilogue_input_layout(config, tag_bits))),
+            "results": Out(stream.Signature(epilogue_output_layout(config, tag_bits))),
+            "table": Out(lookup_signature(config)),
+        })
+        self._result_fifo = SyncFIFOBuffered(
+            width=epilogue_output_layout(config, tag_bits).size, depth=self.result_depth
+        )
+
+    @property
+    def config(self) -> AcceleratorConfig:
+        """The configuration the epilogue was built for."""
+        return self._config
+
+    @property
+    def lanes(self) -> int:
+        """Values per row: ``cols``."""
+        return self._config.cols
+
+    @property
+    def tag_bits(self) -> int:
+        """Width of the tag carried with each row."""
+        return self._tag_bits
+
+    @property
+    def pipeline_depth(self) -> int:
+        """Cycles from a row's handshake on ``rows`` until it enters the result FIFO."""
+        levels = _log2(self._config.pwl_segments)
+        search = SHARED_LEVELS + 3 * (levels - SHARED_LEVELS)
+        return 1 + ROUND_MUL_SAT_STAGES + search + 2 + ROUND_MUL_SAT_STAGES
+
+    @property
+    def latency(self) -> int:
+        """Cycles from a row's handshake on ``rows`` until it is valid on ``results`` (no
+        backpressure): the pipeline and the result FIFO's two cycles."""
+        return self.pipeline_depth + 2
+
+    @property
+    def result_depth(self) -> int:
+        """Rows in flight plus rows queued at most: enough credits for one row per cycle."""
+        return self.latency + 1
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        cfg = self._config
+        levels = _log2(cfg.pwl_segments)
+        fn_bits = _log2(cfg.pwl_functions)
+        table = self.table
+        last = self.pipeline_depth - 1  # stage whose row enters the result FIFO
+
+        def reg(value, shape, name):
+            """A register loaded with ``value`` every cycle (no enable)."""
+            r = Signal(shape, name=name)
+            m.d.sync += r.eq(value)
+            return r
+
+        def line(value, shape, name, stage=0):
+            """``value`` at ``stage``; ``line[s]`` is its copy delayed to stage ``s``."""
+            return _Line(lambda v, s: reg(v, shape, f"{name}_s{s}"), value, stage)
+
+        # Credits and the input register (stage 0).
+        m.submodules.result_fifo = fifo = self._result_fifo
+        in_flight = Signal(range(self.result_depth + 1))
+        accept = Signal()
+        taken = Signal()
+        m.d.comb += [
+            self.rows.ready.eq(in_flight < self.result_depth),
+            accept.eq(self.rows.valid & self.rows.ready),
+            taken.eq(self.results.valid & self.results.ready),
+        ]
+        m.d.sync += in_flight.eq(in_flight + accept - taken)
+        row = reg(self.rows.payload, epilogue_input_layout(cfg, self._tag_bits), "row")
+        valid = line(reg(accept, 1, "row_valid"), 1, "valid")
+        tag = line(row.tag, unsigned(self._tag_bits), "tag")
+        fn = line(row.fn, unsigned(fn_bits), "fn")
+        out_width = line(row.out_width, OutWidth, "out_width")
+        # The function's shift and shared breakpoints, read so that they arrive with x (stage
+        # `search`, where the requantisation ends): no delay line for the seven breakpoints.
+        search = ROUND_MUL_SAT_STAGES
+        m.d.comb += table.meta_addr.eq(fn[search - 1])
+        meta = table.meta_data
+        table_shift = line(meta.shift, unsigned(SHIFT_BITS), "table_shift", search)
+        shared_bp = [line(meta.bp[i], signed(ACC_BITS), f"shared_bp{i}", search)
+                     for i in range(len(meta.bp))]
+
+        results = []
+        for lane in range(self.lanes):
+            # Requantisation, stages 0 -> `search`: x = sat32(round_shift(v * M, s)).
+            stage = 0
+            x, stage = _round_mul_sat(
+                reg, row.acc[lane], row.mult[lane], row.shift[lane], Const(0, 1), stage,
+                lambda value, _: _saturate(value, ACC_BITS), out_width, f"rq{lane}",
+            )
+            assert stage == search
+            # Search, shared levels: one compare per stage with a node of the meta read.
+            j = Const(0, 0)
+            for level in range(SHARED_LEVELS):
+                first = (1 << level) - 1
+                nodes = [shared_bp[first + i][stage] for i in range(1 << level)]
+                node = nodes[0] if level == 0 else _select(nodes, j)
+                j = reg(Cat(x >= node, j), unsigned(level + 1), f"seg{lane}_l{level}")
+                x = reg(x, signed(ACC_BITS), f"x{lane}_l{level}")
+                stage += 1
+            # Deeper levels: this lane's copy of the level; address, registered read, compare.
+            for level in range(SHARED_LEVELS, levels):
+                m.d.comb += getattr(table, f"level{level}_addr")[lane].eq(Cat(j, fn[stage]))
+                node = reg(getattr(table, f"level{level}_data")[lane], signed(ACC_BITS),
+                           f"bp{lane}_l{level}")
+                for step in "ab":
+                    j = reg(j, unsigned(level), f"seg{lane}_l{level}{step}")
+                    x = reg(x, signed(ACC_BITS), f"x{lane}_l{level}{step}")
+                j = reg(Cat(x >= node, j), unsigned(level + 1), f"seg{lane}_l{level}")
+                x = reg(x, signed(ACC_BITS), f"x{lane}_l{level}")
+                stage += 3
+            # Slope and intercept of the segment: address, registered read.
+            m.d.comb += table.seg_addr[lane].eq(Cat(j, fn[stage]))
+            k = reg(table.slope[lane], signed(SLOPE_BITS), f"k{lane}")
+            b = reg(table.intercept[lane], signed(ACC_BITS), f"b{lane}")
+            for step in "ab":
+                x = reg(x, signed(ACC_BITS), f"x{lane}_kb{step}")
+            stage += 2
+            # PWL: y = sat_out(round_shift(k * x + b, sh)).
+            y, stage = _round_mul_sat(
+                reg, x, k, table_shift[stage], b, stage, _saturate_to, out_width, f"pwl{lane}",
+            )
+            assert stage == last, (stage, last)
+            results.append(y)
+
+        m.d.comb += [
+            fifo.w_en.eq(valid[last]),
+            fifo.w_data.eq(Cat(*results, tag[last])),
+            self.results.valid.eq(fifo.r_rdy),
+            self.results.payload.eq(fifo.r_data),
+            fifo.r_en.eq(self.results.ready),
+        ]
+        return m
+
+
+class _Line:
+    """A value and its delayed copies, built on demand: ``line[s]`` is the value at stage ``s``."""
+
+    def __init__(self, delay, value, stage: int) -> None:
+        self._delay = delay
+        self._values = [value]
+        self._stage = stage
+
+    def __getitem__(self, stage: int):
+        if stage < self._stage:
+            raise ValueError(f"stage {stage} is before the value exists (stage {self._stage})")
+        while len(self._values) <= stage - self._stage:
+            self._values.append(self._delay(self._values[-1], self._stage + len(self._values)))
+        return self._values[stage - self._stage]
+
+
+def _select(values, index):
+    """``values[index]`` as a balanced 2:1 mux tree (``len(values)`` a power of two)."""
+    while len(values) > 1:
+        values = [Mux(index[0], hi, lo) for lo, hi in zip(values[0::2], values[1::2], strict=True)]
+        index = index[1:]
+    return values[0]
+
+
+def _saturate_to(value, width):
+    """``value`` saturated to the :class:`OutWidth` ``width``, sign-extended to 32 bits."""
+    return Mux(width == OutWidth.INT8, _saturate(value, 8),
+               Mux(width == OutWidth.INT16, _saturate(value, 16), _saturate(value, ACC_BITS)))
+
+
+def _round_mul_sat(reg, a, mult, shift, addend, stage, saturate, out_width, name):
+    """Six stages from ``stage``: ``saturate(round_shift(a * mult + addend, shift), width)``.
+
+    ``a`` is int32 and ``mult`` int16: the product is two 16-bit partial products (one DSP block
+    each) added in the next stage, so no stage holds more than one multiplier and one adder.
+    Returns the result and the stage it is in.
+    """
+    lo = reg(a[:SPLIT_BITS] * mult, signed(SPLIT_BITS + SCALE_BITS + 1), f"{name}_plo")
+    hi = reg(a[SPLIT_BITS:].as_signed() * mult, signed(ACC_BITS), f"{name}_phi")
+    # addend + 2**(shift-1) (0 for shift 0): the rounding half, added before the shift.
+    half = (Const(1, WIDE_BITS) << shift) >> 1
+    bias = reg(addend + half, signed(WIDE_BITS), f"{name}_bias")
+    sh = reg(shift, unsigned(SHIFT_BITS), f"{name}_sh1")
+    product = reg((hi << SPLIT_BITS) + lo, signed(WIDE_BITS), f"{name}_prod")
+    bias = reg(bias, signed(WIDE_BITS), f"{name}_bias2")
+    sh = reg(sh, unsigned(SHIFT_BITS), f"{name}_sh2")
+    z = reg(product + bias, signed(WIDE_BITS), f"{name}_z")
+    sh = reg(sh, unsigned(SHIFT_BITS), f"{name}_sh3")
+    z = reg(z >> Cat(Const(0, 3), sh[3:]), signed(WIDE_BITS), f"{name}_zc")
+    sh = reg(sh[:3], unsigned(3), f"{name}_sh4")
+    z = reg(z >> sh, signed(WIDE_BITS), f"{name}_zf")
+    y = reg(saturate(z, out_width[stage + 5]), signed(ACC_BITS), f"{name}_y")
+    return y, stage + ROUND_MUL_SAT_STAGES

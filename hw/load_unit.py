@@ -1,0 +1,863 @@
+"""The load unit: DMACFG, LOAD (padded strided 2-D walk) and LOADT (bias/scale entries, PWL
+tables) of docs/isa.md, reading DRAM through an :class:`~hw.dma.AxiReadEngine`.
+
+One instruction at a time, in queue order: pop its token, check it (the golden model's order:
+LOAD FIELD_RANGE, SPAD/ACC_RANGE, then DRAM_RANGE per row before the row's read is issued;
+LOADT TABLE_RANGE, DRAM_RANGE over the whole record range before any read, BAD_TABLE per
+record), stream the reads with several bursts in flight, write the on-chip memories through
+write-request streams, wait until every read returned and every write was accepted, push its
+token. See :class:`LoadUnit` for the ports.
+
+LOAD walk (per destination row ``dst + i*inner + j``, ``e`` = element bytes): with
+``y = y0 + i*sy``, ``x = x0 + j*sx`` and ``xp = x*pix``, element ``b`` is valid when ``0 <= y < H``
+and ``0 <= x + floor(b*e/pix) < W``, i.e. ``b_lo <= b < b_hi`` with ``b_lo = ceil(-xp/e)`` (``x <
+0``, else 0) and ``b_hi = ceil((W*pix - xp)/e)``, both clipped to ``length``. A row's valid bytes
+are therefore one contiguous DRAM run, ``A + y*pitch + xp + b_lo*e`` onwards, ``(b_hi - b_lo)*e``
+bytes, which the read engine delivers already shifted to byte ``b_lo*e`` of the row; everything
+else in the row is zero. Products are formed once per instruction and the walk adds strides.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.wiring import In, Out
+
+from hw.axi import axi4_read_signature
+from hw.config import AcceleratorConfig
+from hw.dma import AxiReadEngine
+from hw.isa import BIAS_ENTRY_BYTES, MemSpace, Opcode, TableKind, pwl_table_bytes
+from hw.numeric import MAX_SHIFT
+from hw.unit_ports import (
+    AXI_ID_BITS,
+    ERROR_SIGNATURE,
+    FLUSH_SIGNATURE,
+    TOKEN_SIGNATURE,
+    unit_command_layout,
+)
+
+__all__ = [
+    "GEOMETRY_LAYOUT",
+    "LoadUnit",
+    "TableField",
+    "acc_write_layout",
+    "bias_write_layout",
+    "spad_write_layout",
+    "table_write_layout",
+]
+
+#: A DMA geometry slot (DMACFG's fields).
+GEOMETRY_LAYOUT = data.StructLayout(
+    {"height": 14, "width": 14, "pitch": 32, "pix": 16, "sy": 6, "sx": 6}
+)
+
+
+#: Longest run of whole rows merged into one read request.
+MERGE_BYTES = 4096
+
+
+class TableField(enum.IntEnum):
+    """Which field of a PWL function a ``table_write`` beat sets."""
+
+    SHIFT = 0
+    BREAKPOINT = 1
+    SLOPE = 2
+    INTERCEPT = 3
+
+
+def spad_write_layout(config: AcceleratorConfig) -> data.StructLayout:
+    """Scratchpad write request: one whole row, ``{addr, data: lanes x int8}``."""
+    return data.StructLayout(
+        {
+            "addr": unsigned((config.scratchpad_rows - 1).bit_length()),
+            "data": data.ArrayLayout(signed(8), config.lanes),
+        }
+    )
+
+
+def acc_write_layout(config: AcceleratorConfig) -> data.StructLayout:
+    """Accumulator write request: one whole row, ``{addr, data: C x int32}``."""
+    return data.StructLayout(
+        {
+            "addr": unsigned((config.accumulator_rows - 1).bit_length()),
+            "data": data.ArrayLayout(signed(32), config.cols),
+        }
+    )
+
+
+def bias_write_layout(config: AcceleratorConfig) -> data.StructLayout:
+    """Bias/scale write request: one whole entry, ``{entry, bias int32, mult int16, shift u6}``."""
+    return data.StructLayout(
+        {
+            "entry": unsigned((config.bias_entries - 1).bit_length()),
+            "bias": signed(32),
+            "mult": signed(16),
+            "shift": unsigned(6),
+        }
+    )
+
+
+def table_write_layout(config: AcceleratorConfig) -> data.StructLayout:
+    """Segment-table write request: one field of one function per beat,
+    ``{fn, field: TableField, index, value: int32}``.
+
+    ``BREAKPOINT`` index ``0 .. S-2``, ``SLOPE`` / ``INTERCEPT`` index ``0 .. S-1`` (value
+    sign-extended from int16 for slopes), then ``SHIFT`` (index 0) as the table's last beat, only
+    once the whole table was validated: a ``SHIFT`` write marks the function loaded.
+    """
+    return data.StructLayout(
+        {
+            "fn": unsigned(max(1, (config.pwl_functions - 1).bit_length())),
+            "field": unsigned(2),
+            "index": unsigned(max(1, (config.pwl_segments - 1).bit_length())),
+            "value": signed(32),
+        }
+    )
+
+
+class _Code(enum.IntEnum):
+    # sim.golden.StatusCode values used here (hw must not import sim).
+    SPAD_RANGE = 2
+    ACC_RANGE = 3
+    TABLE_RANGE = 4
+    DRAM_RANGE = 5
+    FIELD_RANGE = 6
+    BAD_TABLE = 7
+
+
+class LoadUnit(wiring.Component):
+    """Executes DMACFG, LOAD, LOADT and SYNC (target LOAD) from the load queue.
+
+    Parameters
+    ----------
+    config : AcceleratorConfig
+        Sizes: ``dma_data_bits`` (AXI beat), ``addr_bits``, memory depths and widths.
+    max_outstanding : int
+        AXI read bursts in flight at most (latency hiding).
+    arid : int
+        ``arid`` of every burst (0 .. 2**AXI_ID_BITS - 1), e.g. to route R beats in an arbiter.
+
+    Ports
+    -----
+    cmd : In(stream(unit_command_layout(config)))
+        The load queue (DMACFG, LOAD, LOADT, SYNC). A beat is taken when the unit starts it.
+    axi : Out(axi4_read_signature(addr_bits, dma_data_bits, AXI_ID_BITS))
+        AR and R channels (``arid`` constant).
+    spad_write : Out(stream(spad_write_layout(config)))
+    acc_write : Out(stream(acc_write_layout(config)))
+        One whole row per beat (elements beyond ``length`` zero), rows in ascending order.
+    bias_write : Out(stream(bias_write_layout(config)))
+        LOADT BIAS: one entry per beat, ascending.
+    table_write : Out(stream(table_write_layout(config)))
+        LOADT PWL: one field per beat (see :func:`table_write_layout`).
+    pop_c2l : In(TOKEN_SIGNATURE)
+        Token from the compute unit (``pop_next``).
+    push_l2c : Out(TOKEN_SIGNATURE)
+        Token to the compute unit (``push_next``), given once every write of the instruction
+        was accepted by its memory (a write is visible from the cycle after its handshake).
+    error : Out(ERROR_SIGNATURE)
+        Set (and held) on the first failing instruction; the unit then takes nothing more.
+        Outstanding reads have drained when it rises.
+    flush_above : In(FLUSH_SIGNATURE)
+        Instructions with ``pc`` above ``flush_above.pc`` are discarded (a running one stops
+        issuing reads, drains, and pushes no token).
+    dram_limit : In(64)
+        Bytes ``0 .. dram_limit-1`` may be read (and only below ``2**addr_bits``).
+    busy : Out(1)
+        An instruction is in progress (token wait included).
+    stall_token : Out(1)
+        Waiting for a ``c2l`` token.
+    stall_axi_read : Out(1)
+        Reads are outstanding and no R beat moved this cycle.
+    retired : Out(1)
+        Strobe: an instruction completed.
+    """
+
+    def __init__(
+        self, config: AcceleratorConfig, *, max_outstanding: int = 32, arid: int = 0
+    ) -> None:
+        if not isinstance(config, AcceleratorConfig):
+            raise TypeError(f"config must be an AcceleratorConfig, got {config!r}")
+        if (
+            isinstance(max_outstanding, bool)
+            or not isinstance(max_outstanding, int)
+            or not (1 <= max_outstanding <= 256)
+        ):
+            raise ValueError(
+                f"max_outstanding must be an integer in 1..256, got {max_outstanding!r}"
+            )
+        self._config = config
+        self._max_outstanding = max_outstanding
+        self._reader = AxiReadEngine(
+            addr_bits=config.addr_bits,
+            data_bits=config.dma_data_bits,
+            id_bits=AXI_ID_BITS,
+            len_bits=32,
+            max_outstanding=max_outstanding,
+            arid=arid,
+        )
+        super().__init__(
+            {
+                "cmd": In(stream.Signature(unit_command_layout(config))),
+                "axi": Out(
+                    axi4_read_signature(config.addr_bits, config.dma_data_bits, AXI_ID_BITS)
+                ),
+                "spad_write": Out(stream.Signature(spad_write_layout(config))),
+                "acc_write": Out(stream.Signature(acc_write_layout(config))),
+                "bias_write": Out(stream.Signature(bias_write_layout(config))),
+                "table_write": Out(stream.Signature(table_write_layout(config))),
+                "pop_c2l": In(TOKEN_SIGNATURE),
+                "push_l2c": Out(TOKEN_SIGNATURE),
+                "error": Out(ERROR_SIGNATURE),
+                "flush_above": In(FLUSH_SIGNATURE),
+                "dram_limit": In(64),
+                "busy": Out(1),
+                "stall_token": Out(1),
+                "stall_axi_read": Out(1),
+                "retired": Out(1),
+            }
+        )
+
+    @property
+    def config(self) -> AcceleratorConfig:
+        """The accelerator configuration."""
+        return self._config
+
+    @property
+    def max_outstanding(self) -> int:
+        """AXI read bursts in flight at most."""
+        return self._max_outstanding
+
+    def elaborate(self, platform):  # noqa: C901 (one state machine, kept together)
+        m = Module()
+        cfg = self._config
+        m.submodules.reader = rd = self._reader
+        wiring.connect(m, rd.axi, wiring.flipped(self.axi))
+
+        bw = cfg.dma_data_bits // 8
+        lb = bw.bit_length() - 1
+        row_bytes = max(cfg.lanes, 4 * cfg.cols)
+        row_beats = -(-row_bytes // bw)
+        seg = cfg.pwl_segments
+        table_bytes = pwl_table_bytes(seg)
+        addr_limit = 1 << cfg.addr_bits
+
+        # ---------------------------------------------------------------- instruction register
+        ins = Signal(unit_command_layout(cfg))
+        hdr = ins.word.header
+        load = ins.word.body.load
+        loadt = ins.word.body.loadt
+        dmacfg = ins.word.body.dmacfg
+        flushed = self.flush_above.valid & (ins.pc > self.flush_above.pc)
+        incoming_flushed = self.flush_above.valid & (self.cmd.payload.pc > self.flush_above.pc)
+
+        slots = [Signal(GEOMETRY_LAYOUT, name=f"slot{k}") for k in range(4)]
+        geom = Signal(GEOMETRY_LAYOUT)
+        with m.Switch(load.geom):
+            for k in range(4):
+                with m.Case(k):
+                    m.d.comb += geom.eq(slots[k])
+
+        err_code = Signal(4)
+        err_pending = Signal()
+        error = Signal()
+        err_pc = Signal(32)
+        m.d.comb += [
+            self.error.valid.eq(error),
+            self.error.code.eq(err_code),
+            self.error.pc.eq(err_pc),
+        ]
+
+        def fail(code):
+            # Record the instruction's first error; later ones of the same instruction lose.
+            with m.If(~err_pending):
+                m.d.sync += [err_pending.eq(1), err_code.eq(code)]
+
+        # ---------------------------------------------------------------- per-instruction state
+        is_acc = Signal()
+        esize_log = Signal(2)  # 0 (SPAD) or 2 (ACC)
+        base_addr = Signal(cfg.addr_bits + 33)  # base + offset
+        count = Signal(24)  # LOAD rows
+        row_elems = Signal(8)
+        mem_rows = Signal(range(max(cfg.scratchpad_rows, cfg.accumulator_rows) + 1))
+        yp0 = Signal(signed(54))
+        syp = Signal(39)
+        xp0 = Signal(signed(32))
+        sxp = Signal(23)
+        wpix = Signal(31)
+
+        # walk (stage 0: one row per step; every update is a single addition)
+        wi = Signal(12)
+        wj = Signal(12)
+        y = Signal(signed(21))
+        x = Signal(signed(21))
+        ya = Signal(signed(60))  # A + y*pitch + x0*pix
+        xa = Signal(signed(60))  # A + y*pitch + x*pix
+        neg_xp = Signal(signed(40))  # -x*pix
+        rem = Signal(signed(40))  # W*pix - x*pix
+        neg_xp0 = Signal(signed(40))
+        rem0 = Signal(signed(40))
+        row = Signal(24)
+        rows_issued = Signal(25)
+        rows_written = Signal(25)
+        walking = Signal()
+
+        # LOADT
+        t_issued = Signal(17)
+        t_lasts = Signal(17)
+        t_issuing = Signal()
+        t_addr = Signal(cfg.addr_bits + 33)
+        t_count = Signal(17)
+        t_bytes = Signal(32)
+        t_total = Signal(32)  # bytes of all records
+        t_end = Signal(cfg.addr_bits + 34)  # one past the last record byte
+
+        # ---------------------------------------------------------------- row geometry
+        # Stage 1 registers the row's valid element range; stage 2 its DRAM run; stage 2 is
+        # checked against the limit and issued. A stage moves when the next one is free.
+        s1_valid = Signal()
+        s1_row = Signal(24)
+        s1_xa = Signal(signed(60))
+        s1_valid_y = Signal()
+        s1_lo = Signal(8)
+        s1_hi = Signal(8)
+        s2_valid = Signal()
+        s2_row = Signal(24)
+        s2_has = Signal()
+        s2_lo_byte = Signal(10)
+        s2_nbytes = Signal(10)
+        s2_start = Signal(signed(61))
+        s2_end = Signal(signed(61))
+        s2_full = Signal()  # the whole row (elements 0 .. length-1) comes from DRAM
+        merge_ok = Signal()  # rows of this LOAD are whole beats
+
+        length = load.length
+        round_up = Mux(is_acc, 3, 0)
+        b_lo_raw = Signal(signed(41))
+        b_hi_raw = Signal(signed(41))
+        m.d.comb += [
+            b_lo_raw.eq(Mux(x < 0, (neg_xp + round_up) >> esize_log, 0)),
+            b_hi_raw.eq(Mux(rem > 0, (rem + round_up) >> esize_log, 0)),
+        ]
+        s1_has = s1_valid_y & (s1_lo < s1_hi)
+        lo_byte = Signal(10)
+        hi_byte = Signal(10)
+        m.d.comb += [lo_byte.eq(s1_lo << esize_log), hi_byte.eq(s1_hi << esize_log)]
+        limit_ok = (s2_end <= self.dram_limit) & (s2_end <= addr_limit)
+
+        # ---------------------------------------------------------------- row descriptors
+        desc_layout = data.StructLayout(
+            {
+                "row": 24,
+                "has": 1,
+                "first_beat": max(1, (row_beats - 1).bit_length()),
+                "nbeats": row_beats.bit_length(),
+            }
+        )
+        m.submodules.desc = desc = SyncFIFOBuffered(
+            width=desc_layout.size, depth=self._max_outstanding
+        )
+        desc_in = Signal(desc_layout)
+        desc_out = Signal(desc_layout)
+        m.d.comb += [
+            desc_in.row.eq(s2_row),
+            desc_in.has.eq(s2_has),
+            desc_in.first_beat.eq(s2_lo_byte >> lb),
+            desc_in.nbeats.eq(((s2_lo_byte & (bw - 1)) + s2_nbytes + bw - 1) >> lb),
+            desc.w_data.eq(desc_in),
+            desc_out.eq(desc.r_data),
+        ]
+
+        # ---------------------------------------------------------------- read requests
+        # Whole rows whose length is a multiple of the beat and that follow each other in DRAM
+        # are merged into one request (a run of up to MERGE_BYTES and half the descriptor
+        # queue's rows): one long burst instead of one burst per row. Each row keeps its own
+        # descriptor; the assembler counts beats.
+        row_issue = Signal()  # the stage-2 row leaves (descriptor written)
+        stop = flushed | err_pending
+        pend_valid = Signal()
+        pend_start = Signal(signed(61))
+        pend_end = Signal(signed(61))
+        pend_nbytes = Signal(range(MERGE_BYTES + 1))
+        pend_rows = Signal(range(self._max_outstanding + 1))  # at most half the descriptors
+        live = s2_valid & ~stop
+        data_ok = live & s2_has & limit_ok
+        mergeable = s2_full & merge_ok
+        join = (
+            data_ok
+            & mergeable
+            & pend_valid
+            & (s2_start == pend_end)
+            & (pend_nbytes + s2_nbytes <= MERGE_BYTES)
+            & (pend_rows < max(1, self._max_outstanding // 2))
+            & desc.w_rdy  # else the run must go: its rows' data frees descriptors
+        )
+        issue_pend = pend_valid & ~join
+        with m.If(live & s2_has & ~limit_ok):
+            fail(_Code.DRAM_RANGE)
+        with m.If(issue_pend):
+            m.d.comb += [
+                rd.req.valid.eq(1),
+                rd.req.payload.addr.eq(pend_start),
+                rd.req.payload.nbytes.eq(pend_nbytes),
+                rd.req.payload.dst_off.eq(0),
+            ]
+            with m.If(rd.req.ready):
+                m.d.sync += pend_valid.eq(0)
+        with m.Elif(data_ok & ~mergeable):
+            m.d.comb += [
+                rd.req.valid.eq(desc.w_rdy),
+                rd.req.payload.addr.eq(s2_start),
+                rd.req.payload.nbytes.eq(s2_nbytes),
+                rd.req.payload.dst_off.eq(s2_lo_byte),
+                row_issue.eq(desc.w_rdy & rd.req.ready),
+            ]
+        with m.Elif(t_issuing & ~stop):
+            m.d.comb += [
+                rd.req.valid.eq(1),
+                rd.req.payload.addr.eq(t_addr),
+                rd.req.payload.nbytes.eq(t_bytes),
+                rd.req.payload.dst_off.eq(0),
+            ]
+        with m.If(join):
+            m.d.comb += row_issue.eq(1)
+            m.d.sync += [
+                pend_end.eq(s2_end),
+                pend_nbytes.eq(pend_nbytes + s2_nbytes),
+                pend_rows.eq(pend_rows + 1),
+            ]
+        with m.If(data_ok & mergeable & ~pend_valid):
+            m.d.comb += row_issue.eq(desc.w_rdy)
+            with m.If(desc.w_rdy):
+                m.d.sync += [
+                    pend_valid.eq(1),
+                    pend_start.eq(s2_start),
+                    pend_end.eq(s2_end),
+                    pend_nbytes.eq(s2_nbytes),
+                    pend_rows.eq(1),
+                ]
+        with m.If(live & ~s2_has):
+            m.d.comb += row_issue.eq(desc.w_rdy)
+        m.d.comb += desc.w_en.eq(row_issue)
+
+        s2_free = ~s2_valid | row_issue
+        s1_move = s1_valid & s2_free
+        s1_free = ~s1_valid | s1_move
+        step = walking & s1_free & ~stop
+        with m.If(row_issue):
+            m.d.sync += [s2_valid.eq(0), rows_issued.eq(rows_issued + 1)]
+        with m.If(s1_move):
+            m.d.sync += [
+                s1_valid.eq(0),
+                s2_valid.eq(1),
+                s2_row.eq(s1_row),
+                s2_has.eq(s1_has),
+                s2_lo_byte.eq(lo_byte),
+                s2_nbytes.eq(hi_byte - lo_byte),
+                s2_start.eq(s1_xa + lo_byte),
+                s2_full.eq(s1_has & (s1_lo == 0) & (s1_hi == length)),
+                s2_end.eq(s1_xa + hi_byte),
+            ]
+        last_row = (wi == load.outer - 1) & (wj == load.inner - 1)
+        with m.If(step):
+            m.d.sync += [
+                s1_valid.eq(1),
+                s1_row.eq(row),
+                s1_xa.eq(xa),
+                s1_valid_y.eq((y >= 0) & (y < geom.height)),
+                s1_lo.eq(Mux(b_lo_raw < length, b_lo_raw, length)),
+                s1_hi.eq(Mux(b_hi_raw < length, b_hi_raw, length)),
+                row.eq(row + 1),
+            ]
+            with m.If(wj == load.inner - 1):
+                m.d.sync += [
+                    wj.eq(0),
+                    wi.eq(wi + 1),
+                    x.eq(load.x0),
+                    y.eq(y + geom.sy),
+                    ya.eq(ya + syp),
+                    xa.eq(ya + syp),
+                    neg_xp.eq(neg_xp0),
+                    rem.eq(rem0),
+                ]
+            with m.Else():
+                m.d.sync += [
+                    wj.eq(wj + 1),
+                    x.eq(x + geom.sx),
+                    xa.eq(xa + sxp),
+                    neg_xp.eq(neg_xp - sxp),
+                    rem.eq(rem - sxp),
+                ]
+            with m.If(last_row):
+                m.d.sync += walking.eq(0)
+        with m.If(stop):
+            m.d.sync += [s1_valid.eq(0), s2_valid.eq(0)]
+
+        t_fire = t_issuing & rd.req.valid & rd.req.ready
+        with m.If(t_fire):
+            m.d.sync += [t_issued.eq(t_issued + 1), t_addr.eq(t_addr + t_bytes)]
+            with m.If(t_issued + 1 == t_count):
+                m.d.sync += t_issuing.eq(0)
+        with m.If((flushed | err_pending) & (walking | t_issuing)):
+            m.d.sync += [walking.eq(0), t_issuing.eq(0)]
+
+        # ---------------------------------------------------------------- row assembler
+        row_reg = Signal(8 * bw * row_beats)
+        slot = Signal(range(row_beats + 1))
+        beat = rd.data.payload
+        placed = Signal(8 * bw * row_beats)
+        target = desc_out.first_beat + slot
+        m.d.comb += placed.eq(Cat(*[Mux(target == k, beat.data, 0) for k in range(row_beats)]))
+        out_valid = Signal()
+        out_row = Signal(24)
+        out_data = Signal(8 * bw * row_beats)
+        out_acc = Signal()
+        out_ready = Mux(out_acc, self.acc_write.ready, self.spad_write.ready)
+        out_free = ~out_valid | out_ready
+        m.d.comb += [
+            self.spad_write.valid.eq(out_valid & ~out_acc),
+            self.spad_write.payload.addr.eq(out_row),
+            self.spad_write.payload.data.eq(out_data[: 8 * cfg.lanes]),
+            self.acc_write.valid.eq(out_valid & out_acc),
+            self.acc_write.payload.addr.eq(out_row),
+            self.acc_write.payload.data.eq(out_data[: 32 * cfg.cols]),
+        ]
+        with m.If(out_valid & out_ready):
+            m.d.sync += [out_valid.eq(0), rows_written.eq(rows_written + 1)]
+
+        is_table = Signal()
+        data_fire = rd.data.valid & rd.data.ready
+        with m.If(~is_table & desc.r_rdy):
+            with m.If(~desc_out.has):
+                with m.If(out_free):
+                    m.d.comb += desc.r_en.eq(1)
+                    m.d.sync += [
+                        out_valid.eq(1),
+                        out_row.eq(desc_out.row),
+                        out_data.eq(0),
+                        out_acc.eq(is_acc),
+                    ]
+            with m.Else():
+                row_end = slot == desc_out.nbeats - 1
+                m.d.comb += rd.data.ready.eq(~row_end | out_free)
+                with m.If(data_fire):
+                    with m.If(beat.error):
+                        fail(_Code.DRAM_RANGE)
+                    with m.If(row_end):
+                        m.d.comb += desc.r_en.eq(1)
+                        m.d.sync += [
+                            out_valid.eq(1),
+                            out_row.eq(desc_out.row),
+                            out_data.eq(row_reg | placed),
+                            out_acc.eq(is_acc),
+                            row_reg.eq(0),
+                            slot.eq(0),
+                        ]
+                    with m.Else():
+                        m.d.sync += [row_reg.eq(row_reg | placed), slot.eq(slot + 1)]
+
+        # ---------------------------------------------------------------- table parser
+        pos = Signal(max(1, lb))
+        phase = Signal(2)  # PWL: 0 header, 1 breakpoints, 2 slopes, 3 intercepts
+        idx = Signal(range(max(seg, 2 * 65536) + 1))
+        tab = Signal(17)  # table (PWL) index within the instruction
+        pwl_shift = Signal(8)
+        prev_bp = Signal(signed(32))
+        bias_lo = Signal(signed(32))
+        discard = Signal()
+        shift_emit = Signal()
+        is_pwl = Signal()
+        word = Signal(32)
+        half = Signal(16)
+        m.d.comb += [
+            word.eq(beat.data.word_select(pos >> 2, 32) if lb > 2 else beat.data[:32]),
+            half.eq(beat.data.word_select(pos >> 1, 16)),
+        ]
+        zsize = Mux(is_pwl & (phase == 2), 2, 4)
+        elem_last = Signal()
+        with m.If(is_pwl):
+            m.d.comb += elem_last.eq((phase == 3) & (idx == seg - 1))
+        with m.Else():
+            m.d.comb += elem_last.eq(idx == 2 * loadt.count - 1)
+        pops = elem_last | ((pos + zsize) == bw)
+
+        tw = self.table_write.payload
+        bwp = self.bias_write.payload
+        emits = Signal()
+        m.d.comb += [
+            tw.fn.eq(loadt.dst + tab),
+            bwp.entry.eq(loadt.dst + (idx >> 1)),
+            bwp.bias.eq(bias_lo),
+            bwp.mult.eq(word[:16]),
+            bwp.shift.eq(word[16:22]),
+        ]
+        with m.If(shift_emit):
+            m.d.comb += [
+                tw.field.eq(TableField.SHIFT),
+                tw.index.eq(0),
+                tw.value.eq(pwl_shift),
+                self.table_write.valid.eq(1),
+            ]
+        with m.Elif(phase == 1):
+            m.d.comb += [tw.field.eq(TableField.BREAKPOINT), tw.index.eq(idx), tw.value.eq(word)]
+        with m.Elif(phase == 2):
+            m.d.comb += [
+                tw.field.eq(TableField.SLOPE),
+                tw.index.eq(idx),
+                tw.value.eq(half.as_signed()),
+            ]
+        with m.Else():
+            m.d.comb += [tw.field.eq(TableField.INTERCEPT), tw.index.eq(idx), tw.value.eq(word)]
+
+        with m.If(shift_emit):
+            with m.If(self.table_write.ready):
+                m.d.sync += [shift_emit.eq(0), tab.eq(tab + 1), phase.eq(0), idx.eq(0)]
+        with m.Elif(is_table & rd.data.valid):
+            with m.If(discard | beat.error):
+                m.d.comb += rd.data.ready.eq(1)
+                with m.If(beat.error):
+                    fail(_Code.DRAM_RANGE)
+                m.d.sync += [discard.eq(1), pos.eq(0)]
+            with m.Else():
+                bad = Signal()
+                with m.If(is_pwl):
+                    with m.Switch(phase):
+                        with m.Case(0):
+                            with m.If(idx == 0):
+                                m.d.comb += bad.eq((word[:8] > MAX_SHIFT) | (word[8:] != 0))
+                            with m.Else():
+                                m.d.comb += bad.eq(word != 0)
+                        with m.Case(1):
+                            m.d.comb += [
+                                bad.eq((idx != 0) & (word.as_signed() < prev_bp)),
+                                emits.eq(1),
+                            ]
+                        with m.Default():
+                            m.d.comb += emits.eq(1)
+                    m.d.comb += self.table_write.valid.eq(emits & ~bad)
+                with m.Else():
+                    with m.If(idx[0]):
+                        m.d.comb += [
+                            bad.eq((word[16:24] > MAX_SHIFT) | (word[24:] != 0)),
+                            emits.eq(1),
+                        ]
+                    m.d.comb += self.bias_write.valid.eq(emits & ~bad)
+                # (a Python name set in both branches would keep the last one: select in RTL)
+                can = ~emits | Mux(is_pwl, self.table_write.ready, self.bias_write.ready)
+                with m.If(bad):
+                    fail(_Code.BAD_TABLE)
+                    m.d.sync += discard.eq(1)
+                    # the beat is dropped in discard mode (next cycle)
+                with m.Elif(can):
+                    m.d.comb += rd.data.ready.eq(pops)
+                    m.d.sync += pos.eq(Mux(pops, 0, pos + zsize))
+                    with m.If(is_pwl):
+                        with m.If((phase == 0) & (idx == 0)):
+                            m.d.sync += pwl_shift.eq(word[:8])
+                        with m.If(phase == 1):
+                            m.d.sync += prev_bp.eq(word.as_signed())
+                        last_of_phase = Mux(
+                            phase == 0, idx == 3, Mux(phase == 1, idx == seg - 2, idx == seg - 1)
+                        )
+                        with m.If(last_of_phase):
+                            m.d.sync += [phase.eq(phase + 1), idx.eq(0)]
+                            with m.If(phase == 3):
+                                m.d.sync += shift_emit.eq(1)
+                        with m.Else():
+                            m.d.sync += idx.eq(idx + 1)
+                    with m.Else():
+                        m.d.sync += idx.eq(idx + 1)
+                        with m.If(~idx[0]):
+                            m.d.sync += bias_lo.eq(word.as_signed())
+        with m.If(is_table & data_fire & beat.last):
+            m.d.sync += t_lasts.eq(t_lasts + 1)
+
+        # ---------------------------------------------------------------- control
+        t_count_bias = loadt.count
+        with m.FSM(name="ctrl"):
+            with m.State("IDLE"):
+                m.d.comb += self.cmd.ready.eq(1)
+                with m.If(self.cmd.valid):
+                    with m.If(~incoming_flushed):
+                        m.d.sync += ins.eq(self.cmd.payload)
+                        m.next = "POP"
+            with m.State("POP"):
+                m.d.comb += self.busy.eq(1)
+                with m.If(flushed):
+                    m.next = "IDLE"
+                with m.Elif(hdr.pop_next):
+                    m.d.comb += [
+                        self.pop_c2l.ready.eq(1),
+                        self.stall_token.eq(~self.pop_c2l.valid),
+                    ]
+                    with m.If(self.pop_c2l.valid):
+                        m.next = "EXEC"
+                with m.Else():
+                    m.next = "EXEC"
+            with m.State("EXEC"):
+                m.d.comb += self.busy.eq(1)
+                op = hdr.opcode
+                acc = load.mem == MemSpace.ACC
+                m.d.sync += [
+                    err_pending.eq(0),
+                    rows_issued.eq(0),
+                    rows_written.eq(0),
+                    t_issued.eq(0),
+                    t_lasts.eq(0),
+                    discard.eq(0),
+                    shift_emit.eq(0),
+                    pos.eq(0),
+                    phase.eq(0),
+                    idx.eq(0),
+                    tab.eq(0),
+                    slot.eq(0),
+                    row_reg.eq(0),
+                ]
+                with m.If(op == Opcode.DMACFG):
+                    with m.Switch(dmacfg.slot):
+                        for k in range(4):
+                            with m.Case(k):
+                                m.d.sync += slots[k].eq(
+                                    Cat(
+                                        dmacfg.height,
+                                        dmacfg.width,
+                                        dmacfg.pitch,
+                                        dmacfg.pix,
+                                        dmacfg.sy,
+                                        dmacfg.sx,
+                                    )
+                                )
+                    m.next = "PUSH"
+                with m.Elif(op == Opcode.LOAD):
+                    m.d.sync += [
+                        is_table.eq(0),
+                        is_acc.eq(acc),
+                        esize_log.eq(Mux(acc, 2, 0)),
+                        base_addr.eq(ins.base + load.offset),
+                        count.eq(load.outer * load.inner),
+                        row_elems.eq(Mux(acc, cfg.cols, cfg.lanes)),
+                        mem_rows.eq(Mux(acc, cfg.accumulator_rows, cfg.scratchpad_rows)),
+                        yp0.eq(load.y0 * geom.pitch),
+                        syp.eq(geom.sy * geom.pitch),
+                        xp0.eq(load.x0 * geom.pix),
+                        sxp.eq(geom.sx * geom.pix),
+                        wpix.eq(geom.width * geom.pix),
+                    ]
+                    m.next = "LOAD_CHECK"
+                with m.Elif(op == Opcode.LOADT):
+                    pwl = loadt.kind == TableKind.PWL
+                    m.d.sync += [
+                        is_table.eq(1),
+                        is_pwl.eq(pwl),
+                        base_addr.eq(ins.base + loadt.offset),
+                        t_addr.eq(ins.base + loadt.offset),
+                        t_count.eq(Mux(pwl, loadt.count, 1)),
+                        t_bytes.eq(Mux(pwl, table_bytes, t_count_bias * BIAS_ENTRY_BYTES)),
+                        t_total.eq(
+                            Mux(pwl, loadt.count * table_bytes, loadt.count * BIAS_ENTRY_BYTES)
+                        ),
+                    ]
+                    m.next = "LOADT_CHECK"
+                with m.Else():  # SYNC
+                    m.next = "PUSH"
+            with m.State("LOAD_CHECK"):
+                m.d.comb += self.busy.eq(1)
+                with m.If(load.length > row_elems):
+                    fail(_Code.FIELD_RANGE)
+                    m.next = "DRAIN"
+                with m.Elif(load.dst + count > mem_rows):
+                    fail(Mux(is_acc, _Code.ACC_RANGE, _Code.SPAD_RANGE))
+                    m.next = "DRAIN"
+                with m.Else():
+                    m.d.sync += [
+                        ya.eq(base_addr + yp0),
+                        neg_xp0.eq(-xp0),
+                        rem0.eq(wpix - xp0),
+                    ]
+                    m.next = "LOAD_START"
+            with m.State("LOAD_START"):
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += [
+                    merge_ok.eq(((length << esize_log) & (bw - 1)) == 0),
+                    walking.eq(1),
+                    wi.eq(0),
+                    wj.eq(0),
+                    y.eq(load.y0),
+                    x.eq(load.x0),
+                    ya.eq(ya + xp0),
+                    xa.eq(ya + xp0),
+                    neg_xp.eq(neg_xp0),
+                    rem.eq(rem0),
+                    row.eq(load.dst),
+                ]
+                m.next = "RUN"
+            with m.State("LOADT_CHECK"):
+                # Two cycles: the record range's end is registered before it is compared.
+                m.d.comb += self.busy.eq(1)
+                n_entries = Mux(is_pwl, cfg.pwl_functions, cfg.bias_entries)
+                m.d.sync += t_end.eq(base_addr + t_total)
+                with m.If(loadt.dst + loadt.count > n_entries):
+                    fail(_Code.TABLE_RANGE)
+                    m.next = "DRAIN"
+                with m.Else():
+                    m.next = "LOADT_DRAM"
+            with m.State("LOADT_DRAM"):
+                m.d.comb += self.busy.eq(1)
+                with m.If((t_end > self.dram_limit) | (t_end > addr_limit)):
+                    fail(_Code.DRAM_RANGE)
+                    m.next = "DRAIN"
+                with m.Else():
+                    m.d.sync += t_issuing.eq(1)
+                    m.next = "RUN"
+            with m.State("RUN"):
+                m.d.comb += self.busy.eq(1)
+                load_done = (
+                    ~walking & ~s1_valid & ~s2_valid & ~pend_valid & (rows_written == rows_issued)
+                )
+                table_done = ~t_issuing & (t_lasts == t_issued) & ~shift_emit
+                with m.If(Mux(is_table, table_done, load_done) & ~rd.busy & ~out_valid):
+                    with m.If(err_pending | flushed):
+                        m.next = "DRAIN"
+                    with m.Else():
+                        m.next = "PUSH"
+            with m.State("DRAIN"):
+                m.d.comb += self.busy.eq(1)
+                drained = (
+                    ~walking
+                    & ~s1_valid
+                    & ~s2_valid
+                    & ~pend_valid
+                    & ~t_issuing
+                    & (rows_written == rows_issued)
+                    & (t_lasts == t_issued)
+                    & ~rd.busy
+                    & ~out_valid
+                    & ~desc.r_rdy
+                )
+                with m.If(drained):
+                    with m.If(err_pending):
+                        m.d.sync += [error.eq(1), err_pc.eq(ins.pc)]
+                        m.next = "ERROR"
+                    with m.Else():
+                        m.next = "IDLE"
+            with m.State("PUSH"):
+                m.d.comb += self.busy.eq(1)
+                with m.If(flushed):
+                    m.next = "IDLE"
+                with m.Elif(hdr.push_next):
+                    m.d.comb += self.push_l2c.valid.eq(1)
+                    with m.If(self.push_l2c.ready):
+                        m.d.comb += self.retired.eq(1)
+                        m.next = "IDLE"
+                with m.Else():
+                    m.d.comb += self.retired.eq(1)
+                    m.next = "IDLE"
+            with m.State("ERROR"):
+                # Later instructions of the queue are discarded once the controller flushes them.
+                m.d.comb += self.cmd.ready.eq(incoming_flushed)
+
+        m.d.comb += self.stall_axi_read.eq(rd.busy & ~(self.axi.rvalid & self.axi.rready))
+        return m

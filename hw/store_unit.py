@@ -1,0 +1,422 @@
+"""The store unit: STORE of docs/isa.md (scratchpad or accumulator rows to DRAM), and SYNC with
+target STORE, writing through an :class:`~hw.dma.AxiWriteEngine`.
+
+One instruction at a time: pop its token, run the closed-form checks in the golden model's order
+(FIELD_RANGE ``length`` > row, SPAD/ACC_RANGE source rows, DRAM_RANGE on the last byte
+``A + (rows-1)*stride + tiles*length*e - 1``, FIELD_RANGE overlap ``rows > 1 and stride <
+tiles*length*e``) before the first write, then for ``i < rows``, ``u < tiles`` read source row
+``src + u*rows + i`` and write its first ``length*e`` bytes to ``A + i*stride + u*length*e`` (one
+write request per row: a burst, or two where it crosses 4 KiB, with WSTRB for partial beats). The
+instruction completes, and pushes its token, when every B response arrived; an error response is
+DRAM_RANGE at the instruction.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.wiring import In, Out
+
+from hw.axi import axi4_write_signature
+from hw.config import AcceleratorConfig
+from hw.dma import AxiWriteEngine
+from hw.isa import MemSpace, Opcode
+from hw.unit_ports import (
+    AXI_ID_BITS,
+    ERROR_SIGNATURE,
+    FLUSH_SIGNATURE,
+    TOKEN_SIGNATURE,
+    unit_command_layout,
+)
+
+__all__ = [
+    "StoreUnit",
+    "acc_read_layout",
+    "acc_row_layout",
+    "spad_read_layout",
+    "spad_row_layout",
+]
+
+
+def spad_read_layout(config: AcceleratorConfig) -> data.StructLayout:
+    """Scratchpad read request: ``{addr}`` (a row)."""
+    return data.StructLayout({"addr": unsigned((config.scratchpad_rows - 1).bit_length())})
+
+
+def spad_row_layout(config: AcceleratorConfig) -> data.StructLayout:
+    """Scratchpad read response: ``{data: lanes x int8}``."""
+    return data.StructLayout({"data": data.ArrayLayout(signed(8), config.lanes)})
+
+
+def acc_read_layout(config: AcceleratorConfig) -> data.StructLayout:
+    """Accumulator read request: ``{addr}`` (a row)."""
+    return data.StructLayout({"addr": unsigned((config.accumulator_rows - 1).bit_length())})
+
+
+def acc_row_layout(config: AcceleratorConfig) -> data.StructLayout:
+    """Accumulator read response: ``{data: C x int32}``."""
+    return data.StructLayout({"data": data.ArrayLayout(signed(32), config.cols)})
+
+
+#: Longest run of whole-beat rows written with one request.
+MERGE_BYTES = 4096
+
+
+class _Code(enum.IntEnum):
+    SPAD_RANGE = 2
+    ACC_RANGE = 3
+    DRAM_RANGE = 5
+    FIELD_RANGE = 6
+
+
+class StoreUnit(wiring.Component):
+    """Executes STORE and SYNC (target STORE) from the store queue.
+
+    Parameters
+    ----------
+    config : AcceleratorConfig
+    read_ahead : int
+        Source rows requested but not yet turned into AXI beats at most (the response buffer's
+        depth: responses are always accepted, ``*_resp.ready`` stays high).
+    max_outstanding : int
+        AXI write bursts awaiting their B response at most.
+    awid : int
+        ``awid`` of every burst (0 .. 2**AXI_ID_BITS - 1).
+
+    Ports
+    -----
+    cmd : In(stream(unit_command_layout(config)))
+    axi : Out(axi4_write_signature(addr_bits, dma_data_bits, AXI_ID_BITS))
+        AW, W and B channels (``awid`` constant).
+    spad_read : Out(stream(spad_read_layout(config)))
+    spad_resp : In(stream(spad_row_layout(config)))
+    acc_read : Out(stream(acc_read_layout(config)))
+    acc_resp : In(stream(acc_row_layout(config)))
+        Row reads, answered in order, one response per request. ``*_resp.ready`` is held high
+        (a response may come any number of cycles after its request, never before).
+    pop_c2s : In(TOKEN_SIGNATURE)
+        Token from the compute unit (``pop_prev``).
+    push_s2c : Out(TOKEN_SIGNATURE)
+        Token to the compute unit (``push_prev``), once every B response of the STORE arrived.
+    error, flush_above, dram_limit
+        As :class:`hw.load_unit.LoadUnit` (``dram_limit``: bytes ``0 .. dram_limit-1`` may be
+        written).
+    busy, stall_token, stall_axi_write, retired : Out(1)
+        Instruction in progress; waiting for a ``c2s`` token; writes are outstanding and no W
+        beat or B response moved this cycle; strobe per completed instruction.
+    """
+
+    def __init__(
+        self,
+        config: AcceleratorConfig,
+        *,
+        read_ahead: int = 16,
+        max_outstanding: int = 32,
+        awid: int = 0,
+    ) -> None:
+        if not isinstance(config, AcceleratorConfig):
+            raise TypeError(f"config must be an AcceleratorConfig, got {config!r}")
+        for name, value, hi in (
+            ("read_ahead", read_ahead, 64),
+            ("max_outstanding", max_outstanding, 256),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or not 2 <= value <= hi:
+                raise ValueError(f"{name} must be an integer in 2..{hi}, got {value!r}")
+        self._config = config
+        self._read_ahead = read_ahead
+        self._writer = AxiWriteEngine(
+            addr_bits=config.addr_bits,
+            data_bits=config.dma_data_bits,
+            id_bits=AXI_ID_BITS,
+            len_bits=MERGE_BYTES.bit_length(),
+            max_outstanding=max_outstanding,
+            awid=awid,
+        )
+        super().__init__(
+            {
+                "cmd": In(stream.Signature(unit_command_layout(config))),
+                "axi": Out(
+                    axi4_write_signature(config.addr_bits, config.dma_data_bits, AXI_ID_BITS)
+                ),
+                "spad_read": Out(stream.Signature(spad_read_layout(config))),
+                "spad_resp": In(stream.Signature(spad_row_layout(config))),
+                "acc_read": Out(stream.Signature(acc_read_layout(config))),
+                "acc_resp": In(stream.Signature(acc_row_layout(config))),
+                "pop_c2s": In(TOKEN_SIGNATURE),
+                "push_s2c": Out(TOKEN_SIGNATURE),
+                "error": Out(ERROR_SIGNATURE),
+                "flush_above": In(FLUSH_SIGNATURE),
+                "dram_limit": In(64),
+                "busy": Out(1),
+                "stall_token": Out(1),
+                "stall_axi_write": Out(1),
+                "retired": Out(1),
+            }
+        )
+
+    @property
+    def config(self) -> AcceleratorConfig:
+        """The accelerator configuration."""
+        return self._config
+
+    @property
+    def read_ahead(self) -> int:
+        """Source rows in flight at most."""
+        return self._read_ahead
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._config
+        m.submodules.writer = wr = self._writer
+        wiring.connect(m, wr.axi, wiring.flipped(self.axi))
+        bw = cfg.dma_data_bits // 8
+        lb = bw.bit_length() - 1
+        row_bits = max(8 * cfg.lanes, 32 * cfg.cols)
+        row_beats = -(-row_bits // (8 * bw))
+        addr_limit = 1 << cfg.addr_bits
+
+        ins = Signal(unit_command_layout(cfg))
+        hdr = ins.word.header
+        st = ins.word.body.store
+        flushed = self.flush_above.valid & (ins.pc > self.flush_above.pc)
+        incoming_flushed = self.flush_above.valid & (self.cmd.payload.pc > self.flush_above.pc)
+
+        error = Signal()
+        err_code = Signal(4)
+        err_pc = Signal(32)
+        b_error = Signal()
+        m.d.comb += [
+            self.error.valid.eq(error),
+            self.error.code.eq(err_code),
+            self.error.pc.eq(err_pc),
+        ]
+
+        is_acc = Signal()
+        row_elems = Signal(8)
+        mem_rows = Signal(range(max(cfg.scratchpad_rows, cfg.accumulator_rows) + 1))
+        row_bytes = Signal(10)
+        base_addr = Signal(cfg.addr_bits + 33)
+        count = Signal(24)
+        span = Signal(37)  # (rows - 1) * stride
+        tile_bytes = Signal(22)  # tiles * row_bytes
+
+        # ---------------------------------------------------------------- row issue
+        wi = Signal(12)
+        wu = Signal(12)
+        src_row = Signal(24)  # src + u*rows + i
+        row_base = Signal(cfg.addr_bits + 40)  # A + i*stride
+        dst_addr = Signal(cfg.addr_bits + 40)  # A + i*stride + u*row_bytes
+        issuing = Signal()
+        inflight = Signal(range(self._read_ahead + 1))
+        m.submodules.rows = rows_fifo = SyncFIFOBuffered(width=row_bits, depth=self._read_ahead)
+
+        req_valid = issuing & ~flushed
+        read_ready = Mux(is_acc, self.acc_read.ready, self.spad_read.ready)
+        space = (inflight + rows_fifo.level) < self._read_ahead
+        issue = Signal()  # a row's SRAM read (and its part of a write request) goes out
+        m.d.comb += [
+            self.spad_read.payload.addr.eq(src_row),
+            self.acc_read.payload.addr.eq(src_row),
+        ]
+        # Rows of whole beats that follow each other in DRAM share one write request (a run of
+        # up to MERGE_BYTES, bounded in practice by ``read_ahead`` rows of buffered data): one
+        # long burst instead of one per row. Other rows move their read and write requests
+        # together.
+        whole = Signal()  # this STORE's rows are whole beats
+        pend_valid = Signal()
+        pend_addr = Signal(cfg.addr_bits + 40)
+        pend_end = Signal(cfg.addr_bits + 40)
+        pend_nbytes = Signal(range(MERGE_BYTES + 1))
+        can_join = (dst_addr == pend_end) & (pend_nbytes + row_bytes <= MERGE_BYTES)
+        row_ok = req_valid & space & (~pend_valid | can_join)
+        with m.If(whole):
+            m.d.comb += [
+                self.spad_read.valid.eq(row_ok & ~is_acc),
+                self.acc_read.valid.eq(row_ok & is_acc),
+                issue.eq(row_ok & read_ready),
+                wr.req.valid.eq(pend_valid & ~(issue & can_join)),
+                wr.req.payload.addr.eq(pend_addr),
+                wr.req.payload.nbytes.eq(pend_nbytes),
+            ]
+            with m.If(wr.req.valid & wr.req.ready):
+                m.d.sync += pend_valid.eq(0)
+            with m.If(issue):
+                with m.If(pend_valid):
+                    m.d.sync += [
+                        pend_end.eq(pend_end + row_bytes),
+                        pend_nbytes.eq(pend_nbytes + row_bytes),
+                    ]
+                with m.Else():
+                    m.d.sync += [
+                        pend_valid.eq(1),
+                        pend_addr.eq(dst_addr),
+                        pend_end.eq(dst_addr + row_bytes),
+                        pend_nbytes.eq(row_bytes),
+                    ]
+        with m.Else():
+            m.d.comb += [
+                wr.req.payload.addr.eq(dst_addr),
+                wr.req.payload.nbytes.eq(row_bytes),
+                # Both requests move together: each waits for the other's ready.
+                self.spad_read.valid.eq(req_valid & space & ~is_acc & wr.req.ready),
+                self.acc_read.valid.eq(req_valid & space & is_acc & wr.req.ready),
+                wr.req.valid.eq(req_valid & space & read_ready),
+                issue.eq(req_valid & space & read_ready & wr.req.ready),
+            ]
+        last_issue = (wi == st.rows - 1) & (wu == st.tiles - 1)
+        with m.If(issue):
+            with m.If(wu == st.tiles - 1):
+                m.d.sync += [
+                    wu.eq(0),
+                    wi.eq(wi + 1),
+                    src_row.eq(st.src + wi + 1),
+                    row_base.eq(row_base + st.stride),
+                    dst_addr.eq(row_base + st.stride),
+                ]
+            with m.Else():
+                m.d.sync += [
+                    wu.eq(wu + 1),
+                    src_row.eq(src_row + st.rows),
+                    dst_addr.eq(dst_addr + row_bytes),
+                ]
+            with m.If(last_issue):
+                m.d.sync += issuing.eq(0)
+        with m.If(flushed & issuing):
+            m.d.sync += issuing.eq(0)
+
+        # ---------------------------------------------------------------- responses -> beats
+        resp_valid = Mux(is_acc, self.acc_resp.valid, self.spad_resp.valid)
+        resp_data = Mux(
+            is_acc, self.acc_resp.payload.data.as_value(), self.spad_resp.payload.data.as_value()
+        )
+        m.d.comb += [
+            self.spad_resp.ready.eq(1),
+            self.acc_resp.ready.eq(1),
+            rows_fifo.w_en.eq(resp_valid),
+            rows_fifo.w_data.eq(resp_data),
+        ]
+        m.d.sync += inflight.eq(inflight + issue - resp_valid)
+
+        beat = Signal(range(row_beats + 1))
+        nbeats = Signal(range(row_beats + 1))
+        padded = Signal(8 * bw * row_beats)
+        m.d.comb += [
+            padded.eq(rows_fifo.r_data),
+            wr.data.valid.eq(rows_fifo.r_rdy),
+            wr.data.payload.data.eq(padded.word_select(beat, 8 * bw)),
+        ]
+        with m.If(wr.data.valid & wr.data.ready):
+            with m.If(beat == nbeats - 1):
+                m.d.comb += rows_fifo.r_en.eq(1)
+                m.d.sync += beat.eq(0)
+            with m.Else():
+                m.d.sync += beat.eq(beat + 1)
+
+        with m.If(wr.error):
+            m.d.sync += b_error.eq(1)
+
+        drained = ~issuing & ~pend_valid & (inflight == 0) & ~rows_fifo.r_rdy & ~wr.busy
+
+        # ---------------------------------------------------------------- control
+        with m.FSM(name="ctrl"):
+            with m.State("IDLE"):
+                m.d.comb += self.cmd.ready.eq(1)
+                with m.If(self.cmd.valid & ~incoming_flushed):
+                    m.d.sync += ins.eq(self.cmd.payload)
+                    m.next = "POP"
+            with m.State("POP"):
+                m.d.comb += self.busy.eq(1)
+                with m.If(flushed):
+                    m.next = "IDLE"
+                with m.Elif(hdr.pop_prev):
+                    m.d.comb += [
+                        self.pop_c2s.ready.eq(1),
+                        self.stall_token.eq(~self.pop_c2s.valid),
+                    ]
+                    with m.If(self.pop_c2s.valid):
+                        m.next = "EXEC"
+                with m.Else():
+                    m.next = "EXEC"
+            with m.State("EXEC"):
+                m.d.comb += self.busy.eq(1)
+                acc = st.mem == MemSpace.ACC
+                rb = Mux(acc, st.length << 2, st.length)
+                m.d.sync += [
+                    is_acc.eq(acc),
+                    row_elems.eq(Mux(acc, cfg.cols, cfg.lanes)),
+                    mem_rows.eq(Mux(acc, cfg.accumulator_rows, cfg.scratchpad_rows)),
+                    row_bytes.eq(rb),
+                    whole.eq((rb & (bw - 1)) == 0),
+                    nbeats.eq((rb + bw - 1) >> lb),
+                    base_addr.eq(ins.base + st.offset),
+                    count.eq(st.rows * st.tiles),
+                    span.eq((st.rows - 1) * st.stride),
+                    tile_bytes.eq(st.tiles * rb),
+                    b_error.eq(0),
+                ]
+                with m.If(hdr.opcode == Opcode.STORE):
+                    m.next = "CHECK"
+                with m.Else():  # SYNC
+                    m.next = "PUSH"
+            with m.State("CHECK"):
+                m.d.comb += self.busy.eq(1)
+                end = base_addr + span + tile_bytes  # one past the last byte
+                with m.If(st.length > row_elems):
+                    m.d.sync += err_code.eq(_Code.FIELD_RANGE)
+                    m.next = "FAIL"
+                with m.Elif(st.src + count > mem_rows):
+                    m.d.sync += err_code.eq(Mux(is_acc, _Code.ACC_RANGE, _Code.SPAD_RANGE))
+                    m.next = "FAIL"
+                with m.Elif((end > self.dram_limit) | (end > addr_limit)):
+                    m.d.sync += err_code.eq(_Code.DRAM_RANGE)
+                    m.next = "FAIL"
+                with m.Elif((st.rows > 1) & (st.stride < tile_bytes)):
+                    m.d.sync += err_code.eq(_Code.FIELD_RANGE)
+                    m.next = "FAIL"
+                with m.Else():
+                    m.d.sync += [
+                        issuing.eq(1),
+                        wi.eq(0),
+                        wu.eq(0),
+                        src_row.eq(st.src),
+                        row_base.eq(base_addr),
+                        dst_addr.eq(base_addr),
+                        beat.eq(0),
+                    ]
+                    m.next = "RUN"
+            with m.State("RUN"):
+                m.d.comb += self.busy.eq(1)
+                with m.If(drained):
+                    with m.If(b_error | wr.error):
+                        m.d.sync += err_code.eq(_Code.DRAM_RANGE)
+                        m.next = "FAIL"
+                    with m.Elif(flushed):
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.next = "PUSH"
+            with m.State("FAIL"):
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += [error.eq(1), err_pc.eq(ins.pc)]
+                m.next = "ERROR"
+            with m.State("PUSH"):
+                m.d.comb += self.busy.eq(1)
+                with m.If(flushed):
+                    m.next = "IDLE"
+                with m.Elif(hdr.push_prev):
+                    m.d.comb += self.push_s2c.valid.eq(1)
+                    with m.If(self.push_s2c.ready):
+                        m.d.comb += self.retired.eq(1)
+                        m.next = "IDLE"
+                with m.Else():
+                    m.d.comb += self.retired.eq(1)
+                    m.next = "IDLE"
+            with m.State("ERROR"):
+                m.d.comb += self.cmd.ready.eq(incoming_flushed)
+
+        m.d.comb += self.stall_axi_write.eq(
+            wr.busy & ~(self.axi.wvalid & self.axi.wready) & ~self.axi.bvalid
+        )
+        return m

@@ -1,0 +1,104 @@
+"""Transposer: ``C`` stored rows of ``R`` int8 (a transposed weight block) -> ``R`` beats of ``C``.
+
+GEMM with ``transpose = 1`` stores weight block ``(u, t)`` as ``C`` scratchpad rows of ``R``
+values: ``Wblk[r][c] = row_c[r]`` (docs/isa.md, GEMM). The array takes a block as ``R`` beats,
+beat ``r`` = ``Wblk[r][0..C-1]``. Beat 0 needs element 0 of every stored row, so a whole block
+is collected before it is emitted; two block buffers (ping-pong) let the next block arrive while
+the current one leaves, so blocks pass at one per ``max(R, C)`` cycles.
+
+Ports (``lib.stream``):
+
+``rows`` (in), payload ``ArrayLayout(signed(8), R)``
+    The ``C`` stored rows of a block, in order (row ``c`` first for ``c = 0``).
+``beats`` (out), payload ``ArrayLayout(signed(8), C)``
+    Beat ``r`` of the block, ``r = 0 .. R-1``.
+``idle`` (out, 1 bit)
+    No block is held or partly collected (lets a caller switch a shared consumer to another
+    source without reordering).
+
+Latency: the block's last row accepted in cycle ``t`` -> beat 0 valid in ``t + 1``.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from hw.config import AcceleratorConfig
+
+__all__ = ["Transposer"]
+
+
+class Transposer(wiring.Component):
+    """Double-buffered ``C x R`` -> ``R x C`` block transposer (see module docs).
+
+    Parameters
+    ----------
+    config : AcceleratorConfig
+        Uses ``rows`` (R), ``cols`` (C) and ``operand_bits``.
+    """
+
+    def __init__(self, config: AcceleratorConfig) -> None:
+        if not isinstance(config, AcceleratorConfig):
+            raise TypeError(f"config must be an AcceleratorConfig, got {config!r}")
+        self._config = config
+        ow = config.operand_bits
+        super().__init__({
+            "rows": In(stream.Signature(data.ArrayLayout(signed(ow), config.rows))),
+            "beats": Out(stream.Signature(data.ArrayLayout(signed(ow), config.cols))),
+            "idle": Out(1),
+        })
+
+    @property
+    def config(self) -> AcceleratorConfig:
+        """The configuration the transposer was built for."""
+        return self._config
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        R, C, ow = self._config.rows, self._config.cols, self._config.operand_bits
+        # buf[k][c][r] = element r of stored row c of the block in buffer k
+        buf = [[[Signal(signed(ow), name=f"buf{k}_{c}_{r}") for r in range(R)]
+                for c in range(C)] for k in range(2)]
+        full = [Signal(name=f"full{k}") for k in range(2)]
+        wsel = Signal()  # buffer being filled
+        wcount = Signal(range(max(C, 2)))
+        rsel = Signal()  # buffer being emitted
+        rcount = Signal(range(max(R, 2)))
+
+        take = self.rows.valid & self.rows.ready
+        give = self.beats.valid & self.beats.ready
+        m.d.comb += [
+            self.rows.ready.eq(~full[0] & ~wsel | ~full[1] & wsel),
+            self.beats.valid.eq(full[0] & ~rsel | full[1] & rsel),
+            self.idle.eq(~full[0] & ~full[1] & (wcount == 0)),
+        ]
+        for k in range(2):
+            with m.If(take & (wsel == k)):
+                for c in range(C):
+                    with m.If(wcount == c):
+                        m.d.sync += [buf[k][c][r].eq(self.rows.payload[r]) for r in range(R)]
+        with m.If(take):
+            with m.If(wcount == C - 1):
+                m.d.sync += [wcount.eq(0), wsel.eq(~wsel)]
+                with m.If(wsel):
+                    m.d.sync += full[1].eq(1)
+                with m.Else():
+                    m.d.sync += full[0].eq(1)
+            with m.Else():
+                m.d.sync += wcount.eq(wcount + 1)
+        for c in range(C):
+            column = [Cat(*buf[k][c]) for k in range(2)]  # element r at bits 8r
+            m.d.comb += self.beats.payload[c].eq(
+                Mux(rsel, column[1], column[0]).word_select(rcount, ow))
+        with m.If(give):
+            with m.If(rcount == R - 1):
+                m.d.sync += [rcount.eq(0), rsel.eq(~rsel)]
+                with m.If(rsel):
+                    m.d.sync += full[1].eq(0)
+                with m.Else():
+                    m.d.sync += full[0].eq(0)
+            with m.Else():
+                m.d.sync += rcount.eq(rcount + 1)
+        return m

@@ -1,0 +1,184 @@
+"""Back-end benchmarks (cycle model over golden-model runs), the figures of docs/results.md.
+
+    python scripts/bench_backend.py gemm   [--config default] [--size 512]
+    python scripts/bench_backend.py conv   [--config default]   # ResNet-18 3x3 stack, 56x56x64
+    python scripts/bench_backend.py bert   [--config default]   # BERT-base encoder layer, seq 128
+    python scripts/bench_backend.py zoo    [--config default] [--batch 1]
+
+Each compiles (the compile timed as CPU seconds of this process, one thread), runs the bundle
+on the golden model, checks the result against the integer executor bit for bit, and prints the
+cycle model's figures: total cycles, array MACs / (R*C*cycles) and the float network's MACs /
+(R*C*cycles).
+``--json PATH`` appends the figures as one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from compiler.backend.compile import compile_graph, compile_ir  # noqa: E402
+from compiler.backend.report import build_report  # noqa: E402
+from compiler.graph import GraphInput, MatrixGraph, TensorRef  # noqa: E402
+from compiler.ir import GemmPass, IntGraph, IntNode, Operand, interpret  # noqa: E402
+from hw.config import preset  # noqa: E402
+from hw.numeric import PwlTable  # noqa: E402
+
+
+def _figures(label, bundle, res, seconds, float_macs=None):
+    rep = build_report(bundle, res.run)
+    peak = bundle.config.peak_macs_per_cycle
+    fig = {"benchmark": label, "config": f"{bundle.config.rows}x{bundle.config.cols}",
+           "batch": bundle.batch, "compile_seconds": round(seconds, 2),
+           "instructions": len(bundle.program.instructions), "cycles": rep.total_cycles,
+           "array_macs": rep.array_macs,
+           "array_utilisation": round(rep.utilisation, 4),
+           "dram_bytes": rep.dram_bytes}
+    if float_macs is not None:
+        fig["float_macs"] = int(float_macs)
+        fig["float_utilisation"] = round(float_macs / (peak * rep.total_cycles), 4)
+    return fig, rep
+
+
+def bench_gemm(cfg, size: int):
+    rng = np.random.default_rng(0)
+    m = k = n = size
+    x = rng.integers(-128, 128, (1, m, k))
+    w = rng.integers(-128, 128, (k, n))
+    node = IntNode("gemm", "gemm", "aten.mm", (m, n),
+                   [GemmPass(Operand(ref=TensorRef("x", (m, k))), Operand(const=w))],
+                   rng.integers(-1000, 1000, (1, n)), rng.integers(1, 1 << 15, (1, n)),
+                   np.full((1, n), 20), None, PwlTable.identity(), 8)
+    ir = IntGraph([node], {"x": 1.0}, {"x": 1.0, "gemm": 1.0}, {"x": 8, "gemm": 8},
+                  [TensorRef("gemm", (m, n))])
+    graph = MatrixGraph(inputs=[GraphInput("x", 0, (m, k), torch.int64)])
+    t0 = time.process_time()
+    bundle = compile_ir(ir, cfg, 1, {"x": (m, k)}, graph, name=f"gemm{size}")
+    seconds = time.process_time() - t0
+    vals = {"x": torch.from_numpy(x)}
+    interpret(ir, vals)
+    res = bundle.run([torch.from_numpy(x)])
+    assert torch.equal(res.int_outputs[0], vals["gemm"]), "golden != integer IR"
+    return _figures(f"gemm {size}x{size}x{size}", bundle, res, seconds, m * k * n)
+
+
+def _convert_and_run(label, model, example, calibration, cfg, float_macs):
+    from compiler.convert import convert
+
+    cm = convert(model, example, calibration)
+    t0 = time.process_time()
+    bundle = compile_graph(cm.graph, cm.quant, cfg, 1, name=label)
+    seconds = time.process_time() - t0
+    samples = cm.to_samples(example)[0]
+    ref = cm.run_samples(samples, "int")
+    res = bundle.run(samples)
+    same = all(torch.equal(a, b) for a, b in zip(res.outputs, ref, strict=True))
+    assert same, "golden != integer executor"
+    return _figures(label, bundle, res, seconds, float_macs)
+
+
+def bench_conv(cfg, layers: int = 4):
+    from torch import nn
+
+    torch.manual_seed(0)
+    c, hw = 64, 56
+    mods = []
+    for _ in range(layers):
+        mods += [nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU()]
+    model = nn.Sequential(*mods).eval()
+    x = torch.randn(1, c, hw, hw)
+    cal = [torch.randn(1, c, hw, hw) for _ in range(2)]
+    macs = layers * hw * hw * c * c * 9
+    return _convert_and_run(f"resnet18 3x3 stack {layers}x(64,56x56)", model, (x,), cal, cfg,
+                            macs)
+
+
+class _BertBaseLayer(torch.nn.Module):
+    """One BERT-base encoder layer (hidden 768, 12 heads, FFN 3072) with no padding mask."""
+
+    def __init__(self, seq: int):
+        super().__init__()
+        from compiler.zoo.bert import BertConfig, BertLayer
+
+        cfg = BertConfig(hidden_size=768, num_attention_heads=12, intermediate_size=3072,
+                         max_position_embeddings=seq)
+        self.layer = BertLayer(cfg)
+        self.register_buffer("mask", torch.zeros(1, 1, 1, seq))
+
+    def forward(self, h):
+        return self.layer(h, self.mask)
+
+
+def bench_bert(cfg, seq: int = 128):
+    torch.manual_seed(0)
+    model = _BertBaseLayer(seq).eval()
+    x = torch.randn(1, seq, 768)
+    cal = [torch.randn(1, seq, 768) for _ in range(2)]
+    h, f, heads = 768, 3072, 12
+    macs = seq * (4 * h * h + 2 * h * f) + 2 * seq * seq * h
+    del heads
+    return _convert_and_run(f"bert-base layer seq {seq}", model, (x,), cal, cfg, macs)
+
+
+def bench_zoo(cfg, batch: int):
+    from compiler.convert import convert
+    from compiler.zoo import MODEL_NAMES, load
+    from nmx.commands.compile import sample_inputs
+
+    out = []
+    for name in MODEL_NAMES:
+        zm = load(name)
+        cm = convert(zm.model, zm.example_inputs, zm.calibration)
+        t0 = time.process_time()
+        bundle = compile_graph(cm.graph, cm.quant, cfg, batch, name=name)
+        seconds = time.process_time() - t0
+        samples = sample_inputs(zm, cm, batch)
+        ref = cm.run_samples(samples, "int")
+        res = bundle.run(samples)
+        assert all(torch.equal(a, b) for a, b in zip(res.outputs, ref, strict=True)), name
+        fm = sum(n.macs() for n in cm.graph.nodes) * batch
+        out.append(_figures(f"zoo {name}", bundle, res, seconds, fm))
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("what", choices=("gemm", "conv", "bert", "zoo"))
+    p.add_argument("--config", default="default")
+    p.add_argument("--size", type=int, default=512)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--seq", type=int, default=128)
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--json", type=Path)
+    p.add_argument("--report", action="store_true", help="print the per-node table")
+    a = p.parse_args(argv)
+    torch.set_num_threads(1)
+    cfg = preset(a.config)
+    if a.what == "gemm":
+        results = [bench_gemm(cfg, a.size)]
+    elif a.what == "conv":
+        results = [bench_conv(cfg, a.layers)]
+    elif a.what == "bert":
+        results = [bench_bert(cfg, a.seq)]
+    else:
+        results = bench_zoo(cfg, a.batch)
+    for fig, rep in results:
+        if a.report:
+            rep.print()
+        print(json.dumps(fig))
+        if a.json:
+            with open(a.json, "a") as f:
+                f.write(json.dumps(fig) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,106 @@
+"""Run the accelerator's cocotb tests (tb/accelerator_tb.py) on the Verilated top level.
+
+The Verilog for ``tiny`` is generated into ``build/tb/`` (rewritten only when it changes) and
+built once by :func:`sim.verilator.run_cocotb`, cached by content hash.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hw.config import preset
+from hw.rtl import TOPS, write_rtl
+from sim.verilator import REPO_ROOT, run_cocotb
+
+pytestmark = pytest.mark.rtl
+
+VERILOG_DIR = REPO_ROOT / "build" / "tb"
+TOPLEVEL = TOPS["accelerator"]
+
+
+def run_accelerator_tb(config, *, seed=1, programs=40, backpressure=0.3, testcase=None,
+                       timeout_s=900):
+    params = {"config": config.to_dict(), "seed": seed, "programs": programs,
+              "backpressure": backpressure}
+    return run_cocotb(
+        sources=[write_rtl(config, VERILOG_DIR)],
+        toplevel=TOPLEVEL,
+        test_module="tb.accelerator_tb",
+        name=config.artifact_stem(TOPLEVEL),
+        env={"NMX_TB_PARAMS": json.dumps(params, sort_keys=True)},
+        testcase=testcase,
+        timeout_s=timeout_s,
+    )
+
+
+def test_accelerator_control_path_tiny():
+    res = run_accelerator_tb(preset("tiny"))
+    names = {t.rsplit(".", 1)[-1] for t in res.passed}
+    assert {"registers", "random_control_programs", "run_off_the_end_and_top_of_memory",
+            "irq_restart_and_soft_reset", "counters_read_consistently",
+            "random_load_programs", "random_compute_programs"} <= names
+
+
+def test_accelerator_control_path_without_backpressure():
+    run_accelerator_tb(preset("tiny"), seed=2, programs=20, backpressure=0.0,
+                       testcase="random_control_programs")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["tiny", "default"])
+def test_accelerator_many_control_programs(name):
+    config = preset(name)
+    if name == "default":
+        config = config.replace(dma_data_bits=256)  # words narrower than a beat
+    for seed in (11, 12):
+        run_accelerator_tb(config, seed=seed, programs=300, testcase="random_control_programs",
+                           timeout_s=3000)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["tiny", "default"])
+def test_accelerator_whole_machine_differential(name):
+    """Random LOAD/GEMM/EPI/STORE programs against the golden model, more of them, two seeds."""
+    for seed in (21, 22):
+        run_accelerator_tb(preset(name), seed=seed, programs=200,
+                           testcase="random_compute_programs,random_load_programs",
+                           timeout_s=5000)
+
+
+@pytest.mark.slow
+def test_mlp_example_on_the_rtl(tmp_path):
+    """examples/mlp.nmasm (MLP + GELU + softmax, default config) on the Verilated accelerator:
+    status and the whole final DRAM image equal the golden model's; prints the RTL's counters."""
+    import importlib.util
+    import sys
+
+    from hw.assembler import assemble_file
+
+    spec = importlib.util.spec_from_file_location(
+        "build_mlp_image", REPO_ROOT / "examples" / "build_mlp_image.py")
+    builder = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = builder  # dataclasses need the module registered
+    spec.loader.exec_module(builder)
+
+    config = preset("default")
+    example = builder.build(seed=0, config=config)
+    dram = tmp_path / "mlp.dram"
+    example.image.save(dram)
+    program = tmp_path / "mlp.bin"
+    program.write_bytes(assemble_file(REPO_ROOT / "examples" / "mlp.nmasm").to_bytes(config))
+    params = {"config": config.to_dict(), "seed": 1, "backpressure": 0.3,
+              "program": str(program), "dram": str(dram)}
+    res = run_cocotb(
+        sources=[write_rtl(config, VERILOG_DIR)],
+        toplevel=TOPLEVEL,
+        test_module="tb.accelerator_tb",
+        name=config.artifact_stem(TOPLEVEL),
+        env={"NMX_TB_PARAMS": json.dumps(params, sort_keys=True)},
+        testcase="directed_program",
+        timeout_s=5000,
+    )
+    counters = json.loads((res.results_file.parent / "counters.json").read_text())
+    print(f"mlp.nmasm on the RTL (default, 30 % AXI pauses): {counters['CYCLES']} cycles, "
+          f"{counters['ARRAY_MACS']} MACs")
