@@ -18,6 +18,7 @@ reason; it then has to raise :class:`CompileError` naming the node and the confi
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 
@@ -236,3 +237,17 @@ def test_case_bit_exact_on_default_slow(name):
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_case_bit_exact_on_ecp5_slow(name):
     _check(name, "ecp5")
+
+
+def test_case_that_does_not_fit_a_non_square_array_raises_compile_error():
+    """No preset rejects a case; on a non-square array (4x8, otherwise tiny) the BERT block's
+    16-bit embedding sum cannot be split into planes (one EPI into the operand slot needs
+    rows == cols): a CompileError naming the node, its module path, the limit and the config."""
+    cm, _ = _converted("transformer/bert_block_eager")
+    config = dataclasses.replace(preset("tiny"), cols=8)
+    with pytest.raises(CompileError) as info:
+        compile(cm, config, batch=1, name="bert_block")
+    msg = str(info.value)
+    assert msg.startswith("node emb (module emb, aten.embedding.default)"), msg
+    assert "splitting a 16-bit output needs rows == cols (have 4x8)" in msg
+    assert f"config 4x8 {config.fingerprint}" in msg
