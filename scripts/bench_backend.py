@@ -2,7 +2,8 @@
 
     python scripts/bench_backend.py gemm   [--config default] [--size 512]
     python scripts/bench_backend.py conv   [--config default]   # ResNet-18 3x3 stack, 56x56x64
-    python scripts/bench_backend.py bert   [--config default]   # BERT-base encoder layer, seq 128
+    python scripts/bench_backend.py bert   [--config default] [--attn eager|sdpa]  # BERT-base
+                                              # layer (transformers' BertLayer), seq 128
     python scripts/bench_backend.py zoo    [--config default] [--batch 1]
 
 Each compiles (the compile timed as CPU seconds of this process, one thread), runs the bundle
@@ -101,31 +102,30 @@ def bench_conv(cfg, layers: int = 4):
                             macs)
 
 
-class _BertBaseLayer(torch.nn.Module):
-    """One BERT-base encoder layer (hidden 768, 12 heads, FFN 3072) with no padding mask."""
+def bert_base_layer(seq: int, attn_implementation: str = "eager") -> torch.nn.Module:
+    """Hugging Face ``transformers``' ``BertLayer`` built from a BERT-base ``BertConfig``
+    (hidden 768, 12 heads, FFN 3072) with random weights (seeded; nothing is downloaded), called
+    with no attention mask."""
+    from compiler.thirdparty import import_transformers
 
-    def __init__(self, seq: int):
-        super().__init__()
-        from compiler.zoo.bert import BertConfig, BertLayer
+    transformers = import_transformers()
+    from transformers.models.bert.modeling_bert import BertLayer
 
-        cfg = BertConfig(hidden_size=768, num_attention_heads=12, intermediate_size=3072,
-                         max_position_embeddings=seq)
-        self.layer = BertLayer(cfg)
-        self.register_buffer("mask", torch.zeros(1, 1, 1, seq))
-
-    def forward(self, h):
-        return self.layer(h, self.mask)
+    cfg = transformers.BertConfig(hidden_size=768, num_attention_heads=12,
+                                  intermediate_size=3072, max_position_embeddings=max(seq, 512),
+                                  attn_implementation=attn_implementation)
+    return BertLayer(cfg).eval()
 
 
-def bench_bert(cfg, seq: int = 128):
+def bench_bert(cfg, seq: int = 128, attn_implementation: str = "eager"):
     torch.manual_seed(0)
-    model = _BertBaseLayer(seq).eval()
+    model = bert_base_layer(seq, attn_implementation)
     x = torch.randn(1, seq, 768)
-    cal = [torch.randn(1, seq, 768) for _ in range(2)]
-    h, f, heads = 768, 3072, 12
+    cal = [(torch.randn(1, seq, 768),) for _ in range(2)]
+    h, f = 768, 3072
     macs = seq * (4 * h * h + 2 * h * f) + 2 * seq * seq * h
-    del heads
-    return _convert_and_run(f"bert-base layer seq {seq}", model, (x,), cal, cfg, macs)
+    return _convert_and_run(f"transformers BertLayer (bert-base, {attn_implementation}) seq {seq}",
+                            model, (x,), cal, cfg, macs)
 
 
 def bench_zoo(cfg, batch: int):
@@ -157,6 +157,8 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--attn", choices=("eager", "sdpa"), default="eager",
+                   help="bert: the attention implementation of transformers' BertLayer")
     p.add_argument("--json", type=Path)
     p.add_argument("--report", action="store_true", help="print the per-node table")
     a = p.parse_args(argv)
@@ -167,7 +169,7 @@ def main(argv=None) -> int:
     elif a.what == "conv":
         results = [bench_conv(cfg, a.layers)]
     elif a.what == "bert":
-        results = [bench_bert(cfg, a.seq)]
+        results = [bench_bert(cfg, a.seq, a.attn)]
     else:
         results = bench_zoo(cfg, a.batch)
     for fig, rep in results:
