@@ -194,25 +194,25 @@ class StreamSkid(wiring.Component):
         m = Module()
         main_valid = Signal()
         main = Signal.like(self.o.payload.as_value())
-        skid_valid = Signal()
-        skid = Signal.like(self.o.payload.as_value())
+        spare_valid = Signal()
+        spare = Signal.like(self.o.payload.as_value())
         m.d.comb += [
-            self.i.ready.eq(~skid_valid),
+            self.i.ready.eq(~spare_valid),
             self.o.valid.eq(main_valid),
             self.o.payload.eq(main),
         ]
         pop = main_valid & self.o.ready
-        push = self.i.valid & ~skid_valid
+        push = self.i.valid & ~spare_valid
         with m.If(pop):
-            with m.If(skid_valid):
-                m.d.sync += [main.eq(skid), skid_valid.eq(0)]
+            with m.If(spare_valid):
+                m.d.sync += [main.eq(spare), spare_valid.eq(0)]
             with m.Else():
                 m.d.sync += main_valid.eq(0)
         with m.If(push):
-            with m.If(~main_valid | (pop & ~skid_valid)):
+            with m.If(~main_valid | (pop & ~spare_valid)):
                 m.d.sync += [main.eq(self.i.payload), main_valid.eq(1)]
             with m.Else():
-                m.d.sync += [skid.eq(self.i.payload), skid_valid.eq(1)]
+                m.d.sync += [spare.eq(self.i.payload), spare_valid.eq(1)]
         return m
 
 

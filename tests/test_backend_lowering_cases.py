@@ -53,8 +53,9 @@ def _convert_ops_case(name: str) -> Case:
 
 def _real_ops_case(name: str) -> Case:
     def build():
+        factory, shape, _ = real_ops.CASES[name]
         torch.manual_seed(0)
-        module, shape, _ = real_ops.CASES[name]
+        module = factory()
         x = torch.randn(*shape, generator=torch.Generator().manual_seed(7))
         return module.eval(), (x,), real_ops._cal(shape), (x,)
     return build

@@ -143,7 +143,7 @@ def test_cli_bert_reports_token_cosines(tmp_path):
         assert -1.0 <= res[form]["token_cos_worst"] <= res[form]["token_cos_mean"] <= 1.0
     assert res["hidden_states"]["token_set"] == "unmasked tokens"
     assert {c["metric"] for c in res["targets"]} == {"token_cos_mean", "token_cos_worst",
-                                                     "agreement"}
+                                                     "agreement", "agreement_decisive"}
     if any(c["met"] is False for c in res["targets"]):
         assert all(r["int_cos"] <= 1.0 for r in res["diagnosis"]["lowest"])
 
