@@ -78,14 +78,16 @@ CASES = {
         scale_factor=2, mode="bilinear", align_corners=True)), (2, 3, 4, 4), 1e-6),
     "group_norm": (lambda: _ConvThen(nn.GroupNorm(2, 4)), (2, 3, 6, 6), 1e-3),
     "cat": (lambda: _ConvThen(lambda t: torch.cat([t, 2 * t], dim=1)), (2, 3, 5, 5), 1e-6),
-    "chunk": (lambda: _ConvThen(lambda t: t.chunk(2, dim=1)[1] - t.chunk(2, dim=1)[0]), (2, 3, 5, 5),
+    "chunk": (lambda: _ConvThen(lambda t: t.chunk(2, dim=1)[1] - t.chunk(2, dim=1)[0]),
+              (2, 3, 5, 5),
               1e-6),
     "split": (lambda: _ConvThen(lambda t: torch.split(t, [1, 3], dim=1)[1]), (2, 3, 5, 5), 1e-6),
     "unbind": (lambda: _ConvThen(lambda t: torch.unbind(t, dim=1)[2]), (2, 3, 5, 5), 1e-6),
     "mean_all": (lambda: _ConvThen(lambda t: t.mean()), (2, 3, 5, 5), 1e-6),
     "mean_spatial": (lambda: _ConvThen(lambda t: t.mean(dim=(2, 3))), (2, 3, 5, 5), 1e-6),
     "sum_keepdim": (lambda: _ConvThen(lambda t: t.sum(dim=1, keepdim=True)), (2, 3, 5, 5), 1e-6),
-    "squeeze_excite": (lambda: _ConvThen(lambda t: t * torch.sigmoid(t.mean(dim=(2, 3), keepdim=True))),
+    "squeeze_excite": (lambda: _ConvThen(
+        lambda t: t * torch.sigmoid(t.mean(dim=(2, 3), keepdim=True))),
                        (2, 3, 6, 6), 5e-3),
     "gated_product": (lambda: _ConvThen(lambda t: t * torch.sigmoid(t)), (2, 3, 5, 5), 5e-3),
     "square_of_input": (lambda: _Lambda(lambda t: t * t), (2, 3, 5), 1e-6),
@@ -94,7 +96,8 @@ CASES = {
     "max_pool_ceil": (lambda: _ConvThen(nn.MaxPool2d(3, 2, ceil_mode=True)), (2, 3, 8, 9), 1e-6),
     "max_pool_ceil_padded": (lambda: _ConvThen(nn.MaxPool2d(3, 2, padding=1, ceil_mode=True)),
                              (2, 3, 7, 7), 1e-6),
-    "to_device": (lambda: _ConvThen(lambda t: t.to("cpu") + t.to(torch.float32)), (2, 3, 5, 5), 1e-6),
+    "to_device": (lambda: _ConvThen(lambda t: t.to("cpu") + t.to(torch.float32)), (2, 3, 5, 5),
+                  1e-6),
 }
 
 
