@@ -12,7 +12,7 @@ FPGA_SEEDS ?= 1 2 3
 FPGA_STAMP := $(VENV)/.fpga-installed
 export AMARANTH_USE_YOSYS := builtin
 
-.PHONY: setup rtl sim test test-slow lint bench example synth clean
+.PHONY: setup rtl sim test test-slow lint bench bench-backend example synth clean
 
 setup: $(STAMP)
 
@@ -45,6 +45,12 @@ lint: $(STAMP) rtl
 bench: $(STAMP)
 	$(BIN)/nmx bench golden --m 16
 	$(BIN)/nmx bench gemm
+
+## The back end's figures: 512^3 GEMM, ResNet-18 conv stack, BERT-base layer (cycle model).
+bench-backend: $(STAMP)
+	$(BIN)/python scripts/bench_backend.py gemm
+	$(BIN)/python scripts/bench_backend.py conv --layers 2
+	$(BIN)/python scripts/bench_backend.py bert
 
 ## The hand-written MLP + GELU + softmax microcode on the golden model, checked bit-exactly.
 example: $(STAMP)
