@@ -15,6 +15,8 @@ from collections import deque
 from cocotb.triggers import FallingEdge, ReadOnly
 from cocotbext.axi import AxiBus, AxiRam
 
+from hw.isa import encode
+
 MAX_BURST_BEATS = 256
 PAGE_BYTES = 4096
 
@@ -147,6 +149,41 @@ class ClockedEndpoints:
                 ep.observe(self.cycle)
             self.cycle += 1
 
+
+
+class UnitCommands:
+    """Mixin for the testbench of one instruction unit: sends ``UnitCommand`` words on the
+    unit's ``cmd`` stream and waits for it to finish.
+
+    The testbench provides ``dut``, ``cmd`` (a :class:`StreamSource` on ``cmd``), ``cmd_f`` (the
+    command layout's fields) and ``unit_name`` (for the timeout message).
+    """
+
+    unit_name = "unit"
+
+    def send(self, instr, pc: int, base: int = 0) -> None:
+        """Queue ``instr`` as a command with word offset ``pc`` and resolved DRAM ``base``."""
+        word = encode(instr)
+        self.cmd.send([word | (pc << self.cmd_f["pc"]) | (base << self.cmd_f["base"])])
+
+    async def run_until_done(self, timeout: int = 400_000) -> tuple[int, int] | None:
+        """Wait until the unit took every command and stays idle (None) or reports an error
+        (its ``(code, pc)``)."""
+        dut = self.dut
+        for _ in range(timeout):
+            await FallingEdge(dut.clk)
+            await ReadOnly()
+            if dut.error__valid.value:
+                return int(dut.error__code.value), int(dut.error__pc.value)
+            if self.cmd.idle and not dut.busy.value and not dut.cmd__valid.value:
+                idle = 0
+                for _ in range(4):
+                    await FallingEdge(dut.clk)
+                    await ReadOnly()
+                    idle += not dut.busy.value
+                if idle == 4 and self.cmd.idle:
+                    return None
+        raise AssertionError(f"{self.unit_name} still busy after {timeout} cycles")
 
 def random_pauses(rng: random.Random, prob: float):
     """A cocotbext-axi pause generator: True (pause) with probability ``prob`` per cycle, in

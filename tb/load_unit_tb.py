@@ -21,7 +21,7 @@ import random
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
-from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
+from cocotb.triggers import RisingEdge
 
 from hw.config import preset
 from hw.isa import (
@@ -35,7 +35,6 @@ from hw.isa import (
     Sync,
     SyncTarget,
     TableKind,
-    encode,
     encode_bias_entries,
     encode_pwl_table,
     pwl_table_bytes,
@@ -48,6 +47,7 @@ from tb.axi_models import (
     Dram,
     StreamSink,
     StreamSource,
+    UnitCommands,
     layout_fields,
     unpack,
 )
@@ -94,9 +94,11 @@ class TokenCounter:
                 self.tokens -= 1
 
 
-class TB:
+class TB(UnitCommands):
     """Clock, reset, DRAM, burst monitor, the instruction stream, four memory models and two
     token counters around the load unit."""
+
+    unit_name = "load unit"
 
     def __init__(self, dut, *, seed: int, hostile: bool) -> None:
         from hw.load_unit import (
@@ -189,29 +191,6 @@ class TB:
             self._started = True
             cocotb.start_soon(self.clocked.run())
             cocotb.start_soon(self.monitor.run())
-
-    def send(self, instr, pc: int, base: int = 0) -> None:
-        word = encode(instr)
-        self.cmd.send([word | (pc << self.cmd_f["pc"]) | (base << self.cmd_f["base"])])
-
-    async def run_until_done(self, timeout: int = 400_000) -> tuple[int, int] | None:
-        """Wait until the unit took every instruction and is idle (None) or reports an error
-        (its ``(code, pc)``)."""
-        dut = self.dut
-        for _ in range(timeout):
-            await FallingEdge(dut.clk)
-            await ReadOnly()
-            if dut.error__valid.value:
-                return int(dut.error__code.value), int(dut.error__pc.value)
-            if self.cmd.idle and not dut.busy.value and not dut.cmd__valid.value:
-                idle = 0
-                for _ in range(4):
-                    await FallingEdge(dut.clk)
-                    await ReadOnly()
-                    idle += not dut.busy.value
-                if idle == 4 and self.cmd.idle:
-                    return None
-        raise AssertionError(f"load unit still busy after {timeout} cycles")
 
     def check_monitor(self) -> None:
         assert not self.monitor.errors, "AXI rule violations: " + "; ".join(self.monitor.errors[:5])

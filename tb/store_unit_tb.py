@@ -21,12 +21,12 @@ from collections import deque
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
-from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
+from cocotb.triggers import RisingEdge
 
 from hw.config import preset
-from hw.isa import Dmacfg, Halt, Load, MemSpace, Program, Setbase, Store, Sync, SyncTarget, encode
+from hw.isa import Dmacfg, Halt, Load, MemSpace, Program, Setbase, Store, Sync, SyncTarget
 from sim.golden import GoldenModel, StatusCode
-from tb.axi_models import BurstMonitor, ClockedEndpoints, Dram, layout_fields
+from tb.axi_models import BurstMonitor, ClockedEndpoints, Dram, UnitCommands, layout_fields
 from tb.load_unit_tb import TokenCounter
 
 DRAM_BYTES = 1 << 16
@@ -101,8 +101,10 @@ class RowMemory:
             self.reads += 1
 
 
-class TB:
+class TB(UnitCommands):
     """Clock, reset, DRAM, burst monitor, instruction stream, two SRAM models, token counters."""
+
+    unit_name = "store unit"
 
     def __init__(self, dut, *, seed: int, hostile: bool) -> None:
         from hw.store_unit import acc_read_layout, spad_read_layout
@@ -170,27 +172,6 @@ class TB:
             self._started = True
             cocotb.start_soon(self.clocked.run())
             cocotb.start_soon(self.monitor.run())
-
-    def send(self, instr, pc: int, base: int = 0) -> None:
-        word = encode(instr)
-        self.cmd.send([word | (pc << self.cmd_f["pc"]) | (base << self.cmd_f["base"])])
-
-    async def run_until_done(self, timeout: int = 400_000):
-        dut = self.dut
-        for _ in range(timeout):
-            await FallingEdge(dut.clk)
-            await ReadOnly()
-            if dut.error__valid.value:
-                return int(dut.error__code.value), int(dut.error__pc.value)
-            if self.cmd.idle and not dut.busy.value and not dut.cmd__valid.value:
-                idle = 0
-                for _ in range(4):
-                    await FallingEdge(dut.clk)
-                    await ReadOnly()
-                    idle += not dut.busy.value
-                if idle == 4 and self.cmd.idle:
-                    return None
-        raise AssertionError(f"store unit still busy after {timeout} cycles")
 
 
 def fill_program(cfg, image: bytearray, rng: random.Random) -> list:
