@@ -190,3 +190,24 @@ def test_unknown_backend_names_the_supported_ones(mlp_bundle):
     bundle, samples = mlp_bundle
     with pytest.raises(CompileError, match="golden, rtl"):
         bundle.run(samples, backend="fpga")
+
+
+def test_nmx_run_backend_rtl_prints_what_golden_prints(mlp_bundle, tmp_path, capsys):
+    from nmx.cli import main
+
+    _, samples = mlp_bundle
+    torch.save(list(samples), tmp_path / "x.pt")
+    out = tmp_path / "mlp"
+    assert main(["compile", "--model", "mlp", "--config", "tiny", "--batch", "2", "-o",
+                 str(out)]) == 0
+    capsys.readouterr()
+    outputs = {}
+    for backend in ("golden", "rtl"):
+        assert main(["run", str(out), "--input", str(tmp_path / "x.pt"), "--int",
+                     "--backend", backend, *(["--backpressure", "0.2"] if backend == "rtl"
+                                            else [])]) == 0
+        text = capsys.readouterr().out
+        assert "status: OK" in text
+        outputs[backend] = text[text.index("output "):]
+    assert "RTL counters" in text and "k cycles/s" in text
+    assert outputs["rtl"] == outputs["golden"]
