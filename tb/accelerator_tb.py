@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import random
+import time
 
 import cocotb
 import numpy as np
@@ -726,8 +727,10 @@ async def directed_program(dut):
     data = image.data.tobytes()
     tb.dram.mem.write(0, data)
     prog_addr = -(-len(data) // 4096) * 4096
+    wall, cpu = time.perf_counter(), time.process_time()
     got = await tb.run(words, prog_addr=prog_addr, dram_limit=len(data),
                        max_cycles=params.get("max_cycles", 2_000_000))
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     want = (int(result.status.code), result.status.pc)
     assert got == want, f"{params['program']}: RTL {got}, golden {result.status}"
     final = tb.dram.mem.read(0, len(data))
@@ -740,3 +743,6 @@ async def directed_program(dut):
     path = os.path.join(os.getcwd(), "counters.json")
     with open(path, "w") as f:
         json.dump(counters, f, indent=2)
+    # The run alone (start to DONE, register polling included): what scripts/bench_rtl.py reads.
+    with open(os.path.join(os.getcwd(), "timing.json"), "w") as f:
+        json.dump({"run_wall_s": wall, "run_cpu_s": cpu}, f)
