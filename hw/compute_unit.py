@@ -3,7 +3,9 @@
 
 Instructions arrive in program order as :func:`unit_command_layout` beats. The *issue stage*
 checks each one in the golden model's order (``sim/golden.py``: range and field checks, all
-closed-form), waits for its pop tokens and for the interlock, pops the tokens and hands it to an
+closed-form; an EPI whose function is not loaded yet is checked again once its pop tokens are
+there, so a LOADT ordered before it by tokens counts), waits for its pop tokens and for the
+interlock, pops the tokens and hands it to an
 engine; a *retire queue* pushes each instruction's tokens once it and every earlier instruction
 have completed (program order), so token pushes never overtake.
 
