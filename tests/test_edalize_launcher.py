@@ -6,6 +6,7 @@ a change in edalize's template shows up here rather than in a synthesis run.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -41,6 +42,11 @@ def _edalize_yosys_scripts(work: Path, **tool_options) -> None:
     tool.write_config_files()
 
 
+needs_tcl = pytest.mark.skipif(importlib.util.find_spec("tkinter") is None,
+                               reason="Python's Tcl (tkinter) is not installed")
+
+
+@needs_tcl
 def test_edalize_tcl_becomes_the_equivalent_yosys_script(tmp_path):
     _edalize_yosys_scripts(tmp_path, yosys_synth_options=["-abc9", "-nowidelut"])
     lines = tcl_to_yosys_script("edalize_yosys_template.tcl", cwd=tmp_path)
@@ -57,6 +63,7 @@ def test_edalize_tcl_becomes_the_equivalent_yosys_script(tmp_path):
     ]
 
 
+@needs_tcl
 def test_tcl_errors_are_reported(tmp_path):
     (tmp_path / "bad.tcl").write_text("set x [expr {1 +}]\n")
     with pytest.raises(LauncherError, match=r"bad.tcl: Tcl error"):
@@ -97,6 +104,7 @@ def fake_bin(tmp_path, monkeypatch):
     return bin_dir
 
 
+@needs_tcl
 def test_yowasp_tools_replace_yosys_nextpnr_ecppack(tmp_path, fake_bin, monkeypatch):
     monkeypatch.chdir(tmp_path)
     _edalize_yosys_scripts(tmp_path)
