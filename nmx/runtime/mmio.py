@@ -128,9 +128,12 @@ class MmioTransport:
     mem_size : int
         Bytes of the buffer (the host's view of device DRAM, :attr:`mem_size`).
     phys_base : int
-        Address at which the accelerator's AXI master sees the buffer's first byte (u-dma-buf's
-        ``phys_addr`` in sysfs). Device addresses run from ``phys_base`` to
-        ``phys_base + mem_size - 1``.
+        Address at which the accelerator's AXI master sees the buffer's first byte: the
+        buffer's physical address (u-dma-buf's ``phys_addr`` in sysfs) when the master's path
+        does not translate addresses, 0 behind an interconnect that maps the buffer to address
+        0. Device addresses run from ``phys_base`` to ``phys_base + mem_size - 1``; an access
+        outside raises :class:`MmioError` (so code that assumes device DRAM from address 0
+        fails there, loudly, on a buffer seen at a non-zero address).
     uio : path-like or int, optional
         The UIO device whose descriptor delivers the accelerator's interrupt (a path, opened
         and closed by the transport, or an open descriptor, left open by :meth:`close`).
