@@ -362,6 +362,9 @@ class ComputeUnit(wiring.Component):
         room_ok = Mux(is_gemm, dq_w.w_rdy & dq_o.w_rdy & dq_b.w_rdy & dq_r.w_rdy & interlock_ok,
                       Mux(is_epi, ~epi_busy, 1)) & self._retire.w_rdy
         waiting = Signal()  # in WAIT: tokens, room or interlock
+        # An EPI whose function was not loaded at its first DECIDE: its tokens have arrived
+        # since (checked again in DECIDE, FN_UNLOADED now final).
+        tokens_seen = Signal()
         checking = Signal()  # in CHECK or DECIDE
 
         # issue state: an If chain with a final Else rather than an FSM or Switch, so the Verilog
@@ -378,7 +381,7 @@ class ComputeUnit(wiring.Component):
                     m.d.comb += self.cmd.ready.eq(1)
                 with m.Elif(~err_valid):
                     m.d.comb += self.cmd.ready.eq(1)
-                    m.d.sync += ins.eq(self.cmd.payload)
+                    m.d.sync += [ins.eq(self.cmd.payload), tokens_seen.eq(0)]
                     goto(CHECK)
         with m.Elif(state == CHECK):
             m.d.comb += checking.eq(1)
@@ -412,8 +415,12 @@ class ComputeUnit(wiring.Component):
                     fail(StatusCode.ACC_RANGE)
                 with m.Elif(e.fn >= cfg.pwl_functions):
                     fail(StatusCode.TABLE_RANGE)
-                with m.Elif(~self.fn_loaded.bit_select(e.fn, 1)):
+                with m.Elif(~self.fn_loaded.bit_select(e.fn, 1) & tokens_seen):
                     fail(StatusCode.FN_UNLOADED)
+                with m.Elif(~self.fn_loaded.bit_select(e.fn, 1)):
+                    # The LOADT that loads it may be what the EPI's tokens wait for: decide
+                    # again once they are there (program order, as the golden model).
+                    goto(WAIT)
                 with m.Elif(e.scale + scale_count > entries):
                     fail(StatusCode.TABLE_RANGE)
                 with m.Elif((dest == EpiDest.SCALE.value) & (e.col >= C)):
@@ -442,6 +449,10 @@ class ComputeUnit(wiring.Component):
             m.d.comb += waiting.eq(1)
             with m.If(drop_held):
                 goto(IDLE)
+            with m.Elif(tokens_ok & is_epi & ~tokens_seen
+                        & ~self.fn_loaded.bit_select(e.fn, 1)):
+                m.d.sync += tokens_seen.eq(1)
+                goto(DECIDE)
             with m.Elif(tokens_ok & room_ok):
                 m.d.comb += [
                     issue.eq(1),
