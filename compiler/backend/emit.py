@@ -96,7 +96,7 @@ class Emitter:
     """Lowers an :class:`IntGraph` for one config and batch (see the module docstring)."""
 
     def __init__(self, ir: IntGraph, config: AcceleratorConfig, batch: int,
-                 shapes: dict[str, tuple[int, ...]], *, keep_outputs: bool = False,
+                 shapes: dict[str, tuple[int, ...]], *, keep_outputs=False,
                  per_node: bool = False):
         self.ir, self.cfg, self.batch = ir, config, batch
         self.keep_outputs, self.per_node = keep_outputs, per_node
@@ -317,8 +317,10 @@ class Emitter:
             if node.row_scale is not None:
                 last[node.row_scale.source] = i
         keep = {r.source for r in self.ir.outputs}
-        if self.keep_outputs:
+        if self.keep_outputs is True:
             keep |= {node.name for node in self.ir.nodes}
+        elif self.keep_outputs:
+            keep |= set(self.keep_outputs)
         programs: list[tuple[str, list]] = []
         syncs = 0
         for i, node in enumerate(self.ir.nodes):
@@ -1055,13 +1057,14 @@ def _columns_are_runs(a: np.ndarray) -> bool:
 
 
 def emit_program(ir: IntGraph, config: AcceleratorConfig, batch: int,
-                 shapes: dict[str, tuple[int, ...]], *, keep_outputs: bool = False,
+                 shapes: dict[str, tuple[int, ...]], *, keep_outputs=False,
                  per_node: bool = False) -> Emitted:
     """Lower ``ir`` for ``config`` and ``batch`` samples (``shapes``: per-sample shapes of the
     tensors entering the machine).
 
-    ``keep_outputs``: every node's output keeps its own DRAM region (no reuse after its last
-    reader), so a run's final DRAM image holds every intermediate tensor (a debug compile).
+    ``keep_outputs``: True: every node's output keeps its own DRAM region (no reuse after its
+    last reader), so a run's final DRAM image holds every intermediate tensor (a debug compile);
+    a collection of node names: those nodes' outputs only.
     ``per_node``: every node becomes its own program ending in HALT, starting cold (no tokens,
     nothing resident on chip); ``Emitted.node_programs`` holds them and ``instructions`` is
     empty. Run in order on one DRAM image they compute what the single program computes."""

@@ -105,10 +105,14 @@ def _need_outputs(bundle) -> dict:
 
 
 def node_output(bundle, dram, name: str) -> dict[str, np.ndarray]:
-    """Node ``name``'s output read from a final DRAM image of a debug/profile bundle: the
-    integer values per plane, each shaped ``(batch, *shape)`` (``int8``, ``int32``, or ``hi`` and
-    ``lo`` of a 16-bit output)."""
-    spec = _need_outputs(bundle)[name]
+    """Node ``name``'s output read from a final DRAM image: the integer values per plane, each
+    shaped ``(batch, *shape)`` (``int8``, ``int32``, or ``hi`` and ``lo`` of a 16-bit output).
+    The node must be one whose output the compile kept (``manifest["kept_outputs"]``: every
+    node in a debug/profile compile, the graph outputs and ``keep`` otherwise)."""
+    if name not in bundle.manifest.get("kept_outputs", ()):
+        raise CompileError(f"bundle {bundle.manifest.get('name')}", f"node {name}'s output is "
+                           "not kept in DRAM (compile with keep=(name,) or mode='debug')")
+    spec = bundle.manifest["node_outputs"][name]
     data = _data(dram)
     return {plane: _plane_values(data, _addresses(spec, bundle.batch, plane), spec["esize"])
             for plane in spec["planes"]}
