@@ -81,13 +81,13 @@ class GoldenMachine:
         pass
 
 
-def _machine(backend: str, config: AcceleratorConfig):
+def _machine(backend: str, config: AcceleratorConfig, **options):
     if backend == "golden":
         return GoldenMachine(config)
     if backend == "rtl":
         from sim.rtl_machine import RtlMachine
 
-        return RtlMachine(config)
+        return RtlMachine(config, **options)
     raise NmxError(f"backend {backend!r} unknown; choose one of {', '.join(BACKENDS)}")
 
 
@@ -183,10 +183,12 @@ def _check_run(machine, golden, program, image, what: str):
 
 def simulate(model: str, config: AcceleratorConfig, *, samples: int = 32,
              backend: str = "rtl", out_dir: Path | None = None, progress: bool = True,
-             console=None) -> NetworkSimulation:
+             console=None, latency: int | None = None,
+             backpressure: float = 0.0) -> NetworkSimulation:
     """Convert, compile and run zoo model ``model`` on ``backend``; see the module docstring.
 
-    Writes ``report.json`` and ``utilisation.png`` into ``out_dir`` when given.
+    ``latency`` (default: the cycle model's) and ``backpressure`` configure the RTL backend's
+    DRAM model. Writes ``report.json`` and ``utilisation.png`` into ``out_dir`` when given.
     """
     from rich.progress import Progress
 
@@ -221,7 +223,8 @@ def simulate(model: str, config: AcceleratorConfig, *, samples: int = 32,
     sim = NetworkSimulation(model, config, backend, n if n is not None else 1, runs,
                             bundle.batch)
     t = time.perf_counter()
-    machine = _machine(backend, config)
+    machine = _machine(backend, config, **({"latency": latency, "backpressure": backpressure}
+                                           if backend == "rtl" else {}))
     golden = GoldenMachine(config)
     timing["machine_setup"] = time.perf_counter() - t
     hw_outs: list[list[torch.Tensor]] = []

@@ -42,7 +42,7 @@ class _WeightFault(GoldenMachine):
 
 
 def test_a_faulty_machine_fails_and_is_located(monkeypatch, tmp_path):
-    monkeypatch.setattr(sim.network, "_machine", lambda backend, config: _WeightFault(config))
+    monkeypatch.setattr(sim.network, "_machine", lambda backend, config, **_o: _WeightFault(config))
     res = simulate("mlp", preset("tiny"), samples=6, backend="golden", out_dir=tmp_path,
                    progress=False)
     assert not res.ok

@@ -24,7 +24,7 @@ __all__ = ["DemoRequest", "add_arguments", "request_from_args", "run"]
 
 DEFAULT_MODEL = "bert"
 BACKENDS = ("rtl", "golden")
-DEFAULT_BACKEND = "golden"
+DEFAULT_BACKEND = "rtl"
 _DEMO_ONLY = ("m", "k", "n", "seed", "waves")
 
 
@@ -41,6 +41,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "model, cycle model only) (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=Path("build/sim"),
                         help="report folder: OUT/MODEL/report.json and utilisation.png "
+                             "(default: %(default)s)")
+    parser.add_argument("--latency", type=int, default=None,
+                        help="RTL backend: DRAM read/write latency in cycles (default: the cycle "
+                             "model's, sim.cycle_model.CycleParams)")
+    parser.add_argument("--backpressure", type=float, default=0.0,
+                        help="RTL backend: probability of a DRAM pause per cycle and channel "
                              "(default: %(default)s)")
     parser.add_argument("--demo", choices=("array",), default=None,
                         help="instead of a network: the GEMM demo on the bare array")
@@ -114,7 +120,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"nmx sim: {name} on {config.rows}x{config.cols} {config.fingerprint}, "
               f"{args.samples} samples, backend {args.backend}", flush=True)
         sim = simulate(name, config, samples=args.samples, backend=args.backend,
-                       out_dir=args.out / name)
+                       out_dir=args.out / name, latency=args.latency,
+                       backpressure=args.backpressure)
         print_simulation(sim, args.out / name)
         summary.append(sim)
         if not sim.ok:
@@ -196,7 +203,8 @@ def print_simulation(sim, out: Path) -> None:
     tm = sim.timing
     speed = tm.get("simulated_cycles_per_second")
     con.print(f"wall time {tm['total']:.1f} s (convert {tm['convert']:.1f}, compile "
-              f"{tm['compile']:.1f}, machine {tm['machine_run']:.1f}, golden check "
+              f"{tm['compile']:.1f}, machine set-up/build {tm['machine_setup']:.1f}, runs "
+              f"{tm['machine_run']:.1f}, golden check "
               f"{tm['golden_check']:.1f}, per-node profile {tm.get('profile', 0):.1f})"
               + (f"; {speed:,.0f} simulated cycles/s" if speed else ""))
     con.print(f"report: {out / 'report.json'}, {out / 'utilisation.png'}")
