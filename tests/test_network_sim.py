@@ -61,3 +61,21 @@ def test_bad_requests_are_errors():
         simulate("lenet", preset("tiny"))
     with pytest.raises(NmxError, match="backend 'fpga' unknown"):
         simulate("mlp", preset("tiny"), backend="fpga")
+
+
+@pytest.mark.rtl
+def test_mlp_on_the_rtl_backend_counts_what_the_golden_model_counts(tmp_path):
+    """The Verilated accelerator (C++ harness): bit-exact runs; per node and in total the RTL's
+    ARRAY_MACS equal the MACs of the golden model's trace of the same program."""
+    res = simulate("mlp", preset("tiny"), samples=8, backend="rtl", out_dir=tmp_path,
+                   progress=False)
+    assert res.ok and res.mismatch is None and all(res.checks.values())
+    for n in res.nodes:
+        assert n["rtl_cycles"] > 0 and n["array_macs"] == n["model_macs"] > 0
+        assert n["counters"]["CYCLES"] == n["rtl_cycles"]
+    t = res.totals
+    assert t["array_macs"] == t["array_macs_model"]
+    assert t["per_node_rtl_cycles"] > 0 and t["rtl_cycles"] > 0
+    assert res.timing["simulated_cycles_per_second"] > 0
+    rep = json.loads((tmp_path / "report.json").read_text())
+    assert rep["backend"] == "rtl" and rep["nodes"][0]["counters"]["ARRAY_MACS"] > 0
