@@ -5,6 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONFIG ?= default
+MODEL ?= mlp
+SAMPLES ?= 32
 RTL_PRESETS ?= tiny default ecp5
 PYTEST_WORKERS ?= auto
 FPGA_CONFIG ?= ecp5
@@ -25,9 +27,10 @@ $(STAMP): pyproject.toml
 rtl: $(STAMP)
 	for c in $(RTL_PRESETS); do $(BIN)/nmx rtl --config $$c --out build/rtl || exit 1; done
 
-## The main job: run the demo on the Verilated RTL and check it.
+## The main job: a zoo network (MODEL=bert|resnet|mobilenet|vit|gcn|mlp|all) compiled and run on
+## the Verilated accelerator, checked against the golden model and PyTorch; report in build/sim/.
 sim: $(STAMP)
-	$(BIN)/nmx sim --config $(CONFIG)
+	$(BIN)/nmx sim --model $(MODEL) --config $(CONFIG) --samples $(SAMPLES)
 
 ## The fast test suite (CI runs this).
 test: $(STAMP)

@@ -16,7 +16,7 @@ from hw.errors import NmxError
 #: subcommand -> (module under nmx.commands, one-line help shown by ``nmx --help``)
 COMMANDS: dict[str, tuple[str, str]] = {
     "rtl": ("rtl", "generate Verilog for a config preset"),
-    "sim": ("sim", "run the demo on the Verilated RTL and check it against NumPy"),
+    "sim": ("sim", "run a zoo network on the simulated accelerator and check it"),
     "asm": ("asm", "assemble microcode text into a program binary"),
     "disasm": ("disasm", "disassemble a program binary"),
     "run-golden": ("run_golden", "run a program on the golden ISA model and cycle model"),

@@ -716,7 +716,8 @@ def _directed_params() -> dict | None:
 @cocotb.test(skip=_directed_params() is None)
 async def directed_program(dut):
     """A program file and DRAM image named in NMX_TB_PARAMS (``program``, ``dram``): the RTL's
-    status, offset and final DRAM image equal the golden model's (e.g. examples/mlp.nmasm)."""
+    status, offset and final DRAM image equal the golden model's (e.g. examples/mlp.nmasm, a
+    compiled zoo bundle). Writes ``counters.json`` and the final image ``final.dram.bin``."""
     from hw.isa import Program
     from sim.dram_image import DramImage
 
@@ -746,3 +747,5 @@ async def directed_program(dut):
     # The run alone (start to DONE, register polling included): what scripts/bench_rtl.py reads.
     with open(os.path.join(os.getcwd(), "timing.json"), "w") as f:
         json.dump({"run_wall_s": wall, "run_cpu_s": cpu}, f)
+    with open(os.path.join(os.getcwd(), "final.dram.bin"), "wb") as f:
+        f.write(final)

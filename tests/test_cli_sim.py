@@ -13,7 +13,7 @@ from nmx.commands.sim import request_from_args
 
 
 def _request(*argv: str):
-    argv = ["sim", *argv]
+    argv = ["sim", "--demo", "array", *argv]
     return request_from_args(build_parser(argv).parse_args(argv))
 
 
@@ -62,7 +62,8 @@ def test_run_passes_the_chosen_config_to_the_demo(tmp_path, no_verilator):
     path = tmp_path / "c.json"
     path.write_text(json.dumps({"rows": 4, "cols": 2}))
     with pytest.raises(stop):
-        main(["sim", "--config", str(path), "--set", "rows=2", "--k", "7", "--seed", "3"])
+        main(["sim", "--demo", "array", "--config", str(path), "--set", "rows=2", "--k", "7",
+              "--seed", "3"])
     [(config, kwargs)] = calls
     assert config == AcceleratorConfig(rows=2, cols=2)
     assert kwargs == {"m": 8, "k": 7, "n": 6, "seed": 3, "waves": None}
@@ -84,7 +85,7 @@ def test_run_passes_the_chosen_config_to_the_demo(tmp_path, no_verilator):
 )
 def test_bad_config_or_size_is_one_line_exit_2(capsys, no_verilator, argv, expected):
     calls, _ = no_verilator
-    assert main(["sim", *argv]) == 2
+    assert main(["sim", "--demo", "array", *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith(expected), err
     assert err.count("\n") == 1 and "Traceback" not in err
@@ -95,8 +96,17 @@ def test_bad_json_config_file_is_one_line(tmp_path, capsys, no_verilator):
     calls, _ = no_verilator
     bad = tmp_path / "bad.json"
     bad.write_text('{"rows": 4,')
-    assert main(["sim", "--config", str(bad)]) == 2
+    assert main(["sim", "--demo", "array", "--config", str(bad)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("nmx sim: error: config file") and "invalid JSON" in err
     assert err.count("\n") == 1
     assert not calls
+
+
+def test_network_run_options_are_checked(capsys):
+    assert main(["sim", "--model", "alexnet"]) == 2
+    assert "unknown model 'alexnet'" in capsys.readouterr().err
+    assert main(["sim", "--samples", "0"]) == 2
+    assert "--samples must be >= 1" in capsys.readouterr().err
+    assert main(["sim", "--m", "4"]) == 2
+    assert "--m belong to the array demo: add --demo array" in capsys.readouterr().err

@@ -31,7 +31,8 @@ def _check_ok(capsys, argv: list[str], m: int, k: int, n: int) -> None:
 
 
 def test_nmx_sim_tiny_is_bit_exact(capsys):
-    _check_ok(capsys, ["sim", "--config", "tiny", "--m", "9", "--k", "10", "--n", "7"], 9, 10, 7)
+    _check_ok(capsys, ["sim", "--demo", "array", "--config", "tiny", "--m", "9", "--k", "10",
+                 "--n", "7"], 9, 10, 7)
 
 
 def test_nmx_sim_fails_on_a_wrong_result(capsys, monkeypatch):
@@ -48,7 +49,8 @@ def test_nmx_sim_fails_on_a_wrong_result(capsys, monkeypatch):
         return result
 
     monkeypatch.setattr(sim.verilator, "run_cocotb", faulty)
-    assert main(["sim", "--config", "tiny", "--m", "9", "--k", "10", "--n", "7"]) == 1
+    assert main(["sim", "--demo", "array", "--config", "tiny", "--m", "9", "--k", "10",
+                 "--n", "7"]) == 1
     out = capsys.readouterr().out
     assert "mismatches  1 of 63 elements vs NumPy (max |error| 1)" in out
     assert "FAILED: the RTL's result differs from NumPy" in out and "OK" not in out
@@ -57,4 +59,4 @@ def test_nmx_sim_fails_on_a_wrong_result(capsys, monkeypatch):
 @pytest.mark.slow
 def test_nmx_sim_default_16x16(capsys):
     """``make sim``: the default preset's 16x16 array, the demo's default GEMM sizes."""
-    _check_ok(capsys, ["sim", "--config", "default"], 64, 96, 48)
+    _check_ok(capsys, ["sim", "--demo", "array", "--config", "default"], 64, 96, 48)

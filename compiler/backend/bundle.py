@@ -77,16 +77,23 @@ class Bundle:
     """A compiled network: program, DRAM image and manifest (see the module docstring)."""
 
     config: AcceleratorConfig
-    program: Program
+    program: Program | None
     image: DramImage
     manifest: dict
     host: dict | None = None
     extra: dict = field(default_factory=dict)
+    #: a profile compile (``mode="profile"``): (node name, program) per node, run in order on
+    #: one DRAM image; ``program`` is then None
+    node_programs: list[tuple[str, Program]] | None = None
 
     # ------------------------------------------------------------------ files
 
     def save(self, directory) -> Path:
         """Write the bundle into ``directory`` (created); returns the path."""
+        if self.program is None:
+            raise CompileError(f"bundle {self.manifest.get('name')}", "a profile compile (one "
+                               "program per node) is run in-process and has no bundle files; "
+                               "save a 'program' or 'debug' compile")
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         (d / "program.nmxp").write_bytes(self.program.to_bytes(self.config))
@@ -206,8 +213,15 @@ class Bundle:
         from sim.golden import GoldenModel
 
         img = self.image_for(self.quantize_inputs(inputs))
-        res = GoldenModel(self.config).run(self.program, img)
-        res.raise_for_status()
+        if self.node_programs is not None:
+            for node, program in self.node_programs:
+                res = GoldenModel(self.config).run(program, img)
+                if not res.ok:
+                    raise CompileError(f"bundle.run, node {node}", str(res.status))
+                img = res.dram
+        else:
+            res = GoldenModel(self.config).run(self.program, img)
+            res.raise_for_status()
         outs, ints = self.read_outputs(res.dram)
         return BundleResult(outs, ints, res)
 

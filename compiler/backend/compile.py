@@ -16,7 +16,8 @@ __all__ = ["compile", "compile_graph", "compile_ir"]
 
 
 def compile_graph(graph, quant, config: AcceleratorConfig, batch: int = 1,
-                  *, name: str = "network") -> Bundle:
+                  *, name: str = "network", mode: str = "program",
+                  keep: tuple[str, ...] = ()) -> Bundle:
     """Compile a quantised matrix graph (``graph``, ``quant``) for ``config`` and ``batch``
     samples. See :func:`compile`."""
     if not isinstance(config, AcceleratorConfig):
@@ -27,27 +28,49 @@ def compile_graph(graph, quant, config: AcceleratorConfig, batch: int = 1,
     ir = build_ir(graph, quant)
     shapes = {i.name: tuple(i.shape) for i in graph.inputs}
     shapes.update({h.name: tuple(h.shape) for h in graph.host_ops})
-    return compile_ir(ir, config, batch, shapes, graph, name=name, t0=t0)
+    return compile_ir(ir, config, batch, shapes, graph, name=name, t0=t0, mode=mode, keep=keep)
+
+
+#: Compile modes: the network as one program; the same with every node's output kept in its own
+#: DRAM region (for the first-mismatch locator); every node its own program (per-node profiling).
+MODES = ("program", "debug", "profile")
 
 
 def compile_ir(ir, config: AcceleratorConfig, batch: int, shapes: dict, graph, *,
-               name: str = "network", t0: float | None = None) -> Bundle:
+               name: str = "network", t0: float | None = None, mode: str = "program",
+               keep: tuple[str, ...] = ()) -> Bundle:
     """Compile an integer IR (``shapes``: per-sample shapes of the tensors entering the
-    machine; ``graph``: the matrix graph for its inputs and host pre-processing)."""
+    machine; ``graph``: the matrix graph for its inputs and host pre-processing; ``keep``: nodes
+    whose outputs keep their own DRAM region in a ``"program"`` compile too)."""
+    if mode not in MODES:
+        raise ValueError(f"compile mode {mode!r} unknown (supported: {', '.join(MODES)})")
+    names = [n.name for n in ir.nodes]
+    unknown = sorted(set(keep) - set(names))
+    if unknown:
+        raise CompileError(f"compile {name}", f"keep names no node: {', '.join(unknown)}")
     t0 = time.perf_counter() if t0 is None else t0
-    em = emit_program(ir, config, batch, shapes)
+    keep_all = mode in ("debug", "profile")
+    em = emit_program(ir, config, batch, shapes, keep_outputs=True if keep_all else set(keep),
+                      per_node=mode == "profile")
+    kept = set(names) if keep_all else {*keep, *(r.source for r in ir.outputs)}
     image = DramImage.zeros(max(em.dram.size, 64), config)
     outs = {f"{r.source}.{pl}" for r in ir.outputs
             for pl in em.placements[r.source].planes} if all(
         r.source in em.placements for r in ir.outputs) else set()
     for rname, (addr, n) in em.dram.regions.items():
-        if em.dram.kinds[rname] == "activation" and rname not in outs:
+        if em.dram.kinds[rname] == "activation" and rname not in outs and \
+                rname.rsplit(".", 1)[0] not in kept:
             continue  # intermediate activations share the space of dead ones (liveness)
         if rname in em.dram.contents:
             image.add(rname, addr, em.dram.contents[rname])
         else:
             image.reserve(rname, addr, n)
-    program = Program(em.instructions)
+    if mode == "profile":
+        node_programs = [(n, Program(words)) for n, words in em.node_programs]
+        program = None
+    else:
+        node_programs = None
+        program = Program(em.instructions)
     seconds = time.perf_counter() - t0
     inputs = []
     for tname in ir.inputs:
@@ -89,18 +112,28 @@ def compile_ir(ir, config: AcceleratorConfig, batch: int, shapes: dict, graph, *
         "outputs": outputs,
         "dram_bytes": image.size,
         "dram_by_kind": kinds,
-        "instructions": len(program.instructions),
+        "mode": mode,
+        "instructions": (len(program.instructions) if program is not None else
+                         sum(len(p.instructions) for _n, p in node_programs)),
         "syncs_inserted": em.sync_count,
         "nodes": [{"name": n.name, "module": n.module, "aten": n.aten,
                    "words": list(em.node_ranges[n.name]), **em.node_info[n.name],
                    "float_macs": float_macs.get(n.name, em.node_info[n.name]["pass_macs"])}
                   for n in ir.nodes],
+        "node_outputs": {n.name: _placement_json(em.placements[n.name]) for n in ir.nodes},
+        "kept_outputs": [n for n in names if n in kept],
         "compile_seconds": seconds,
     }
     host = {"graph": _host_graph(graph)} if graph.host_ops else None
     if host is not None:
         host["ops"] = [h.name for h in graph.host_ops]
-    return Bundle(config, program, image, manifest, host, {"ir": ir})
+    return Bundle(config, program, image, manifest, host, {"ir": ir}, node_programs)
+
+
+def _placement_json(p) -> dict:
+    """Where a node's output lives in DRAM (see :class:`~compiler.backend.layout.Placement`)."""
+    return {"shape": list(p.shape), "esize": p.esize, "planes": dict(p.planes),
+            "order": list(p.order) if p.order else None}
 
 
 def _host_graph(graph):
@@ -109,16 +142,24 @@ def _host_graph(graph):
     return MatrixGraph(inputs=list(graph.inputs), host_ops=list(graph.host_ops))
 
 
-def compile(converted, config: AcceleratorConfig, batch: int = 1, *, name: str = "network"
-            ) -> Bundle:  # noqa: A001 - the issue's API name
+def compile(converted, config: AcceleratorConfig, batch: int = 1, *, name: str = "network",
+            mode: str = "program", keep: tuple[str, ...] = ()) -> Bundle:  # noqa: A001 - the issue's API name
     """Compile a :class:`~compiler.convert.ConvertedModel` into a :class:`Bundle`.
 
     ``batch`` counts samples: stacks of inputs shaped like the converted model's example inputs
     (its graph's per-sample shapes); ``bundle.run`` takes tensors with that leading dim.
+
+    ``mode``: ``"program"`` (the network as one program), ``"debug"`` (the same, but every
+    node's output keeps its own DRAM region, so a run's final image holds every intermediate
+    tensor: what :mod:`compiler.backend.locate` compares) or ``"profile"`` (every node its own
+    program, ``bundle.node_programs``, run one after another on one DRAM image; for per-node
+    cycle counters). ``keep``: node names whose outputs keep their own DRAM region in any mode
+    (readable with :func:`compiler.backend.locate.node_output` after a run).
 
     Raises
     ------
     CompileError
         For anything the back end cannot lower (names the node, module path, limit and config).
     """
-    return compile_graph(converted.graph, converted.quant, config, batch, name=name)
+    return compile_graph(converted.graph, converted.quant, config, batch, name=name, mode=mode,
+                         keep=tuple(keep))

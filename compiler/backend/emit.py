@@ -66,6 +66,8 @@ class Emitted:
     node_ranges: dict[str, tuple[int, int]]
     node_info: dict[str, dict]
     sync_count: int = 0
+    #: profile emission: one program per node, (node name, instructions ending in HALT)
+    node_programs: list[tuple[str, list]] | None = None
 
 
 def _prod(s) -> int:
@@ -94,8 +96,10 @@ class Emitter:
     """Lowers an :class:`IntGraph` for one config and batch (see the module docstring)."""
 
     def __init__(self, ir: IntGraph, config: AcceleratorConfig, batch: int,
-                 shapes: dict[str, tuple[int, ...]]):
+                 shapes: dict[str, tuple[int, ...]], *, keep_outputs=False,
+                 per_node: bool = False):
         self.ir, self.cfg, self.batch = ir, config, batch
+        self.keep_outputs, self.per_node = keep_outputs, per_node
         c = config
         self.R, self.C = c.rows, c.cols
         self.sched = Scheduler(config)
@@ -109,6 +113,10 @@ class Emitter:
         self.toggle = {"a": 0, "o": 0, "acc": 0, "rs": 0}
         self.node: IntNode | None = None
         self.neg_block = None
+        self._neg_addr = None
+        self._ident = None
+        self._ident_addr = None
+        self._loaded_consts: set = set()
         for name in ir.inputs:
             p = self._place(name, shapes[name], 1, ("int8",), "input")
             if self._channels_last(name, shapes[name]):
@@ -249,8 +257,8 @@ class Emitter:
 
     def _const_set(self, which: str, base: int) -> int:
         key = ("const", which)
-        if key not in getattr(self, "_loaded_consts", set()):
-            self._loaded_consts = getattr(self, "_loaded_consts", set()) | {key}
+        if key not in self._loaded_consts:
+            self._loaded_consts.add(key)
             self.emit(Loadt(kind=TableKind.BIAS, dst=base, count=self.C, base=0,
                             offset=self.const_entries + base * BIAS_ENTRY_BYTES),
                       [Access("bias", base, self.C, True),
@@ -264,8 +272,9 @@ class Emitter:
             R, C = self.R, self.C
             blk = np.zeros((R, C), dtype=np.int8)
             np.fill_diagonal(blk, -128)
-            addr = self._const("const.neg128", blk.tobytes())
-            self.load_contiguous(0, addr, R, C)
+            if self._neg_addr is None:
+                self._neg_addr = self._const("const.neg128", blk.tobytes())
+            self.load_contiguous(0, self._neg_addr, R, C)
             self.neg_block = 0
         return self.neg_block
 
@@ -308,21 +317,45 @@ class Emitter:
             if node.row_scale is not None:
                 last[node.row_scale.source] = i
         keep = {r.source for r in self.ir.outputs}
+        if self.keep_outputs is True:
+            keep |= {node.name for node in self.ir.nodes}
+        elif self.keep_outputs:
+            keep |= set(self.keep_outputs)
+        programs: list[tuple[str, list]] = []
+        syncs = 0
         for i, node in enumerate(self.ir.nodes):
             self.node = node
+            if self.per_node and i:
+                syncs += self.sched.syncs
+                self._cold_start()
             self.sched.tag = node.name
             first = len(self.sched)
             self.lower_node(node)
             self.node_ranges[node.name] = (first, len(self.sched))
+            if self.per_node:
+                self.emit(Halt())
+                programs.append((node.name, self.sched.instructions()))
             for name, j in last.items():
                 if j == i and name not in keep and name in self.place and \
                         name not in self.ir.inputs:
                     for plane in self.place[name].planes:
                         self.dram.free(f"{name}.{plane}")
         self.node = None
+        if self.per_node:
+            return Emitted([], self.dram, self.place, self.node_ranges, self.node_info,
+                           syncs + self.sched.syncs, programs)
         self.emit(Halt())
         return Emitted(self.sched.instructions(), self.dram, self.place, self.node_ranges,
                        self.node_info, self.sched.syncs)
+
+    def _cold_start(self) -> None:
+        """Start a new program: no tokens outstanding, nothing resident on chip (a profile
+        emission runs every node as its own program after a HALT)."""
+        self.sched = Scheduler(self.cfg)
+        self.chip = OnChip(self.cfg)
+        self._loaded_consts = set()
+        self.neg_block = None
+        self._ident = None
 
     def lower_node(self, node: IntNode) -> None:
         R, C, B = self.R, self.C, self.batch
@@ -802,11 +835,12 @@ class Emitter:
 
     def identity_block(self) -> int:
         """Scratchpad row of the ``I`` block (operand rows of an identity-GEMM transpose)."""
-        if getattr(self, "_ident", None) is None:
+        if self._ident is None:
             R, C = self.R, self.C
-            blk = np.eye(R, C, dtype=np.int8)
-            addr = self._const("const.identity", blk.tobytes())
-            self.load_contiguous(R, addr, R, C)
+            if self._ident_addr is None:
+                blk = np.eye(R, C, dtype=np.int8)
+                self._ident_addr = self._const("const.identity", blk.tobytes())
+            self.load_contiguous(R, self._ident_addr, R, C)
             self._ident = R
         return self._ident
 
@@ -1023,9 +1057,18 @@ def _columns_are_runs(a: np.ndarray) -> bool:
 
 
 def emit_program(ir: IntGraph, config: AcceleratorConfig, batch: int,
-                 shapes: dict[str, tuple[int, ...]]) -> Emitted:
+                 shapes: dict[str, tuple[int, ...]], *, keep_outputs=False,
+                 per_node: bool = False) -> Emitted:
     """Lower ``ir`` for ``config`` and ``batch`` samples (``shapes``: per-sample shapes of the
-    tensors entering the machine)."""
+    tensors entering the machine).
+
+    ``keep_outputs``: True: every node's output keeps its own DRAM region (no reuse after its
+    last reader), so a run's final DRAM image holds every intermediate tensor (a debug compile);
+    a collection of node names: those nodes' outputs only.
+    ``per_node``: every node becomes its own program ending in HALT, starting cold (no tokens,
+    nothing resident on chip); ``Emitted.node_programs`` holds them and ``instructions`` is
+    empty. Run in order on one DRAM image they compute what the single program computes."""
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
-    return Emitter(ir, config, batch, shapes).lower()
+    return Emitter(ir, config, batch, shapes, keep_outputs=keep_outputs,
+                   per_node=per_node).lower()
