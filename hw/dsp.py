@@ -103,18 +103,13 @@ class PipelinedMultiplier(wiring.Component):
             "i_SIGNEDA": one, "i_SIGNEDB": one, "i_SOURCEA": zero, "i_SOURCEB": zero,
             "i_CLK0": ClockSignal("sync"), "i_CE0": one, "i_CE1": self.b_en,
         }
-        for i in range(4):
-            ports[f"i_RST{i}"] = zero
-            if i:
-                ports[f"i_CLK{i}"] = zero
-            if i > 1:
-                ports[f"i_CE{i}"] = zero
+        # The cascade inputs (SRIA/SRIB) and the unused clocks, enables and resets stay
+        # unconnected, as in Yosys's own mapping: nextpnr cannot route a constant to all of them.
+        ports["i_RST0"] = zero
         for i in range(MULT18_BITS):
             ports[f"i_A{i}"] = a[i]
             ports[f"i_B{i}"] = b[i]
             ports[f"i_C{i}"] = zero
-            ports[f"i_SRIA{i}"] = zero
-            ports[f"i_SRIB{i}"] = zero
         for i in range(2 * MULT18_BITS):
             ports[f"o_P{i}"] = p[i]
         m.submodules.mult18x18d = Instance("MULT18X18D", **ports)
