@@ -67,9 +67,11 @@ def ebr_budget(config) -> list[dict]:
     """The block-RAM memories of the accelerator for ``config`` and their DP16KD count.
 
     Memories small enough for LUT RAM (the bias/scale banks, the per-function shift and shared
-    breakpoints, the queues) are not listed: Yosys maps them to TRELLIS_DPR16X4.
+    breakpoints, the queues) are not listed: Yosys maps them to TRELLIS_DPR16X4 (it chooses by
+    cost, so a small config may put a listed memory in LUT RAM too).
     """
     from hw.accumulator import ACC_BANKS
+    from hw.dispatcher import Dispatcher
     from hw.segment_table import SHARED_LEVELS
 
     funcs, segs, lanes = config.pwl_functions, config.pwl_segments, config.cols
@@ -91,6 +93,12 @@ def ebr_budget(config) -> list[dict]:
         rows.append({"memory": f"segment table {name} (per lane)", "copies": lanes,
                      "width": width, "depth": funcs * segs,
                      "ebr": lanes * ebr_blocks(width, funcs * segs)})
+    # The dispatcher's prefetch buffer: two fetch bursts of beats, plus a flag bit per beat
+    # (SyncFIFOBuffered keeps one beat in its output register, outside the RAM).
+    depth = Dispatcher(config).prefetch_beats - 1
+    rows.append({"memory": "instruction prefetch buffer", "copies": 1,
+                 "width": config.dma_data_bits + 1, "depth": depth,
+                 "ebr": ebr_blocks(config.dma_data_bits + 1, depth)})
     return rows
 
 
