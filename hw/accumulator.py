@@ -13,13 +13,14 @@ halves. A conflict delays the stream client, never the GEMM, and never changes d
 Ports (``addr`` is ``log2(accumulator_rows)`` bits; ``ROW = ArrayLayout(signed(32), C)``):
 
 ``gemm`` : In(:func:`hw.banked_memory.exclusive_signature`)
-    ``read_en``/``read_addr`` in cycle ``t`` -> ``read_data`` in ``t + 1``; ``write_*`` writes at
-    the end of the cycle; a read of the row written in the same cycle returns the new row.
+    ``read_en``/``read_addr`` in cycle ``t`` -> ``read_data`` in ``t + 2``; ``write_*`` writes at
+    the end of the cycle; a read of the row written in the same cycle returns the new row (a
+    write in ``t + 1`` is the read-modify-write pipeline's to forward).
 ``epi_write``, ``load_write`` : In(stream ``{addr, data: ROW}``)
     Whole-row writes.
 ``epi_read``, ``store`` : In(:func:`hw.banked_memory.read_signature`)
-    ``req`` ``{addr}`` -> ``resp`` ``{data: ROW}`` in order, two cycles after the request at the
-    earliest.
+    ``req`` ``{addr}`` -> ``resp`` ``{data: ROW}`` in order, three cycles after the request at
+    the earliest.
 """
 
 from __future__ import annotations

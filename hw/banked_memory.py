@@ -7,17 +7,23 @@ one write port (simple dual port: one block RAM column). Clients are streams (do
 RTL contract):
 
 * a **read client** sends requests ``{addr}`` and gets, in order, responses ``{data}``. A
-  request moves when its bank grants it; the data leaves the bank one cycle later and goes into
-  the client's own response queue (``RESPONSE_DEPTH`` rows), so the client's response stream may
-  be held not ready for any time: a request is accepted only while the queue has room for it
-  (credit). Latency: a request accepted in cycle ``t`` is on the response stream in ``t + 2``.
+  request moves when its bank grants it; the data leaves the bank two cycles later (the RAM's
+  read, then its output register) and goes into the client's own response queue
+  (``RESPONSE_DEPTH`` rows), so the client's response stream may be held not ready for any time:
+  a request is accepted only while the queue has room for it (credit). Latency: a request
+  accepted in cycle ``t`` is on the response stream in ``t + 3``.
 * a **write client** sends ``{addr, data[, mask]}``; the row is written at the end of the cycle
   its bank grants it (``mask``: one bit per ``granularity`` bits, when the memory has one).
 * optionally one **exclusive port** (:func:`exclusive_signature`), fixed timing for a
-  read-modify-write pipeline: its read (data in the next cycle) and its write are served in the
-  cycle they are asserted, before any stream client of that bank. A read of the row the write
-  port writes in the same cycle returns the new data (transparent read), which is the forwarding
-  that lets a read-modify-write pipeline touch the same row on consecutive cycles.
+  read-modify-write pipeline: its read (data two cycles later) and its write are served in the
+  cycle they are asserted, before any stream client of that bank. A read returns the row as
+  written up to and including the cycle of the read (transparent to a write in that cycle);
+  writes in the next cycle are the pipeline's own to forward.
+
+The read data of every bank is registered once more after the RAM, with no logic in between and
+no reset: on an FPGA that register is the block RAM's own output register
+(``scripts/ecp5_pack_outreg.py`` moves it there on ECP5, across Yosys's read-during-write
+bypass), so a block RAM's slow clock-to-output never meets logic in the same cycle.
 
 Each bank arbitrates its read port among the read clients that address it, and its write port
 among the write clients, round robin (the client after the last one granted goes first), so
@@ -34,6 +40,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 __all__ = [
+    "READ_LATENCY",
     "RESPONSE_DEPTH",
     "BankedMemory",
     "exclusive_signature",
@@ -41,9 +48,11 @@ __all__ = [
     "write_layout",
 ]
 
-#: Rows each read client's response queue holds: with the one-cycle SRAM latency this keeps one
-#: response per cycle flowing while the client is ready.
-RESPONSE_DEPTH = 3
+#: Rows each read client's response queue holds: with the two-cycle SRAM latency (read, output
+#: register) this keeps one response per cycle flowing while the client is ready.
+RESPONSE_DEPTH = 4
+#: Cycles from a read's grant to its data leaving the bank (the RAM's read, its output register).
+READ_LATENCY = 2
 
 
 def read_signature(addr_bits: int, data_shape) -> wiring.Signature:
@@ -65,8 +74,9 @@ def write_layout(addr_bits: int, data_shape, mask_bits: int = 0) -> data.StructL
 def exclusive_signature(addr_bits: int, data_shape) -> wiring.Signature:
     """The fixed-timing port, from the client's side.
 
-    ``read_en``/``read_addr`` in cycle ``t`` -> ``read_data`` in ``t + 1`` (transparent to the
-    write in ``t``); ``write_en``/``write_addr``/``write_data`` write at the end of the cycle.
+    ``read_en``/``read_addr`` in cycle ``t`` -> ``read_data`` in ``t + 2`` (transparent to the
+    write in ``t``, not to one in ``t + 1``); ``write_en``/``write_addr``/``write_data`` write at
+    the end of the cycle.
     """
     return wiring.Signature({
         "read_en": Out(1),
@@ -201,6 +211,12 @@ class BankedMemory(wiring.Component):
         bank_bits = _log2(banks)
         for b, mem in enumerate(self._mems):
             m.submodules[f"bank{b}"] = mem
+        # The output register of each bank (reset-less: the RAM's own register on an FPGA).
+        bank_data = []
+        for b in range(banks):
+            q = Signal(self._width, name=f"bank{b}_data", reset_less=True)
+            m.d.sync += q.eq(self._rports[b].data)
+            bank_data.append(q)
 
         def split(addr):
             return (addr[row_bits:] if bank_bits else Const(0, 1)), addr[:row_bits]
@@ -214,9 +230,11 @@ class BankedMemory(wiring.Component):
             q = self._queues[n]
             m.submodules[f"resp_{n}"] = q
             ok = Signal(name=f"{n}_credit_ok")
-            pend = Signal(name=f"{n}_pending")
-            pbank = Signal(range(max(banks, 2)), name=f"{n}_pending_bank")
-            m.d.comb += ok.eq(q.level + pend < RESPONSE_DEPTH)
+            # reads granted one and two cycles ago, and their banks
+            pend = [Signal(name=f"{n}_pending{i}") for i in (1, 2)]
+            pbank = [Signal(range(max(banks, 2)), name=f"{n}_pending_bank{i}") for i in (1, 2)]
+            m.d.comb += ok.eq(q.level + pend[0] + pend[1] < RESPONSE_DEPTH)
+            m.d.sync += [pend[1].eq(pend[0]), pbank[1].eq(pbank[0])]
             credit_ok.append(ok)
             pending.append(pend)
             pending_bank.append(pbank)
@@ -225,7 +243,8 @@ class BankedMemory(wiring.Component):
                 port.resp.payload.data.eq(q.r_data),
                 q.r_en.eq(port.resp.ready),
             ]
-        excl_read_bank = Signal(range(max(banks, 2)))
+        excl_read_bank = [Signal(range(max(banks, 2)), name=f"excl_read_bank{i}") for i in (1, 2)]
+        m.d.sync += excl_read_bank[1].eq(excl_read_bank[0])
         accepted = [Const(0, 1)] * len(clients)
         for b in range(banks):
             rp = self._rports[b]
@@ -248,22 +267,22 @@ class BankedMemory(wiring.Component):
             for i, g in enumerate(grants):
                 accepted[i] = accepted[i] | g
                 with m.If(g):
-                    m.d.sync += pending_bank[i].eq(b)
+                    m.d.sync += pending_bank[i][0].eq(b)
             if excl is not None:
                 with m.If(excl_here):
-                    m.d.sync += excl_read_bank.eq(b)
+                    m.d.sync += excl_read_bank[0].eq(b)
         for i, port in enumerate(clients):
             m.d.comb += port.req.ready.eq(accepted[i])
-            m.d.sync += pending[i].eq(accepted[i])
+            m.d.sync += pending[i][0].eq(accepted[i])
             q = self._queues[self._read_clients[i]]
             rdata = Const(0, self._width)
             for b in range(banks):
-                rdata = Mux(pending_bank[i] == b, self._rports[b].data, rdata)
-            m.d.comb += [q.w_en.eq(pending[i]), q.w_data.eq(rdata)]
+                rdata = Mux(pending_bank[i][1] == b, bank_data[b], rdata)
+            m.d.comb += [q.w_en.eq(pending[i][1]), q.w_data.eq(rdata)]
         if excl is not None:
             rdata = Const(0, self._width)
             for b in range(banks):
-                rdata = Mux(excl_read_bank == b, self._rports[b].data, rdata)
+                rdata = Mux(excl_read_bank[1] == b, bank_data[b], rdata)
             m.d.comb += excl.read_data.eq(rdata)
 
         # ---- writes

@@ -636,27 +636,43 @@ class ComputeUnit(wiring.Component):
             self.acc_gemm.read_en.eq(accept & read_old),
             self.acc_gemm.read_addr.eq(row),
         ]
-        s1_valid = Signal()
-        s1_addr = Signal(self._acc_bits)
-        s1_read_old = Signal()
-        s1_last = Signal()
-        s1_pb = Signal(data.ArrayLayout(signed(32), C))
+        # Read-modify-write in three stages after `accept` (the read): s1, s2 (the read data
+        # arrives: select the old value, forwarding the writes the read did not see), s3 (add,
+        # write). The read is transparent to the write in its own cycle; the writes of the next
+        # two cycles (rows in s3 while this row is in s1 and s2) are forwarded here.
+        acc_row = data.ArrayLayout(signed(32), C)
+        s1_valid, s2_valid, s3_valid = Signal(), Signal(), Signal()
+        s1_addr, s2_addr, s3_addr = (Signal(self._acc_bits, name=f"s{i}_addr") for i in (1, 2, 3))
+        s1_read_old, s2_read_old, s3_read_old = Signal(), Signal(), Signal()
+        s1_last, s2_last, s3_last = Signal(), Signal(), Signal()
+        s1_pb, s2_pb, s3_pb = (Signal(acc_row, name=f"s{i}_pb") for i in (1, 2, 3))
+        s3_old = Signal(acc_row)
+        prev_w_valid = Signal()  # the write of the previous cycle
+        prev_w_addr = Signal(self._acc_bits)
+        prev_w_data = Signal(acc_row)
+        write_data = Signal(acc_row)
         m.d.sync += [
-            s1_valid.eq(accept),
-            s1_addr.eq(row),
-            s1_read_old.eq(read_old),
-            s1_last.eq(last_row),
+            s1_valid.eq(accept), s2_valid.eq(s1_valid), s3_valid.eq(s2_valid),
+            s1_addr.eq(row), s2_addr.eq(s1_addr), s3_addr.eq(s2_addr),
+            s1_read_old.eq(read_old), s2_read_old.eq(s1_read_old), s3_read_old.eq(s2_read_old),
+            s1_last.eq(last_row), s2_last.eq(s1_last), s3_last.eq(s2_last),
+            s2_pb.eq(s1_pb), s3_pb.eq(s2_pb),
+            prev_w_valid.eq(s3_valid), prev_w_addr.eq(s3_addr), prev_w_data.eq(write_data),
         ]
         for c in range(C):
             m.d.sync += s1_pb[c].eq(res.payload[c] + Mux(add_bias, bias_vec[c], 0))
-        m.d.comb += [
-            self.acc_gemm.write_en.eq(s1_valid),
-            self.acc_gemm.write_addr.eq(s1_addr),
-            gemm_done.eq(s1_valid & s1_last),
-        ]
+        fwd_now = s3_valid & (s3_addr == s2_addr)
+        fwd_prev = prev_w_valid & (prev_w_addr == s2_addr)
+        m.d.sync += s3_old.eq(Mux(fwd_now, write_data,
+                                  Mux(fwd_prev, prev_w_data, self.acc_gemm.read_data)))
         for c in range(C):
-            m.d.comb += self.acc_gemm.write_data[c].eq(
-                s1_pb[c] + Mux(s1_read_old, self.acc_gemm.read_data[c], 0))
+            m.d.comb += write_data[c].eq(s3_pb[c] + Mux(s3_read_old, s3_old[c], 0))
+        m.d.comb += [
+            self.acc_gemm.write_en.eq(s3_valid),
+            self.acc_gemm.write_addr.eq(s3_addr),
+            self.acc_gemm.write_data.eq(write_data),
+            gemm_done.eq(s3_valid & s3_last),
+        ]
 
         # ------------------------------------------------------------------ EPI
         ej_req = Signal(24)

@@ -245,13 +245,12 @@ PRESETS: dict[str, AcceleratorConfig] = {
     ),
     "default": AcceleratorConfig(),
     # Lattice ECP5-85F: 156 MULT18X18D and 208 EBR blocks of 18 Kbit (widest mode 512 x 36). An
-    # 8x8 int8 array uses 64 multipliers. EBR, counted in 512 x 36 blocks (width, then depth):
-    # scratchpad 4096 rows x 64 bit = 2 wide x 8 deep = 16 (32 KiB); accumulator 512 rows x
-    # 8 x 32 bit = 8 wide x 1 deep = 8 (16 KiB); bias/scale SRAM 256 entries x 54 bit (int32 bias,
-    # int16 multiplier, 6-bit shift) in 8 banks of 32 = LUT RAM, 0 EBR; segment tables 8
-    # functions x 64 segments, one copy per lane for the pipelined search (levels 3-5, slopes,
-    # intercepts) = 5 per lane = 40 (measured, docs/architecture.md "Epilogue"). Total 64 of
-    # 208 EBR (31 %).
+    # 8x8 int8 array uses 64 multipliers (the whole accelerator 113). EBR (docs/fpga.md, "EBR
+    # budget"; Yosys maps the same 74): scratchpad 2 banks x 2048 rows x 64 bit = 16 (32 KiB);
+    # accumulator 2 halves x 256 rows x 8 x 32 bit = 8 wide each = 16 (16 KiB); bias/scale SRAM
+    # 256 entries in 8 banks of 32 = LUT RAM, 0 EBR; segment tables 8 functions x 64 segments,
+    # one copy per lane for the pipelined search (levels 3-5, slopes, intercepts) = 5 per lane
+    # = 40; instruction prefetch buffer 2. Total 74 of 208 EBR (36 %).
     "ecp5": AcceleratorConfig(
         rows=8,
         cols=8,

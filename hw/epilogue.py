@@ -28,7 +28,8 @@ compare level in it)::
     4  >> 8 * s[5:3]                5  >> s[2:0]              6  sat32 -> x
     7..9   search levels 0..2: compare with a node of the shared ``meta`` read
     10..   search levels 3..L-1, three cycles each: address, registered read, compare
-    +1, +2 slope/intercept address, registered read
+    +1..+3 slope/intercept address, registered read, output register (packed into the block
+           RAM on ECP5 by scripts/ecp5_pack_outreg.py)
     +1..+6 as 1..6 for k * x + b (b + 2**(sh-1) computed beside the products), sat to out_width
 
 It never stalls: no register has a clock enable (an enable driven by ``results.ready`` would fan
@@ -45,6 +46,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from hw.config import AcceleratorConfig
+from hw.dsp import PipelinedMultiplier
 from hw.numeric import ACC_BITS, SCALE_BITS, SLOPE_BITS
 from hw.segment_table import (
     SHARED_LEVELS,
@@ -62,6 +64,9 @@ WIDE_BITS = 49
 SPLIT_BITS = 16
 #: Stages of one multiply, round, shift and saturate (:func:`_round_mul_sat`).
 ROUND_MUL_SAT_STAGES = 6
+#: Stages from a lane's segment index to its slope and intercept in registers: address, the
+#: block RAM's read, its output register (which then feeds the multiplier's input register).
+SEGMENT_READ_STAGES = 3
 
 
 class OutWidth(enum.Enum, shape=2):
@@ -164,7 +169,7 @@ class Epilogue(wiring.Component):
         """Cycles from a row's handshake on ``rows`` until it enters the result FIFO."""
         levels = _log2(self._config.pwl_segments)
         search = SHARED_LEVELS + 3 * (levels - SHARED_LEVELS)
-        return 1 + ROUND_MUL_SAT_STAGES + search + 2 + ROUND_MUL_SAT_STAGES
+        return 1 + ROUND_MUL_SAT_STAGES + search + SEGMENT_READ_STAGES + ROUND_MUL_SAT_STAGES
 
     @property
     def latency(self) -> int:
@@ -185,11 +190,16 @@ class Epilogue(wiring.Component):
         table = self.table
         last = self.pipeline_depth - 1  # stage whose row enters the result FIFO
 
-        def reg(value, shape, name):
+        def reg(value, shape, name, reset_less=False):
             """A register loaded with ``value`` every cycle (no enable)."""
-            r = Signal(shape, name=name)
+            r = Signal(shape, name=name, reset_less=reset_less)
             m.d.sync += r.eq(value)
             return r
+
+        def ram_out(value, shape, name):
+            """A block RAM's read data registered with nothing in between and no reset: the
+            register that ``scripts/ecp5_pack_outreg.py`` moves into the RAM's output register."""
+            return reg(value, shape, name, reset_less=True)
 
         def line(value, shape, name, stage=0):
             """``value`` at ``stage``; ``line[s]`` is its copy delayed to stage ``s``."""
@@ -224,8 +234,10 @@ class Epilogue(wiring.Component):
         for lane in range(self.lanes):
             # Requantisation, stages 0 -> `search`: x = sat32(round_shift(v * M, s)).
             stage = 0
+            # (The multipliers register the input row's operands themselves, as `row` does.)
             x, stage = _round_mul_sat(
-                reg, row.acc[lane], row.mult[lane], row.shift[lane], Const(0, 1), stage,
+                m, reg, self.rows.payload.acc[lane], self.rows.payload.mult[lane],
+                row.shift[lane], Const(0, 1), stage,
                 lambda value, _: _saturate(value, ACC_BITS), out_width, f"rq{lane}",
             )
             assert stage == search
@@ -241,24 +253,25 @@ class Epilogue(wiring.Component):
             # Deeper levels: this lane's copy of the level; address, registered read, compare.
             for level in range(SHARED_LEVELS, levels):
                 m.d.comb += getattr(table, f"level{level}_addr")[lane].eq(Cat(j, fn[stage]))
-                node = reg(getattr(table, f"level{level}_data")[lane], signed(ACC_BITS),
-                           f"bp{lane}_l{level}")
+                node = ram_out(getattr(table, f"level{level}_data")[lane], signed(ACC_BITS),
+                               f"bp{lane}_l{level}")
                 for step in "ab":
                     j = reg(j, unsigned(level), f"seg{lane}_l{level}{step}")
                     x = reg(x, signed(ACC_BITS), f"x{lane}_l{level}{step}")
                 j = reg(Cat(x >= node, j), unsigned(level + 1), f"seg{lane}_l{level}")
                 x = reg(x, signed(ACC_BITS), f"x{lane}_l{level}")
                 stage += 3
-            # Slope and intercept of the segment: address, registered read.
+            # Slope and intercept of the segment: address, registered read, output register.
             m.d.comb += table.seg_addr[lane].eq(Cat(j, fn[stage]))
-            k = reg(table.slope[lane], signed(SLOPE_BITS), f"k{lane}")
-            b = reg(table.intercept[lane], signed(ACC_BITS), f"b{lane}")
+            k = ram_out(table.slope[lane], signed(SLOPE_BITS), f"k{lane}")
+            b = ram_out(table.intercept[lane], signed(ACC_BITS), f"b{lane}")
             for step in "ab":
                 x = reg(x, signed(ACC_BITS), f"x{lane}_kb{step}")
-            stage += 2
-            # PWL: y = sat_out(round_shift(k * x + b, sh)).
+            stage += SEGMENT_READ_STAGES
+            # PWL: y = sat_out(round_shift(k * x + b, sh)); the multipliers register k and x.
             y, stage = _round_mul_sat(
-                reg, x, k, table_shift[stage], b, stage, _saturate_to, out_width, f"pwl{lane}",
+                m, reg, x, k, table_shift[stage], reg(b, signed(ACC_BITS), f"b{lane}_r"), stage,
+                _saturate_to, out_width, f"pwl{lane}",
             )
             assert stage == last, (stage, last)
             results.append(y)
@@ -303,15 +316,27 @@ def _saturate_to(value, width):
                Mux(width == OutWidth.INT16, _saturate(value, 16), _saturate(value, ACC_BITS)))
 
 
-def _round_mul_sat(reg, a, mult, shift, addend, stage, saturate, out_width, name):
+def _round_mul_sat(m, reg, a, mult, shift, addend, stage, saturate, out_width, name):
     """Six stages from ``stage``: ``saturate(round_shift(a * mult + addend, shift), width)``.
 
-    ``a`` is int32 and ``mult`` int16: the product is two 16-bit partial products (one DSP block
-    each) added in the next stage, so no stage holds more than one multiplier and one adder.
-    Returns the result and the stage it is in.
+    ``a`` (int32) and ``mult`` (int16) are given one stage early, at ``stage - 1``: the
+    multipliers' input registers take them into ``stage`` (a DSP block's own registers on
+    ECP5, :class:`hw.dsp.PipelinedMultiplier`); ``shift``, ``addend`` and ``out_width`` are at
+    ``stage``. The product is two 16-bit partial products (one DSP block each) added in the next
+    stage, so no stage holds more than one multiplier and one adder. Returns the result and the
+    stage it is in.
     """
-    lo = reg(a[:SPLIT_BITS] * mult, signed(SPLIT_BITS + SCALE_BITS + 1), f"{name}_plo")
-    hi = reg(a[SPLIT_BITS:].as_signed() * mult, signed(ACC_BITS), f"{name}_phi")
+    lo_mul = PipelinedMultiplier(SPLIT_BITS + 1, SCALE_BITS)
+    hi_mul = PipelinedMultiplier(ACC_BITS - SPLIT_BITS, SCALE_BITS)
+    m.submodules[f"{name}_mul_lo"] = lo_mul
+    m.submodules[f"{name}_mul_hi"] = hi_mul
+    m.d.comb += [
+        lo_mul.a.eq(a[:SPLIT_BITS]),  # unsigned low half, zero-extended into 17 signed bits
+        lo_mul.b.eq(mult),
+        hi_mul.a.eq(a[SPLIT_BITS:].as_signed()),
+        hi_mul.b.eq(mult),
+    ]
+    lo, hi = lo_mul.p, hi_mul.p
     # addend + 2**(shift-1) (0 for shift 0): the rounding half, added before the shift.
     half = (Const(1, WIDE_BITS) << shift) >> 1
     bias = reg(addend + half, signed(WIDE_BITS), f"{name}_bias")

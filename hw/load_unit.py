@@ -28,7 +28,7 @@ from amaranth.lib.wiring import In, Out
 
 from hw.axi import axi4_read_signature
 from hw.config import AcceleratorConfig
-from hw.dma import AxiReadEngine
+from hw.dma import AxiReadEngine, StreamSkid
 from hw.isa import BIAS_ENTRY_BYTES, MemSpace, Opcode, TableKind, pwl_table_bytes
 from hw.numeric import MAX_SHIFT
 from hw.unit_ports import (
@@ -199,6 +199,9 @@ class LoadUnit(wiring.Component):
             max_outstanding=max_outstanding,
             arid=arid,
         )
+        self._row_slice = StreamSkid(data.StructLayout({
+            "row": 24, "data": max(8 * config.lanes, 32 * config.cols), "acc": 1,
+        }))
         super().__init__(
             {
                 "cmd": In(stream.Signature(unit_command_layout(config))),
@@ -515,18 +518,30 @@ class LoadUnit(wiring.Component):
         out_row = Signal(24)
         out_data = Signal(8 * bw * row_beats)
         out_acc = Signal()
-        out_ready = Mux(out_acc, self.acc_write.ready, self.spad_write.ready)
+        # A register slice between the assembled row and the memories' write ports keeps their
+        # arbitration (ready) off the read-data path; a row counts as written when it leaves it.
+        m.submodules.row_slice = row_slice = self._row_slice
+        out_ready = row_slice.i.ready
         out_free = ~out_valid | out_ready
+        written = row_slice.o.payload
         m.d.comb += [
-            self.spad_write.valid.eq(out_valid & ~out_acc),
-            self.spad_write.payload.addr.eq(out_row),
-            self.spad_write.payload.data.eq(out_data[: 8 * cfg.lanes]),
-            self.acc_write.valid.eq(out_valid & out_acc),
-            self.acc_write.payload.addr.eq(out_row),
-            self.acc_write.payload.data.eq(out_data[: 32 * cfg.cols]),
+            row_slice.i.valid.eq(out_valid),
+            row_slice.i.payload.row.eq(out_row),
+            row_slice.i.payload.data.eq(out_data[: len(written.data)]),
+            row_slice.i.payload.acc.eq(out_acc),
+            row_slice.o.ready.eq(Mux(written.acc, self.acc_write.ready, self.spad_write.ready)),
+            self.spad_write.valid.eq(row_slice.o.valid & ~written.acc),
+            self.spad_write.payload.addr.eq(written.row),
+            self.spad_write.payload.data.eq(written.data[: 8 * cfg.lanes]),
+            self.acc_write.valid.eq(row_slice.o.valid & written.acc),
+            self.acc_write.payload.addr.eq(written.row),
+            self.acc_write.payload.data.eq(written.data[: 32 * cfg.cols]),
         ]
         with m.If(out_valid & out_ready):
-            m.d.sync += [out_valid.eq(0), rows_written.eq(rows_written + 1)]
+            m.d.sync += out_valid.eq(0)
+        with m.If(row_slice.o.valid & row_slice.o.ready):
+            m.d.sync += rows_written.eq(rows_written + 1)
+        rows_pending = out_valid | row_slice.o.valid
 
         is_table = Signal()
         data_fire = rd.data.valid & rd.data.ready
@@ -818,7 +833,7 @@ class LoadUnit(wiring.Component):
                     ~walking & ~s1_valid & ~s2_valid & ~pend_valid & (rows_written == rows_issued)
                 )
                 table_done = ~t_issuing & (t_lasts == t_issued) & ~shift_emit
-                with m.If(Mux(is_table, table_done, load_done) & ~rd.busy & ~out_valid):
+                with m.If(Mux(is_table, table_done, load_done) & ~rd.busy & ~rows_pending):
                     with m.If(err_pending | flushed):
                         m.next = "DRAIN"
                     with m.Else():
@@ -834,7 +849,7 @@ class LoadUnit(wiring.Component):
                     & (rows_written == rows_issued)
                     & (t_lasts == t_issued)
                     & ~rd.busy
-                    & ~out_valid
+                    & ~rows_pending
                     & ~desc.r_rdy
                 )
                 with m.If(drained):

@@ -7,9 +7,7 @@ becomes the active one, so the operand (and every later one) is multiplied by th
 the operands still in flight ahead of it finish with the old one. Tiles stream back to back.
 
 The multiply-accumulate is pipelined for FPGA timing: the operand register feeds the multiplier,
-whose product is registered, and the adder's sum is registered (the shape of a DSP block's
-input, pipeline and output registers; Yosys's ECP5 flow keeps them in the fabric, which is what
-limits Fmax: docs/fpga.md). Per PE and cycle::
+whose product is registered, and the adder's sum is registered. Per PE and cycle::
 
     a_reg   <= a_in                     (forwarded to the right neighbour as a_out)
     swap_reg<= swap_in                  (forwarded as swap_out)
@@ -22,6 +20,12 @@ So the partial sum that includes the operand seen at ``a_in`` in cycle ``t`` lea
 ``psum_out`` in cycle ``t + 3``, and ``psum_in`` must carry the partial sum of the same operand row
 in cycle ``t + 2``. The registers have no clock enable: the array never stalls (backpressure is by
 credit, ``hw/systolic_array.py``), which keeps an enable's fan-out off the timing path.
+
+The multiplier with its operand registers (a copy of ``a_reg``, and ``active``) and its
+``product`` register is a :class:`hw.dsp.PipelinedMultiplier`: on ECP5 one ``MULT18X18D`` with
+its own input and output registers, so the multiply starts and ends inside the DSP block (a
+reset leaves its registers holding a bubble's value; no result row uses them before the next
+weight swap).
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from __future__ import annotations
 from amaranth.hdl import Module, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
+
+from hw.dsp import PipelinedMultiplier
 
 __all__ = ["ProcessingElement"]
 
@@ -106,7 +112,6 @@ class ProcessingElement(wiring.Component):
         swap_reg = Signal()
         load_reg = Signal()
         shadow = Signal(signed(ow))
-        active = Signal(signed(ow))
         product = Signal(signed(2 * ow))
         acc = Signal(signed(aw))
 
@@ -114,11 +119,16 @@ class ProcessingElement(wiring.Component):
             a_reg.eq(self.a_in),
             swap_reg.eq(self.swap_in),
             load_reg.eq(self.load_in),
-            product.eq(a_reg * active),
             acc.eq(self.psum_in + product),
         ]
-        with m.If(self.swap_in):
-            m.d.sync += active.eq(shadow)
+        # a_reg and active again, inside the multiplier (a DSP block's input registers on ECP5).
+        m.submodules.mult = mult = PipelinedMultiplier(ow, ow)
+        m.d.comb += [
+            mult.a.eq(self.a_in),
+            mult.b.eq(shadow),
+            mult.b_en.eq(self.swap_in),
+            product.eq(mult.p),
+        ]
         with m.If(self.load_in):
             m.d.sync += shadow.eq(self.w_in)
 

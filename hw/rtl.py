@@ -29,7 +29,7 @@ TOPS = {"accelerator": "nmx_accelerator", "array": "systolic_array"}
 TOP_MODULE = TOPS["accelerator"]
 
 
-def verilog_text(component, name: str) -> str:
+def verilog_text(component, name: str, target=None) -> str:
     """Convert an Amaranth component to Verilog text.
 
     Parameters
@@ -39,6 +39,9 @@ def verilog_text(component, name: str) -> str:
         joined with ``__``).
     name : str
         Verilog module name of the top level.
+    target : hw.target.GenerationTarget, optional
+        Vendor primitives the generators may instantiate (``hw.target.ECP5``); the default,
+        ``None``, is portable RTL, the only form the simulators run.
 
     Returns
     -------
@@ -53,7 +56,7 @@ def verilog_text(component, name: str) -> str:
     os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
     from amaranth.back import verilog
 
-    return verilog.convert(component, name=name, emit_src=False)
+    return verilog.convert(component, name=name, emit_src=False, platform=target)
 
 
 def top_component(config: AcceleratorConfig, top: str = "accelerator"):

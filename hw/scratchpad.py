@@ -13,7 +13,7 @@ Ports (``addr`` is ``log2(scratchpad_rows)`` bits; ``ROW = ArrayLayout(signed(8)
     Row writes; ``mask`` bit ``l`` enables lane ``l`` (LOAD writes whole rows, EPI lanes
     ``0..C-1``). Written at the end of the cycle the handshake happens.
 ``weights``, ``operands``, ``store`` : In(:func:`hw.banked_memory.read_signature`)
-    ``req`` ``{addr}`` -> ``resp`` ``{data: ROW}``, in order, two cycles after the request's
+    ``req`` ``{addr}`` -> ``resp`` ``{data: ROW}``, in order, three cycles after the request's
     handshake at the earliest; ``resp`` may be held not ready indefinitely.
 """
 

@@ -1,7 +1,8 @@
 """Synthesise and place-and-route one epilogue block alone for an ECP5-85F; report Fmax.
 
-The same flow and report as ``scripts/synth_ecp5.py`` (Yosys ``synth_ecp5``, nextpnr-ecp5
-``--85k --package CABGA381 --speed 6 --out-of-context``), for ``--block epilogue``
+The same flow and report as ``scripts/synth_ecp5.py`` (ECP5 target, Yosys ``synth_ecp5``, block
+RAM output registers packed, nextpnr-ecp5 ``--85k --package CABGA381 --speed 6
+--out-of-context``), for ``--block epilogue``
 (:class:`hw.epilogue_unit.EpilogueUnit`: the epilogue wired to its segment table, module
 ``epilogue_unit``) or ``--block bias_scale`` (:class:`hw.bias_scale.BiasScaleSram`). Figures
 go to ``build/fpga/<block>_<rows>x<cols>_<fingerprint>.json``; ``docs/architecture.md``
@@ -30,7 +31,9 @@ from hw.bias_scale import BiasScaleSram  # noqa: E402
 from hw.epilogue_unit import EpilogueUnit  # noqa: E402
 from hw.errors import NmxError  # noqa: E402
 from hw.rtl import verilog_text, write_if_changed  # noqa: E402
+from hw.target import ECP5  # noqa: E402
 from nmx.commands.rtl import add_config_arguments, config_from_args  # noqa: E402
+from scripts.ecp5_pack_outreg import pack_output_registers  # noqa: E402
 from scripts.synth_ecp5 import (  # noqa: E402
     DEVICE,
     _version,
@@ -69,9 +72,13 @@ def main(argv: list[str] | None = None) -> int:
         work = args.out / stem
         work.mkdir(parents=True, exist_ok=True)
         verilog = work / f"{stem}.v"
-        write_if_changed(verilog, verilog_text(factory(config), top).encode())
+        write_if_changed(verilog, verilog_text(factory(config), top, ECP5).encode())
         start = time.monotonic()
         cells = synthesise(verilog.resolve(), work, top=top)
+        netlist = json.loads((work / "synth.json").read_text())
+        packed = pack_output_registers(netlist)
+        (work / "synth.json").write_text(json.dumps(netlist))
+        cells["TRELLIS_FF"] = cells.get("TRELLIS_FF", 0) - packed["flip_flops"]
         t_synth = time.monotonic() - start
         reports = {seed: place_and_route(work, args.freq, seed) for seed in args.seeds}
         t_pnr = time.monotonic() - start - t_synth

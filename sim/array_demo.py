@@ -28,17 +28,20 @@ ARRAY_TOPLEVEL = "systolic_array"
 DEMO_ROOT = Path(__file__).resolve().parents[1] / "build" / "sim_demo"
 
 
-def write_array_verilog(config: AcceleratorConfig, out_dir: str | Path) -> Path:
+def write_array_verilog(config: AcceleratorConfig, out_dir: str | Path, target=None) -> Path:
     """Write the systolic array's Verilog for ``config`` into ``out_dir``; return its path.
 
-    The file, ``<config.artifact_stem("systolic_array")>.v``, is rewritten only when its content
-    changes (generation is deterministic), so the Verilator build cache keeps hitting.
+    The file, ``<config.artifact_stem("systolic_array")>.v`` (``..._<target name>.v`` for a
+    ``hw.target.GenerationTarget``, whose vendor primitives need their simulation models, e.g.
+    ``sim/vendor/ecp5_mult18x18d.v``), is rewritten only when its content changes (generation is
+    deterministic), so the Verilator build cache keeps hitting.
     """
     from hw.rtl import verilog_text, write_if_changed
     from hw.systolic_array import SystolicArray
 
-    path = Path(out_dir) / f"{config.artifact_stem(ARRAY_TOPLEVEL)}.v"
-    write_if_changed(path, verilog_text(SystolicArray(config), ARRAY_TOPLEVEL).encode())
+    suffix = "" if target is None else f"_{target.name}"
+    path = Path(out_dir) / f"{config.artifact_stem(ARRAY_TOPLEVEL)}{suffix}.v"
+    write_if_changed(path, verilog_text(SystolicArray(config), ARRAY_TOPLEVEL, target).encode())
     return path
 
 

@@ -94,8 +94,8 @@ def test_scratchpad_clients_under_backpressure(seed):
 
 
 def test_accumulator_gemm_port_forwards_and_streams_share_other_bank():
-    """The GEMM port reads a row in the cycle it is written and gets the new value; EPI reads
-    from the other bank proceed every cycle meanwhile."""
+    """The GEMM port reads a row in the cycle it is written and gets the new value two cycles
+    later; EPI reads from the other bank proceed every cycle meanwhile."""
     rng = random.Random(5)
     dut = Accumulator(CFG)
     cols = CFG.cols
@@ -114,13 +114,19 @@ def test_accumulator_gemm_port_forwards_and_streams_share_other_bank():
         ctx.set(g.read_en, 1)
         ctx.set(g.read_addr, 2)
         await ctx.tick()
-        ctx.set(g.write_en, 0)
+        # cycle 1: read row 3 while writing row 3 = Y: the read of cycle 1 sees Y, and the read
+        # data of cycle 0 (row 2 = X) arrives in cycle 2 (two cycles of latency)
+        y = [1, 2, -3, -4]
+        ctx.set(g.write_addr, 3)
+        ctx.set(g.write_data, y)
         ctx.set(g.read_addr, 3)
+        await ctx.tick()
+        ctx.set(g.write_en, 0)
+        ctx.set(g.read_en, 0)
         got["fwd"] = as_list(ctx.get(g.read_data))
         await ctx.tick()
-        ctx.set(g.read_en, 0)
         got["plain"] = as_list(ctx.get(g.read_data))
-        got["row3"] = rows[3]
+        got["row3"] = y
         # stream reads of bank 1 (rows 8..15) while the GEMM port hammers bank 0
         ctx.set(g.read_en, 1)
         ctx.set(g.write_en, 1)
@@ -153,4 +159,4 @@ def test_accumulator_gemm_port_forwards_and_streams_share_other_bank():
     assert got["fwd"] == [7, -8, 9, -10]
     assert got["plain"] == got["row3"]
     assert got["stream"] == got["stream_expected"]
-    assert got["cycles"] == 8 + 2  # one request per cycle, two cycles of latency
+    assert got["cycles"] == 8 + 3  # one request per cycle, three cycles of latency
