@@ -8,8 +8,9 @@
 
 Each compiles (the compile timed as CPU seconds of this process, one thread), runs the bundle
 on the golden model, checks the result against the integer executor bit for bit, and prints the
-cycle model's figures: total cycles, array MACs / (R*C*cycles) and the float network's MACs /
-(R*C*cycles).
+cycle model's figures: total cycles, array MACs / (R*C*cycles), the float network's MACs /
+(R*C*cycles), the DRAM footprint (``dram_bytes``) and the DRAM bytes moved (``dram_read``,
+``dram_written``: every LOAD, LOADT and STORE of the run).
 ``--json PATH`` appends the figures as one JSON line.
 """
 
@@ -42,7 +43,9 @@ def _figures(label, bundle, res, seconds, float_macs=None):
            "instructions": len(bundle.program.instructions), "cycles": rep.total_cycles,
            "array_macs": rep.array_macs,
            "array_utilisation": round(rep.utilisation, 4),
-           "dram_bytes": rep.dram_bytes}
+           "dram_bytes": rep.dram_bytes,
+           "dram_read": sum(n.dram_read for n in rep.nodes),
+           "dram_written": sum(n.dram_written for n in rep.nodes)}
     if float_macs is not None:
         fig["float_macs"] = int(float_macs)
         fig["float_utilisation"] = round(float_macs / (peak * rep.total_cycles), 4)

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from compiler.backend import CompileError
 from compiler.backend.compile import compile_ir
-from compiler.graph import GraphInput, MatrixGraph, Permute, TensorRef
+from compiler.graph import GraphInput, MatrixGraph, Permute, Reshape, TensorRef
 from compiler.ir import GemmPass, IntGraph, IntNode, Operand, interpret
 from hw.config import preset
 from hw.numeric import PwlTable
@@ -191,3 +191,49 @@ def test_all_zero_weight_blocks_are_skipped(cfgname):
     bundle = _check(ir, {"x": rng.integers(-128, 128, (1, m, k))}, cfg, 1)
     res = bundle.run([torch.from_numpy(rng.integers(-128, 128, (1, m, k)))])
     assert res.run.macs == m * cfg.rows * cfg.cols * (k // cfg.cols)
+
+
+def _variance_graph(cfg, rng, tokens: int, k: int, var_is_output: bool = False, batch=1):
+    """LayerNorm's shape: a 16-bit centred tensor ``xc`` (split into hi/lo planes), the per-row
+    self-products ``xc_i . xc_i`` (three passes over reshaped views, one scalar epilogue, int16
+    out) and a node scaled per row by them."""
+    x = rng.integers(-128, 128, (batch, tokens, k))
+    w0 = rng.integers(-128, 128, (k, k))
+    xc = _node("xc", (tokens, k), [GemmPass(Operand(ref=TensorRef("x", (tokens, k))),
+                                            Operand(const=w0, const_name="w0"))],
+               n=k, rng=rng, out_bits=16, split_out=True, shift_max=8)
+    row = TensorRef("xc", (tokens, k), (Reshape((tokens, 1, k)),))
+    col = TensorRef("xc", (tokens, k), (Reshape((tokens, k, 1)),))
+    passes = [GemmPass(Operand(ref=row, plane="hi"), Operand(ref=col, plane="hi"), "pre"),
+              GemmPass(Operand(ref=row, plane="hi"), Operand(ref=col, plane="lo"), "post"),
+              GemmPass(Operand(ref=row, plane="lo"), Operand(ref=col, plane="hi"), "post")]
+    var = IntNode("var", "m.ln", "aten.layer_norm", (tokens, 1, 1), passes, None,
+                  np.full((1, 1), 3), np.full((1, 1), 22), None, random_pwl_table(rng, 8), 16)
+    vref = TensorRef("var", (tokens, 1, 1), (Reshape((tokens, 1)),))
+    w1 = rng.integers(-128, 128, (k, k))
+    y = _node("y", (tokens, k), [GemmPass(Operand(ref=TensorRef("x", (tokens, k))),
+                                          Operand(const=w1, const_name="w1"))],
+              n=k, rng=rng, row_scale=vref, shift_max=30)
+    outs = [TensorRef("y", (tokens, k))] + ([TensorRef("var", (tokens, 1, 1))]
+                                            if var_is_output else [])
+    ir = IntGraph([xc, var, y], {"x": 1.0}, {"x": 1.0, "xc": 1.0, "var": 1.0, "y": 1.0},
+                  {"x": 8, "xc": 16, "var": 16, "y": 8}, outs, wide=["xc"])
+    return ir, x
+
+
+@pytest.mark.parametrize("cfgname", CONFIGS)
+@pytest.mark.parametrize("var_is_output", [False, True])
+def test_row_self_products_run_batched(cfgname, var_is_output):
+    """Per-row self-products (LayerNorm's variance) run as one ``C x C`` problem per ``C`` rows
+    whose diagonal is the result (its placement addresses the diagonal); as a graph output they
+    keep the per-row problems (the host reads outputs row-major)."""
+    cfg = preset(cfgname)
+    rng = np.random.default_rng(5)
+    tokens, k = 2 * cfg.cols + 3, 3 * cfg.rows + 1
+    batch = 2 if cfgname == "tiny" else 1
+    ir, x = _variance_graph(cfg, rng, tokens, k, var_is_output, batch)
+    bundle = _check(ir, {"x": x}, cfg, batch)
+    info = {n["name"]: n for n in bundle.manifest["nodes"]}["var"]
+    assert info["self_products"] is (not var_is_output)
+    if not var_is_output:
+        assert info["G"] == -(-tokens * bundle.batch // cfg.cols)

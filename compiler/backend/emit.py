@@ -174,6 +174,8 @@ class Emitter:
         lanes = self.cfg.lanes if mem == MemSpace.SPAD else self.C
         if length > lanes or length > 127:
             raise self._err(f"row of {length} elements exceeds a {mem.name} row")
+        if self._load_walk(mem, dst, start, left, valid, esize):
+            return
         # groups of rows with one padding pattern and one address step: one LOAD each
         start = np.where(valid > 0, start, 0)
         firsts = [0]
@@ -207,6 +209,38 @@ class Emitter:
                     acc.append(Access("dram", lo, hi - lo, False))
                 self.emit(Load(mem=mem, geom=slot, base=0, offset=off, dst=dst + i, outer=n,
                                inner=1, y0=0, x0=-int(left[i]), length=length), acc)
+
+    def _load_walk(self, mem, dst, start, left, valid, esize) -> bool:
+        """Rows that are one 2-D grid of unpadded runs (``outer`` blocks of ``inner`` rows:
+        row ``o*inner + q`` starts at ``start[0] + o*pitch + q*pix``, e.g. the chunks of an
+        operand tile, chunk-major) as one LOAD over a DMACFG image of ``outer x inner``
+        pixels; False if the rows are not of that form (or one step-grouped LOAD does)."""
+        rows = start.size
+        if rows < 4 or (left != 0).any() or (valid != valid[0]).any() or valid[0] < 1:
+            return False
+        d = np.diff(start)
+        change = np.nonzero(d != d[0])[0]
+        if change.size == 0:
+            return False  # one constant step: the grouped path issues one LOAD
+        inner = int(change[0]) + 1
+        if rows % inner or inner < 2:
+            return False
+        outer = rows // inner
+        pix = int(d[0])
+        pitch = int(start[inner] - start[0])
+        grid = (start[0] + pitch * np.arange(outer, dtype=np.int64)[:, None]
+                + pix * np.arange(inner, dtype=np.int64)[None, :]).reshape(-1)
+        v = int(valid[0])
+        if (not np.array_equal(grid, start) or pix < v * esize or pix > 65535 or pitch < 0
+                or outer > _FIELD_MAX or inner > _FIELD_MAX):
+            return False
+        slot = self._conv_geometry((outer, inner, pitch, pix, 1, 1))
+        self.emit(Load(mem=mem, geom=slot, base=0, offset=int(start[0]), dst=dst, outer=outer,
+                       inner=inner, y0=0, x0=0, length=v),
+                  [Access("spad" if mem == MemSpace.SPAD else "acc", dst, rows, True),
+                   Access("dram", int(start.min()),
+                          int(start.max()) + v * esize - int(start.min()), False)])
+        return True
 
     def load_contiguous(self, dst: int, addr: int, rows: int, row_bytes: int,
                         lanes: int | None = None) -> None:
@@ -338,9 +372,23 @@ class Emitter:
             planes, esize = ("int8",), 1
         else:
             planes, esize = ("int32",), 4
-        out = self._place(node.name, shape, esize, planes, "activation")
-        dw = self._depthwise(node, out_lead)
-        if dw is not None:
+        sp = self._self_products(node, out_lead)
+        if sp is not None:
+            out = Placement(node.name, tuple(shape), B, esize, offsets=sp["offsets"])
+            for plane in planes:
+                out.planes[plane] = self.dram.alloc(f"{node.name}.{plane}", out.nbytes,
+                                                    "activation")
+            self.place[node.name] = out
+            dw = None
+        else:
+            out = self._place(node.name, shape, esize, planes, "activation")
+            dw = self._depthwise(node, out_lead)
+        if sp is not None:
+            out_lead, M, N = sp["out_lead"], C, C
+            passes = [self._prepare_pass(node, pi, p, out_lead, M, N, resolved=sp["resolved"][pi])
+                      for pi, p in enumerate(node.passes)]
+            ent_addr, ent_lead = self._node_entries(node, out_lead, N, params=sp["params"])
+        elif dw is not None:
             # rows = pixels, columns = channels: stored (.., P, C) for the logical (.., C, P, 1)
             nd = len(shape) + 1
             out.order = (*range(nd - 3), nd - 2, nd - 3, nd - 1)
@@ -368,7 +416,7 @@ class Emitter:
         graph_macs = sum(G * M * N * pp["K"] for pp in passes)
         info = {"M": M * G, "N": N, "K": [pp["K"] for pp in passes], "tiles": [ng, m, kgs],
                 "G": G, "shared": shared, "pass_macs": int(graph_macs),
-                "depthwise_taps": dw is not None}
+                "depthwise_taps": dw is not None, "self_products": sp is not None}
         self.node_info[node.name] = info
         for gs in problems:
             rows_g = np.repeat(gs, M)
@@ -382,6 +430,63 @@ class Emitter:
                                u0, nge, kgs, ent_addr, ent_lead, rs, M, N)
 
     # ---- preparation
+
+    def _self_products(self, node: IntNode, out_lead):
+        """A node of per-row self-products (LayerNorm's variance ``xc_i . xc_i``: every pass
+        ``x[.., 1, K] @ x[.., K, 1]`` over one data tensor, one scalar epilogue) batched over
+        ``C`` rows at a time: one ``C x C`` problem ``X_blk @ X_blk^T`` per block of rows (the
+        right operand loaded as transposed weight blocks), whose diagonal is the node's output.
+        The whole tiles are stored; the output placement addresses their diagonal elements.
+        None if ``node`` is not of that form."""
+        C = self.C
+        shape = node.shape
+        if (len(shape) < 2 or shape[-2:] != (1, 1) or node.split_out
+                or node.row_scale is not None or any(r.source == node.name
+                                                     for r in self.ir.outputs)):
+            return None
+        G = _prod(out_lead)
+        if G < 2:
+            return None
+        maps = []
+        for p in node.passes:
+            if p.a.is_const or p.b.is_const or p.a.ref.source != p.b.ref.source:
+                return None
+            a, b = self._data_addr(p.a), self._data_addr(p.b)
+            if a.shape[:-2] != tuple(out_lead) or b.shape[:-2] != tuple(out_lead):
+                return None
+            if a.shape[-2] != 1 or b.shape[-1] != 1:
+                return None
+            a, b = a.reshape(G, -1), b.reshape(G, -1)
+            src = self.place[p.a.ref.source]
+            ra = np.where(a >= 0, a - src.planes[p.a.plane], -1)
+            rb = np.where(b >= 0, b - src.planes[p.b.plane], -1)
+            if not np.array_equal(ra, rb):
+                return None
+            maps.append((a, b))
+        full = (*shape[:-2], 1, 1)
+        params = []
+        for v in (node.bias, node.multiplier, node.shift):
+            if v is None:
+                params.append(np.zeros((1, C), dtype=np.int64))
+                continue
+            v = np.broadcast_to(np.asarray(v, dtype=np.int64), full)
+            if not (v == v.reshape(-1)[0]).all():
+                return None
+            params.append(np.full((1, C), int(v.reshape(-1)[0]), dtype=np.int64))
+        nl = -(-G // C)
+        resolved = []
+        for a, b in maps:
+            K = a.shape[1]
+            a2 = np.full((nl * C, K), -1, dtype=np.int64)
+            a2[:G] = a
+            b2 = np.full((nl * C, K), -1, dtype=np.int64)
+            b2[:G] = b
+            lead = np.arange(nl, dtype=np.int64)
+            resolved.append((a2.reshape(nl, C, K), lead, False,
+                             b2.reshape(nl, C, K).transpose(0, 2, 1), lead, False))
+        g = np.arange(G, dtype=np.int64)
+        offsets = (g * C + g % C).reshape(self.batch, *shape)
+        return {"out_lead": (nl,), "resolved": resolved, "params": params, "offsets": offsets}
 
     def _depthwise(self, node: IntNode, out_lead):
         """A depthwise convolution (one pass: data taps (.., C, P, T) times constant (C, T, 1))
