@@ -163,7 +163,7 @@ def test_more_tables_than_slots_are_reloaded(cfgname):
     assert len(loads) > cfg.pwl_functions
 
 
-def test_split_output_needs_square_array_names_node_and_config():
+def test_split_output_needs_rows_at_least_cols_names_node_and_config():
     cfg = preset("tiny").replace(cols=8)
     rng = np.random.default_rng(0)
     node = _node("h", (4, 4), [GemmPass(Operand(ref=TensorRef("x", (4, 4))),
@@ -171,7 +171,7 @@ def test_split_output_needs_square_array_names_node_and_config():
                  n=4, rng=rng, out_bits=16, split_out=True)
     ir = IntGraph([node], {"x": 1.0}, {"x": 1.0, "h": 1.0}, {"x": 8, "h": 16},
                   [TensorRef("h", (4, 4))])
-    with pytest.raises(CompileError, match=r"node h \(module m\.h.*rows == cols.*config 4x8"):
+    with pytest.raises(CompileError, match=r"node h \(module m\.h.*rows >= cols \(have 4x8\).*config 4x8"):
         compile_ir(ir, cfg, 1, {"x": (4, 4)}, _graph({"x": (4, 4)}))
 
 
@@ -237,3 +237,113 @@ def test_row_self_products_run_batched(cfgname, var_is_output):
     assert info["self_products"] is (not var_is_output)
     if not var_is_output:
         assert info["G"] == -(-tokens * bundle.batch // cfg.cols)
+
+
+def _chain(rng, m, k, depth, split_first=False):
+    """``x -> n0 -> n1 -> ...``: each node a GEMM of the previous output with a constant; the
+    first optionally a 16-bit split output read by hi and lo passes."""
+    nodes, src, planes = [], "x", False
+    for i in range(depth):
+        w = rng.integers(-128, 128, (k, k))
+        ref = TensorRef(src, (m, k))
+        if planes:
+            passes = [GemmPass(Operand(ref=ref, plane="hi"), Operand(const=w, const_name="w"),
+                               "pre"),
+                      GemmPass(Operand(ref=ref, plane="lo"), Operand(const=w, const_name="w"))]
+        else:
+            passes = [GemmPass(Operand(ref=ref), Operand(const=w, const_name=f"w{i}"))]
+        split = split_first and i == 0
+        nodes.append(_node(f"n{i}", (m, k), passes, n=k, rng=rng, out_bits=16 if split else 8,
+                           split_out=split, shift_max=8 if split else 20,
+                           table=PwlTable.relu() if i % 2 else None))
+        src, planes = f"n{i}", split
+    ir = IntGraph(nodes, {"x": 1.0}, {"x": 1.0} | {n.name: 1.0 for n in nodes},
+                  {"x": 8} | {n.name: 16 if n.split_out else 8 for n in nodes},
+                  [TensorRef(src, (m, k))], wide=["n0"] if split_first else [])
+    return ir, rng.integers(-128, 128, (1, m, k))
+
+
+def _outputs(bundle):
+    return {n["name"]: n["output"] for n in bundle.manifest["nodes"]}
+
+
+def _stores(bundle, name):
+    s, e = {n["name"]: n["words"] for n in bundle.manifest["nodes"]}[name]
+    return [i for i in bundle.program.instructions[s:e] if type(i).__name__ == "Store"]
+
+
+@pytest.mark.parametrize("cfgname", CONFIGS)
+@pytest.mark.parametrize("split_first", [False, True])
+def test_activations_stay_on_chip_between_nodes(cfgname, split_first):
+    """Intermediate activations read as plain left operands are written by the EPI into the
+    scratchpad arena and read there by the next node's GEMMs: no STORE/LOAD pair, same
+    integers; the graph output still goes to DRAM."""
+    cfg = preset(cfgname)
+    rng = np.random.default_rng(7)
+    m, k = 2 * cfg.rows + 3, 2 * cfg.cols + 1
+    ir, x = _chain(rng, m, k, 4, split_first)
+    bundle = _check(ir, {"x": x}, cfg, 1)
+    out = _outputs(bundle)
+    assert out["n0"] == out["n1"] == out["n2"] == "scratchpad"
+    assert out["n3"] == "DRAM: graph output"
+    assert not _stores(bundle, "n0") and not _stores(bundle, "n1")
+    assert _stores(bundle, "n3")
+
+
+def test_activation_that_does_not_fit_goes_through_dram():
+    """On tiny (1024 scratchpad rows, a 256-row arena) a 300x32 activation (8 column tiles x
+    300 rows) does not fit: it is stored and loaded back, the report says why, and the result
+    is the same."""
+    cfg = preset("tiny")
+    rng = np.random.default_rng(8)
+    ir, x = _chain(rng, 300, 32, 3)
+    small, xs = _chain(np.random.default_rng(8), 20, 8, 3)
+    bundle = _check(ir, {"x": x}, cfg, 1)
+    out = _outputs(bundle)
+    assert out["n0"].startswith("DRAM: does not fit (1 x 2400 scratchpad rows")
+    assert _stores(bundle, "n0")
+    assert _outputs(_check(small, {"x": xs}, cfg, 1))["n0"] == "scratchpad"
+
+
+def test_report_says_where_each_output_went():
+    from compiler.backend.report import build_report
+
+    cfg = preset("tiny")
+    ir, x = _chain(np.random.default_rng(8), 300, 32, 2)
+    bundle = compile_ir(ir, cfg, 1, {"x": x.shape[1:]}, _graph({"x": x.shape[1:]}))
+    rep = build_report(bundle, bundle.run([torch.from_numpy(x)]).run)
+    assert [n.output[:17] for n in rep.nodes] == ["DRAM: does not fi", "DRAM: graph outpu"]
+
+
+NON_SQUARE = {"8x4": dict(rows=8), "4x8": dict(cols=8)}
+
+
+@pytest.mark.parametrize("shape", sorted(NON_SQUARE))
+def test_non_square_arrays(shape):
+    """rows != cols: a left operand read transposed (columns are DRAM runs) is transposed on
+    chip when rows <= cols (else read as narrow chunks), a 16-bit output is split when
+    rows >= cols; activations go through DRAM (the report says why); all bit-exact."""
+    cfg = preset("tiny").replace(**NON_SQUARE[shape])
+    rng = np.random.default_rng(11)
+    m, k, n = 2 * cfg.cols + 1, 3 * cfg.rows + 2, cfg.cols + 3
+    xt = rng.integers(-128, 128, (1, k, m))
+    a = TensorRef("xt", (m, k), (Permute((1, 0)),))
+    w = rng.integers(-128, 128, (k, n))
+    split = cfg.rows >= cfg.cols
+    y = _node("y", (m, n), [GemmPass(Operand(ref=a), Operand(const=w, const_name="w"))], n=n,
+              rng=rng, out_bits=16 if split else 8, split_out=split,
+              shift_max=8 if split else 20)
+    w2 = rng.integers(-128, 128, (n, n))
+    yref = TensorRef("y", (m, n))
+    passes = ([GemmPass(Operand(ref=yref, plane="hi"), Operand(const=w2), "pre"),
+               GemmPass(Operand(ref=yref, plane="lo"), Operand(const=w2))] if split
+              else [GemmPass(Operand(ref=yref), Operand(const=w2))])
+    z = _node("z", (m, n), passes, n=n, rng=rng, shift_max=24)
+    ir = IntGraph([y, z], {"xt": 1.0}, {"xt": 1.0, "y": 1.0, "z": 1.0},
+                  {"xt": 8, "y": 16 if split else 8, "z": 8}, [TensorRef("z", (m, n))],
+                  wide=["y"] if split else [])
+    bundle = _check(ir, {"xt": xt}, cfg, 1)
+    assert _outputs(bundle)["y"] == "DRAM: on-chip operand chunks need rows == cols"
+    transposes = [i for i in bundle.program.instructions
+                  if type(i).__name__ == "Gemm" and i.transpose]
+    assert bool(transposes) is (cfg.rows <= cfg.cols)
