@@ -347,3 +347,30 @@ def test_non_square_arrays(shape):
     transposes = [i for i in bundle.program.instructions
                   if type(i).__name__ == "Gemm" and i.transpose]
     assert bool(transposes) is (cfg.rows <= cfg.cols)
+
+
+@pytest.mark.parametrize("cfgname", ["tiny", "default"])
+def test_reader_with_smaller_row_tiles_reads_resident_blocks_in_pieces(cfgname):
+    """A resident producer written in tall row tiles, read by a row-scaled node whose row tiles
+    are limited by the row-scale slots: the reader's GEMMs cover each producer block piece by
+    piece (one GEMM per piece, column tile and chunk), still bit-exact."""
+    cfg = preset(cfgname)
+    rng = np.random.default_rng(12)
+    m = cfg.bias_entries  # more rows than the row-scale slots hold
+    k = 2 * cfg.cols + 1
+    x = rng.integers(-128, 128, (1, m, k))
+    xref = TensorRef("x", (m, k))
+    p = _node("p", (m, k), [GemmPass(Operand(ref=xref), Operand(const=rng.integers(
+        -128, 128, (k, k)), const_name="wp"))], n=k, rng=rng, shift_max=20)
+    ones = np.ones((k, 1), dtype=np.int64)
+    r = _node("r", (m, 1), [GemmPass(Operand(ref=xref), Operand(const=ones))], n=1, rng=rng,
+              out_bits=16, bias=False)
+    q = _node("q", (m, k), [GemmPass(Operand(ref=TensorRef("p", (m, k))), Operand(
+        const=rng.integers(-128, 128, (k, k)), const_name="wq"))], n=k, rng=rng,
+        row_scale=TensorRef("r", (m, 1)), shift_max=30)
+    ir = IntGraph([p, r, q], {"x": 1.0}, {"x": 1.0, "p": 1.0, "r": 1.0, "q": 1.0},
+                  {"x": 8, "p": 8, "r": 16, "q": 8}, [TensorRef("q", (m, k))])
+    bundle = _check(ir, {"x": x}, cfg, 1)
+    info = {n["name"]: n for n in bundle.manifest["nodes"]}
+    assert info["p"]["output"] == "scratchpad"
+    assert info["q"]["tiles"][1] < info["p"]["tiles"][1]
