@@ -34,9 +34,9 @@ def _graph(inputs: dict[str, tuple]) -> MatrixGraph:
                                for i, (n, s) in enumerate(inputs.items())])
 
 
-def _check(ir: IntGraph, inputs: dict[str, np.ndarray], cfg, batch: int):
+def _check(ir: IntGraph, inputs: dict[str, np.ndarray], cfg, batch: int, retile=True):
     shapes = {n: tuple(v.shape[1:]) for n, v in inputs.items()}
-    bundle = compile_ir(ir, cfg, batch, shapes, _graph(shapes))
+    bundle = compile_ir(ir, cfg, batch, shapes, _graph(shapes), retile=retile)
     vals = {n: torch.from_numpy(v) for n, v in inputs.items()}
     interpret(ir, vals)
     res = bundle.run([torch.from_numpy(v) for v in inputs.values()])
@@ -171,7 +171,8 @@ def test_split_output_needs_rows_at_least_cols_names_node_and_config():
                  n=4, rng=rng, out_bits=16, split_out=True)
     ir = IntGraph([node], {"x": 1.0}, {"x": 1.0, "h": 1.0}, {"x": 8, "h": 16},
                   [TensorRef("h", (4, 4))])
-    with pytest.raises(CompileError, match=r"node h \(module m\.h.*rows >= cols \(have 4x8\).*config 4x8"):
+    with pytest.raises(CompileError,
+                       match=r"node h \(module m\.h.*rows >= cols \(have 4x8\).*config 4x8"):
         compile_ir(ir, cfg, 1, {"x": (4, 4)}, _graph({"x": (4, 4)}))
 
 
@@ -352,11 +353,15 @@ def test_non_square_arrays(shape):
 @pytest.mark.parametrize("cfgname", ["tiny", "default"])
 def test_reader_with_smaller_row_tiles_reads_resident_blocks_in_pieces(cfgname):
     """A resident producer written in tall row tiles, read by a row-scaled node whose row tiles
-    are limited by the row-scale slots: the reader's GEMMs cover each producer block piece by
-    piece (one GEMM per piece, column tile and chunk), still bit-exact."""
+    are limited by the row-scale slots: kept as a first emission has it (``retile=False``),
+    the reader's GEMMs cover each producer block piece by piece (one GEMM per piece, column tile
+    and chunk); by default the program is emitted again with that activation in DRAM, and the
+    report says why. Both bit-exact."""
     cfg = preset(cfgname)
     rng = np.random.default_rng(12)
-    m = cfg.bias_entries  # more rows than the row-scale slots hold
+    from compiler.backend.allocation import OnChip
+
+    m = OnChip(cfg).rs_slot + 17  # more rows than a row-scale slot holds
     k = 2 * cfg.cols + 1
     x = rng.integers(-128, 128, (1, m, k))
     xref = TensorRef("x", (m, k))
@@ -370,7 +375,18 @@ def test_reader_with_smaller_row_tiles_reads_resident_blocks_in_pieces(cfgname):
         row_scale=TensorRef("r", (m, 1)), shift_max=30)
     ir = IntGraph([p, r, q], {"x": 1.0}, {"x": 1.0, "p": 1.0, "r": 1.0, "q": 1.0},
                   {"x": 8, "p": 8, "r": 16, "q": 8}, [TensorRef("q", (m, k))])
-    bundle = _check(ir, {"x": x}, cfg, 1)
-    info = {n["name"]: n for n in bundle.manifest["nodes"]}
+    pieces = _check(ir, {"x": x}, cfg, 1, retile=False)
+    info = {n["name"]: n for n in pieces.manifest["nodes"]}
     assert info["p"]["output"] == "scratchpad"
     assert info["q"]["tiles"][1] < info["p"]["tiles"][1]
+    retiled = _check(ir, {"x": x}, cfg, 1)
+    info = {n["name"]: n for n in retiled.manifest["nodes"]}
+    assert info["p"]["output"] == f"DRAM: q tiles its rows by {info['q']['tiles'][1]} (the " \
+        f"producer by {m})"
+
+    def gemms(bundle):
+        s, e = {n["name"]: n["words"] for n in bundle.manifest["nodes"]}["q"]
+        return [i for i in bundle.program.instructions[s:e] if type(i).__name__ == "Gemm"]
+
+    assert len(gemms(retiled)) < len(gemms(pieces))
+    assert all(g.k_tiles == 1 for g in gemms(pieces))

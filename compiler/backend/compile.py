@@ -16,7 +16,7 @@ __all__ = ["compile", "compile_graph", "compile_ir"]
 
 
 def compile_graph(graph, quant, config: AcceleratorConfig, batch: int = 1,
-                  *, name: str = "network") -> Bundle:
+                  *, name: str = "network", on_chip: bool = True) -> Bundle:
     """Compile a quantised matrix graph (``graph``, ``quant``) for ``config`` and ``batch``
     samples. See :func:`compile`."""
     if not isinstance(config, AcceleratorConfig):
@@ -27,15 +27,17 @@ def compile_graph(graph, quant, config: AcceleratorConfig, batch: int = 1,
     ir = build_ir(graph, quant)
     shapes = {i.name: tuple(i.shape) for i in graph.inputs}
     shapes.update({h.name: tuple(h.shape) for h in graph.host_ops})
-    return compile_ir(ir, config, batch, shapes, graph, name=name, t0=t0)
+    return compile_ir(ir, config, batch, shapes, graph, name=name, t0=t0, on_chip=on_chip)
 
 
 def compile_ir(ir, config: AcceleratorConfig, batch: int, shapes: dict, graph, *,
-               name: str = "network", t0: float | None = None) -> Bundle:
+               name: str = "network", t0: float | None = None, retile: bool = True,
+               on_chip: bool = True) -> Bundle:
     """Compile an integer IR (``shapes``: per-sample shapes of the tensors entering the
-    machine; ``graph``: the matrix graph for its inputs and host pre-processing)."""
+    machine; ``graph``: the matrix graph for its inputs and host pre-processing; ``retile``,
+    ``on_chip``: see :func:`compiler.backend.emit.emit_program`)."""
     t0 = time.perf_counter() if t0 is None else t0
-    em = emit_program(ir, config, batch, shapes)
+    em = emit_program(ir, config, batch, shapes, retile=retile, on_chip=on_chip)
     image = DramImage.zeros(max(em.dram.size, 64), config)
     outs = {f"{r.source}.{pl}" for r in ir.outputs
             for pl in em.placements[r.source].planes} if all(

@@ -94,8 +94,14 @@ class Emitter:
     """Lowers an :class:`IntGraph` for one config and batch (see the module docstring)."""
 
     def __init__(self, ir: IntGraph, config: AcceleratorConfig, batch: int,
-                 shapes: dict[str, tuple[int, ...]]):
+                 shapes: dict[str, tuple[int, ...]], exclude: dict[str, str] | None = None,
+                 on_chip: bool = True):
         self.ir, self.cfg, self.batch = ir, config, batch
+        self.on_chip = on_chip
+        #: tensors kept off chip (from a first emission) -> why
+        self.exclude = dict(exclude or {})
+        #: resident tensors whose readers tile rows differently -> why
+        self.mismatched: dict[str, str] = {}
         c = config
         self.R, self.C = c.rows, c.cols
         self.sched = Scheduler(config)
@@ -153,7 +159,8 @@ class Emitter:
     def _plan_residency(self) -> tuple[dict[str, str], int]:
         """Tensors that may stay in the scratchpad between nodes (int8 planes, not graph
         outputs, every reader a natural left operand), with the reason for the others, and the
-        arena size: the peak of their live sizes, at most a quarter of the scratchpad."""
+        arena size: the peak of the live sizes of those that fit, at most an eighth of the
+        scratchpad (the arena is taken from the weight ring, which the large GEMMs need)."""
         c = self.cfg
         outs = {r.source for r in self.ir.outputs}
         reads = self._reads()
@@ -161,10 +168,14 @@ class Emitter:
         sizes: dict[str, tuple[int, int, int]] = {}  # name -> (rows, first, last)
         for i, node in enumerate(self.ir.nodes):
             name = node.name
-            if c.rows != c.cols:
+            if not self.on_chip:
+                why[name] = "DRAM: on-chip activations disabled"
+            elif c.rows != c.cols:
                 why[name] = "DRAM: on-chip operand chunks need rows == cols"
             elif name in outs:
                 why[name] = "DRAM: graph output"
+            elif name in self.exclude:
+                why[name] = self.exclude[name]
             elif node.out_bits != 8 and not node.split_out:
                 why[name] = f"DRAM: int{node.out_bits} output"
             elif name not in reads:
@@ -183,10 +194,11 @@ class Emitter:
                     planes = 2 if node.split_out else 1
                     sizes[name] = (planes * nt * rows, i, max(j for j, _o, _s in reads[name]))
                     why[name] = "candidate"
+        cap = c.scratchpad_rows // 8
         peak = 0
         for i in range(len(self.ir.nodes)):
-            peak = max(peak, sum(n for n, a, b in sizes.values() if a <= i <= b))
-        return why, min(peak, c.scratchpad_rows // 4)
+            peak = max(peak, sum(n for n, a, b in sizes.values() if a <= i <= b and n <= cap))
+        return why, min(peak, cap)
 
     def _make_resident(self, node: IntNode, out: Placement) -> bool:
         """Allocate the arena blocks of ``node``'s output if it is a candidate and fits;
@@ -205,8 +217,9 @@ class Emitter:
                 for pl in base:
                     self.chip.resident.free(f"{node.name}.{pl}")
                 info[node.name] = (f"DRAM: does not fit ({len(out.planes)} x {nt * rows} "
-                                  f"scratchpad rows; {self.chip.resident.free_rows} of "
-                                  f"{self.chip.resident.size} free)")
+                                  f"scratchpad rows; {self.chip.resident.free_rows} of the "
+                                  f"{self.chip.resident.size}-row arena free, at most "
+                                  f"{self.cfg.scratchpad_rows // 8})")
                 return False
             base[plane] = b
         self.resident[node.name] = {"base": base, "nt": nt, "blocks": {}}
@@ -800,11 +813,15 @@ class Emitter:
             raise self._err("no tile fits the accumulator/scratchpad arenas")
         for pp in passes:
             if pp.get("res") is not None:
+                src = pp["res"][0]
                 # row tiles of the resident producer's size read its blocks whole
-                tb = max(self.resident[pp["res"][0]]["blocks"].values())
+                tb = max(self.resident[src]["blocks"].values())
+                if tb != min(m, rows):
+                    self.mismatched.setdefault(
+                        src, f"DRAM: {node.name} tiles its rows by {min(m, rows)} (the "
+                             f"producer by {tb})")
                 if tb <= m:
                     m = tb
-                break
         kgs = []
         for pp in passes:
             kg = max(1, min(pp["kt"], a_slot // m, _FIELD_MAX))
@@ -996,6 +1013,8 @@ class Emitter:
             gemm(mode, wmap[(ui, t)], base + rho0 * ntp + t * me, acc + ui * me, me, kk, nu,
                  ents + ui * C)
             return
+        self.mismatched.setdefault(src, f"DRAM: {self.node.name} reads its row blocks in "
+                                        "pieces")
         for b, n in pieces:
             s0, e0 = max(b, rho0), min(b + n, rho0 + me)
             for u in range(ui, ui + nu):
@@ -1336,9 +1355,21 @@ def _columns_are_runs(a: np.ndarray) -> bool:
 
 
 def emit_program(ir: IntGraph, config: AcceleratorConfig, batch: int,
-                 shapes: dict[str, tuple[int, ...]]) -> Emitted:
+                 shapes: dict[str, tuple[int, ...]], *, retile: bool = True,
+                 on_chip: bool = True) -> Emitted:
     """Lower ``ir`` for ``config`` and ``batch`` samples (``shapes``: per-sample shapes of the
-    tensors entering the machine)."""
+    tensors entering the machine). When a reader of an on-chip activation tiles its rows
+    differently from the producer (smaller tiles, or the producer's row blocks in pieces), the
+    program is emitted a second time with that activation in DRAM (``retile=False`` keeps the
+    first emission; tests use it to run the pieces).
+    ``on_chip=False`` sends every activation through DRAM (to measure what residency saves)."""
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
-    return Emitter(ir, config, batch, shapes).lower()
+    em = Emitter(ir, config, batch, shapes, on_chip=on_chip)
+    out = em.lower()
+    if not retile or not em.mismatched:
+        return out
+    # a reader of an on-chip activation tiles its rows differently from the producer (it took
+    # smaller tiles, or reads the producer's blocks in pieces: one GEMM per piece, column tile
+    # and chunk): emit again with those activations in DRAM
+    return Emitter(ir, config, batch, shapes, exclude=em.mismatched, on_chip=on_chip).lower()
