@@ -6,10 +6,14 @@
                                               # layer (transformers' BertLayer), seq 128
     python scripts/bench_backend.py zoo    [--config default] [--batch 1]
 
+``--dram-only`` sends every activation through DRAM (the back end's ``on_chip=False``), to
+measure what keeping activations on chip saves.
+
 Each compiles (the compile timed as CPU seconds of this process, one thread), runs the bundle
 on the golden model, checks the result against the integer executor bit for bit, and prints the
-cycle model's figures: total cycles, array MACs / (R*C*cycles) and the float network's MACs /
-(R*C*cycles).
+cycle model's figures: total cycles, array MACs / (R*C*cycles), the float network's MACs /
+(R*C*cycles), the DRAM footprint (``dram_bytes``) and the DRAM bytes moved (``dram_read``,
+``dram_written``: every LOAD, LOADT and STORE of the run).
 ``--json PATH`` appends the figures as one JSON line.
 """
 
@@ -38,15 +42,21 @@ def _figures(label, bundle, res, seconds, float_macs=None):
     rep = build_report(bundle, res.run)
     peak = bundle.config.peak_macs_per_cycle
     fig = {"benchmark": label, "config": f"{bundle.config.rows}x{bundle.config.cols}",
+           "on_chip": ON_CHIP,
            "batch": bundle.batch, "compile_seconds": round(seconds, 2),
            "instructions": len(bundle.program.instructions), "cycles": rep.total_cycles,
            "array_macs": rep.array_macs,
            "array_utilisation": round(rep.utilisation, 4),
-           "dram_bytes": rep.dram_bytes}
+           "dram_bytes": rep.dram_bytes,
+           "dram_read": sum(n.dram_read for n in rep.nodes),
+           "dram_written": sum(n.dram_written for n in rep.nodes)}
     if float_macs is not None:
         fig["float_macs"] = int(float_macs)
         fig["float_utilisation"] = round(float_macs / (peak * rep.total_cycles), 4)
     return fig, rep
+
+
+ON_CHIP = True
 
 
 def bench_gemm(cfg, size: int):
@@ -62,7 +72,7 @@ def bench_gemm(cfg, size: int):
                   [TensorRef("gemm", (m, n))])
     graph = MatrixGraph(inputs=[GraphInput("x", 0, (m, k), torch.int64)])
     t0 = time.process_time()
-    bundle = compile_ir(ir, cfg, 1, {"x": (m, k)}, graph, name=f"gemm{size}")
+    bundle = compile_ir(ir, cfg, 1, {"x": (m, k)}, graph, name=f"gemm{size}", on_chip=ON_CHIP)
     seconds = time.process_time() - t0
     vals = {"x": torch.from_numpy(x)}
     interpret(ir, vals)
@@ -76,7 +86,7 @@ def _convert_and_run(label, model, example, calibration, cfg, float_macs):
 
     cm = convert(model, example, calibration)
     t0 = time.process_time()
-    bundle = compile_graph(cm.graph, cm.quant, cfg, 1, name=label)
+    bundle = compile_graph(cm.graph, cm.quant, cfg, 1, name=label, on_chip=ON_CHIP)
     seconds = time.process_time() - t0
     samples = cm.to_samples(example)[0]
     ref = cm.run_samples(samples, "int")
@@ -138,7 +148,7 @@ def bench_zoo(cfg, batch: int):
         zm = load(name)
         cm = convert(zm.model, zm.example_inputs, zm.calibration)
         t0 = time.process_time()
-        bundle = compile_graph(cm.graph, cm.quant, cfg, batch, name=name)
+        bundle = compile_graph(cm.graph, cm.quant, cfg, batch, name=name, on_chip=ON_CHIP)
         seconds = time.process_time() - t0
         samples = sample_inputs(zm, cm, batch)
         ref = cm.run_samples(samples, "int")
@@ -161,7 +171,11 @@ def main(argv=None) -> int:
                    help="bert: the attention implementation of transformers' BertLayer")
     p.add_argument("--json", type=Path)
     p.add_argument("--report", action="store_true", help="print the per-node table")
+    p.add_argument("--dram-only", action="store_true",
+                   help="every activation through DRAM (no on-chip residency between nodes)")
     a = p.parse_args(argv)
+    global ON_CHIP
+    ON_CHIP = not a.dram_only
     torch.set_num_threads(1)
     cfg = preset(a.config)
     if a.what == "gemm":

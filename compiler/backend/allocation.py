@@ -2,7 +2,8 @@
 DMA geometry slots.
 
 On-chip memories are split into fixed arenas per config (:class:`OnChip`): two operand slots and
-two output slots (double buffering), a weight cache, two accumulator slots, constant blocks, and
+two output slots (double buffering), a weight cache, an arena for activations kept on chip
+between nodes (:class:`RowArena`, with liveness), two accumulator slots, constant blocks, and
 in the bias/scale SRAM constant entries, two row-scale slots and a ring of per-node entries.
 Reusing a buffer is always safe: the scheduler orders every reuse with tokens.
 """
@@ -16,7 +17,7 @@ import numpy as np
 
 from hw.config import AcceleratorConfig
 
-__all__ = ["DramAllocator", "OnChip", "Ring", "SlotCache"]
+__all__ = ["DramAllocator", "OnChip", "Ring", "RowArena", "SlotCache"]
 
 _ALIGN = 64
 
@@ -117,6 +118,43 @@ class SlotCache:
         return start
 
 
+class RowArena:
+    """First-fit rows in ``[base, base + size)`` with liveness: :meth:`alloc` a block while its
+    tensor is live, :meth:`free` it after the tensor's last reader."""
+
+    def __init__(self, base: int, size: int):
+        self.base, self.size = base, size
+        self.holes: list[tuple[int, int]] = [(base, size)] if size > 0 else []
+        self.blocks: dict[str, tuple[int, int]] = {}
+
+    @property
+    def free_rows(self) -> int:
+        """Rows not held by a live block."""
+        return sum(n for _a, n in self.holes)
+
+    def alloc(self, key: str, n: int) -> int | None:
+        """First row of ``n`` rows for ``key``, or None if no hole holds them."""
+        for i, (a, m) in enumerate(self.holes):
+            if m >= n:
+                self.holes[i] = (a + n, m - n)
+                if m == n:
+                    del self.holes[i]
+                self.blocks[key] = (a, n)
+                return a
+        return None
+
+    def free(self, key: str) -> None:
+        """Return ``key``'s rows."""
+        a, n = self.blocks.pop(key)
+        merged: list[tuple[int, int]] = []
+        for h, m in sorted([*self.holes, (a, n)]):
+            if merged and merged[-1][0] + merged[-1][1] == h:
+                merged[-1] = (merged[-1][0], merged[-1][1] + m)
+            else:
+                merged.append((h, m))
+        self.holes = merged
+
+
 class LruSlots:
     """``n`` slots holding keyed objects, least recently used evicted first."""
 
@@ -142,19 +180,23 @@ class OnChip:
     """Fixed arenas of one config (rows of the scratchpad and accumulator, bias entries)."""
 
     config: AcceleratorConfig
+    #: scratchpad rows kept for activations resident between nodes (taken from the weight ring)
+    resident_rows: int = 0
 
     def __post_init__(self) -> None:
         c = self.config
         s = c.scratchpad_rows
         blk = max(c.rows, c.cols)
-        # scratchpad: constant blocks | 2 operand slots | 2 output slots | weight ring
+        # scratchpad: constant blocks | 2 operand slots | 2 output slots | weight ring |
+        # resident activations
         self.const_rows = 2 * blk
         self.a_slot = (s // 8)
         self.o_slot = (s // 8)
         self.a_base = self.const_rows
         self.o_base = self.a_base + 2 * self.a_slot
         w_base = self.o_base + 2 * self.o_slot
-        self.weights = SlotCache(Ring(w_base, s - w_base))
+        self.resident = RowArena(s - self.resident_rows, self.resident_rows)
+        self.weights = SlotCache(Ring(w_base, s - w_base - self.resident_rows))
         # accumulator: 2 tile slots + a small row-scale staging area
         a = c.accumulator_rows
         self.rs_acc = a // 8

@@ -17,7 +17,7 @@ __all__ = ["compile", "compile_graph", "compile_ir"]
 
 def compile_graph(graph, quant, config: AcceleratorConfig, batch: int = 1,
                   *, name: str = "network", mode: str = "program",
-                  keep: tuple[str, ...] = ()) -> Bundle:
+                  keep: tuple[str, ...] = (), on_chip: bool = True) -> Bundle:
     """Compile a quantised matrix graph (``graph``, ``quant``) for ``config`` and ``batch``
     samples. See :func:`compile`."""
     if not isinstance(config, AcceleratorConfig):
@@ -28,7 +28,8 @@ def compile_graph(graph, quant, config: AcceleratorConfig, batch: int = 1,
     ir = build_ir(graph, quant)
     shapes = {i.name: tuple(i.shape) for i in graph.inputs}
     shapes.update({h.name: tuple(h.shape) for h in graph.host_ops})
-    return compile_ir(ir, config, batch, shapes, graph, name=name, t0=t0, mode=mode, keep=keep)
+    return compile_ir(ir, config, batch, shapes, graph, name=name, t0=t0, mode=mode, keep=keep,
+                      on_chip=on_chip)
 
 
 #: Compile modes: the network as one program; the same with every node's output kept in its own
@@ -38,10 +39,12 @@ MODES = ("program", "debug", "profile")
 
 def compile_ir(ir, config: AcceleratorConfig, batch: int, shapes: dict, graph, *,
                name: str = "network", t0: float | None = None, mode: str = "program",
-               keep: tuple[str, ...] = ()) -> Bundle:
+               keep: tuple[str, ...] = (), retile: bool = True,
+               on_chip: bool = True) -> Bundle:
     """Compile an integer IR (``shapes``: per-sample shapes of the tensors entering the
     machine; ``graph``: the matrix graph for its inputs and host pre-processing; ``keep``: nodes
-    whose outputs keep their own DRAM region in a ``"program"`` compile too)."""
+    whose outputs keep their own DRAM region in a ``"program"`` compile too; ``retile``,
+    ``on_chip``: see :func:`compiler.backend.emit.emit_program`)."""
     if mode not in MODES:
         raise ValueError(f"compile mode {mode!r} unknown (supported: {', '.join(MODES)})")
     names = [n.name for n in ir.nodes]
@@ -51,7 +54,7 @@ def compile_ir(ir, config: AcceleratorConfig, batch: int, shapes: dict, graph, *
     t0 = time.perf_counter() if t0 is None else t0
     keep_all = mode in ("debug", "profile")
     em = emit_program(ir, config, batch, shapes, keep_outputs=True if keep_all else set(keep),
-                      per_node=mode == "profile")
+                      per_node=mode == "profile", retile=retile, on_chip=on_chip)
     kept = set(names) if keep_all else {*keep, *(r.source for r in ir.outputs)}
     image = DramImage.zeros(max(em.dram.size, 64), config)
     outs = {f"{r.source}.{pl}" for r in ir.outputs

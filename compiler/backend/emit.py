@@ -96,15 +96,29 @@ class Emitter:
     """Lowers an :class:`IntGraph` for one config and batch (see the module docstring)."""
 
     def __init__(self, ir: IntGraph, config: AcceleratorConfig, batch: int,
-                 shapes: dict[str, tuple[int, ...]], *, keep_outputs=False,
-                 per_node: bool = False):
+                 shapes: dict[str, tuple[int, ...]], exclude: dict[str, str] | None = None,
+                 on_chip: bool = True, *, keep_outputs=False, per_node: bool = False):
         self.ir, self.cfg, self.batch = ir, config, batch
         self.keep_outputs, self.per_node = keep_outputs, per_node
+        # a node kept in DRAM for inspection, or a program per node (each starts cold), leaves
+        # nothing on chip between nodes
+        self.on_chip = on_chip and keep_outputs is not True and not per_node
+        #: tensors kept off chip (from a first emission, or kept for inspection) -> why
+        self.exclude = dict(exclude or {})
+        if keep_outputs and keep_outputs is not True:
+            for name in keep_outputs:
+                self.exclude.setdefault(name, "DRAM: output kept for inspection")
+        #: resident tensors whose readers tile rows differently -> why
+        self.mismatched: dict[str, str] = {}
         c = config
         self.R, self.C = c.rows, c.cols
         self.sched = Scheduler(config)
         self.dram = DramAllocator()
-        self.chip = OnChip(config)
+        self.candidates, arena = self._plan_residency()
+        self.chip = OnChip(config, arena)
+        self.resident: dict[str, dict] = {}  # tensor -> {"base": {plane: row}, "nt", "blocks"}
+        self.out_note: dict[str, str] = {}
+        self._staged = 0  # blocks staged for on-chip transposes
         self.place: dict[str, Placement] = {}
         self.geom: list = [None] * 4
         self.tables: dict[PwlTable, int] = {}
@@ -116,6 +130,7 @@ class Emitter:
         self._neg_addr = None
         self._ident = None
         self._ident_addr = None
+        self._lanes_ready = False
         self._loaded_consts: set = set()
         for name in ir.inputs:
             p = self._place(name, shapes[name], 1, ("int8",), "input")
@@ -126,6 +141,103 @@ class Emitter:
         self.const_entries = self.dram.alloc(
             "const.entries", ce.shape[1] * BIAS_ENTRY_BYTES, "constant",
             encode_bias_entries(*ce))
+
+    # ------------------------------------------------------------------ residency
+
+    def _reads(self):
+        """tensor -> list of (node index, pass operand or None for a row scale, side)."""
+        reads: dict[str, list] = {}
+        for i, node in enumerate(self.ir.nodes):
+            for p in node.passes:
+                for side, op in (("a", p.a), ("b", p.b)):
+                    if op.ref is not None:
+                        reads.setdefault(op.ref.source, []).append((i, op, side))
+            if node.row_scale is not None:
+                reads.setdefault(node.row_scale.source, []).append((i, None, "rs"))
+        return reads
+
+    def _natural(self, op: Operand, reader: IntNode, producer: IntNode) -> bool:
+        """Whether ``op`` reads the producer's output exactly as the reader's left operand in
+        the producer's row-major element order: rows = the producer's rows, K = its columns,
+        leading dims = the reader's (so the reader's row tiles and K chunks are the
+        producer's rows and column tiles)."""
+        shape = tuple(producer.shape)
+        tmp = Placement(producer.name, shape, self.batch, 1, planes={op.plane: 0})
+        a = address_map(op.ref, tmp, op.plane)
+        if a.shape[:-2] != (self.batch, *reader.shape[:-2]) or a.shape[-1] != shape[-1]:
+            return False
+        return a.size == tmp.numel and np.array_equal(
+            a.reshape(-1), np.arange(a.size, dtype=np.int64))
+
+    def _plan_residency(self) -> tuple[dict[str, str], int]:
+        """Tensors that may stay in the scratchpad between nodes (int8 planes, not graph
+        outputs, every reader a natural left operand), with the reason for the others, and the
+        arena size: the peak of the live sizes of those that fit, at most an eighth of the
+        scratchpad (the arena is taken from the weight ring, which the large GEMMs need)."""
+        c = self.cfg
+        outs = {r.source for r in self.ir.outputs}
+        reads = self._reads()
+        why: dict[str, str] = {}
+        sizes: dict[str, tuple[int, int, int]] = {}  # name -> (rows, first, last)
+        for i, node in enumerate(self.ir.nodes):
+            name = node.name
+            if not self.on_chip:
+                why[name] = "DRAM: on-chip activations disabled"
+            elif c.rows != c.cols:
+                why[name] = "DRAM: on-chip operand chunks need rows == cols"
+            elif name in outs:
+                why[name] = "DRAM: graph output"
+            elif name in self.exclude:
+                why[name] = self.exclude[name]
+            elif node.out_bits != 8 and not node.split_out:
+                why[name] = f"DRAM: int{node.out_bits} output"
+            elif name not in reads:
+                why[name] = "DRAM: no reader"
+            else:
+                bad = [(j, side) for j, op, side in reads[name]
+                       if side != "a" or not self._natural(op, self.ir.nodes[j], node)]
+                if bad:
+                    j, side = bad[0]
+                    what = {"a": "reads it through a view that needs a DMA walk",
+                            "b": "reads it as weights", "rs": "reads it as a row scale"}[side]
+                    why[name] = f"DRAM: {self.ir.nodes[j].name} {what}"
+                else:
+                    nt = -(-node.shape[-1] // c.cols)
+                    rows = self.batch * _prod(node.shape[:-1])
+                    planes = 2 if node.split_out else 1
+                    sizes[name] = (planes * nt * rows, i, max(j for j, _o, _s in reads[name]))
+                    why[name] = "candidate"
+        cap = c.scratchpad_rows // 8
+        peak = 0
+        for i in range(len(self.ir.nodes)):
+            peak = max(peak, sum(n for n, a, b in sizes.values() if a <= i <= b and n <= cap))
+        return why, min(peak, cap)
+
+    def _make_resident(self, node: IntNode, out: Placement) -> bool:
+        """Allocate the arena blocks of ``node``'s output if it is a candidate and fits;
+        records the outcome in the node's report info."""
+        info = self.out_note
+        why = self.candidates.get(node.name, "DRAM")
+        if why != "candidate":
+            info[node.name] = why
+            return False
+        nt = -(-node.shape[-1] // self.C)
+        rows = self.batch * _prod(node.shape[:-1])
+        base = {}
+        for plane in out.planes:
+            b = self.chip.resident.alloc(f"{node.name}.{plane}", nt * rows)
+            if b is None:
+                for pl in base:
+                    self.chip.resident.free(f"{node.name}.{pl}")
+                info[node.name] = (f"DRAM: does not fit ({len(out.planes)} x {nt * rows} "
+                                  f"scratchpad rows; {self.chip.resident.free_rows} of the "
+                                  f"{self.chip.resident.size}-row arena free, at most "
+                                  f"{self.cfg.scratchpad_rows // 8})")
+                return False
+            base[plane] = b
+        self.resident[node.name] = {"base": base, "nt": nt, "blocks": {}}
+        info[node.name] = "scratchpad"
+        return True
 
     # ------------------------------------------------------------------ helpers
 
@@ -182,6 +294,8 @@ class Emitter:
         lanes = self.cfg.lanes if mem == MemSpace.SPAD else self.C
         if length > lanes or length > 127:
             raise self._err(f"row of {length} elements exceeds a {mem.name} row")
+        if self._load_walk(mem, dst, start, left, valid, esize):
+            return
         # groups of rows with one padding pattern and one address step: one LOAD each
         start = np.where(valid > 0, start, 0)
         firsts = [0]
@@ -215,6 +329,38 @@ class Emitter:
                     acc.append(Access("dram", lo, hi - lo, False))
                 self.emit(Load(mem=mem, geom=slot, base=0, offset=off, dst=dst + i, outer=n,
                                inner=1, y0=0, x0=-int(left[i]), length=length), acc)
+
+    def _load_walk(self, mem, dst, start, left, valid, esize) -> bool:
+        """Rows that are one 2-D grid of unpadded runs (``outer`` blocks of ``inner`` rows:
+        row ``o*inner + q`` starts at ``start[0] + o*pitch + q*pix``, e.g. the chunks of an
+        operand tile, chunk-major) as one LOAD over a DMACFG image of ``outer x inner``
+        pixels; False if the rows are not of that form (or one step-grouped LOAD does)."""
+        rows = start.size
+        if rows < 4 or (left != 0).any() or (valid != valid[0]).any() or valid[0] < 1:
+            return False
+        d = np.diff(start)
+        change = np.nonzero(d != d[0])[0]
+        if change.size == 0:
+            return False  # one constant step: the grouped path issues one LOAD
+        inner = int(change[0]) + 1
+        if rows % inner or inner < 2:
+            return False
+        outer = rows // inner
+        pix = int(d[0])
+        pitch = int(start[inner] - start[0])
+        grid = (start[0] + pitch * np.arange(outer, dtype=np.int64)[:, None]
+                + pix * np.arange(inner, dtype=np.int64)[None, :]).reshape(-1)
+        v = int(valid[0])
+        if (not np.array_equal(grid, start) or pix < v * esize or pix > 65535 or pitch < 0
+                or outer > _FIELD_MAX or inner > _FIELD_MAX):
+            return False
+        slot = self._conv_geometry((outer, inner, pitch, pix, 1, 1))
+        self.emit(Load(mem=mem, geom=slot, base=0, offset=int(start[0]), dst=dst, outer=outer,
+                       inner=inner, y0=0, x0=0, length=v),
+                  [Access("spad" if mem == MemSpace.SPAD else "acc", dst, rows, True),
+                   Access("dram", int(start.min()),
+                          int(start.max()) + v * esize - int(start.min()), False)])
+        return True
 
     def load_contiguous(self, dst: int, addr: int, rows: int, row_bytes: int,
                         lanes: int | None = None) -> None:
@@ -336,7 +482,10 @@ class Emitter:
                 self.emit(Halt())
                 programs.append((node.name, self.sched.instructions()))
             for name, j in last.items():
-                if j == i and name not in keep and name in self.place and \
+                if j == i and name in self.resident:
+                    for plane in self.place[name].planes:
+                        self.chip.resident.free(f"{name}.{plane}")
+                elif j == i and name not in keep and name in self.place and \
                         name not in self.ir.inputs:
                     for plane in self.place[name].planes:
                         self.dram.free(f"{name}.{plane}")
@@ -352,18 +501,24 @@ class Emitter:
         """Start a new program: no tokens outstanding, nothing resident on chip (a profile
         emission runs every node as its own program after a HALT)."""
         self.sched = Scheduler(self.cfg)
-        self.chip = OnChip(self.cfg)
+        self.chip = OnChip(self.cfg, 0)
         self._loaded_consts = set()
         self.neg_block = None
         self._ident = None
+        self._lanes_ready = False
 
     def lower_node(self, node: IntNode) -> None:
         R, C, B = self.R, self.C, self.batch
         shape = node.shape
         M, N = shape[-2], shape[-1]
         out_lead = (B, *shape[:-2])
-        if node.split_out and R != C:
-            raise self._err(f"splitting a 16-bit output needs rows == cols (have {R}x{C})")
+        if node.split_out and R < C:
+            raise self._err(
+                f"splitting a 16-bit output needs rows >= cols (have {R}x{C}): the correction "
+                "GEMM hi x (-128 I) streams the R operand lanes of each row and must reach all "
+                "C output columns")
+        if node.split_out and R > C:
+            self._init_output_lanes()
         # ---- output placement
         if node.split_out:
             planes, esize = ("hi", "lo"), 1
@@ -371,9 +526,32 @@ class Emitter:
             planes, esize = ("int8",), 1
         else:
             planes, esize = ("int32",), 4
-        out = self._place(node.name, shape, esize, planes, "activation")
-        dw = self._depthwise(node, out_lead)
-        if dw is not None:
+        sp = self._self_products(node, out_lead)
+        if sp is not None:
+            out = Placement(node.name, tuple(shape), B, esize, offsets=sp["offsets"])
+            for plane in planes:
+                out.planes[plane] = self.dram.alloc(f"{node.name}.{plane}", out.nbytes,
+                                                    "activation")
+            self.place[node.name] = out
+            dw = None
+        else:
+            dw = self._depthwise(node, out_lead)
+            out = None
+            if dw is None and self.candidates.get(node.name) == "candidate":
+                out = Placement(node.name, tuple(shape), B, esize,
+                                planes=dict.fromkeys(planes, 0))
+                if not self._make_resident(node, out):
+                    out = None
+            if out is None:
+                out = self._place(node.name, shape, esize, planes, "activation")
+            else:
+                self.place[node.name] = out
+        if sp is not None:
+            out_lead, M, N = sp["out_lead"], C, C
+            passes = [self._prepare_pass(node, pi, p, out_lead, M, N, resolved=sp["resolved"][pi])
+                      for pi, p in enumerate(node.passes)]
+            ent_addr, ent_lead = self._node_entries(node, out_lead, N, params=sp["params"])
+        elif dw is not None:
             # rows = pixels, columns = channels: stored (.., P, C) for the logical (.., C, P, 1)
             nd = len(shape) + 1
             out.order = (*range(nd - 3), nd - 2, nd - 3, nd - 1)
@@ -401,7 +579,12 @@ class Emitter:
         graph_macs = sum(G * M * N * pp["K"] for pp in passes)
         info = {"M": M * G, "N": N, "K": [pp["K"] for pp in passes], "tiles": [ng, m, kgs],
                 "G": G, "shared": shared, "pass_macs": int(graph_macs),
-                "depthwise_taps": dw is not None}
+                "depthwise_taps": dw is not None, "self_products": sp is not None,
+                "output": self.out_note.pop(node.name, None) or (
+                    "DRAM: depthwise output stored pixel-major"
+                    if dw is not None and self.candidates.get(node.name) == "candidate"
+                    else self.candidates.get(node.name, "DRAM").replace(
+                        "candidate", "scratchpad"))}
         self.node_info[node.name] = info
         for gs in problems:
             rows_g = np.repeat(gs, M)
@@ -415,6 +598,63 @@ class Emitter:
                                u0, nge, kgs, ent_addr, ent_lead, rs, M, N)
 
     # ---- preparation
+
+    def _self_products(self, node: IntNode, out_lead):
+        """A node of per-row self-products (LayerNorm's variance ``xc_i . xc_i``: every pass
+        ``x[.., 1, K] @ x[.., K, 1]`` over one data tensor, one scalar epilogue) batched over
+        ``C`` rows at a time: one ``C x C`` problem ``X_blk @ X_blk^T`` per block of rows (the
+        right operand loaded as transposed weight blocks), whose diagonal is the node's output.
+        The whole tiles are stored; the output placement addresses their diagonal elements.
+        None if ``node`` is not of that form."""
+        C = self.C
+        shape = node.shape
+        if (len(shape) < 2 or shape[-2:] != (1, 1) or node.split_out
+                or node.row_scale is not None or any(r.source == node.name
+                                                     for r in self.ir.outputs)):
+            return None
+        G = _prod(out_lead)
+        if G < 2:
+            return None
+        maps = []
+        for p in node.passes:
+            if p.a.is_const or p.b.is_const or p.a.ref.source != p.b.ref.source:
+                return None
+            a, b = self._data_addr(p.a), self._data_addr(p.b)
+            if a.shape[:-2] != tuple(out_lead) or b.shape[:-2] != tuple(out_lead):
+                return None
+            if a.shape[-2] != 1 or b.shape[-1] != 1:
+                return None
+            a, b = a.reshape(G, -1), b.reshape(G, -1)
+            src = self.place[p.a.ref.source]
+            ra = np.where(a >= 0, a - src.planes[p.a.plane], -1)
+            rb = np.where(b >= 0, b - src.planes[p.b.plane], -1)
+            if not np.array_equal(ra, rb):
+                return None
+            maps.append((a, b))
+        full = (*shape[:-2], 1, 1)
+        params = []
+        for v in (node.bias, node.multiplier, node.shift):
+            if v is None:
+                params.append(np.zeros((1, C), dtype=np.int64))
+                continue
+            v = np.broadcast_to(np.asarray(v, dtype=np.int64), full)
+            if not (v == v.reshape(-1)[0]).all():
+                return None
+            params.append(np.full((1, C), int(v.reshape(-1)[0]), dtype=np.int64))
+        nl = -(-G // C)
+        resolved = []
+        for a, b in maps:
+            K = a.shape[1]
+            a2 = np.full((nl * C, K), -1, dtype=np.int64)
+            a2[:G] = a
+            b2 = np.full((nl * C, K), -1, dtype=np.int64)
+            b2[:G] = b
+            lead = np.arange(nl, dtype=np.int64)
+            resolved.append((a2.reshape(nl, C, K), lead, False,
+                             b2.reshape(nl, C, K).transpose(0, 2, 1), lead, False))
+        g = np.arange(G, dtype=np.int64)
+        offsets = (g * C + g % C).reshape(self.batch, *shape)
+        return {"out_lead": (nl,), "resolved": resolved, "params": params, "offsets": offsets}
 
     def _depthwise(self, node: IntNode, out_lead):
         """A depthwise convolution (one pass: data taps (.., C, P, T) times constant (C, T, 1))
@@ -473,7 +713,7 @@ class Emitter:
             flat = a.reshape(-1, K)
             chunks = chunk_columns(flat, R, 1)
             narrow = chunks is None or len(chunks) > 2 * -(-K // R)
-            if narrow and R == C and _columns_are_runs(a):
+            if narrow and R <= C and _columns_are_runs(a):
                 chunks = natural_chunks(K, R)
                 transposed_a = True
             elif chunks is None:
@@ -481,11 +721,19 @@ class Emitter:
         kt = len(chunks)
         if kt > _FIELD_MAX:
             raise self._err(f"{kt} reduction chunks exceed {_FIELD_MAX}")
+        res = None
+        if not a_const and resolved is None and p.a.ref.source in self.resident:
+            natural = all(np.array_equal(ch, np.arange(t * R, min(t * R + R, K)))
+                          for t, ch in enumerate(chunks))
+            if transposed_a or not natural or not np.array_equal(la, np.arange(la.size)):
+                raise self._err(f"operand {p.a.ref.source} is kept in the scratchpad but read "
+                                "in another order (the residency plan and the tiling disagree)")
+            res = (p.a.ref.source, p.a.plane)
         cols = np.full((kt, R), -1, dtype=np.int64)
         for t, ch in enumerate(chunks):
             cols[t, : len(ch)] = ch
         pp = {"K": K, "kt": kt, "cols": cols, "la": la, "lb": lb, "a_const": a_const,
-              "b_const": b_const, "index": pi, "N": N, "tA": transposed_a}
+              "b_const": b_const, "index": pi, "N": N, "tA": transposed_a, "res": res}
         nt = -(-N // C)
         if a_const:
             # stored chunk-major per lead: [l][t][i][R]
@@ -497,6 +745,9 @@ class Emitter:
                 blob[:, t, :, : ok.sum()] = a[:, :, ch[ok]]
             addr = self._const(f"{node.name}.p{pi}.a", blob.tobytes())
             pp["a_base"], pp["a_rows"] = addr, a.shape[1]
+        elif res is not None:
+            pp["a_addr"] = a
+            pp["conv"] = None
         else:
             pp["a_addr"] = a
             pp["conv"] = self._conv_source(p.a)
@@ -599,6 +850,17 @@ class Emitter:
             ng = max(1, ng // 2)
         if m < 1:
             raise self._err("no tile fits the accumulator/scratchpad arenas")
+        for pp in passes:
+            if pp.get("res") is not None:
+                src = pp["res"][0]
+                # row tiles of the resident producer's size read its blocks whole
+                tb = max(self.resident[src]["blocks"].values())
+                if tb != min(m, rows):
+                    self.mismatched.setdefault(
+                        src, f"DRAM: {node.name} tiles its rows by {min(m, rows)} (the "
+                             f"producer by {tb})")
+                if tb <= m:
+                    m = tb
         kgs = []
         for pp in passes:
             kg = max(1, min(pp["kt"], a_slot // m, _FIELD_MAX))
@@ -669,6 +931,14 @@ class Emitter:
                         w_row = wmap[(ui, t)]
                         a_t = a_row + pos[t] * me
                         acc_t = acc + ui * me
+                        if pp.get("res") is not None:
+                            self._gemm_resident(pp, mode, wmap, ui, nu, t, kk, acc, me,
+                                                int(rows_g[0]) * M + int(rows_i[0]), ents)
+                            for q in range(ui, ui + nu):
+                                written[q] = True
+                                if use_bias:
+                                    bias_left[q] = False
+                            continue
                         accs = [Access("spad", w_row, nu * kk * blk, False),
                                 Access("spad", a_t, kk * me, False),
                                 Access("acc", acc_t, nu * me, True)]
@@ -704,6 +974,13 @@ class Emitter:
         o = chip.o_base + self.toggle["o"] * chip.o_slot
         self.toggle["o"] ^= 1
         orow = rows_g * M + rows_i  # output row (over the batch) of each tile row
+        keep = self.resident.get(node.name)
+        if keep is not None:
+            if me > 1 and not np.all(np.diff(orow) == 1):
+                raise self._err("tile rows are not consecutive output rows")
+            r0 = int(orow[0])
+            keep["blocks"][r0] = me
+            at = {pl: b + r0 * keep["nt"] + u0 * me for pl, b in keep["base"].items()}
         if node.split_out or node.out_bits != 8:
             self.emit(Epi(src=acc, dst=acc, dest=EpiDest.ACC, scale_mode=mode, scale=scale, fn=fn,
                           m=me, n_tiles=nge),
@@ -713,6 +990,7 @@ class Emitter:
                 e = self._const_set("shr8", chip.e_shr8)
                 ident = self.table_slot(_IDENTITY)
                 rows = nge * me
+                o, o_lo = (at["hi"], at["lo"]) if keep is not None else (o, o + rows)
                 self.emit(Epi(src=acc, dst=o, dest=EpiDest.SPAD, scale=e, fn=ident, m=rows,
                               n_tiles=1),
                           [Access("acc", acc, rows, False), Access("bias", e, C, False),
@@ -725,22 +1003,64 @@ class Emitter:
                                Access("acc", acc, rows, False), Access("acc", acc, rows, True)])
                 e1 = self._const_set("unit", chip.e_unit)
                 ident = self.table_slot(_IDENTITY)
-                self.emit(Epi(src=acc, dst=o + rows, dest=EpiDest.SPAD, scale=e1, fn=ident,
+                self.emit(Epi(src=acc, dst=o_lo, dest=EpiDest.SPAD, scale=e1, fn=ident,
                               m=rows, n_tiles=1),
                           [Access("acc", acc, rows, False), Access("bias", e1, C, False),
-                           Access("pwl", ident, 1, False), Access("spad", o + rows, rows, True)])
-                self._store(MemSpace.SPAD, o, out, "hi", orow, u0, nge, me, N)
-                self._store(MemSpace.SPAD, o + rows, out, "lo", orow, u0, nge, me, N)
+                           Access("pwl", ident, 1, False), Access("spad", o_lo, rows, True)])
+                if keep is None:
+                    self._store(MemSpace.SPAD, o, out, "hi", orow, u0, nge, me, N)
+                    self._store(MemSpace.SPAD, o_lo, out, "lo", orow, u0, nge, me, N)
             else:
                 if node.out_bits == 16:
                     self._epi_inplace(acc, me * nge, "unit", _CLAMP16)
                 self._store(MemSpace.ACC, acc, out, "int32", orow, u0, nge, me, N)
         else:
+            if keep is not None:
+                o = at["int8"]
             self.emit(Epi(src=acc, dst=o, dest=EpiDest.SPAD, scale_mode=mode, scale=scale, fn=fn,
                           m=me, n_tiles=nge),
                       [Access("acc", acc, nge * me, False), scale_acc, Access("pwl", fn, 1, False),
                        Access("spad", o, nge * me, True)])
-            self._store(MemSpace.SPAD, o, out, "int8", orow, u0, nge, me, N)
+            if keep is None:
+                self._store(MemSpace.SPAD, o, out, "int8", orow, u0, nge, me, N)
+
+    def _gemm_resident(self, pp, mode, wmap, ui, nu, t, kk, acc, me, rho0, ents) -> None:
+        """The GEMMs of column tiles ``ui .. ui+nu-1`` and chunks ``t .. t+kk-1`` whose left
+        operand (rows ``rho0 ..`` of a resident tensor) is read in place: chunk ``t`` of the
+        block starting at row ``b`` is at ``base + b*nt + t*size``. A tile that is one block
+        runs as one GEMM; otherwise one GEMM per block piece, column tile and chunk."""
+        R, C = self.R, self.C
+        src, plane = pp["res"]
+        res = self.resident[src]
+        base, ntp, blocks = res["base"][plane], res["nt"], res["blocks"]
+        pieces = [(b, n) for b, n in sorted(blocks.items()) if b < rho0 + me and rho0 < b + n]
+        if sum(min(b + n, rho0 + me) - max(b, rho0) for b, n in pieces) != me:
+            raise self._err(f"rows {rho0}..{rho0 + me - 1} of resident {src} were not all "
+                            "written by its producer")
+
+        def gemm(md, w, a, accr, m, k, n, bias):
+            accs = [Access("spad", w, n * k * R, False), Access("spad", a, k * m, False),
+                    Access("acc", accr, n * m, True)]
+            if md.reads_accumulator:
+                accs.append(Access("acc", accr, n * m, False))
+            if md.reads_bias:
+                accs.append(Access("bias", bias, n * C, False))
+            self.emit(Gemm(mode=md, w=w, a=a, acc=accr, m=m, k_tiles=k, n_tiles=n,
+                           bias=bias if md.reads_bias else 0), accs)
+
+        if len(pieces) == 1 and pieces[0] == (rho0, me):
+            gemm(mode, wmap[(ui, t)], base + rho0 * ntp + t * me, acc + ui * me, me, kk, nu,
+                 ents + ui * C)
+            return
+        self.mismatched.setdefault(src, f"DRAM: {self.node.name} reads its row blocks in "
+                                        "pieces")
+        for b, n in pieces:
+            s0, e0 = max(b, rho0), min(b + n, rho0 + me)
+            for u in range(ui, ui + nu):
+                for j, tt in enumerate(range(t, t + kk)):
+                    md = mode if j == 0 else GemmMode.ACCUMULATE
+                    gemm(md, wmap[(u, tt)], base + b * ntp + tt * n + (s0 - b),
+                         acc + u * me + (s0 - rho0), e0 - s0, 1, 1, ents + u * C)
 
     def _epi_inplace(self, acc: int, rows: int, entries: str, table: PwlTable) -> None:
         base = {"x256": self.chip.e_x256, "unit": self.chip.e_unit}[entries]
@@ -795,6 +1115,8 @@ class Emitter:
                        Access("dram", addr, ((me - 1) * N + cw) * e, True)])
 
     def _load_operand(self, pp, rows_g, rows_i, ts) -> int:
+        if pp.get("res") is not None:
+            return -1  # read in place from the resident arena (see _gemm)
         chip, R = self.chip, self.R
         me = rows_g.size
         dst = chip.a_base + self.toggle["a"] * chip.a_slot
@@ -833,6 +1155,18 @@ class Emitter:
                 i = j
         return dst
 
+    def _init_output_lanes(self) -> None:
+        """With rows > cols an EPI writes lanes ``0..C-1`` of a scratchpad row but a GEMM reads
+        operand lanes ``0..R-1``: zero both output slots once (lanes ``C..R-1`` then stay
+        defined; the ``-128 I`` block's rows ``C..R-1`` are zero, so their values never count)."""
+        if self._lanes_ready:
+            return
+        chip = self.chip
+        rows = 2 * chip.o_slot
+        self.load_rows(MemSpace.SPAD, chip.o_base,
+                       np.full((rows, self.cfg.lanes), -1, dtype=np.int64), 1)
+        self._lanes_ready = True
+
     def identity_block(self) -> int:
         """Scratchpad row of the ``I`` block (operand rows of an identity-GEMM transpose)."""
         if self._ident is None:
@@ -848,7 +1182,7 @@ class Emitter:
         """Operand chunks of ``A`` whose columns (not rows) are DRAM runs: each block of up to
         R rows x R columns is loaded as a transposed weight block and multiplied by the
         identity (``GEMM transpose=1``), then one EPI writes the chunks to ``dst``."""
-        R, chip = self.R, self.chip
+        R, C, chip = self.R, self.C, self.chip
         me = rows_i.size
         a = pp["a_addr"]
         ident = self.identity_block()
@@ -865,16 +1199,20 @@ class Emitter:
             ch = pp["cols"][t]
             for r, q in blocks:
                 nb = q - r
-                addr = np.full((R, R), -1, dtype=np.int64)
+                # a transposed block is C rows (chunk elements; R <= C) of R lanes (A rows)
+                addr = np.full((C, R), -1, dtype=np.int64)
                 ok = np.nonzero(ch >= 0)[0]
                 addr[ok, :nb] = a[la[r], rows_i[r:q][None, :], ch[ok][:, None]]
-                key = ("transpose", len(self.sched))
-                w = self.chip.weights.put(key, R)
+                # staged in the output slot the next epilogue writes (not in the weight ring,
+                # which holds this tile's weights); the scheduler orders the reuse
+                spare = chip.o_base + self.toggle["o"] * chip.o_slot
+                w = spare + (self._staged % max(1, chip.o_slot // C - 1)) * C
+                self._staged += 1
                 self.load_rows(MemSpace.SPAD, w, addr, 1)
                 acc = stage + pos * me + r
                 self.emit(Gemm(mode=GemmMode.OVERWRITE, transpose=True, w=w, a=ident, acc=acc,
                                m=nb, k_tiles=1, n_tiles=1),
-                          [Access("spad", w, R, False), Access("spad", ident, nb, False),
+                          [Access("spad", w, C, False), Access("spad", ident, nb, False),
                            Access("acc", acc, nb, True)])
         rows = len(ts) * me
         e = self._const_set("unit", chip.e_unit)
@@ -1058,17 +1396,29 @@ def _columns_are_runs(a: np.ndarray) -> bool:
 
 def emit_program(ir: IntGraph, config: AcceleratorConfig, batch: int,
                  shapes: dict[str, tuple[int, ...]], *, keep_outputs=False,
-                 per_node: bool = False) -> Emitted:
+                 per_node: bool = False, retile: bool = True, on_chip: bool = True) -> Emitted:
     """Lower ``ir`` for ``config`` and ``batch`` samples (``shapes``: per-sample shapes of the
     tensors entering the machine).
 
     ``keep_outputs``: True: every node's output keeps its own DRAM region (no reuse after its
-    last reader), so a run's final DRAM image holds every intermediate tensor (a debug compile);
-    a collection of node names: those nodes' outputs only.
+    last reader, nothing kept on chip), so a run's final DRAM image holds every intermediate
+    tensor (a debug compile); a collection of node names: those nodes' outputs only.
     ``per_node``: every node becomes its own program ending in HALT, starting cold (no tokens,
     nothing resident on chip); ``Emitted.node_programs`` holds them and ``instructions`` is
-    empty. Run in order on one DRAM image they compute what the single program computes."""
+    empty. Run in order on one DRAM image they compute what the single program computes.
+    When a reader of an on-chip activation tiles its rows differently from the producer (smaller
+    tiles, or the producer's row blocks in pieces), the program is emitted a second time with
+    that activation in DRAM (``retile=False`` keeps the first emission; tests use it to run the
+    pieces). ``on_chip=False`` sends every activation through DRAM (to measure what residency
+    saves)."""
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
-    return Emitter(ir, config, batch, shapes, keep_outputs=keep_outputs,
-                   per_node=per_node).lower()
+    opts = dict(on_chip=on_chip, keep_outputs=keep_outputs, per_node=per_node)
+    em = Emitter(ir, config, batch, shapes, **opts)
+    out = em.lower()
+    if not retile or not em.mismatched:
+        return out
+    # a reader of an on-chip activation tiles its rows differently from the producer (it took
+    # smaller tiles, or reads the producer's blocks in pieces: one GEMM per piece, column tile
+    # and chunk): emit again with those activations in DRAM
+    return Emitter(ir, config, batch, shapes, exclude=em.mismatched, **opts).lower()

@@ -40,6 +40,9 @@ class Placement:
     planes: dict[str, int] = field(default_factory=dict)  # plane -> base byte address
     #: storage order of the dims of ``(batch, *shape)`` (default: row-major, identity)
     order: tuple[int, ...] | None = None
+    #: explicit element offsets, shape ``(batch, *shape)`` (a node that stores whole tiles of
+    #: which only some elements are the tensor, e.g. the diagonal of batched self-products)
+    offsets: np.ndarray | None = None
 
     @property
     def numel(self) -> int:
@@ -48,12 +51,16 @@ class Placement:
 
     @property
     def nbytes(self) -> int:
-        """Bytes of one plane."""
+        """Bytes of one plane (the region holding it)."""
+        if self.offsets is not None:
+            return (int(self.offsets.max()) + 1) * self.esize
         return self.numel * self.esize
 
     def addresses(self, plane: str) -> np.ndarray:
         """Byte address of every element, shape ``(batch, *shape)``."""
         base = self.planes[plane]
+        if self.offsets is not None:
+            return base + self.esize * self.offsets.astype(np.int64)
         logical = (self.batch, *self.shape)
         flat = base + self.esize * np.arange(self.numel, dtype=np.int64)
         if self.order is None:

@@ -5,7 +5,8 @@ whole batch), the
 array MACs issued (``R*C`` per operand row per weight block, padding included), the cycles the
 node adds to the run (end of its last instruction minus end of the previous node's), array
 utilisation (array MACs / (R*C*cycles)), DRAM bytes read and written, and whether its compute
-unit or its DMA (load + store) was busier. Totals per network, a rich table and a PNG plot.
+unit or its DMA (load + store) was busier, and where its output went (kept in the scratchpad
+for its readers, or DRAM and why). Totals per network, a rich table and a PNG plot.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ class NodeFigures:
     dram_written: int
     compute_busy: int
     dma_busy: int
+    #: where the output went: "scratchpad" (kept on chip for its readers) or "DRAM: <why>"
+    output: str = ""
 
     @property
     def bound(self) -> str:
@@ -89,12 +92,13 @@ class NetworkReport:
         con = console or Console(width=max(Console().width, 150))
         t = Table(title=f"{self.name} on {self.config}, batch {self.batch}")
         for col in ("node", "module", "instr", "graph MACs", "array MACs", "cycles", "util %",
-                    "DRAM rd", "DRAM wr", "bound"):
-            t.add_column(col, justify="left" if col in ("node", "module", "bound") else "right")
+                    "DRAM rd", "DRAM wr", "bound", "output"):
+            t.add_column(col, justify="left" if col in ("node", "module", "bound", "output")
+                         else "right")
         for n in self.nodes:
             t.add_row(n.name, n.module, str(n.instructions), f"{n.graph_macs:,}",
                       f"{n.array_macs:,}", f"{n.cycles:,}", f"{100 * n.utilisation:.1f}",
-                      f"{n.dram_read:,}", f"{n.dram_written:,}", n.bound)
+                      f"{n.dram_read:,}", f"{n.dram_written:,}", n.bound, n.output)
         con.print(t)
         con.print(f"total: {self.total_cycles:,} cycles, {self.instructions:,} instructions, "
                   f"array MACs {self.array_macs:,} (utilisation {100 * self.utilisation:.1f} %), "
@@ -162,7 +166,7 @@ def build_report(bundle, run, cycle_report=None, graph_macs: dict[str, int] | No
         nodes.append(NodeFigures(nd["name"], nd["module"], e - s, int(gm), am, cycles,
                                  am / (peak * cycles) if cycles else 0.0, int(rd[s:e].sum()),
                                  int(wr[s:e].sum()), int(busy_c[s:e].sum()),
-                                 int(busy_d[s:e].sum())))
+                                 int(busy_d[s:e].sum()), nd.get("output", "")))
         prev_end = max(prev_end, end)
     return NetworkReport(bundle.manifest["name"], f"{cfg.rows}x{cfg.cols} {cfg.fingerprint}",
                          bundle.batch, nodes, cr.total_cycles, int(cr.macs),
