@@ -14,7 +14,7 @@ FPGA_SEEDS ?= 1 2 3
 FPGA_STAMP := $(VENV)/.fpga-installed
 export AMARANTH_USE_YOSYS := builtin
 
-.PHONY: setup rtl sim test test-slow lint bench bench-backend example synth clean
+.PHONY: setup rtl sim test test-slow lint bench bench-backend bench-rtl example synth clean
 
 setup: $(STAMP)
 
@@ -41,7 +41,7 @@ test-slow: $(STAMP)
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -m slow tests tb
 
 lint: $(STAMP) rtl
-	$(BIN)/ruff check hw compiler sim nmx tb tests examples $(wildcard scripts)
+	$(BIN)/ruff check hw compiler sim nmx tb tests examples fpga $(wildcard scripts)
 	$(BIN)/python -m sim.lint build/rtl
 
 ## Golden-model speed and a tiled GEMM through the cycle model.
@@ -54,6 +54,10 @@ bench-backend: $(STAMP)
 	$(BIN)/python scripts/bench_backend.py gemm
 	$(BIN)/python scripts/bench_backend.py conv --layers 2
 	$(BIN)/python scripts/bench_backend.py bert
+
+## The fast C++ Verilator path against cocotb (cycles/s) and issue 8's numbers from the RTL's counters.
+bench-rtl: $(STAMP)
+	$(BIN)/python scripts/bench_rtl.py
 
 ## The hand-written MLP + GELU + softmax microcode on the golden model, checked bit-exactly.
 example: $(STAMP)
@@ -68,6 +72,7 @@ $(FPGA_STAMP): $(STAMP) pyproject.toml
 ## FPGA Fmax and resources on an ECP5-85F (docs/fpga.md); minutes, the first run compiles WebAssembly.
 synth: $(FPGA_STAMP)
 	$(BIN)/python scripts/synth_ecp5.py --config $(FPGA_CONFIG) --seeds $(FPGA_SEEDS)
+	$(BIN)/python scripts/synth_xilinx.py --config $(FPGA_CONFIG)
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache .hypothesis .benchmarks
