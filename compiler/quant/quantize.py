@@ -311,6 +311,7 @@ def asymptotes_reached(function: str, lo: float, hi: float, tolerance: float) ->
 #: int8 operands that produced it.
 OUTPUT32_HEADROOM = 256.0
 
+
 def fit_range(lo: float, hi: float, headroom: float = 1.0) -> tuple[float, float]:
     """The input range a PWL table is fitted over, given its calibrated ``[lo, hi]``: a
     degenerate range gets +-1e-3; with ``headroom`` > 1 (:attr:`compiler.graph.Epilogue.headroom`)
