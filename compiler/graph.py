@@ -406,6 +406,13 @@ class Epilogue:
         ``max(a, b) = b + relu(a - b)`` is exact after a ReLU).
     fit : object or None
         The fitted PWL (:class:`compiler.pwl.PwlFit`), filled in by calibration.
+    headroom : float
+        How far beyond the calibrated range the node's values may go (1: not at all; only
+        16-bit outputs have any): the output's full scale is ``headroom`` times its calibrated
+        ``max |v|``, and a PWL function is fitted over its calibrated input range widened by
+        that factor at each end (:func:`compiler.quant.quantize.fit_range`). For statistics of
+        a few values (GroupNorm's group means, variances, normalised values) that a few
+        calibration inputs cannot bound; 16 bits keep the step fine.
     """
 
     function: str | None = None
@@ -414,6 +421,7 @@ class Epilogue:
     out_bits: int = 8
     scale_like: str | None = None
     fit: Any = None
+    headroom: float = 1.0
 
 
 @dataclass

@@ -101,11 +101,10 @@ CASES = {
 }
 
 
-#: Cases whose int8 RMS error exceeds the common 2 % bound, with their own: GroupNorm over groups
-#: of 2 channels x 36 pixels measures 2.8 % (fake-quant, seed 0) and depends strongly on the
-#: weights (up to 17 % seen with other draws): its statistics are int8, not 16-bit as
-#: LayerNorm's are under the default precision policy (a known gap, not hidden by this bound).
-INT8_RMS = {"group_norm": 0.035}
+#: Cases whose int8 RMS error exceeds the common 2 % bound, with their own (none now: GroupNorm
+#: measured 2.8 % at seed 0 and up to 4.9 % over seeds 0..19 before its statistics got 16 bits
+#: with headroom, see test_group_norm_statistics_over_seeds).
+INT8_RMS: dict[str, float] = {}
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -227,3 +226,23 @@ def test_all_unsupported_ops_are_reported_at_once_with_counts_and_locations():
     assert "nmx ops" in msg and "Adding a lowering" in msg
     assert "aten.linear.default" not in msg  # no dump of the supported set
     assert len(msg.splitlines()) == 5  # summary, one line per op, pointer
+
+
+@pytest.mark.parametrize("seed", [0, 11, 12, 13, 19])
+def test_group_norm_statistics_over_seeds(seed):
+    """GroupNorm's int error stays at its conv's own int8 error (about 1 %) for weight draws
+    whose held-out group statistics leave the calibrated range (seeds 11, 13: a group variance
+    12 % below it, a group mean 28 % beyond it; 4.9 % and 2.0 % RMS before)."""
+    factory, shape, _ = CASES["group_norm"]
+    torch.manual_seed(seed)
+    model = factory().eval()
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(7))
+    cm = convert(model, (x,), _cal(shape))
+    with torch.no_grad():
+        ref = model(x)
+        conv_only = convert(model.conv, (x,), _cal(shape))(x, mode="int")
+        conv_err = _rms(conv_only, model.conv(x))
+        got = cm(x, mode="int")
+    assert _rms(got, ref) < max(0.012, 1.3 * conv_err)
+    for name in ("ln_mean", "ln_norm"):
+        assert cm.graph.node(name).epilogue.out_bits == 16

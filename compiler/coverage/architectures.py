@@ -22,7 +22,8 @@ from torch import nn
 
 from compiler.thirdparty import import_timm, import_torchvision, import_transformers
 
-__all__ = ["ARCHITECTURES", "Architecture", "Case", "FAMILIES", "build", "padded_batch"]
+__all__ = ["ARCHITECTURES", "Architecture", "Case", "FAMILIES", "build", "padded_batch",
+           "torchvision_at"]
 
 SIZES = ("tiny", "table")
 
@@ -376,3 +377,13 @@ def build(name: str, size: str = "table", seed: int = 0) -> Case:
     if name not in ARCHITECTURES:
         raise KeyError(f"unknown architecture {name!r}; known: {', '.join(ARCHITECTURES)}")
     return ARCHITECTURES[name].build(size, seed)
+
+
+def torchvision_at(name: str, side: int, seed: int = 0) -> Case:
+    """Torchvision CNN ``name`` of the table (its full configuration) on ``side`` x ``side``
+    images instead of the table's 64x64, built as :meth:`Architecture.build` builds it."""
+    if name not in ARCHITECTURES or ARCHITECTURES[name].family != "torchvision":
+        raise KeyError(f"{name!r} is not a torchvision architecture of the table")
+    if side < 16:
+        raise ValueError(f"side must be >= 16, got {side}")
+    return Architecture(name, "torchvision", _torchvision(name, side=side)).build("table", seed)

@@ -51,9 +51,9 @@ from compiler.quant.wide import (
 )
 from hw.numeric import MAX_SHIFT, SCALE_BITS, PwlTable, int_range, quantize_multiplier
 
-__all__ = ["DEFAULT_SEGMENTS", "EXACT_FUNCTIONS", "NodeQuant", "QuantizationError", "QuantParams",
-           "asymptotes_reached", "check_segments", "mse_scale", "quantize_graph",
-           "segment_budget"]
+__all__ = ["DEFAULT_SEGMENTS", "EXACT_FUNCTIONS", "NodeQuant", "OUTPUT32_HEADROOM",
+           "QuantizationError", "QuantParams", "asymptotes_reached", "check_segments", "fit_range",
+           "mse_scale", "quantize_graph", "segment_budget"]
 
 #: Functions whose epilogue table is exact (no fit): identity, ReLU, ReLU6.
 EXACT_FUNCTIONS = (None, "relu", "relu6")
@@ -305,6 +305,34 @@ def asymptotes_reached(function: str, lo: float, hi: float, tolerance: float) ->
     return True
 
 
+#: An int32 output of an identity/ReLU-class epilogue (a network's logits) maps this many times
+#: its calibrated ``max |v|`` to full scale: an input whose output exceeds every calibration
+#: output (a few batches) must not saturate, and ``2**31 / 256`` steps stay far finer than the
+#: int8 operands that produced it.
+OUTPUT32_HEADROOM = 256.0
+
+
+def fit_range(lo: float, hi: float, headroom: float = 1.0) -> tuple[float, float]:
+    """The input range a PWL table is fitted over, given its calibrated ``[lo, hi]``: a
+    degenerate range gets +-1e-3; with ``headroom`` > 1 (:attr:`compiler.graph.Epilogue.headroom`)
+    each end moves away from the other by that factor (``[lo / h, hi * h]`` for a positive
+    range, such as a variance), so inputs a little beyond the calibration set do not follow an
+    end segment's line (below a convex ``1/sqrt`` it gives too small a value)."""
+    if hi - lo < 1e-6:
+        lo, hi = lo - 1e-3, hi + 1e-3
+    if headroom > 1.0:
+        lo = lo * headroom if lo < 0 else lo / headroom
+        hi = hi * headroom if hi > 0 else hi / headroom
+    return lo, hi
+
+
+def _function_amax(function: str, lo: float, hi: float) -> float:
+    """``max |f(x)|`` over ``[lo, hi]`` (dense evaluation)."""
+    from compiler.pwl import get_function
+
+    return float(np.abs(get_function(function)(np.linspace(lo, hi, 4097))).max())
+
+
 def _fit(fit_pwl, function, lo, hi, segments, x_scale, out_scale, bits):
     """Fit with the node's scales; a wide (16/32-bit) output whose finest scale makes a slope
     overflow int16 gets the smallest power-of-two coarser scale that fits. The end segments are
@@ -416,6 +444,11 @@ def quantize_graph(graph: MatrixGraph, stats, *, fit_cache: dict | None = None,
         ep = node.epilogue
         bits = ep.out_bits
         amax = stats.amax[node.name]
+        room = ep.headroom
+        if ep.function not in EXACT_FUNCTIONS and room > 1.0:  # cover the whole fitted range
+            amax = max(amax, _function_amax(ep.function, *fit_range(
+                *stats.fn_range[node.name], room)))
+            room = 1.0
         splits = []
         for t in node.terms:
             sides = [side for side, ref in (("a", t.a), ("b", t.b)) if ref.source in wide]
@@ -455,17 +488,17 @@ def quantize_graph(graph: MatrixGraph, stats, *, fit_cache: dict | None = None,
         elif bits == 8:
             out_scale = act_scale(node.name)
         elif node.name in wide:
-            out_scale = (amax or 1.0) / WIDE_QMAX
+            out_scale = (amax * room or 1.0) / WIDE_QMAX
         else:
-            out_scale = (amax or 1.0) / _QMAX[bits]
+            if bits == 32 and ep.function in EXACT_FUNCTIONS:
+                room = OUTPUT32_HEADROOM
+            out_scale = (amax * room or 1.0) / _QMAX[bits]
         if bits == 32 and ep.function in EXACT_FUNCTIONS and ep.row_scale is None:
             out_scale = max(out_scale, eff_max / _MULT_MAX)
         if ep.function in EXACT_FUNCTIONS:
             x_target, x_amax = out_scale, amax
         else:
-            lo, hi = stats.fn_range[node.name]
-            if hi - lo < 1e-6:  # the range the table is fitted over below
-                lo, hi = lo - 1e-3, hi + 1e-3
+            lo, hi = fit_range(*stats.fn_range[node.name], ep.headroom)
             x_amax = max(abs(lo), abs(hi))
             x_target = max(x_amax, 1e-12) / 2**_X_BITS
         if ep.row_scale is None:
@@ -505,9 +538,7 @@ def quantize_graph(graph: MatrixGraph, stats, *, fit_cache: dict | None = None,
             table = _exact_table(ep.function, x_scale / out_scale, out_scale)
             ep.fit = None
         else:
-            lo, hi = stats.fn_range[node.name]
-            if hi - lo < 1e-6:
-                lo, hi = lo - 1e-3, hi + 1e-3
+            lo, hi = fit_range(*stats.fn_range[node.name], ep.headroom)
             n_seg = segment_budget(segments, ep.function)
             key = (ep.function, round(lo, 9), round(hi, 9), x_scale, out_scale, bits, n_seg)
             if key not in fit_cache:

@@ -206,6 +206,7 @@ class LoweringContext:
         out_bits: int = 8,
         scale_like: str | None = None,
         hint: str | None = None,
+        headroom: float = 1.0,
     ) -> TensorRef:
         """Emit one GEMM node ``epilogue(sum a @ b + bias)`` and return its output.
 
@@ -215,7 +216,7 @@ class LoweringContext:
             Operands as TensorRef or constant tensors (registered automatically).
         bias : tensor or None
             Per-output-column real bias, broadcastable to ``(..., 1, N)``.
-        function, col_scale, row_scale, out_bits, scale_like
+        function, col_scale, row_scale, out_bits, scale_like, headroom
             See :class:`~compiler.graph.Epilogue`.
         hint : str or None
             Name prefix (default: from the module path).
@@ -249,6 +250,9 @@ class LoweringContext:
             col_scale = col_scale.detach().to(torch.float32)
         if out_bits not in (8, 16, 32):
             raise ValueError(f"out_bits must be 8, 16 or 32, got {out_bits}")
+        if not headroom >= 1.0 or (headroom != 1.0 and out_bits != 16):
+            raise ValueError(f"headroom {headroom!r}: must be >= 1, and only a 16-bit output "
+                             "has any")
         name = self.fresh(hint or (self.module.replace(".", "_") or "node"))
         while name in self._all_names():
             name = self.fresh(hint or "node")
@@ -257,7 +261,7 @@ class LoweringContext:
             terms=tt,
             bias=bias_name,
             epilogue=Epilogue(function=function, col_scale=col_scale, row_scale=row_scale,
-                              out_bits=out_bits, scale_like=scale_like),
+                              out_bits=out_bits, scale_like=scale_like, headroom=headroom),
             shape=tuple(shape),
             module=self.module,
             aten=self.aten,

@@ -509,18 +509,35 @@ _sdpa.accepts_int = True  # a boolean attn_mask is host data
 # ---------------------------------------------------------------------------------------------
 
 
-def layer_norm(ctx: LoweringContext, x: TensorRef, d: int, weight, bias, eps: float) -> TensorRef:
-    """LayerNorm over the last ``d`` elements of each row of ``x`` (see the module docstring)."""
+def layer_norm(ctx: LoweringContext, x: TensorRef, d: int, weight, bias, eps: float, *,
+               stats_headroom: float | None = None) -> TensorRef:
+    """LayerNorm over the last ``d`` elements of each row of ``x`` (see the module docstring).
+
+    ``stats_headroom``: hold the row means and the normalised values at 16 bits, and fit the
+    ``rsqrt`` of the variances, with this headroom over their calibrated range
+    (:attr:`compiler.graph.Epilogue.headroom`; GroupNorm, whose group statistics vary more
+    between inputs than a few calibration inputs show); None: int8 means, normalised values as
+    the precision policy decides (LayerNorm).
+    """
     shape = x.shape
     xm = _as_2d(x)
     lead = xm.shape[:-1]
     eye = torch.eye(d)
-    mu = ctx.gemm([(xm, torch.full((d, 1), 1.0 / d))], hint="ln_mean")
+    if stats_headroom is None:
+        mu = ctx.gemm([(xm, torch.full((d, 1), 1.0 / d))], hint="ln_mean")
+    else:
+        mu = ctx.gemm([(xm, torch.full((d, 1), 1.0 / d))], hint="ln_mean", out_bits=16,
+                      headroom=stats_headroom)
     xc = ctx.gemm([(xm, eye), (mu, -torch.ones(1, d))], hint="ln_centred")
     var = ctx.gemm([(xc.reshape(*lead, 1, d), xc.reshape(*lead, d, 1))], col_scale=1.0 / d,
-                   bias=float(eps) * d, function="rsqrt", out_bits=16, hint="ln_rstd")
+                   bias=float(eps) * d, function="rsqrt", out_bits=16, hint="ln_rstd",
+                   headroom=stats_headroom or 1.0)
     r = var.reshape(*lead, 1)
-    n = ctx.gemm([(xc, eye)], row_scale=r, hint="ln_norm")
+    if stats_headroom is None:
+        n = ctx.gemm([(xc, eye)], row_scale=r, hint="ln_norm")
+    else:
+        n = ctx.gemm([(xc, eye)], row_scale=r, hint="ln_norm", out_bits=16,
+                     headroom=stats_headroom)
     if weight is None and bias is None:
         y = n
     else:
