@@ -13,6 +13,9 @@ Everything that compiles or simulates RTL goes through :func:`run_cocotb`. It
   :class:`SimulationFailed` when a test failed, when no test ran or when the simulator crashed,
   inside pytest or not.
 
+:func:`build_library` is the lean path without cocotb: the Verilated model and a C++ harness
+linked into a shared library (optimised, no ``--public-flat-rw``, no VPI), cached the same way.
+
 See ``docs/simulation.md`` for the cache layout, ``WAVES=1`` and the waiver policy.
 """
 
@@ -41,6 +44,7 @@ __all__ = [
     "REPO_ROOT",
     "WAIVER_FILE",
     "CocotbResults",
+    "build_library",
     "SimulationFailed",
     "VerilatorBuildError",
     "run_cocotb",
@@ -608,3 +612,129 @@ def run_cocotb(
                 f"{test_module}: no test named {missing} (ran {passed}); {where}", results
             )
     return results
+
+
+#: Verilator arguments of :func:`build_library` (part of its cache key).
+LIBRARY_VERILATOR_ARGS = ("-O3", "--x-assign", "fast", "--x-initial", "fast", "--threads", "1",
+                          "--noassert")
+#: Optimisation of the C++ build of :func:`build_library` (verilated.mk's defaults are -Os).
+LIBRARY_MAKE_OPT = ("OPT_FAST=-O2", "OPT_SLOW=-O1", "OPT_GLOBAL=-O2")
+_LIBRARY_JOBS = 2
+
+
+def build_library(
+    *,
+    sources: Sequence[str | os.PathLike],
+    toplevel: str,
+    name: str,
+    cpp_sources: Sequence[str | os.PathLike],
+    prefix: str = "Vnmx",
+    build_args: Sequence[str] = (),
+) -> Path:
+    """Build (or reuse) a shared library of a Verilated model and a C++ harness; return its path.
+
+    The lean simulation path (``sim/rtl_harness.py``): no cocotb, no VPI, no
+    ``--public-flat-rw``; Verilator with :data:`LIBRARY_VERILATOR_ARGS`, the C++ with
+    :data:`LIBRARY_MAKE_OPT` and ``-fPIC``, linked ``-shared``. Cached like :func:`run_cocotb`'s
+    builds in ``build/verilator/<name>_<hash>``: the hash covers the Verilog and C++ sources'
+    content (headers next to a C++ source included), ``toplevel``, ``prefix``, the arguments,
+    the waiver file and the Verilator version; a file lock makes concurrent builds safe.
+
+    Parameters
+    ----------
+    sources : list of path-like
+        Verilog files.
+    toplevel : str
+        Top-level Verilog module.
+    name : str
+        Label of the build folder.
+    cpp_sources : list of path-like
+        C++ files compiled with the model; ``.h`` files in their folders are copied beside them.
+    prefix : str
+        Class name of the Verilated model (``--prefix``), which the harness includes.
+    build_args : sequence of str
+        Extra Verilator arguments.
+
+    Returns
+    -------
+    pathlib.Path
+        ``<build>/lib<name>.so``.
+
+    Raises
+    ------
+    VerilatorBuildError
+        Verilator or the C++ build failed; the message ends with the build log's tail.
+    """
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise ValueError(f"name {name!r}: use letters, digits, '_', '-' and '.' only")
+    read = _read_sources(sources)
+    cpp: list[tuple[str, bytes]] = []
+    for src in cpp_sources:
+        path = Path(src)
+        if path.suffix not in (".cpp", ".cc"):
+            raise ValueError(f"C++ source {str(path)!r}: expected a .cpp or .cc file")
+        if not path.is_file():
+            raise NmxError(f"C++ source {str(path)!r} does not exist")
+        cpp.append((path.name, path.read_bytes()))
+        cpp += [(h.name, h.read_bytes()) for h in sorted(path.parent.glob("*.h"))]
+    cpp = sorted(dict(cpp).items())
+    args = [*LIBRARY_VERILATOR_ARGS, *(str(a) for a in build_args)]
+    spec = {
+        "kind": "library",
+        "sources": [(n, _sha256(d)) for n, d in read],
+        "cpp": [(n, _sha256(d)) for n, d in cpp],
+        "toplevel": toplevel,
+        "prefix": prefix,
+        "args": args,
+        "make": list(LIBRARY_MAKE_OPT),
+        "waivers": _sha256(WAIVER_FILE.read_bytes()),
+        "verilator": verilator_version(),
+    }
+    key = _sha256(json.dumps(spec, sort_keys=True).encode())[:12]
+    build_dir = BUILD_ROOT / f"{name}_{key}"
+    lib = build_dir / f"lib{name}.so"
+    marker = build_dir / _MARKER
+    BUILD_ROOT.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(BUILD_ROOT / f"{name}_{key}.lock")):
+        if marker.is_file() and lib.is_file():
+            return lib
+        if build_dir.exists():
+            shutil.rmtree(build_dir)
+        src_dir = build_dir / "src"
+        src_dir.mkdir(parents=True)
+        for file_name, data in [*read, *cpp]:
+            (src_dir / file_name).write_bytes(data)
+        waiver = src_dir / WAIVER_FILE.name
+        waiver.write_bytes(WAIVER_FILE.read_bytes())
+        obj = build_dir / "obj"
+        env = verilator_env()
+        verilate = [
+            str(verilator_root() / "bin" / "verilator"), "--cc", "--exe", "-Mdir", str(obj),
+            "--top-module", toplevel, "--prefix", prefix, "-o", str(lib),
+            "-CFLAGS", f"-fPIC -I{src_dir}", "-LDFLAGS", "-shared", *args,
+            str(waiver), *(str(src_dir / n) for n, _ in read),
+            *(str(src_dir / n) for n, _ in cpp if not n.endswith(".h")),
+        ]
+        make = ["make", "-j", str(_LIBRARY_JOBS), "-C", str(obj), "-f", f"{prefix}.mk",
+                *LIBRARY_MAKE_OPT]
+        log = build_dir / _BUILD_LOG
+        with open(log, "w") as out:
+            for cmd in (verilate, make):
+                out.write("$ " + " ".join(cmd) + "\n")
+                out.flush()
+                done = subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                      check=False)
+                if done.returncode != 0:
+                    raise VerilatorBuildError(
+                        f"library build of {toplevel!r} ({name}) failed: {Path(cmd[0]).name} "
+                        f"exited with status {done.returncode}; log {log}:\n{_tail(log)}"
+                    )
+        if not lib.is_file():
+            raise VerilatorBuildError(
+                f"library build of {toplevel!r} ({name}) produced no {lib.name}; log {log}:\n"
+                f"{_tail(log)}"
+            )
+        tmp = marker.with_suffix(".tmp")
+        tmp.write_text(json.dumps(spec, indent=2))
+        tmp.replace(marker)
+    return lib

@@ -64,7 +64,8 @@ class _HostPickler(pickle.Pickler):
 
 @dataclass
 class BundleResult:
-    """Outcome of :meth:`Bundle.run`: real-valued outputs, integer outputs, the golden run."""
+    """Outcome of :meth:`Bundle.run`: real-valued outputs, integer outputs, the run (the golden
+    model's ``RunResult`` or the RTL's ``DeviceRun``; both have ``status``)."""
 
     outputs: list[torch.Tensor]
     int_outputs: list[torch.Tensor]
@@ -180,11 +181,28 @@ class Bundle:
             img.data[addr : addr + n] = raw
         return img
 
-    def run(self, inputs, backend: str = "golden") -> BundleResult:
-        """Run on ``backend`` ("golden": the golden model): PyTorch outputs (dequantised) and
-        the integer outputs, each with a leading sample dim of ``batch``."""
+    def run(self, inputs, backend: str = "golden", **options) -> BundleResult:
+        """Run on ``backend``: PyTorch outputs (dequantised) and the integer outputs, each with a
+        leading sample dim of ``batch``.
+
+        ``"golden"``: the golden model (``run`` is its :class:`~sim.golden.RunResult`).
+        ``"rtl"``: the Verilated accelerator through :class:`nmx.runtime.device.Device` and
+        :class:`sim.rtl_harness.VerilatorTransport` (``run`` is a
+        :class:`~nmx.runtime.device.DeviceRun` with the RTL's counters); ``options`` go to
+        :func:`sim.rtl_harness.run_bundle` (``transport``, ``latency``, ``backpressure``,
+        ``seed``, ``timeout``). A non-zero status raises on either backend.
+        """
+        if backend == "rtl":
+            from sim.rtl_harness import run_bundle
+
+            run, outs, ints = run_bundle(self, inputs, **options)
+            return BundleResult(outs, ints, run)
         if backend != "golden":
-            raise CompileError("bundle.run", f"backend {backend!r} unknown (supported: golden)")
+            raise CompileError("bundle.run", f"backend {backend!r} unknown (supported: golden, "
+                               "rtl)")
+        if options:
+            raise CompileError("bundle.run", f"backend 'golden' takes no options, got "
+                               f"{sorted(options)}")
         from sim.golden import GoldenModel
 
         img = self.image_for(self.quantize_inputs(inputs))

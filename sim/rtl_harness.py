@@ -1,0 +1,322 @@
+"""The fast simulation path: the Verilated accelerator in a C++ harness, driven through ctypes.
+
+``sim/harness/nmx_harness.cpp`` wraps the Verilated ``nmx_accelerator`` (built by
+:func:`sim.verilator.build_library`: optimised, no ``--public-flat-rw``, no cocotb) with
+
+- a flat DRAM model behind the AXI4 master (``mem_size`` bytes at address 0): reads return data
+  ``read_latency`` cycles after AR at the earliest, writes answer B ``write_latency`` cycles after
+  their last W beat; with ``backpressure`` = p every ready the model drives (AR, AW, W) and every
+  new R beat and B response pauses with probability p (a seeded PRNG). A beat touching a byte at
+  or above ``mem_size`` gets SLVERR (a write burst with such a byte writes nothing), which the
+  accelerator reports as DRAM_RANGE: the golden model's rule for an image of ``mem_size`` bytes;
+- AXI protocol checks that stop the simulation with :class:`AxiProtocolError`: a burst crossing
+  a 4 KiB boundary, AxSIZE wider than the bus, a burst type other than INCR, AxVALID/WVALID
+  dropped before READY or its payload changed while waiting, WLAST on the wrong beat, WSTRB bits
+  outside the beat's byte lanes;
+- an AXI4-Lite master for the registers, and run-until-irq / run-until-idle with a cycle budget.
+
+:class:`VerilatorTransport` implements :class:`nmx.runtime.transport.Transport` on it; host code
+uses it through :class:`nmx.runtime.device.Device`. The harness has no arithmetic of its own:
+the RTL computes, the harness moves bytes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import time
+from pathlib import Path
+
+import numpy as np
+
+from hw.config import AcceleratorConfig
+from hw.errors import NmxError
+from hw.registers import REGISTER_BYTES, RunState, by_name
+from hw.rtl import TOPS, write_rtl
+from sim.verilator import BUILD_ROOT, build_library
+
+__all__ = [
+    "HARNESS_SOURCES",
+    "AxiProtocolError",
+    "HarnessError",
+    "VerilatorTransport",
+    "build_harness",
+]
+
+#: The C++ sources of the harness (package data).
+HARNESS_SOURCES = (Path(__file__).resolve().with_name("harness") / "nmx_harness.cpp",)
+_VERILOG_DIR = BUILD_ROOT.parent / "harness"
+_RUN_REACHED, _RUN_BUDGET, _RUN_FAILED = 1, 0, -1
+_UNTIL_IRQ, _UNTIL_IDLE = 0, 1
+_STATUS_OFFSET = 0x008  # the C++ polls STATUS here: checked against hw.registers below
+_STATE_BUSY = 1
+#: Simulated cycles per call into C++ while waiting with a wall-clock timeout.
+_WAIT_CHUNK = 200_000
+
+
+class HarnessError(NmxError):
+    """The C++ harness could not be created or a register access failed."""
+
+
+class AxiProtocolError(HarnessError):
+    """The accelerator broke the AXI protocol (the message names the rule, the cycle, the burst)."""
+
+
+def _check_register_constants() -> None:
+    status = by_name("STATUS")
+    state = status.field("state")
+    if status.offset != _STATUS_OFFSET or state.lsb != 0 or RunState.BUSY != _STATE_BUSY:
+        raise AssertionError("sim/harness/nmx_harness.cpp's STATUS constants no longer match "
+                             "hw.registers: update kStatusOffset/kStateBusy there")
+
+
+_check_register_constants()
+
+
+def build_harness(config: AcceleratorConfig) -> Path:
+    """Generate the accelerator's Verilog for ``config`` and build (or reuse) the harness library.
+
+    Returns the path of the shared library, ``build/verilator/<stem>_fast_<hash>/lib<...>.so``.
+    """
+    if not isinstance(config, AcceleratorConfig):
+        raise TypeError(f"config must be an AcceleratorConfig, got {config!r}")
+    top = TOPS["accelerator"]
+    verilog = write_rtl(config, _VERILOG_DIR)
+    return build_library(
+        sources=[verilog],
+        toplevel=top,
+        name=config.artifact_stem(top) + "_fast",
+        cpp_sources=HARNESS_SOURCES,
+    )
+
+
+@functools.cache
+def _load(path: str) -> ctypes.CDLL:
+    lib = ctypes.CDLL(path)
+    h = ctypes.c_void_p
+    u64, u32 = ctypes.c_uint64, ctypes.c_uint32
+    sigs = {
+        "nmx_create": (h, [u64, u32, u32, u32, ctypes.c_double, u64]),
+        "nmx_last_create_error": (ctypes.c_char_p, []),
+        "nmx_destroy": (None, [h]),
+        "nmx_mem": (ctypes.c_void_p, [h]),
+        "nmx_mem_size": (u64, [h]),
+        "nmx_reg_read": (ctypes.c_int, [h, u32, ctypes.POINTER(u32)]),
+        "nmx_reg_write": (ctypes.c_int, [h, u32, u32, u32]),
+        "nmx_run": (ctypes.c_int, [h, u64, ctypes.c_int, u32]),
+        "nmx_step": (ctypes.c_int, [h, u64]),
+        "nmx_cycles": (u64, [h]),
+        "nmx_irq": (ctypes.c_int, [h]),
+        "nmx_error": (ctypes.c_char_p, [h]),
+        "nmx_axi_stats": (None, [h, ctypes.POINTER(u64 * 6)]),
+    }
+    for name, (res, args) in sigs.items():
+        fn = getattr(lib, name)
+        fn.restype, fn.argtypes = res, args
+    return lib
+
+
+class VerilatorTransport:
+    """:class:`~nmx.runtime.transport.Transport` to a Verilated accelerator in the C++ harness.
+
+    Parameters
+    ----------
+    config : AcceleratorConfig
+        The accelerator to build (cached by content hash) and simulate.
+    mem_size : int
+        Bytes of DRAM behind the AXI master (address 0 up); bytes at or above it answer SLVERR.
+    latency : int or (int, int)
+        Read and write latency in cycles (one number for both).
+    backpressure : float
+        Probability in [0, 1) that the DRAM model pauses a ready or a new R/B beat in a cycle.
+    seed : int
+        Seed of the backpressure PRNG.
+
+    Attributes
+    ----------
+    cycles : int
+        Clock cycles simulated since reset (register accesses included).
+    """
+
+    def __init__(self, config: AcceleratorConfig, *, mem_size: int = 1 << 24,
+                 latency: int | tuple[int, int] = 0, backpressure: float = 0.0,
+                 seed: int = 1):
+        if not isinstance(config, AcceleratorConfig):
+            raise TypeError(f"config must be an AcceleratorConfig, got {config!r}")
+        if isinstance(latency, int):
+            latency = (latency, latency)
+        read_latency, write_latency = (int(x) for x in latency)
+        if not (0 <= read_latency < 1 << 20 and 0 <= write_latency < 1 << 20):
+            raise ValueError(f"latency must be 0 .. 2**20 - 1 cycles, got {latency}")
+        if not 0.0 <= backpressure < 1.0:
+            raise ValueError(f"backpressure must be in [0, 1), got {backpressure}")
+        if not 0 < mem_size <= 1 << config.addr_bits:
+            raise ValueError(f"mem_size {mem_size} must be 1 .. 2**addr_bits = "
+                             f"{1 << config.addr_bits}")
+        self.config = config
+        self.mem_size = int(mem_size)
+        self.latency = (read_latency, write_latency)
+        self.backpressure = float(backpressure)
+        self.seed = int(seed)
+        self._lib = _load(str(build_harness(config)))
+        self._h = self._lib.nmx_create(self.mem_size, config.dma_data_bits, read_latency,
+                                       write_latency, self.backpressure,
+                                       self.seed & (2**64 - 1))
+        if not self._h:
+            raise HarnessError(self._lib.nmx_last_create_error().decode())
+        ptr = self._lib.nmx_mem(self._h)
+        self._mem = np.ctypeslib.as_array(
+            (ctypes.c_uint8 * self.mem_size).from_address(ptr))
+
+    # ------------------------------------------------------------------ Transport
+
+    def _handle(self):
+        if self._h is None:
+            raise HarnessError("the VerilatorTransport is closed")
+        return self._h
+
+    def _raise_failure(self) -> None:
+        msg = self._lib.nmx_error(self._h).decode()
+        if msg.startswith("cycle") and "AXI4-Lite" not in msg:
+            raise AxiProtocolError(f"AXI protocol violation by the accelerator at {msg}")
+        raise HarnessError(msg or "harness failed")
+
+    def read32(self, offset: int) -> int:
+        """Read a register word over AXI4-Lite; a SLVERR/DECERR answer raises HarnessError."""
+        value = ctypes.c_uint32()
+        resp = self._lib.nmx_reg_read(self._handle(), self._offset(offset), ctypes.byref(value))
+        if resp < 0:
+            self._raise_failure()
+        if resp:
+            raise HarnessError(f"register read at offset {offset:#x} answered RRESP={resp}")
+        return value.value
+
+    def write32(self, offset: int, value: int) -> None:
+        """Write a register word over AXI4-Lite (all four byte strobes)."""
+        self.write_strobed(offset, value, 0xF)
+
+    def write_strobed(self, offset: int, value: int, strobe: int) -> None:
+        """Write the bytes of a register word selected by ``strobe`` (4 bits)."""
+        if not 0 <= value < 1 << 32:
+            raise ValueError(f"register value {value:#x} does not fit 32 bits")
+        resp = self._lib.nmx_reg_write(self._handle(), self._offset(offset), value, strobe & 0xF)
+        if resp < 0:
+            self._raise_failure()
+        if resp:
+            raise HarnessError(f"register write at offset {offset:#x} answered BRESP={resp}")
+
+    @staticmethod
+    def _offset(offset: int) -> int:
+        if not 0 <= offset < 1 << 12 or offset % REGISTER_BYTES:
+            raise ValueError(f"register offset {offset:#x} is not a word offset below 0x1000")
+        return offset
+
+    def _range(self, address: int, length: int) -> None:
+        if length < 0 or address < 0 or address + length > self.mem_size:
+            raise ValueError(f"DRAM access {address:#x}+{length} is outside the "
+                             f"{self.mem_size}-byte device memory")
+
+    def read_mem(self, address: int, length: int) -> bytes:
+        """Bytes of the DRAM model (host backdoor: no simulated cycles)."""
+        self._handle()
+        self._range(address, length)
+        return self._mem[address:address + length].tobytes()
+
+    def write_mem(self, address: int, data: bytes) -> None:
+        """Write bytes into the DRAM model (host backdoor: no simulated cycles)."""
+        self._handle()
+        data = bytes(data)
+        self._range(address, len(data))
+        self._mem[address:address + len(data)] = np.frombuffer(data, dtype=np.uint8)
+
+    def wait_irq(self, timeout: float) -> bool:
+        """Simulate until ``irq`` is high (True) or ``timeout`` wall-clock seconds passed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.run_until_irq(_WAIT_CHUNK):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+
+    def close(self) -> None:
+        """Free the simulation (idempotent)."""
+        if self._h is not None:
+            self._mem = None
+            self._lib.nmx_destroy(self._h)
+            self._h = None
+
+    def __enter__(self) -> VerilatorTransport:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_h", None) is not None:
+            self.close()
+
+    # ------------------------------------------------------------------ simulation control
+
+    @property
+    def cycles(self) -> int:
+        """Clock cycles simulated since reset."""
+        return int(self._lib.nmx_cycles(self._handle()))
+
+    @property
+    def irq(self) -> bool:
+        """The accelerator's ``irq`` output."""
+        return bool(self._lib.nmx_irq(self._handle()))
+
+    def step(self, cycles: int) -> None:
+        """Simulate ``cycles`` clock cycles."""
+        if self._lib.nmx_step(self._handle(), int(cycles)) < 0:
+            self._raise_failure()
+
+    def _run(self, max_cycles: int, until: int, poll: int) -> bool:
+        if max_cycles < 0:
+            raise ValueError(f"max_cycles must be >= 0, got {max_cycles}")
+        r = self._lib.nmx_run(self._handle(), int(max_cycles), until, int(poll))
+        if r == _RUN_FAILED:
+            self._raise_failure()
+        return r == _RUN_REACHED
+
+    def run_until_irq(self, max_cycles: int) -> bool:
+        """Simulate until ``irq`` is high (True) or ``max_cycles`` cycles passed (False)."""
+        return self._run(max_cycles, _UNTIL_IRQ, 1)
+
+    def run_until_idle(self, max_cycles: int, poll: int = 64) -> bool:
+        """Simulate until ``STATUS.state`` is not BUSY, read over AXI4-Lite every ``poll``
+        cycles (True), or until ``max_cycles`` cycles passed (False)."""
+        return self._run(max_cycles, _UNTIL_IDLE, poll)
+
+    def axi_stats(self) -> dict[str, int]:
+        """AXI traffic the DRAM model served since reset."""
+        out = (ctypes.c_uint64 * 6)()
+        self._lib.nmx_axi_stats(self._handle(), ctypes.byref(out))
+        names = ("ar_bursts", "r_beats", "aw_bursts", "w_beats", "b_responses",
+                 "error_responses")
+        return dict(zip(names, (int(x) for x in out), strict=True))
+
+
+def run_bundle(bundle, inputs, *, transport: VerilatorTransport | None = None,
+               latency: int | tuple[int, int] = 0, backpressure: float = 0.0, seed: int = 1,
+               timeout: float = 3600.0, irq: bool = True):
+    """Run a :class:`compiler.backend.bundle.Bundle` on the Verilated accelerator.
+
+    Uses ``transport`` if given (its memory must hold the bundle), else a new
+    :class:`VerilatorTransport` sized to the bundle's image and program with ``latency``,
+    ``backpressure`` and ``seed``. Returns ``(DeviceRun, real outputs, integer outputs)``; a
+    non-zero status raises :class:`nmx.runtime.device.RunError`.
+    """
+    from nmx.runtime.device import Device, bundle_layout
+
+    own = transport is None
+    if own:
+        transport = VerilatorTransport(bundle.config, mem_size=bundle_layout(bundle).mem_needed,
+                                       latency=latency, backpressure=backpressure, seed=seed)
+    try:
+        return Device(transport, bundle.config).run_bundle(bundle, inputs, timeout=timeout,
+                                                           irq=irq)
+    finally:
+        if own:
+            transport.close()
