@@ -238,7 +238,7 @@ class _Builder:
         self.tab = self.in_end + r.randrange(0, 64)
         s = cfg.pwl_segments
         self.tab_at = self.tab  # tables are allocated one after the other, never overlapping
-        self.tab_end = self.tab + 2 * (8 * self.ne + 16) + cfg.pwl_functions * (
+        self.tab_end = self.tab + 3 * (8 * self.ne + 16) + cfg.pwl_functions * (
             pwl_table_bytes(s) + 16)
         self.nowhere = -(-self.tab_end // self.beat) * self.beat  # a beat nothing touches
         self.out = self.nowhere + self.beat + r.randrange(0, 64)
@@ -620,7 +620,7 @@ _MUTATIONS = {
     StatusCode.ACC_RANGE: ["gemm acc rows", "epi src rows", "load acc rows", "store acc rows"],
     StatusCode.TABLE_RANGE: ["loadt entries", "gemm bias entries", "epi fn", "epi scale entries"],
     StatusCode.DRAM_RANGE: ["dram limit", "offset beyond", "axi read error", "axi write error",
-                            "fetch error"],
+                            "axi read error", "axi write error", "fetch error"],
     StatusCode.FIELD_RANGE: ["setbase value", "load length", "epi col", "epi out_shift",
                              "store stride", "epi partial overlap", "store length"],
     StatusCode.BAD_TABLE: ["bias shift", "bias reserved", "pwl shift", "pwl header",
@@ -871,7 +871,8 @@ def make_case(config: AcceleratorConfig, config_name: str, seed: int, index: int
 
 def _try_case(rng, cfg, config_name, seed, index, invalid_fraction):
     invalid = rng.random() < invalid_fraction
-    code = rng.choice(RTL_CODES + (StatusCode.DRAM_RANGE,)) if invalid else StatusCode.OK
+    # DRAM_RANGE has the most ways to happen (limits and four kinds of AXI error): weight 3
+    code = rng.choice(RTL_CODES + (StatusCode.DRAM_RANGE,) * 2) if invalid else StatusCode.OK
     what = rng.choice(_MUTATIONS[code]) if invalid else "valid"
     all_fns = what != "epi fn unloaded" and rng.random() < 0.5
     relaxed = rng.random() < 0.5
