@@ -903,7 +903,7 @@ def _try_case(rng, cfg, config_name, seed, index, invalid_fraction):
         words += [illegal_word(rng) for _ in range(rng.randint(1, 6))]
     if prog_len is None:
         prog_len = len(words)
-    page = -(-len(b.image) // 4096) * 4096 + rng.randrange(0, 8) * 4096
+    page = -(-(len(b.image) + 256) // 4096) * 4096 + rng.randrange(0, 8) * 4096  # past the guard
     prog_addr = (page + 4096 - WORD_BYTES * rng.randrange(1, 24) if rng.random() < 0.5
                  else page + WORD_BYTES * rng.randrange(0, 64))
     if what == "fetch error":
