@@ -9,8 +9,9 @@ no AXI pauses (tb/accelerator_tb.py's AXI slave model as DRAM) for
 * examples/mlp.nmasm (``default``),
 * ``--random`` valid random programs of tb/random_programs.py (``tiny``, seed ``--seed``),
 
-fits :class:`sim.cycle_model.CycleParams` (DRAM and store latency, EPI latency, the GEMM
-overhead, EPI/GEMM overlap) by coordinate descent on the squared relative error, and prints the
+fits :class:`sim.cycle_model.CycleParams` (DRAM and store latency, EPI latency, cycles per
+row, per-instruction overhead, EPI/GEMM overlap; the GEMM overhead is the compute unit's measured
++7) by coordinate descent on the squared relative error, and prints the
 error distribution of the fitted and of the current constants. ``--write`` stores the fit in
 ``sim/cycle_calibration.json`` (the model's defaults come from there), with the per-program
 figures. Re-run it after an RTL change that moves latencies (e.g. pipeline stages added for
@@ -41,8 +42,12 @@ from sim.cycle_model import CALIBRATION_FILE, CycleParams, estimate_cycles  # no
 from sim.golden import GoldenModel  # noqa: E402
 
 #: Search ranges of the integer constants.
-RANGES = {"dram_latency": range(0, 81), "store_latency": range(0, 81),
-          "epi_latency": range(0, 41), "gemm_extra": range(0, 41)}
+RANGES = {"dram_latency": range(0, 121), "store_latency": range(0, 121),
+          "epi_latency": range(0, 121), "row_cycles": range(1, 5), "instr_overhead": range(0, 31)}
+
+#: The GEMM overhead is measured directly (tb/test_compute_unit.py: the compute unit's busy
+#: cycles for one GEMM are ``gemm_cycles + 7``), not fitted.
+GEMM_EXTRA = 7
 
 
 def mlp_program(cfg):
@@ -55,24 +60,33 @@ def mlp_program(cfg):
     return assemble_file(ROOT / "examples" / "mlp.nmasm"), example.image
 
 
-def measure(n_random: int, seed: int) -> list[dict]:
-    """(label, config, golden trace, RTL cycles) of every calibration program."""
+MEASUREMENTS = ROOT / "build" / "cycle_calibration_measurements.json"
+
+
+def measure(n_random: int, seed: int, reuse: bool) -> list[dict]:
+    """(label, config, golden trace, RTL cycles) of every calibration program. The RTL's cycles
+    are saved in :data:`MEASUREMENTS`; ``reuse`` takes them from there instead of the RTL."""
     from tb.random_programs import make_case
     from tb.test_accelerator import run_random_programs
 
+    saved = json.loads(MEASUREMENTS.read_text()) if reuse else {}
     out = []
     default = preset("default")
     for label, (program, image) in (("gemm 256^3 (nmx bench gemm)", gemm256_program(default)),
                                     ("examples/mlp.nmasm", mlp_program(default))):
-        r = run_on_rtl(default, program, image)
+        cycles = saved[label] if reuse else run_on_rtl(default, program, image)[
+            "counters"]["CYCLES"]
         trace = GoldenModel(default).run(program, image).raise_for_status().trace
-        out.append({"label": label, "config": default, "trace": trace,
-                    "rtl": r["counters"]["CYCLES"]})
-        print(f"measured {label}: {r['counters']['CYCLES']} cycles", flush=True)
+        out.append({"label": label, "config": default, "trace": trace, "rtl": cycles})
+        print(f"measured {label}: {cycles} cycles", flush=True)
     if n_random:
         tiny = preset("tiny")
-        summary = run_random_programs("tiny", seed, 0, n_random, calm=True, timeout_s=4 * 3600)
-        for index, cycles in summary["ok_runs"]:
+        if reuse:
+            runs = saved["random"]
+        else:
+            runs = run_random_programs("tiny", seed, 0, n_random, calm=True,
+                                       timeout_s=4 * 3600)["ok_runs"]
+        for index, cycles in runs:
             case = make_case(tiny, "tiny", seed, index)
             if case.faults:
                 continue
@@ -81,6 +95,11 @@ def measure(n_random: int, seed: int) -> list[dict]:
             out.append({"label": f"random tiny:{seed}:{index}", "config": tiny,
                         "trace": res.trace, "rtl": cycles})
         print(f"measured {len(out) - 2} random programs (tiny, seed {seed})", flush=True)
+        saved["random"] = runs
+    if not reuse:
+        MEASUREMENTS.parent.mkdir(parents=True, exist_ok=True)
+        saved.update({q["label"]: q["rtl"] for q in out[:2]})
+        MEASUREMENTS.write_text(json.dumps(saved))
     return out
 
 
@@ -100,7 +119,7 @@ def loss(programs: list[dict], params: CycleParams) -> float:
 
 def fit(programs: list[dict], start: CycleParams) -> CycleParams:
     """Coordinate descent over :data:`RANGES` and ``epi_overlap``."""
-    best = dataclasses.replace(start, store_latency=start.store_latency
+    best = dataclasses.replace(start, gemm_extra=GEMM_EXTRA, store_latency=start.store_latency
                                if start.store_latency is not None else start.dram_latency)
     best_loss = loss(programs, best)
     for _ in range(4):
@@ -152,8 +171,10 @@ def main(argv=None) -> int:
     p.add_argument("--random", type=int, default=120, help="random programs on tiny")
     p.add_argument("--seed", type=int, default=5)
     p.add_argument("--write", action="store_true", help=f"store the fit in {CALIBRATION_FILE}")
+    p.add_argument("--reuse", action="store_true",
+                   help=f"refit on the cycles saved by the last measurement ({MEASUREMENTS})")
     args = p.parse_args(argv)
-    programs = measure(args.random, args.seed)
+    programs = measure(args.random, args.seed, args.reuse)
     describe(programs, CycleParams.assumed(), "assumed constants")
     describe(programs, CycleParams(), "current constants")
     fitted = fit(programs, CycleParams())

@@ -104,6 +104,10 @@ class CycleParams:
         Cycles added to :func:`gemm_cycles` per GEMM.
     epi_overlap : bool
         EPIs run alongside later GEMMs of the compute unit (rows disjoint).
+    row_cycles : int
+        Cycles per SRAM row a LOAD writes or a STORE reads (against one per bus beat).
+    instr_overhead : int
+        Cycles every load/compute/store instruction adds (decode, checks, retire).
     """
 
     dram_latency: int = _calibrated("dram_latency", 40)
@@ -111,12 +115,14 @@ class CycleParams:
     store_latency: int | None = _calibrated("store_latency", None)
     gemm_extra: int = _calibrated("gemm_extra", 0)
     epi_overlap: bool = _calibrated("epi_overlap", False)
+    row_cycles: int = _calibrated("row_cycles", 1)
+    instr_overhead: int = _calibrated("instr_overhead", 0)
 
     @classmethod
     def assumed(cls) -> CycleParams:
         """The model's hand-set constants (latency 40, EPI 4, no GEMM extra, no overlap)."""
         return cls(dram_latency=40, epi_latency=4, store_latency=None, gemm_extra=0,
-                   epi_overlap=False)
+                   epi_overlap=False, row_cycles=1, instr_overhead=0)
 
     def to_dict(self) -> dict:
         """The constants by name (what the calibration file stores)."""
@@ -214,14 +220,18 @@ def gemm_cycles(
 
 
 def _duration(t: TraceEntry, cfg: AcceleratorConfig, p: CycleParams) -> int:
+    return _work(t, cfg, p) + p.instr_overhead
+
+
+def _work(t: TraceEntry, cfg: AcceleratorConfig, p: CycleParams) -> int:
     ins = t.instr
     if isinstance(ins, (Dmacfg, Sync)):
         return 1
     if isinstance(ins, Load):
-        return p.dram_latency + max(t.beats, t.rows)
+        return p.dram_latency + max(t.beats, p.row_cycles * t.rows)
     if isinstance(ins, Store):
         lat = p.dram_latency if p.store_latency is None else p.store_latency
-        return lat + max(t.beats, t.rows)
+        return lat + max(t.beats, p.row_cycles * t.rows)
     if isinstance(ins, Loadt):
         return p.dram_latency + t.beats
     if isinstance(ins, Gemm):
