@@ -14,7 +14,7 @@ FPGA_SEEDS ?= 1 2 3
 FPGA_STAMP := $(VENV)/.fpga-installed
 export AMARANTH_USE_YOSYS := builtin
 
-.PHONY: setup rtl sim test test-slow lint bench bench-backend bench-rtl example synth clean
+.PHONY: setup rtl sim test test-slow lint bench bench-backend bench-rtl calibrate example synth clean
 
 setup: $(STAMP)
 
@@ -58,6 +58,11 @@ bench-backend: $(STAMP)
 ## The fast C++ Verilator path against cocotb (cycles/s) and issue 8's numbers from the RTL's counters.
 bench-rtl: $(STAMP)
 	$(BIN)/python scripts/bench_rtl.py
+	$(BIN)/python scripts/bench_rtl_counters.py
+
+## Refit the cycle model's constants to the RTL (sim/cycle_calibration.json).
+calibrate: $(STAMP)
+	$(BIN)/python scripts/calibrate_cycle_model.py --write
 
 ## The hand-written MLP + GELU + softmax microcode on the golden model, checked bit-exactly.
 example: $(STAMP)

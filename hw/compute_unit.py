@@ -316,6 +316,10 @@ class ComputeUnit(wiring.Component):
         e_nm = Signal(24)
         w_rows = Signal(31)
         scale_count = Signal(24)
+        # An EPI's FN_UNLOADED check waits for its tokens (the LOADT that loads the function is
+        # ordered before it only by them); the checks after it in docs/isa.md's order are
+        # decided before but reported after it: ``late_code`` holds the first (0: none).
+        late_code = Signal(4)
         err_valid = Signal()
         err_code = Signal(4)
         err_pc = Signal(32)
@@ -364,9 +368,6 @@ class ComputeUnit(wiring.Component):
         room_ok = Mux(is_gemm, dq_w.w_rdy & dq_o.w_rdy & dq_b.w_rdy & dq_r.w_rdy & interlock_ok,
                       Mux(is_epi, ~epi_busy, 1)) & self._retire.w_rdy
         waiting = Signal()  # in WAIT: tokens, room or interlock
-        # An EPI whose function was not loaded at its first DECIDE: its tokens have arrived
-        # since (checked again in DECIDE, FN_UNLOADED now final).
-        tokens_seen = Signal()
         checking = Signal()  # in CHECK or DECIDE
 
         # issue state: an If chain with a final Else rather than an FSM or Switch, so the Verilog
@@ -383,7 +384,7 @@ class ComputeUnit(wiring.Component):
                     m.d.comb += self.cmd.ready.eq(1)
                 with m.Elif(~err_valid):
                     m.d.comb += self.cmd.ready.eq(1)
-                    m.d.sync += [ins.eq(self.cmd.payload), tokens_seen.eq(0)]
+                    m.d.sync += ins.eq(self.cmd.payload)
                     goto(CHECK)
         with m.Elif(state == CHECK):
             m.d.comb += checking.eq(1)
@@ -413,34 +414,34 @@ class ComputeUnit(wiring.Component):
                     goto(WAIT)
             with m.Elif(is_epi):
                 dest = e.dest.as_value()
+
+                def fail_late(code):  # reported in WAIT, after FN_UNLOADED
+                    m.d.sync += late_code.eq(code)
+                    goto(WAIT)
+
+                m.d.sync += late_code.eq(0)
                 with m.If(e.src + e_nm > acc_rows):
                     fail(StatusCode.ACC_RANGE)
                 with m.Elif(e.fn >= cfg.pwl_functions):
                     fail(StatusCode.TABLE_RANGE)
-                with m.Elif(~self.fn_loaded.bit_select(e.fn, 1) & tokens_seen):
-                    fail(StatusCode.FN_UNLOADED)
-                with m.Elif(~self.fn_loaded.bit_select(e.fn, 1)):
-                    # The LOADT that loads it may be what the EPI's tokens wait for: decide
-                    # again once they are there (program order, as the golden model).
-                    goto(WAIT)
                 with m.Elif(e.scale + scale_count > entries):
-                    fail(StatusCode.TABLE_RANGE)
+                    fail_late(StatusCode.TABLE_RANGE)
                 with m.Elif((dest == EpiDest.SCALE.value) & (e.col >= C)):
-                    fail(StatusCode.FIELD_RANGE)
+                    fail_late(StatusCode.FIELD_RANGE)
                 with m.Elif((dest == EpiDest.SCALE.value) & (e.out_shift > MAX_SHIFT)):
-                    fail(StatusCode.FIELD_RANGE)
+                    fail_late(StatusCode.FIELD_RANGE)
                 with m.Elif((dest == EpiDest.SCALE.value) & (e.dst + e_nm > entries)):
-                    fail(StatusCode.TABLE_RANGE)
+                    fail_late(StatusCode.TABLE_RANGE)
                 with m.Elif((dest == EpiDest.SCALE.value)
                             & _overlap(e.dst, e_nm, e.scale, scale_count)):
-                    fail(StatusCode.FIELD_RANGE)
+                    fail_late(StatusCode.FIELD_RANGE)
                 with m.Elif((dest == EpiDest.SPAD.value) & (e.dst + e_nm > spad_rows)):
-                    fail(StatusCode.SPAD_RANGE)
+                    fail_late(StatusCode.SPAD_RANGE)
                 with m.Elif((dest == EpiDest.ACC.value) & (e.dst + e_nm > acc_rows)):
-                    fail(StatusCode.ACC_RANGE)
+                    fail_late(StatusCode.ACC_RANGE)
                 with m.Elif((dest == EpiDest.ACC.value) & (e.dst != e.src)
                             & _overlap(e.dst, e_nm, e.src, e_nm)):
-                    fail(StatusCode.FIELD_RANGE)
+                    fail_late(StatusCode.FIELD_RANGE)
                 with m.Else():
                     goto(WAIT)
             with m.Elif(opcode == Opcode.SYNC):
@@ -451,10 +452,11 @@ class ComputeUnit(wiring.Component):
             m.d.comb += waiting.eq(1)
             with m.If(drop_held):
                 goto(IDLE)
-            with m.Elif(tokens_ok & is_epi & ~tokens_seen
-                        & ~self.fn_loaded.bit_select(e.fn, 1)):
-                m.d.sync += tokens_seen.eq(1)
-                goto(DECIDE)
+            with m.Elif(tokens_ok & is_epi & ~self.fn_loaded.bit_select(e.fn, 1)):
+                fail(StatusCode.FN_UNLOADED)
+            with m.Elif(tokens_ok & is_epi & (late_code != 0)):
+                m.d.sync += [err_valid.eq(1), err_code.eq(late_code), err_pc.eq(ins.pc)]
+                goto(ERROR)
             with m.Elif(tokens_ok & room_ok):
                 m.d.comb += [
                     issue.eq(1),

@@ -19,19 +19,30 @@ The model replays the executed instructions (:class:`sim.golden.TraceEntry`) in 
   cycles); the last row's results leave ``rows + cols + 3`` cycles after it entered (the array's
   latency, ``docs/architecture.md``).
 * **Banks.** Scratchpad bank conflicts are not modelled (assumed avoided by placement).
-* **EPI.** One accumulator row per cycle plus ``epi_latency`` pipeline cycles.
+* **GEMM, measured.** ``gemm_extra`` cycles are added to each GEMM (the compute unit's sequencer
+  and read-modify-write pipeline around the array; the RTL measures ``gemm_cycles + 7``).
+* **EPI.** One accumulator row per cycle plus ``epi_latency`` pipeline cycles. With
+  ``epi_overlap`` (the RTL's behaviour) an EPI occupies the compute unit's EPI slot, not the unit:
+  it starts once every earlier GEMM has finished, and the next GEMM starts alongside it unless
+  their rows overlap (the unit's row-range interlock); the next EPI waits for the slot. Tokens
+  are still pushed in program order.
 * **DMACFG, SYNC.** One cycle on their unit (a register write; a token relay).
 
 Stalls are attributed to their cause: a unit that is free but waits for a token is stalled on
 that token queue; one that waits for its next instruction to be dispatched is starved; the
 dispatcher stalls on a full queue. PE utilisation is array MACs / (rows * cols * total cycles).
-These are model assumptions, to be calibrated against the RTL's counters (DESIGN.md invariant 7).
+The defaults of :class:`CycleParams` are the constants that ``scripts/calibrate_cycle_model.py``
+fitted to the RTL's cycle counters (stored in ``sim/cycle_calibration.json``, with the programs
+and errors of that fit); :meth:`CycleParams.assumed` gives the hand-set values the model started
+from. Re-run the script after an RTL change (e.g. added pipeline stages) to refresh them.
 """
 
 from __future__ import annotations
 
+import json
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from pathlib import Path
 
 from hw.config import AcceleratorConfig
 from hw.isa import (
@@ -41,6 +52,7 @@ from hw.isa import (
     WORD_BITS,
     Dmacfg,
     Epi,
+    EpiDest,
     Gemm,
     Load,
     Loadt,
@@ -64,12 +76,57 @@ __all__ = [
 ARRAY_LATENCY_EXTRA = 3
 
 
+#: Where ``scripts/calibrate_cycle_model.py`` stores the constants fitted to the RTL.
+CALIBRATION_FILE = Path(__file__).with_name("cycle_calibration.json")
+
+
+def _calibrated(name: str, default):
+    try:
+        return json.loads(CALIBRATION_FILE.read_text())["params"].get(name, default)
+    except FileNotFoundError:
+        return default
+
+
 @dataclass(frozen=True)
 class CycleParams:
-    """Timing assumptions not fixed by the config."""
+    """Timing constants not fixed by the config (defaults: fitted to the RTL, see the module
+    docstring; :meth:`assumed`: the hand-set values before calibration).
 
-    dram_latency: int = 40
-    epi_latency: int = 4
+    Attributes
+    ----------
+    dram_latency : int
+        Cycles from a LOAD/LOADT's start to its first row (AXI read latency and setup).
+    epi_latency : int
+        Pipeline cycles of an EPI beyond one per row.
+    store_latency : int or None
+        Like ``dram_latency`` for STORE (``None``: the same as ``dram_latency``).
+    gemm_extra : int
+        Cycles added to :func:`gemm_cycles` per GEMM.
+    epi_overlap : bool
+        EPIs run alongside later GEMMs of the compute unit (rows disjoint).
+    row_cycles : int
+        Cycles per SRAM row a LOAD writes or a STORE reads (against one per bus beat).
+    instr_overhead : int
+        Cycles every load/compute/store instruction adds (decode, checks, retire).
+    """
+
+    dram_latency: int = _calibrated("dram_latency", 40)
+    epi_latency: int = _calibrated("epi_latency", 4)
+    store_latency: int | None = _calibrated("store_latency", None)
+    gemm_extra: int = _calibrated("gemm_extra", 0)
+    epi_overlap: bool = _calibrated("epi_overlap", False)
+    row_cycles: int = _calibrated("row_cycles", 1)
+    instr_overhead: int = _calibrated("instr_overhead", 0)
+
+    @classmethod
+    def assumed(cls) -> CycleParams:
+        """The model's hand-set constants (latency 40, EPI 4, no GEMM extra, no overlap)."""
+        return cls(dram_latency=40, epi_latency=4, store_latency=None, gemm_extra=0,
+                   epi_overlap=False, row_cycles=1, instr_overhead=0)
+
+    def to_dict(self) -> dict:
+        """The constants by name (what the calibration file stores)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 @dataclass
@@ -163,15 +220,23 @@ def gemm_cycles(
 
 
 def _duration(t: TraceEntry, cfg: AcceleratorConfig, p: CycleParams) -> int:
+    return _work(t, cfg, p) + p.instr_overhead
+
+
+def _work(t: TraceEntry, cfg: AcceleratorConfig, p: CycleParams) -> int:
     ins = t.instr
     if isinstance(ins, (Dmacfg, Sync)):
         return 1
-    if isinstance(ins, (Load, Store)):
-        return p.dram_latency + max(t.beats, t.rows)
+    if isinstance(ins, Load):
+        return p.dram_latency + max(t.beats, p.row_cycles * t.rows)
+    if isinstance(ins, Store):
+        lat = p.dram_latency if p.store_latency is None else p.store_latency
+        return lat + max(t.beats, p.row_cycles * t.rows)
     if isinstance(ins, Loadt):
         return p.dram_latency + t.beats
     if isinstance(ins, Gemm):
-        return gemm_cycles(cfg, ins.m, ins.k_tiles, ins.n_tiles, transpose=ins.transpose)
+        return gemm_cycles(cfg, ins.m, ins.k_tiles, ins.n_tiles,
+                           transpose=ins.transpose) + p.gemm_extra
     if isinstance(ins, Epi):
         return ins.m * ins.n_tiles + p.epi_latency
     raise AssertionError(f"no duration for {ins!r}")
@@ -197,6 +262,9 @@ def estimate_cycles(
     dispatch_t = 0
     end = 0
     macs = 0
+    gemm_done = 0  # when every GEMM so far has finished
+    epi_slot: tuple[int, int, Epi] | None = None  # (start, finish, instruction) of the last EPI
+    retired = 0  # compute tokens are pushed in program order
     timeline: list[TimelineEntry] = []
     for t in trace:
         ins = t.instr
@@ -228,14 +296,56 @@ def estimate_cycles(
                     us.stall(f"token {q}", avail - start)
                     start = avail
         dur = _duration(t, config, p)
-        finish = start + dur
-        us.busy += dur
+        occupied = dur  # cycles the unit cannot start its next instruction
+        if p.epi_overlap and unit == Unit.COMPUTE:
+            if isinstance(ins, Epi):
+                if epi_slot is not None and epi_slot[1] > start:
+                    us.stall("EPI slot", epi_slot[1] - start)
+                    start = epi_slot[1]
+                run = max(start, gemm_done)
+                finish = run + dur
+                epi_slot = (start, finish, ins)
+                occupied = 1
+            else:
+                if (epi_slot is not None and epi_slot[1] > start and isinstance(ins, Gemm)
+                        and _rows_overlap(config, ins, epi_slot[2])):
+                    us.stall("EPI interlock", epi_slot[1] - start)
+                    start = epi_slot[1]
+                finish = start + dur
+                if isinstance(ins, Gemm):
+                    gemm_done = max(gemm_done, finish)
+                occupied = dur
+            push_at = retired = max(retired, finish)
+        else:
+            finish = start + dur
+            push_at = finish
+        us.busy += occupied
         starts[unit].append(start)
-        free[unit] = finish
+        free[unit] = start + occupied
         for (u, flag), q in TOKEN_PUSHES.items():
             if u == unit and getattr(ins, flag):
-                tokens[q].append(finish)
+                tokens[q].append(push_at)
         macs += t.macs
         end = max(end, finish)
         timeline.append(TimelineEntry(t.pc, names[unit], mnemonic, dispatch_t, start, finish))
     return CycleReport(end, macs, config.peak_macs_per_cycle, stats, timeline)
+
+
+def _rows_overlap(cfg: AcceleratorConfig, g: Gemm, e: Epi) -> bool:
+    """Whether GEMM ``g`` touches rows the running EPI ``e`` reads or writes (the compute
+    unit's interlock: accumulator rows against the EPI's source and ACC destination, scratchpad
+    operand and weight rows against its SPAD destination)."""
+
+    def meets(a0, an, b0, bn):
+        return a0 < b0 + bn and b0 < a0 + an
+
+    g_rows, e_rows = g.n_tiles * g.m, e.n_tiles * e.m
+    blk = cfg.cols if g.transpose else cfg.rows
+    if meets(g.acc, g_rows, e.src, e_rows):
+        return True
+    if e.dest == EpiDest.ACC and meets(g.acc, g_rows, e.dst, e_rows):
+        return True
+    if e.dest == EpiDest.SPAD:
+        return (meets(g.w, g.n_tiles * g.k_tiles * blk, e.dst, e_rows)
+                or meets(g.a, g.k_tiles * g.m, e.dst, e_rows))
+    return False

@@ -24,7 +24,7 @@ import time
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, RisingEdge
+from cocotb.triggers import ClockCycles, RisingEdge, SimTimeoutError, with_timeout
 from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiSlave
 from cocotbext.axi.sparse_memory import SparseMemory
 
@@ -73,23 +73,57 @@ def tb_params() -> dict:
 
 
 class Dram:
-    """Byte-addressed DRAM behind the AXI slave model; reads/writes in ``faults`` fail (SLVERR)."""
+    """Byte-addressed DRAM behind the AXI slave model.
 
-    def __init__(self, addr_bits: int):
+    Reads and writes that touch ``faults`` (byte ranges, both directions, SLVERR) or
+    ``axi_faults`` (:class:`tb.random_programs.AxiFault`: one direction, SLVERR or DECERR) fail;
+    :class:`TB` turns the slave model's SLVERR into the fault's response code. With
+    :meth:`set_latency`, an access waits a random number of cycles first (the slave model serves
+    one beat at a time, so this is read latency, W backpressure and late B responses). ``writes``
+    counts write operations, for the no-write-after-done check.
+    """
+
+    def __init__(self, addr_bits: int, clk=None):
         self.mem = SparseMemory(2**addr_bits)
         self.faults: list[tuple[int, int]] = []
+        self.axi_faults: tuple = ()
+        self.clk = clk
+        self.latency: tuple[random.Random, float, int] | None = None
+        self.read_resp = self.write_resp = 2
+        self.writes = 0
 
-    def _check(self, address: int, length: int) -> None:
+    def set_latency(self, rng: random.Random, probability: float, max_cycles: int) -> None:
+        """Delay an access by 1..``max_cycles`` cycles with ``probability`` (0: no delays)."""
+        self.latency = (rng, probability, max_cycles) if probability else None
+
+    async def _delay(self) -> None:
+        if self.latency is not None:
+            rng, p, most = self.latency
+            if rng.random() < p:
+                await ClockCycles(self.clk, rng.randint(1, most))
+
+    def _check(self, address: int, length: int, write: bool) -> None:
         for lo, hi in self.faults:
             if address < hi and lo < address + length:
                 raise ValueError(f"injected fault at {address:#x}")
+        for f in self.axi_faults:
+            if f.write == write and f.hits(address, length):
+                if write:
+                    self.write_resp = f.resp
+                else:
+                    self.read_resp = f.resp
+                raise ValueError(f"injected {f} at {address:#x}")
 
     async def read(self, address: int, length: int) -> bytes:
-        self._check(address, length)
+        await self._delay()
+        self.read_resp = 2
+        self._check(address, length, False)
         return self.mem.read(address, length)
 
     async def write(self, address: int, data: bytes) -> None:
-        self._check(address, len(data))
+        await self._delay()
+        self.writes += 1
+        self._check(address, len(data), True)
         self.mem.write(address, data)
 
 
@@ -107,10 +141,31 @@ class TB:
         self.config = config
         logging.getLogger(f"cocotb.{dut._name}").setLevel(logging.WARNING)
         self.rng = random.Random(seed)
-        self.dram = Dram(config.addr_bits)
+        self.dram = Dram(config.addr_bits, dut.clk)
         cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
         self.axi = AxiSlave(AxiBus.from_prefix(dut, "m_axi"), dut.clk, dut.rst, target=self.dram)
         self.csr = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axi"), dut.clk, dut.rst)
+        self._error_codes()
+
+    def _error_codes(self) -> None:
+        """Answer a failed access with its fault's code (the slave model only sends SLVERR)."""
+        dram = self.dram
+        r_send = self.axi.read_if.r_channel.send
+        b_send = self.axi.write_if.b_channel.send
+
+        async def send_r(r):
+            if int(r.rresp) == 2:
+                r.rresp = dram.read_resp
+            await r_send(r)
+
+        async def send_b(b):
+            if int(b.bresp) == 2:
+                b.bresp = dram.write_resp
+            dram.write_resp = 2
+            await b_send(b)
+
+        self.axi.read_if.r_channel.send = send_r
+        self.axi.write_if.b_channel.send = send_b
 
     def set_backpressure(self, probability: float) -> None:
         """Random pauses on all five AXI channels and on the register bus."""
@@ -125,6 +180,8 @@ class TB:
         for ch in channels:
             ch.set_pause_generator(pauses(random.Random(self.rng.random()), probability)
                                    if probability else None)
+            if not probability:
+                ch.pause = False  # a removed generator leaves its last value behind
 
     async def reset(self) -> None:
         self.dut.rst.value = 1
@@ -174,23 +231,77 @@ class TB:
         return await self.wait_done(max_cycles)
 
     async def wait_done(self, max_cycles: int) -> tuple[int, int]:
+        """Wait for STATUS.state = DONE; the watchdog fails a run still busy after
+        ``max_cycles`` and prints each unit's state. Between register polls the run state is
+        sampled from the RTL's signal (cheap), so polling does not dominate the simulation."""
         start = cocotb.utils.get_sim_time("ns")
+        try:
+            state = self.dut.core.dispatcher.state
+            int(state.value)
+        except (AttributeError, ValueError):
+            state = None
         while True:
-            status = decode_fields("STATUS", await self.read_reg("STATUS"))
-            if status["state"] == RunState.DONE:
-                return status["code"], await self.read_reg("STATUS_OFFSET")
+            if state is None or int(state.value) == RunState.DONE:
+                status = decode_fields("STATUS", await self.read_reg("STATUS"))
+                if status["state"] == RunState.DONE:
+                    return status["code"], await self.read_reg("STATUS_OFFSET")
             elapsed = (cocotb.utils.get_sim_time("ns") - start) / CLOCK_NS
             if elapsed > max_cycles:
                 raise AssertionError(f"watchdog: not done after {max_cycles} cycles; "
                                      f"{await self.report()}")
-            await ClockCycles(self.dut.clk, 8)
+            await ClockCycles(self.dut.clk, 8 if state is None else 32)
 
     async def report(self) -> str:
-        """The machine's state for a hung run: status, counters and the dispatcher's pc."""
+        """The machine's state for a hung run: status, non-zero counters, and each unit's state
+        read from the RTL (queue occupancies, token counts, busy flags, outstanding AXI)."""
         status = decode_fields("STATUS", await self.read_reg("STATUS"))
         counters = await self.counters()
         busy = {k: v for k, v in counters.items() if v}
-        return f"STATUS {status}, counters {busy}"
+        return f"STATUS {status}, counters {busy}\n" + self.unit_state()
+
+    def unit_state(self) -> str:
+        """One line per unit of internal state (signals that a timing change may rename show
+        as '?')."""
+        core = self.dut.core
+
+        def sig(path: str) -> str:
+            h = core
+            try:
+                for part in path.split("."):
+                    h = getattr(h, part)
+                return str(int(h.value))
+            except (AttributeError, ValueError, TypeError):
+                return "?"
+
+        def line(name: str, paths: dict[str, str]) -> str:
+            return f"  {name:<10s} " + ", ".join(f"{k} {sig(p)}" for k, p in paths.items())
+
+        queues = {f"{u} queue": f"dispatcher.{u}_queue.inner_level"
+                  for u in ("load", "compute", "store")}
+        queues.update({f"{u} queue head": f"dispatcher.{u}_queue.r_rdy"
+                       for u in ("load", "compute", "store")})
+        return "\n".join([
+            line("dispatch", {"state": "dispatcher.state", "fetch_pc": "dispatcher.fetch_pc",
+                              "halted": "dispatcher.halted", "fetch inflight":
+                              "dispatcher.inflight", "code": "dispatcher.code",
+                              "offset": "dispatcher.offset", "err_code": "dispatcher.err_code"}),
+            line("queues", queues),
+            line("tokens", {q: f"tokens.tokens_{q}" for q in ("l2c", "c2l", "c2s", "s2c")}),
+            line("load", {"busy": "load_unit.busy", "ctrl_state": "load_unit.ctrl_state",
+                          "rows issued": "load_unit.rows_issued",
+                          "rows written": "load_unit.rows_written",
+                          "err_pending": "load_unit.err_pending"}),
+            line("compute", {"busy": "compute_unit.busy",
+                             "gemm outstanding": "compute_unit.gemm_outstanding",
+                             "gemm unretired": "compute_unit.gemm_unretired",
+                             "epi busy": "compute_unit.epi_busy",
+                             "epi running": "compute_unit.epi_running",
+                             "epi unretired": "compute_unit.epi_unretired"}),
+            line("store", {"busy": "store_unit.busy", "ctrl_state": "store_unit.ctrl_state",
+                           "bursts inflight": "store_unit.inflight",
+                           "b_error": "store_unit.b_error"}),
+            line("axi", {"reads outstanding": "reads_out", "writes outstanding": "writes_out"}),
+        ])
 
 
 # ---------------------------------------------------------------- program generation
@@ -744,8 +855,128 @@ async def directed_program(dut):
     path = os.path.join(os.getcwd(), "counters.json")
     with open(path, "w") as f:
         json.dump(counters, f, indent=2)
-    # The run alone (start to DONE, register polling included): what scripts/bench_rtl.py reads.
+    # The run alone (start to DONE, register polling included): what the bench scripts read.
     with open(os.path.join(os.getcwd(), "timing.json"), "w") as f:
-        json.dump({"run_wall_s": wall, "run_cpu_s": cpu}, f)
+        json.dump({"run_wall_s": wall, "run_cpu_s": cpu, "run_seconds": wall,
+                   "cycles": counters["CYCLES"]}, f)
     with open(os.path.join(os.getcwd(), "final.dram.bin"), "wb") as f:
         f.write(final)
+
+
+# ---------------------------------------------------------------- random programs
+
+
+def _bus_for_case(tb: TB, seed: int, index: int, backpressure: float, calm: bool) -> str:
+    """A hostile bus for one case, seeded by the case alone (so a replay sees the same bus):
+    random pauses on all five AXI channels and random access latency (``calm``: neither, for
+    cycle measurements)."""
+    if calm:
+        tb.set_backpressure(0.0)
+        tb.dram.set_latency(random.Random(0), 0.0, 1)
+        return "calm bus"
+    rng = random.Random(f"bus:{seed}:{index}")
+    p = rng.choice([0.0, 0.1, backpressure, backpressure, 0.6])
+    tb.rng = rng
+    tb.set_backpressure(p)
+    lat = rng.choice([0.0, 0.02, 0.1])
+    tb.dram.set_latency(random.Random(rng.random()), lat, rng.choice([4, 16, 40]))
+    return f"pauses {p}, latency {lat}"
+
+
+async def run_random_case(tb: TB, case, bus: str) -> dict:
+    """Run one :class:`tb.random_programs.ProgramCase` and check everything it defines: status
+    and offset, the DRAM image (no stray byte, none written after DONE or outside the image),
+    on-chip rows and counters of an OK run, idle AXI after the end."""
+    from tb.random_programs import ProgramCase
+
+    assert isinstance(case, ProgramCase)
+    where = f"{case.config_name}:{case.seed}:{case.index} ({case.kind}; {bus})"
+    replay = f"replay: {case.replay()}"
+    guard = bytes(random.Random(case.index).getrandbits(8) for _ in range(256))
+    tb.dram.axi_faults = ()
+    tb.dram.mem.write(0, case.image + guard)
+    tb.dram.axi_faults = case.faults
+    cycles = tb_params().get("max_cycles", 50_000 + 500 * len(case.words))
+    try:
+        # the watchdog: wait_done's cycle limit, and a limit on the whole host sequence
+        got = await with_timeout(
+            tb.run(case.words, prog_addr=case.prog_addr, prog_len=case.prog_len,
+                   dram_limit=case.dram_limit, max_cycles=cycles),
+            2 * cycles * CLOCK_NS, "ns")
+    except SimTimeoutError:
+        raise AssertionError(f"{where}: watchdog: the host's register accesses hung\n"
+                             f"{tb.unit_state()}\n{replay}") from None
+    except AssertionError as e:
+        raise AssertionError(f"{where}: {e}\n{replay}") from None
+    writes = tb.dram.writes
+    assert got == case.expect, (
+        f"{where}: RTL ended {StatusCode(got[0]).name} at {got[1]}, golden "
+        f"{StatusCode(case.expect[0]).name} at {case.expect[1]}\n{replay}")
+    final = bytearray(tb.dram.mem.read(0, len(case.image) + len(guard)))
+    expect = bytearray(case.expect_dram + guard)
+    for lo, hi in case.unspecified:
+        final[lo:hi] = expect[lo:hi]
+    if final != expect:
+        diff = [a for a in range(len(expect)) if final[a] != expect[a]]
+        raise AssertionError(
+            f"{where}: {len(diff)} DRAM bytes differ, first at {diff[0]:#x}: RTL "
+            f"{final[diff[0]]:#04x} golden {expect[diff[0]]:#04x}\n{replay}")
+    words = b"".join(w.to_bytes(WORD_BYTES, "little") for w in case.words)
+    assert tb.dram.mem.read(case.prog_addr, len(words)) == words, f"{where}: program overwritten"
+    await ClockCycles(tb.dut.clk, 30)
+    assert tb.dram.writes == writes, f"{where}: a write after DONE\n{replay}"
+    state = tb.unit_state()
+    assert "reads outstanding 0," in state and state.rstrip().endswith(
+        "writes outstanding 0"), f"{where}: AXI not idle after DONE:\n{state}\n{replay}"
+    out = {"code": StatusCode(got[0]).name}
+    if case.model is not None:
+        compared, bad = await compare_memories(tb, case.model)
+        assert not bad, f"{where}: {len(bad)} rows differ:\n" + "\n".join(bad[:8]) + "\n" + replay
+        counters = await tb.counters()
+        ran = [decode(w) for w in case.words[: case.expect[1] + 1]]
+        for unit in (Unit.LOAD, Unit.COMPUTE, Unit.STORE):
+            n = sum(x.unit == unit for x in ran)
+            assert counters[f"RETIRED_{unit.name}"] == n, (where, unit, counters, replay)
+        macs = sum(x.m * x.k_tiles * x.n_tiles for x in ran if isinstance(x, Gemm))
+        assert counters["ARRAY_MACS"] == macs * tb.config.rows * tb.config.cols, (where, replay)
+        out.update(rows=compared, cycles=counters["CYCLES"])
+    return out
+
+
+@cocotb.test()
+async def random_programs(dut):
+    """tb/random_programs.py's cases ``first .. first + programs - 1`` of ``seed``, each under
+    its own hostile bus; with ``require_coverage``, the batch must show every feature of
+    ``REQUIRED_FEATURES`` (opcodes, modes, padding edges, tokens, every status the RTL reports,
+    SLVERR and DECERR on reads and writes)."""
+    from tb.random_programs import REQUIRED_FEATURES, coverage, make_case
+
+    tb, params = await _setup(dut)
+    name = params.get("config_name", "tiny")
+    first = params.get("first", 0)
+    cases, codes, cycles, rows, ok_runs = [], {}, 0, 0, []
+    for index in range(first, first + params["programs"]):
+        case = make_case(tb.config, name, params["seed"], index)
+        bus = _bus_for_case(tb, params["seed"], index, params["backpressure"],
+                            params.get("calm", False))
+        out = await run_random_case(tb, case, bus)
+        if "cycles" in out:
+            ok_runs.append((index, out["cycles"]))
+        codes[out["code"]] = codes.get(out["code"], 0) + 1
+        cycles += out.get("cycles", 0)
+        rows += out.get("rows", 0)
+        cases.append(case)
+        if (index - first) % 25 == 24 or params.get("verbose"):
+            logging.getLogger("cocotb.tb.accelerator").warning(
+                "%d programs run, up to %s:%d:%d; status codes %s", index - first + 1, name,
+                params["seed"], index, codes)
+    cov = coverage(cases)
+    log = logging.getLogger("cocotb.tb.accelerator")
+    log.info("random programs %s:%d [%d, %d): %s; %d rows compared, %d cycles in OK runs",
+             name, params["seed"], first, first + params["programs"], codes, rows, cycles)
+    with open(os.path.join(os.getcwd(), "random_programs.json"), "w") as f:
+        json.dump({"codes": codes, "coverage": cov, "ok_cycles": cycles, "rows": rows,
+                   "ok_runs": ok_runs}, f, indent=1)
+    if params.get("require_coverage"):
+        missing = sorted(REQUIRED_FEATURES - set(cov))
+        assert not missing, f"features not covered by {len(cases)} programs: {missing}"

@@ -7,6 +7,7 @@ built once by :func:`sim.verilator.run_cocotb`, cached by content hash.
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -21,9 +22,9 @@ TOPLEVEL = TOPS["accelerator"]
 
 
 def run_accelerator_tb(config, *, seed=1, programs=40, backpressure=0.3, testcase=None,
-                       timeout_s=900):
+                       timeout_s=900, **extra):
     params = {"config": config.to_dict(), "seed": seed, "programs": programs,
-              "backpressure": backpressure}
+              "backpressure": backpressure, **extra}
     return run_cocotb(
         sources=[write_rtl(config, VERILOG_DIR)],
         toplevel=TOPLEVEL,
@@ -46,6 +47,41 @@ def test_accelerator_control_path_tiny():
 def test_accelerator_control_path_without_backpressure():
     run_accelerator_tb(preset("tiny"), seed=2, programs=20, backpressure=0.0,
                        testcase="random_control_programs")
+
+
+def run_random_programs(name: str, seed: int, first: int, programs: int, **kwargs):
+    """Cases ``first .. first + programs - 1`` of tb/random_programs.py in one simulator
+    launch; returns the launch's summary (status codes, coverage)."""
+    res = run_accelerator_tb(preset(name), seed=seed, programs=programs, first=first,
+                             config_name=name, testcase="random_programs", **kwargs)
+    assert any(t.endswith("random_programs") for t in res.passed), res
+    return json.loads((res.results_file.parent / "random_programs.json").read_text())
+
+
+def test_random_programs_tiny():
+    """200 random programs (valid ones, and invalid ones for every status the RTL reports),
+    each under a hostile bus, against the golden model; the batch covers every feature of
+    tb.random_programs.REQUIRED_FEATURES. ``NMX_SEED`` picks another seed (default 1)."""
+    summary = run_random_programs("tiny", int(os.environ.get("NMX_SEED", "1")), 0, 200,
+                                  require_coverage=True, timeout_s=1500)
+    assert sum(summary["codes"].values()) == 200
+
+
+@pytest.mark.skipif("NMX_REPLAY" not in os.environ,
+                    reason="replays one random program: NMX_REPLAY=config:seed:index")
+def test_replay_random_program():
+    """Rerun the one case a failure message names (``NMX_REPLAY=config:seed:index``)."""
+    name, seed, index = os.environ["NMX_REPLAY"].split(":")
+    run_random_programs(name, int(seed), int(index), 1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["tiny", "default"])
+def test_random_programs_cocotb_sweep(name):
+    """1,000 random programs per config under cocotb, seed 3 (the 10,000-program sweeps run on
+    the C++ harness: tb/test_random_sweep.py; the cases with injected AXI errors run here)."""
+    summary = run_random_programs(name, 3, 0, 1000, require_coverage=True, timeout_s=6 * 3600)
+    assert sum(summary["codes"].values()) == 1000
 
 
 @pytest.mark.slow

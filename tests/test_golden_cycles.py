@@ -66,7 +66,7 @@ def test_small_program_timeline_hand_derived():
     runs 52..71 (4 + 4 + 11). HALT dispatched 8; total 71.
     """
     tr = trace_of([GEOM, Load(inner=8, length=4, push_next=True), Gemm(a=4, m=4, pop_prev=True)])
-    rep = estimate_cycles(tr, CFG)
+    rep = estimate_cycles(tr, CFG, CycleParams.assumed())
     got = [(e.mnemonic, e.dispatched, e.start, e.finish) for e in rep.timeline]
     assert got == [("dmacfg", 2, 2, 3), ("load", 4, 4, 52), ("gemm", 6, 52, 71),
                    ("halt", 8, 8, 71)]
@@ -80,13 +80,13 @@ def test_small_program_timeline_hand_derived():
 def test_gemm_duration_in_a_trace():
     m, k, n = 5, 2, 3
     rep = estimate_cycles(trace_of([*LOADED, Gemm(m=m, k_tiles=k, n_tiles=n, pop_prev=True)]),
-                          CFG)
+                          CFG, CycleParams.assumed())
     assert rep.units["compute"].busy == gemm_cycles(CFG, m, k, n) == 45
     assert rep.macs == m * k * n * CFG.rows * CFG.cols
 
 
 def test_load_latency_beats_and_alignment():
-    params = CycleParams(dram_latency=10)
+    params = dataclasses.replace(CycleParams.assumed(), dram_latency=10)
     # 8-byte bus: a 4-byte row at offset 6 straddles two beats; 3 rows -> 6 beats
     geom = Dmacfg(slot=0, height=1, width=512, pitch=0, pix=8, sy=0, sx=1)
     tr = trace_of([geom, Load(offset=6, inner=3, length=4)])
@@ -128,7 +128,11 @@ def _check_report_invariants(rep, cfg):
     for name in ("load", "compute", "store"):
         u = rep.units[name]
         # a unit is always busy, starved or waiting for a token: the causes add up exactly
-        assert last.get(name, 0) == u.busy + sum(u.stalls.values()), name
+        # (the compute unit's last EPI may run on after the unit took its next instruction)
+        if name == "compute":
+            assert last.get(name, 0) >= u.busy + sum(u.stalls.values()), name
+        else:
+            assert last.get(name, 0) == u.busy + sum(u.stalls.values()), name
         assert u.busy <= rep.total_cycles
     d = rep.units["dispatch"]
     assert rep.timeline[-1].dispatched == d.busy + sum(d.stalls.values())
