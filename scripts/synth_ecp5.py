@@ -151,6 +151,17 @@ def synthesise(verilog: Path, work: Path, flags: str = "", top: str = TOP_MODULE
     return {k: int(v) for k, v in design["num_cells_by_type"].items()}
 
 
+def pack_outreg_in_place(work: Path, cells: dict[str, int]) -> dict:
+    """Move block-RAM read registers into the DP16KD output registers of ``work/synth.json``
+    (:func:`scripts.ecp5_pack_outreg.pack_output_registers`); ``cells`` loses the flip-flops
+    that moved. Returns the pass's counts."""
+    netlist = json.loads((work / "synth.json").read_text())
+    packed = pack_output_registers(netlist)
+    (work / "synth.json").write_text(json.dumps(netlist))
+    cells["TRELLIS_FF"] = cells.get("TRELLIS_FF", 0) - packed["flip_flops"]
+    return packed
+
+
 def place_and_route(work: Path, freq_mhz: float, seed: int) -> dict:
     """Run nextpnr-ecp5 on ``work/synth.json`` with ``seed``; return its ``--report`` JSON.
 
@@ -225,10 +236,7 @@ def run_top(config, top: str, args) -> dict:
     cells = synthesise(verilog.resolve(), work, args.synth_flags, top=module)
     packed = {"ports": 0, "flip_flops": 0, "ports_left": 0}
     if not args.no_pack_outreg:
-        netlist = json.loads((work / "synth.json").read_text())
-        packed = pack_output_registers(netlist)
-        (work / "synth.json").write_text(json.dumps(netlist))
-        cells["TRELLIS_FF"] = cells.get("TRELLIS_FF", 0) - packed["flip_flops"]
+        packed = pack_outreg_in_place(work, cells)
     t_synth = time.monotonic() - start
     reports = {seed: place_and_route(work, args.freq, seed) for seed in args.seeds}
     t_pnr = time.monotonic() - start - t_synth

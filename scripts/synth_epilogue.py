@@ -33,10 +33,10 @@ from hw.errors import NmxError  # noqa: E402
 from hw.rtl import verilog_text, write_if_changed  # noqa: E402
 from hw.target import ECP5  # noqa: E402
 from nmx.commands.rtl import add_config_arguments, config_from_args  # noqa: E402
-from scripts.ecp5_pack_outreg import pack_output_registers  # noqa: E402
 from scripts.synth_ecp5 import (  # noqa: E402
     DEVICE,
     _version,
+    pack_outreg_in_place,
     place_and_route,
     summarise,
     synthesise,
@@ -75,10 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         write_if_changed(verilog, verilog_text(factory(config), top, ECP5).encode())
         start = time.monotonic()
         cells = synthesise(verilog.resolve(), work, top=top)
-        netlist = json.loads((work / "synth.json").read_text())
-        packed = pack_output_registers(netlist)
-        (work / "synth.json").write_text(json.dumps(netlist))
-        cells["TRELLIS_FF"] = cells.get("TRELLIS_FF", 0) - packed["flip_flops"]
+        pack_outreg_in_place(work, cells)
         t_synth = time.monotonic() - start
         reports = {seed: place_and_route(work, args.freq, seed) for seed in args.seeds}
         t_pnr = time.monotonic() - start - t_synth

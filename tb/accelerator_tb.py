@@ -39,7 +39,6 @@ from hw.isa import (
     Epi,
     Gemm,
     Halt,
-    IsaError,
     Load,
     Loadt,
     Setbase,
@@ -59,6 +58,7 @@ from hw.registers import (
     decode_fields,
 )
 from sim.golden import GoldenModel, StatusCode
+from tb.random_programs import illegal_word
 
 CLOCK_NS = 10
 
@@ -340,17 +340,6 @@ def control_program(rng: random.Random, config: AcceleratorConfig, n: int) -> li
                                                                   config.instr_fifo_depth, rng))))
     words.append(encode(Halt()))
     return words
-
-
-def illegal_word(rng: random.Random) -> int:
-    while True:
-        w = rng.choice([0, rng.getrandbits(128), encode(Halt()) | 0x10,
-                        encode(Sync(target=SyncTarget.LOAD)) | 0x10,
-                        encode(Setbase()) | (1 << 127), (rng.getrandbits(124) << 4) | 0xF])
-        try:
-            decode(w)
-        except IsaError:
-            return w
 
 
 def expected_status(config, words, prog_len, faults=(), dram=bytes(64)):

@@ -111,7 +111,8 @@ def test_deadlock_times_out_and_soft_reset_recovers(device):
 def test_random_programs_equal_the_golden_model(latency, backpressure):
     """Random LOAD/LOADT/GEMM/EPI/STORE programs, a third broken (range errors, illegal words):
     status code, offset and the whole final DRAM image equal the golden model's."""
-    from tb.accelerator_tb import break_program, compute_program, illegal_word
+    from tb.accelerator_tb import break_program, compute_program
+    from tb.random_programs import illegal_word
 
     rng = random.Random(100 + latency)
     codes = {}
