@@ -22,7 +22,7 @@ from nmx.commands.rtl import add_config_arguments, config_from_args
 
 __all__ = ["DemoRequest", "add_arguments", "request_from_args", "run"]
 
-DEFAULT_MODEL = "mlp"
+DEFAULT_MODEL = "bert"
 BACKENDS = ("rtl", "golden")
 DEFAULT_BACKEND = "rtl"
 _DEMO_ONLY = ("m", "k", "n", "seed", "waves")
