@@ -20,6 +20,7 @@ from hw.epilogue import Epilogue, OutWidth
 from hw.epilogue_unit import EpilogueUnit
 from hw.numeric import PwlTable
 from hw.segment_table import SegmentTable, TableField
+from tb.epilogue_tb import random_table
 
 INT32_MIN, INT32_MAX = numeric.int_range(32)
 INT16_MIN, INT16_MAX = numeric.int_range(16)
@@ -160,22 +161,6 @@ class TB:
         assert self.tags == [r.tag for r in rows], "rows reordered"
         for i, row in enumerate(rows):
             assert self.results[i] == expected(row, tables), (i, row)
-
-
-def random_table(rng: np.random.Generator, segments: int) -> PwlTable:
-    """A table of 1..segments segments, with random breakpoints, ties and int32-limit ones."""
-    n = int(rng.integers(1, segments + 1))
-    bp = rng.integers(INT32_MIN, INT32_MAX + 1, n - 1)
-    if n > 2:
-        ties = rng.integers(0, n - 1, n // 4)
-        bp[ties] = bp[(ties + 1) % (n - 1)]
-        bp[rng.integers(0, n - 1)] = rng.choice([INT32_MIN, INT32_MAX])
-    return PwlTable(
-        tuple(int(v) for v in np.sort(bp)),
-        tuple(int(v) for v in rng.integers(INT16_MIN, INT16_MAX + 1, n)),
-        tuple(int(v) for v in rng.integers(INT32_MIN, INT32_MAX + 1, n)),
-        int(rng.integers(0, numeric.MAX_SHIFT + 1)),
-    )
 
 
 def random_rows(rng: np.random.Generator, n: int, lanes: int, fns: list[int],
