@@ -7,18 +7,23 @@ becomes the active one, so the operand (and every later one) is multiplied by th
 the operands still in flight ahead of it finish with the old one. Tiles stream back to back.
 
 The multiply-accumulate is pipelined for FPGA timing: the operand register feeds the multiplier,
-whose product is registered, and the adder's sum is registered. Per PE and cycle::
+whose product is registered twice (in the DSP block, then in the fabric next to the adder), and
+the adder's sum is registered. Per PE and cycle::
 
     a_reg   <= a_in                     (forwarded to the right neighbour as a_out)
     swap_reg<= swap_in                  (forwarded as swap_out)
     active  <= shadow        if swap_in
     shadow  <= w_in          if load_in (load_reg <= load_in, forwarded as load_out)
     product <= a_reg * active
-    sum     <= psum_in + product        (sum is psum_out, wraps modulo 2**acc_width)
+    product_near <= product
+    sum     <= psum_in + product_near   (sum is psum_out, wraps modulo 2**acc_width)
 
 So the partial sum that includes the operand seen at ``a_in`` in cycle ``t`` leaves on
-``psum_out`` in cycle ``t + 3``, and ``psum_in`` must carry the partial sum of the same operand row
-in cycle ``t + 2``. The registers have no clock enable: the array never stalls (backpressure is by
+``psum_out`` in cycle ``t + 4``, and ``psum_in`` must carry the partial sum of the same operand row
+in cycle ``t + 3``. ``product_near`` is for the FPGA: the DSP blocks sit in a few fixed rows of
+the die, and the route from a DSP's output register straight into the 32-bit adder's carry chain
+(5.5 ns of routing at worst on ECP5) limited the array to 123 MHz; with a fabric register in
+between, the route and the add are in different cycles. The registers have no clock enable: the array never stalls (backpressure is by
 credit, ``hw/systolic_array.py``), which keeps an enable's fan-out off the timing path.
 
 The multiplier with its operand registers (a copy of ``a_reg``, and ``active``) and its
@@ -66,9 +71,9 @@ class ProcessingElement(wiring.Component):
     """
 
     #: Cycles from ``a_in`` to the sum including it on ``psum_out``.
-    MAC_LATENCY = 3
+    MAC_LATENCY = 4
     #: Cycles from ``a_in`` to the partial sum this PE adds to on ``psum_in``.
-    PSUM_IN_OFFSET = 2
+    PSUM_IN_OFFSET = 3
 
     def __init__(self, operand_width: int = 8, acc_width: int = 32) -> None:
         for name, value in (("operand_width", operand_width), ("acc_width", acc_width)):
@@ -113,13 +118,15 @@ class ProcessingElement(wiring.Component):
         load_reg = Signal()
         shadow = Signal(signed(ow))
         product = Signal(signed(2 * ow))
+        product_near = Signal(signed(2 * ow))
         acc = Signal(signed(aw))
 
         m.d.sync += [
             a_reg.eq(self.a_in),
             swap_reg.eq(self.swap_in),
             load_reg.eq(self.load_in),
-            acc.eq(self.psum_in + product),
+            product_near.eq(product),
+            acc.eq(self.psum_in + product_near),
         ]
         # a_reg and active again, inside the multiplier (a DSP block's input registers on ECP5).
         m.submodules.mult = mult = PipelinedMultiplier(ow, ow)

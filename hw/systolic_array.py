@@ -36,7 +36,7 @@ Rules and policy:
   place in that queue. When ``results`` is not ready, or the queue still holds older rows, a
   finished row goes into the queue; otherwise it bypasses it. Nothing is lost or reordered.
 * Latency: a row accepted on ``operands`` in cycle ``t`` (and not held) is on ``results`` in cycle
-  ``t + rows + cols + 3`` (:attr:`SystolicArray.latency`), plus cycles spent in the result queue.
+  ``t + rows + cols + 5`` (:attr:`SystolicArray.latency`), plus cycles spent in the result queue.
   ``result_depth = latency`` credits keep one row per cycle flowing while ``results`` is ready.
 """
 
@@ -48,10 +48,13 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from hw.config import AcceleratorConfig
+from hw.credit_queue import CreditQueue
 from hw.processing_element import ProcessingElement
 
 __all__ = ["SystolicArray", "operand_layout"]
 
+#: Register stages between the entry decision and the first PE row/column (see elaborate).
+ENTRY_STAGES = 1
 #: Beats the weight queue in front of the array holds (two keep weights.ready registered while
 #: sustaining one beat per cycle).
 WEIGHT_QUEUE_DEPTH = 2
@@ -107,7 +110,7 @@ class SystolicArray(wiring.Component):
             for _ in range(rows)
         ]
         self._weight_queue = SyncFIFO(width=ow * cols, depth=WEIGHT_QUEUE_DEPTH)
-        self._result_queue = SyncFIFO(width=aw * cols, depth=self.result_depth)
+        self._result_queue = CreditQueue(width=aw * cols, depth=self.result_depth)
 
     @property
     def config(self) -> AcceleratorConfig:
@@ -127,7 +130,7 @@ class SystolicArray(wiring.Component):
     @property
     def latency(self) -> int:
         """Cycles from accepting an operand row to presenting its result (no stalls, no hold)."""
-        return self.rows + self.cols + 3
+        return ENTRY_STAGES + self.rows + self.cols + ProcessingElement.MAC_LATENCY
 
     @property
     def result_depth(self) -> int:
@@ -151,43 +154,70 @@ class SystolicArray(wiring.Component):
 
         # Credits: rows in the array, its output register and the result queue.
         m.submodules.result_queue = result_queue = self._result_queue
-        queued, out = result_queue.w_stream, result_queue.r_stream
-        in_flight = Signal(range(self.result_depth + 1))
+        queued, out = result_queue.w, result_queue.r
+        depth = self.result_depth
+        in_flight = Signal(range(depth + 1))
+        # `enter` fans out to the row-0 DSP clock enable, the skew, the weight load strobes and
+        # the credit counter: it is one LUT of flip-flops. The credit and shadow-full flags are
+        # therefore registers, computed a cycle ahead from the counters' next values (the three
+        # credit compares below use only the registered count).
+        has_credit = Signal(init=1)  # in_flight < depth
+        taken = Signal()  # a result row leaves on `results` this cycle
 
         # Operand input register: a row waits here until it may enter the array.
         in_valid = Signal()
         in_row = Signal(operand_layout(rows))
         loaded = Signal(range(rows + 1))  # weight beats in the shadow registers
         started = Signal()  # a tile is active (a `first` row has entered)
-        shadow_full = Signal()
+        shadow_full = Signal()  # loaded == rows
         enter = Signal()  # the row in the input register enters the array this cycle
         enter_first = Signal()
         drain = Signal()  # a weight beat leaves the queue for the shadow registers this cycle
         drain_row = Signal(range(max(rows, 2)))  # one bit at least, also for rows = 1
+        loaded_next = Signal.like(loaded)
         m.d.comb += [
-            shadow_full.eq(loaded == rows),
-            enter.eq(
-                in_valid & (in_flight < self.result_depth)
-                & Mux(in_row.first, shadow_full, started)
-            ),
+            enter.eq(in_valid & has_credit & Mux(in_row.first, shadow_full, started)),
             enter_first.eq(enter & in_row.first),
             self.operands.ready.eq(~in_valid | enter),
             drain.eq(weight_out.valid & (~shadow_full | enter_first)),
             drain_row.eq(Mux(enter_first, 0, loaded)),
             weight_out.ready.eq(drain),
+            loaded_next.eq(Mux(enter_first, drain, loaded + drain)),
         ]
+        m.d.sync += [loaded.eq(loaded_next), shadow_full.eq(loaded_next == rows)]
         with m.If(self.operands.valid & self.operands.ready):
             m.d.sync += [in_valid.eq(1), in_row.eq(self.operands.payload)]
         with m.Elif(enter):
             m.d.sync += in_valid.eq(0)
         with m.If(enter_first):
-            m.d.sync += [started.eq(1), loaded.eq(drain)]
-        with m.Elif(drain):
-            m.d.sync += loaded.eq(loaded + 1)
+            m.d.sync += started.eq(1)
+        # in_flight' = in_flight + enter - taken; has_credit' = in_flight' < depth.
+        m.d.sync += [
+            in_flight.eq(in_flight + enter - taken),
+            has_credit.eq(Mux(
+                enter == taken, in_flight < depth,
+                Mux(enter, in_flight < depth - 1, in_flight < depth + 1),
+            )),
+        ]
+
+        # Entry register: the row, its swap flag, the weight beat and the load strobes reach the
+        # PEs one cycle after the entry decision, from flip-flops. The decision (one LUT of
+        # flip-flops) then drives only these registers, not the DSP clock enables and shadow
+        # registers spread over the die (their routes limited the array to 138 MHz).
+        entry_data = Signal.like(in_row.data)
+        entry_swap = Signal()
+        entry_w = Signal.like(beat)
+        entry_load = Signal(rows)
+        m.d.sync += [
+            entry_data.eq(in_row.data),
+            entry_swap.eq(enter_first),
+            entry_w.eq(beat),
+            entry_load.eq(Cat(drain & (drain_row == r) for r in range(rows))),
+        ]
 
         # Input skew: row r's operand and swap flag reach PE(r, 0) r cycles after row 0's.
         for r in range(rows):
-            a, swap = in_row.data[r], enter_first
+            a, swap = entry_data[r], entry_swap
             for stage in range(r):
                 a_next = Signal(signed(ow), name=f"skew_a_{r}_{stage}")
                 swap_next = Signal(name=f"skew_swap_{r}_{stage}")
@@ -203,7 +233,7 @@ class SystolicArray(wiring.Component):
         # Weight load: column c's weight reaches the PEs c cycles after the beat leaves the queue,
         # in step with the load strobe that travels right along the selected PE row.
         for c in range(cols):
-            w = beat[c]
+            w = entry_w[c]
             for stage in range(c):
                 w_next = Signal(signed(ow), name=f"wdelay_{c}_{stage}")
                 m.d.sync += w_next.eq(w)
@@ -211,7 +241,7 @@ class SystolicArray(wiring.Component):
             for r in range(rows):
                 m.d.comb += pes[r][c].w_in.eq(w)
                 if c == 0:
-                    m.d.comb += pes[r][0].load_in.eq(drain & (drain_row == r))
+                    m.d.comb += pes[r][0].load_in.eq(entry_load[r])
                 else:
                     m.d.comb += pes[r][c].load_in.eq(pes[r][c - 1].load_out)
 
@@ -232,8 +262,9 @@ class SystolicArray(wiring.Component):
                 s = s_next
             m.d.sync += row_out[c].eq(s)
 
-        # A row entering in cycle e is in row_out in cycle e + pipeline_depth.
-        pipeline_depth = rows + cols + 2
+        # A row entering in cycle e is in row_out in cycle e + pipeline_depth: PE(rows - 1, c)
+        # sees it in e + ENTRY_STAGES + rows - 1 + c, the de-skew and row_out add cols - c.
+        pipeline_depth = ENTRY_STAGES + rows + cols - 1 + ProcessingElement.MAC_LATENCY
         valid_line = Signal(pipeline_depth, name="valid_line")
         m.d.sync += valid_line.eq(Cat(enter, valid_line[:-1]))
         row_out_valid = valid_line[-1]
@@ -247,6 +278,5 @@ class SystolicArray(wiring.Component):
             queued.payload.eq(row_out),
             queued.valid.eq(row_out_valid & (out.valid | ~self.results.ready)),
         ]
-        taken = self.results.valid & self.results.ready
-        m.d.sync += in_flight.eq(in_flight + enter - taken)
+        m.d.comb += taken.eq(self.results.valid & self.results.ready)
         return m

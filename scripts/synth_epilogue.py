@@ -28,13 +28,19 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from hw.bias_scale import BiasScaleSram  # noqa: E402
+from hw.compute_unit import ComputeUnit  # noqa: E402
+from hw.dispatcher import Dispatcher  # noqa: E402
 from hw.epilogue_unit import EpilogueUnit  # noqa: E402
 from hw.errors import NmxError  # noqa: E402
+from hw.load_unit import LoadUnit  # noqa: E402
 from hw.rtl import verilog_text, write_if_changed  # noqa: E402
+from hw.store_unit import StoreUnit  # noqa: E402
 from hw.target import ECP5  # noqa: E402
 from nmx.commands.rtl import add_config_arguments, config_from_args  # noqa: E402
 from scripts.synth_ecp5 import (  # noqa: E402
     DEVICE,
+    PNR_NICENESS,
+    ROUTER,
     _version,
     pack_outreg_in_place,
     place_and_route,
@@ -50,6 +56,10 @@ TAG_BITS = 24
 BLOCKS = {
     "epilogue": (TOP, lambda config: EpilogueUnit(config, tag_bits=TAG_BITS)),
     "bias_scale": ("bias_scale_sram", BiasScaleSram),
+    "load_unit": ("load_unit", LoadUnit),
+    "store_unit": ("store_unit", StoreUnit),
+    "dispatcher": ("dispatcher", Dispatcher),
+    "compute_unit": ("compute_unit", ComputeUnit),
 }
 
 
@@ -63,7 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1], metavar="SEED")
     parser.add_argument("--block", choices=sorted(BLOCKS), default="epilogue",
                         help="epilogue: Epilogue + SegmentTable (default); bias_scale: "
-                        "BiasScaleSram")
+                        "BiasScaleSram; load_unit, store_unit, dispatcher, compute_unit: that "
+                        "unit alone (finding a unit's critical path in minutes instead of the "
+                        "whole accelerator's hour)")
+    parser.add_argument("--router", choices=("router1", "router2"), default=ROUTER)
+    parser.add_argument("--pnr-niceness", type=int, default=PNR_NICENESS, metavar="N")
     args = parser.parse_args(argv)
     top, factory = BLOCKS[args.block]
     try:
@@ -77,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         cells = synthesise(verilog.resolve(), work, top=top)
         pack_outreg_in_place(work, cells)
         t_synth = time.monotonic() - start
-        reports = {seed: place_and_route(work, args.freq, seed) for seed in args.seeds}
+        reports = {seed: place_and_route(work, args.freq, seed, args.router, args.pnr_niceness)
+                   for seed in args.seeds}
         t_pnr = time.monotonic() - start - t_synth
         figures = summarise(cells, reports)
     except NmxError as e:

@@ -16,7 +16,7 @@ The model replays the executed instructions (:class:`sim.golden.TraceEntry`) in 
   beats).
 * **GEMM.** Each weight block is preloaded in ``rows`` cycles (``cols`` when transposed), double
   buffered behind the previous block's stream of ``m`` rows (a block occupies ``max(m, rows)``
-  cycles); the last row's results leave ``rows + cols + 3`` cycles after it entered (the array's
+  cycles); the last row's results leave ``rows + cols + 5`` cycles after it entered (the array's
   latency, ``docs/architecture.md``).
 * **Banks.** Scratchpad bank conflicts are not modelled (assumed avoided by placement).
 * **GEMM, measured.** ``gemm_extra`` cycles are added to each GEMM (the compute unit's sequencer
@@ -73,7 +73,7 @@ __all__ = [
 ]
 
 #: The systolic array's row latency is ``rows + cols + ARRAY_LATENCY_EXTRA`` (docs/architecture.md).
-ARRAY_LATENCY_EXTRA = 3
+ARRAY_LATENCY_EXTRA = 5
 
 
 #: Where ``scripts/calibrate_cycle_model.py`` stores the constants fitted to the RTL.

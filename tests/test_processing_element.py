@@ -36,6 +36,7 @@ class PeModel:
     shadow: int = 0
     active: int = 0
     product: int = 0
+    product_near: int = 0
     acc: int = 0
 
     def outputs(self) -> dict[str, int]:
@@ -44,7 +45,8 @@ class PeModel:
 
     def clock(self, a_in, swap_in, w_in, load_in, psum_in) -> None:
         """Advance one clock edge: every register takes its next value from the current state."""
-        self.acc = wrap(psum_in + self.product, self.acc_width)
+        self.acc = wrap(psum_in + self.product_near, self.acc_width)
+        self.product_near = self.product
         self.product = self.a_reg * self.active
         if swap_in:
             self.active = self.shadow
@@ -104,11 +106,13 @@ def test_parameters_are_read_only():
 
 
 def test_mac_latency_and_forwarding():
-    # Weight 3 loaded and swapped in, then operand 5 with psum_in 100 arriving two cycles later.
+    # Weight 3 loaded and swapped in, then operand 5 with psum_in 100 arriving three cycles
+    # later.
     cycles = [
         {"w_in": 3, "load_in": 1},
         {"swap_in": 1},
         {"a_in": 5},
+        {},
         {},
         {"psum_in": 100},
         {},
@@ -118,7 +122,7 @@ def test_mac_latency_and_forwarding():
     assert seen[t + 1]["a_out"] == 5
     assert seen[2]["swap_out"] == 1 and seen[1]["load_out"] == 1
     assert seen[t + ProcessingElement.MAC_LATENCY]["psum_out"] == 100 + 15
-    assert ProcessingElement.PSUM_IN_OFFSET == 2
+    assert ProcessingElement.PSUM_IN_OFFSET == 3
 
 
 def test_swap_applies_from_the_flagged_operand_on():
@@ -130,10 +134,11 @@ def test_swap_applies_from_the_flagged_operand_on():
         {"a_in": 10},
         {"a_in": 11, "swap_in": 1},
         {"a_in": 12},
-        {}, {}, {},
+        {}, {}, {}, {},
     ]
     seen = run_pe(cycles)
-    assert [seen[t + 3]["psum_out"] for t in (3, 4, 5)] == [20, -77, -84]
+    lat = ProcessingElement.MAC_LATENCY
+    assert [seen[t + lat]["psum_out"] for t in (3, 4, 5)] == [20, -77, -84]
     assert seen == model_outputs(cycles)
 
 
@@ -143,24 +148,26 @@ def test_load_and_swap_on_the_same_edge_swaps_in_the_old_shadow():
         {"w_in": 9, "load_in": 1, "swap_in": 1, "a_in": 1},
         {"a_in": 1},
         {"a_in": 1, "swap_in": 1},
-        {}, {}, {}, {},
+        {}, {}, {}, {}, {},
     ]
     seen = run_pe(cycles)
-    assert [seen[t + 3]["psum_out"] for t in (1, 2, 3)] == [4, 4, 9]
+    lat = ProcessingElement.MAC_LATENCY
+    assert [seen[t + lat]["psum_out"] for t in (1, 2, 3)] == [4, 4, 9]
 
 
 @pytest.mark.parametrize(("a", "w"), [(-128, -128), (127, 127), (-128, 127), (0, -128), (1, -1)])
 def test_int8_extremes(a, w):
-    cycles = [{"w_in": w, "load_in": 1}, {"swap_in": 1, "a_in": a}, {}, {"psum_in": -(2**31)}, {}]
+    cycles = [{"w_in": w, "load_in": 1}, {"swap_in": 1, "a_in": a}, {}, {},
+              {"psum_in": -(2**31)}, {}]
     seen = run_pe(cycles)
-    assert seen[4]["psum_out"] == wrap(a * w - 2**31, 32)
+    assert seen[1 + ProcessingElement.MAC_LATENCY]["psum_out"] == wrap(a * w - 2**31, 32)
 
 
 def test_accumulator_wraps_like_twos_complement():
-    cycles = [{"w_in": -128, "load_in": 1}, {"swap_in": 1, "a_in": -128}, {},
+    cycles = [{"w_in": -128, "load_in": 1}, {"swap_in": 1, "a_in": -128}, {}, {},
               {"psum_in": 2**15 - 1}, {}]
     seen = run_pe(cycles, operand_width=8, acc_width=16)
-    assert seen[4]["psum_out"] == wrap(16384 + 2**15 - 1, 16)
+    assert seen[1 + ProcessingElement.MAC_LATENCY]["psum_out"] == wrap(16384 + 2**15 - 1, 16)
 
 
 def _cycle(ow: int, aw: int):

@@ -123,7 +123,7 @@ def test_rejects_bad_config():
 
 def test_parameters_are_read_only():
     dut = make_array(2, 3)
-    assert (dut.rows, dut.cols, dut.latency) == (2, 3, 8)
+    assert (dut.rows, dut.cols, dut.latency) == (2, 3, 10)
     assert dut.config == preset("tiny").replace(rows=2, cols=3)
     with pytest.raises(AttributeError):
         dut.rows = 4
