@@ -25,11 +25,12 @@ Ports (``addr`` is ``log2(accumulator_rows)`` bits; ``ROW = ArrayLayout(signed(3
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, signed
-from amaranth.lib import data, wiring
+from amaranth.hdl import signed
+from amaranth.lib import data
 
 from hw.banked_memory import BankedMemory
 from hw.config import AcceleratorConfig
+from hw.memory_space import MemorySpace
 
 __all__ = ["ACC_BANKS", "Accumulator", "accumulator_row_layout"]
 
@@ -45,7 +46,7 @@ def accumulator_row_layout(config: AcceleratorConfig) -> data.ArrayLayout:
     return data.ArrayLayout(signed(config.acc_bits), config.cols)
 
 
-class Accumulator(wiring.Component):
+class Accumulator(MemorySpace):
     """Banked int32 accumulator with a GEMM read-modify-write port (see module docs).
 
     Parameters
@@ -54,11 +55,9 @@ class Accumulator(wiring.Component):
         Uses ``accumulator_rows`` and ``cols``.
     """
 
-    def __init__(self, config: AcceleratorConfig) -> None:
-        if not isinstance(config, AcceleratorConfig):
-            raise TypeError(f"config must be an AcceleratorConfig, got {config!r}")
-        self._config = config
-        self._mem = BankedMemory(
+    def banked_memory(self, config: AcceleratorConfig) -> BankedMemory:
+        """:data:`ACC_BANKS` banks of ``cols`` int32 with the exclusive ``gemm`` port."""
+        return BankedMemory(
             depth=config.accumulator_rows,
             data_shape=accumulator_row_layout(config),
             banks=ACC_BANKS,
@@ -66,27 +65,3 @@ class Accumulator(wiring.Component):
             write_clients=WRITE_CLIENTS,
             exclusive="gemm",
         )
-        super().__init__({n: self._mem.signature.members[n] for n in (
-            "gemm", *WRITE_CLIENTS, *READ_CLIENTS)})
-
-    @property
-    def config(self) -> AcceleratorConfig:
-        """The configuration the accumulator was built for."""
-        return self._config
-
-    @property
-    def addr_bits(self) -> int:
-        """Width of a row address."""
-        return self._mem.addr_bits
-
-    @property
-    def memories(self):
-        """The bank memories (``lib.memory.Memory``), bank 0 first."""
-        return self._mem.memories
-
-    def elaborate(self, platform) -> Module:
-        m = Module()
-        m.submodules.banks = self._mem
-        for n in ("gemm", *WRITE_CLIENTS, *READ_CLIENTS):
-            wiring.connect(m, wiring.flipped(getattr(self, n)), getattr(self._mem, n))
-        return m

@@ -19,11 +19,12 @@ Ports (``addr`` is ``log2(scratchpad_rows)`` bits; ``ROW = ArrayLayout(signed(8)
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, signed
-from amaranth.lib import data, wiring
+from amaranth.hdl import signed
+from amaranth.lib import data
 
 from hw.banked_memory import BankedMemory
 from hw.config import AcceleratorConfig
+from hw.memory_space import MemorySpace
 
 __all__ = ["Scratchpad", "scratchpad_row_layout"]
 
@@ -36,7 +37,7 @@ def scratchpad_row_layout(config: AcceleratorConfig) -> data.ArrayLayout:
     return data.ArrayLayout(signed(config.operand_bits), config.lanes)
 
 
-class Scratchpad(wiring.Component):
+class Scratchpad(MemorySpace):
     """Banked int8 scratchpad (see module docs).
 
     Parameters
@@ -45,11 +46,9 @@ class Scratchpad(wiring.Component):
         Uses ``scratchpad_rows``, ``scratchpad_banks``, ``lanes``.
     """
 
-    def __init__(self, config: AcceleratorConfig) -> None:
-        if not isinstance(config, AcceleratorConfig):
-            raise TypeError(f"config must be an AcceleratorConfig, got {config!r}")
-        self._config = config
-        self._mem = BankedMemory(
+    def banked_memory(self, config: AcceleratorConfig) -> BankedMemory:
+        """``scratchpad_banks`` banks of ``lanes`` int8 with per-lane write masks."""
+        return BankedMemory(
             depth=config.scratchpad_rows,
             data_shape=scratchpad_row_layout(config),
             banks=config.scratchpad_banks,
@@ -57,27 +56,3 @@ class Scratchpad(wiring.Component):
             write_clients=WRITE_CLIENTS,
             granularity=config.operand_bits,
         )
-        super().__init__({n: self._mem.signature.members[n] for n in (*WRITE_CLIENTS,
-                                                                        *READ_CLIENTS)})
-
-    @property
-    def config(self) -> AcceleratorConfig:
-        """The configuration the scratchpad was built for."""
-        return self._config
-
-    @property
-    def addr_bits(self) -> int:
-        """Width of a row address."""
-        return self._mem.addr_bits
-
-    @property
-    def memories(self):
-        """The bank memories (``lib.memory.Memory``), bank 0 first."""
-        return self._mem.memories
-
-    def elaborate(self, platform) -> Module:
-        m = Module()
-        m.submodules.banks = self._mem
-        for n in (*WRITE_CLIENTS, *READ_CLIENTS):
-            wiring.connect(m, wiring.flipped(getattr(self, n)), getattr(self._mem, n))
-        return m
