@@ -368,15 +368,45 @@ class ComputeUnit(wiring.Component):
         room_ok = Mux(is_gemm, dq_w.w_rdy & dq_o.w_rdy & dq_b.w_rdy & dq_r.w_rdy & interlock_ok,
                       Mux(is_epi, ~epi_busy, 1)) & self._retire.w_rdy
         waiting = Signal()  # in WAIT: tokens, room or interlock
-        checking = Signal()  # in CHECK or DECIDE
+        checking = Signal()  # in CHECK, BOUNDS or DECIDE
 
         # issue state: an If chain with a final Else rather than an FSM or Switch, so the Verilog
-        # has no incomplete case statement
-        IDLE, CHECK, DECIDE, WAIT, ERROR = range(5)
-        state = Signal(range(5))
+        # has no incomplete case statement. CHECK forms the products, BOUNDS registers every
+        # range check (one add and one compare deep each), DECIDE picks the first failing one in
+        # docs/isa.md's order: no cycle chains the checks' carry chains.
+        IDLE, CHECK, BOUNDS, DECIDE, WAIT, ERROR = range(6)
+        state = Signal(range(6))
 
         def goto(s):
             m.d.sync += state.eq(s)
+
+        dest = e.dest.as_value()
+        to_scale = dest == EpiDest.SCALE.value
+        to_spad = dest == EpiDest.SPAD.value
+        to_acc = dest == EpiDest.ACC.value
+        # (name, condition) in the order of the checks; GEMM's, then EPI's
+        gemm_checks = [
+            ("w", g.w + Mux(g.transpose, nk * C, nk * R) > spad_rows, StatusCode.SPAD_RANGE),
+            ("a", g.a + km > spad_rows, StatusCode.SPAD_RANGE),
+            ("acc", g.acc + g_nm > acc_rows, StatusCode.ACC_RANGE),
+            ("bias", bias_mode & (g.bias + g.n_tiles * C > entries), StatusCode.TABLE_RANGE),
+        ]
+        epi_checks = [  # (name, condition, code, reported late: after FN_UNLOADED)
+            ("src", e.src + e_nm > acc_rows, StatusCode.ACC_RANGE, False),
+            ("fn", e.fn >= cfg.pwl_functions, StatusCode.TABLE_RANGE, False),
+            ("scale", e.scale + scale_count > entries, StatusCode.TABLE_RANGE, True),
+            ("col", to_scale & (e.col >= C), StatusCode.FIELD_RANGE, True),
+            ("shift", to_scale & (e.out_shift > MAX_SHIFT), StatusCode.FIELD_RANGE, True),
+            ("scale_dst", to_scale & (e.dst + e_nm > entries), StatusCode.TABLE_RANGE, True),
+            ("scale_overlap", to_scale & _overlap(e.dst, e_nm, e.scale, scale_count),
+             StatusCode.FIELD_RANGE, True),
+            ("spad_dst", to_spad & (e.dst + e_nm > spad_rows), StatusCode.SPAD_RANGE, True),
+            ("acc_dst", to_acc & (e.dst + e_nm > acc_rows), StatusCode.ACC_RANGE, True),
+            ("acc_overlap", to_acc & (e.dst != e.src) & _overlap(e.dst, e_nm, e.src, e_nm),
+             StatusCode.FIELD_RANGE, True),
+        ]
+        gemm_bad = {name: Signal(name=f"gemm_bad_{name}") for name, _, _ in gemm_checks}
+        epi_bad = {name: Signal(name=f"epi_bad_{name}") for name, _, _, _ in epi_checks}
 
         with m.If(state == IDLE):
             with m.If(self.cmd.valid):
@@ -395,53 +425,32 @@ class ComputeUnit(wiring.Component):
                 e_nm.eq(e.n_tiles * e.m),
                 scale_count.eq(Mux(e.scale_mode == ScaleMode.COL, e.n_tiles * C, e.m)),
             ]
+            goto(BOUNDS)
+        with m.Elif(state == BOUNDS):
+            m.d.comb += checking.eq(1)
+            m.d.sync += w_rows.eq(Mux(g.transpose, nk * C, nk * R))
+            m.d.sync += [gemm_bad[name].eq(cond) for name, cond, _ in gemm_checks]
+            m.d.sync += [epi_bad[name].eq(cond) for name, cond, _, _ in epi_checks]
             goto(DECIDE)
         with m.Elif(state == DECIDE):
             m.d.comb += checking.eq(1)
-            m.d.sync += w_rows.eq(Mux(g.transpose, nk * C, nk * R))
             with m.If(drop_held):
                 goto(IDLE)
             with m.Elif(is_gemm):
-                with m.If(g.w + Mux(g.transpose, nk * C, nk * R) > spad_rows):
-                    fail(StatusCode.SPAD_RANGE)
-                with m.Elif(g.a + km > spad_rows):
-                    fail(StatusCode.SPAD_RANGE)
-                with m.Elif(g.acc + g_nm > acc_rows):
-                    fail(StatusCode.ACC_RANGE)
-                with m.Elif(bias_mode & (g.bias + g.n_tiles * C > entries)):
-                    fail(StatusCode.TABLE_RANGE)
+                for i, (name, _, code) in enumerate(gemm_checks):
+                    with (m.If if i == 0 else m.Elif)(gemm_bad[name]):
+                        fail(code)
                 with m.Else():
                     goto(WAIT)
             with m.Elif(is_epi):
-                dest = e.dest.as_value()
-
-                def fail_late(code):  # reported in WAIT, after FN_UNLOADED
-                    m.d.sync += late_code.eq(code)
-                    goto(WAIT)
-
                 m.d.sync += late_code.eq(0)
-                with m.If(e.src + e_nm > acc_rows):
-                    fail(StatusCode.ACC_RANGE)
-                with m.Elif(e.fn >= cfg.pwl_functions):
-                    fail(StatusCode.TABLE_RANGE)
-                with m.Elif(e.scale + scale_count > entries):
-                    fail_late(StatusCode.TABLE_RANGE)
-                with m.Elif((dest == EpiDest.SCALE.value) & (e.col >= C)):
-                    fail_late(StatusCode.FIELD_RANGE)
-                with m.Elif((dest == EpiDest.SCALE.value) & (e.out_shift > MAX_SHIFT)):
-                    fail_late(StatusCode.FIELD_RANGE)
-                with m.Elif((dest == EpiDest.SCALE.value) & (e.dst + e_nm > entries)):
-                    fail_late(StatusCode.TABLE_RANGE)
-                with m.Elif((dest == EpiDest.SCALE.value)
-                            & _overlap(e.dst, e_nm, e.scale, scale_count)):
-                    fail_late(StatusCode.FIELD_RANGE)
-                with m.Elif((dest == EpiDest.SPAD.value) & (e.dst + e_nm > spad_rows)):
-                    fail_late(StatusCode.SPAD_RANGE)
-                with m.Elif((dest == EpiDest.ACC.value) & (e.dst + e_nm > acc_rows)):
-                    fail_late(StatusCode.ACC_RANGE)
-                with m.Elif((dest == EpiDest.ACC.value) & (e.dst != e.src)
-                            & _overlap(e.dst, e_nm, e.src, e_nm)):
-                    fail_late(StatusCode.FIELD_RANGE)
+                for i, (name, _, code, late) in enumerate(epi_checks):
+                    with (m.If if i == 0 else m.Elif)(epi_bad[name]):
+                        if late:  # reported in WAIT, after FN_UNLOADED
+                            m.d.sync += late_code.eq(code)
+                            goto(WAIT)
+                        else:
+                            fail(code)
                 with m.Else():
                     goto(WAIT)
             with m.Elif(opcode == Opcode.SYNC):

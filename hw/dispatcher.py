@@ -39,6 +39,7 @@ from hw.axi import AXI_BURST_INCR, AXI_CACHE, axi4_read_signature
 from hw.config import AcceleratorConfig
 from hw.csr import CODE_BITS, PC_BITS
 from hw.decoder import Decoder, UnitCode
+from hw.dma import StreamSkid
 from hw.isa import WORD_BITS, WORD_BYTES, Opcode, field_specs
 from hw.registers import RunState
 from hw.unit_ports import AXI_ID_BITS, ERROR_SIGNATURE, FLUSH_SIGNATURE, unit_command_layout
@@ -183,16 +184,22 @@ class Dispatcher(wiring.Component):
             axi.arcache.eq(AXI_CACHE),
             axi.rready.eq(1),
         ]
-        can_request = (
-            running & ~stopped & (req_addr < fetch_limit) & (inflight + burst <= depth)
-        )
+        # The next burst's size and whether one is left, registered from req_addr: they are
+        # current from the second cycle after req_addr changes (`settled`), so a burst is
+        # requested at most every other cycle (each is up to a chunk of beats).
+        burst_r = Signal.like(burst)
+        more_r = Signal()
+        settled = Signal()
+        m.d.sync += [burst_r.eq(burst), more_r.eq(req_addr < fetch_limit), settled.eq(1)]
+        can_request = running & ~stopped & settled & more_r & (inflight + burst_r <= depth)
         with m.If(axi.arvalid & axi.arready):
-            m.d.sync += [axi.arvalid.eq(0), req_addr.eq(req_addr + ((axi.arlen + 1) << log_bus))]
+            m.d.sync += [axi.arvalid.eq(0), req_addr.eq(req_addr + ((axi.arlen + 1) << log_bus)),
+                         settled.eq(0)]
         with m.Elif(~axi.arvalid & can_request):
             m.d.sync += [
                 axi.arvalid.eq(1),
                 axi.araddr.eq(req_addr),
-                axi.arlen.eq(burst - 1),
+                axi.arlen.eq(burst_r - 1),
             ]
 
         # ------------------------------------------------------------ prefetch buffer
@@ -260,25 +267,31 @@ class Dispatcher(wiring.Component):
         dec = self._decoder
         m.submodules.decoder = dec
         m.d.comb += dec.word.eq(word_data)
-        d_valid = Signal()
-        d_word = Signal(WORD_BITS)
-        d_illegal = Signal()
-        d_err = Signal()
-        d_unit = Signal(UnitCode)
+        # A two-entry register slice (hw.dma.StreamSkid): its input ready is a flip-flop, so
+        # the dispatch decision (`d_take`) reaches only the slice, not the prefetch buffer and
+        # the gearbox behind it. A new run empties it.
+        decoded_layout = data.StructLayout({
+            "word": WORD_BITS, "illegal": 1, "err": 1, "unit": UnitCode,
+            "setbase_bad": 1,  # a SETBASE's value out of range (checked as the word loads)
+        })
+        m.submodules.decoded = skid = ResetInserter(accept_start)(StreamSkid(decoded_layout))
+        d_valid = skid.o.valid
+        d_word = skid.o.payload.word
+        d_illegal = skid.o.payload.illegal
+        d_err = skid.o.payload.err
+        d_unit = skid.o.payload.unit
+        d_setbase_bad = skid.o.payload.setbase_bad
         d_take = Signal()  # the decoded word leaves the register this cycle
-        m.d.comb += word_ready.eq(~d_valid | d_take)
-        with m.If(word_valid & word_ready):
-            m.d.sync += [
-                d_valid.eq(1),
-                d_word.eq(word_data),
-                d_illegal.eq(dec.illegal),
-                d_err.eq(word_err),
-                d_unit.eq(dec.unit),
-            ]
-        with m.Elif(d_take):
-            m.d.sync += d_valid.eq(0)
-        with m.If(accept_start):
-            m.d.sync += d_valid.eq(0)
+        m.d.comb += [
+            skid.i.valid.eq(word_valid),
+            skid.i.payload.word.eq(word_data),
+            skid.i.payload.illegal.eq(dec.illegal),
+            skid.i.payload.err.eq(word_err),
+            skid.i.payload.unit.eq(dec.unit),
+            skid.i.payload.setbase_bad.eq(dec.decoded.body.setbase.value >> addr_bits != 0),
+            word_ready.eq(skid.i.ready),
+            skid.o.ready.eq(d_take),
+        ]
         d_view = data.View(dec.decoded.shape(), d_word)
 
         # ------------------------------------------------------------ dispatch
@@ -304,11 +317,14 @@ class Dispatcher(wiring.Component):
             queues[u] = q
             m.d.comb += q.w_data.eq(Cat(d_word, pc, resolved_base))
 
+        # pc == prog_len and pc_addr >= 2**addr_bits, registered: updated with pc and pc_addr.
+        at_end = Signal()
+        addr_out = Signal()
         can_dispatch = running & ~stopped
         with m.If(can_dispatch):
-            with m.If(pc == prog_len):
+            with m.If(at_end):
                 m.d.comb += [own_err.eq(1), own_code.eq(StatusCode.NO_HALT)]
-            with m.Elif(pc_addr >> addr_bits != 0):
+            with m.Elif(addr_out):
                 m.d.comb += [own_err.eq(1), own_code.eq(StatusCode.DRAM_RANGE)]
             with m.Elif(~d_valid):
                 m.d.comb += self.stall_fetch.eq(1)
@@ -322,7 +338,7 @@ class Dispatcher(wiring.Component):
                     m.d.sync += [halted.eq(1), halt_pc.eq(pc)]
                 with m.Else():  # SETBASE
                     setbase = d_view.body.setbase
-                    with m.If(setbase.value >> addr_bits != 0):
+                    with m.If(d_setbase_bad):
                         m.d.comb += [own_err.eq(1), own_code.eq(StatusCode.FIELD_RANGE)]
                     with m.Else():
                         m.d.comb += [advance.eq(1), self.retire.eq(1)]
@@ -336,7 +352,12 @@ class Dispatcher(wiring.Component):
                                  self.stall_dispatch.eq(~q.w_rdy)]
         m.d.comb += d_take.eq(advance)
         with m.If(advance):
-            m.d.sync += [pc.eq(pc + 1), pc_addr.eq(pc_addr + WORD_BYTES)]
+            m.d.sync += [
+                pc.eq(pc + 1),
+                pc_addr.eq(pc_addr + WORD_BYTES),
+                at_end.eq(pc + 1 == prog_len),
+                addr_out.eq((pc_addr + WORD_BYTES) >> addr_bits != 0),
+            ]
 
         # ------------------------------------------------------------ queue heads, flush
         for u in UNITS:
@@ -350,23 +371,30 @@ class Dispatcher(wiring.Component):
             ]
 
         # ------------------------------------------------------------ error precedence
-        cand_valid, cand_code, cand_pc = err_valid, err_code, err_pc
-        sources = [(own_err, own_code, pc)] + [
+        # The dispatcher's own error is registered first (its conditions hold while it waits:
+        # nothing advances on an error), so that the precedence starts from flip-flops only.
+        own_err_r = Signal()
+        own_code_r = Signal(CODE_BITS)
+        own_pc_r = Signal(PC_BITS)
+        m.d.sync += [own_err_r.eq(own_err & ~accept_start), own_code_r.eq(own_code),
+                     own_pc_r.eq(pc)]
+        # The lowest word offset wins, the earliest source on a tie (the held error first).
+        # Every pair is compared at once: no compare waits for another's result.
+        sources = [(err_valid, err_code, err_pc), (own_err_r, own_code_r, own_pc_r)] + [
             (e.valid, e.code, e.pc) for e in (getattr(self, f"{u}_error") for u in UNITS)
         ]
-        for valid, code, where in sources:
-            better = valid & (~cand_valid | (where < cand_pc))
-            new_valid = Signal.like(err_valid)
-            new_code = Signal.like(err_code)
-            new_pc = Signal.like(err_pc)
-            m.d.comb += [
-                new_valid.eq(cand_valid | valid),
-                new_code.eq(cand_code),
-                new_pc.eq(cand_pc),
-            ]
-            with m.If(better):
-                m.d.comb += [new_code.eq(code), new_pc.eq(where)]
-            cand_valid, cand_code, cand_pc = new_valid, new_code, new_pc
+        cand_valid = Signal.like(err_valid)
+        cand_code = Signal.like(err_code)
+        cand_pc = Signal.like(err_pc)
+        m.d.comb += cand_valid.eq(Cat(*(v for v, _, _ in sources)).any())
+        for i, (valid, code, where) in enumerate(sources):
+            wins = valid
+            for j, (other_valid, _, other_pc) in enumerate(sources):
+                if j != i:
+                    beats = (where < other_pc) if j < i else (where <= other_pc)
+                    wins = wins & (~other_valid | beats)
+            with m.If(wins):
+                m.d.comb += [cand_code.eq(code), cand_pc.eq(where)]
         with m.If(running):
             m.d.sync += [err_valid.eq(cand_valid), err_code.eq(cand_code), err_pc.eq(cand_pc)]
 
@@ -404,7 +432,10 @@ class Dispatcher(wiring.Component):
                 prog_len.eq(self.prog_len),
                 pc.eq(0),
                 pc_addr.eq(self.prog_addr),
+                at_end.eq(self.prog_len == 0),
+                addr_out.eq(self.prog_addr >> addr_bits != 0),
                 req_addr.eq(self.prog_addr & ~(bus_bytes - 1)),
+                settled.eq(0),
                 fetch_limit.eq(end),
                 inflight.eq(0),
                 *(r.eq(0) for r in base_regs),

@@ -557,8 +557,11 @@ class LoadUnit(wiring.Component):
                     ]
             with m.Else():
                 row_end = slot == desc_out.nbeats - 1
-                m.d.comb += rd.data.ready.eq(~row_end | out_free)
-                with m.If(data_fire):
+                takes = ~row_end | out_free
+                m.d.comb += rd.data.ready.eq(takes)
+                # (`rd.data.valid & takes`, not `data_fire`: the table parser's share of
+                # `rd.data.ready` stays off the row registers' enables.)
+                with m.If(rd.data.valid & takes):
                     with m.If(beat.error):
                         fail(_Code.DRAM_RANGE)
                     with m.If(row_end):

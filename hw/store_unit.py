@@ -22,7 +22,7 @@ from amaranth.lib.wiring import In, Out
 
 from hw.axi import axi4_write_signature
 from hw.config import AcceleratorConfig
-from hw.dma import AxiWriteEngine
+from hw.dma import AxiWriteEngine, StreamSkid
 from hw.isa import MemSpace, Opcode
 from hw.unit_ports import (
     AXI_ID_BITS,
@@ -135,6 +135,9 @@ class StoreUnit(wiring.Component):
             max_outstanding=max_outstanding,
             awid=awid,
         )
+        # A register slice in front of the write engine's requests: the engine's `ready` (its
+        # burst splitter's 4 KiB arithmetic) stays off the row-issue path.
+        self._req_slice = StreamSkid(self._writer.req.payload.shape())
         super().__init__(
             {
                 "cmd": In(stream.Signature(unit_command_layout(config))),
@@ -172,6 +175,9 @@ class StoreUnit(wiring.Component):
         cfg = self._config
         m.submodules.writer = wr = self._writer
         wiring.connect(m, wr.axi, wiring.flipped(self.axi))
+        m.submodules.req_slice = req_slice = self._req_slice
+        wiring.connect(m, req_slice.o, wr.req)
+        wreq = req_slice.i  # write requests go through the slice
         bw = cfg.dma_data_bits // 8
         lb = bw.bit_length() - 1
         row_bits = max(8 * cfg.lanes, 32 * cfg.cols)
@@ -202,6 +208,11 @@ class StoreUnit(wiring.Component):
         count = Signal(24)
         span = Signal(37)  # (rows - 1) * stride
         tile_bytes = Signal(22)  # tiles * row_bytes
+        end_r = Signal(cfg.addr_bits + 40)  # base_addr + span + tile_bytes
+        bad_length = Signal()
+        bad_src = Signal()
+        bad_stride = Signal()
+        bad_end = Signal()
 
         # ---------------------------------------------------------------- row issue
         wi = Signal(12)
@@ -237,11 +248,11 @@ class StoreUnit(wiring.Component):
                 self.spad_read.valid.eq(row_ok & ~is_acc),
                 self.acc_read.valid.eq(row_ok & is_acc),
                 issue.eq(row_ok & read_ready),
-                wr.req.valid.eq(pend_valid & ~(issue & can_join)),
-                wr.req.payload.addr.eq(pend_addr),
-                wr.req.payload.nbytes.eq(pend_nbytes),
+                wreq.valid.eq(pend_valid & ~(issue & can_join)),
+                wreq.payload.addr.eq(pend_addr),
+                wreq.payload.nbytes.eq(pend_nbytes),
             ]
-            with m.If(wr.req.valid & wr.req.ready):
+            with m.If(wreq.valid & wreq.ready):
                 m.d.sync += pend_valid.eq(0)
             with m.If(issue):
                 with m.If(pend_valid):
@@ -258,13 +269,13 @@ class StoreUnit(wiring.Component):
                     ]
         with m.Else():
             m.d.comb += [
-                wr.req.payload.addr.eq(dst_addr),
-                wr.req.payload.nbytes.eq(row_bytes),
+                wreq.payload.addr.eq(dst_addr),
+                wreq.payload.nbytes.eq(row_bytes),
                 # Both requests move together: each waits for the other's ready.
-                self.spad_read.valid.eq(req_valid & space & ~is_acc & wr.req.ready),
-                self.acc_read.valid.eq(req_valid & space & is_acc & wr.req.ready),
-                wr.req.valid.eq(req_valid & space & read_ready),
-                issue.eq(req_valid & space & read_ready & wr.req.ready),
+                self.spad_read.valid.eq(req_valid & space & ~is_acc & wreq.ready),
+                self.acc_read.valid.eq(req_valid & space & is_acc & wreq.ready),
+                wreq.valid.eq(req_valid & space & read_ready),
+                issue.eq(req_valid & space & read_ready & wreq.ready),
             ]
         last_issue = (wi == st.rows - 1) & (wu == st.tiles - 1)
         with m.If(issue):
@@ -318,7 +329,10 @@ class StoreUnit(wiring.Component):
         with m.If(wr.error):
             m.d.sync += b_error.eq(1)
 
-        drained = ~issuing & ~pend_valid & (inflight == 0) & ~rows_fifo.r_rdy & ~wr.busy
+        drained = (
+            ~issuing & ~pend_valid & (inflight == 0) & ~rows_fifo.r_rdy & ~req_slice.o.valid
+            & ~wr.busy
+        )
 
         # ---------------------------------------------------------------- control
         with m.FSM(name="ctrl"):
@@ -361,19 +375,34 @@ class StoreUnit(wiring.Component):
                     m.next = "CHECK"
                 with m.Else():  # SYNC
                     m.next = "PUSH"
+            # The range checks take three states, one wide add or compare deep each: CHECK
+            # the end address and the checks without it, CHECK_END the end against the
+            # limits, then DECIDE in the order docs/isa.md gives them.
             with m.State("CHECK"):
                 m.d.comb += self.busy.eq(1)
-                end = base_addr + span + tile_bytes  # one past the last byte
-                with m.If(st.length > row_elems):
+                m.d.sync += [
+                    end_r.eq(base_addr + span + tile_bytes),  # one past the last byte
+                    bad_length.eq(st.length > row_elems),
+                    bad_src.eq(st.src + count > mem_rows),
+                    bad_stride.eq((st.rows > 1) & (st.stride < tile_bytes)),
+                ]
+                m.next = "CHECK_END"
+            with m.State("CHECK_END"):
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += bad_end.eq((end_r > self.dram_limit) | (end_r > addr_limit))
+                m.next = "DECIDE"
+            with m.State("DECIDE"):
+                m.d.comb += self.busy.eq(1)
+                with m.If(bad_length):
                     m.d.sync += err_code.eq(_Code.FIELD_RANGE)
                     m.next = "FAIL"
-                with m.Elif(st.src + count > mem_rows):
+                with m.Elif(bad_src):
                     m.d.sync += err_code.eq(Mux(is_acc, _Code.ACC_RANGE, _Code.SPAD_RANGE))
                     m.next = "FAIL"
-                with m.Elif((end > self.dram_limit) | (end > addr_limit)):
+                with m.Elif(bad_end):
                     m.d.sync += err_code.eq(_Code.DRAM_RANGE)
                     m.next = "FAIL"
-                with m.Elif((st.rows > 1) & (st.stride < tile_bytes)):
+                with m.Elif(bad_stride):
                     m.d.sync += err_code.eq(_Code.FIELD_RANGE)
                     m.next = "FAIL"
                 with m.Else():
