@@ -1,0 +1,66 @@
+"""``scripts/synth_ecp5.py``'s seed runner and summary, without the FPGA tools (nextpnr faked)."""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from scripts import synth_ecp5
+
+
+def fake_report(fmax: float) -> dict:
+    return {"fmax": {"clk": {"achieved": fmax, "constraint": 150.0}}, "critical_paths": [],
+            "utilization": {"MULT18X18D": {"used": 64, "available": 156}}}
+
+
+@pytest.mark.parametrize("jobs", [1, 3])
+def test_seeds_run_with_the_given_router_and_niceness_and_keep_their_order(monkeypatch, jobs):
+    calls, running, peak = [], [0], [0]
+    lock = threading.Lock()
+    together = threading.Barrier(3)  # with 3 jobs, all three seeds must be running at once
+
+    def place_and_route(work, freq, seed, router, niceness):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        if jobs == 3:
+            together.wait(timeout=30)
+            time.sleep(0.01 * (4 - seed))  # later seeds finish first
+        with lock:
+            running[0] -= 1
+            calls.append((work, freq, seed, router, niceness))
+        return fake_report(100.0 + seed)
+
+    monkeypatch.setattr(synth_ecp5, "place_and_route", place_and_route)
+    args = argparse.Namespace(seeds=[1, 2, 3], jobs=jobs, freq=150.0, router="router2",
+                              pnr_niceness=0)
+    reports = synth_ecp5.place_and_route_seeds(Path("w"), args)
+    assert list(reports) == [1, 2, 3]
+    assert [r["fmax"]["clk"]["achieved"] for r in reports.values()] == [101.0, 102.0, 103.0]
+    assert sorted(c[2] for c in calls) == [1, 2, 3]
+    assert {c[3:] for c in calls} == {("router2", 0)}
+    assert peak[0] == jobs
+    summary = synth_ecp5.summarise({"LUT4": 5}, reports)
+    assert summary["fmax_mhz"] == 102.0
+    assert summary["seeds"][3]["fmax_mhz"] == 103.0
+
+
+def test_command_line_defaults_and_choices(monkeypatch):
+    parser_args = ["--top", "array", "--seeds", "1", "2", "3", "--jobs", "3",
+                   "--pnr-niceness", "0", "--router", "router1"]
+    seen = {}
+
+    def capture(config, top, args):
+        seen.update(top=top, seeds=args.seeds, jobs=args.jobs, niceness=args.pnr_niceness,
+                    router=args.router)
+        raise synth_ecp5.NmxError("stop here")
+
+    monkeypatch.setattr(synth_ecp5, "run_top", capture)
+    assert synth_ecp5.main(parser_args) == 2
+    assert seen == {"top": "array", "seeds": [1, 2, 3], "jobs": 3, "niceness": 0,
+                    "router": "router1"}
+    assert synth_ecp5.ROUTER == "router2" and synth_ecp5.PNR_NICENESS == 10
