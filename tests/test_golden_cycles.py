@@ -32,14 +32,14 @@ LOADED = [GEOM, Load(inner=64, length=4, push_next=True)]  # scratchpad rows 0..
 
 
 def test_gemm_cycles_hand_derived():
-    """``preload + (blocks-1) * max(m, preload) + m + R + C + 3``, worked out by hand."""
-    assert gemm_cycles(CFG, 5, 2, 3) == 4 + 5 * 5 + 5 + 11 == 45  # m > preload: m-bound
-    assert gemm_cycles(CFG, 2, 2, 3) == 4 + 5 * 4 + 2 + 11 == 37  # m < preload: preload-bound
-    assert gemm_cycles(CFG, 1, 1, 1) == 4 + 1 + 11 == 16
+    """``preload + (blocks-1) * max(m, preload) + m + R + C + 5``, worked out by hand."""
+    assert gemm_cycles(CFG, 5, 2, 3) == 4 + 5 * 5 + 5 + 13 == 47  # m > preload: m-bound
+    assert gemm_cycles(CFG, 2, 2, 3) == 4 + 5 * 4 + 2 + 13 == 39  # m < preload: preload-bound
+    assert gemm_cycles(CFG, 1, 1, 1) == 4 + 1 + 13 == 18
     tall = CFG.replace(rows=8)  # 8x4: preload is 8 rows, or 4 when transposed
-    assert gemm_cycles(tall, 3, 1, 2) == 8 + 8 + 3 + 15 == 34
-    assert gemm_cycles(tall, 3, 1, 2, transpose=True) == 4 + 4 + 3 + 15 == 26
-    assert gemm_cycles(preset("default"), 64, 4, 4) == 16 + 15 * 64 + 64 + 35 == 1075
+    assert gemm_cycles(tall, 3, 1, 2) == 8 + 8 + 3 + 17 == 36
+    assert gemm_cycles(tall, 3, 1, 2, transpose=True) == 4 + 4 + 3 + 17 == 28
+    assert gemm_cycles(preset("default"), 64, 4, 4) == 16 + 15 * 64 + 64 + 37 == 1077
     with pytest.raises(ValueError, match="m must be an integer >= 1"):
         gemm_cycles(CFG, 0, 1, 1)
 
@@ -55,7 +55,7 @@ def test_gemm_cycles_properties(m, k, n, transpose):
     assert t >= k * n * m + CFG.rows + CFG.cols
     # and, once m covers the preload, exactly that plus one preload and the latency
     if m >= CFG.rows:
-        assert t == k * n * m + CFG.rows + CFG.rows + CFG.cols + 3
+        assert t == k * n * m + CFG.rows + CFG.rows + CFG.cols + 5
 
 
 def test_small_program_timeline_hand_derived():
@@ -63,25 +63,25 @@ def test_small_program_timeline_hand_derived():
 
     DMACFG: dispatched 2, runs 2..3. LOAD of 8 aligned 4-byte rows: dispatched 4, runs 4..52
     (40 + max(8 beats, 8 rows)). GEMM m=4: dispatched 6, waits for the load's token until 52,
-    runs 52..71 (4 + 4 + 11). HALT dispatched 8; total 71.
+    runs 52..73 (4 + 4 + 13). HALT dispatched 8; total 73.
     """
     tr = trace_of([GEOM, Load(inner=8, length=4, push_next=True), Gemm(a=4, m=4, pop_prev=True)])
     rep = estimate_cycles(tr, CFG, CycleParams.assumed())
     got = [(e.mnemonic, e.dispatched, e.start, e.finish) for e in rep.timeline]
-    assert got == [("dmacfg", 2, 2, 3), ("load", 4, 4, 52), ("gemm", 6, 52, 71),
-                   ("halt", 8, 8, 71)]
-    assert rep.total_cycles == 71 and rep.macs == 4 * 16
+    assert got == [("dmacfg", 2, 2, 3), ("load", 4, 4, 52), ("gemm", 6, 52, 73),
+                   ("halt", 8, 8, 73)]
+    assert rep.total_cycles == 73 and rep.macs == 4 * 16
     assert rep.units["load"].stalls == {"starved (waiting for dispatch)": 3}
     assert rep.units["compute"].stalls == {"starved (waiting for dispatch)": 6, "token l2c": 46}
     assert rep.units["dispatch"].busy == 8 and rep.units["dispatch"].stalls == {}
-    assert rep.utilisation == pytest.approx(64 / (16 * 71))
+    assert rep.utilisation == pytest.approx(64 / (16 * 73))
 
 
 def test_gemm_duration_in_a_trace():
     m, k, n = 5, 2, 3
     rep = estimate_cycles(trace_of([*LOADED, Gemm(m=m, k_tiles=k, n_tiles=n, pop_prev=True)]),
                           CFG, CycleParams.assumed())
-    assert rep.units["compute"].busy == gemm_cycles(CFG, m, k, n) == 45
+    assert rep.units["compute"].busy == gemm_cycles(CFG, m, k, n) == 47
     assert rep.macs == m * k * n * CFG.rows * CFG.cols
 
 
