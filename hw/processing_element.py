@@ -23,8 +23,9 @@ So the partial sum that includes the operand seen at ``a_in`` in cycle ``t`` lea
 in cycle ``t + 3``. ``product_near`` is for the FPGA: the DSP blocks sit in a few fixed rows of
 the die, and the route from a DSP's output register straight into the 32-bit adder's carry chain
 (5.5 ns of routing at worst on ECP5) limited the array to 123 MHz; with a fabric register in
-between, the route and the add are in different cycles. The registers have no clock enable: the array never stalls (backpressure is by
-credit, ``hw/systolic_array.py``), which keeps an enable's fan-out off the timing path.
+between, the route and the add are in different cycles. The registers have no clock enable:
+the array never stalls (backpressure is by credit, ``hw/systolic_array.py``), which keeps an
+enable's fan-out off the timing path.
 
 The multiplier with its operand registers (a copy of ``a_reg``, and ``active``) and its
 ``product`` register is a :class:`hw.dsp.PipelinedMultiplier`: on ECP5 one ``MULT18X18D`` with
