@@ -11,6 +11,7 @@ RTL_PRESETS ?= tiny default ecp5
 PYTEST_WORKERS ?= auto
 FPGA_CONFIG ?= ecp5
 FPGA_SEEDS ?= 1 2 3
+FPGA_FLAGS ?=
 FPGA_STAMP := $(VENV)/.fpga-installed
 export AMARANTH_USE_YOSYS := builtin
 
@@ -76,7 +77,7 @@ $(FPGA_STAMP): $(STAMP) pyproject.toml
 
 ## FPGA Fmax and resources on an ECP5-85F (docs/fpga.md); minutes, the first run compiles WebAssembly.
 synth: $(FPGA_STAMP)
-	$(BIN)/python scripts/synth_ecp5.py --config $(FPGA_CONFIG) --seeds $(FPGA_SEEDS)
+	$(BIN)/python scripts/synth_ecp5.py --config $(FPGA_CONFIG) --seeds $(FPGA_SEEDS) $(FPGA_FLAGS)
 	$(BIN)/python scripts/synth_xilinx.py --config $(FPGA_CONFIG)
 
 clean:
