@@ -12,7 +12,9 @@ counter:
   pairs, GEMM + EPI, on ``tiny`` and ``default``) that isolate each unit's cost;
 * ``nmx bench gemm``'s 256x256x256 program and examples/mlp.nmasm (``default``);
 * ``--random`` valid random programs of tb/random_programs.py on ``tiny`` and as many on
-  ``default`` (seed ``--seed``).
+  ``default`` (seed ``--seed``);
+* with ``--networks``, zoo models on ``default``: the whole program and each node's program
+  (held out: they check the fit, they are not fitted on).
 
 It fits the constants of :class:`sim.cycle_model.CycleParams` that the RTL's structure does not
 fix (coordinate descent on the squared relative error; ``dram_latency`` is the memory's and is
@@ -31,6 +33,7 @@ import dataclasses
 import datetime
 import importlib.util
 import json
+import pickle
 import sys
 from pathlib import Path
 
@@ -64,16 +67,19 @@ from sim.dram_image import DramImage  # noqa: E402
 from sim.golden import GoldenModel  # noqa: E402
 
 MEASUREMENTS = ROOT / "build" / "cycle_calibration_measurements.json"
+NETWORK_TRACES = ROOT / "build" / "cycle_calibration_network_traces.pickle"
 
 #: Constants the fit moves, with their search ranges.
 RANGES = {
     "fetch_start": range(0, 6), "decode_cycles": range(0, 5), "queue_cycles": range(0, 5),
     "end_cycles": range(0, 8), "unit_cycles": range(2, 7), "load_start": range(0, 12),
-    "load_row_gap": range(1, 4), "load_ar": range(0, 4), "load_row_done": range(0, 6),
+    "load_row_gap": range(1, 4), "load_merge_wait": range(0, 24), "load_ar": range(0, 4),
+    "load_row_done": range(0, 6),
     "load_end": range(0, 6), "loadt_start": range(0, 12), "loadt_end": range(0, 8),
     "store_start": range(0, 10), "store_row_gap": range(0, 4), "store_w": range(0, 10),
     "store_end": range(0, 8), "compute_issue_cycles": range(2, 7), "gemm_start": range(0, 10),
-    "gemm_tail": range(0, 16), "gemm_block_extra": range(0, 6), "epi_start": range(0, 10),
+    "gemm_tail": range(0, 16), "gemm_block_extra": range(-2, 4), "gemm_overlap": range(0, 10),
+    "epi_start": range(0, 10),
     "epi_tail": range(0, 40), "retire_cycles": range(0, 4), "token_cycles": range(0, 4),
 }
 
@@ -176,6 +182,37 @@ def programs(n_random: int, seed: int, configs=("tiny", "default")):
                    list(case.words[:case.prog_len]), bytes(case.image))
 
 
+def network_programs(model: str, config_name: str = "default"):
+    """``(group, label, config name, words, image bytes)`` of zoo network ``model`` compiled
+    for ``config_name`` on its first evaluation sample: the whole program, then each node's
+    program of the profile compile (what ``nmx sim``'s per-node table runs), each on the DRAM
+    the previous node left (from the golden model)."""
+    import torch
+
+    from compiler.backend import compile as compile_bundle
+    from compiler.convert import convert
+    from compiler.zoo import load
+    from sim.network import _inputs
+
+    torch.set_num_threads(1)
+    cfg = preset(config_name)
+    zm = load(model)
+    cm = convert(zm.model, zm.example_inputs, zm.calibration)
+    inputs, _n = _inputs(zm, 1)
+    stacked, _orig = cm.to_samples(inputs)
+    one = [s[0:1] for s in stacked]
+    bundle = compile_bundle(cm, cfg, batch=1, name=model)
+    image = bundle.image_for(bundle.quantize_inputs(one))
+    yield (f"network {config_name}", f"{model} ({config_name})", config_name,
+           bundle.program.words(), image.data.tobytes())
+    prof = compile_bundle(cm, cfg, batch=1, name=model, mode="profile")
+    image = prof.image_for(prof.quantize_inputs(one)).data.tobytes()
+    for node, program in prof.node_programs:
+        words = program.words()
+        yield f"nodes {model}", f"{model} ({config_name}) node {node}", config_name, words, image
+        image = GoldenModel(cfg).run(words, image).raise_for_status().dram.data.tobytes()
+
+
 class RtlRunner:
     """One Verilated accelerator per config on the fast path (built and cached on first use)."""
 
@@ -189,7 +226,7 @@ class RtlRunner:
 
         if name not in self._devices:
             cfg = preset(name)
-            t = VerilatorTransport(cfg, mem_size=1 << 23, latency=self.latency)
+            t = VerilatorTransport(cfg, mem_size=1 << 24, latency=self.latency)
             self._devices[name] = (t, Device(t, cfg))
         r = self._devices[name][1].execute(words, np.frombuffer(image, np.uint8))
         if r.status.code != 0:
@@ -202,32 +239,59 @@ class RtlRunner:
 
 
 def measure(n_random: int, seed: int, latency: int, reuse: bool,
-            configs=("tiny", "default")) -> list[dict]:
-    """Every calibration program with its golden trace and RTL ``CYCLES``."""
-    saved = json.loads(MEASUREMENTS.read_text()) if reuse and MEASUREMENTS.exists() else {}
+            configs=("tiny", "default"), networks=()) -> list[dict]:
+    """Every calibration program with its golden trace and RTL ``CYCLES``. With ``reuse`` the
+    RTL's cycles come from :data:`MEASUREMENTS` and the zoo networks' golden traces from
+    :data:`NETWORK_TRACES` (conversion and compilation skipped)."""
+    saved = json.loads(MEASUREMENTS.read_text()) if MEASUREMENTS.exists() else {}
     key_of = f"latency {latency}"
     cache = saved.setdefault(key_of, {})
     runner = None if reuse else RtlRunner(latency)
+    traces = {}
+    if reuse and NETWORK_TRACES.exists():
+        with NETWORK_TRACES.open("rb") as f:
+            traces = pickle.load(f)
     out = []
     try:
+        for net in networks:
+            if net in traces:
+                out += [dict(q, config=preset(q["config"]), rtl=cache[q["label"]])
+                        for q in traces[net]]
+                continue
+            kept = []
+            for group, label, name, words, image in network_programs(net):
+                out.append(_one(group, label, name, words, image, cache, runner))
+                kept.append(dict(out[-1], config=name))
+            traces[net] = kept
         for group, label, name, words, image in programs(n_random, seed, configs):
-            cfg = preset(name)
-            gold = GoldenModel(cfg).run(words, image)
-            if not gold.ok:
-                raise RuntimeError(f"{label}: the golden model ended with {gold.status}")
-            if label not in cache:
-                if runner is None:
-                    raise SystemExit(f"{label} not in {MEASUREMENTS}: run without --reuse")
-                cache[label] = runner.cycles(name, words, image)["CYCLES"]
-            out.append({"group": group, "label": label, "config": cfg,
-                        "trace": gold.trace, "rtl": cache[label]})
+            out.append(_one(group, label, name, words, image, cache, runner))
     finally:
         if runner is not None:
             runner.close()
+            if MEASUREMENTS.exists():  # keep what another run measured meanwhile
+                theirs = json.loads(MEASUREMENTS.read_text()).get(key_of, {})
+                cache.update({k: v for k, v in theirs.items() if k not in cache})
             MEASUREMENTS.parent.mkdir(parents=True, exist_ok=True)
             MEASUREMENTS.write_text(json.dumps(saved))
+        if traces:
+            NETWORK_TRACES.parent.mkdir(parents=True, exist_ok=True)
+            with NETWORK_TRACES.open("wb") as f:
+                pickle.dump(traces, f)
     print(f"{len(out)} programs measured on the RTL (latency {latency})", flush=True)
     return out
+
+
+def _one(group, label, name, words, image, cache, runner) -> dict:
+    cfg = preset(name)
+    gold = GoldenModel(cfg).run(words, image)
+    if not gold.ok:
+        raise RuntimeError(f"{label}: the golden model ended with {gold.status}")
+    if label not in cache:
+        if runner is None:
+            raise SystemExit(f"{label} not in {MEASUREMENTS}: run without --reuse")
+        cache[label] = runner.cycles(name, words, image)["CYCLES"]
+    return {"group": group, "label": label, "config": cfg, "trace": gold.trace,
+            "rtl": cache[label]}
 
 
 def errors(progs: list[dict], params: CycleParams) -> np.ndarray:
@@ -242,14 +306,16 @@ def loss(progs: list[dict], params: CycleParams, weights: np.ndarray) -> float:
 
 
 def fit(progs: list[dict], start: CycleParams) -> CycleParams:
-    """Coordinate descent over :data:`RANGES`; each group weighs as much as every other."""
+    """Coordinate descent over :data:`RANGES` (steps of at most 3 from the current value per
+    sweep); each group weighs as much as every other."""
     groups = [q["group"] for q in progs]
     weights = np.array([1.0 / groups.count(g) for g in groups])
     best, best_loss = start, loss(progs, start, weights)
     for sweep in range(4):
         improved = False
         for name, values in RANGES.items():
-            for v in values:
+            here = getattr(best, name)
+            for v in (x for x in values if abs(x - here) <= 3 and x != here):
                 cand = dataclasses.replace(best, **{name: v})
                 if (value := loss(progs, cand, weights)) < best_loss:
                     best, best_loss, improved = cand, value, True
@@ -272,7 +338,7 @@ def describe(progs: list[dict], params: CycleParams, title: str) -> dict:
     print(f"\n{title}")
     summary = {}
     for q, err in zip(progs, e, strict=True):
-        if q["group"] == "named":
+        if q["group"] == "named" or q["group"].startswith("network"):
             model = estimate_cycles(q["trace"], q["config"], params).total_cycles
             print(f"  {q['label']:<34s} RTL {q['rtl']:>8d}  model {model:>8d}  "
                   f"error {100 * err:+6.2f} %")
@@ -283,6 +349,11 @@ def describe(progs: list[dict], params: CycleParams, title: str) -> dict:
         print(f"  {group:<15s} n={d['n']:<4d} |error| median {100 * d['median_abs']:5.2f} %, "
               f"p90 {100 * d['p90_abs']:5.2f} %, max {100 * d['max_abs']:5.2f} %, mean "
               f"{100 * d['mean']:+5.2f} %, within 5 %: {100 * d['within_5pct']:.0f} %")
+        if group.startswith("nodes"):  # the per-node errors, largest first
+            nodes = sorted(((abs(err), err, q) for q, err in zip(progs, e, strict=True)
+                            if q["group"] == group), key=lambda x: -x[0])
+            for _a, err, q in nodes[:5]:
+                print(f"      {q['label']:<50s} RTL {q['rtl']:>8d}  error {100 * err:+6.2f} %")
     return summary
 
 
@@ -297,25 +368,32 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=5)
     p.add_argument("--latency", type=int, default=CycleParams().dram_latency,
                    help="DRAM read and write latency of the fast path, cycles")
-    p.add_argument("--configs", default="tiny,default", help="presets to measure")
+    p.add_argument("--configs", default="tiny,default",
+                   help="presets of the directed and random programs (\"\": none)")
+    p.add_argument("--networks", default="",
+                   help="zoo models to check (whole program and per node, default config; "
+                        "not fitted on), e.g. mlp,bert")
     p.add_argument("--write", action="store_true", help=f"store the fit in {CALIBRATION_FILE}")
     p.add_argument("--no-fit", action="store_true", help="only print the current errors")
     p.add_argument("--reuse", action="store_true",
                    help=f"refit on the cycles saved by the last measurement ({MEASUREMENTS})")
     args = p.parse_args(argv)
+    networks = tuple(x for x in args.networks.split(",") if x)
     progs = measure(args.random, args.seed, args.latency, args.reuse,
-                    tuple(args.configs.split(",")))
+                    tuple(x for x in args.configs.split(",") if x), networks)
     current = dataclasses.replace(CycleParams(), dram_latency=args.latency, write_latency=None)
     summary = describe(progs, current, f"current constants: {current.to_dict()}")
     fitted = current
-    if not args.no_fit:
-        fitted = fit(progs, current)
+    if not args.no_fit:  # zoo networks are held out: they check the fit
+        fitted = fit([q for q in progs if not q["group"].startswith(("network", "nodes"))],
+                     current)
         summary = describe(progs, fitted, f"fitted constants: {fitted.to_dict()}")
     if args.write:
         named = {q["label"]: {"config": q["config"].to_dict(), "rtl": q["rtl"],
                               "model": estimate_cycles(q["trace"], q["config"],
                                                        fitted).total_cycles}
-                 for q in progs if q["group"] == "named" or q["label"] in REFERENCE}
+                 for q in progs if q["group"] == "named" or q["label"] in REFERENCE
+                 or q["group"].startswith("network")}
         CALIBRATION_FILE.write_text(json.dumps({
             "params": fitted.to_dict(),
             "measured": datetime.date.today().isoformat(),

@@ -138,7 +138,9 @@ class CycleParams:
     load_start : int
         Cycles from a LOAD's take to its first row at the request stage.
     load_row_gap : int
-        Cycles between the requests of rows that are not merged.
+        Cycles between the rows of a LOAD's walk (one read request each).
+    load_merge_wait : int
+        Extra cycles a mergeable row waits for a free descriptor.
     load_ar : int
         Cycles from a request to its AR handshake.
     load_row_done : int
@@ -164,7 +166,10 @@ class CycleParams:
     gemm_tail : int
         Cycles beyond the array's latency from the last operand row to the GEMM's completion.
     gemm_block_extra : int
-        Cycles added per weight block beyond ``max(m, rows)`` (scratchpad bank conflicts).
+        Cycles added per weight block beyond ``m + rows`` (``m + cols`` transposed).
+    gemm_overlap : int
+        Cycles (at most ``rows - 1``) the first block change of a stream of blocks overlaps
+        the next block's preload with the current block's operand rows.
     epi_start : int
         Cycles from an EPI's start (slot and GEMMs free) to its first row.
     epi_tail : int
@@ -183,7 +188,8 @@ class CycleParams:
     end_cycles: int = _calibrated("end_cycles", 3)
     unit_cycles: int = _calibrated("unit_cycles", 4)
     load_start: int = _calibrated("load_start", 6)
-    load_row_gap: int = _calibrated("load_row_gap", 1)
+    load_row_gap: int = _calibrated("load_row_gap", 2)
+    load_merge_wait: int = _calibrated("load_merge_wait", 0)
     load_ar: int = _calibrated("load_ar", 1)
     load_row_done: int = _calibrated("load_row_done", 2)
     load_end: int = _calibrated("load_end", 2)
@@ -197,6 +203,7 @@ class CycleParams:
     gemm_start: int = _calibrated("gemm_start", 4)
     gemm_tail: int = _calibrated("gemm_tail", 7)
     gemm_block_extra: int = _calibrated("gemm_block_extra", 0)
+    gemm_overlap: int = _calibrated("gemm_overlap", 5)
     epi_start: int = _calibrated("epi_start", 4)
     epi_tail: int = _calibrated("epi_tail", 20)
     retire_cycles: int = _calibrated("retire_cycles", 1)
@@ -219,11 +226,12 @@ class CycleParams:
 
 
 _HAND_SET = dict(dram_latency=60, write_latency=None, fetch_start=2, decode_cycles=2,
-                 queue_cycles=2, end_cycles=3, unit_cycles=4, load_start=6, load_row_gap=1,
-                 load_ar=1, load_row_done=2, load_end=2, loadt_start=6, loadt_end=2,
+                 queue_cycles=2, end_cycles=3, unit_cycles=4, load_start=6, load_row_gap=2,
+                 load_merge_wait=0, load_ar=1, load_row_done=2, load_end=2, loadt_start=6,
+                 loadt_end=2,
                  store_start=4, store_row_gap=1, store_w=4, store_end=2,
                  compute_issue_cycles=4, gemm_start=4, gemm_tail=7, gemm_block_extra=0,
-                 epi_start=4, epi_tail=20, retire_cycles=1, token_cycles=1)
+                 gemm_overlap=5, epi_start=4, epi_tail=20, retire_cycles=1, token_cycles=1)
 
 
 @dataclass
@@ -329,6 +337,16 @@ class _ReadChannel:
     def book(self, earliest: int, beats: int) -> int:
         """Book ``beats`` consecutive cycles from ``earliest`` on; return the first cycle."""
         starts, ends = self.starts, self.ends
+        if not ends or earliest > ends[-1]:  # after everything booked (the common case)
+            starts.append(earliest)
+            ends.append(earliest + beats)
+            if len(starts) > 512:
+                del starts[:256], ends[:256]
+            return earliest
+        if earliest >= starts[-1]:  # within or right after the last booking: extend it
+            t = ends[-1]
+            ends[-1] = t + beats
+            return t
         i = bisect.bisect_right(ends, earliest)
         t = earliest
         while i < len(starts):
@@ -447,87 +465,44 @@ def _load_rows(m: _Machine, ins: Load) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 
 def _load_transfer(m: _Machine, ins: Load, t0: int) -> int:
-    """Cycle the LOAD's last row is written, for a LOAD taken at ``t0``."""
+    """Cycle the LOAD's last row is written, for a LOAD popped at ``t0``.
+
+    Rows leave the walk ``load_row_gap`` cycles apart, each with its own read request (rows
+    the RTL could merge into one request arrive too far apart to join, except under a full
+    descriptor queue, where they cost ``load_merge_wait`` more), at most
+    :data:`LOAD_DESCRIPTORS` rows in flight. The assembler writes a row one cycle after its
+    last beat and takes ``beats + 1`` cycles per row; while it is busy the R channel waits.
+    """
     p, bw = m.p, m.bw
     starts, nbytes, full, row_bytes = _load_rows(m, ins)
     merge_ok = row_bytes % bw == 0
+    starts, nbytes, full = starts.tolist(), nbytes.tolist(), full.tolist()
     n = len(starts)
-    done = [0] * n  # cycle row i's descriptor frees
-    walk = t0 + p.load_start
-    req_free = walk  # the request stage takes a non-merged row every load_row_gap cycles
-    # pending merged run: (first row, start addr, end addr, nbytes, rows)
-    pend = None
-    last_done = walk
-
-    def issue(t: int, addr: int, nb: int, rows: list[int], offs: list[int]) -> None:
-        # The row assembler takes one beat a cycle and one more cycle per row; while it is
-        # busy the R channel waits (rready low), so a burst holds the channel that long.
-        nonlocal last_done
-        ar = t + p.load_ar
-        before = 0
-        k = 0
-        for b in _bursts(addr, nb, bw):
-            ending = []
-            while k < len(rows) and offs[k] <= before + b:
-                ending.append(k)
-                k += 1
-            s = m.rch.book(ar + 1 + p.dram_latency, b + len(ending))
-            ar += 1
-            for j in ending:
-                nbeats = offs[j] - (offs[j - 1] if j else 0)
-                rel = offs[j] - before
-                done[rows[j]] = max(last_done + nbeats + 1,
-                                    s + rel + (j - ending[0]) + p.load_row_done)
-                last_done = done[rows[j]]
-            before += b
-
-    t = walk
+    done = [0] * n
+    lat = 1 + p.dram_latency
+    t = t0 + p.load_start - p.load_row_gap
+    last_done = t0
     for r in range(n):
-        t = t + 1 if r else t
+        t += p.load_row_gap
         if r >= LOAD_DESCRIPTORS and done[r - LOAD_DESCRIPTORS] > t:
-            # the descriptor queue is full: a pending merged run goes now
-            if pend is not None:
-                _flush(pend, issue, t, bw)
-                pend = None
-            t = done[r - LOAD_DESCRIPTORS]
-        a = int(starts[r])
-        if a < 0:  # padding only
-            if pend is not None:
-                _flush(pend, issue, t, bw)
-                pend = None
-            done[r] = max(last_done + 1, t + p.load_row_done)
-            last_done = done[r]
+            t = done[r - LOAD_DESCRIPTORS] + (p.load_merge_wait if merge_ok and full[r] else 0)
+        a = starts[r]
+        if a < 0:  # padding only: no read
+            last_done = done[r] = max(last_done + 1, t + p.load_row_done)
             continue
-        nb = int(nbytes[r])
-        if merge_ok and full[r]:
-            if (pend is not None and a == pend[2] and pend[3] + nb <= MERGE_BYTES
-                    and len(pend[4]) < LOAD_MERGE_ROWS):
-                pend[2] += nb
-                pend[3] += nb
-                pend[4].append(r)
-                continue
-            if pend is not None:
-                _flush(pend, issue, t, bw)
-            pend = [a, a, a + nb, nb, [r]]
-            continue
-        if pend is not None:
-            _flush(pend, issue, t, bw)
-            pend = None
-        t = max(t, req_free)
-        req_free = t + p.load_row_gap
-        issue(t, a, nb, [r], [-(-(a % bw + nb) // bw)])
-    if pend is not None:
-        _flush(pend, issue, t + 1, bw)
+        ar = t + p.load_ar
+        nb = nbytes[r]
+        beats = (a % bw + nb + bw - 1) // bw
+        if a % AXI_PAGE + nb <= AXI_PAGE and beats <= AXI_MAX_BEATS:  # one burst
+            end = m.rch.book(ar + lat, beats + 1) + beats
+        else:
+            bursts = _bursts(a, nb, bw)
+            for k, b in enumerate(bursts):
+                extra = 1 if k == len(bursts) - 1 else 0
+                end = m.rch.book(ar + lat, b + extra) + b
+                ar += 1
+        last_done = done[r] = max(last_done + beats + 1, end + p.load_row_done)
     return max(last_done, t) + p.load_end
-
-
-def _flush(pend, issue, t: int, bw: int) -> None:
-    first, a, _end, nb, rows = pend
-    offs = []
-    row_nb = nb // len(rows)
-    for k in range(len(rows)):
-        offs.append(-(-(a % bw + (k + 1) * row_nb) // bw))
-    issue(t, a, nb, rows, offs)
 
 
 def _loadt_transfer(m: _Machine, ins: Loadt, t0: int) -> int:
@@ -554,57 +529,75 @@ def _loadt_transfer(m: _Machine, ins: Loadt, t0: int) -> int:
 
 
 def _store_transfer(m: _Machine, ins: Store, t0: int) -> int:
+    """Cycle the STORE's last B response arrives, for a STORE popped at ``t0``.
+
+    Rows are read one a cycle, at most :data:`STORE_READ_AHEAD` ahead of the W channel. Rows of
+    whole beats that follow each other in DRAM join one write request while a row is read in
+    every cycle; the request goes when a cycle passes without one (in practice when the
+    read-ahead is full), and its W beats follow ``store_w`` cycles later. Other rows get one
+    request each, ``store_row_gap`` cycles apart on the W channel. At most
+    :data:`STORE_BURSTS` bursts wait for their B response, ``write_latency`` after their last
+    W beat.
+    """
     p, bw = m.p, m.bw
     esize = 4 if ins.mem == MemSpace.ACC else 1
     row_bytes = ins.length * esize
+    row_beats = -(-row_bytes // bw)
     base = m.bases[ins.base] + ins.offset
     whole = row_bytes % bw == 0
     wl = p.write_cycles
-    t = t0 + p.store_start
-    w_free = 0
+    n = ins.rows * ins.tiles
+    w_done = [0] * n  # cycle each row's last W beat left (frees its read-ahead slot)
     b_times: deque[int] = deque()
-    last_b = t
-    row_w: list[int] = []  # cycle each row's beats left (read-ahead window)
-    # rows in DRAM order: i outer, tile u inner
-    pend = None  # merged run: [addr, end, nbytes, rows, first W cycle]
-    r = 0
+    last_b = t0
+    w_free = 0
 
-    def close(run, extra: int) -> None:
+    def write(addr: int, nb: int, start: int, rows: range, extra: int) -> None:
         nonlocal last_b, w_free
-        addr, _e, nb, _nrows, wstart = run
-        tw = max(wstart, w_free)
+        tw = max(start, w_free)
+        k = rows.start
+        sent = 0
         for b in _bursts(addr, nb, bw):
             if len(b_times) >= STORE_BURSTS:
                 tw = max(tw, b_times.popleft())
+            first = tw
             tw += b + extra
-            bt = tw + wl + 1
-            b_times.append(bt)
-            last_b = max(last_b, bt)
+            sent += b
+            while k < rows.stop and (k - rows.start + 1) * row_beats <= sent:
+                w_done[k] = min(tw, first + (k - rows.start + 1) * row_beats - (sent - b))
+                k += 1
+            b_times.append(tw + wl + 1)
+            last_b = max(last_b, tw + wl + 1)
         w_free = tw
 
+    t = t0 + p.store_start - 1
+    run = None  # open merged run: [first row, addr, next addr, bytes]
+    r = 0
     for i in range(ins.rows):
         for u in range(ins.tiles):
             a = base + i * ins.stride + u * row_bytes
-            t = t + 1 if r else t
+            ready = t + 1
             if r >= STORE_READ_AHEAD:
-                t = max(t, row_w[r - STORE_READ_AHEAD])
+                if run is not None and r - STORE_READ_AHEAD >= run[0]:
+                    # the read-ahead is full of the open run: it goes now
+                    write(run[1], run[3], ready + p.store_w, range(run[0], r), 0)
+                    run = None
+                ready = max(ready, w_done[r - STORE_READ_AHEAD])
             if whole:
-                if pend is not None and a == pend[1] and pend[2] + row_bytes <= MERGE_BYTES \
-                        and pend[3] < STORE_READ_AHEAD:
-                    pend[1] += row_bytes
-                    pend[2] += row_bytes
-                    pend[3] += 1
-                else:
-                    if pend is not None:
-                        close(pend, 0)
-                    pend = [a, a + row_bytes, row_bytes, 1, t + p.store_w]
-                row_w.append(max(w_free, t + p.store_w) + row_bytes // bw)
+                joins = (run is not None and ready == t + 1 and a == run[2]
+                         and run[3] + row_bytes <= MERGE_BYTES)
+                if not joins:
+                    if run is not None:
+                        write(run[1], run[3], t + 1 + p.store_w, range(run[0], r), 0)
+                    run = [r, a, a, 0]
+                run[2] += row_bytes
+                run[3] += row_bytes
             else:
-                close([a, a + row_bytes, row_bytes, 1, t + p.store_w], p.store_row_gap)
-                row_w.append(w_free)
+                write(a, row_bytes, ready + p.store_w, range(r, r + 1), p.store_row_gap)
+            t = ready
             r += 1
-    if pend is not None:
-        close(pend, 0)
+    if run is not None:
+        write(run[1], run[3], t + 1 + p.store_w, range(run[0], n), 0)
     return max(last_b, t) + p.store_end
 
 
@@ -630,7 +623,8 @@ def estimate_cycles(
     gemm_done_all = 0  # completion of every GEMM issued so far
     gemm_stream_starts: list[int] = []
     gemm_stream_ends: list[int] = []
-    last_block_start = -(10**9)  # when the array's last block began streaming
+    fresh = False  # the array's stream began from idle and has had no block change yet
+    last_block_start = -(10**9)
     array_free = 0  # when the array's operand stream is free
     epi_free = 0  # when the EPI slot frees
     epi_last: Epi | None = None
@@ -686,12 +680,29 @@ def estimate_cycles(
                     issue = epi_free
                 blk = config.cols if ins.transpose else config.rows
                 blocks = ins.k_tiles * ins.n_tiles
-                pre = max(issue + p.gemm_start, last_block_start) + blk
-                s0 = max(pre, array_free)
-                period = max(ins.m, blk) + p.gemm_block_extra
-                last_start = s0 + (blocks - 1) * period
-                stream_end = last_start + ins.m
+                # Weight and operand rows in one scratchpad bank: the preload's reads take
+                # turns with the operand stream (a block costs m + blk); in different banks
+                # the preload hides behind the previous block's stream (max(m, blk)).
+                w_rows = blocks * blk
+                same_bank = _banks_meet(config, ins.w, w_rows, ins.a, ins.k_tiles * ins.m)
+                period = (ins.m + blk if same_bank else max(ins.m, blk)) + p.gemm_block_extra
+                overlap = min(p.gemm_overlap, blk - 1) if same_bank else 0
+                t_idle = issue + p.gemm_start + blk
+                if t_idle >= array_free + blk:  # the array idles: the preload is exposed
+                    s0, fresh = t_idle, True
+                elif same_bank:  # back to back with the previous GEMM's last block
+                    s0 = max(t_idle, array_free + blk + p.gemm_block_extra
+                             - (overlap if fresh else 0))
+                    fresh = False
+                else:
+                    s0 = max(t_idle, array_free + p.gemm_block_extra, last_block_start + blk)
+                    fresh = False
+                last_start = s0
+                if blocks > 1:
+                    last_start = s0 + (blocks - 1) * period - (overlap if fresh else 0)
+                    fresh = False
                 last_block_start = last_start
+                stream_end = last_start + ins.m
                 array_free = stream_end
                 gemm_stream_starts.append(s0)
                 gemm_stream_ends.append(stream_end)
@@ -752,6 +763,13 @@ def estimate_cycles(
         timeline.append(TimelineEntry(t.pc, names[unit], mnemonic, d, start, finish))
     total = max(end, dispatch_t) + p.end_cycles
     return CycleReport(total, macs, config.peak_macs_per_cycle, stats, timeline)
+
+
+def _banks_meet(cfg: AcceleratorConfig, a0: int, an: int, b0: int, bn: int) -> bool:
+    """Whether scratchpad rows ``a0 ..`` and ``b0 ..`` share a bank (bank = row // (rows /
+    banks), hw.banked_memory)."""
+    per = cfg.scratchpad_rows // cfg.scratchpad_banks
+    return a0 // per <= (b0 + bn - 1) // per and b0 // per <= (a0 + an - 1) // per
 
 
 def _rows_overlap(cfg: AcceleratorConfig, g: Gemm, e: Epi) -> bool:

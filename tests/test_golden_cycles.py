@@ -84,15 +84,25 @@ def test_small_program_timeline_hand_derived():
 
 
 def test_gemm_duration_in_a_trace():
+    """Weights and operands in different scratchpad banks: each further block's preload hides
+    behind the previous block's rows (``gemm_cycles``); in one bank they share its read port and
+    a block costs ``m + rows`` (the first block change overlaps ``gemm_overlap`` cycles)."""
     m, k, n = 5, 2, 3
     p = CycleParams.assumed()
-    rep = estimate_cycles(trace_of([*LOADED, Gemm(m=m, k_tiles=k, n_tiles=n, pop_prev=True)]),
-                          CFG, p)
     # issue stage (its last cycle is the issue), first weight row, the array, the unit's
     # pipeline tail, retirement
     own = p.compute_issue_cycles - 1 + p.gemm_start + p.gemm_tail + p.retire_cycles
+    bank = CFG.scratchpad_rows // CFG.scratchpad_banks
+    far = [GEOM, Load(inner=64, length=4), Load(dst=bank, inner=64, length=4, push_next=True)]
+    rep = estimate_cycles(trace_of([*far, Gemm(w=bank, m=m, k_tiles=k, n_tiles=n,
+                                               pop_prev=True)]), CFG, p)
     assert rep.units["compute"].busy == gemm_cycles(CFG, m, k, n) + own == 45 + own
     assert rep.macs == m * k * n * CFG.rows * CFG.cols
+    rep = estimate_cycles(trace_of([*LOADED, Gemm(m=m, k_tiles=k, n_tiles=n, pop_prev=True)]),
+                          CFG, p)
+    R = CFG.rows
+    same = R + (k * n - 1) * (m + R) - min(p.gemm_overlap, R - 1) + m + R + CFG.cols + 3
+    assert rep.units["compute"].busy == same + own
 
 
 def test_load_latency_rows_and_window():
