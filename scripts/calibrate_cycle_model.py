@@ -10,7 +10,8 @@ counter:
 
 * directed programs (:func:`directed_programs`: one LOAD of n rows, one STORE, one GEMM, GEMM
   pairs, GEMM + EPI, on ``tiny`` and ``default``) that isolate each unit's cost;
-* ``nmx bench gemm``'s 256x256x256 program and examples/mlp.nmasm (``default``);
+* ``nmx bench gemm``'s 256x256x256 program, examples/mlp.nmasm, the compiler's 512^3 GEMM
+  bundle and ``bench_rtl_counters.py stream`` (``default``);
 * ``--random`` valid random programs of tb/random_programs.py on ``tiny`` and as many on
   ``default`` (seed ``--seed``);
 * with ``--networks``, zoo models on ``default``: the whole program and each node's program
@@ -157,7 +158,7 @@ def _mlp_program(cfg):
     return assemble_file(ROOT / "examples" / "mlp.nmasm"), example.image
 
 
-def programs(n_random: int, seed: int, configs=("tiny", "default")):
+def programs(n_random: int, seed: int, configs=("tiny", "default"), with_bundles=True):
     """``(group, label, config name, words, image bytes)`` of every calibration program."""
     from nmx.commands.bench import tiled_gemm
     from tb.random_programs import make_case
@@ -174,6 +175,16 @@ def programs(n_random: int, seed: int, configs=("tiny", "default")):
                image.data.tobytes())
         program, image = _mlp_program(default)
         yield "named", "examples/mlp.nmasm", "default", program.words(), image.data.tobytes()
+        if with_bundles:
+            sys.path.insert(0, str(ROOT / "scripts"))
+            from bench_rtl_counters import gemm512_program, stream_program
+
+            program, image = gemm512_program(default)
+            yield ("named", "gemm 512^3 (compiler bundle)", "default", program.words(),
+                   image.data.tobytes())
+            program, image = stream_program(default, segments=64)
+            yield ("named", "64 GEMM+EPI pairs (bench_rtl_counters stream)", "default",
+                   program.words(), image.data.tobytes())
     for name in configs:
         cfg = preset(name)
         for i in range(n_random):
@@ -248,13 +259,13 @@ def measure(n_random: int, seed: int, latency: int, reuse: bool,
     cache = saved.setdefault(key_of, {})
     runner = None if reuse else RtlRunner(latency)
     traces = {}
-    if reuse and NETWORK_TRACES.exists():
+    if NETWORK_TRACES.exists():
         with NETWORK_TRACES.open("rb") as f:
             traces = pickle.load(f)
     out = []
     try:
         for net in networks:
-            if net in traces:
+            if reuse and net in traces:
                 out += [dict(q, config=preset(q["config"]), rtl=cache[q["label"]])
                         for q in traces[net]]
                 continue
