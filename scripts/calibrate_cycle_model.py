@@ -125,6 +125,11 @@ def directed_programs(cfg: AcceleratorConfig) -> dict[str, Program]:
                                                 length=L))
     out["load spad 16 x8"] = prog(spad, *[Load(geom=0, dst=16 * i, inner=16, length=L)
                                           for i in range(8)])
+    for pitch in (2 * L, 4 * L + 2):  # rows down an image: beat-aligned, and not
+        rows = Dmacfg(slot=2, height=4095, width=L, pitch=pitch, pix=1, sy=1, sx=0)
+        out[f"load 66 rows pitch {pitch} x4"] = prog(rows, *[
+            Load(geom=2, offset=L * k, dst=66 * k, outer=66, inner=1, length=L)
+            for k in range(4)])
     fill = [spad, Load(geom=0, inner=256, length=L, push_next=True),
             Sync(target=SyncTarget.COMPUTE, pop_prev=True, push_next=True)]
     for n in (1, 16, 64, 256):
@@ -230,11 +235,13 @@ class RtlRunner:
     def __init__(self, latency: int):
         self.latency = latency
         self._devices = {}
+        self.used = False
 
     def cycles(self, name: str, words: list[int], image: bytes) -> dict:
         from nmx.runtime.device import Device
         from sim.rtl_harness import VerilatorTransport
 
+        self.used = True
         if name not in self._devices:
             cfg = preset(name)
             t = VerilatorTransport(cfg, mem_size=1 << 24, latency=self.latency)
@@ -253,11 +260,13 @@ def measure(n_random: int, seed: int, latency: int, reuse: bool,
             configs=("tiny", "default"), networks=()) -> list[dict]:
     """Every calibration program with its golden trace and RTL ``CYCLES``. With ``reuse`` the
     RTL's cycles come from :data:`MEASUREMENTS` and the zoo networks' golden traces from
-    :data:`NETWORK_TRACES` (conversion and compilation skipped)."""
+    :data:`NETWORK_TRACES` (conversion and compilation skipped) where they are there; the RTL
+    runs what is missing."""
     saved = json.loads(MEASUREMENTS.read_text()) if MEASUREMENTS.exists() else {}
     key_of = f"latency {latency}"
-    cache = saved.setdefault(key_of, {})
-    runner = None if reuse else RtlRunner(latency)
+    cache = saved.setdefault(key_of, {}) if reuse else {}
+    saved[key_of] = cache
+    runner = RtlRunner(latency)
     traces = {}
     if NETWORK_TRACES.exists():
         with NETWORK_TRACES.open("rb") as f:
@@ -277,7 +286,7 @@ def measure(n_random: int, seed: int, latency: int, reuse: bool,
         for group, label, name, words, image in programs(n_random, seed, configs):
             out.append(_one(group, label, name, words, image, cache, runner))
     finally:
-        if runner is not None:
+        if runner.used:
             runner.close()
             if MEASUREMENTS.exists():  # keep what another run measured meanwhile
                 theirs = json.loads(MEASUREMENTS.read_text()).get(key_of, {})
@@ -298,8 +307,6 @@ def _one(group, label, name, words, image, cache, runner) -> dict:
     if not gold.ok:
         raise RuntimeError(f"{label}: the golden model ended with {gold.status}")
     if label not in cache:
-        if runner is None:
-            raise SystemExit(f"{label} not in {MEASUREMENTS}: run without --reuse")
         cache[label] = runner.cycles(name, words, image)["CYCLES"]
     return {"group": group, "label": label, "config": cfg, "trace": gold.trace,
             "rtl": cache[label]}
@@ -387,7 +394,8 @@ def main(argv=None) -> int:
     p.add_argument("--write", action="store_true", help=f"store the fit in {CALIBRATION_FILE}")
     p.add_argument("--no-fit", action="store_true", help="only print the current errors")
     p.add_argument("--reuse", action="store_true",
-                   help=f"refit on the cycles saved by the last measurement ({MEASUREMENTS})")
+                   help=f"take RTL cycles and network traces measured before ({MEASUREMENTS}), "
+                        "run only what is missing")
     args = p.parse_args(argv)
     networks = tuple(x for x in args.networks.split(",") if x)
     progs = measure(args.random, args.seed, args.latency, args.reuse,

@@ -438,15 +438,17 @@ class _Machine:
 
 
 def _load_rows(m: _Machine, ins: Load) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """Per destination row: DRAM start of its valid bytes (-1: padding only), their count, and
-    whether the whole row comes from DRAM; and the row's byte count."""
+    """Per destination row: DRAM start of its valid bytes (-1: padding only), their count,
+    whether the whole row comes from DRAM, the row's byte count, and where in the row the valid
+    bytes start."""
     g = m.slots.get(ins.geom)
     esize = 4 if ins.mem == MemSpace.ACC else 1
     row_bytes = ins.length * esize
     n = ins.outer * ins.inner
     if g is None:  # golden model would have faulted; treat as one contiguous run
         starts = m.bases[ins.base] + ins.offset + np.arange(n, dtype=np.int64) * row_bytes
-        return starts, np.full(n, row_bytes, np.int64), np.ones(n, bool), row_bytes
+        return (starts, np.full(n, row_bytes, np.int64), np.ones(n, bool), row_bytes,
+                np.zeros(n, np.int64))
     i = np.repeat(np.arange(ins.outer, dtype=np.int64), ins.inner)
     j = np.tile(np.arange(ins.inner, dtype=np.int64), ins.outer)
     y = ins.y0 + i * g.sy
@@ -461,22 +463,24 @@ def _load_rows(m: _Machine, ins: Load) -> tuple[np.ndarray, np.ndarray, np.ndarr
     start = m.bases[ins.base] + ins.offset + y * g.pitch + xp + lo * esize
     nbytes = np.where(has, (hi - lo) * esize, 0)
     full = has & (lo == 0) & (hi == ins.length)
-    return np.where(has, start, -1), nbytes, full, row_bytes
+    return np.where(has, start, -1), nbytes, full, row_bytes, lo * esize
 
 
 def _load_transfer(m: _Machine, ins: Load, t0: int) -> int:
     """Cycle the LOAD's last row is written, for a LOAD popped at ``t0``.
 
     Rows leave the walk ``load_row_gap`` cycles apart, each with its own read request (rows
-    the RTL could merge into one request arrive too far apart to join, except under a full
-    descriptor queue, where they cost ``load_merge_wait`` more), at most
-    :data:`LOAD_DESCRIPTORS` rows in flight. The assembler writes a row one cycle after its
-    last beat and takes ``beats + 1`` cycles per row; while it is busy the R channel waits.
+    the RTL could merge, whole rows of whole beats, arrive too far apart to join; under a full
+    descriptor queue such a row costs ``load_merge_wait`` more, fitted: the RTL's merge path
+    holds it), at most :data:`LOAD_DESCRIPTORS` rows in flight. The assembler
+    takes ``max(beats in, beats out + 1)`` cycles per row and writes it ``load_row_done``
+    after its last beat; while it is busy the R channel waits.
     """
     p, bw = m.p, m.bw
-    starts, nbytes, full, row_bytes = _load_rows(m, ins)
+    starts, nbytes, full, row_bytes, lo_bytes = _load_rows(m, ins)
     merge_ok = row_bytes % bw == 0
     starts, nbytes, full = starts.tolist(), nbytes.tolist(), full.tolist()
+    lo_bytes = lo_bytes.tolist()
     n = len(starts)
     done = [0] * n
     lat = 1 + p.dram_latency
@@ -485,23 +489,27 @@ def _load_transfer(m: _Machine, ins: Load, t0: int) -> int:
     for r in range(n):
         t += p.load_row_gap
         if r >= LOAD_DESCRIPTORS and done[r - LOAD_DESCRIPTORS] > t:
-            t = done[r - LOAD_DESCRIPTORS] + (p.load_merge_wait if merge_ok and full[r] else 0)
+            mergeable = merge_ok and full[r]
+            t = done[r - LOAD_DESCRIPTORS] + (p.load_merge_wait if mergeable else 0)
         a = starts[r]
         if a < 0:  # padding only: no read
             last_done = done[r] = max(last_done + 1, t + p.load_row_done)
             continue
         ar = t + p.load_ar
         nb = nbytes[r]
-        beats = (a % bw + nb + bw - 1) // bw
+        beats = (a % bw + nb + bw - 1) // bw  # R beats in
+        # the assembler takes an input beat a cycle and one cycle more per output row beat
+        # set: max(beats in, beats out + 1) cycles per row
+        cost = max(beats, (lo_bytes[r] + nb + bw - 1) // bw + 1)
         if a % AXI_PAGE + nb <= AXI_PAGE and beats <= AXI_MAX_BEATS:  # one burst
-            end = m.rch.book(ar + lat, beats + 1) + beats
+            end = m.rch.book(ar + lat, cost) + beats
         else:
             bursts = _bursts(a, nb, bw)
             for k, b in enumerate(bursts):
-                extra = 1 if k == len(bursts) - 1 else 0
+                extra = cost - beats if k == len(bursts) - 1 else 0
                 end = m.rch.book(ar + lat, b + extra) + b
                 ar += 1
-        last_done = done[r] = max(last_done + beats + 1, end + p.load_row_done)
+        last_done = done[r] = max(last_done + cost, end + p.load_row_done)
     return max(last_done, t) + p.load_end
 
 
