@@ -1,48 +1,57 @@
-"""Cycle model: timing of a golden-model trace on the decoupled load / compute / store machine.
+"""Cycle model: timing of a golden-model trace on the accelerator's RTL (``hw/``), unit by unit.
 
-The model replays the executed instructions (:class:`sim.golden.TraceEntry`) in program order:
+The model replays the executed instructions (:class:`sim.golden.TraceEntry`) in program order
+and keeps one timeline per block of the RTL, with the RTL's own rules (docs/architecture.md,
+docs/dma.md):
 
-* **Dispatch.** The dispatcher fetches one 128-bit word every ``ceil(128 / dma_data_bits)``
-  cycles and appends it to its unit's queue (depth ``instr_fifo_depth``); it stalls while that
-  queue is full (an entry leaves the queue when its instruction starts). SETBASE and HALT are
-  executed by the dispatcher itself.
-* **Units.** Each unit runs its queue in order. An instruction starts when the unit is free, the
-  instruction has been dispatched, and every token it pops has been pushed (a push happens when
-  the pushing instruction completes). Token queues are FIFO.
-* **DMA.** Loads use the AXI read channel, stores the write channel (independent in AXI4). A
-  transfer costs ``dram_latency`` cycles plus one cycle per bus beat or per SRAM row written,
-  whichever is larger (beats counted with alignment: a row starting at ``a`` with ``L`` bytes takes
-  ``ceil(((a mod W) + L) / W)`` beats of ``W = dma_data_bits / 8`` bytes; padded rows cost no
-  beats).
-* **GEMM.** Each weight block is preloaded in ``rows`` cycles (``cols`` when transposed), double
-  buffered behind the previous block's stream of ``m`` rows (a block occupies ``max(m, rows)``
-  cycles); the last row's results leave ``rows + cols + 5`` cycles after it entered (the array's
-  latency, ``docs/architecture.md``).
-* **Banks.** Scratchpad bank conflicts are not modelled (assumed avoided by placement).
-* **GEMM, measured.** ``gemm_extra`` cycles are added to each GEMM (the compute unit's sequencer
-  and read-modify-write pipeline around the array; the RTL measures ``gemm_cycles + 7``).
-* **EPI.** One accumulator row per cycle plus ``epi_latency`` pipeline cycles. With
-  ``epi_overlap`` (the RTL's behaviour) an EPI occupies the compute unit's EPI slot, not the unit:
-  it starts once every earlier GEMM has finished, and the next GEMM starts alongside it unless
-  their rows overlap (the unit's row-range interlock); the next EPI waits for the slot. Tokens
-  are still pushed in program order.
-* **DMACFG, SYNC.** One cycle on their unit (a register write; a token relay).
+* **AXI read channel.** One R channel serves instruction fetch and the load unit (the read
+  arbiter); the DRAM answers a burst ``dram_latency`` cycles after its AR at the earliest, one
+  beat per cycle, bursts one after the other (:class:`_ReadChannel`: first fit in time).
+* **Dispatcher.** Fetch reads the program in 256-byte bursts (``FETCH_CHUNK_BYTES``) while the
+  prefetch buffer (two bursts) has room; a bus narrower than a word assembles a word in
+  ``128 / dma_data_bits + 1`` cycles. One word a cycle passes the decoder register into its
+  unit's queue (``instr_fifo_depth`` deep; a full queue stalls dispatch). SETBASE and HALT run
+  in the dispatcher; a run ends ``end_cycles`` after HALT once every unit is idle.
+* **Load unit.** One instruction at a time: take, pop, execute, push (``unit_cycles``); DMACFG
+  and SYNC only that. LOAD walks its rows one a cycle into a descriptor queue of
+  ``LOAD_DESCRIPTORS`` rows (a row's descriptor frees when its data was assembled: at most 32
+  rows in flight); whole rows of whole beats that follow each other in DRAM are merged into one
+  read request (at most 4 KiB and 16 rows), other rows get one request each
+  (``load_row_gap`` cycles apart); requests split into bursts at 4 KiB boundaries and 256 beats.
+  LOADT reads its records in one request (BIAS) or one per table (PWL) and parses one field per
+  cycle (two per bias entry, ``3 + 2 * S - 1`` per PWL table).
+* **Store unit.** Rows leave the SRAM one a cycle (at most ``STORE_READ_AHEAD`` ahead of the W
+  channel); rows of whole beats that follow each other in DRAM share one write request (up to
+  16 rows), other rows get one request each; W beats one a cycle; at most ``STORE_BURSTS`` bursts
+  wait for their B response, which the DRAM gives ``write_latency`` cycles after the last W
+  beat. The STORE completes with its last B response.
+* **Compute unit.** Issue takes ``compute_issue_cycles`` per instruction (check, decide, wait
+  for tokens, descriptor-queue room, retire-queue room and the EPI interlock). GEMM: each
+  weight block preloads in ``rows`` cycles (``cols`` transposed) behind the previous block's
+  stream (double-buffered weights, also across GEMMs), then streams ``m`` operand rows; the
+  GEMM completes ``rows + cols + 5 + gemm_tail`` cycles after its last row entered.
+  EPI: one at a time in its slot; it runs once every earlier GEMM completed, one row a cycle,
+  ``epi_tail`` cycles of pipeline; a GEMM whose rows meet the EPI's waits for it (interlock).
+  Instructions retire, and push their tokens, in program order (a 4-entry retire queue).
+* **Tokens.** A pop waits until the matching push happened (``token_cycles`` later).
 
-Stalls are attributed to their cause: a unit that is free but waits for a token is stalled on
-that token queue; one that waits for its next instruction to be dispatched is starved; the
-dispatcher stalls on a full queue. PE utilisation is array MACs / (rows * cols * total cycles).
-The defaults of :class:`CycleParams` are the constants that ``scripts/calibrate_cycle_model.py``
-fitted to the RTL's cycle counters (stored in ``sim/cycle_calibration.json``, with the programs
-and errors of that fit); :meth:`CycleParams.assumed` gives the hand-set values the model started
-from. Re-run the script after an RTL change (e.g. added pipeline stages) to refresh them.
+Stalls are attributed to their cause: a unit waiting for a token is stalled on that token queue;
+one waiting for its next instruction is starved; the dispatcher stalls on a full queue. PE
+utilisation is array MACs / (rows * cols * total cycles). The constants of :class:`CycleParams`
+that are not fixed by the RTL's structure are fitted to the RTL's counters by
+``scripts/calibrate_cycle_model.py`` (``make calibrate``; stored in
+``sim/cycle_calibration.json`` with the programs and errors of that fit).
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 from collections import deque
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+
+import numpy as np
 
 from hw.config import AcceleratorConfig
 from hw.isa import (
@@ -50,15 +59,19 @@ from hw.isa import (
     TOKEN_PUSHES,
     TOKEN_QUEUES,
     WORD_BITS,
+    WORD_BYTES,
     Dmacfg,
     Epi,
     EpiDest,
     Gemm,
     Load,
     Loadt,
+    MemSpace,
+    Setbase,
     Store,
-    Sync,
+    TableKind,
     Unit,
+    pwl_table_bytes,
 )
 from sim.golden import TraceEntry
 
@@ -74,7 +87,21 @@ __all__ = [
 
 #: The systolic array's row latency is ``rows + cols + ARRAY_LATENCY_EXTRA`` (docs/architecture.md).
 ARRAY_LATENCY_EXTRA = 5
-
+#: Dispatcher fetch burst (hw.dispatcher.FETCH_CHUNK_BYTES) and prefetch buffer (two bursts).
+FETCH_CHUNK_BYTES = 256
+#: Load unit: row descriptors in flight (LoadUnit max_outstanding) and rows per merged request.
+LOAD_DESCRIPTORS = 32
+LOAD_MERGE_ROWS = 16
+#: Longest merged DMA request (load and store units) and the AXI page.
+MERGE_BYTES = 4096
+AXI_PAGE = 4096
+AXI_MAX_BEATS = 256
+#: Store unit: rows read ahead of the W channel, bursts awaiting B (StoreUnit defaults).
+STORE_READ_AHEAD = 16
+STORE_BURSTS = 32
+#: Compute unit: retire queue and GEMM descriptor queue depths (hw.compute_unit).
+RETIRE_DEPTH = 4
+GEMM_DESCRIPTORS = 2
 
 #: Where ``scripts/calibrate_cycle_model.py`` stores the constants fitted to the RTL.
 CALIBRATION_FILE = Path(__file__).with_name("cycle_calibration.json")
@@ -89,44 +116,122 @@ def _calibrated(name: str, default):
 
 @dataclass(frozen=True)
 class CycleParams:
-    """Timing constants not fixed by the config (defaults: fitted to the RTL, see the module
-    docstring; :meth:`assumed`: the hand-set values before calibration).
+    """Timing constants not fixed by the config: the memory's latencies, and the small
+    per-block cycle counts the calibration measures on the RTL (module docstring).
 
     Attributes
     ----------
     dram_latency : int
-        Cycles from a LOAD/LOADT's start to its first row (AXI read latency and setup).
-    epi_latency : int
-        Pipeline cycles of an EPI beyond one per row.
-    store_latency : int or None
-        Like ``dram_latency`` for STORE (``None``: the same as ``dram_latency``).
-    gemm_extra : int
-        Cycles added to :func:`gemm_cycles` per GEMM.
-    epi_overlap : bool
-        EPIs run alongside later GEMMs of the compute unit (rows disjoint).
-    row_cycles : int
-        Cycles per SRAM row a LOAD writes or a STORE reads (against one per bus beat).
-    instr_overhead : int
-        Cycles every load/compute/store instruction adds (decode, checks, retire).
+        DRAM read latency: cycles from an AR handshake to its first R beat (beyond one).
+    write_latency : int or None
+        Cycles from a burst's last W beat to its B response (``None``: ``dram_latency``).
+    fetch_start : int
+        Cycles from start to the first fetch AR.
+    decode_cycles : int
+        Cycles from a word's last beat to its dispatch into a queue.
+    queue_cycles : int
+        Cycles from dispatch until the unit can take the word from its queue.
+    end_cycles : int
+        Cycles from the last unit's finish (or HALT's dispatch) to DONE.
+    unit_cycles : int
+        Cycles a load/store instruction spends outside its transfer (take, pop, execute, push).
+    load_start : int
+        Cycles from a LOAD's take to its first row at the request stage.
+    load_row_gap : int
+        Cycles between the rows of a LOAD's walk (one read request each).
+    load_merge_wait : int
+        Extra cycles a mergeable row waits for a free descriptor.
+    load_ar : int
+        Cycles from a request to its AR handshake.
+    load_row_done : int
+        Cycles from a row's last R beat to its descriptor freeing (row written).
+    load_end : int
+        Cycles from the last row written to the push.
+    loadt_start : int
+        Cycles from a LOADT's take to its AR.
+    loadt_end : int
+        Cycles from its last parsed field to the push.
+    store_start : int
+        Cycles from a STORE's take to its first row read.
+    store_row_gap : int
+        Cycles between the rows of a STORE whose rows are not merged.
+    store_w : int
+        Cycles from a row's SRAM read to its first W beat.
+    store_end : int
+        Cycles from the last B response to the push.
+    compute_issue_cycles : int
+        Cycles the compute unit's issue stage spends per instruction.
+    gemm_start : int
+        Cycles from a GEMM's issue to its first weight row at the array.
+    gemm_tail : int
+        Cycles beyond the array's latency from the last operand row to the GEMM's completion.
+    gemm_block_extra : int
+        Cycles added per weight block beyond ``m + rows`` (``m + cols`` transposed).
+    gemm_overlap : int
+        Cycles (at most ``rows - 1``) the first block change of a stream of blocks overlaps
+        the next block's preload with the current block's operand rows.
+    epi_start : int
+        Cycles from an EPI's start (slot and GEMMs free) to its first row.
+    epi_tail : int
+        Pipeline cycles of an EPI after its last row.
+    retire_cycles : int
+        Cycles from completion to retirement (token push).
+    token_cycles : int
+        Cycles from a push to a pop of the same token.
     """
 
-    dram_latency: int = _calibrated("dram_latency", 40)
-    epi_latency: int = _calibrated("epi_latency", 4)
-    store_latency: int | None = _calibrated("store_latency", None)
-    gemm_extra: int = _calibrated("gemm_extra", 0)
-    epi_overlap: bool = _calibrated("epi_overlap", False)
-    row_cycles: int = _calibrated("row_cycles", 1)
-    instr_overhead: int = _calibrated("instr_overhead", 0)
+    dram_latency: int = _calibrated("dram_latency", 60)
+    write_latency: int | None = _calibrated("write_latency", None)
+    fetch_start: int = _calibrated("fetch_start", 2)
+    decode_cycles: int = _calibrated("decode_cycles", 2)
+    queue_cycles: int = _calibrated("queue_cycles", 2)
+    end_cycles: int = _calibrated("end_cycles", 3)
+    unit_cycles: int = _calibrated("unit_cycles", 4)
+    load_start: int = _calibrated("load_start", 6)
+    load_row_gap: int = _calibrated("load_row_gap", 2)
+    load_merge_wait: int = _calibrated("load_merge_wait", 0)
+    load_ar: int = _calibrated("load_ar", 1)
+    load_row_done: int = _calibrated("load_row_done", 2)
+    load_end: int = _calibrated("load_end", 2)
+    loadt_start: int = _calibrated("loadt_start", 6)
+    loadt_end: int = _calibrated("loadt_end", 2)
+    store_start: int = _calibrated("store_start", 4)
+    store_row_gap: int = _calibrated("store_row_gap", 1)
+    store_w: int = _calibrated("store_w", 4)
+    store_end: int = _calibrated("store_end", 2)
+    compute_issue_cycles: int = _calibrated("compute_issue_cycles", 4)
+    gemm_start: int = _calibrated("gemm_start", 4)
+    gemm_tail: int = _calibrated("gemm_tail", 7)
+    gemm_block_extra: int = _calibrated("gemm_block_extra", 0)
+    gemm_overlap: int = _calibrated("gemm_overlap", 5)
+    epi_start: int = _calibrated("epi_start", 4)
+    epi_tail: int = _calibrated("epi_tail", 20)
+    retire_cycles: int = _calibrated("retire_cycles", 1)
+    token_cycles: int = _calibrated("token_cycles", 1)
 
     @classmethod
     def assumed(cls) -> CycleParams:
-        """The model's hand-set constants (latency 40, EPI 4, no GEMM extra, no overlap)."""
-        return cls(dram_latency=40, epi_latency=4, store_latency=None, gemm_extra=0,
-                   epi_overlap=False, row_cycles=1, instr_overhead=0)
+        """The structural defaults before calibration (every fitted constant at its hand-set
+        value)."""
+        return cls(**_HAND_SET)
+
+    @property
+    def write_cycles(self) -> int:
+        """The write latency in use."""
+        return self.dram_latency if self.write_latency is None else self.write_latency
 
     def to_dict(self) -> dict:
         """The constants by name (what the calibration file stores)."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+_HAND_SET = dict(dram_latency=60, write_latency=None, fetch_start=2, decode_cycles=2,
+                 queue_cycles=2, end_cycles=3, unit_cycles=4, load_start=6, load_row_gap=2,
+                 load_merge_wait=0, load_ar=1, load_row_done=2, load_end=2, loadt_start=6,
+                 loadt_end=2,
+                 store_start=4, store_row_gap=1, store_w=4, store_end=2,
+                 compute_issue_cycles=4, gemm_start=4, gemm_tail=7, gemm_block_extra=0,
+                 gemm_overlap=5, epi_start=4, epi_tail=20, retire_cycles=1, token_cycles=1)
 
 
 @dataclass
@@ -202,7 +307,9 @@ class CycleReport:
 def gemm_cycles(
     config: AcceleratorConfig, m: int, k_tiles: int, n_tiles: int, *, transpose: bool = False
 ) -> int:
-    """Modelled duration of one GEMM instruction: the compute unit's busy cycles, array only.
+    """Duration of one GEMM on an idle array: its blocks' preloads and operand streams plus the
+    array's latency (the compute unit adds its own issue and pipeline cycles, see
+    :class:`CycleParams`).
 
     ``preload + (blocks - 1) * max(m, preload) + m + rows + cols + ARRAY_LATENCY_EXTRA`` with
     ``blocks = n_tiles * k_tiles`` and ``preload = rows`` (``cols`` when ``transpose``): the first
@@ -219,27 +326,287 @@ def gemm_cycles(
     )
 
 
-def _duration(t: TraceEntry, cfg: AcceleratorConfig, p: CycleParams) -> int:
-    return _work(t, cfg, p) + p.instr_overhead
+class _ReadChannel:
+    """The shared AXI R channel: bursts of beats, one beat a cycle, placed first fit in time
+    (the DRAM serves bursts in AR order; the model books them as it meets them)."""
+
+    def __init__(self) -> None:
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+
+    def book(self, earliest: int, beats: int) -> int:
+        """Book ``beats`` consecutive cycles from ``earliest`` on; return the first cycle."""
+        starts, ends = self.starts, self.ends
+        if not ends or earliest > ends[-1]:  # after everything booked (the common case)
+            starts.append(earliest)
+            ends.append(earliest + beats)
+            if len(starts) > 512:
+                del starts[:256], ends[:256]
+            return earliest
+        if earliest >= starts[-1]:  # within or right after the last booking: extend it
+            t = ends[-1]
+            ends[-1] = t + beats
+            return t
+        i = bisect.bisect_right(ends, earliest)
+        t = earliest
+        while i < len(starts):
+            if t + beats <= starts[i]:
+                break
+            t = max(t, ends[i])
+            i += 1
+        # merge with neighbours to keep the lists short
+        if i > 0 and ends[i - 1] == t:
+            ends[i - 1] = t + beats
+            if i < len(starts) and starts[i] == t + beats:
+                ends[i - 1] = ends[i]
+                del starts[i], ends[i]
+        elif i < len(starts) and starts[i] == t + beats:
+            starts[i] = t
+        else:
+            starts.insert(i, t)
+            ends.insert(i, t + beats)
+        if len(starts) > 512:  # forget the distant past
+            del starts[:256], ends[:256]
+        return t
 
 
-def _work(t: TraceEntry, cfg: AcceleratorConfig, p: CycleParams) -> int:
-    ins = t.instr
-    if isinstance(ins, (Dmacfg, Sync)):
-        return 1
-    if isinstance(ins, Load):
-        return p.dram_latency + max(t.beats, p.row_cycles * t.rows)
-    if isinstance(ins, Store):
-        lat = p.dram_latency if p.store_latency is None else p.store_latency
-        return lat + max(t.beats, p.row_cycles * t.rows)
-    if isinstance(ins, Loadt):
-        return p.dram_latency + t.beats
-    if isinstance(ins, Gemm):
-        return gemm_cycles(cfg, ins.m, ins.k_tiles, ins.n_tiles,
-                           transpose=ins.transpose) + p.gemm_extra
-    if isinstance(ins, Epi):
-        return ins.m * ins.n_tiles + p.epi_latency
-    raise AssertionError(f"no duration for {ins!r}")
+def _bursts(addr: int, nbytes: int, bw: int) -> list[int]:
+    """Beats of each AXI burst of a request (beat-aligned, 256 beats, 4 KiB pages)."""
+    a = addr - addr % bw
+    beats = -(-(addr % bw + nbytes) // bw)
+    out = []
+    while beats:
+        page = (AXI_PAGE - a % AXI_PAGE) // bw
+        n = min(beats, page, AXI_MAX_BEATS)
+        out.append(n)
+        beats -= n
+        a += n * bw
+    return out
+
+
+class _Machine:
+    """The state of one replay (see the module docstring)."""
+
+    def __init__(self, cfg: AcceleratorConfig, p: CycleParams, prog_words: int) -> None:
+        self.cfg, self.p = cfg, p
+        self.prog_words = prog_words
+        self.bw = cfg.dma_data_bits // 8
+        self.rch = _ReadChannel()
+        self.bases = [0, 0, 0, 0]
+        self.slots: dict[int, Dmacfg] = {}
+        # dispatcher
+        self.word_beats = max(1, WORD_BITS // cfg.dma_data_bits)
+        self.words_per_beat = max(1, cfg.dma_data_bits // WORD_BITS)
+        self.chunk_words = FETCH_CHUNK_BYTES // WORD_BYTES
+        self.word_ready: dict[int, int] = {}  # word index -> cycle its beats are in the buffer
+        self.chunk_ar: list[int] = []
+        self.word_out: list[int] = []  # cycle each word left the prefetch buffer
+        self.last_dispatch = -1
+
+    # ---------------------------------------------------------------- fetch and dispatch
+
+    def _fetch_chunk(self, k: int) -> None:
+        p, cw = self.p, self.chunk_words
+        t = p.fetch_start
+        if self.chunk_ar:
+            t = max(t, self.chunk_ar[-1] + 1)
+        if k >= 2:  # the prefetch buffer holds two bursts: chunk k - 2 must have left it
+            t = max(t, self.word_out[(k - 1) * cw - 1] + 1)
+        self.chunk_ar.append(t)
+        words = min(cw, self.prog_words - k * cw)  # bursts never reach past the program
+        beats = -(-words * WORD_BYTES // self.bw)
+        first = self.rch.book(t + 1 + p.dram_latency, beats)
+        for j in range(cw):
+            beat = (j + 1) * self.word_beats // self.words_per_beat if self.words_per_beat == 1 \
+                else j // self.words_per_beat + 1
+            self.word_ready[k * cw + j] = first + beat
+
+    def word_available(self, w: int) -> int:
+        """Cycle word ``w`` can enter the decoder register."""
+        k = w // self.chunk_words
+        while len(self.chunk_ar) <= k:
+            self._fetch_chunk(len(self.chunk_ar))
+        t = self.word_ready.pop(w)
+        # a narrow bus assembles each word (one beat a cycle, one cycle to hand it over)
+        gap = self.word_beats + 1 if self.word_beats > 1 else 1
+        if self.word_out:
+            t = max(t, self.word_out[-1] + gap)
+        return t
+
+    def word_left(self, w: int, t: int) -> None:
+        self.word_out.append(t)
+
+
+def _load_rows(m: _Machine, ins: Load) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Per destination row: DRAM start of its valid bytes (-1: padding only), their count,
+    whether the whole row comes from DRAM, the row's byte count, and where in the row the valid
+    bytes start."""
+    g = m.slots.get(ins.geom)
+    esize = 4 if ins.mem == MemSpace.ACC else 1
+    row_bytes = ins.length * esize
+    n = ins.outer * ins.inner
+    if g is None:  # golden model would have faulted; treat as one contiguous run
+        starts = m.bases[ins.base] + ins.offset + np.arange(n, dtype=np.int64) * row_bytes
+        return (starts, np.full(n, row_bytes, np.int64), np.ones(n, bool), row_bytes,
+                np.zeros(n, np.int64))
+    i = np.repeat(np.arange(ins.outer, dtype=np.int64), ins.inner)
+    j = np.tile(np.arange(ins.inner, dtype=np.int64), ins.outer)
+    y = ins.y0 + i * g.sy
+    x = ins.x0 + j * g.sx
+    xp = x * g.pix
+    lo = np.where(x < 0, (-xp + esize - 1) // esize, 0)
+    hi = np.where(g.width * g.pix - xp > 0, (g.width * g.pix - xp + esize - 1) // esize, 0)
+    lo = np.minimum(lo, ins.length)
+    hi = np.minimum(hi, ins.length)
+    valid_y = (y >= 0) & (y < g.height)
+    has = valid_y & (lo < hi)
+    start = m.bases[ins.base] + ins.offset + y * g.pitch + xp + lo * esize
+    nbytes = np.where(has, (hi - lo) * esize, 0)
+    full = has & (lo == 0) & (hi == ins.length)
+    return np.where(has, start, -1), nbytes, full, row_bytes, lo * esize
+
+
+def _load_transfer(m: _Machine, ins: Load, t0: int) -> int:
+    """Cycle the LOAD's last row is written, for a LOAD popped at ``t0``.
+
+    Rows leave the walk ``load_row_gap`` cycles apart, each with its own read request (rows
+    the RTL could merge, whole rows of whole beats, arrive too far apart to join; under a full
+    descriptor queue such a row costs ``load_merge_wait`` more, fitted: the RTL's merge path
+    holds it), at most :data:`LOAD_DESCRIPTORS` rows in flight. The assembler
+    takes ``max(beats in, beats out + 1)`` cycles per row and writes it ``load_row_done``
+    after its last beat; while it is busy the R channel waits.
+    """
+    p, bw = m.p, m.bw
+    starts, nbytes, full, row_bytes, lo_bytes = _load_rows(m, ins)
+    merge_ok = row_bytes % bw == 0
+    starts, nbytes, full = starts.tolist(), nbytes.tolist(), full.tolist()
+    lo_bytes = lo_bytes.tolist()
+    n = len(starts)
+    done = [0] * n
+    lat = 1 + p.dram_latency
+    t = t0 + p.load_start - p.load_row_gap
+    last_done = t0
+    for r in range(n):
+        t += p.load_row_gap
+        if r >= LOAD_DESCRIPTORS and done[r - LOAD_DESCRIPTORS] > t:
+            mergeable = merge_ok and full[r]
+            t = done[r - LOAD_DESCRIPTORS] + (p.load_merge_wait if mergeable else 0)
+        a = starts[r]
+        if a < 0:  # padding only: no read
+            last_done = done[r] = max(last_done + 1, t + p.load_row_done)
+            continue
+        ar = t + p.load_ar
+        nb = nbytes[r]
+        beats = (a % bw + nb + bw - 1) // bw  # R beats in
+        # the assembler takes an input beat a cycle and one cycle more per output row beat
+        # set: max(beats in, beats out + 1) cycles per row
+        cost = max(beats, (lo_bytes[r] + nb + bw - 1) // bw + 1)
+        if a % AXI_PAGE + nb <= AXI_PAGE and beats <= AXI_MAX_BEATS:  # one burst
+            end = m.rch.book(ar + lat, cost) + beats
+        else:
+            bursts = _bursts(a, nb, bw)
+            for k, b in enumerate(bursts):
+                extra = cost - beats if k == len(bursts) - 1 else 0
+                end = m.rch.book(ar + lat, b + extra) + b
+                ar += 1
+        last_done = done[r] = max(last_done + cost, end + p.load_row_done)
+    return max(last_done, t) + p.load_end
+
+
+def _loadt_transfer(m: _Machine, ins: Loadt, t0: int) -> int:
+    p, bw, cfg = m.p, m.bw, m.cfg
+    addr = m.bases[ins.base] + ins.offset
+    if ins.kind == TableKind.BIAS:
+        requests = [(addr, 8 * ins.count, 2 * ins.count)]
+    else:
+        tb = pwl_table_bytes(cfg.pwl_segments)
+        fields_ = 4 + (cfg.pwl_segments - 1) + 2 * cfg.pwl_segments + 1
+        requests = [(addr + k * tb, tb, fields_) for k in range(ins.count)]
+    t = t0 + p.loadt_start
+    parsed = t
+    for a, nb, nfields in requests:
+        s = t + p.load_ar
+        first = None
+        for b in _bursts(a, nb, bw):
+            got = m.rch.book(s + 1 + p.dram_latency, b)
+            first = got if first is None else first
+            s += 1
+        parsed = max(parsed, first) + nfields
+        t += 1
+    return parsed + p.loadt_end
+
+
+def _store_transfer(m: _Machine, ins: Store, t0: int) -> int:
+    """Cycle the STORE's last B response arrives, for a STORE popped at ``t0``.
+
+    Rows are read one a cycle, at most :data:`STORE_READ_AHEAD` ahead of the W channel. Rows of
+    whole beats that follow each other in DRAM join one write request while a row is read in
+    every cycle; the request goes when a cycle passes without one (in practice when the
+    read-ahead is full), and its W beats follow ``store_w`` cycles later. Other rows get one
+    request each, ``store_row_gap`` cycles apart on the W channel. At most
+    :data:`STORE_BURSTS` bursts wait for their B response, ``write_latency`` after their last
+    W beat.
+    """
+    p, bw = m.p, m.bw
+    esize = 4 if ins.mem == MemSpace.ACC else 1
+    row_bytes = ins.length * esize
+    row_beats = -(-row_bytes // bw)
+    base = m.bases[ins.base] + ins.offset
+    whole = row_bytes % bw == 0
+    wl = p.write_cycles
+    n = ins.rows * ins.tiles
+    w_done = [0] * n  # cycle each row's last W beat left (frees its read-ahead slot)
+    b_times: deque[int] = deque()
+    last_b = t0
+    w_free = 0
+
+    def write(addr: int, nb: int, start: int, rows: range, extra: int) -> None:
+        nonlocal last_b, w_free
+        tw = max(start, w_free)
+        k = rows.start
+        sent = 0
+        for b in _bursts(addr, nb, bw):
+            if len(b_times) >= STORE_BURSTS:
+                tw = max(tw, b_times.popleft())
+            first = tw
+            tw += b + extra
+            sent += b
+            while k < rows.stop and (k - rows.start + 1) * row_beats <= sent:
+                w_done[k] = min(tw, first + (k - rows.start + 1) * row_beats - (sent - b))
+                k += 1
+            b_times.append(tw + wl + 1)
+            last_b = max(last_b, tw + wl + 1)
+        w_free = tw
+
+    t = t0 + p.store_start - 1
+    run = None  # open merged run: [first row, addr, next addr, bytes]
+    r = 0
+    for i in range(ins.rows):
+        for u in range(ins.tiles):
+            a = base + i * ins.stride + u * row_bytes
+            ready = t + 1
+            if r >= STORE_READ_AHEAD:
+                if run is not None and r - STORE_READ_AHEAD >= run[0]:
+                    # the read-ahead is full of the open run: it goes now
+                    write(run[1], run[3], ready + p.store_w, range(run[0], r), 0)
+                    run = None
+                ready = max(ready, w_done[r - STORE_READ_AHEAD])
+            if whole:
+                joins = (run is not None and ready == t + 1 and a == run[2]
+                         and run[3] + row_bytes <= MERGE_BYTES)
+                if not joins:
+                    if run is not None:
+                        write(run[1], run[3], t + 1 + p.store_w, range(run[0], r), 0)
+                    run = [r, a, a, 0]
+                run[2] += row_bytes
+                run[3] += row_bytes
+            else:
+                write(a, row_bytes, ready + p.store_w, range(r, r + 1), p.store_row_gap)
+            t = ready
+            r += 1
+    if run is not None:
+        write(run[1], run[3], t + 1 + p.store_w, range(run[0], n), 0)
+    return max(last_b, t) + p.store_end
 
 
 def estimate_cycles(
@@ -247,88 +614,170 @@ def estimate_cycles(
 ) -> CycleReport:
     """Time ``trace`` (a golden-model run) on ``config``; see the module docstring for the model."""
     p = params or CycleParams()
-    fetch = -(-WORD_BITS // config.dma_data_bits)
+    m = _Machine(config, p, len(trace))
     depth = config.instr_fifo_depth
-    names = {
-        Unit.DISPATCH: "dispatch",
-        Unit.LOAD: "load",
-        Unit.COMPUTE: "compute",
-        Unit.STORE: "store",
-    }
+    names = {Unit.DISPATCH: "dispatch", Unit.LOAD: "load", Unit.COMPUTE: "compute",
+             Unit.STORE: "store"}
     stats = {names[u]: UnitStats() for u in Unit}
-    free = dict.fromkeys(Unit, 0)  # cycle at which each unit can start its next instruction
-    starts: dict[Unit, list[int]] = {u: [] for u in Unit}  # start times, per unit queue
+    free = dict.fromkeys(Unit, 0)  # cycle each unit can take its next instruction
+    takes: dict[Unit, list[int]] = {u: [] for u in Unit}  # when each queued word was taken
     tokens: dict[str, deque[int]] = {q: deque() for q in TOKEN_QUEUES}
-    dispatch_t = 0
-    end = 0
-    macs = 0
-    gemm_done = 0  # when every GEMM so far has finished
-    epi_slot: tuple[int, int, Epi] | None = None  # (start, finish, instruction) of the last EPI
-    retired = 0  # compute tokens are pushed in program order
     timeline: list[TimelineEntry] = []
-    for t in trace:
+    macs = 0
+    end = 0
+    dispatch_t = -1
+    # compute unit state
+    retire_times: list[int] = []  # per compute instruction, in order
+    gemm_done_all = 0  # completion of every GEMM issued so far
+    gemm_stream_starts: list[int] = []
+    gemm_stream_ends: list[int] = []
+    fresh = False  # the array's stream began from idle and has had no block change yet
+    last_block_start = -(10**9)
+    array_free = 0  # when the array's operand stream is free
+    epi_free = 0  # when the EPI slot frees
+    epi_last: Epi | None = None
+    fin_units = dict.fromkeys(Unit, 0)
+    ds = stats["dispatch"]
+    for w, t in enumerate(trace):
         ins = t.instr
         unit = ins.unit
-        ds = stats["dispatch"]
         ds.instructions += 1
-        ready = dispatch_t + fetch
-        if unit != Unit.DISPATCH and len(starts[unit]) >= depth:
-            slot_free = starts[unit][-depth] + 1
-            if slot_free > ready:
-                ds.stall(f"{names[unit]} queue full", slot_free - ready)
-                ready = slot_free
-        dispatch_t = ready
-        ds.busy += fetch
+        avail = m.word_available(w)
+        prev = max(dispatch_t, 0)
+        d = max(avail + p.decode_cycles, dispatch_t + 1)
+        ds.stall("fetch (waiting for a word)", d - 1 - prev)
+        ds.busy += 1
+        if unit != Unit.DISPATCH and len(takes[unit]) >= depth:
+            room = takes[unit][-depth] + 1
+            if room > d:
+                ds.stall(f"{names[unit]} queue full", room - d)
+                d = room
+        m.word_left(w, d - p.decode_cycles)
+        dispatch_t = d
         mnemonic = ins.OPCODE.name.lower()
         if unit == Unit.DISPATCH:
-            end = max(end, dispatch_t, *free.values())
-            timeline.append(TimelineEntry(t.pc, "dispatch", mnemonic, dispatch_t, dispatch_t, end))
+            if isinstance(ins, Setbase):
+                m.bases[ins.reg] = ins.value
+            timeline.append(TimelineEntry(t.pc, "dispatch", mnemonic, d, d, d))
             continue
         us = stats[names[unit]]
         us.instructions += 1
-        start = max(free[unit], dispatch_t)
-        if dispatch_t > free[unit]:
-            us.stall("starved (waiting for dispatch)", dispatch_t - free[unit])
-        for (u, flag), q in TOKEN_POPS.items():
-            if u == unit and getattr(ins, flag):
-                avail = tokens[q].popleft()
-                if avail > start:
-                    us.stall(f"token {q}", avail - start)
-                    start = avail
-        dur = _duration(t, config, p)
-        occupied = dur  # cycles the unit cannot start its next instruction
-        if p.epi_overlap and unit == Unit.COMPUTE:
-            if isinstance(ins, Epi):
-                if epi_slot is not None and epi_slot[1] > start:
-                    us.stall("EPI slot", epi_slot[1] - start)
-                    start = epi_slot[1]
-                run = max(start, gemm_done)
-                finish = run + dur
-                epi_slot = (start, finish, ins)
-                occupied = 1
-            else:
-                if (epi_slot is not None and epi_slot[1] > start and isinstance(ins, Gemm)
-                        and _rows_overlap(config, ins, epi_slot[2])):
-                    us.stall("EPI interlock", epi_slot[1] - start)
-                    start = epi_slot[1]
-                finish = start + dur
-                if isinstance(ins, Gemm):
-                    gemm_done = max(gemm_done, finish)
-                occupied = dur
-            push_at = retired = max(retired, finish)
+        ready = d + p.queue_cycles
+        take = max(free[unit], ready)
+        us.stall("starved (waiting for dispatch)", take - fin_units[unit])
+        takes[unit].append(take)
+        waits: list[tuple[int, int, str]] = []  # issue-stage waits of a compute instruction
+        pops = [q for (u, flag), q in TOKEN_POPS.items() if u == unit and getattr(ins, flag)]
+        pushes = [q for (u, flag), q in TOKEN_PUSHES.items() if u == unit and getattr(ins, flag)]
+        if unit == Unit.COMPUTE:
+            issue = take + p.compute_issue_cycles - 1
+            for q in pops:
+                avail_tok = tokens[q].popleft() + p.token_cycles
+                if avail_tok > issue:
+                    waits.append((issue, avail_tok, f"token {q}"))
+                    issue = avail_tok
+            n_prev = len(retire_times)
+            if n_prev >= RETIRE_DEPTH:
+                issue = max(issue, retire_times[n_prev - RETIRE_DEPTH] + 1)
+            if isinstance(ins, Gemm):
+                if len(gemm_stream_starts) >= GEMM_DESCRIPTORS:
+                    issue = max(issue, gemm_stream_starts[-GEMM_DESCRIPTORS])
+                if epi_last is not None and epi_free > issue and _rows_overlap(
+                        config, ins, epi_last):
+                    waits.append((issue, epi_free, "EPI interlock"))
+                    issue = epi_free
+                blk = config.cols if ins.transpose else config.rows
+                blocks = ins.k_tiles * ins.n_tiles
+                # Weight and operand rows in one scratchpad bank: the preload's reads take
+                # turns with the operand stream (a block costs m + blk); in different banks
+                # the preload hides behind the previous block's stream (max(m, blk)).
+                w_rows = blocks * blk
+                same_bank = _banks_meet(config, ins.w, w_rows, ins.a, ins.k_tiles * ins.m)
+                period = (ins.m + blk if same_bank else max(ins.m, blk)) + p.gemm_block_extra
+                overlap = min(p.gemm_overlap, blk - 1) if same_bank else 0
+                t_idle = issue + p.gemm_start + blk
+                if t_idle >= array_free + blk:  # the array idles: the preload is exposed
+                    s0, fresh = t_idle, True
+                elif same_bank:  # back to back with the previous GEMM's last block
+                    s0 = max(t_idle, array_free + blk + p.gemm_block_extra
+                             - (overlap if fresh else 0))
+                    fresh = False
+                else:
+                    s0 = max(t_idle, array_free + p.gemm_block_extra, last_block_start + blk)
+                    fresh = False
+                last_start = s0
+                if blocks > 1:
+                    last_start = s0 + (blocks - 1) * period - (overlap if fresh else 0)
+                    fresh = False
+                last_block_start = last_start
+                stream_end = last_start + ins.m
+                array_free = stream_end
+                gemm_stream_starts.append(s0)
+                gemm_stream_ends.append(stream_end)
+                complete = (stream_end + config.rows + config.cols + ARRAY_LATENCY_EXTRA
+                            + p.gemm_tail)
+                gemm_done_all = max(gemm_done_all, complete)
+            elif isinstance(ins, Epi):
+                if epi_free > issue:
+                    waits.append((issue, epi_free, "EPI slot"))
+                    issue = epi_free
+                run = max(issue, gemm_done_all) + p.epi_start
+                complete = run + ins.m * ins.n_tiles + p.epi_tail
+                epi_free = complete
+                epi_last = ins
+            else:  # SYNC
+                complete = issue + 1
+            retire = max(complete, retire_times[-1] + 1 if retire_times else 0) + p.retire_cycles
+            retire_times.append(retire)
+            for q in pushes:
+                tokens[q].append(retire)
+            free[unit] = issue + 1
+            finish = retire
+            start = issue
+            # the unit overlaps instructions: count the union of [take, retire] once, and a
+            # wait only where no earlier instruction keeps the unit busy
+            cover = fin_units[unit]
+            waited = 0
+            for a, b, cause in waits:
+                part = max(0, b - max(a, cover))
+                us.stall(cause, part)
+                waited += part
+            us.busy += max(0, finish - max(take, cover)) - waited
         else:
-            finish = start + dur
-            push_at = finish
-        us.busy += occupied
-        starts[unit].append(start)
-        free[unit] = start + occupied
-        for (u, flag), q in TOKEN_PUSHES.items():
-            if u == unit and getattr(ins, flag):
-                tokens[q].append(push_at)
+            start = take + 1  # POP
+            for q in pops:
+                avail_tok = tokens[q].popleft() + p.token_cycles
+                if avail_tok > start:
+                    us.stall(f"token {q}", avail_tok - start)
+                    start = avail_tok
+            if isinstance(ins, Load):
+                body = _load_transfer(m, ins, start)
+            elif isinstance(ins, Loadt):
+                body = _loadt_transfer(m, ins, start)
+            elif isinstance(ins, Store):
+                body = _store_transfer(m, ins, start)
+            else:  # DMACFG, SYNC
+                if isinstance(ins, Dmacfg):
+                    m.slots[ins.slot] = ins
+                body = start + 1
+            finish = body + 1  # PUSH
+            for q in pushes:
+                tokens[q].append(finish)
+            us.busy += finish - start + 1
+            free[unit] = finish + p.unit_cycles - 3
+        fin_units[unit] = max(fin_units[unit], finish)
         macs += t.macs
         end = max(end, finish)
-        timeline.append(TimelineEntry(t.pc, names[unit], mnemonic, dispatch_t, start, finish))
-    return CycleReport(end, macs, config.peak_macs_per_cycle, stats, timeline)
+        timeline.append(TimelineEntry(t.pc, names[unit], mnemonic, d, start, finish))
+    total = max(end, dispatch_t) + p.end_cycles
+    return CycleReport(total, macs, config.peak_macs_per_cycle, stats, timeline)
+
+
+def _banks_meet(cfg: AcceleratorConfig, a0: int, an: int, b0: int, bn: int) -> bool:
+    """Whether scratchpad rows ``a0 ..`` and ``b0 ..`` share a bank (bank = row // (rows /
+    banks), hw.banked_memory)."""
+    per = cfg.scratchpad_rows // cfg.scratchpad_banks
+    return a0 // per <= (b0 + bn - 1) // per and b0 // per <= (a0 + an - 1) // per
 
 
 def _rows_overlap(cfg: AcceleratorConfig, g: Gemm, e: Epi) -> bool:
