@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -180,43 +179,38 @@ def _compare(run: MachineRun, gold: MachineRun, what: str) -> bool:
 
 
 class MachinePool:
-    """Programs run on several machines at once, one thread each, in submission order.
+    """Programs run on several machines at once, one thread each.
 
     The Verilated machine simulates inside C++ and ctypes releases the GIL there, so ``jobs``
     RTL machines use ``jobs`` cores while the calling thread runs the golden model and the
-    checks. Each machine runs one program at a time.
+    checks. Programs go to the machines in turn (the i-th submitted to machine i mod jobs), so
+    what each machine runs, and in which order, is the same on every run of the same job.
     """
 
     def __init__(self, machines):
         self.machines = list(machines)
-        self._free: queue.SimpleQueue = queue.SimpleQueue()
-        for m in self.machines:
-            self._free.put(m)
-        self._ex = ThreadPoolExecutor(max_workers=len(self.machines),
-                                      thread_name_prefix="nmx-machine")
+        self._ex = [ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"nmx-machine-{i}")
+                    for i in range(len(self.machines))]
+        self._next = 0
 
     @property
     def name(self) -> str:
         return self.machines[0].name
 
     def submit(self, program: Program, image: DramImage) -> Future:
-        """Run ``program`` on ``image`` on the next free machine; a future of its MachineRun."""
-        return self._ex.submit(self._run, program, image)
+        """Run ``program`` on ``image`` on the next machine in turn; a future of its run."""
+        i = self._next
+        self._next = (i + 1) % len(self.machines)
+        return self._ex[i].submit(self.machines[i].run, program, image)
 
-    def _run(self, program: Program, image: DramImage) -> MachineRun:
-        m = self._free.get()
-        try:
-            return m.run(program, image)
-        finally:
-            self._free.put(m)
-
-    def run(self, program: Program, image: DramImage) -> MachineRun:
-        """Run one program and wait for it."""
-        return self.submit(program, image).result()
+    def stop(self) -> None:
+        """Drop queued programs and wait for the running ones."""
+        for ex in self._ex:
+            ex.shutdown(wait=True, cancel_futures=True)
 
     def close(self) -> None:
-        """Drop queued programs, wait for running ones, free the machines."""
-        self._ex.shutdown(wait=True, cancel_futures=True)
+        """:meth:`stop`, then free the machines."""
+        self.stop()
         for m in self.machines:
             m.close()
 
@@ -314,7 +308,7 @@ def simulate(model: str, config: AcceleratorConfig, *, samples: int = 32,
                 if r == 0:
                     whole = (run, gold)
                 if not (same and exact):
-                    pool._ex.shutdown(wait=True, cancel_futures=True)
+                    pool.stop()
                     sim.mismatch = _locate_mismatch(cm, config, model, one, pool.machines[0],
                                                     golden, locate, same, exact, r)
                     break
