@@ -32,7 +32,8 @@ import numpy as np
 from hw.config import AcceleratorConfig
 from hw.errors import NmxError
 from hw.registers import REGISTER_BYTES, RunState, by_name
-from hw.rtl import TOPS, write_rtl
+from hw.rtl import TOPS
+from sim.rtl_cache import cached_rtl
 from sim.verilator import BUILD_ROOT, build_library
 
 __all__ = [
@@ -76,12 +77,14 @@ _check_register_constants()
 def build_harness(config: AcceleratorConfig) -> Path:
     """Generate the accelerator's Verilog for ``config`` and build (or reuse) the harness library.
 
-    Returns the path of the shared library, ``build/verilator/<stem>_fast_<hash>/lib<...>.so``.
+    The Verilog is regenerated only when its sources changed (:func:`sim.rtl_cache.cached_rtl`),
+    the library only when the Verilog or the harness changed. Returns the path of the shared
+    library, ``build/verilator/<stem>_fast_<hash>/lib<...>.so``.
     """
     if not isinstance(config, AcceleratorConfig):
         raise TypeError(f"config must be an AcceleratorConfig, got {config!r}")
     top = TOPS["accelerator"]
-    verilog = write_rtl(config, _VERILOG_DIR)
+    verilog = cached_rtl(config, _VERILOG_DIR, "accelerator")
     return build_library(
         sources=[verilog],
         toplevel=top,

@@ -10,7 +10,7 @@ import pytest
 import sim.network
 from hw.config import preset
 from nmx.cli import main
-from sim.network import GoldenMachine, simulate
+from sim.network import GoldenMachine, MachinePool, simulate
 
 
 def test_mlp_on_the_golden_backend_writes_its_report(tmp_path, capsys):
@@ -61,6 +61,42 @@ def test_bad_requests_are_errors():
         simulate("lenet", preset("tiny"))
     with pytest.raises(NmxError, match="backend 'fpga' unknown"):
         simulate("mlp", preset("tiny"), backend="fpga")
+    with pytest.raises(NmxError, match="jobs must be an int from 1 to 64, got 0"):
+        simulate("mlp", preset("tiny"), jobs=0)
+
+
+class _Recorder:
+    """A machine that records which machine ran which program; the first run of each waits
+    until the other machine runs too (so both must run at once)."""
+
+    name = "recorder"
+
+    def __init__(self, ident, log, barrier):
+        self.ident, self.log, self.barrier, self.first = ident, log, barrier, True
+
+    def run(self, program, image):
+        if self.first:
+            self.first = False
+            self.barrier.wait(timeout=30)
+        self.log.append((self.ident, program))
+        return (self.ident, program, image)
+
+    def close(self):
+        self.log.append((self.ident, "closed"))
+
+
+def test_machine_pool_runs_on_every_machine_and_keeps_order():
+    import threading
+
+    log = []
+    barrier = threading.Barrier(2)
+    pool = MachinePool(_Recorder(i, log, barrier) for i in range(2))
+    futs = [pool.submit(p, f"image {p}") for p in range(8)]
+    got = [f.result() for f in futs]
+    assert [(p, im) for _, p, im in got] == [(p, f"image {p}") for p in range(8)]
+    assert {who for who, _, _ in got} == {0, 1}
+    pool.close()
+    assert sorted(x for x in log if x[1] == "closed") == [(0, "closed"), (1, "closed")]
 
 
 @pytest.mark.rtl
@@ -68,8 +104,10 @@ def test_mlp_on_the_rtl_backend_counts_what_the_golden_model_counts(tmp_path):
     """The Verilated accelerator (C++ harness): bit-exact runs; per node and in total the RTL's
     ARRAY_MACS equal the MACs of the golden model's trace of the same program."""
     res = simulate("mlp", preset("tiny"), samples=8, backend="rtl", out_dir=tmp_path,
-                   progress=False)
+                   progress=False, jobs=2)
     assert res.ok and res.mismatch is None and all(res.checks.values())
+    assert res.checks["per-node runs' final DRAM equal to the golden model's"]
+    assert res.timing["jobs"] == 2
     for n in res.nodes:
         assert n["rtl_cycles"] > 0 and n["array_macs"] == n["model_macs"] > 0
         assert n["counters"]["CYCLES"] == n["rtl_cycles"]

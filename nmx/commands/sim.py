@@ -48,6 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backpressure", type=float, default=0.0,
                         help="RTL backend: probability of a DRAM pause per cycle and channel "
                              "(default: %(default)s)")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="machines simulating at once, one thread each (default: 2 for the "
+                             "rtl backend on a machine with 2 or more cores, else 1)")
     parser.add_argument("--demo", choices=("array",), default=None,
                         help="instead of a network: the GEMM demo on the bare array")
     parser.add_argument("--m", type=int, default=None, help="rows of A (default 4 * array rows)")
@@ -112,6 +115,8 @@ def run(args: argparse.Namespace) -> int:
                            "all")
     if args.samples < 1:
         raise NmxError(f"--samples must be >= 1, got {args.samples}")
+    if args.jobs is not None and not 1 <= args.jobs <= 64:
+        raise NmxError(f"--jobs must be 1 .. 64, got {args.jobs}")
     from sim.network import simulate
 
     failed = []
@@ -121,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
               f"{args.samples} samples, backend {args.backend}", flush=True)
         sim = simulate(name, config, samples=args.samples, backend=args.backend,
                        out_dir=args.out / name, latency=args.latency,
-                       backpressure=args.backpressure)
+                       backpressure=args.backpressure, jobs=args.jobs)
         print_simulation(sim, args.out / name)
         summary.append(sim)
         if not sim.ok:
@@ -204,9 +209,13 @@ def print_simulation(sim, out: Path) -> None:
     speed = tm.get("simulated_cycles_per_second")
     con.print(f"wall time {tm['total']:.1f} s (convert {tm['convert']:.1f}, compile "
               f"{tm['compile']:.1f}, machine set-up/build {tm['machine_setup']:.1f}, runs "
-              f"{tm['machine_run']:.1f}, golden check "
-              f"{tm['golden_check']:.1f}, per-node profile {tm.get('profile', 0):.1f})"
-              + (f"; {speed:,.0f} simulated cycles/s" if speed else ""))
+              f"{tm['runs']:.1f}, per-node profile {tm.get('profile', 0):.1f}; "
+              f"{tm['jobs']} machine(s) in parallel, the golden check "
+              f"{tm['golden_check'] + tm.get('profile_golden', 0):.1f} beside them)")
+    if speed:
+        con.print(f"simulated {tm['simulated_cycles']:,} cycles in {tm['machine_run']:.1f} s of "
+                  f"machine runs: {speed:,.0f} cycles/s per machine, "
+                  f"{tm['simulated_cycles_per_wall_second']:,.0f} cycles per wall second")
     con.print(f"report: {out / 'report.json'}, {out / 'utilisation.png'}")
     con.print("OK" if sim.ok else "FAILED: a binding target missed")
 
