@@ -133,10 +133,24 @@ def gemm512_program(cfg: AcceleratorConfig):
 def stream_program(cfg: AcceleratorConfig, pairs: int = 64, m: int = 64, k_tiles: int = 4,
                    segments: int | None = None, seed: int = 0):
     """``pairs`` GEMM + EPI pairs on two alternating accumulator buffers (operands and weights
-    loaded once): the EPI of one buffer runs while the GEMM of the other streams."""
+    loaded once): the EPI of one buffer runs while the GEMM of the other streams.
+
+    The two accumulator buffers lie in different accumulator halves and the weights in another
+    scratchpad bank than the operands, as an allocator must place them (hw/accumulator.py,
+    docs/isa.md "Memory spaces"): every bank serves one read per cycle, so an EPI reading the
+    half that the next GEMM accumulates into waits for that GEMM's reads, and a GEMM whose
+    weights share its operands' bank reads ``k*m + k*R`` rows through one port in ``k*m``
+    array cycles.
+    """
     R, C = cfg.rows, cfg.cols
+    bank = cfg.scratchpad_rows // cfg.scratchpad_banks
+    half = cfg.accumulator_rows // 2
     rng = np.random.default_rng(seed)
     a_rows, w_rows = k_tiles * m, k_tiles * R
+    w_at = bank if cfg.scratchpad_banks > 1 else a_rows + 2 * m
+    if max(a_rows + 2 * m, w_rows) > bank and cfg.scratchpad_banks > 1:
+        raise ValueError(f"m={m}, k_tiles={k_tiles}: operands and outputs do not fit one "
+                         f"scratchpad bank of {bank} rows")
     spad = rng.integers(-128, 128, ((a_rows + w_rows) * cfg.lanes,), dtype=np.int8)
     mult, shift = numeric.quantize_multiplier(1 / 512)
     s = cfg.pwl_segments
@@ -150,16 +164,17 @@ def stream_program(cfg: AcceleratorConfig, pairs: int = 64, m: int = 64, k_tiles
     img.add("scales", e_at, np.frombuffer(entries, dtype=np.uint8))
     prog = [
         Dmacfg(slot=0, height=1, width=a_rows + w_rows, pitch=0, pix=cfg.lanes, sy=0, sx=1),
-        Load(geom=0, dst=0, outer=1, inner=a_rows + w_rows, length=cfg.lanes),
+        Load(geom=0, dst=0, outer=1, inner=a_rows, length=cfg.lanes),
+        Load(geom=0, dst=w_at, outer=1, inner=w_rows, x0=a_rows, length=cfg.lanes),
         Loadt(kind=TableKind.PWL, dst=0, count=1, offset=t_at),
         Loadt(kind=TableKind.BIAS, dst=0, count=C, offset=e_at, push_next=True),
     ]
-    out0 = a_rows + w_rows
+    out0 = a_rows
     for i in range(pairs):
         buf = i % 2
-        prog.append(Gemm(w=a_rows, a=0, acc=buf * m, m=m, k_tiles=k_tiles, n_tiles=1,
+        prog.append(Gemm(w=w_at, a=0, acc=buf * half, m=m, k_tiles=k_tiles, n_tiles=1,
                          pop_prev=i == 0))
-        prog.append(Epi(src=buf * m, dst=out0 + buf * m, dest=EpiDest.SPAD, m=m, n_tiles=1))
+        prog.append(Epi(src=buf * half, dst=out0 + buf * m, dest=EpiDest.SPAD, m=m, n_tiles=1))
     prog.append(Halt())
     return Program(prog), img
 
