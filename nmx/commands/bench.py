@@ -129,9 +129,12 @@ def bench_golden(
 def tiled_gemm(cfg: AcceleratorConfig, M: int, K: int, N: int, m: int, seed: int = 0):
     """A double-buffered GEMM program ``int8(requant(A @ B))`` and its DRAM image and expectation.
 
-    ``A`` (M x K) streams through two scratchpad buffers of ``m`` rows; ``B`` (K x N) stays
-    resident; each block is one GEMM over all ``K/rows x N/cols`` weight blocks, one EPI (scale
-    1/256, identity table) into one of two output buffers, and one STORE. Returns
+    ``A`` (M x K, row-major in DRAM) streams through two scratchpad buffers of ``m`` rows;
+    ``B`` (K x N) stays resident; each block is one GEMM over all ``K/rows x N/cols`` weight
+    blocks, one EPI (scale 1/256, identity table) into one of two output buffers, and one STORE
+    (row-major ``M x N``). ``B`` is a constant, stored the way its LOAD reads it (as a compiler
+    stores weights): column tile ``u`` (``K x cols``) after column tile ``u - 1``, so the whole
+    of ``B`` is one contiguous run that the load unit reads in 4 KiB bursts. Returns
     ``(program, image, expected int8 M x N)``.
     """
     R, C = cfg.rows, cfg.cols
@@ -154,7 +157,8 @@ def tiled_gemm(cfg: AcceleratorConfig, M: int, K: int, N: int, m: int, seed: int
     O_AT = T_AT + pwl_table_bytes(cfg.pwl_segments)
     img = DramImage.zeros(O_AT + M * N)
     img.add("a", A_AT, a)
-    img.add("b", B_AT, b)
+    b_tiles = np.ascontiguousarray(b.reshape(K, nt, C).transpose(1, 0, 2))  # [u, k, c]
+    img.add("b", B_AT, b_tiles)
     img.add(
         "scales", E_AT, encode_bias_entries([0] * (nt * C), [mult] * (nt * C), [shift] * (nt * C))
     )
@@ -162,7 +166,7 @@ def tiled_gemm(cfg: AcceleratorConfig, M: int, K: int, N: int, m: int, seed: int
     img.reserve("out", O_AT, M * N)
     sp_w, sp_a, sp_o = 0, w_rows, w_rows + 2 * a_rows
     prog = [
-        Dmacfg(slot=0, height=nt, width=K, pitch=C, pix=N, sy=1, sx=1),
+        Dmacfg(slot=0, height=nt, width=K, pitch=K * C, pix=C, sy=1, sx=1),
         Load(geom=0, offset=B_AT, dst=sp_w, outer=nt, inner=K, length=C),
         Loadt(kind=TableKind.BIAS, dst=0, count=nt * C, offset=E_AT),
         Loadt(kind=TableKind.PWL, dst=0, count=1, offset=T_AT),
