@@ -1,6 +1,7 @@
 """Performance of the Verilated accelerator, read from its own counters (issue 8's numbers).
 
-    python scripts/bench_rtl_counters.py [gemm256] [gemm512] [pwl] [stream] [speed] [--json PATH]
+    python scripts/bench_rtl_counters.py [gemm256] [gemm256t] [gemm512] [pwl] [stream] [speed]
+        [--json PATH]
 
 Each benchmark runs a program on the RTL under cocotb (tb/accelerator_tb.py's
 ``directed_program``: status and the whole final DRAM image are checked against the golden
@@ -8,6 +9,8 @@ model, bit for bit) with no AXI pauses, and prints the RTL's counters:
 
 * ``gemm256``: ``nmx bench gemm``'s program (256x256x256 int8, m=64 blocks double-buffered, EPI
   and STORE of each block) on ``default``: array MACs / (R*C*CYCLES), end to end, DMA included.
+* ``gemm256t``: the same with ``A`` stored as its 16 column tiles (M x 16 each, the layout a
+  producing STORE with ``tiles`` writes) instead of row-major.
 * ``gemm512``: the compiler back end's 512x512x512 int8 GEMM bundle (scripts/bench_backend.py
   gemm) on ``default``.
 * ``pwl``: the 256^3 program with a random 64-segment PWL table instead of the identity in its
@@ -91,11 +94,13 @@ def _stalls(counters: dict) -> str:
     return ", ".join(f"{k.lower()} {counters[k]}" for k in keys)
 
 
-def gemm256_program(cfg: AcceleratorConfig, table: numeric.PwlTable | None = None):
-    """``nmx bench gemm``'s 256^3 program; ``table`` replaces the identity in its EPIs."""
+def gemm256_program(cfg: AcceleratorConfig, table: numeric.PwlTable | None = None,
+                    a_layout: str = "rows"):
+    """``nmx bench gemm``'s 256^3 program; ``table`` replaces the identity in its EPIs;
+    ``a_layout`` as :func:`nmx.commands.bench.tiled_gemm`'s."""
     from nmx.commands.bench import tiled_gemm
 
-    program, image, _ = tiled_gemm(cfg, 256, 256, 256, 64)
+    program, image, _ = tiled_gemm(cfg, 256, 256, 256, 64, a_layout=a_layout)
     if table is not None:
         at = image.regions["identity"].addr
         blob = np.frombuffer(encode_pwl_table(table, cfg.pwl_segments), dtype=np.uint8)
@@ -199,8 +204,9 @@ def _report(label: str, cfg: AcceleratorConfig, r: dict) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("what", nargs="*", default=["gemm256", "pwl", "stream", "gemm512", "speed"],
-                   choices=["gemm256", "gemm512", "pwl", "stream", "speed"])
+    p.add_argument("what", nargs="*",
+                   default=["gemm256", "gemm256t", "pwl", "stream", "gemm512", "speed"],
+                   choices=["gemm256", "gemm256t", "gemm512", "pwl", "stream", "speed"])
     p.add_argument("--json", help="append the figures as JSON lines to this file")
     args = p.parse_args(argv)
     cfg = preset("default")
@@ -209,6 +215,9 @@ def main(argv=None) -> int:
         base = _report("gemm 256^3 (nmx bench gemm), identity EPI", cfg,
                        run_on_rtl(cfg, *gemm256_program(cfg)))
         figures.append(base)
+    if "gemm256t" in args.what:
+        figures.append(_report("gemm 256^3, A stored as column tiles", cfg,
+                               run_on_rtl(cfg, *gemm256_program(cfg, a_layout="tiles"))))
     if "pwl" in args.what:
         table = _random_table(np.random.default_rng(1), cfg.pwl_segments)
         pwl = _report(f"gemm 256^3, {cfg.pwl_segments}-segment PWL EPI", cfg,
