@@ -55,8 +55,15 @@ GEOMETRY_LAYOUT = data.StructLayout(
 )
 
 
-#: Longest run of whole rows merged into one read request.
+#: Longest run of whole rows merged into one read request (bytes).
 MERGE_BYTES = 4096
+#: Most rows merged into one read request: a run of whole-beat rows is at most one 256-beat
+#: burst's worth of rows, so a 4 KiB run of 16-byte rows on a 128-bit bus is one burst.
+MERGE_ROWS = 256
+#: A merged run is requested early, before it is as long as it could be, while fewer rows than
+#: this are requested and not yet written (the bus would otherwise idle): runs start short and
+#: grow as the reads fall behind the walk (one row per cycle).
+LOW_WATER_ROWS = 64
 
 
 class TableField(enum.IntEnum):
@@ -191,6 +198,12 @@ class LoadUnit(wiring.Component):
             )
         self._config = config
         self._max_outstanding = max_outstanding
+        bw = config.dma_data_bits // 8
+        # Rows merged into one request, and the row-descriptor queue: each row of a run keeps a
+        # descriptor until its data is written, so the queue holds two whole runs (one streaming,
+        # the next being merged) and at least one row per outstanding burst.
+        self._merge_rows = max(1, min(MERGE_ROWS, MERGE_BYTES // bw))
+        self._desc_depth = max(max_outstanding, 2 * self._merge_rows)
         self._reader = AxiReadEngine(
             addr_bits=config.addr_bits,
             data_bits=config.dma_data_bits,
@@ -233,6 +246,11 @@ class LoadUnit(wiring.Component):
     def max_outstanding(self) -> int:
         """AXI read bursts in flight at most."""
         return self._max_outstanding
+
+    @property
+    def merge_rows(self) -> int:
+        """Most whole-beat rows merged into one read request."""
+        return self._merge_rows
 
     def elaborate(self, platform):  # noqa: C901 (one state machine, kept together)
         m = Module()
@@ -361,7 +379,7 @@ class LoadUnit(wiring.Component):
             }
         )
         m.submodules.desc = desc = SyncFIFOBuffered(
-            width=desc_layout.size, depth=self._max_outstanding
+            width=desc_layout.size, depth=self._desc_depth
         )
         desc_in = Signal(desc_layout)
         desc_out = Signal(desc_layout)
@@ -376,16 +394,20 @@ class LoadUnit(wiring.Component):
 
         # ---------------------------------------------------------------- read requests
         # Whole rows whose length is a multiple of the beat and that follow each other in DRAM
-        # are merged into one request (a run of up to MERGE_BYTES and half the descriptor
-        # queue's rows): one long burst instead of one burst per row. Each row keeps its own
-        # descriptor; the assembler counts beats.
+        # are merged into one request (a run of up to MERGE_BYTES and merge_rows rows, half the
+        # descriptor queue): one long burst instead of one burst per row. Each row keeps its own
+        # descriptor; the assembler counts beats. A run goes early while the reads in flight
+        # run low (LOW_WATER_ROWS), so merging never delays the first data.
         row_issue = Signal()  # the stage-2 row leaves (descriptor written)
         stop = flushed | err_pending
         pend_valid = Signal()
         pend_start = Signal(signed(61))
         pend_end = Signal(signed(61))
         pend_nbytes = Signal(range(MERGE_BYTES + 1))
-        pend_rows = Signal(range(self._max_outstanding + 1))  # at most half the descriptors
+        pend_rows = Signal(range(self._merge_rows + 1))
+        low_water = Signal()
+        m.d.sync += low_water.eq(
+            rows_issued - rows_written - Mux(pend_valid, pend_rows, 0) < LOW_WATER_ROWS)
         live = s2_valid & ~stop
         data_ok = live & s2_has & limit_ok
         mergeable = s2_full & merge_ok
@@ -395,7 +417,8 @@ class LoadUnit(wiring.Component):
             & pend_valid
             & (s2_start == pend_end)
             & (pend_nbytes + s2_nbytes <= MERGE_BYTES)
-            & (pend_rows < max(1, self._max_outstanding // 2))
+            & (pend_rows < self._merge_rows)
+            & (~low_water | ~rd.req.ready)  # a run the engine cannot take yet keeps growing
             & desc.w_rdy  # else the run must go: its rows' data frees descriptors
         )
         issue_pend = pend_valid & ~join
@@ -432,7 +455,8 @@ class LoadUnit(wiring.Component):
                 pend_nbytes.eq(pend_nbytes + s2_nbytes),
                 pend_rows.eq(pend_rows + 1),
             ]
-        with m.If(data_ok & mergeable & ~pend_valid):
+        # a new run starts when none is pending or in the cycle the pending one is requested
+        with m.If(data_ok & mergeable & (~pend_valid | (issue_pend & rd.req.ready))):
             m.d.comb += row_issue.eq(desc.w_rdy)
             with m.If(desc.w_rdy):
                 m.d.sync += [

@@ -1,6 +1,7 @@
 """Performance of the Verilated accelerator, read from its own counters (issue 8's numbers).
 
-    python scripts/bench_rtl_counters.py [gemm256] [gemm512] [pwl] [stream] [speed] [--json PATH]
+    python scripts/bench_rtl_counters.py [gemm256] [gemm256t] [gemm512] [pwl] [stream] [speed]
+        [--json PATH]
 
 Each benchmark runs a program on the RTL under cocotb (tb/accelerator_tb.py's
 ``directed_program``: status and the whole final DRAM image are checked against the golden
@@ -8,6 +9,8 @@ model, bit for bit) with no AXI pauses, and prints the RTL's counters:
 
 * ``gemm256``: ``nmx bench gemm``'s program (256x256x256 int8, m=64 blocks double-buffered, EPI
   and STORE of each block) on ``default``: array MACs / (R*C*CYCLES), end to end, DMA included.
+* ``gemm256t``: the same with ``A`` stored as its 16 column tiles (M x 16 each, the layout a
+  producing STORE with ``tiles`` writes) instead of row-major.
 * ``gemm512``: the compiler back end's 512x512x512 int8 GEMM bundle (scripts/bench_backend.py
   gemm) on ``default``.
 * ``pwl``: the 256^3 program with a random 64-segment PWL table instead of the identity in its
@@ -91,11 +94,13 @@ def _stalls(counters: dict) -> str:
     return ", ".join(f"{k.lower()} {counters[k]}" for k in keys)
 
 
-def gemm256_program(cfg: AcceleratorConfig, table: numeric.PwlTable | None = None):
-    """``nmx bench gemm``'s 256^3 program; ``table`` replaces the identity in its EPIs."""
+def gemm256_program(cfg: AcceleratorConfig, table: numeric.PwlTable | None = None,
+                    a_layout: str = "rows"):
+    """``nmx bench gemm``'s 256^3 program; ``table`` replaces the identity in its EPIs;
+    ``a_layout`` as :func:`nmx.commands.bench.tiled_gemm`'s."""
     from nmx.commands.bench import tiled_gemm
 
-    program, image, _ = tiled_gemm(cfg, 256, 256, 256, 64)
+    program, image, _ = tiled_gemm(cfg, 256, 256, 256, 64, a_layout=a_layout)
     if table is not None:
         at = image.regions["identity"].addr
         blob = np.frombuffer(encode_pwl_table(table, cfg.pwl_segments), dtype=np.uint8)
@@ -133,10 +138,24 @@ def gemm512_program(cfg: AcceleratorConfig):
 def stream_program(cfg: AcceleratorConfig, pairs: int = 64, m: int = 64, k_tiles: int = 4,
                    segments: int | None = None, seed: int = 0):
     """``pairs`` GEMM + EPI pairs on two alternating accumulator buffers (operands and weights
-    loaded once): the EPI of one buffer runs while the GEMM of the other streams."""
+    loaded once): the EPI of one buffer runs while the GEMM of the other streams.
+
+    The two accumulator buffers lie in different accumulator halves and the weights in another
+    scratchpad bank than the operands, as an allocator must place them (hw/accumulator.py,
+    docs/isa.md "Memory spaces"): every bank serves one read per cycle, so an EPI reading the
+    half that the next GEMM accumulates into waits for that GEMM's reads, and a GEMM whose
+    weights share its operands' bank reads ``k*m + k*R`` rows through one port in ``k*m``
+    array cycles.
+    """
     R, C = cfg.rows, cfg.cols
+    bank = cfg.scratchpad_rows // cfg.scratchpad_banks
+    half = cfg.accumulator_rows // 2
     rng = np.random.default_rng(seed)
     a_rows, w_rows = k_tiles * m, k_tiles * R
+    w_at = bank if cfg.scratchpad_banks > 1 else a_rows + 2 * m
+    if max(a_rows + 2 * m, w_rows) > bank and cfg.scratchpad_banks > 1:
+        raise ValueError(f"m={m}, k_tiles={k_tiles}: operands and outputs do not fit one "
+                         f"scratchpad bank of {bank} rows")
     spad = rng.integers(-128, 128, ((a_rows + w_rows) * cfg.lanes,), dtype=np.int8)
     mult, shift = numeric.quantize_multiplier(1 / 512)
     s = cfg.pwl_segments
@@ -150,16 +169,17 @@ def stream_program(cfg: AcceleratorConfig, pairs: int = 64, m: int = 64, k_tiles
     img.add("scales", e_at, np.frombuffer(entries, dtype=np.uint8))
     prog = [
         Dmacfg(slot=0, height=1, width=a_rows + w_rows, pitch=0, pix=cfg.lanes, sy=0, sx=1),
-        Load(geom=0, dst=0, outer=1, inner=a_rows + w_rows, length=cfg.lanes),
+        Load(geom=0, dst=0, outer=1, inner=a_rows, length=cfg.lanes),
+        Load(geom=0, dst=w_at, outer=1, inner=w_rows, x0=a_rows, length=cfg.lanes),
         Loadt(kind=TableKind.PWL, dst=0, count=1, offset=t_at),
         Loadt(kind=TableKind.BIAS, dst=0, count=C, offset=e_at, push_next=True),
     ]
-    out0 = a_rows + w_rows
+    out0 = a_rows
     for i in range(pairs):
         buf = i % 2
-        prog.append(Gemm(w=a_rows, a=0, acc=buf * m, m=m, k_tiles=k_tiles, n_tiles=1,
+        prog.append(Gemm(w=w_at, a=0, acc=buf * half, m=m, k_tiles=k_tiles, n_tiles=1,
                          pop_prev=i == 0))
-        prog.append(Epi(src=buf * m, dst=out0 + buf * m, dest=EpiDest.SPAD, m=m, n_tiles=1))
+        prog.append(Epi(src=buf * half, dst=out0 + buf * m, dest=EpiDest.SPAD, m=m, n_tiles=1))
     prog.append(Halt())
     return Program(prog), img
 
@@ -184,8 +204,9 @@ def _report(label: str, cfg: AcceleratorConfig, r: dict) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("what", nargs="*", default=["gemm256", "pwl", "stream", "gemm512", "speed"],
-                   choices=["gemm256", "gemm512", "pwl", "stream", "speed"])
+    p.add_argument("what", nargs="*",
+                   default=["gemm256", "gemm256t", "pwl", "stream", "gemm512", "speed"],
+                   choices=["gemm256", "gemm256t", "gemm512", "pwl", "stream", "speed"])
     p.add_argument("--json", help="append the figures as JSON lines to this file")
     args = p.parse_args(argv)
     cfg = preset("default")
@@ -194,6 +215,9 @@ def main(argv=None) -> int:
         base = _report("gemm 256^3 (nmx bench gemm), identity EPI", cfg,
                        run_on_rtl(cfg, *gemm256_program(cfg)))
         figures.append(base)
+    if "gemm256t" in args.what:
+        figures.append(_report("gemm 256^3, A stored as column tiles", cfg,
+                               run_on_rtl(cfg, *gemm256_program(cfg, a_layout="tiles"))))
     if "pwl" in args.what:
         table = _random_table(np.random.default_rng(1), cfg.pwl_segments)
         pwl = _report(f"gemm 256^3, {cfg.pwl_segments}-segment PWL EPI", cfg,

@@ -524,6 +524,57 @@ async def _tables(dut, hostile: bool, malformed: list) -> None:
     tb.check_monitor()
 
 
+def long_run_load(rng: random.Random, cfg, slot: int) -> tuple[dict, list]:
+    """A LOAD of many contiguous whole-beat rows (one run of up to ``merge_rows`` rows per
+    request) starting a few bytes before a 4 KiB boundary, at a beat-unaligned address half the
+    time, sometimes with a padded first or last row (which ends or starts a run)."""
+    bw = cfg.dma_data_bits // 8
+    spad_whole = cfg.lanes % bw == 0
+    mem = MemSpace.SPAD if spad_whole and rng.random() < 0.5 else MemSpace.ACC
+    e = 1 if mem == MemSpace.SPAD else 4
+    length = cfg.lanes if mem == MemSpace.SPAD else cfg.cols
+    pix = length * e
+    nrows = cfg.scratchpad_rows if mem == MemSpace.SPAD else cfg.accumulator_rows
+    rows = rng.randint(min(nrows, 40), min(nrows, 600, 0x4000 // pix))
+    page = 0x1000 * rng.randint(1, 8)
+    base = page - rng.randrange(1, 3 * pix) * rng.choice([bw, 1])
+    g = Dmacfg(slot=slot, height=1, width=rows, pitch=rows * pix, pix=pix, sy=1, sx=1)
+    x0 = rng.choice([0, 0, 0, -1, 1])
+    ld = Load(mem=mem, geom=slot, base=0, offset=0, dst=rng.randrange(0, nrows - rows + 1),
+              outer=1, inner=rows, y0=0, x0=x0, length=length)
+    return {0: base}, [g, ld]
+
+
+async def _long_runs(dut, hostile: bool) -> None:
+    tb = _tb(dut, hostile, 7)
+    rng = tb.rng
+    image = random_image(rng)
+    rows = 0
+    for case in range(max(4, params()["cases"] // 4)):
+        bases, body = long_run_load(rng, tb.cfg, rng.randrange(4))
+        rows += body[1].inner
+        await run_case(tb, image, bases, body, f"long run {case} {bases} {body}")
+    tb.check_monitor()
+    bursts = tb.monitor.ar_bursts
+    dut._log.info("long runs: %d rows in %d AR bursts", rows, bursts)
+    if not hostile:
+        assert bursts * 8 <= rows, f"{rows} rows took {bursts} bursts: runs not merged"
+
+
+@cocotb.test()
+async def long_runs(dut):
+    """Runs of hundreds of contiguous rows across 4 KiB boundaries, from unaligned addresses:
+    the data equals the golden model's, every burst follows the AXI rules (BurstMonitor), and
+    the rows are merged (far fewer bursts than rows)."""
+    await _long_runs(dut, hostile=False)
+
+
+@cocotb.test()
+async def long_runs_hostile(dut):
+    """The same under random pauses on the AR and R channels and on the memories' ports."""
+    await _long_runs(dut, hostile=True)
+
+
 @cocotb.test()
 async def random_loads(dut):
     await _random_loads(dut, hostile=False)

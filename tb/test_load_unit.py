@@ -21,6 +21,8 @@ TESTS = {
     "read_error_response",
     "flush_above",
     "throughput",
+    "long_runs",
+    "long_runs_hostile",
 }
 
 

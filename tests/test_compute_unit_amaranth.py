@@ -54,6 +54,63 @@ def test_m1_reduction_and_back_to_back_accumulate_forwarding():
     compare(gc, run_rtl(CFG, gc))
 
 
+def _hazard_cases():
+    """Back-to-back instructions on the same rows, with blocks of ``m >= R`` rows so the next
+    GEMM's weights preload and its operands stream while the previous GEMM is still in flight."""
+    m = 2 * R
+    return {
+        # write after write, then read after write, on the same accumulator rows
+        "gemm_waw_raw_same_rows": [
+            Gemm(mode=GemmMode.OVERWRITE, w=0, a=600, acc=16, m=m, k_tiles=2, n_tiles=2),
+            Gemm(mode=GemmMode.OVERWRITE, w=32, a=700, acc=16, m=m, k_tiles=1, n_tiles=2),
+            Gemm(mode=GemmMode.ACCUMULATE, w=64, a=800, acc=16, m=m, k_tiles=2, n_tiles=2),
+            Gemm(mode=GemmMode.ACCUMULATE_BIAS, transpose=True, w=96, a=600, acc=16 + m, m=m,
+                 k_tiles=1, n_tiles=1, bias=3)],
+        # the next GEMM accumulates onto rows the previous one is still writing, shifted by one
+        "gemm_raw_overlapping_ranges": [
+            Gemm(mode=GemmMode.BIAS, w=0, a=600, acc=40, m=m, k_tiles=3, n_tiles=1, bias=1),
+            Gemm(mode=GemmMode.ACCUMULATE, w=48, a=610, acc=41, m=m, k_tiles=1, n_tiles=1),
+            Gemm(mode=GemmMode.ACCUMULATE, w=64, a=620, acc=39, m=m, k_tiles=1, n_tiles=1)],
+        # GEMM -> EPI in place (dest ACC) -> GEMM accumulating onto the EPI's output rows
+        "gemm_epi_acc_gemm_same_rows": [
+            Gemm(mode=GemmMode.OVERWRITE, w=0, a=600, acc=8, m=m, k_tiles=2, n_tiles=1),
+            Epi(src=8, dst=8, dest=EpiDest.ACC, scale=2, fn=1, m=m, n_tiles=1),
+            Gemm(mode=GemmMode.ACCUMULATE, w=32, a=640, acc=8, m=m, k_tiles=2, n_tiles=1)],
+        # GEMM -> EPI to the scratchpad rows the next GEMM reads as operands, then as weights
+        "gemm_epi_spad_feeds_next_gemm": [
+            Gemm(mode=GemmMode.OVERWRITE, w=0, a=600, acc=128, m=m, k_tiles=1, n_tiles=1),
+            Epi(src=128, dst=700, dest=EpiDest.SPAD, scale=0, fn=0, m=m, n_tiles=1),
+            Gemm(mode=GemmMode.OVERWRITE, w=16, a=700, acc=128, m=m, k_tiles=1, n_tiles=1),
+            Epi(src=128, dst=300, dest=EpiDest.SPAD, scale=4, fn=2, m=m, n_tiles=1),
+            Gemm(mode=GemmMode.ACCUMULATE, w=300, a=640, acc=128, m=m, k_tiles=2, n_tiles=1)],
+        # alternating buffers (the EPI of one hides behind the GEMM of the other), then a GEMM
+        # that overwrites the rows the EPI before it is still reading
+        "alternating_buffers_then_war": [
+            Gemm(mode=GemmMode.OVERWRITE, w=0, a=600, acc=0, m=m, k_tiles=2, n_tiles=1),
+            Epi(src=0, dst=400, dest=EpiDest.SPAD, scale=0, fn=1, m=m, n_tiles=1),
+            Gemm(mode=GemmMode.OVERWRITE, w=32, a=640, acc=128, m=m, k_tiles=2, n_tiles=1),
+            Epi(src=128, dst=500, dest=EpiDest.SPAD, scale=0, fn=1, m=m, n_tiles=1),
+            Gemm(mode=GemmMode.OVERWRITE, w=64, a=680, acc=128, m=m, k_tiles=2, n_tiles=1)],
+    }
+
+
+@pytest.mark.parametrize("stall", [0.0, 0.3])
+@pytest.mark.parametrize("name", list(_hazard_cases()))
+def test_back_to_back_hazards_on_same_rows(name, stall):
+    """Read-after-write, write-after-write and write-after-read between consecutive GEMMs and
+    EPIs on the same accumulator (and scratchpad) rows: the program-order result, with and
+    without random backpressure and gaps on every stream."""
+    case = _hazard_cases()[name]
+    gc = golden_case(CFG, case, seed=len(name))
+    assert gc.status.ok, gc.status
+    rtl = run_rtl(CFG, gc, seed=len(name) + int(10 * stall), stall=stall, gap=stall,
+                  max_cycles=40000)
+    compare(gc, rtl)
+    assert rtl.counters["retired"] == len(case)
+    assert rtl.counters["array_rows"] == sum(
+        i.m * i.k_tiles * i.n_tiles for i in case if isinstance(i, Gemm))
+
+
 @pytest.mark.parametrize("dest", list(EpiDest))
 @pytest.mark.parametrize("scale_mode", list(ScaleMode))
 def test_epi_dests_and_scale_modes(dest, scale_mode):

@@ -126,14 +126,24 @@ def bench_golden(
     }
 
 
-def tiled_gemm(cfg: AcceleratorConfig, M: int, K: int, N: int, m: int, seed: int = 0):
+def tiled_gemm(cfg: AcceleratorConfig, M: int, K: int, N: int, m: int, seed: int = 0,
+               a_layout: str = "rows"):
     """A double-buffered GEMM program ``int8(requant(A @ B))`` and its DRAM image and expectation.
 
-    ``A`` (M x K) streams through two scratchpad buffers of ``m`` rows; ``B`` (K x N) stays
-    resident; each block is one GEMM over all ``K/rows x N/cols`` weight blocks, one EPI (scale
-    1/256, identity table) into one of two output buffers, and one STORE. Returns
-    ``(program, image, expected int8 M x N)``.
+    ``A`` (M x K, row-major in DRAM) streams through two scratchpad buffers of ``m`` rows;
+    ``B`` (K x N) stays resident; each block is one GEMM over all ``K/rows x N/cols`` weight
+    blocks, one EPI (scale 1/256, identity table) into one of two output buffers, and one STORE
+    (row-major ``M x N``). ``B`` is a constant, stored the way its LOAD reads it (as a compiler
+    stores weights): column tile ``u`` (``K x cols``) after column tile ``u - 1``, so the whole
+    of ``B`` is one contiguous run that the load unit reads in 4 KiB bursts. The tables are
+    loaded after the first block of ``A`` (a token orders them before the first EPI), so the
+    first GEMM waits for ``B`` and that block only. ``a_layout="tiles"`` stores ``A`` as its
+    ``K/rows`` column tiles (``M x rows`` each, one after the other), the layout a producing
+    STORE with ``tiles`` writes: each block's rows of a tile are then one contiguous run.
+    Returns ``(program, image, expected int8 M x N)``.
     """
+    if a_layout not in ("rows", "tiles"):
+        raise ValueError(f"a_layout = {a_layout!r}: must be 'rows' or 'tiles'")
     R, C = cfg.rows, cfg.cols
     if M % m or K % R or N % C or R != C:
         raise ValueError(f"shape {M}x{K}x{N} / m={m} must tile the {R}x{C} array (rows = cols)")
@@ -153,8 +163,14 @@ def tiled_gemm(cfg: AcceleratorConfig, M: int, K: int, N: int, m: int, seed: int
     T_AT = E_AT + 8 * nt * C
     O_AT = T_AT + pwl_table_bytes(cfg.pwl_segments)
     img = DramImage.zeros(O_AT + M * N)
-    img.add("a", A_AT, a)
-    img.add("b", B_AT, b)
+    if a_layout == "tiles":
+        img.add("a", A_AT, np.ascontiguousarray(a.reshape(M, kt, R).transpose(1, 0, 2)))
+        a_geom = Dmacfg(slot=1, height=kt, width=M, pitch=M * R, pix=R, sy=1, sx=1)
+    else:
+        img.add("a", A_AT, a)
+        a_geom = Dmacfg(slot=1, height=kt, width=M, pitch=R, pix=K, sy=1, sx=1)
+    b_tiles = np.ascontiguousarray(b.reshape(K, nt, C).transpose(1, 0, 2))  # [u, k, c]
+    img.add("b", B_AT, b_tiles)
     img.add(
         "scales", E_AT, encode_bias_entries([0] * (nt * C), [mult] * (nt * C), [shift] * (nt * C))
     )
@@ -162,11 +178,13 @@ def tiled_gemm(cfg: AcceleratorConfig, M: int, K: int, N: int, m: int, seed: int
     img.reserve("out", O_AT, M * N)
     sp_w, sp_a, sp_o = 0, w_rows, w_rows + 2 * a_rows
     prog = [
-        Dmacfg(slot=0, height=nt, width=K, pitch=C, pix=N, sy=1, sx=1),
+        Dmacfg(slot=0, height=nt, width=K, pitch=K * C, pix=C, sy=1, sx=1),
         Load(geom=0, offset=B_AT, dst=sp_w, outer=nt, inner=K, length=C),
+        a_geom,
+    ]
+    tables = [
         Loadt(kind=TableKind.BIAS, dst=0, count=nt * C, offset=E_AT),
-        Loadt(kind=TableKind.PWL, dst=0, count=1, offset=T_AT),
-        Dmacfg(slot=1, height=kt, width=M, pitch=R, pix=K, sy=1, sx=1),
+        Loadt(kind=TableKind.PWL, dst=0, count=1, offset=T_AT, push_next=True),
     ]
     for i in range(blocks):
         buf = i % 2
@@ -182,6 +200,7 @@ def tiled_gemm(cfg: AcceleratorConfig, M: int, K: int, N: int, m: int, seed: int
                 pop_next=i >= 2,
                 push_next=True,
             ),
+            *(tables if i == 0 else ()),
             Gemm(
                 w=sp_w,
                 a=sp_a + buf * a_rows,
@@ -198,6 +217,7 @@ def tiled_gemm(cfg: AcceleratorConfig, M: int, K: int, N: int, m: int, seed: int
                 dest=EpiDest.SPAD,
                 m=m,
                 n_tiles=nt,
+                pop_prev=i == 0,
                 pop_next=i >= 2,
                 push_next=True,
             ),
