@@ -73,6 +73,8 @@ class ConvertedModel:
         self.example_inputs = example_inputs
         #: :class:`compiler.quant.precision.WideSearch` of ``convert(..., wide="auto")``, else None.
         self.wide_search = None
+        #: ``quantize_graph``'s cache for :attr:`stats` (re-quantising with other 16-bit tensors).
+        self.fit_cache: dict = {}
         self.finetune_history: dict | None = None
 
     # ---- calling ------------------------------------------------------------------------
@@ -280,6 +282,7 @@ def convert(model: nn.Module, example_inputs: tuple, calibration: Iterable, *,
     elif wide in ("transformer", "auto"):
         set_wide(graph, transformer_tensors(graph))
     fit_cache: dict = {}
+    cm.fit_cache = fit_cache
     cm.quant = quantize_graph(graph, stats, fit_cache=fit_cache, segments=segments,
                               clipping=clipping)
     t3 = time.perf_counter()

@@ -123,6 +123,30 @@ def test_int8_errors_are_whole_graph_measurements():
     assert errs[top] > 10 * DEFAULT_BUDGET  # the heavy expansion output dominates
 
 
+def test_requantising_with_the_warm_cache_equals_a_cold_quantisation():
+    """The search re-quantises through ``quantize_graph``'s cache (only nodes whose inputs,
+    precision or scales changed are recomputed): the result equals a fresh quantisation."""
+    from compiler.quant.precision import set_wide
+    from compiler.quant.quantize import quantize_graph
+
+    m, ex, cal, test = _case()
+    cm = convert(m, ex, cal, wide="auto")
+    assert len(cm.fit_cache) > len(cm.graph.nodes)  # nodes and fits of several precisions
+    warm = cm.quant
+    with torch.no_grad():
+        got = cm(*test[0])
+        cold = quantize_graph(cm.graph, cm.stats, segments=cm.segments)
+        cm.quant = cold
+        assert torch.equal(cm(*test[0]), got)
+        assert warm.scales == cold.scales and warm.wide == cold.wide
+        set_wide(cm.graph, cm.wide_search.chosen[:1], wide=False)  # one tensor back to int8
+        cm.quant = quantize_graph(cm.graph, cm.stats, segments=cm.segments,
+                                  fit_cache=cm.fit_cache)
+        a = cm(*test[0])
+        cm.quant = quantize_graph(cm.graph, cm.stats, segments=cm.segments)
+        assert torch.equal(cm(*test[0]), a)
+
+
 def test_wide_max_limits_the_search():
     m, ex, cal, _ = _case()
     cm = convert(m, ex, cal, wide_max=1)

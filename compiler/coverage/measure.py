@@ -134,5 +134,6 @@ def requantised(cm, wide: list[str]):
 
     set_wide(cm.graph, wide_tensors(cm.graph), wide=False)
     set_wide(cm.graph, wide)
-    cm.quant = quantize_graph(cm.graph, cm.stats, segments=cm.segments, clipping=cm.clipping)
+    cm.quant = quantize_graph(cm.graph, cm.stats, segments=cm.segments, clipping=cm.clipping,
+                              fit_cache=cm.fit_cache)
     return cm

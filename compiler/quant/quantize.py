@@ -409,21 +409,30 @@ def quantize_graph(graph: MatrixGraph, stats, *, fit_cache: dict | None = None,
     the ``x256`` epilogue, so their constants are quantised against ``256 x`` the accumulator step.
 
     Fits each PWL function over its calibrated input range (``compiler.pwl.fit_pwl``) with the
-    node's scales and stores the fit in ``node.epilogue.fit``; ``segments`` is the budget, one
-    for all functions or per function (:func:`segment_budget`). ``clipping`` selects the int8
-    activation scales: ``"mse"`` (MSE-optimal clipping, the default) or ``"max"`` (``amax / 127``).
+    node's scales and stores the fit in ``node.epilogue.fit``; ``fit_cache`` (for one set of
+    ``stats`` and constants) keeps the fits, the MSE-optimal int8 scales and every node's
+    :class:`NodeQuant` (keyed by everything it depends on) across calls, so re-quantising after
+    a precision change recomputes only the nodes it touches (the search of
+    :func:`compiler.quant.precision.choose_wide`); the cached objects are shared, not copied.
+    ``segments`` is the budget, one for all functions or per function (:func:`segment_budget`).
+    ``clipping`` selects the int8 activation scales: ``"mse"`` (MSE-optimal clipping, the
+    default) or ``"max"`` (``amax / 127``).
     """
     from compiler.pwl import fit_pwl
 
     if clipping not in CLIPPING:
         raise ValueError(f"clipping {clipping!r} unknown; choose one of {', '.join(CLIPPING)}")
 
+    fit_cache = {} if fit_cache is None else fit_cache
+
     def act_scale(name: str) -> float:
         if clipping == "max":
             return (stats.amax.get(name, 0.0) or 1.0) / 127
-        return mse_scale(stats.samples[name])
+        key = ("mse_scale", name)  # the statistics are the same for one cache
+        if key not in fit_cache:
+            fit_cache[key] = mse_scale(stats.samples[name])
+        return fit_cache[key]
 
-    fit_cache = {} if fit_cache is None else fit_cache
     q = QuantParams()
     q.wide = wide_tensors(graph)
     wide = set(q.wide)
@@ -472,6 +481,18 @@ def quantize_graph(graph: MatrixGraph, stats, *, fit_cache: dict | None = None,
         factors = [(1 / 256 if p else 1.0) * (HI_STEP**2 if sp == "hh" else 1.0)
                    * (HI_STEP if sp == "ab" else 1.0)
                    for p, sp in zip(pre, splits, strict=True)]
+        # everything below depends only on these (and on the graph's constants and the
+        # statistics, fixed for one cache): a node whose key is cached is not recomputed
+        deps = [r.source for t in node.terms for r in (t.a, t.b) if not graph.is_const(r)]
+        deps += [ep.row_scale.source] if ep.row_scale is not None else []
+        deps += [ep.scale_like] if ep.scale_like is not None else []
+        memo = ("node", node.name, bits, node.name in wide, tuple(splits), tuple(pre), clipping,
+                None if ep.function in EXACT_FUNCTIONS else segment_budget(segments, ep.function),
+                tuple(q.scales.get(d) for d in deps))
+        if memo in fit_cache:
+            nq, ep.fit = fit_cache[memo]
+            q.scales[node.name], q.bits[node.name], q.nodes[node.name] = nq.out_scale, bits, nq
+            continue
         acc, term_steps = _acc_scales(graph, node, q.scales, factors, wide_consts)
         col = 1.0 if ep.col_scale is None else ep.col_scale
         col = np.asarray(col.double().numpy() if isinstance(col, torch.Tensor) else col,
@@ -578,4 +599,5 @@ def quantize_graph(graph: MatrixGraph, stats, *, fit_cache: dict | None = None,
         q.nodes[node.name] = NodeQuant(acc, terms, bias_int, x_scale, out_scale, bits,
                                        multiplier, np.asarray(shift), table,
                                        split_out=node.name in wide)
+        fit_cache[memo] = (q.nodes[node.name], ep.fit)
     return q
