@@ -147,6 +147,23 @@ def test_requantising_with_the_warm_cache_equals_a_cold_quantisation():
         assert torch.equal(cm(*test[0]), a)
 
 
+def test_sixteen_bit_outputs_get_the_full_pwl_table():
+    """A function whose output is 16 bits wide is fitted with 64 segments by default (16 would be
+    about 1 % of a typical SiLU value off, far more than a 16-bit step); int8 outputs keep 16."""
+    from compiler.quant.quantize import segment_budget
+
+    cm = _converted("auto")
+    fitted = [n for n in cm.graph.nodes if n.epilogue.fit is not None]
+    wide = [n for n in fitted if n.epilogue.out_bits != 8]
+    narrow = [n for n in fitted if n.epilogue.out_bits == 8]
+    assert wide and narrow  # e.g. the 16-bit SE gate and expand SiLU, an int8 SE SiLU
+    assert all(n.epilogue.fit.segments > 16 for n in wide)
+    assert all(n.epilogue.fit.segments <= 16 for n in narrow)
+    assert segment_budget(cm.segments, "silu", 16) == 64
+    assert segment_budget(cm.segments, "silu", 8) == 16
+    assert segment_budget({"silu": 8, "16-bit": 64}, "silu", 16) == 8  # own entry first
+
+
 def test_wide_max_limits_the_search():
     m, ex, cal, _ = _case()
     cm = convert(m, ex, cal, wide_max=1)

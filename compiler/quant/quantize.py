@@ -51,7 +51,7 @@ from compiler.quant.wide import (
 )
 from hw.numeric import MAX_SHIFT, SCALE_BITS, PwlTable, int_range, quantize_multiplier
 
-__all__ = ["DEFAULT_SEGMENTS", "EXACT_FUNCTIONS", "NodeQuant", "OUTPUT32_HEADROOM",
+__all__ = ["DEFAULT_SEGMENTS", "EXACT_FUNCTIONS", "NodeQuant", "OUTPUT32_HEADROOM", "WIDE_OUTPUT",
            "QuantizationError", "QuantParams", "asymptotes_reached", "check_segments", "fit_range",
            "mse_scale", "quantize_graph", "segment_budget"]
 
@@ -358,16 +358,28 @@ def _fit(fit_pwl, function, lo, hi, segments, x_scale, out_scale, bits):
 
 
 #: ``convert``'s default PWL segment budgets: 16 per function, 64 (the hardware's table size) for
-#: the softmax and LayerNorm functions. With 16 segments the reciprocal of the softmax row sums
-#: is off by up to ~9 % relative at sums near 60; docs/transformers.md has the measurements.
-DEFAULT_SEGMENTS = {"*": 16, "exp": 64, "reciprocal": 64, "rsqrt": 64}
+#: the softmax and LayerNorm functions and for every function whose output is 16 bits wide (a
+#: 16-bit operand or an int16 row scale: key :data:`WIDE_OUTPUT`). With 16 segments the
+#: reciprocal of the softmax row sums is off by up to ~9 % relative at sums near 60
+#: (docs/transformers.md); a 16-segment SiLU or Hardswish is off by about 1 % of a typical value,
+#: far more than a 16-bit output step (docs/coverage.md). A table holds ``pwl_segments`` (>= 64)
+#: entries whatever the budget, so 64 costs no hardware.
+DEFAULT_SEGMENTS = {"*": 16, "exp": 64, "reciprocal": 64, "rsqrt": 64, "16-bit": 64}
+#: Key of a per-function segment mapping for functions whose node output is 16 (or 32) bits wide,
+#: unless the function has an entry of its own.
+WIDE_OUTPUT = "16-bit"
 
 
-def segment_budget(segments: int | Mapping[str, int], function: str) -> int:
-    """PWL segment budget of ``function``: ``segments`` itself, or its entry in a per-function
-    mapping (key ``"*"``: every other function, default 16)."""
+def segment_budget(segments: int | Mapping[str, int], function: str, bits: int = 8) -> int:
+    """PWL segment budget of ``function`` in a node with ``bits``-wide output: ``segments``
+    itself, or its entry in a per-function mapping; else (outputs wider than 8 bits) the
+    :data:`WIDE_OUTPUT` entry; else the ``"*"`` entry (default 16)."""
     if isinstance(segments, Mapping):
-        return int(segments.get(function, segments.get("*", 16)))
+        if function in segments:
+            return int(segments[function])
+        if bits != 8 and WIDE_OUTPUT in segments:
+            return int(segments[WIDE_OUTPUT])
+        return int(segments.get("*", 16))
     return int(segments)
 
 
@@ -487,7 +499,8 @@ def quantize_graph(graph: MatrixGraph, stats, *, fit_cache: dict | None = None,
         deps += [ep.row_scale.source] if ep.row_scale is not None else []
         deps += [ep.scale_like] if ep.scale_like is not None else []
         memo = ("node", node.name, bits, node.name in wide, tuple(splits), tuple(pre), clipping,
-                None if ep.function in EXACT_FUNCTIONS else segment_budget(segments, ep.function),
+                None if ep.function in EXACT_FUNCTIONS
+                else segment_budget(segments, ep.function, bits),
                 tuple(q.scales.get(d) for d in deps))
         if memo in fit_cache:
             nq, ep.fit = fit_cache[memo]
@@ -560,7 +573,7 @@ def quantize_graph(graph: MatrixGraph, stats, *, fit_cache: dict | None = None,
             ep.fit = None
         else:
             lo, hi = fit_range(*stats.fn_range[node.name], ep.headroom)
-            n_seg = segment_budget(segments, ep.function)
+            n_seg = segment_budget(segments, ep.function, bits)
             key = (ep.function, round(lo, 9), round(hi, 9), x_scale, out_scale, bits, n_seg)
             if key not in fit_cache:
                 fit_cache[key] = _fit(fit_pwl, ep.function, lo, hi, n_seg, x_scale,
