@@ -201,7 +201,8 @@ def convert(model: nn.Module, example_inputs: tuple, calibration: Iterable, *,
         function, or a mapping function name -> budget with ``"*"`` for the rest (16 if absent).
         Default :data:`compiler.quant.quantize.DEFAULT_SEGMENTS`: 16, but 64 for ``exp``,
         ``reciprocal`` and ``rsqrt`` (softmax and LayerNorm, where 16 segments cost
-        measurable transformer accuracy).
+        measurable transformer accuracy) and for functions whose output is 16 bits wide (key
+        ``"16-bit"``).
     host_inputs : set of int, optional
         Positions of inputs that are host data (masks, ids): ops on them may run as host
         pre-processing (non-float inputs always are).

@@ -66,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report", action="store_true", help="also print the per-node report")
     parser.add_argument("--segments", type=_int_in(1, 64), default=None,
                         help="PWL segments for every function (default: 16, and 64 for exp, "
-                             "reciprocal and rsqrt)")
+                             "reciprocal, rsqrt and functions with 16-bit outputs)")
     parser.add_argument("--finetune", type=_int_in(0, 1000), default=0, metavar="EPOCHS",
                         help="fine-tune this many epochs (approximation-aware) and report it "
                              "(classification models; skipped for gcn under --model all)")
