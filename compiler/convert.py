@@ -73,6 +73,8 @@ class ConvertedModel:
         self.example_inputs = example_inputs
         #: :class:`compiler.quant.precision.WideSearch` of ``convert(..., wide="auto")``, else None.
         self.wide_search = None
+        #: ``quantize_graph``'s cache for :attr:`stats` (re-quantising with other 16-bit tensors).
+        self.fit_cache: dict = {}
         self.finetune_history: dict | None = None
 
     # ---- calling ------------------------------------------------------------------------
@@ -182,8 +184,8 @@ def convert(model: nn.Module, example_inputs: tuple, calibration: Iterable, *,
             segments: int | dict[str, int] | None = None, host_inputs: set[int] | None = None,
             mode: str = "int",
             clipping: str = "mse", check_tolerance: float = 1e-3,
-            wide: str | Iterable[str] = "transformer", wide_budget: float | None = None,
-            wide_samples: int = 4) -> ConvertedModel:
+            wide: str | Iterable[str] = "auto", wide_budget: float | None = None,
+            wide_samples: int = 4, wide_max: int | None = None) -> ConvertedModel:
     """Convert ``model`` into GEMMs + PWL epilogues, int8, calibrated on ``calibration``.
 
     Parameters
@@ -199,7 +201,8 @@ def convert(model: nn.Module, example_inputs: tuple, calibration: Iterable, *,
         function, or a mapping function name -> budget with ``"*"`` for the rest (16 if absent).
         Default :data:`compiler.quant.quantize.DEFAULT_SEGMENTS`: 16, but 64 for ``exp``,
         ``reciprocal`` and ``rsqrt`` (softmax and LayerNorm, where 16 segments cost
-        measurable transformer accuracy).
+        measurable transformer accuracy) and for functions whose output is 16 bits wide (key
+        ``"16-bit"``).
     host_inputs : set of int, optional
         Positions of inputs that are host data (masks, ids): ops on them may run as host
         pre-processing (non-float inputs always are).
@@ -211,20 +214,24 @@ def convert(model: nn.Module, example_inputs: tuple, calibration: Iterable, *,
         The lowered graph run in float must reproduce ``model(*example_inputs)`` within this
         relative max error, else :class:`ConvertError` (a lowering bug, never silent).
     wide : str or iterable of str
-        Per-tensor precision (:mod:`compiler.quant.precision`): ``"transformer"`` (the default: the
-        residual stream around every LayerNorm, the FFN hidden layer, the sublayer outputs and
-        embeddings feeding it, and the attention queries, keys, scores, exp and ``P·V``
-        outputs 16-bit; models without LayerNorm and softmax stay all-int8), ``"layernorm"``
-        (the residual stream and FFN hidden layer only: about a third of the extra GEMM
-        passes), ``"none"`` (every GEMM operand int8), ``"auto"``
-        (measured greedy choice of 16-bit operand tensors until the output error is within
-        ``wide_budget``) or tensor names / fnmatch patterns (over node
-        names and module paths) to hold at 16 bits (two accumulating int8 GEMMs each).
+        Per-tensor precision (:mod:`compiler.quant.precision`, docs/compiler.md "Precision
+        beyond int8"): ``"auto"`` (the default: the ``"transformer"`` tensors, then a measured
+        search that adds the tensors whose int8 rounding costs the most at the output until
+        the output error is within ``wide_budget``; a model already within it is unchanged),
+        ``"transformer"`` (the residual stream around every LayerNorm, the FFN hidden layer,
+        the sublayer outputs and embeddings feeding it, and the attention queries, keys,
+        scores, exp and ``P·V`` outputs 16-bit; models without LayerNorm and softmax stay
+        all-int8; no measurement), ``"layernorm"`` (the residual stream and FFN hidden layer
+        only), ``"none"`` (every GEMM operand int8) or tensor names / fnmatch patterns (over
+        node names and module paths) to hold at 16 bits (two accumulating int8 GEMMs each).
     wide_budget : float, optional
         ``"auto"``'s budget: mean per-row ``1 - cosine`` of the outputs against the float graph
-        (default :data:`compiler.quant.precision.DEFAULT_BUDGET`).
+        on the search samples (default :data:`compiler.quant.precision.DEFAULT_BUDGET`).
     wide_samples : int
         ``"auto"`` measures on the first this many calibration samples.
+    wide_max : int, optional
+        ``"auto"`` adds at most this many 16-bit tensors to the ``"transformer"`` ones
+        (default: no limit).
 
     Returns
     -------
@@ -234,6 +241,11 @@ def convert(model: nn.Module, example_inputs: tuple, calibration: Iterable, *,
     """
     if mode not in MODES:
         raise ValueError(f"mode {mode!r} unknown; choose one of {', '.join(MODES)}")
+    if wide_budget is not None and not wide_budget >= 0:
+        raise ValueError(f"wide_budget must be >= 0, got {wide_budget}")
+    if wide_max is not None and (isinstance(wide_max, bool) or not isinstance(wide_max, int)
+                                 or wide_max < 0):
+        raise ValueError(f"wide_max must be an int >= 0, got {wide_max!r}")
     if not isinstance(example_inputs, (tuple, list)):
         raise ConvertError(f"example_inputs must be a tuple of tensors, e.g. (x,); got a bare "
                            f"{type(example_inputs).__name__}")
@@ -268,9 +280,10 @@ def convert(model: nn.Module, example_inputs: tuple, calibration: Iterable, *,
         set_wide(graph, resolve_wide(graph, wide))
     elif wide == "layernorm":
         set_wide(graph, layernorm_tensors(graph))
-    elif wide == "transformer":
+    elif wide in ("transformer", "auto"):
         set_wide(graph, transformer_tensors(graph))
     fit_cache: dict = {}
+    cm.fit_cache = fit_cache
     cm.quant = quantize_graph(graph, stats, fit_cache=fit_cache, segments=segments,
                               clipping=clipping)
     t3 = time.perf_counter()
@@ -278,7 +291,8 @@ def convert(model: nn.Module, example_inputs: tuple, calibration: Iterable, *,
     if wide == "auto":
         cm.wide_search = choose_wide(cm, _search_samples(cm, calibration, wide_samples),
                                      budget=DEFAULT_BUDGET if wide_budget is None
-                                     else wide_budget, fit_cache=fit_cache)
+                                     else wide_budget, fit_cache=fit_cache,
+                                     max_tensors=wide_max)
         cm.timings["precision search"] = time.perf_counter() - t3
     return cm
 

@@ -30,6 +30,8 @@ __all__ = [
     "TargetCheck",
     "build_report",
     "check_targets",
+    "precision_reasons",
+    "precision_summary",
     "compare",
     "target_family",
     "targets_table",
@@ -53,6 +55,8 @@ class NodeError:
     int_max: float
     int_mean: float
     int_cos: float
+    precision: str = ""
+    int8_error: float | None = None
 
 
 @dataclass
@@ -84,6 +88,7 @@ class ConversionReport:
     timings: dict = field(default_factory=dict)
     output_cosine: float = 1.0
     wide: list[dict] = field(default_factory=list)
+    precision: str = ""
 
     def to_dict(self) -> dict:
         """JSON-serialisable form."""
@@ -99,13 +104,18 @@ class ConversionReport:
         buf = io.StringIO()
         con = Console(file=buf, width=width, force_terminal=False, color_system=None)
         con.print(f"capture: {self.capture}")
-        t = Table(title="GEMM nodes: output error vs float (int = integer-exact reference)")
-        for col in ("node", "module", "aten", "fn", "shape", "bits", "terms", "pwl max",
-                    "pwl cos", "int max", "int mean", "int cos"):
+        if self.precision:
+            con.print(self.precision)
+        t = Table(title="GEMM nodes: output error vs float (int = integer-exact reference); "
+                        "precision = why the output has its width, int8 cost = output error "
+                        "with only this tensor int8 (measured by the auto policy)")
+        for col in ("node", "module", "aten", "fn", "shape", "bits", "precision", "int8 cost",
+                    "terms", "pwl max", "pwl cos", "int max", "int mean", "int cos"):
             t.add_column(col, overflow="fold")
         for n in self.nodes:
             t.add_row(n.name, n.module, n.aten.replace("aten.", "").replace(".default", ""),
-                      n.function, "x".join(map(str, n.shape)), str(n.out_bits), str(n.terms),
+                      n.function, "x".join(map(str, n.shape)), str(n.out_bits), n.precision,
+                      "" if n.int8_error is None else f"{n.int8_error:.2e}", str(n.terms),
                       f"{n.pwl_max:.2e}", f"{n.pwl_cos:.5f}", f"{n.int_max:.2e}",
                       f"{n.int_mean:.2e}", f"{n.int_cos:.5f}")
         con.print(t)
@@ -176,6 +186,52 @@ def function_errors(graph) -> list[FunctionError]:
     return list(out.values())
 
 
+def precision_reasons(cm) -> dict[str, str]:
+    """Per node, why its output has its width: ``"int8"``; ``"16-bit operand: policy"`` (the
+    named or structural policy: ``"transformer"``'s tensors, or names given by the user),
+    ``"16-bit operand: measured"`` (added by the ``"auto"`` search), ``"... (scale group)"`` for
+    a member widened with its group's root; ``"16-bit (row scale / statistic)"`` for int16 row
+    scale vectors and LayerNorm/GroupNorm statistics (always 16-bit); ``"int32 (output)"``."""
+    from compiler.quant.wide import scale_group
+
+    search = getattr(cm, "wide_search", None)
+    measured = set(search.chosen) if search is not None else set()
+    wide = set(cm.quant.wide)
+    out = {}
+    for node in cm.graph.nodes:
+        bits = node.epilogue.out_bits
+        if node.name in wide:
+            root = scale_group(cm.graph, node.name)[0]
+            why = "measured" if root in measured else "policy"
+            out[node.name] = f"16-bit operand: {why}" + (" (scale group)" if root != node.name
+                                                         else "")
+        elif bits == 16:
+            out[node.name] = "16-bit (row scale / statistic)"
+        elif bits == 32:
+            out[node.name] = "int32 (output)"
+        else:
+            out[node.name] = "int8"
+    return out
+
+
+def precision_summary(cm) -> str:
+    """One line: the 16-bit operand tensors and, after ``wide="auto"``, what the search
+    measured (output error = mean per-row ``1 - cosine`` against the float graph)."""
+    search = getattr(cm, "wide_search", None)
+    n = len(cm.quant.wide)
+    if search is None:
+        return f"precision: {n} 16-bit operand tensor(s) (named policy, not measured)"
+    text = (f"precision (auto): output error {search.baseline:.2e} with the policy's "
+            f"{len(search.prior)} 16-bit tensor(s)")
+    if not search.int8_error:
+        return text + f", within the budget {search.budget:.0e}: nothing added"
+    floor = "" if search.floor != search.floor else f", every candidate 16-bit {search.floor:.2e}"
+    return (text + f"; ranked {len(search.int8_error)} int8 candidates by measured cost, "
+            f"added {len(search.chosen)} in {len(search.steps)} integer runs "
+            f"({search.seconds:.1f} s): {search.final:.2e} "
+            f"({'meets' if search.met else 'misses'} the budget {search.budget:.0e}{floor})")
+
+
 def build_report(cm, inputs: tuple | None = None) -> ConversionReport:
     """Build the :class:`ConversionReport` of a converted model on ``inputs`` (default: the
     example inputs)."""
@@ -190,6 +246,8 @@ def build_report(cm, inputs: tuple | None = None) -> ConversionReport:
                            timings=dict(cm.timings))
     rep.host_ops = [f"{h.name} = {h.description} ({h.module or '<top>'})"
                     for h in cm.graph.host_ops]
+    reasons = precision_reasons(cm)
+    search = getattr(cm, "wide_search", None)
     for node in cm.graph.nodes:
         ref = fv[node.name]
         p = compare(ref, pv[node.name])
@@ -198,7 +256,10 @@ def build_report(cm, inputs: tuple | None = None) -> ConversionReport:
             name=node.name, module=node.module, aten=node.aten,
             function=node.epilogue.function or "id", shape=tuple(node.shape),
             out_bits=node.epilogue.out_bits, terms=len(node.terms),
-            pwl_max=p[0], pwl_cos=p[2], int_max=i[0], int_mean=i[1], int_cos=i[2]))
+            pwl_max=p[0], pwl_cos=p[2], int_max=i[0], int_mean=i[1], int_cos=i[2],
+            precision=reasons[node.name],
+            int8_error=None if search is None else search.int8_error.get(node.name)))
+    rep.precision = precision_summary(cm)
     rep.functions = function_errors(cm.graph)
     rep.wide = wide_cost(cm.graph, cm.quant.wide)
     rep.output_cosine = min(compare(f, o)[2] for f, o in zip(fo, io_, strict=True))

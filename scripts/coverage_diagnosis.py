@@ -5,9 +5,11 @@
 
 For each architecture (table size, random weights as in scripts/model_coverage.py): the float
 model's own cosine under one int8 step of input noise, the output cosine with one quantisation
-source at a time (inputs, weights, activations; fake-quant), the integer result with every
-eligible activation 16-bit, and the ``--top`` nodes with the largest *local* error (the error a
-node adds to integer inputs it is given, apart from what it inherits), with their total error.
+source at a time (inputs, weights, activations; fake-quant; 16-bit tensors as the default
+precision policy chose them), the integer result with the default policy, with every activation
+int8 and with every eligible activation 16-bit, and the ``--top`` nodes with the largest
+*local* error (the error a node adds to integer inputs it is given, apart from what it
+inherits), with their total error.
 ``--sides`` instead prints only the float model's noise sensitivity at several image sizes
 (torchvision CNNs; no conversion).
 """

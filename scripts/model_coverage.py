@@ -6,7 +6,9 @@
 
 Columns: model, family, converts, the int-vs-float cosine on held-out random inputs (worst
 sample's logit cosine for classifiers and graph networks, mean per-token cosine of the final
-hidden states over unpadded tokens for encoders), the float model's own cosine when one int8
+hidden states over unpadded tokens for encoders) with the default precision policy
+(``convert(..., wide="auto")``), the same conversion with every GEMM operand int8, how many
+tensors the policy holds at 16 bits, the float model's own cosine when one int8
 step of noise is added to its input (how much the random-weight network amplifies a
 quantisation-sized perturbation), the ops that block conversion, conversion time and GEMM node
 count. Models are built from their configs with random weights (nothing is
@@ -47,16 +49,17 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
     rows = []
-    print("| model | family | converts | int vs float cosine | float under 1-step noise | "
-          "blocking ops | seconds | nodes |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| model | family | converts | int vs float cosine | all-int8 cosine | 16-bit tensors | "
+          "float under 1-step noise | blocking ops | seconds | nodes |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name in args.names or list(ARCHITECTURES):
         r = measure(name, args.size)
         rows.append(r)
         cos = "" if r.cosine is None else f"{r.cosine:.4f}"
         sens = "" if r.sensitivity is None else f"{r.sensitivity:.4f}"
-        print(f"| {r.name} | {r.family} | {'yes' if r.converts else 'no'} | {cos} | {sens} | "
-              f"{r.blocking} | {r.seconds:.1f} | {r.nodes} |", flush=True)
+        int8 = cos if r.int8_cosine is None else f"{r.int8_cosine:.4f}"
+        print(f"| {r.name} | {r.family} | {'yes' if r.converts else 'no'} | {cos} | {int8} | "
+              f"{r.wide} | {sens} | {r.blocking} | {r.seconds:.1f} | {r.nodes} |", flush=True)
     ok = sum(r.converts for r in rows)
     good = sum(r.converts and r.cosine is not None and r.cosine >= 0.99 for r in rows)
     print(f"\n{ok}/{len(rows)} convert; {good}/{len(rows)} convert with cosine >= 0.99")

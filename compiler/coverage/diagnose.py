@@ -7,9 +7,11 @@
 - :func:`error_sources`: the output cosine with one source of quantisation at a time, in the
   ``fake-quant`` executor (which tracks ``int`` to a few int8 steps): the graph inputs only, the
   constants (weights, biases) only, the node outputs (activations) only, and the integer result
-  with every eligible activation held at 16 bits (the most the hardware offers). If each source
-  alone costs about as much as all of them, the network amplifies any small perturbation (compare
-  :func:`compiler.coverage.measure.float_sensitivity`) and no choice of scales can remove it.
+  with every activation int8 and with every eligible activation held at 16 bits (the most the
+  hardware offers); ``"int"`` is the converted model as given (the default precision policy).
+  If each source alone costs about as much as all of them, the network amplifies any small
+  perturbation (compare :func:`compiler.coverage.measure.float_sensitivity`) and no choice of
+  scales can remove it.
 """
 
 from __future__ import annotations
@@ -117,9 +119,16 @@ def error_sources(cm, case) -> dict[str, float]:
         for label, kw in variants.items():
             cm.quant = _without(qp, amax=amax, **kw)
             res[label] = _cosine(cm, case, "fake-quant")
+        set_wide(cm.graph, [n.name for n in cm.graph.nodes if n.epilogue.out_bits == 16
+                            and n.name in qp.wide], wide=False)
+        cm.quant = quantize_graph(cm.graph, cm.stats, segments=cm.segments,
+                                  clipping=getattr(cm, "clipping", "mse"),
+                                  fit_cache=getattr(cm, "fit_cache", None))
+        res["int, every activation int8"] = _cosine(cm, case, "int")
         set_wide(cm.graph, wide_candidates(cm.graph))
         cm.quant = quantize_graph(cm.graph, cm.stats, segments=cm.segments,
-                                  clipping=getattr(cm, "clipping", "mse"))
+                                  clipping=getattr(cm, "clipping", "mse"),
+                                  fit_cache=getattr(cm, "fit_cache", None))
         res["int, every activation 16-bit"] = _cosine(cm, case, "int")
     finally:
         for n in cm.graph.nodes:

@@ -22,7 +22,8 @@ from compiler.graph import ConvertError
 from compiler.report import token_cosines
 from hw.errors import NmxError
 
-__all__ = ["SENSITIVITY_NOISE", "Row", "float_sensitivity", "int_cosine", "measure"]
+__all__ = ["SENSITIVITY_NOISE", "Row", "float_sensitivity", "int_cosine", "measure",
+           "requantised"]
 
 
 @dataclass
@@ -39,6 +40,8 @@ class Row:
     nodes: int
     description: str
     sensitivity: float | None = None
+    wide: int = 0
+    int8_cosine: float | None = None
 
     def to_dict(self) -> dict:
         """JSON-ready fields."""
@@ -113,5 +116,24 @@ def measure(name: str, size: str = "table", seed: int = 0) -> Row:
     seconds = time.perf_counter() - t0
     metric = "token cosine (mean)" if case.kind == "tokens" else "logit cosine (worst)"
     sens = float_sensitivity(case) if case.kind == "logits" else None
+    wide = list(cm.quant.wide)
+    int8 = None
+    if wide:  # the same conversion with every GEMM operand int8, for comparison
+        int8 = int_cosine(requantised(cm, []), case)
+        requantised(cm, wide)
     return Row(name, arch.family, True, int_cosine(cm, case), metric, "", seconds,
-               len(cm.graph.nodes), case.description, sens)
+               len(cm.graph.nodes), case.description, sens, len(wide), int8)
+
+
+def requantised(cm, wide: list[str]):
+    """``cm`` re-quantised with exactly the tensors ``wide`` held at 16 bits (same calibration
+    statistics); returns ``cm``."""
+    from compiler.quant.precision import set_wide
+    from compiler.quant.quantize import quantize_graph
+    from compiler.quant.wide import wide_tensors
+
+    set_wide(cm.graph, wide_tensors(cm.graph), wide=False)
+    set_wide(cm.graph, wide)
+    cm.quant = quantize_graph(cm.graph, cm.stats, segments=cm.segments, clipping=cm.clipping,
+                              fit_cache=cm.fit_cache)
+    return cm

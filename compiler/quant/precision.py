@@ -16,12 +16,14 @@ Policies of ``convert(..., wide=...)``:
   hidden layer) (:func:`layernorm_tensors`): the residual stream, the tensors whose int8
   rounding a LayerNorm amplifies by ``1/σ`` (its variance reads the ``hi`` halves of ``xc``), and
   the sublayer output whose small rows sit next to "massive-activation" rows; no search;
-  measured on the zoo transformers (docs/transformers.md); the default of ``convert``;
-- ``"auto"``: measured greedy search (:func:`choose_wide`). The output error is measured in the
-  integer executor against the float graph on calibration inputs; if it is within the budget
-  nothing changes. Otherwise every eligible tensor is tried alone (its *benefit* is the drop of
-  the output error), and tensors are added in order of benefit, each kept only if the error
-  drops, until the budget is met or no candidate helps.
+  measured on the zoo transformers (docs/transformers.md);
+- ``"transformer"``: :func:`transformer_tensors` (no measurement);
+- ``"auto"`` (the default of ``convert``): the ``"transformer"`` tensors, then a measured search
+  (:func:`choose_wide`). The output error is measured in the integer executor against the float
+  graph on calibration inputs; if it is within the budget nothing more changes. Otherwise every
+  int8 candidate's contribution is measured (:func:`int8_errors`: the float graph with only that
+  tensor on its int8 grid) and prefixes of that ranking are made 16-bit until the budget is met
+  (or the best measured error is reached, or ``max_tensors``).
 
 The output error is the mean over output rows (vectors along the last dim: tokens, samples'
 logits) of ``1 - cosine`` to the float graph, the worst over the outputs.
@@ -39,10 +41,11 @@ import torch
 
 from compiler.graph import MatrixGraph
 from compiler.quant.quantize import QuantizationError, quantize_graph
-from compiler.quant.wide import scale_group, wide_cost, wide_problem
+from compiler.quant.wide import scale_group, wide_cost, wide_problem, wide_tensors
 
-__all__ = ["DEFAULT_BUDGET", "WIDE_POLICIES", "WideSearch", "choose_wide", "layernorm_tensors",
-           "output_error", "resolve_wide", "set_wide", "transformer_tensors", "wide_candidates"]
+__all__ = ["DEFAULT_BUDGET", "WIDE_POLICIES", "WideSearch", "choose_wide", "int8_errors",
+           "layernorm_tensors", "output_error", "resolve_wide", "set_wide", "transformer_tensors",
+           "wide_candidates"]
 
 #: Named policies of ``convert(..., wide=...)`` (besides an iterable of names/patterns).
 WIDE_POLICIES = ("auto", "layernorm", "none", "transformer")
@@ -220,32 +223,112 @@ def output_error(outs: list[torch.Tensor], refs: list[torch.Tensor]) -> float:
 class WideSearch:
     """What :func:`choose_wide` measured.
 
-    ``baseline``/``final``: output error all-int8 / with ``chosen``; ``alone``: error with each
-    candidate alone 16-bit (``inf`` = it overflowed the accumulator); ``steps``: (tensor, error
-    after adding it, kept); ``seconds``: search time.
+    ``budget``: the output-error target; ``max_tensors``: the most tensors the search may add
+    (None: no limit); ``prior``: tensors 16-bit before the search (the ``"transformer"``
+    policy's); ``baseline``/``final``: output error before the search / with ``chosen`` added;
+    ``floor``: the error with every candidate 16-bit (``nan`` when the baseline met the budget);
+    ``int8_error``: per candidate, the output error of the float graph with only that tensor
+    (its scale group) rounded to its int8 grid: its measured contribution, the search's ranking;
+    ``steps``: (tensors 16-bit so far, error measured with them); ``seconds``: search time.
     """
 
     budget: float
     baseline: float
     final: float
+    max_tensors: int | None = None
+    prior: list[str] = field(default_factory=list)
+    floor: float = float("nan")
     chosen: list[str] = field(default_factory=list)
-    alone: dict[str, float] = field(default_factory=dict)
-    steps: list[tuple[str, float, bool]] = field(default_factory=list)
+    int8_error: dict[str, float] = field(default_factory=dict)
+    steps: list[tuple[int, float]] = field(default_factory=list)
     seconds: float = 0.0
     cost: list[dict] = field(default_factory=list)
 
+    @property
+    def met(self) -> bool:
+        """Whether the final error is within the budget."""
+        return self.final <= self.budget
+
+
+def _dependants(graph: MatrixGraph) -> dict[str, list[int]]:
+    """Per tensor, the indices of the nodes that read it (operands or row scale)."""
+    readers: dict[str, list[int]] = {}
+    for i, n in enumerate(graph.nodes):
+        srcs = {r.source for t in n.terms for r in (t.a, t.b)}
+        if n.epilogue.row_scale is not None:
+            srcs.add(n.epilogue.row_scale.source)
+        for s in srcs:
+            readers.setdefault(s, []).append(i)
+    return readers
+
+
+def int8_errors(cm, samples: list[torch.Tensor], candidates: list[str],
+                refs: list[torch.Tensor] | None = None) -> dict[str, float]:
+    """Output error (:func:`output_error`) of the *float* graph on ``samples`` with one
+    candidate tensor at a time (with its scale group) rounded and saturated to its int8 grid
+    (``cm.quant``'s scale), everything else exact: what holding that tensor at int8 costs at the
+    output, apart from every other source. Only the nodes downstream of the candidate are
+    recomputed."""
+    from compiler.execute import _float_node, _fq, _get, run
+
+    graph = cm.graph
+    consts = graph.constants
+    outs, base = run(graph, samples, "float", keep=True)
+    refs = outs if refs is None else refs
+    readers = _dependants(graph)
+    index = {n.name: i for i, n in enumerate(graph.nodes)}
+    res: dict[str, float] = {}
+    with torch.no_grad():
+        for c in candidates:
+            group = scale_group(graph, c)
+            vals = dict(base)
+            dirty = set(group)
+            for m in group:
+                vals[m] = _fq(base[m], cm.quant.scales[m], 8)
+            todo = sorted({j for m in group for j in readers.get(m, [])})
+            start = min([index[m] for m in group] + todo) if todo else len(graph.nodes)
+            for node in graph.nodes[start:]:
+                if node.name in dirty:
+                    continue
+                srcs = {r.source for t in node.terms for r in (t.a, t.b)}
+                if node.epilogue.row_scale is not None:
+                    srcs.add(node.epilogue.row_scale.source)
+                if srcs & dirty:
+                    vals[node.name] = _float_node(graph, node, vals, consts, "float", None, None)
+                    dirty.add(node.name)
+            got = [_get(graph, o, vals, consts) for o in graph.outputs]
+            res[c] = output_error(got, refs)
+    return res
+
 
 def choose_wide(cm, samples: list[torch.Tensor], *, budget: float = DEFAULT_BUDGET,
-                candidates: list[str] | None = None, fit_cache: dict | None = None) -> WideSearch:
-    """Greedy per-tensor precision search on sample-stacked ``samples`` (see the module doc).
+                candidates: list[str] | None = None, fit_cache: dict | None = None,
+                max_tensors: int | None = None) -> WideSearch:
+    """Measured per-tensor precision search on sample-stacked ``samples``.
 
-    Leaves ``cm.graph`` marked with the chosen tensors and ``cm.quant`` quantised for them.
-    ``fit_cache`` (:func:`compiler.quant.quantize.quantize_graph`'s) reuses the PWL fits of an
-    earlier quantisation of ``cm`` with the same statistics.
+    1. The integer executor's output error (:func:`output_error` against the float graph) with
+       the tensors already 16-bit in ``cm.graph`` (the prior). Within ``budget``: done.
+    2. Every int8 candidate's measured contribution (:func:`int8_errors`): the float graph with
+       only that tensor on its int8 grid. Candidates are ranked by it (largest first); those
+       costing nothing (``< 1e-9``) are dropped.
+    3. Prefixes of the ranking are made 16-bit, doubling in size (1, 2, 4, ... tensors, at
+       most ``max_tensors``), each measured in the integer executor, until one meets the
+       budget; bisection between it and the previous prefix then finds the shortest prefix
+       that meets it. If none does, the shortest measured prefix whose error is within 2 % of
+       the best one is kept (one sample set's error is noisy: a prefix can measure worse than
+       a shorter one). A tensor whose 16-bit operand would overflow a reader's accumulator is
+       skipped.
+
+    About ``2 log2(candidates)`` integer runs. Leaves ``cm.graph`` marked with the chosen tensors
+    and ``cm.quant`` quantised for them. ``fit_cache`` (:func:`compiler.quant.quantize.
+    quantize_graph`'s) reuses the PWL fits of an earlier quantisation with the same statistics.
     """
+    if max_tensors is not None and max_tensors < 0:
+        raise ValueError(f"max_tensors must be >= 0, got {max_tensors}")
     t0 = time.perf_counter()
     graph = cm.graph
     fit_cache = {} if fit_cache is None else fit_cache
+    prior = wide_tensors(graph)
 
     def quantise():
         return quantize_graph(graph, cm.stats, fit_cache=fit_cache, segments=cm.segments,
@@ -262,32 +345,73 @@ def choose_wide(cm, samples: list[torch.Tensor], *, budget: float = DEFAULT_BUDG
                 return float("inf")
 
         base = measure()
-        search = WideSearch(budget=budget, baseline=base, final=base)
-        if base <= budget:
+        search = WideSearch(budget=budget, baseline=base, final=base, max_tensors=max_tensors,
+                            prior=prior)
+        if base <= budget or max_tensors == 0:
             search.seconds = time.perf_counter() - t0
             return search
         cands = wide_candidates(graph) if candidates is None else list(candidates)
-        for c in cands:
-            set_wide(graph, [c])
-            search.alone[c] = measure()
-            set_wide(graph, [c], wide=False)
-        order = sorted((c for c in cands if search.alone[c] < base * (1 - _MIN_GAIN)),
-                       key=lambda c: search.alone[c])
-        err = base
-        for c in order:
-            if err <= budget:
-                break
-            set_wide(graph, [c])
+        search.int8_error = int8_errors(cm, samples, cands, refs)
+        order = sorted((c for c in cands if search.int8_error[c] >= 1e-9),
+                       key=lambda c: -search.int8_error[c])
+        limit = len(order) if max_tensors is None else min(len(order), max_tensors)
+
+        chosen: list[str] = []
+
+        def extend(names: list[str]) -> float:
+            """Add ``names`` (skipping any whose 16-bit operand overflows) and measure."""
+            set_wide(graph, names)
             e = measure()
-            keep = e < err * (1 - _MIN_GAIN)
-            search.steps.append((c, e, keep))
-            if keep:
-                search.chosen.append(c)
-                err = e
-            else:
-                set_wide(graph, [c], wide=False)
-        search.final = err
-        cm.quant = quantise()
+            if e != float("inf"):
+                chosen.extend(names)
+                return e
+            set_wide(graph, names, wide=False)
+            for n in names:
+                set_wide(graph, [n])
+                if measure() == float("inf"):
+                    set_wide(graph, [n], wide=False)
+                else:
+                    chosen.append(n)
+            return measure()
+
+        def use(k: int, full: list[str]) -> None:
+            set_wide(graph, chosen, wide=False)
+            chosen[:] = full[:k]
+            set_wide(graph, chosen)
+
+        # prefixes of the ranking doubling in size, up to the limit
+        pos = 0
+        history: list[tuple[int, float]] = [(0, base)]  # (len(chosen), error)
+        while pos < limit:
+            nxt = 1 if pos == 0 else min(limit, 2 * pos)
+            e = extend(order[pos:nxt])
+            pos = nxt
+            history.append((len(chosen), e))
+            search.steps.append((len(chosen), e))
+            if e <= budget:
+                break
+        if pos == len(order):
+            search.floor = history[-1][1]
+        full = list(chosen)
+        if history[-1][1] <= budget:
+            # the shortest prefix meeting the budget lies between the last two steps
+            lo, hi = history[-2][0], history[-1][0]
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                use(mid, full)
+                e = measure()
+                search.steps.append((mid, e))
+                if e <= budget:
+                    hi = mid
+                else:
+                    lo = mid
+            use(hi, full)
+        else:
+            # budget not reached: the shortest measured prefix within 2 % of the best error
+            best = min(e for _, e in history)
+            use(min(k for k, e in history if e <= best * (1 + _MIN_GAIN)), full)
+        search.chosen = list(chosen)
+        search.final = measure()
     search.cost = wide_cost(graph, search.chosen)
     search.seconds = time.perf_counter() - t0
     return search

@@ -51,7 +51,7 @@ from compiler.quant.wide import (
 )
 from hw.numeric import MAX_SHIFT, SCALE_BITS, PwlTable, int_range, quantize_multiplier
 
-__all__ = ["DEFAULT_SEGMENTS", "EXACT_FUNCTIONS", "NodeQuant", "OUTPUT32_HEADROOM",
+__all__ = ["DEFAULT_SEGMENTS", "EXACT_FUNCTIONS", "NodeQuant", "OUTPUT32_HEADROOM", "WIDE_OUTPUT",
            "QuantizationError", "QuantParams", "asymptotes_reached", "check_segments", "fit_range",
            "mse_scale", "quantize_graph", "segment_budget"]
 
@@ -358,16 +358,28 @@ def _fit(fit_pwl, function, lo, hi, segments, x_scale, out_scale, bits):
 
 
 #: ``convert``'s default PWL segment budgets: 16 per function, 64 (the hardware's table size) for
-#: the softmax and LayerNorm functions. With 16 segments the reciprocal of the softmax row sums
-#: is off by up to ~9 % relative at sums near 60; docs/transformers.md has the measurements.
-DEFAULT_SEGMENTS = {"*": 16, "exp": 64, "reciprocal": 64, "rsqrt": 64}
+#: the softmax and LayerNorm functions and for every function whose output is 16 bits wide (a
+#: 16-bit operand or an int16 row scale: key :data:`WIDE_OUTPUT`). With 16 segments the
+#: reciprocal of the softmax row sums is off by up to ~9 % relative at sums near 60
+#: (docs/transformers.md); a 16-segment SiLU or Hardswish is off by about 1 % of a typical value,
+#: far more than a 16-bit output step (docs/coverage.md). A table holds ``pwl_segments`` (>= 64)
+#: entries whatever the budget, so 64 costs no hardware.
+DEFAULT_SEGMENTS = {"*": 16, "exp": 64, "reciprocal": 64, "rsqrt": 64, "16-bit": 64}
+#: Key of a per-function segment mapping for functions whose node output is 16 (or 32) bits wide,
+#: unless the function has an entry of its own.
+WIDE_OUTPUT = "16-bit"
 
 
-def segment_budget(segments: int | Mapping[str, int], function: str) -> int:
-    """PWL segment budget of ``function``: ``segments`` itself, or its entry in a per-function
-    mapping (key ``"*"``: every other function, default 16)."""
+def segment_budget(segments: int | Mapping[str, int], function: str, bits: int = 8) -> int:
+    """PWL segment budget of ``function`` in a node with ``bits``-wide output: ``segments``
+    itself, or its entry in a per-function mapping; else (outputs wider than 8 bits) the
+    :data:`WIDE_OUTPUT` entry; else the ``"*"`` entry (default 16)."""
     if isinstance(segments, Mapping):
-        return int(segments.get(function, segments.get("*", 16)))
+        if function in segments:
+            return int(segments[function])
+        if bits != 8 and WIDE_OUTPUT in segments:
+            return int(segments[WIDE_OUTPUT])
+        return int(segments.get("*", 16))
     return int(segments)
 
 
@@ -409,21 +421,30 @@ def quantize_graph(graph: MatrixGraph, stats, *, fit_cache: dict | None = None,
     the ``x256`` epilogue, so their constants are quantised against ``256 x`` the accumulator step.
 
     Fits each PWL function over its calibrated input range (``compiler.pwl.fit_pwl``) with the
-    node's scales and stores the fit in ``node.epilogue.fit``; ``segments`` is the budget, one
-    for all functions or per function (:func:`segment_budget`). ``clipping`` selects the int8
-    activation scales: ``"mse"`` (MSE-optimal clipping, the default) or ``"max"`` (``amax / 127``).
+    node's scales and stores the fit in ``node.epilogue.fit``; ``fit_cache`` (for one set of
+    ``stats`` and constants) keeps the fits, the MSE-optimal int8 scales and every node's
+    :class:`NodeQuant` (keyed by everything it depends on) across calls, so re-quantising after
+    a precision change recomputes only the nodes it touches (the search of
+    :func:`compiler.quant.precision.choose_wide`); the cached objects are shared, not copied.
+    ``segments`` is the budget, one for all functions or per function (:func:`segment_budget`).
+    ``clipping`` selects the int8 activation scales: ``"mse"`` (MSE-optimal clipping, the
+    default) or ``"max"`` (``amax / 127``).
     """
     from compiler.pwl import fit_pwl
 
     if clipping not in CLIPPING:
         raise ValueError(f"clipping {clipping!r} unknown; choose one of {', '.join(CLIPPING)}")
 
+    fit_cache = {} if fit_cache is None else fit_cache
+
     def act_scale(name: str) -> float:
         if clipping == "max":
             return (stats.amax.get(name, 0.0) or 1.0) / 127
-        return mse_scale(stats.samples[name])
+        key = ("mse_scale", name)  # the statistics are the same for one cache
+        if key not in fit_cache:
+            fit_cache[key] = mse_scale(stats.samples[name])
+        return fit_cache[key]
 
-    fit_cache = {} if fit_cache is None else fit_cache
     q = QuantParams()
     q.wide = wide_tensors(graph)
     wide = set(q.wide)
@@ -472,6 +493,19 @@ def quantize_graph(graph: MatrixGraph, stats, *, fit_cache: dict | None = None,
         factors = [(1 / 256 if p else 1.0) * (HI_STEP**2 if sp == "hh" else 1.0)
                    * (HI_STEP if sp == "ab" else 1.0)
                    for p, sp in zip(pre, splits, strict=True)]
+        # everything below depends only on these (and on the graph's constants and the
+        # statistics, fixed for one cache): a node whose key is cached is not recomputed
+        deps = [r.source for t in node.terms for r in (t.a, t.b) if not graph.is_const(r)]
+        deps += [ep.row_scale.source] if ep.row_scale is not None else []
+        deps += [ep.scale_like] if ep.scale_like is not None else []
+        memo = ("node", node.name, bits, node.name in wide, tuple(splits), tuple(pre), clipping,
+                None if ep.function in EXACT_FUNCTIONS
+                else segment_budget(segments, ep.function, bits),
+                tuple(q.scales.get(d) for d in deps))
+        if memo in fit_cache:
+            nq, ep.fit = fit_cache[memo]
+            q.scales[node.name], q.bits[node.name], q.nodes[node.name] = nq.out_scale, bits, nq
+            continue
         acc, term_steps = _acc_scales(graph, node, q.scales, factors, wide_consts)
         col = 1.0 if ep.col_scale is None else ep.col_scale
         col = np.asarray(col.double().numpy() if isinstance(col, torch.Tensor) else col,
@@ -539,7 +573,7 @@ def quantize_graph(graph: MatrixGraph, stats, *, fit_cache: dict | None = None,
             ep.fit = None
         else:
             lo, hi = fit_range(*stats.fn_range[node.name], ep.headroom)
-            n_seg = segment_budget(segments, ep.function)
+            n_seg = segment_budget(segments, ep.function, bits)
             key = (ep.function, round(lo, 9), round(hi, 9), x_scale, out_scale, bits, n_seg)
             if key not in fit_cache:
                 fit_cache[key] = _fit(fit_pwl, ep.function, lo, hi, n_seg, x_scale,
@@ -578,4 +612,5 @@ def quantize_graph(graph: MatrixGraph, stats, *, fit_cache: dict | None = None,
         q.nodes[node.name] = NodeQuant(acc, terms, bias_int, x_scale, out_scale, bits,
                                        multiplier, np.asarray(shift), table,
                                        split_out=node.name in wide)
+        fit_cache[memo] = (q.nodes[node.name], ep.fit)
     return q

@@ -66,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report", action="store_true", help="also print the per-node report")
     parser.add_argument("--segments", type=_int_in(1, 64), default=None,
                         help="PWL segments for every function (default: 16, and 64 for exp, "
-                             "reciprocal and rsqrt)")
+                             "reciprocal, rsqrt and functions with 16-bit outputs)")
     parser.add_argument("--finetune", type=_int_in(0, 1000), default=0, metavar="EPOCHS",
                         help="fine-tune this many epochs (approximation-aware) and report it "
                              "(classification models; skipped for gcn under --model all)")
@@ -74,13 +74,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="int8 activation scales: MSE-optimal clipping or max")
     parser.add_argument("--lr", type=_positive_float, default=1e-4,
                         help="fine-tuning learning rate")
-    parser.add_argument("--wide", default="transformer",
-                        help="16-bit operand tensors: transformer (residual stream, attention "
-                             "queries/keys/scores/exp, sublayer outputs, embeddings), layernorm "
-                             "(residual stream and FFN hidden layer only), none, auto, or "
-                             "comma-separated patterns")
+    parser.add_argument("--wide", default="auto",
+                        help="16-bit operand tensors: auto (default: the transformer tensors, "
+                             "then the tensors whose measured int8 cost is largest until the "
+                             "output error is within --wide-budget), transformer (residual "
+                             "stream, attention queries/keys/scores/exp, sublayer outputs, "
+                             "embeddings), layernorm (residual stream and FFN hidden layer "
+                             "only), none (all int8), or comma-separated names/patterns")
     parser.add_argument("--wide-budget", type=_non_negative_float, default=None,
-                        help="accuracy budget of --wide auto (mean per-row 1 - cosine)")
+                        help="accuracy budget of --wide auto (mean per-row 1 - cosine on "
+                             "calibration samples; default 1e-3)")
+    parser.add_argument("--wide-max", type=_int_in(0, 100000), default=None,
+                        help="--wide auto adds at most this many 16-bit tensors (default: no "
+                             "limit)")
     parser.add_argument("--json", metavar="PATH",
                         help="write the results (including the targets) as JSON")
 
@@ -164,8 +170,9 @@ def _node_values(cm, node, inputs: tuple, mode: str, samples_per_run: int = 8):
     return unstack(torch.cat(outs)), unstack(torch.cat(vals))
 
 
-def measure(name: str, *, segments: int | None = None, clipping: str = "mse", wide="transformer",
-            wide_budget: float | None = None, finetune_epochs: int = 0,
+def measure(name: str, *, segments: int | None = None, clipping: str = "mse", wide="auto",
+            wide_budget: float | None = None, wide_max: int | None = None,
+            finetune_epochs: int = 0,
             lr: float = 1e-4, seed: int | None = None) -> tuple[dict, object]:
     """Convert zoo model ``name`` and measure every figure of the report.
 
@@ -187,7 +194,7 @@ def measure(name: str, *, segments: int | None = None, clipping: str = "mse", wi
 
     from compiler import convert, finetune
     from compiler.quant.wide import wide_cost
-    from compiler.report import check_targets, compare, function_errors
+    from compiler.report import check_targets, compare, function_errors, precision_summary
     from compiler.zoo import hidden_states, load
 
     t_start = time.perf_counter()
@@ -196,7 +203,7 @@ def measure(name: str, *, segments: int | None = None, clipping: str = "mse", wi
     t_load = time.perf_counter() - t0
     host = getattr(zm, "host_inputs", None)
     settings = dict(segments=segments, host_inputs=host, clipping=clipping, wide=wide,
-                    wide_budget=wide_budget)
+                    wide_budget=wide_budget, wide_max=wide_max)
     t0 = time.perf_counter()
     cm = convert(zm.model, zm.example_inputs, zm.calibration, **settings)
     t_convert = time.perf_counter() - t0
@@ -288,6 +295,7 @@ def measure(name: str, *, segments: int | None = None, clipping: str = "mse", wi
     if missed:
         results["diagnosis"] = _diagnose(cm, zm.example_inputs)
     results["wide"] = list(cm.quant.wide)
+    results["precision"] = precision_summary(cm)
     cost = wide_cost(cm.graph, cm.quant.wide)
     results["gemm_macs"] = {
         "int8_graph": sum(n.macs() for n in cm.graph.nodes),
@@ -433,6 +441,7 @@ def _print_model(con, results: dict, cm, report: bool) -> None:
                   + (" (--report lists them)" if results["folded"] else ""))
         con.print("host pre-processing: " + ("; ".join(results["host_ops"]) or "none"))
         con.print("16-bit operand tensors: " + (", ".join(results["wide"]) or "none"))
+        con.print(results["precision"])
     if "finetune" in results:
         f = results["finetune"]
         agree = ", ".join(f"{100 * v:.2f} %" for v in f["val_agreement"])
@@ -512,7 +521,8 @@ def run(args: argparse.Namespace) -> int:
         if args.model == "all" and spec(name).task != "classification":
             epochs = 0
         results, cm = measure(name, segments=args.segments, clipping=args.clipping, wide=wide,
-                              wide_budget=args.wide_budget, finetune_epochs=epochs, lr=args.lr)
+                              wide_budget=args.wide_budget, wide_max=args.wide_max,
+                              finetune_epochs=epochs, lr=args.lr)
         if args.model != "all" or args.report:
             _print_model(con, results, cm, args.report)
         else:
