@@ -74,7 +74,7 @@ NETWORK_TRACES = ROOT / "build" / "cycle_calibration_network_traces.pickle"
 RANGES = {
     "fetch_start": range(0, 6), "decode_cycles": range(0, 5), "queue_cycles": range(0, 5),
     "end_cycles": range(0, 8), "unit_cycles": range(2, 7), "load_start": range(0, 12),
-    "load_row_gap": range(1, 4), "load_merge_wait": range(0, 24), "load_ar": range(0, 4),
+    "load_row_gap": range(1, 4), "load_ar": range(0, 4),
     "load_row_done": range(0, 6),
     "load_end": range(0, 6), "loadt_start": range(0, 12), "loadt_end": range(0, 8),
     "store_start": range(0, 10), "store_row_gap": range(0, 4), "store_w": range(0, 10),

@@ -91,7 +91,9 @@ ARRAY_LATENCY_EXTRA = 5
 FETCH_CHUNK_BYTES = 256
 #: Load unit: row descriptors in flight (LoadUnit max_outstanding) and rows per merged request.
 LOAD_DESCRIPTORS = 32
-LOAD_MERGE_ROWS = 16
+LOAD_MERGE_ROWS = 256
+#: A pending run is requested while fewer rows than this are requested and not yet written.
+LOAD_LOW_WATER = 64
 #: Longest merged DMA request (load and store units) and the AXI page.
 MERGE_BYTES = 4096
 AXI_PAGE = 4096
@@ -139,8 +141,6 @@ class CycleParams:
         Cycles from a LOAD's take to its first row at the request stage.
     load_row_gap : int
         Cycles between the rows of a LOAD's walk (one read request each).
-    load_merge_wait : int
-        Extra cycles a mergeable row waits for a free descriptor.
     load_ar : int
         Cycles from a request to its AR handshake.
     load_row_done : int
@@ -189,7 +189,6 @@ class CycleParams:
     unit_cycles: int = _calibrated("unit_cycles", 4)
     load_start: int = _calibrated("load_start", 6)
     load_row_gap: int = _calibrated("load_row_gap", 2)
-    load_merge_wait: int = _calibrated("load_merge_wait", 0)
     load_ar: int = _calibrated("load_ar", 1)
     load_row_done: int = _calibrated("load_row_done", 2)
     load_end: int = _calibrated("load_end", 2)
@@ -227,7 +226,7 @@ class CycleParams:
 
 _HAND_SET = dict(dram_latency=60, write_latency=None, fetch_start=2, decode_cycles=2,
                  queue_cycles=2, end_cycles=3, unit_cycles=4, load_start=6, load_row_gap=2,
-                 load_merge_wait=0, load_ar=1, load_row_done=2, load_end=2, loadt_start=6,
+                 load_ar=1, load_row_done=2, load_end=2, loadt_start=6,
                  loadt_end=2,
                  store_start=4, store_row_gap=1, store_w=4, store_end=2,
                  compute_issue_cycles=4, gemm_start=4, gemm_tail=7, gemm_block_extra=0,
@@ -469,12 +468,17 @@ def _load_rows(m: _Machine, ins: Load) -> tuple[np.ndarray, np.ndarray, np.ndarr
 def _load_transfer(m: _Machine, ins: Load, t0: int) -> int:
     """Cycle the LOAD's last row is written, for a LOAD popped at ``t0``.
 
-    Rows leave the walk ``load_row_gap`` cycles apart, each with its own read request (rows
-    the RTL could merge, whole rows of whole beats, arrive too far apart to join; under a full
-    descriptor queue such a row costs ``load_merge_wait`` more, fitted: the RTL's merge path
-    holds it), at most :data:`LOAD_DESCRIPTORS` rows in flight. The assembler
-    takes ``max(beats in, beats out + 1)`` cycles per row and writes it ``load_row_done``
-    after its last beat; while it is busy the R channel waits.
+    The walk issues one row every ``load_row_gap`` cycles into a descriptor queue of
+    ``max(LOAD_DESCRIPTORS, 2 * merge rows)`` rows (a descriptor frees when its row is written);
+    at most :data:`LOAD_DESCRIPTORS` bursts are outstanding.
+    Whole rows of whole beats that follow each other in DRAM join a pending run (at most
+    :data:`MERGE_BYTES` and ``min(LOAD_MERGE_ROWS, MERGE_BYTES / beat)`` rows) while at least
+    :data:`LOAD_LOW_WATER` rows are requested and not yet written; otherwise the run is requested
+    and the row starts the next one (hw/load_unit.py). Other rows are one request each, a cycle
+    after a pending run goes. The assembler takes ``max(beats in, beats out + 1)`` cycles per
+    request row of its own and, inside a run, one cycle per beat plus one per row of several
+    beats (fitted between the RTL's rates: docs/simulation.md), and writes a row
+    ``load_row_done`` after its last beat; while it is busy the R channel waits.
     """
     p, bw = m.p, m.bw
     starts, nbytes, full, row_bytes, lo_bytes = _load_rows(m, ins)
@@ -484,32 +488,93 @@ def _load_transfer(m: _Machine, ins: Load, t0: int) -> int:
     n = len(starts)
     done = [0] * n
     lat = 1 + p.dram_latency
+    merge_rows = max(1, min(LOAD_MERGE_ROWS, MERGE_BYTES // bw))
+    window = max(LOAD_DESCRIPTORS, 2 * merge_rows)
     t = t0 + p.load_start - p.load_row_gap
     last_done = t0
+    requested = 0  # rows 0..requested-1 have been requested (their `done` is known)
+    written = 0  # rows 0..written-1 are written by the current cycle
+    run: list[int] | None = None  # pending run: [first row, rows, DRAM start, bytes]
+    burst_end: list[int] = []  # last R beat of every burst requested, in order
+
+    def request_slot(now: int) -> int:
+        """First cycle from ``now`` with fewer than LOAD_DESCRIPTORS bursts outstanding."""
+        if len(burst_end) >= LOAD_DESCRIPTORS:
+            return max(now, burst_end[-LOAD_DESCRIPTORS] + 1)
+        return now
+
+    def in_flight(now: int) -> int:
+        nonlocal written
+        while written < requested and done[written] <= now:
+            written += 1
+        return requested - written
+
+    def issue_run(now: int) -> None:
+        nonlocal last_done, requested, run
+        first, rows, addr, nb = run
+        ar = request_slot(now) + p.load_ar
+        beat_at = []  # cycle of each R beat of the run
+        for b in _bursts(addr, nb, bw):
+            s0 = m.rch.book(ar + lat, b)
+            beat_at.extend(range(s0, s0 + b))
+            burst_end.append(s0 + b - 1)
+            ar += 1
+        k = addr % bw  # an unaligned run has one more beat in than out
+        for r in range(first, first + rows):
+            beats = (k + nbytes[r] + bw - 1) // bw
+            k = (k + nbytes[r]) % bw
+            last_beat = (starts[r] - addr + nbytes[r] - 1 + addr % bw) // bw
+            last = beat_at[min(len(beat_at) - 1, last_beat)]
+            last_done = done[r] = max(last_done + beats + (beats > 1), last + 1 + p.load_row_done)
+        requested = first + rows
+        run = None
+
     for r in range(n):
         t += p.load_row_gap
-        if r >= LOAD_DESCRIPTORS and done[r - LOAD_DESCRIPTORS] > t:
-            mergeable = merge_ok and full[r]
-            t = done[r - LOAD_DESCRIPTORS] + (p.load_merge_wait if mergeable else 0)
+        if r >= window and done[r - window] > t:
+            if run is not None:
+                issue_run(t)
+            t = done[r - window]
         a = starts[r]
+        if run is not None and (a < 0 or not (merge_ok and full[r])):
+            issue_run(t)  # the pending run goes first; this row a cycle later
+            t += 1
         if a < 0:  # padding only: no read
             last_done = done[r] = max(last_done + 1, t + p.load_row_done)
+            requested = r + 1
             continue
-        ar = t + p.load_ar
         nb = nbytes[r]
+        if merge_ok and full[r]:
+            if (run is not None and a == run[2] + run[3] and run[3] + nb <= MERGE_BYTES
+                    and run[1] < merge_rows and in_flight(t) >= LOAD_LOW_WATER):
+                run[1] += 1
+                run[3] += nb
+                continue
+            if run is not None:
+                issue_run(t)
+            run = [r, 1, a, nb]
+            continue
+        t = request_slot(t)
+        ar = t + p.load_ar
         beats = (a % bw + nb + bw - 1) // bw  # R beats in
         # the assembler takes an input beat a cycle and one cycle more per output row beat
         # set: max(beats in, beats out + 1) cycles per row
         cost = max(beats, (lo_bytes[r] + nb + bw - 1) // bw + 1)
         if a % AXI_PAGE + nb <= AXI_PAGE and beats <= AXI_MAX_BEATS:  # one burst
             end = m.rch.book(ar + lat, cost) + beats
+            burst_end.append(end - 1)
         else:
             bursts = _bursts(a, nb, bw)
             for k, b in enumerate(bursts):
                 extra = cost - beats if k == len(bursts) - 1 else 0
                 end = m.rch.book(ar + lat, b + extra) + b
+                burst_end.append(end - 1)
                 ar += 1
         last_done = done[r] = max(last_done + cost, end + p.load_row_done)
+        requested = r + 1
+    if run is not None:
+        t += 1
+        issue_run(t)
     return max(last_done, t) + p.load_end
 
 
