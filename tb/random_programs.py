@@ -777,8 +777,11 @@ def _mutate(rng: random.Random, cfg: AcceleratorConfig, b: _Builder, what: str):
         i = pick(Epi, lambda x: x.dest == EpiDest.ACC and x.m * x.n_tiles > 1)
         if i is None:
             return None
-        replace(i, dst=prog[i].src + rng.choice([-1, 1]) * rng.randint(
-            1, prog[i].m * prog[i].n_tiles - 1))
+        sign = rng.choice([-1, 1])
+        shift = rng.randint(1, prog[i].m * prog[i].n_tiles - 1)
+        if prog[i].src - shift < 0:  # below row 0 the field cannot be encoded: overlap above
+            sign = 1
+        replace(i, dst=prog[i].src + sign * shift)
     elif what in ("bias shift", "bias reserved", "pwl shift", "pwl header", "pwl order"):
         kind = TableKind.BIAS if what.startswith("bias") else TableKind.PWL
         recs = [r for r in b.loadt_records if r[1] == kind]
