@@ -3,7 +3,8 @@ DMA geometry slots.
 
 On-chip memories are split into fixed arenas per config (:class:`OnChip`): two operand slots and
 two output slots (double buffering), a weight cache, an arena for activations kept on chip
-between nodes (:class:`RowArena`, with liveness), two accumulator slots, constant blocks, and
+between nodes (:class:`RowArena`, with liveness), constant blocks, two accumulator slots (one
+per accumulator half, each followed by its half's staging rows), and
 in the bias/scale SRAM constant entries, two row-scale slots and a ring of per-node entries.
 Reusing a buffer is always safe: the scheduler orders every reuse with tokens.
 """
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from hw.accumulator import ACC_BANKS
 from hw.config import AcceleratorConfig
 
 __all__ = ["DramAllocator", "OnChip", "Ring", "RowArena", "SlotCache"]
@@ -197,12 +199,16 @@ class OnChip:
         w_base = self.o_base + 2 * self.o_slot
         self.resident = RowArena(s - self.resident_rows, self.resident_rows)
         self.weights = SlotCache(Ring(w_base, s - w_base - self.resident_rows))
-        # accumulator: 2 tile slots + a small row-scale staging area
-        a = c.accumulator_rows
-        self.rs_acc = a // 8
-        self.acc_slot = (a - self.rs_acc) // 2
-        self.acc_base = 0
-        self.rs_acc_base = 2 * self.acc_slot
+        # accumulator: one tile slot and one staging area (row scales, transposed operands) per
+        # half. The RTL's accumulator is ACC_BANKS = 2 banks of A/2 consecutive rows, and its
+        # GEMM port has priority in its bank: an EPI reading the tile slot of one half runs at
+        # full speed beside the next tile's GEMMs only if those accumulate into the other half.
+        # So no slot or stage straddles the half boundary, and consecutive tiles alternate halves.
+        half = c.accumulator_rows // ACC_BANKS
+        self.rs_acc = half // 8
+        self.acc_slot = half - self.rs_acc
+        self.acc_bases = (0, half)
+        self.rs_acc_bases = tuple(b + self.acc_slot for b in self.acc_bases)
         # bias/scale entries: 3 constant sets of C (unit, x256, >>8) | 2 row-scale slots | ring
         e = c.bias_entries
         C = c.cols
