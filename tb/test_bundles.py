@@ -70,8 +70,11 @@ def run_bundle_tb(name: str, config_name: str, seed: int, tmp_path, *, backpress
         assert torch.equal(got, want), f"{name}: {int((got != want).sum())} outputs differ"
     counters = json.loads((run_dir / "counters.json").read_text())
     assert counters["ARRAY_MACS"] > 0 and counters["CYCLES"] > 0
+    timing = json.loads((run_dir / "timing.json").read_text())
     print(f"{name} on {config_name} under cocotb (seed {seed}, {backpressure} pauses): "
-          f"{counters['CYCLES']} cycles")
+          f"{counters['CYCLES']} cycles in {timing['run_wall_s']:.1f} s wall, "
+          f"{timing['run_cpu_s']:.1f} s CPU ({counters['CYCLES'] / timing['run_cpu_s']:,.0f} "
+          f"cycles per CPU second)")
     return counters
 
 
