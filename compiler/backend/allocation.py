@@ -4,7 +4,7 @@ DMA geometry slots.
 On-chip memories are split into fixed arenas per config (:class:`OnChip`): two operand slots and
 two output slots (double buffering), a weight cache, an arena for activations kept on chip
 between nodes (:class:`RowArena`, with liveness), constant blocks, two accumulator slots (one
-per accumulator half, each followed by its half's staging rows), and
+in each accumulator half) with a staging area between them, and
 in the bias/scale SRAM constant entries, two row-scale slots and a ring of per-node entries.
 Reusing a buffer is always safe: the scheduler orders every reuse with tokens.
 """
@@ -199,16 +199,17 @@ class OnChip:
         w_base = self.o_base + 2 * self.o_slot
         self.resident = RowArena(s - self.resident_rows, self.resident_rows)
         self.weights = SlotCache(Ring(w_base, s - w_base - self.resident_rows))
-        # accumulator: one tile slot and one staging area (row scales, transposed operands) per
-        # half. The RTL's accumulator is ACC_BANKS = 2 banks of A/2 consecutive rows, and its
-        # GEMM port has priority in its bank: an EPI reading the tile slot of one half runs at
-        # full speed beside the next tile's GEMMs only if those accumulate into the other half.
-        # So no slot or stage straddles the half boundary, and consecutive tiles alternate halves.
+        # accumulator: tile slot 0 | staging area (row scales, transposed operands) | tile slot 1.
+        # The RTL's accumulator is ACC_BANKS = 2 banks of A/2 consecutive rows, and its GEMM port
+        # has priority in its bank: an EPI reading one tile slot runs at full speed beside the
+        # next tile's GEMMs only if those accumulate into the other half. So each tile slot lies
+        # in its own half (consecutive tiles alternate halves) and the staging area, used briefly
+        # per tile, spans the middle; the sizes are those of one slot per half.
         half = c.accumulator_rows // ACC_BANKS
-        self.rs_acc = half // 8
-        self.acc_slot = half - self.rs_acc
-        self.acc_bases = (0, half)
-        self.rs_acc_bases = tuple(b + self.acc_slot for b in self.acc_bases)
+        self.rs_acc = c.accumulator_rows // 8
+        self.acc_slot = half - self.rs_acc // 2
+        self.acc_bases = (0, half + self.rs_acc // 2)
+        self.rs_acc_base = self.acc_slot
         # bias/scale entries: 3 constant sets of C (unit, x256, >>8) | 2 row-scale slots | ring
         e = c.bias_entries
         C = c.cols

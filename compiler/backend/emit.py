@@ -125,7 +125,6 @@ class Emitter:
         self.node_ranges: dict[str, tuple[int, int]] = {}
         self.node_info: dict[str, dict] = {}
         self.toggle = {"a": 0, "o": 0, "acc": 0, "rs": 0}
-        self.acc_half = 0  # accumulator half of the tile being emitted
         self.node: IntNode | None = None
         self.neg_block = None
         self._neg_addr = None
@@ -882,11 +881,8 @@ class Emitter:
               M, N):
         R, C, chip = self.R, self.C, self.chip
         me = rows_g.size
-        # consecutive tiles alternate accumulator halves (allocation.OnChip); this tile's staging
-        # rows (row scales, transposed operands) are in its own half, where no GEMM of the
-        # previous or next tile accumulates
-        self.acc_half = self.toggle["acc"]
-        acc = chip.acc_bases[self.acc_half]
+        # consecutive tiles alternate accumulator halves (allocation.OnChip)
+        acc = chip.acc_bases[self.toggle["acc"]]
         self.toggle["acc"] ^= 1
         g0 = int(rows_g[0])
         ents = self.entries((node.name, int(ent_lead[g0]), u0, nge),
@@ -1080,7 +1076,7 @@ class Emitter:
         chip = self.chip
         me = rows_g.size
         addr = arr[lg[rows_g], rows_i][:, None]
-        stage = chip.rs_acc_bases[self.acc_half]
+        stage = chip.rs_acc_base
         self.load_rows(MemSpace.ACC, stage, addr, 4)
         dst = chip.rs_base + self.toggle["rs"] * chip.rs_slot
         self.toggle["rs"] ^= 1
@@ -1191,7 +1187,7 @@ class Emitter:
         me = rows_i.size
         a = pp["a_addr"]
         ident = self.identity_block()
-        stage = chip.rs_acc_bases[self.acc_half]
+        stage = chip.rs_acc_base
         blocks = []
         r = 0
         while r < me:
