@@ -126,13 +126,12 @@ def measure(name: str, size: str = "table", seed: int = 0) -> Row:
 
 
 def requantised(cm, wide: list[str]):
-    """``cm`` re-quantised with exactly the tensors ``wide`` held at 16 bits (same calibration
-    statistics); returns ``cm``."""
-    from compiler.quant.precision import set_wide
+    """``cm`` re-quantised with exactly the tensors (and ``"<node>:weights"``) ``wide`` held at
+    16 bits (same calibration statistics); returns ``cm``."""
+    from compiler.quant.precision import set_wide, wide_choices
     from compiler.quant.quantize import quantize_graph
-    from compiler.quant.wide import wide_tensors
 
-    set_wide(cm.graph, wide_tensors(cm.graph), wide=False)
+    set_wide(cm.graph, wide_choices(cm.graph), wide=False)
     set_wide(cm.graph, wide)
     cm.quant = quantize_graph(cm.graph, cm.stats, segments=cm.segments, clipping=cm.clipping,
                               fit_cache=cm.fit_cache)

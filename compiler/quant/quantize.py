@@ -46,8 +46,10 @@ from compiler.quant.wide import (
     WIDE_PAIR_MAX_K,
     WIDE_QMAX,
     pair_split,
+    weight_side,
     wide_problem,
     wide_tensors,
+    wide_weights,
 )
 from hw.numeric import MAX_SHIFT, SCALE_BITS, PwlTable, int_range, quantize_multiplier
 
@@ -124,13 +126,15 @@ class QuantParams:
     """Scales of every data tensor and the integer parameters of every node.
 
     ``wide`` lists the 16-bit GEMM operand tensors (held as ``256 hi + lo``, see
-    :mod:`compiler.quant.wide`), in graph order.
+    :mod:`compiler.quant.wide`), in graph order; ``wide_weights`` the nodes whose weights are
+    16-bit (``"<node>:weights"``, :attr:`compiler.graph.Term.const_bits`).
     """
 
     scales: dict[str, float] = field(default_factory=dict)
     bits: dict[str, int] = field(default_factory=dict)
     nodes: dict[str, NodeQuant] = field(default_factory=dict)
     wide: list[str] = field(default_factory=list)
+    wide_weights: list[str] = field(default_factory=list)
 
 
 def mse_scale(values: np.ndarray, bits: int = 8, steps: int = 71) -> float:
@@ -447,6 +451,7 @@ def quantize_graph(graph: MatrixGraph, stats, *, fit_cache: dict | None = None,
 
     q = QuantParams()
     q.wide = wide_tensors(graph)
+    q.wide_weights = wide_weights(graph)
     wide = set(q.wide)
     for name in q.wide:
         problem = wide_problem(graph, name)
@@ -455,8 +460,11 @@ def quantize_graph(graph: MatrixGraph, stats, *, fit_cache: dict | None = None,
                                     f"16-bit GEMM operand: {problem}")
     for inp in graph.inputs:
         if inp.name in stats.samples:
-            q.scales[inp.name] = act_scale(inp.name)
-            q.bits[inp.name] = 8
+            if inp.bits == 16:  # split by the host into hi/lo planes: no clipping
+                q.scales[inp.name] = (stats.amax.get(inp.name, 0.0) or 1.0) / WIDE_QMAX
+            else:
+                q.scales[inp.name] = act_scale(inp.name)
+            q.bits[inp.name] = inp.bits
     for h in graph.host_ops:
         if h.name in stats.samples:
             q.scales[h.name] = act_scale(h.name)
@@ -482,11 +490,20 @@ def quantize_graph(graph: MatrixGraph, stats, *, fit_cache: dict | None = None,
                         f"reduction length {int(t.a.shape[-1])} exceeds {WIDE_PAIR_MAX_K}, the "
                         "longest whose hi.hi sum cannot overflow the x256 epilogue; hold one of "
                         "them at 8 bits")
+            weight = weight_side(graph, t) if t.const_bits == 16 else None
+            if t.const_bits not in (8, 16):
+                raise QuantizationError(f"node {node.name} ({node.module}): constant operand "
+                                        f"bits {t.const_bits}; supported: 8, 16")
+            if weight is not None:
+                # a 16-bit weight: hi/lo GEMMs, or with a 16-bit data operand hi.hi before
+                # and hi.lo + lo.hi after the x256 epilogue (lo.lo dropped, as "ab")
+                sides = ["ab"] if sides else [weight]
             if not sides and ep.out_bits == 16:
                 side = _table_constant_side(graph, t)
                 sides = [side] if side else []
             splits.append(sides[0] if sides else None)
-        wide_consts = [sp in ("a", "b") and graph.is_const(getattr(t, sp))
+        wide_consts = [(sp in ("a", "b") and graph.is_const(getattr(t, sp)))
+                       or (sp == "ab" and (graph.is_const(t.a) or graph.is_const(t.b)))
                        for sp, t in zip(splits, node.terms, strict=True)]
         shifted = any(sp in SHIFTED_SPLITS for sp in splits)
         pre = [shifted and sp in (None, "hh") for sp in splits]
@@ -585,7 +602,7 @@ def quantize_graph(graph: MatrixGraph, stats, *, fit_cache: dict | None = None,
         terms = []
         for (kind, a_step, b_step), t, sp in zip(term_steps, node.terms, splits, strict=True):
             what = f"node {node.name} ({node.module}, {node.aten})"
-            a_bits, b_bits = (16 if sp == "a" else 8), (16 if sp == "b" else 8)
+            a_bits, b_bits = (16 if sp in ("a", "ab") else 8), (16 if sp in ("b", "ab") else 8)
             if kind == "dd":
                 terms.append(TermQuant(None, None, None, None))
             elif kind == "dB":
