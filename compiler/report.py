@@ -223,8 +223,8 @@ def precision_reasons(cm) -> dict[str, str]:
 
 
 def precision_summary(cm) -> str:
-    """One line: the 16-bit operand tensors (and weights) and, after ``wide="auto"``, what the search
-    measured (output error = mean per-row ``1 - cosine`` against the float graph)."""
+    """One line: the 16-bit operand tensors (and weights) and, after ``wide="auto"``, what the
+    search measured (output error = mean per-row ``1 - cosine`` against the float graph)."""
     search = getattr(cm, "wide_search", None)
     n = len(cm.quant.wide)
     nw = len(cm.quant.wide_weights)

@@ -40,9 +40,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from compiler.graph import MatrixGraph
+from compiler.graph import MatrixGraph, TensorRef, Term
 from compiler.quant.quantize import QuantizationError, quantize_graph
-from compiler.graph import TensorRef, Term
 from compiler.quant.wide import (
     WEIGHT_SUFFIX,
     scale_group,
