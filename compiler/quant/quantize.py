@@ -23,7 +23,9 @@ Scheme (all symmetric, zero point 0):
   from :func:`compiler.pwl.fit_pwl` (output scale folded into the slopes and intercepts), or is
   built exactly for identity/ReLU/ReLU6.
 - **16-bit operands** (:mod:`compiler.quant.wide`): a node output with ``out_bits=16`` read by GEMMs
-  gets scale ``amax / WIDE_QMAX``; terms reading it run as ``hi`` and ``lo`` GEMMs around an
+  gets scale ``WIDE_HEADROOM amax / WIDE_QMAX`` (``amax / WIDE_QMAX`` if only its ``hi``
+  halves are read); so does a graph input marked 16-bit (the host writes its halves); terms
+  reading it run as ``hi`` and ``lo`` GEMMs around an
   ``x256`` epilogue, and the node's other terms count ``1/256`` of their data scales.
 """
 
@@ -41,6 +43,7 @@ from compiler.graph import ConvertError, GemmNode, MatrixGraph
 from compiler.quant.wide import (
     HI_STEP,
     SHIFTED_SPLITS,
+    WIDE_HEADROOM,
     WIDE_MAX,
     WIDE_MIN,
     WIDE_PAIR_MAX_K,
@@ -420,7 +423,8 @@ def quantize_graph(graph: MatrixGraph, stats, *, fit_cache: dict | None = None,
     """Derive :class:`QuantParams` from calibration ``stats`` (:class:`compiler.execute.Stats`).
 
     Node outputs with ``out_bits=16`` that GEMMs read are 16-bit operands (``QuantParams.wide``):
-    scale ``max|v| / WIDE_QMAX`` (the split range of :mod:`compiler.quant.wide`); every node
+    scale ``WIDE_HEADROOM max|v| / WIDE_QMAX`` (the split range of :mod:`compiler.quant.wide`,
+    with headroom for held-out values); every node
     reading one splits that term into ``hi``/``lo`` GEMMs and accumulates its other terms before
     the ``x256`` epilogue, so their constants are quantised against ``256 x`` the accumulator step.
 
@@ -458,10 +462,14 @@ def quantize_graph(graph: MatrixGraph, stats, *, fit_cache: dict | None = None,
         if problem is not None:
             raise QuantizationError(f"tensor {name} ({graph.node(name).module}) cannot be a "
                                     f"16-bit GEMM operand: {problem}")
+    # 16-bit tensors whose hi halves alone are read (long self-products): no headroom
+    hi_only = {t.a.source for n in graph.nodes for t in n.terms
+               if t.a.source == t.b.source and t.a.source in wide and pair_split(t) == "hh"}
     for inp in graph.inputs:
         if inp.name in stats.samples:
             if inp.bits == 16:  # split by the host into hi/lo planes: no clipping
-                q.scales[inp.name] = (stats.amax.get(inp.name, 0.0) or 1.0) / WIDE_QMAX
+                q.scales[inp.name] = (WIDE_HEADROOM * stats.amax.get(inp.name, 0.0)
+                                      or 1.0) / WIDE_QMAX
             else:
                 q.scales[inp.name] = act_scale(inp.name)
             q.bits[inp.name] = inp.bits
@@ -515,7 +523,8 @@ def quantize_graph(graph: MatrixGraph, stats, *, fit_cache: dict | None = None,
         deps = [r.source for t in node.terms for r in (t.a, t.b) if not graph.is_const(r)]
         deps += [ep.row_scale.source] if ep.row_scale is not None else []
         deps += [ep.scale_like] if ep.scale_like is not None else []
-        memo = ("node", node.name, bits, node.name in wide, tuple(splits), tuple(pre), clipping,
+        memo = ("node", node.name, bits, node.name in wide, node.name in hi_only, tuple(splits),
+                tuple(pre), clipping,
                 None if ep.function in EXACT_FUNCTIONS
                 else segment_budget(segments, ep.function, bits),
                 tuple(q.scales.get(d) for d in deps))
@@ -539,6 +548,7 @@ def quantize_graph(graph: MatrixGraph, stats, *, fit_cache: dict | None = None,
         elif bits == 8:
             out_scale = act_scale(node.name)
         elif node.name in wide:
+            room = room if node.name in hi_only else max(room, WIDE_HEADROOM)
             out_scale = (amax * room or 1.0) / WIDE_QMAX
         else:
             if bits == 32 and ep.function in EXACT_FUNCTIONS:

@@ -33,8 +33,14 @@ halves only (``"hh"``, one int8 GEMM at 256x the 16-bit step), a longer product 
 halves are in range and ``256 hi + lo == v`` exactly (``lo = ((v + 128) mod 256) - 128``,
 ``hi = (v - lo) / 256``). Outside that range the saturating epilogues give
 ``256 hi + lo == clamp(v, WIDE_MIN, WIDE_MAX)``: a 16-bit tensor saturates at those bounds the way
-an int8 tensor saturates at -128..127. The quantiser maps a wide tensor's calibrated ``max |v|``
-to :data:`WIDE_QMAX` (symmetric), so calibrated values never saturate.
+an int8 tensor saturates at -128..127. The quantiser maps :data:`WIDE_HEADROOM` times a wide
+tensor's calibrated ``max |v|`` to :data:`WIDE_QMAX` (symmetric), so calibrated values never
+saturate and held-out values up to that factor beyond them do not either; a tensor whose ``hi``
+halves alone are read (``"hh"``) keeps the calibrated maximum at full scale.
+
+Constants (weights, :attr:`compiler.graph.Term.const_bits`) and graph inputs can be 16-bit too:
+a constant is split offline into ``hi`` and ``lo`` planes (scale ``max |w| / WIDE_QMAX`` per
+output column), a graph input by the host, which writes both planes.
 """
 
 from __future__ import annotations
@@ -43,14 +49,18 @@ import numpy as np
 
 from hw.numeric import PwlTable, epilogue, round_shift
 
-__all__ = ["HI_STEP", "SHIFTED_SPLITS", "WEIGHT_SUFFIX", "WIDE_MAX", "WIDE_MIN", "WIDE_PAIR_MAX_K",
-           "WIDE_QMAX", "join_int16", "pair_split", "scale_group", "split_int16",
+__all__ = ["HI_STEP", "SHIFTED_SPLITS", "WEIGHT_SUFFIX", "WIDE_HEADROOM", "WIDE_MAX", "WIDE_MIN",
+           "WIDE_PAIR_MAX_K", "WIDE_QMAX", "join_int16", "pair_split", "scale_group", "split_int16",
            "split_saturating", "weight_problem", "weight_side", "weight_terms", "wide_weights"]
 
 #: Smallest and largest value ``256 hi + lo`` with ``hi, lo`` int8 and ``hi = round_shift(v, 8)``.
 WIDE_MIN, WIDE_MAX = -128 * 256 - 128, 127 * 256 + 127
-#: Symmetric quantisation bound of a 16-bit operand (``max |v|`` maps here).
+#: Symmetric quantisation bound of a 16-bit operand (``WIDE_HEADROOM max |v|`` maps here).
 WIDE_QMAX = WIDE_MAX
+#: Full scale of a 16-bit data tensor (node output or graph input) over its calibrated
+#: ``max |v|``: 2 of its 16 bits, so held-out inputs a little beyond the calibration set do not
+#: saturate (an int8 tensor clips by design: MSE-optimal; a 16-bit one is chosen for accuracy).
+WIDE_HEADROOM = 4.0
 #: 16-bit steps per step of the ``hi`` half (a self-product reads ``hi`` only).
 HI_STEP = 256
 #: Longest reduction of a term with two 16-bit operands run as ``hi·hi``, ``x256``,
