@@ -42,6 +42,7 @@ class Row:
     sensitivity: float | None = None
     wide: int = 0
     int8_cosine: float | None = None
+    wide_weights: int = 0
 
     def to_dict(self) -> dict:
         """JSON-ready fields."""
@@ -116,13 +117,16 @@ def measure(name: str, size: str = "table", seed: int = 0) -> Row:
     seconds = time.perf_counter() - t0
     metric = "token cosine (mean)" if case.kind == "tokens" else "logit cosine (worst)"
     sens = float_sensitivity(case) if case.kind == "logits" else None
-    wide = list(cm.quant.wide)
+    from compiler.quant.precision import wide_choices
+
+    wide = wide_choices(cm.graph)
     int8 = None
     if wide:  # the same conversion with every GEMM operand int8, for comparison
         int8 = int_cosine(requantised(cm, []), case)
         requantised(cm, wide)
     return Row(name, arch.family, True, int_cosine(cm, case), metric, "", seconds,
-               len(cm.graph.nodes), case.description, sens, len(wide), int8)
+               len(cm.graph.nodes), case.description, sens, len(cm.quant.wide), int8,
+               len(cm.quant.wide_weights))
 
 
 def requantised(cm, wide: list[str]):
