@@ -36,7 +36,9 @@ halves are in range and ``256 hi + lo == v`` exactly (``lo = ((v + 128) mod 256)
 an int8 tensor saturates at -128..127. The quantiser maps :data:`WIDE_HEADROOM` times a wide
 tensor's calibrated ``max |v|`` to :data:`WIDE_QMAX` (symmetric), so calibrated values never
 saturate and held-out values up to that factor beyond them do not either; a tensor whose ``hi``
-halves alone are read (``"hh"``) keeps the calibrated maximum at full scale.
+halves alone are read (``"hh"``), and the ``"transformer"`` policy's tensors (the residual stream
+and attention, measured on the zoo transformers without it), keep the calibrated maximum at full
+scale.
 
 Constants (weights, :attr:`compiler.graph.Term.const_bits`) and graph inputs can be 16-bit too:
 a constant is split offline into ``hi`` and ``lo`` planes (scale ``max |w| / WIDE_QMAX`` per
