@@ -173,9 +173,12 @@ def _float_node(graph, node: GemmNode, vals, consts, mode, qp: QuantParams | Non
                 a = _fq(a, tq.a_scale, 16 if a_wide else 8, split=a_wide)
             if tq.b_scale is not None:
                 b = _fq(b, tq.b_scale, 16 if b_wide else 8, split=b_wide)
-            if tq.split == "ab":  # the integer path drops lo_a . lo_b
-                ha = _hi_half(a, qp.scales[t.a.source] if tq.a_scale is None else tq.a_scale)
-                hb = _hi_half(b, qp.scales[t.b.source] if tq.b_scale is None else tq.b_scale)
+            sa = tq.a_scale if graph.is_const(t.a) else qp.scales.get(t.a.source)
+            sb = tq.b_scale if graph.is_const(t.b) else qp.scales.get(t.b.source)
+            # the integer path drops lo_a . lo_b (an operand left unquantised, as the
+            # diagnosis does, has no halves)
+            if tq.split == "ab" and sa is not None and sb is not None:
+                ha, hb = _hi_half(a, sa), _hi_half(b, sb)
                 acc_t = torch.matmul(ha, b) + torch.matmul(a - ha, hb)
                 acc = acc_t if acc is None else acc + acc_t
                 continue

@@ -67,3 +67,18 @@ def test_with_every_source_left_out_only_the_pwl_error_remains():
     with torch.no_grad():
         got, pwl = cm(x, mode="fake-quant"), cm(x, mode="float-pwl")
     assert float((got - pwl).abs().max() / pwl.abs().max()) < 1e-4
+
+
+def test_error_sources_with_sixteen_bit_weights_and_input():
+    """Leaving out a source must work when terms read 16-bit weights against 16-bit data (the
+    ``"ab"`` terms the fake-quant executor models with their dropped ``lo.lo`` part): an operand
+    left unquantised has no halves to drop."""
+    from compiler.quant.precision import weight_candidates, wide_candidates
+
+    case = _case()
+    base = convert(case.model, case.example_inputs, case.calibration, wide="none")
+    wide = wide_candidates(base.graph) + weight_candidates(base.graph)
+    cm = convert(case.model, case.example_inputs, case.calibration, wide=wide)
+    res = error_sources(cm, case)
+    assert res["int"] > 0.9999 and res["int, everything 16-bit"] > 0.9999, res
+    assert res["int"] == pytest.approx(res["fake-quant"], abs=1e-4)
