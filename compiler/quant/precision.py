@@ -97,16 +97,17 @@ def wide_choices(graph: MatrixGraph) -> list[str]:
     return wide_tensors(graph) + wide_weights(graph)
 
 
-def layernorm_tensors(graph: MatrixGraph) -> list[str]:
+def layernorm_tensors(graph: MatrixGraph, *, any_width: bool = False) -> list[str]:
     """The ``"layernorm"`` policy: around every LayerNorm, its input (the tensor its ``ln_mean``
     node averages), its centred values (``ln_centred``) and its output (``ln_affine``, or
     ``ln_norm`` without an affine step): the transformer's residual stream; and the outputs of
     activation nodes (:data:`_ACTIVATIONS`) read by a node outside the stream whose output a
     stream node reads (a sublayer's output projection): the FFN hidden layer, ``fc1``'s output
     in ``x + fc2(gelu(fc1(x)))``. Only tensors that can be 16-bit (an int32 network output
-    cannot), in graph order.
+    cannot), in graph order; with ``any_width`` every node the rule names, whatever its
+    current width (the structural set, e.g. after the tensors were made 16-bit).
     """
-    eligible = set(wide_candidates(graph))
+    eligible = _eligible(graph, any_width)
     affine_inputs = {t.a.source for n in graph.nodes if _LN_AFFINE.match(n.name)
                      for t in n.terms}
     chosen = set()
@@ -136,7 +137,11 @@ def _data_sources(graph: MatrixGraph, node) -> list[str]:
     return [r.source for t in node.terms for r in (t.a, t.b) if not graph.is_const(r)]
 
 
-def transformer_tensors(graph: MatrixGraph) -> list[str]:
+def _eligible(graph: MatrixGraph, any_width: bool) -> set[str]:
+    return {n.name for n in graph.nodes} if any_width else set(wide_candidates(graph))
+
+
+def transformer_tensors(graph: MatrixGraph, *, any_width: bool = False) -> list[str]:
     """The ``"transformer"`` policy: :func:`layernorm_tensors`, and
 
     - every LayerNorm's normalised values (``ln_norm``, which the affine step reads);
@@ -149,11 +154,12 @@ def transformer_tensors(graph: MatrixGraph) -> list[str]:
       read it.
 
     The values stay int8. Measured on the zoo transformers in docs/transformers.md; models
-    without LayerNorm and softmax get no 16-bit tensor.
+    without LayerNorm and softmax get no 16-bit tensor. ``any_width``: as in
+    :func:`layernorm_tensors`.
     """
-    eligible = set(wide_candidates(graph))
+    eligible = _eligible(graph, any_width)
     nodes = {n.name: n for n in graph.nodes}
-    stream = set(layernorm_tensors(graph))
+    stream = set(layernorm_tensors(graph, any_width=any_width))
     chosen = set(stream)
     chosen |= {n.name for n in graph.nodes if _LN_NORM.match(n.name)}
     ln_inputs = {t.a.source for n in graph.nodes if _LN_MEAN.match(n.name) for t in n.terms}

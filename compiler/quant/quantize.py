@@ -474,7 +474,8 @@ def quantize_graph(graph: MatrixGraph, stats, *, fit_cache: dict | None = None,
         from compiler.quant.precision import transformer_tensors
 
         fit_cache[("transformer_tensors",)] = {
-            m for name in transformer_tensors(graph) for m in scale_group(graph, name)}
+            m for name in transformer_tensors(graph, any_width=True)
+            for m in scale_group(graph, name)}
     hi_only |= fit_cache[("transformer_tensors",)]
     for inp in graph.inputs:
         if inp.name in stats.samples:
