@@ -118,6 +118,7 @@ def _fq(x: torch.Tensor, scale, bits: int, *, split: bool = False) -> torch.Tens
 
 def _hi_half(x: torch.Tensor, scale: float) -> torch.Tensor:
     """A 16-bit tensor on the grid of its ``hi`` halves (``round_shift(v, 8)``, half up), STE."""
+    scale = torch.as_tensor(np.asarray(scale, dtype=np.float64), dtype=x.dtype)
     v = torch.round(x / scale).detach()
     hi = torch.floor((v + HI_STEP // 2) / HI_STEP)
     return x + (hi * HI_STEP * scale - x).detach()
@@ -167,12 +168,17 @@ def _float_node(graph, node: GemmNode, vals, consts, mode, qp: QuantParams | Non
             tq = nq.terms[i]
             if tq.split == "hh":
                 a, b = (_hi_half(v, qp.scales[t.a.source]) for v in (a, b))
-            if tq.a_scale is not None:
-                a = _fq(a, tq.a_scale, 16 if tq.split == "a" else 8, split=tq.split == "a")
+            a_wide, b_wide = tq.split in ("a", "ab"), tq.split in ("b", "ab")
+            if tq.a_scale is not None:  # a constant (a 16-bit one: "a", or "ab" with data b)
+                a = _fq(a, tq.a_scale, 16 if a_wide else 8, split=a_wide)
             if tq.b_scale is not None:
-                b = _fq(b, tq.b_scale, 16 if tq.split == "b" else 8, split=tq.split == "b")
-            if tq.split == "ab":  # the integer path drops lo_a . lo_b
-                ha, hb = _hi_half(a, qp.scales[t.a.source]), _hi_half(b, qp.scales[t.b.source])
+                b = _fq(b, tq.b_scale, 16 if b_wide else 8, split=b_wide)
+            sa = tq.a_scale if graph.is_const(t.a) else qp.scales.get(t.a.source)
+            sb = tq.b_scale if graph.is_const(t.b) else qp.scales.get(t.b.source)
+            # the integer path drops lo_a . lo_b (an operand left unquantised, as the
+            # diagnosis does, has no halves)
+            if tq.split == "ab" and sa is not None and sb is not None:
+                ha, hb = _hi_half(a, sa), _hi_half(b, sb)
                 acc_t = torch.matmul(ha, b) + torch.matmul(a - ha, hb)
                 acc = acc_t if acc is None else acc + acc_t
                 continue
@@ -204,8 +210,10 @@ def _float_node(graph, node: GemmNode, vals, consts, mode, qp: QuantParams | Non
     return y
 
 
-def _quantize_input(x: torch.Tensor, scale: float) -> torch.Tensor:
-    lo, hi = int_range(8)
+def _quantize_input(x: torch.Tensor, scale: float, bits: int = 8) -> torch.Tensor:
+    """A float input on its integer grid: int8, or (``bits=16``) the split range of a 16-bit
+    operand (:data:`compiler.quant.wide.WIDE_MIN` .. ``WIDE_MAX``)."""
+    lo, hi = (WIDE_MIN, WIDE_MAX) if bits == 16 else int_range(8)
     return torch.clamp(torch.round(x.double() / scale), lo, hi).to(torch.int64)
 
 
@@ -248,9 +256,10 @@ def run(graph: MatrixGraph, inputs: list[torch.Tensor], mode: str, qp: QuantPara
         if stats is not None:
             stats.observe(name, v)
         if mode == "int" and name in qp.scales:
-            vals[name] = _quantize_input(v, qp.scales[name])
+            vals[name] = _quantize_input(v, qp.scales[name], qp.bits.get(name, 8))
         elif mode == "fake-quant" and name in qp.scales:
-            vals[name] = _fq(v.float(), qp.scales[name], 8)
+            wide = qp.bits.get(name, 8) == 16
+            vals[name] = _fq(v.float(), qp.scales[name], 16 if wide else 8, split=wide)
         else:
             vals[name] = v.float()
     if mode == "int":

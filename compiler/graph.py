@@ -373,11 +373,16 @@ class Term:
 
     ``clamp`` allows the quantiser to saturate a constant operand whose scale is dictated by the
     other terms (e.g. a large additive mask); without it, overflow is an error.
+    ``const_bits`` is the precision of the term's constant operand when the other one is data
+    (a weight): 8 (int8, the default) or 16 (held as int8 halves ``256 hi + lo`` and run as two
+    GEMMs around the node's ``x256`` epilogue, :mod:`compiler.quant.wide`); set by the precision
+    policy (:func:`compiler.quant.precision.set_wide` with a ``"<node>:weights"`` name).
     """
 
     a: TensorRef
     b: TensorRef
     clamp: bool = False
+    const_bits: int = 8
 
 
 @dataclass
@@ -469,12 +474,19 @@ class GemmNode:
 
 @dataclass
 class GraphInput:
-    """A user input of the converted model (position ``index`` in the call)."""
+    """A user input of the converted model (position ``index`` in the call).
+
+    ``bits``: how a floating-point input enters the machine: 8 (int8, the default) or 16 (the
+    host writes its ``hi`` and ``lo`` int8 planes, ``256 hi + lo``, and the GEMMs reading it run
+    twice, :mod:`compiler.quant.wide`); set by the precision policy
+    (:func:`compiler.quant.precision.set_wide`).
+    """
 
     name: str
     index: int
     shape: tuple[int, ...]
     dtype: torch.dtype
+    bits: int = 8
 
 
 @dataclass

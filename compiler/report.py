@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from compiler.quant.wide import wide_cost
+from compiler.quant.wide import WEIGHT_SUFFIX, wide_cost
 
 __all__ = [
     "TARGETS",
@@ -132,8 +132,9 @@ class ConversionReport:
                           f"{e.out_lsb:.2e}")
             con.print(f)
         if self.wide:
-            w = Table(title="16-bit operand tensors (256 hi + lo, two accumulating int8 GEMMs): "
-                            "extra work per sample")
+            w = Table(title="16-bit operand tensors (256 hi + lo, two accumulating int8 GEMMs) "
+                            "and 16-bit weights ('<node>:weights', split offline): extra work "
+                            "per sample")
             for col in ("tensor", "module", "shape", "consumer GEMM passes", "consumer MACs",
                         "split GEMM passes", "split MACs", "epilogue passes"):
                 w.add_column(col, overflow="fold")
@@ -191,12 +192,15 @@ def precision_reasons(cm) -> dict[str, str]:
     named or structural policy: ``"transformer"``'s tensors, or names given by the user),
     ``"16-bit operand: measured"`` (added by the ``"auto"`` search), ``"... (scale group)"`` for
     a member widened with its group's root; ``"16-bit (row scale / statistic)"`` for int16 row
-    scale vectors and LayerNorm/GroupNorm statistics (always 16-bit); ``"int32 (output)"``."""
+    scale vectors and LayerNorm/GroupNorm statistics (always 16-bit); ``"int32 (output)"``;
+    followed by ``"; 16-bit weights: measured"`` (or ``policy``) for a node whose weights are
+    16-bit."""
     from compiler.quant.wide import scale_group
 
     search = getattr(cm, "wide_search", None)
     measured = set(search.chosen) if search is not None else set()
     wide = set(cm.quant.wide)
+    weights = set(getattr(cm.quant, "wide_weights", []))
     out = {}
     for node in cm.graph.nodes:
         bits = node.epilogue.out_bits
@@ -211,23 +215,30 @@ def precision_reasons(cm) -> dict[str, str]:
             out[node.name] = "int32 (output)"
         else:
             out[node.name] = "int8"
+        wname = node.name + WEIGHT_SUFFIX
+        if wname in weights:
+            why = "measured" if wname in measured else "policy"
+            out[node.name] += f"; 16-bit weights: {why}"
     return out
 
 
 def precision_summary(cm) -> str:
-    """One line: the 16-bit operand tensors and, after ``wide="auto"``, what the search
-    measured (output error = mean per-row ``1 - cosine`` against the float graph)."""
+    """One line: the 16-bit operand tensors (and weights) and, after ``wide="auto"``, what the
+    search measured (output error = mean per-row ``1 - cosine`` against the float graph)."""
     search = getattr(cm, "wide_search", None)
     n = len(cm.quant.wide)
+    nw = len(cm.quant.wide_weights)
+    weights = f", {nw} node(s) with 16-bit weights" if nw else ""
     if search is None:
-        return f"precision: {n} 16-bit operand tensor(s) (named policy, not measured)"
+        return (f"precision: {n} 16-bit operand tensor(s){weights} (named policy, not "
+                "measured)")
     text = (f"precision (auto): output error {search.baseline:.2e} with the policy's "
             f"{len(search.prior)} 16-bit tensor(s)")
     if not search.int8_error:
         return text + f", within the budget {search.budget:.0e}: nothing added"
     floor = "" if search.floor != search.floor else f", every candidate 16-bit {search.floor:.2e}"
     return (text + f"; ranked {len(search.int8_error)} int8 candidates by measured cost, "
-            f"added {len(search.chosen)} in {len(search.steps)} integer runs "
+            f"added {len(search.chosen)}{weights} in {len(search.steps)} integer runs "
             f"({search.seconds:.1f} s): {search.final:.2e} "
             f"({'meets' if search.met else 'misses'} the budget {search.budget:.0e}{floor})")
 
@@ -261,7 +272,7 @@ def build_report(cm, inputs: tuple | None = None) -> ConversionReport:
             int8_error=None if search is None else search.int8_error.get(node.name)))
     rep.precision = precision_summary(cm)
     rep.functions = function_errors(cm.graph)
-    rep.wide = wide_cost(cm.graph, cm.quant.wide)
+    rep.wide = wide_cost(cm.graph, cm.quant.wide + cm.quant.wide_weights)
     rep.output_cosine = min(compare(f, o)[2] for f, o in zip(fo, io_, strict=True))
     return rep
 

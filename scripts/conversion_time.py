@@ -72,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"convert: {seconds:.1f} s wall ({parts}), {cpu:.1f} s CPU; load average "
           f"{os.getloadavg()[0]:.1f}")
     print(f"GEMM nodes: {len(cm.graph.nodes)}; peak resident memory: {peak:.0f} MiB")
+    from compiler.report import precision_summary
+
+    print(precision_summary(cm))
     return 0
 
 

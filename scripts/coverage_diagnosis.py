@@ -11,7 +11,9 @@ int8 and with every eligible activation 16-bit, and the ``--top`` nodes with the
 *local* error (the error a node adds to integer inputs it is given, apart from what it
 inherits), with their total error.
 ``--sides`` instead prints only the float model's noise sensitivity at several image sizes
-(torchvision CNNs; no conversion).
+(torchvision CNNs; no conversion). ``--raw-bn`` instead converts each model with the library's
+*initial* BatchNorm statistics (mean 0, variance 1; the table estimates them on random inputs)
+and prints its int-vs-float cosine, its float noise sensitivity and its logits' RMS.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from compiler.coverage.architectures import (  # noqa: E402
     torchvision_at,
 )
 from compiler.coverage.diagnose import error_sources, local_errors  # noqa: E402
-from compiler.coverage.measure import float_sensitivity  # noqa: E402
+from compiler.coverage.measure import float_sensitivity, int_cosine  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--top", type=int, default=8, help="nodes listed per model (default 8)")
     p.add_argument("--sides", help="comma-separated image sizes: only the float noise "
                                    "sensitivity at each (torchvision CNNs)")
+    p.add_argument("--raw-bn", action="store_true",
+                   help="only: convert with the initial BatchNorm statistics (mean 0, var 1)")
     args = p.parse_args(argv)
     unknown = [n for n in args.names if n not in ARCHITECTURES]
     if unknown:
@@ -61,6 +65,24 @@ def main(argv: list[str] | None = None) -> int:
                 case = torchvision_at(name, side)
                 print(f"{name} {side}x{side}: float under 1-step input noise "
                       f"{float_sensitivity(case):.4f}", flush=True)
+        return 0
+    if args.raw_bn:
+        for name in args.names:
+            for label, raw in (("estimated", False), ("initial", True)):
+                case = build(name)
+                bns = [m for m in case.model.modules()
+                       if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+                if not bns:
+                    p.error(f"--raw-bn: {name} has no BatchNorm")
+                if raw:
+                    for m in bns:
+                        m.reset_running_stats()
+                cm = convert(case.model, case.example_inputs, case.calibration)
+                with torch.no_grad():
+                    rms = float(case.model(*case.evaluation[0]).pow(2).mean().sqrt())
+                print(f"{name}, {label} BatchNorm statistics: int vs float "
+                      f"{int_cosine(cm, case):.4f}, float under 1-step input noise "
+                      f"{float_sensitivity(case):.4f}, logits RMS {rms:.3g}", flush=True)
         return 0
     for name in args.names:
         case = build(name)

@@ -50,8 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore")
     rows = []
     print("| model | family | converts | int vs float cosine | all-int8 cosine | 16-bit tensors | "
-          "float under 1-step noise | blocking ops | seconds | nodes |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+          "16-bit weights | float under 1-step noise | blocking ops | seconds | nodes |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name in args.names or list(ARCHITECTURES):
         r = measure(name, args.size)
         rows.append(r)
@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         sens = "" if r.sensitivity is None else f"{r.sensitivity:.4f}"
         int8 = cos if r.int8_cosine is None else f"{r.int8_cosine:.4f}"
         print(f"| {r.name} | {r.family} | {'yes' if r.converts else 'no'} | {cos} | {int8} | "
-              f"{r.wide} | {sens} | {r.blocking} | {r.seconds:.1f} | {r.nodes} |", flush=True)
+              f"{r.wide} | {r.wide_weights} | {sens} | {r.blocking} | {r.seconds:.1f} | "
+              f"{r.nodes} |", flush=True)
     ok = sum(r.converts for r in rows)
     good = sum(r.converts and r.cosine is not None and r.cosine >= 0.99 for r in rows)
     print(f"\n{ok}/{len(rows)} convert; {good}/{len(rows)} convert with cosine >= 0.99")

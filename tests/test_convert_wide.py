@@ -269,8 +269,14 @@ def test_patterns_and_errors(outlier):
         convert(m, ex, cal, wide=["nothing*"])
     with pytest.raises(QuantizationError, match="cannot be a 16-bit GEMM operand: no such"):
         convert(m, ex, cal, wide=["nope"])
-    with pytest.raises(QuantizationError, match="only GEMM node outputs"):
-        convert(m, ex, cal, wide=[cm.graph.inputs[0].name])
+    name = cm.graph.inputs[0].name  # a graph input can be 16-bit (the host splits it)
+    assert convert(m, ex, cal, wide=[name]).quant.wide == [name]
+    with pytest.raises(QuantizationError, match="no GEMM node 'nope'"):
+        convert(m, ex, cal, wide=["nope:weights"])
+    with pytest.raises(QuantizationError, match="weight pattern 'no\\*:weights' matches no"):
+        convert(m, ex, cal, wide=["no*:weights"])
+    assert convert(m, ex, cal, wide=["fc*:weights"]).quant.wide_weights == [
+        "fc1:weights", "fc2:weights"]
     with pytest.raises(QuantizationError, match="writes int32"):
         convert(m, ex, cal, wide=["fc2"])
     with pytest.raises(ValueError, match="wide='some'"):

@@ -34,15 +34,21 @@ def test_local_error_excludes_what_a_node_inherits():
 def test_error_sources_leave_the_model_as_it_was():
     case = _case()
     cm = convert(case.model, case.example_inputs, case.calibration)
+    from compiler.quant.precision import wide_choices
+
     quant, bits = cm.quant, [n.epilogue.out_bits for n in cm.graph.nodes]
+    choices = wide_choices(cm.graph)
     x = case.evaluation[0][0]
     before = cm(x, mode="int")
     res = error_sources(cm, case)
     assert cm.quant is quant and [n.epilogue.out_bits for n in cm.graph.nodes] == bits
+    assert wide_choices(cm.graph) == choices
     assert torch.equal(cm(x, mode="int"), before)
     assert set(res) == {"int", "fake-quant", "inputs only", "weights only", "activations only",
-                        "int, every activation int8", "int, every activation 16-bit"}
-    assert res["int, every activation int8"] < 1 - 1e-7, res
+                        "int, all int8", "int, every activation 16-bit",
+                        "int, everything 16-bit"}
+    assert res["int, all int8"] < 1 - 1e-7, res
+    assert res["int, everything 16-bit"] > 0.9999, res
     # each variant quantises something; with 16-bit activations the int8 input dominates (this
     # small network's errors partly cancel, so neither is bounded by the full int8 result)
     for label in ("inputs only", "weights only", "activations only"):
@@ -61,3 +67,18 @@ def test_with_every_source_left_out_only_the_pwl_error_remains():
     with torch.no_grad():
         got, pwl = cm(x, mode="fake-quant"), cm(x, mode="float-pwl")
     assert float((got - pwl).abs().max() / pwl.abs().max()) < 1e-4
+
+
+def test_error_sources_with_sixteen_bit_weights_and_input():
+    """Leaving out a source must work when terms read 16-bit weights against 16-bit data (the
+    ``"ab"`` terms the fake-quant executor models with their dropped ``lo.lo`` part): an operand
+    left unquantised has no halves to drop."""
+    from compiler.quant.precision import weight_candidates, wide_candidates
+
+    case = _case()
+    base = convert(case.model, case.example_inputs, case.calibration, wide="none")
+    wide = wide_candidates(base.graph) + weight_candidates(base.graph)
+    cm = convert(case.model, case.example_inputs, case.calibration, wide=wide)
+    res = error_sources(cm, case)
+    assert res["int"] > 0.9999 and res["int, everything 16-bit"] > 0.9999, res
+    assert res["int"] == pytest.approx(res["fake-quant"], abs=1e-4)

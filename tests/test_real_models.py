@@ -77,22 +77,14 @@ def test_bert_called_with_a_padded_attention_mask_ignores_the_padding(attn):
     assert float(cos.mean()) > 0.99
 
 
-#: How far below the float network's own cosine under one int8 step of input noise the int result
-#: may be, where that is below 0.99 (every int8 tensor adds about one step of noise of its own).
-SENSITIVITY_MARGIN = 0.05
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(ARCHITECTURES))
 def test_coverage_table_row(name):
     """One row of docs/coverage.md's table (standard sizes): every architecture converts, and
-    int matches float (cosine >= 0.99) wherever the random float network itself keeps a cosine
-    >= 0.99 under one int8 step of input noise; where it does not (the deep random depthwise
-    CNNs), int stays within :data:`SENSITIVITY_MARGIN` of that float figure. With the default
-    precision policy the two EfficientNet-B0 rows (0.86 / 0.72 all-int8) meet this too."""
+    int matches float (cosine >= 0.99) with the default precision policy, the deep random
+    depthwise CNNs included (their float networks reach only 0.81-0.97 under one int8 step of
+    input noise: the policy holds their input, the tensors and the weights that cost most at
+    16 bits)."""
     row = measure(name, "table")
     assert row.converts, row.blocking
-    if row.sensitivity is None or row.sensitivity >= 0.99:
-        assert row.cosine >= 0.99, row
-    else:
-        assert row.cosine >= row.sensitivity - SENSITIVITY_MARGIN, row
+    assert row.cosine >= 0.99, row

@@ -166,7 +166,7 @@ class Bundle:
         for spec in man["inputs"]:
             v = raw[spec["name"]]
             if v.dtype.is_floating_point:
-                v = _quantize_input(v, spec["scale"])
+                v = _quantize_input(v, spec["scale"], spec.get("bits", 8))
             out[spec["name"]] = v.numpy().astype(np.int64)
         return out
 
@@ -175,17 +175,28 @@ class Bundle:
         img = self.image.copy()
         for spec in self.manifest["inputs"]:
             v = qinputs[spec["name"]]
-            lo, hi = -128, 127
-            if v.size and (v.min() < lo or v.max() > hi):
-                raise CompileError("bundle.run", f"input {spec['name']} is not int8")
-            addr, n = spec["addr"], spec["bytes"]
-            if spec.get("order"):
-                v = v.transpose(spec["order"])
-            raw = np.ascontiguousarray(v.astype(np.int8)).view(np.uint8).reshape(-1)
-            if raw.size != n:
-                raise CompileError("bundle.run", f"input {spec['name']}: {raw.size} bytes for a "
-                                   f"{n}-byte region")
-            img.data[addr : addr + n] = raw
+            if spec.get("bits", 8) == 16:  # the host splits it: 256 hi + lo
+                from compiler.quant.wide import WIDE_MAX, WIDE_MIN, split_int16
+
+                if v.size and (v.min() < WIDE_MIN or v.max() > WIDE_MAX):
+                    raise CompileError("bundle.run", f"input {spec['name']} is outside the "
+                                       f"16-bit split range {WIDE_MIN}..{WIDE_MAX}")
+                hi, lo = split_int16(v)
+                planes = {"hi": hi, "lo": lo}
+            else:
+                if v.size and (v.min() < -128 or v.max() > 127):
+                    raise CompileError("bundle.run", f"input {spec['name']} is not int8")
+                planes = {"int8": v}
+            n = spec["bytes"]
+            for plane, pv in planes.items():
+                addr = spec.get("planes", {}).get(plane, spec["addr"])
+                if spec.get("order"):
+                    pv = pv.transpose(spec["order"])
+                raw = np.ascontiguousarray(pv.astype(np.int8)).view(np.uint8).reshape(-1)
+                if raw.size != n:
+                    raise CompileError("bundle.run", f"input {spec['name']}: {raw.size} bytes "
+                                       f"for a {n}-byte region")
+                img.data[addr : addr + n] = raw
         return img
 
     def run(self, inputs, backend: str = "golden", **options) -> BundleResult:

@@ -78,8 +78,12 @@ def compile_ir(ir, config: AcceleratorConfig, batch: int, shapes: dict, graph, *
     inputs = []
     for tname in ir.inputs:
         p = em.placements[tname]
-        inputs.append({"name": tname, "shape": list(p.shape), "dtype": "int8",
-                       "scale": ir.inputs[tname], "addr": p.planes["int8"], "bytes": p.nbytes,
+        wide = ir.bits.get(tname, 8) == 16
+        inputs.append({"name": tname, "shape": list(p.shape),
+                       "dtype": "int16 as int8 planes 256 hi + lo" if wide else "int8",
+                       "bits": 16 if wide else 8, "planes": dict(p.planes),
+                       "scale": ir.inputs[tname], "addr": p.planes["hi" if wide else "int8"],
+                       "bytes": p.nbytes,
                        "order": list(p.order) if p.order else None,
                        "layout": ("row-major (batch, *shape)" if p.order is None else
                                   f"dims of (batch, *shape) stored in order {list(p.order)}")})

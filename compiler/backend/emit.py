@@ -133,7 +133,8 @@ class Emitter:
         self._lanes_ready = False
         self._loaded_consts: set = set()
         for name in ir.inputs:
-            p = self._place(name, shapes[name], 1, ("int8",), "input")
+            planes = ("hi", "lo") if ir.bits.get(name, 8) == 16 else ("int8",)
+            p = self._place(name, shapes[name], 1, planes, "input")
             if self._channels_last(name, shapes[name]):
                 nd = len(shapes[name]) + 1
                 p.order = (*range(nd - 3), nd - 2, nd - 1, nd - 3)

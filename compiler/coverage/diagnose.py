@@ -7,8 +7,9 @@
 - :func:`error_sources`: the output cosine with one source of quantisation at a time, in the
   ``fake-quant`` executor (which tracks ``int`` to a few int8 steps): the graph inputs only, the
   constants (weights, biases) only, the node outputs (activations) only, and the integer result
-  with every activation int8 and with every eligible activation held at 16 bits (the most the
-  hardware offers); ``"int"`` is the converted model as given (the default precision policy).
+  with every GEMM operand int8, with every eligible activation held at 16 bits, and with
+  everything 16-bit (graph inputs, activations and weights: the most the hardware offers);
+  ``"int"`` is the converted model as given (the default precision policy).
   If each source alone costs about as much as all of them, the network amplifies any small
   perturbation (compare :func:`compiler.coverage.measure.float_sensitivity`) and no choice of
   scales can remove it.
@@ -22,7 +23,12 @@ from dataclasses import dataclass
 import torch
 
 from compiler.execute import _float_node
-from compiler.quant.precision import set_wide, wide_candidates
+from compiler.quant.precision import (
+    set_wide,
+    weight_candidates,
+    wide_candidates,
+    wide_choices,
+)
 from compiler.quant.quantize import quantize_graph
 
 __all__ = ["NodeLocalError", "error_sources", "local_errors"]
@@ -114,24 +120,29 @@ def error_sources(cm, case) -> dict[str, float]:
     variants = {"inputs only": dict(inputs=[], constants=True, activations=True),
                 "weights only": dict(inputs=inputs, constants=False, activations=True),
                 "activations only": dict(inputs=inputs, constants=True, activations=False)}
-    saved_bits = {n.name: n.epilogue.out_bits for n in cm.graph.nodes}
+    saved = wide_choices(cm.graph)
+
+    def requantise(wide: list[str]) -> None:
+        set_wide(cm.graph, wide_choices(cm.graph), wide=False)
+        set_wide(cm.graph, wide)
+        cm.quant = quantize_graph(cm.graph, cm.stats, segments=cm.segments,
+                                  clipping=getattr(cm, "clipping", "mse"),
+                                  fit_cache=getattr(cm, "fit_cache", None))
+
     try:
         for label, kw in variants.items():
             cm.quant = _without(qp, amax=amax, **kw)
             res[label] = _cosine(cm, case, "fake-quant")
-        set_wide(cm.graph, [n.name for n in cm.graph.nodes if n.epilogue.out_bits == 16
-                            and n.name in qp.wide], wide=False)
-        cm.quant = quantize_graph(cm.graph, cm.stats, segments=cm.segments,
-                                  clipping=getattr(cm, "clipping", "mse"),
-                                  fit_cache=getattr(cm, "fit_cache", None))
-        res["int, every activation int8"] = _cosine(cm, case, "int")
-        set_wide(cm.graph, wide_candidates(cm.graph))
-        cm.quant = quantize_graph(cm.graph, cm.stats, segments=cm.segments,
-                                  clipping=getattr(cm, "clipping", "mse"),
-                                  fit_cache=getattr(cm, "fit_cache", None))
+        requantise([])
+        res["int, all int8"] = _cosine(cm, case, "int")
+        inputs = {i.name for i in cm.graph.inputs}
+        tensors = wide_candidates(cm.graph)
+        requantise([t for t in tensors if t not in inputs])
         res["int, every activation 16-bit"] = _cosine(cm, case, "int")
+        requantise(tensors + weight_candidates(cm.graph))
+        res["int, everything 16-bit"] = _cosine(cm, case, "int")
     finally:
-        for n in cm.graph.nodes:
-            n.epilogue.out_bits = saved_bits[n.name]
+        set_wide(cm.graph, wide_choices(cm.graph), wide=False)
+        set_wide(cm.graph, saved)
         cm.quant = qp
     return res

@@ -42,6 +42,7 @@ class Row:
     sensitivity: float | None = None
     wide: int = 0
     int8_cosine: float | None = None
+    wide_weights: int = 0
 
     def to_dict(self) -> dict:
         """JSON-ready fields."""
@@ -116,23 +117,25 @@ def measure(name: str, size: str = "table", seed: int = 0) -> Row:
     seconds = time.perf_counter() - t0
     metric = "token cosine (mean)" if case.kind == "tokens" else "logit cosine (worst)"
     sens = float_sensitivity(case) if case.kind == "logits" else None
-    wide = list(cm.quant.wide)
+    from compiler.quant.precision import wide_choices
+
+    wide = wide_choices(cm.graph)
     int8 = None
     if wide:  # the same conversion with every GEMM operand int8, for comparison
         int8 = int_cosine(requantised(cm, []), case)
         requantised(cm, wide)
     return Row(name, arch.family, True, int_cosine(cm, case), metric, "", seconds,
-               len(cm.graph.nodes), case.description, sens, len(wide), int8)
+               len(cm.graph.nodes), case.description, sens, len(cm.quant.wide), int8,
+               len(cm.quant.wide_weights))
 
 
 def requantised(cm, wide: list[str]):
-    """``cm`` re-quantised with exactly the tensors ``wide`` held at 16 bits (same calibration
-    statistics); returns ``cm``."""
-    from compiler.quant.precision import set_wide
+    """``cm`` re-quantised with exactly the tensors (and ``"<node>:weights"``) ``wide`` held at
+    16 bits (same calibration statistics); returns ``cm``."""
+    from compiler.quant.precision import set_wide, wide_choices
     from compiler.quant.quantize import quantize_graph
-    from compiler.quant.wide import wide_tensors
 
-    set_wide(cm.graph, wide_tensors(cm.graph), wide=False)
+    set_wide(cm.graph, wide_choices(cm.graph), wide=False)
     set_wide(cm.graph, wide)
     cm.quant = quantize_graph(cm.graph, cm.stats, segments=cm.segments, clipping=cm.clipping,
                               fit_cache=cm.fit_cache)

@@ -37,15 +37,25 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
-from compiler.graph import MatrixGraph
+from compiler.graph import MatrixGraph, TensorRef, Term
 from compiler.quant.quantize import QuantizationError, quantize_graph
-from compiler.quant.wide import scale_group, wide_cost, wide_problem, wide_tensors
+from compiler.quant.wide import (
+    WEIGHT_SUFFIX,
+    scale_group,
+    weight_problem,
+    weight_terms,
+    wide_cost,
+    wide_problem,
+    wide_tensors,
+    wide_weights,
+)
 
 __all__ = ["DEFAULT_BUDGET", "WIDE_POLICIES", "WideSearch", "choose_wide", "int8_errors",
            "layernorm_tensors", "output_error", "resolve_wide", "set_wide", "transformer_tensors",
-           "wide_candidates"]
+           "weight_candidates", "wide_candidates", "wide_choices"]
 
 #: Named policies of ``convert(..., wide=...)`` (besides an iterable of names/patterns).
 WIDE_POLICIES = ("auto", "layernorm", "none", "transformer")
@@ -65,24 +75,39 @@ _MIN_GAIN = 0.02
 
 
 def wide_candidates(graph: MatrixGraph) -> list[str]:
-    """int8 node outputs that could be held at 16 bits
+    """int8 graph inputs and node outputs that could be held at 16 bits
     (see :func:`compiler.quant.wide.wide_problem`);
     a scale group (:func:`compiler.quant.wide.scale_group`) is listed once, by its root."""
-    return [n.name for n in graph.nodes
-            if n.epilogue.out_bits == 8 and n.epilogue.scale_like is None
-            and wide_problem(graph, n.name) is None]
+    return [i.name for i in graph.inputs
+            if i.bits == 8 and wide_problem(graph, i.name) is None] + [
+        n.name for n in graph.nodes
+        if n.epilogue.out_bits == 8 and n.epilogue.scale_like is None
+        and wide_problem(graph, n.name) is None]
 
 
-def layernorm_tensors(graph: MatrixGraph) -> list[str]:
+def weight_candidates(graph: MatrixGraph) -> list[str]:
+    """``"<node>:weights"`` for every node with an int8 weight that could be 16-bit
+    (:func:`compiler.quant.wide.weight_terms`), in graph order."""
+    return [n.name + WEIGHT_SUFFIX for n in graph.nodes
+            if any(n.terms[i].const_bits == 8 for i in weight_terms(graph, n))]
+
+
+def wide_choices(graph: MatrixGraph) -> list[str]:
+    """Everything held at 16 bits in ``graph``: tensors, then ``"<node>:weights"`` names."""
+    return wide_tensors(graph) + wide_weights(graph)
+
+
+def layernorm_tensors(graph: MatrixGraph, *, any_width: bool = False) -> list[str]:
     """The ``"layernorm"`` policy: around every LayerNorm, its input (the tensor its ``ln_mean``
     node averages), its centred values (``ln_centred``) and its output (``ln_affine``, or
     ``ln_norm`` without an affine step): the transformer's residual stream; and the outputs of
     activation nodes (:data:`_ACTIVATIONS`) read by a node outside the stream whose output a
     stream node reads (a sublayer's output projection): the FFN hidden layer, ``fc1``'s output
     in ``x + fc2(gelu(fc1(x)))``. Only tensors that can be 16-bit (an int32 network output
-    cannot), in graph order.
+    cannot), in graph order; with ``any_width`` every node the rule names, whatever its
+    current width (the structural set, e.g. after the tensors were made 16-bit).
     """
-    eligible = set(wide_candidates(graph))
+    eligible = _eligible(graph, any_width)
     affine_inputs = {t.a.source for n in graph.nodes if _LN_AFFINE.match(n.name)
                      for t in n.terms}
     chosen = set()
@@ -112,7 +137,11 @@ def _data_sources(graph: MatrixGraph, node) -> list[str]:
     return [r.source for t in node.terms for r in (t.a, t.b) if not graph.is_const(r)]
 
 
-def transformer_tensors(graph: MatrixGraph) -> list[str]:
+def _eligible(graph: MatrixGraph, any_width: bool) -> set[str]:
+    return {n.name for n in graph.nodes} if any_width else set(wide_candidates(graph))
+
+
+def transformer_tensors(graph: MatrixGraph, *, any_width: bool = False) -> list[str]:
     """The ``"transformer"`` policy: :func:`layernorm_tensors`, and
 
     - every LayerNorm's normalised values (``ln_norm``, which the affine step reads);
@@ -125,11 +154,12 @@ def transformer_tensors(graph: MatrixGraph) -> list[str]:
       read it.
 
     The values stay int8. Measured on the zoo transformers in docs/transformers.md; models
-    without LayerNorm and softmax get no 16-bit tensor.
+    without LayerNorm and softmax get no 16-bit tensor. ``any_width``: as in
+    :func:`layernorm_tensors`.
     """
-    eligible = set(wide_candidates(graph))
+    eligible = _eligible(graph, any_width)
     nodes = {n.name: n for n in graph.nodes}
-    stream = set(layernorm_tensors(graph))
+    stream = set(layernorm_tensors(graph, any_width=any_width))
     chosen = set(stream)
     chosen |= {n.name for n in graph.nodes if _LN_NORM.match(n.name)}
     ln_inputs = {t.a.source for n in graph.nodes if _LN_MEAN.match(n.name) for t in n.terms}
@@ -178,6 +208,9 @@ def resolve_wide(graph: MatrixGraph, spec: Iterable[str]) -> list[str]:
     chosen: list[str] = []
     eligible = set(wide_candidates(graph))
     for item in spec:
+        if item.endswith(WEIGHT_SUFFIX):
+            chosen += [h for h in _resolve_weights(graph, item) if h not in chosen]
+            continue
         if any(c in item for c in "*?["):
             hits = [n.name for n in graph.nodes if n.name in eligible and (
                 fnmatch.fnmatchcase(n.name, item) or fnmatch.fnmatchcase(n.module, item))]
@@ -194,10 +227,35 @@ def resolve_wide(graph: MatrixGraph, spec: Iterable[str]) -> list[str]:
     return chosen
 
 
+def _resolve_weights(graph: MatrixGraph, item: str) -> list[str]:
+    """``"<node or pattern>:weights"`` -> the weight choices it names."""
+    base = item[: -len(WEIGHT_SUFFIX)]
+    if not any(c in base for c in "*?["):
+        problem = weight_problem(graph, item)
+        if problem is not None:
+            raise QuantizationError(f"{item!r} cannot have 16-bit weights: {problem}")
+        return [item]
+    hits = [n.name + WEIGHT_SUFFIX for n in graph.nodes if weight_terms(graph, n) and (
+        fnmatch.fnmatchcase(n.name, base) or fnmatch.fnmatchcase(n.module, base))]
+    if not hits:
+        raise QuantizationError(f"weight pattern {item!r} matches no node with a weight that "
+                                "int8 cannot hold exactly")
+    return hits
+
+
 def set_wide(graph: MatrixGraph, names: Iterable[str], wide: bool = True) -> None:
     """Mark (``wide=True``) or unmark the producers of ``names``, each with its scale group
-    (:func:`compiler.quant.wide.scale_group`), as 16-bit (``out_bits``)."""
+    (:func:`compiler.quant.wide.scale_group`), as 16-bit (``out_bits``); a name
+    ``"<node>:weights"`` marks that node's weights (:attr:`compiler.graph.Term.const_bits`)."""
     for name in names:
+        if name.endswith(WEIGHT_SUFFIX):
+            node = graph.node(name[: -len(WEIGHT_SUFFIX)])
+            for i in weight_terms(graph, node):
+                node.terms[i].const_bits = 16 if wide else 8
+            continue
+        if graph.kind_of(name) == "input":
+            next(i for i in graph.inputs if i.name == name).bits = 16 if wide else 8
+            continue
         for member in scale_group(graph, name):
             ep = graph.node(member).epilogue
             if wide and ep.out_bits == 8:
@@ -262,6 +320,31 @@ def _dependants(graph: MatrixGraph) -> dict[str, list[int]]:
     return readers
 
 
+def _int8_weights(cm, name: str):
+    """A copy of node ``name`` whose weight terms read their int8 values as ``cm.quant``
+    quantises them (other constants exact), and the constants it reads (the graph's, plus
+    those values), for :func:`int8_errors`."""
+    import copy
+
+    graph = cm.graph
+    node = graph.node(name)
+    nq = cm.quant.nodes[name]
+    twin = copy.copy(node)
+    twin.terms = list(node.terms)
+    consts = dict(graph.constants)
+    for i in weight_terms(graph, node):
+        t, tq = node.terms[i], nq.terms[i]
+        side = "a" if graph.is_const(t.a) else "b"
+        q, step = (tq.a_int, tq.a_scale) if side == "a" else (tq.b_int, tq.b_scale)
+        orig = graph.const_value(t.a if side == "a" else t.b)
+        value = (q.double() * torch.as_tensor(np.asarray(step, dtype=np.float64))).to(orig.dtype)
+        key = f"{name}.t{i}.{side}.int8"
+        consts[key] = value
+        ref = TensorRef(key, tuple(value.shape))
+        twin.terms[i] = Term(ref, t.b, t.clamp) if side == "a" else Term(t.a, ref, t.clamp)
+    return twin, consts
+
+
 def int8_errors(cm, samples: list[torch.Tensor], candidates: list[str],
                 refs: list[torch.Tensor] | None = None) -> dict[str, float]:
     """Output error (:func:`output_error`) of the *float* graph on ``samples`` with one
@@ -280,13 +363,20 @@ def int8_errors(cm, samples: list[torch.Tensor], candidates: list[str],
     res: dict[str, float] = {}
     with torch.no_grad():
         for c in candidates:
-            group = scale_group(graph, c)
             vals = dict(base)
+            if c.endswith(WEIGHT_SUFFIX):
+                group = [c[: -len(WEIGHT_SUFFIX)]]
+                twin, twin_consts = _int8_weights(cm, group[0])
+                vals[group[0]] = _float_node(graph, twin, vals, twin_consts, "float", None,
+                                             None)
+            else:
+                group = scale_group(graph, c)
+                for m in group:
+                    vals[m] = _fq(base[m], cm.quant.scales[m], 8)
             dirty = set(group)
-            for m in group:
-                vals[m] = _fq(base[m], cm.quant.scales[m], 8)
             todo = sorted({j for m in group for j in readers.get(m, [])})
-            start = min([index[m] for m in group] + todo) if todo else len(graph.nodes)
+            start = min([index[m] for m in group if m in index] + todo) if todo else len(
+                graph.nodes)
             for node in graph.nodes[start:]:
                 if node.name in dirty:
                     continue
@@ -303,7 +393,7 @@ def int8_errors(cm, samples: list[torch.Tensor], candidates: list[str],
 
 def choose_wide(cm, samples: list[torch.Tensor], *, budget: float = DEFAULT_BUDGET,
                 candidates: list[str] | None = None, fit_cache: dict | None = None,
-                max_tensors: int | None = None) -> WideSearch:
+                max_tensors: int | None = None, weights: bool = True) -> WideSearch:
     """Measured per-tensor precision search on sample-stacked ``samples``.
 
     1. The integer executor's output error (:func:`output_error` against the float graph) with
@@ -350,7 +440,10 @@ def choose_wide(cm, samples: list[torch.Tensor], *, budget: float = DEFAULT_BUDG
         if base <= budget or max_tensors == 0:
             search.seconds = time.perf_counter() - t0
             return search
-        cands = wide_candidates(graph) if candidates is None else list(candidates)
+        if candidates is None:
+            cands = wide_candidates(graph) + (weight_candidates(graph) if weights else [])
+        else:
+            cands = list(candidates)
         search.int8_error = int8_errors(cm, samples, cands, refs)
         order = sorted((c for c in cands if search.int8_error[c] >= 1e-9),
                        key=lambda c: -search.int8_error[c])

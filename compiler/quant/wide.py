@@ -33,8 +33,16 @@ halves only (``"hh"``, one int8 GEMM at 256x the 16-bit step), a longer product 
 halves are in range and ``256 hi + lo == v`` exactly (``lo = ((v + 128) mod 256) - 128``,
 ``hi = (v - lo) / 256``). Outside that range the saturating epilogues give
 ``256 hi + lo == clamp(v, WIDE_MIN, WIDE_MAX)``: a 16-bit tensor saturates at those bounds the way
-an int8 tensor saturates at -128..127. The quantiser maps a wide tensor's calibrated ``max |v|``
-to :data:`WIDE_QMAX` (symmetric), so calibrated values never saturate.
+an int8 tensor saturates at -128..127. The quantiser maps :data:`WIDE_HEADROOM` times a wide
+tensor's calibrated ``max |v|`` to :data:`WIDE_QMAX` (symmetric), so calibrated values never
+saturate and held-out values up to that factor beyond them do not either; a tensor whose ``hi``
+halves alone are read (``"hh"``), and the ``"transformer"`` policy's tensors (the residual stream
+and attention, measured on the zoo transformers without it), keep the calibrated maximum at full
+scale.
+
+Constants (weights, :attr:`compiler.graph.Term.const_bits`) and graph inputs can be 16-bit too:
+a constant is split offline into ``hi`` and ``lo`` planes (scale ``max |w| / WIDE_QMAX`` per
+output column), a graph input by the host, which writes both planes.
 """
 
 from __future__ import annotations
@@ -43,13 +51,18 @@ import numpy as np
 
 from hw.numeric import PwlTable, epilogue, round_shift
 
-__all__ = ["HI_STEP", "SHIFTED_SPLITS", "WIDE_MAX", "WIDE_MIN", "WIDE_PAIR_MAX_K", "WIDE_QMAX",
-           "join_int16", "pair_split", "scale_group", "split_int16", "split_saturating"]
+__all__ = ["HI_STEP", "SHIFTED_SPLITS", "WEIGHT_SUFFIX", "WIDE_HEADROOM", "WIDE_MAX", "WIDE_MIN",
+           "WIDE_PAIR_MAX_K", "WIDE_QMAX", "join_int16", "pair_split", "scale_group", "split_int16",
+           "split_saturating", "weight_problem", "weight_side", "weight_terms", "wide_weights"]
 
 #: Smallest and largest value ``256 hi + lo`` with ``hi, lo`` int8 and ``hi = round_shift(v, 8)``.
 WIDE_MIN, WIDE_MAX = -128 * 256 - 128, 127 * 256 + 127
-#: Symmetric quantisation bound of a 16-bit operand (``max |v|`` maps here).
+#: Symmetric quantisation bound of a 16-bit operand (``WIDE_HEADROOM max |v|`` maps here).
 WIDE_QMAX = WIDE_MAX
+#: Full scale of a 16-bit data tensor (node output or graph input) over its calibrated
+#: ``max |v|``: 2 of its 16 bits, so held-out inputs a little beyond the calibration set do not
+#: saturate (an int8 tensor clips by design: MSE-optimal; a 16-bit one is chosen for accuracy).
+WIDE_HEADROOM = 4.0
 #: 16-bit steps per step of the ``hi`` half (a self-product reads ``hi`` only).
 HI_STEP = 256
 #: Longest reduction of a term with two 16-bit operands run as ``hi·hi``, ``x256``,
@@ -116,6 +129,8 @@ def scale_group(graph, name: str) -> list[str]:
     input (so that the tree is exact in integers); such a group is held at 8 or at 16 bits as a
     whole. A node outside any group is its own group.
     """
+    if graph.kind_of(name) != "node":  # a graph input: a group of its own
+        return [name]
     root = name
     seen = {root}
     while True:
@@ -148,8 +163,16 @@ def wide_problem(graph, name: str) -> str | None:
         kind = graph.kind_of(name)
     except KeyError:
         return "no such tensor"
+    if kind == "input":
+        gi = next(i for i in graph.inputs if i.name == name)
+        if not gi.dtype.is_floating_point:
+            return f"it is a {gi.dtype} graph input (only floating-point inputs are quantised)"
+        if not gemm_readers(graph, name):
+            return "no GEMM reads it as an operand"
+        return None
     if kind != "node":
-        return f"it is a {kind} tensor; only GEMM node outputs can be held at 16 bits"
+        return (f"it is a {kind} tensor; only GEMM node outputs and graph inputs can be held "
+                "at 16 bits")
     group = scale_group(graph, name)
     like = graph.node(group[0]).epilogue.scale_like
     if like is not None:  # scale_group stops at a tensor that is not a node
@@ -173,26 +196,91 @@ def pair_split(term) -> str | None:
     return "hh" if term.a.source == term.b.source else None
 
 
+#: Suffix naming a node's weights (its constant operands read against data) in precision
+#: choices: ``"conv1:weights"`` holds node ``conv1``'s weights at 16 bits.
+WEIGHT_SUFFIX = ":weights"
+
+
+def _single_magnitude(c) -> bool:
+    a = c.abs()
+    return bool(((a == 0) | (a == a.amax(dim=-2, keepdim=True))).all())
+
+
+def weight_side(graph, term) -> str | None:
+    """The side (``"a"``/``"b"``) of ``term``'s constant operand if the other side is data (a
+    weight: ``data @ W`` or ``W @ data``) and int8 cannot hold it exactly (constants with one
+    magnitude per column, such as identities, ones and pooling matrices, are exact at int8;
+    ``clamp`` constants such as additive masks saturate by design); else None."""
+    ca, cb = graph.is_const(term.a), graph.is_const(term.b)
+    if ca == cb or term.clamp:
+        return None
+    side = "a" if ca else "b"
+    value = graph.const_value(term.a if ca else term.b)
+    if side == "a":
+        value = value.reshape(-1, 1)
+    return None if _single_magnitude(value) else side
+
+
+def weight_terms(graph, node) -> list[int]:
+    """Indices of ``node``'s terms with a weight (:func:`weight_side`)."""
+    return [i for i, t in enumerate(node.terms) if weight_side(graph, t) is not None]
+
+
+def weight_problem(graph, name: str) -> str | None:
+    """Why ``name`` (``"<node>:weights"``) cannot have 16-bit weights, or None if it can."""
+    if not name.endswith(WEIGHT_SUFFIX):
+        return f"a weight choice is named '<node>{WEIGHT_SUFFIX}'"
+    base = name[: -len(WEIGHT_SUFFIX)]
+    if base not in {n.name for n in graph.nodes}:
+        return f"no GEMM node {base!r}"
+    if not weight_terms(graph, graph.node(base)):
+        return ("the node has no weight int8 cannot hold exactly (a constant read against data "
+                "with more than one magnitude per column)")
+    return None
+
+
+def wide_weights(graph) -> list[str]:
+    """``"<node>:weights"`` for every node with a 16-bit weight term, in graph order."""
+    return [n.name + WEIGHT_SUFFIX for n in graph.nodes
+            if any(t.const_bits == 16 for t in n.terms)]
+
+
 def wide_tensors(graph) -> list[str]:
-    """Node outputs held at 16 bits and read as GEMM operands (split into hi/lo), in order."""
-    return [n.name for n in graph.nodes
-            if n.epilogue.out_bits == 16 and gemm_readers(graph, n.name)]
+    """Graph inputs and node outputs held at 16 bits and read as GEMM operands (split into
+    hi/lo), in order."""
+    return [i.name for i in graph.inputs if i.bits == 16] + [
+        n.name for n in graph.nodes if n.epilogue.out_bits == 16 and gemm_readers(graph, n.name)]
+
+
+def _weight_cost(graph, node, name: str) -> dict:
+    """:func:`wide_cost`'s row of a node's 16-bit weights: one more GEMM pass per weight term
+    (its ``lo`` plane), none to split (constants are split offline), and the node's ``x256``
+    epilogue."""
+    terms = weight_terms(graph, node)
+    macs = sum(int(node.terms[i].a.shape[-1]) * int(np.prod(node.shape)) for i in terms)
+    return {"tensor": name, "module": node.module, "shape": tuple(node.shape),
+            "consumer_passes": len(terms), "consumer_macs": macs, "split_passes": 0,
+            "split_macs": 0, "epilogue_passes": 1}
 
 
 def wide_cost(graph, names=None) -> list[dict]:
     """Extra work of each 16-bit operand tensor (default: :func:`wide_tensors`).
 
-    Per tensor: ``consumer_passes`` (one extra GEMM pass per term reading it: the ``lo`` half;
+    A ``"<node>:weights"`` name costs what :func:`_weight_cost` says. Per tensor:
+    ``consumer_passes`` (one extra GEMM pass per term reading it: the ``lo`` half;
     two for a self-product ``hi·lo``, ``lo·hi``; none for a ``hi``-only self-product),
     ``consumer_macs`` (their multiply-accumulates per sample), ``split_passes`` (the producer's two
     ``hi · (-128 I)`` GEMMs), ``split_macs`` (counted as element-wise, ``2 x numel``: only the
     diagonal blocks of the identity do work) and ``epilogue_passes`` (the producer's two split
     epilogues plus one ``x256`` epilogue per consuming node).
     """
-    names = wide_tensors(graph) if names is None else list(names)
+    names = wide_tensors(graph) + wide_weights(graph) if names is None else list(names)
     rows = []
     for name in names:
-        node = graph.node(name)
+        if name.endswith(WEIGHT_SUFFIX):
+            rows.append(_weight_cost(graph, graph.node(name[: -len(WEIGHT_SUFFIX)]), name))
+            continue
+        node = graph.node(name) if graph.kind_of(name) == "node" else None
         readers = [(n, i, side) for n, i, side in gemm_readers(graph, name)
                    # a self-product "ab" is listed twice (2 passes); "hh" costs none
                    if not (n.terms[i].a.source == n.terms[i].b.source
@@ -202,6 +290,13 @@ def wide_cost(graph, names=None) -> list[dict]:
             t = n.terms[i]
             k = t.a.shape[-1]
             macs += k * int(np.prod(n.shape))
+        if node is None:  # a graph input: the host writes both planes
+            gi = next(i for i in graph.inputs if i.name == name)
+            rows.append({"tensor": name, "module": "<input>", "shape": tuple(gi.shape),
+                         "consumer_passes": len(readers), "consumer_macs": macs,
+                         "split_passes": 0, "split_macs": 0,
+                         "epilogue_passes": len({n.name for n, _, _ in readers})})
+            continue
         numel = int(np.prod(node.shape))
         rows.append({"tensor": name, "module": node.module, "shape": tuple(node.shape),
                      "consumer_passes": len(readers), "consumer_macs": macs,

@@ -80,7 +80,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "output error is within --wide-budget), transformer (residual "
                              "stream, attention queries/keys/scores/exp, sublayer outputs, "
                              "embeddings), layernorm (residual stream and FFN hidden layer "
-                             "only), none (all int8), or comma-separated names/patterns")
+                             "only), none (all int8), or comma-separated names/patterns (graph "
+                             "inputs by name, a node's weights as NODE:weights)")
     parser.add_argument("--wide-budget", type=_non_negative_float, default=None,
                         help="accuracy budget of --wide auto (mean per-row 1 - cosine on "
                              "calibration samples; default 1e-3)")
@@ -295,8 +296,9 @@ def measure(name: str, *, segments: int | None = None, clipping: str = "mse", wi
     if missed:
         results["diagnosis"] = _diagnose(cm, zm.example_inputs)
     results["wide"] = list(cm.quant.wide)
+    results["wide_weights"] = list(cm.quant.wide_weights)
     results["precision"] = precision_summary(cm)
-    cost = wide_cost(cm.graph, cm.quant.wide)
+    cost = wide_cost(cm.graph, cm.quant.wide + cm.quant.wide_weights)
     results["gemm_macs"] = {
         "int8_graph": sum(n.macs() for n in cm.graph.nodes),
         "extra_for_16bit": sum(c["consumer_macs"] + c["split_macs"] for c in cost),
@@ -441,6 +443,8 @@ def _print_model(con, results: dict, cm, report: bool) -> None:
                   + (" (--report lists them)" if results["folded"] else ""))
         con.print("host pre-processing: " + ("; ".join(results["host_ops"]) or "none"))
         con.print("16-bit operand tensors: " + (", ".join(results["wide"]) or "none"))
+        if results["wide_weights"]:
+            con.print("16-bit weights: " + ", ".join(results["wide_weights"]))
         con.print(results["precision"])
     if "finetune" in results:
         f = results["finetune"]
