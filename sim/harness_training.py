@@ -10,7 +10,7 @@ build's cache key by its content (program words, DRAM image, harness settings, t
 source), so a change to any of them gives a new build.
 
 Run as ``python -m sim.harness_training DIR LIBRARY``: ``DIR`` holds ``training.json`` (the
-config and the harness settings), ``program.npy`` and ``image.npy``, written by
+config and the harness settings), ``program.json`` (the words) and ``image.npy``, written by
 :func:`training_for`. The run checks every pass against the golden model (status and the whole
 final DRAM image) and exits non-zero on any difference, so a profile only comes from a correct
 run.
@@ -62,18 +62,18 @@ def training_for(config: AcceleratorConfig, root: Path):
     from sim.verilator import ProfileTraining
 
     program, image = training_program(config)
-    words = np.array(program.words(), dtype=np.uint64)
+    words = json.dumps([int(w) for w in program.words()]).encode()
     data = np.asarray(image.data, dtype=np.uint8)
     settings = {"config": config.to_dict(), "passes": [list(p) for p in TRAINING_PASSES]}
     h = hashlib.sha256()
-    for part in (words.tobytes(), data.tobytes(), json.dumps(settings, sort_keys=True).encode(),
+    for part in (words, data.tobytes(), json.dumps(settings, sort_keys=True).encode(),
                  Path(__file__).read_bytes()):
         h.update(hashlib.sha256(part).digest())
     identity = h.hexdigest()[:16]
     folder = root / f"{config.fingerprint}_{identity}"
     if not (folder / "training.json").is_file():
         folder.mkdir(parents=True, exist_ok=True)
-        np.save(folder / "program.npy", words)
+        (folder / "program.json").write_bytes(words)
         np.save(folder / "image.npy", data)
         tmp = folder / "training.json.tmp"
         tmp.write_text(json.dumps(settings, indent=1, sort_keys=True))
@@ -92,7 +92,7 @@ def main(argv=None) -> int:
     folder, library = (Path(a) for a in (argv if argv is not None else sys.argv[1:]))
     settings = json.loads((folder / "training.json").read_text())
     config = AcceleratorConfig.from_dict(settings["config"])
-    words = [int(w) for w in np.load(folder / "program.npy")]
+    words = [int(w) for w in json.loads((folder / "program.json").read_text())]
     data = np.load(folder / "image.npy")
     want = GoldenModel(config).run(words, data)
     mem = -(-data.size // 4096) * 4096 + 16 * len(words)
