@@ -624,7 +624,7 @@ LIBRARY_VERILATOR_ARGS = ("-O3", "--x-assign", "fast", "--x-initial", "fast", "-
 #: once (construction, initial values), ``OPT_GLOBAL`` for Verilator's run-time library.
 #: docs/simulation.md ("Speed") has the measurements behind each choice.
 LIBRARY_OPT_FAST = "-O3"
-LIBRARY_OPT_SLOW = "-O1"
+LIBRARY_OPT_SLOW = "-O0"
 LIBRARY_OPT_GLOBAL = "-O2"
 #: GCC profile-guided optimisation: ``OPT_FAST`` additions of the instrumented build and of the
 #: build that uses its profile. ``-fprofile-partial-training`` keeps code the training run did
