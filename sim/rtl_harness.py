@@ -34,7 +34,7 @@ from hw.errors import NmxError
 from hw.registers import REGISTER_BYTES, RunState, by_name
 from hw.rtl import TOPS
 from sim.rtl_cache import cached_rtl
-from sim.verilator import BUILD_ROOT, build_library
+from sim.verilator import BUILD_ROOT, build_library, pgo_enabled
 
 __all__ = [
     "HARNESS_SOURCES",
@@ -80,8 +80,8 @@ def build_harness(config: AcceleratorConfig) -> Path:
 
     The Verilog is regenerated only when its sources changed (:func:`sim.rtl_cache.cached_rtl`),
     the library only when the Verilog, the harness, a build flag or the training program
-    changed. The library is built with GCC profile-guided optimisation trained on
-    :func:`sim.harness_training.training_program` (``NMX_PGO=0`` builds without; see
+    changed. With ``NMX_PGO=1`` in the environment the library is built with GCC
+    profile-guided optimisation trained on :func:`sim.harness_training.training_program` (see
     :func:`sim.verilator.build_library`). Returns the path of the shared library,
     ``build/verilator/<stem>_fast_<hash>/lib<...>.so``.
     """
@@ -96,7 +96,7 @@ def build_harness(config: AcceleratorConfig) -> Path:
         toplevel=top,
         name=config.artifact_stem(top) + "_fast",
         cpp_sources=HARNESS_SOURCES,
-        training=training_for(config, _TRAINING_DIR),
+        training=training_for(config, _TRAINING_DIR) if pgo_enabled() else None,
     )
 
 

@@ -47,6 +47,7 @@ __all__ = [
     "build_library",
     "PGO_ENV",
     "ProfileTraining",
+    "pgo_enabled",
     "SimulationFailed",
     "VerilatorBuildError",
     "run_cocotb",
@@ -632,7 +633,9 @@ LIBRARY_OPT_GLOBAL = "-O2"
 #: program lose nothing.
 PGO_GENERATE_FLAGS = ("-fprofile-generate",)
 PGO_USE_FLAGS = ("-fprofile-use", "-fprofile-partial-training", "-Wno-missing-profile")
-#: Environment variable that turns profile-guided optimisation off (``NMX_PGO=0``).
+#: Environment variable that turns profile-guided optimisation on (``NMX_PGO=1``). It is off by
+#: default: on ``default`` it measured +6 % (GEMM) for about twice the C++ compile time, which
+#: would take a fresh clone's ``make sim`` past its 5-minute limit (docs/simulation.md, "Speed").
 PGO_ENV = "NMX_PGO"
 _LIBRARY_JOBS = 2
 _PGO_MARKER = "pgo.json"
@@ -659,8 +662,9 @@ class ProfileTraining:
     command: tuple[str, ...]
 
 
-def _pgo_enabled() -> bool:
-    return os.environ.get(PGO_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+def pgo_enabled() -> bool:
+    """Whether ``NMX_PGO`` asks for profile-guided builds (``1``, ``true``, ``yes``, ``on``)."""
+    return os.environ.get(PGO_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 @functools.lru_cache(maxsize=4)
@@ -744,8 +748,8 @@ def build_library(
     compiler is not GCC, the instrumented build or the run fails, no profile was written) the
     library is built without a profile and a note on stderr says why, at the build and again
     whenever the build is reused (``<build>/pgo.json`` records it; delete the build folder to
-    retry). ``NMX_PGO=0`` in the environment turns profile-guided optimisation off: the build
-    is then the one without ``training`` (its own cache entry).
+    retry). ``training`` is used only when ``NMX_PGO=1`` is in the environment
+    (:func:`pgo_enabled`); otherwise the build is the one without ``training``.
 
     Parameters
     ----------
@@ -762,7 +766,7 @@ def build_library(
     build_args : sequence of str
         Extra Verilator arguments.
     training : ProfileTraining, optional
-        The training run of profile-guided optimisation; none when omitted.
+        The training run of profile-guided optimisation (used when :func:`pgo_enabled`).
 
     Returns
     -------
@@ -778,7 +782,7 @@ def build_library(
         raise ValueError(f"name {name!r}: use letters, digits, '_', '-' and '.' only")
     if training is not None and not isinstance(training, ProfileTraining):
         raise TypeError(f"training must be a ProfileTraining or None, got {training!r}")
-    if training is not None and not _pgo_enabled():
+    if training is not None and not pgo_enabled():
         training = None
     read = _read_sources(sources)
     cpp: list[tuple[str, bytes]] = []

@@ -51,7 +51,7 @@ def _check_library(lib) -> None:
 @pytest.fixture
 def builds(tmp_path, monkeypatch):
     monkeypatch.setattr(glue, "BUILD_ROOT", tmp_path / "builds")
-    monkeypatch.delenv(glue.PGO_ENV, raising=False)
+    monkeypatch.setenv(glue.PGO_ENV, "1")
     return tmp_path / "builds"
 
 
@@ -79,12 +79,15 @@ def test_a_training_run_gives_a_profiled_library(builds, capsys):
     assert other.parent != lib.parent
 
 
-def test_no_training_and_nmx_pgo_0_build_the_same_plain_library(builds, monkeypatch):
+def test_no_training_and_pgo_off_build_the_same_plain_library(builds, monkeypatch):
     plain = _build(None)
     assert not list((plain.parent / "obj").glob("*.gcda"))
     assert not (plain.parent / glue._PGO_MARKER).exists()
-    monkeypatch.setenv(glue.PGO_ENV, "0")
     training = ProfileTraining("stand-in v1", (sys.executable, "-c", TRAINER, "{library}"))
+    for off in ("0", ""):
+        monkeypatch.setenv(glue.PGO_ENV, off)
+        assert _build(training) == plain
+    monkeypatch.delenv(glue.PGO_ENV)
     assert _build(training) == plain
 
 
