@@ -634,8 +634,9 @@ LIBRARY_OPT_GLOBAL = "-O2"
 PGO_GENERATE_FLAGS = ("-fprofile-generate",)
 PGO_USE_FLAGS = ("-fprofile-use", "-fprofile-partial-training", "-Wno-missing-profile")
 #: Environment variable that turns profile-guided optimisation on (``NMX_PGO=1``). It is off by
-#: default: on ``default`` it measured +6 % (GEMM) for about twice the C++ compile time, which
-#: would take a fresh clone's ``make sim`` past its 5-minute limit (docs/simulation.md, "Speed").
+#: default: on ``default`` it measured +6-7 % (GEMM, BERT) for about twice the C++ compile
+#: time, which would take a fresh clone's ``make sim`` past its 5-minute limit
+#: (docs/simulation.md, "Speed").
 PGO_ENV = "NMX_PGO"
 _LIBRARY_JOBS = 2
 _PGO_MARKER = "pgo.json"
