@@ -34,7 +34,7 @@ from hw.errors import NmxError
 from hw.registers import REGISTER_BYTES, RunState, by_name
 from hw.rtl import TOPS
 from sim.rtl_cache import cached_rtl
-from sim.verilator import BUILD_ROOT, build_library
+from sim.verilator import BUILD_ROOT, build_library, pgo_enabled
 
 __all__ = [
     "HARNESS_SOURCES",
@@ -47,6 +47,7 @@ __all__ = [
 #: The C++ sources of the harness (package data).
 HARNESS_SOURCES = (Path(__file__).resolve().with_name("harness") / "nmx_harness.cpp",)
 _VERILOG_DIR = BUILD_ROOT.parent / "harness"
+_TRAINING_DIR = _VERILOG_DIR / "training"
 _RUN_REACHED, _RUN_BUDGET, _RUN_FAILED = 1, 0, -1
 _UNTIL_IRQ, _UNTIL_IDLE = 0, 1
 _STATUS_OFFSET = 0x008  # the C++ polls STATUS here: checked against hw.registers below
@@ -78,9 +79,14 @@ def build_harness(config: AcceleratorConfig) -> Path:
     """Generate the accelerator's Verilog for ``config`` and build (or reuse) the harness library.
 
     The Verilog is regenerated only when its sources changed (:func:`sim.rtl_cache.cached_rtl`),
-    the library only when the Verilog or the harness changed. Returns the path of the shared
-    library, ``build/verilator/<stem>_fast_<hash>/lib<...>.so``.
+    the library only when the Verilog, the harness, a build flag or the training program
+    changed. With ``NMX_PGO=1`` in the environment the library is built with GCC
+    profile-guided optimisation trained on :func:`sim.harness_training.training_program` (see
+    :func:`sim.verilator.build_library`). Returns the path of the shared library,
+    ``build/verilator/<stem>_fast_<hash>/lib<...>.so``.
     """
+    from sim.harness_training import training_for
+
     if not isinstance(config, AcceleratorConfig):
         raise TypeError(f"config must be an AcceleratorConfig, got {config!r}")
     top = TOPS["accelerator"]
@@ -90,6 +96,7 @@ def build_harness(config: AcceleratorConfig) -> Path:
         toplevel=top,
         name=config.artifact_stem(top) + "_fast",
         cpp_sources=HARNESS_SOURCES,
+        training=training_for(config, _TRAINING_DIR) if pgo_enabled() else None,
     )
 
 
@@ -134,6 +141,9 @@ class VerilatorTransport:
         Probability in [0, 1) that the DRAM model pauses a ready or a new R/B beat in a cycle.
     seed : int
         Seed of the backpressure PRNG.
+    library : path-like, optional
+        A harness library built for ``config`` (by default :func:`build_harness`'s); the
+        profile-guided build's training run passes its instrumented library here.
 
     Attributes
     ----------
@@ -143,7 +153,7 @@ class VerilatorTransport:
 
     def __init__(self, config: AcceleratorConfig, *, mem_size: int = 1 << 24,
                  latency: int | tuple[int, int] = 0, backpressure: float = 0.0,
-                 seed: int = 1):
+                 seed: int = 1, library: str | Path | None = None):
         if not isinstance(config, AcceleratorConfig):
             raise TypeError(f"config must be an AcceleratorConfig, got {config!r}")
         if isinstance(latency, int):
@@ -161,7 +171,7 @@ class VerilatorTransport:
         self.latency = (read_latency, write_latency)
         self.backpressure = float(backpressure)
         self.seed = int(seed)
-        self._lib = _load(str(build_harness(config)))
+        self._lib = _load(str(build_harness(config) if library is None else Path(library)))
         self._h = self._lib.nmx_create(self.mem_size, config.dma_data_bits, read_latency,
                                        write_latency, self.backpressure,
                                        self.seed & (2**64 - 1))

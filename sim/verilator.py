@@ -45,6 +45,9 @@ __all__ = [
     "WAIVER_FILE",
     "CocotbResults",
     "build_library",
+    "PGO_ENV",
+    "ProfileTraining",
+    "pgo_enabled",
     "SimulationFailed",
     "VerilatorBuildError",
     "run_cocotb",
@@ -617,9 +620,105 @@ def run_cocotb(
 #: Verilator arguments of :func:`build_library` (part of its cache key).
 LIBRARY_VERILATOR_ARGS = ("-O3", "--x-assign", "fast", "--x-initial", "fast", "--threads", "1",
                           "--noassert")
-#: Optimisation of the C++ build of :func:`build_library` (verilated.mk's defaults are -Os).
-LIBRARY_MAKE_OPT = ("OPT_FAST=-O2", "OPT_SLOW=-O1", "OPT_GLOBAL=-O2")
+#: Optimisation of the C++ build of :func:`build_library` (verilated.mk's defaults are -Os):
+#: ``OPT_FAST`` for the model's evaluation code and the harness, ``OPT_SLOW`` for code that runs
+#: once (construction, initial values), ``OPT_GLOBAL`` for Verilator's run-time library.
+#: docs/simulation.md ("Speed") has the measurements behind each choice.
+LIBRARY_OPT_FAST = "-O3"
+LIBRARY_OPT_SLOW = "-O0"
+LIBRARY_OPT_GLOBAL = "-O2"
+#: GCC profile-guided optimisation: ``OPT_FAST`` additions of the instrumented build and of the
+#: build that uses its profile. ``-fprofile-partial-training`` keeps code the training run did
+#: not reach optimised as without a profile (not for size), so programs unlike the training
+#: program lose nothing.
+PGO_GENERATE_FLAGS = ("-fprofile-generate",)
+PGO_USE_FLAGS = ("-fprofile-use", "-fprofile-partial-training", "-Wno-missing-profile")
+#: Environment variable that turns profile-guided optimisation on (``NMX_PGO=1``). It is off by
+#: default: on ``default`` it measured +6-7 % (GEMM, BERT) for about twice the C++ compile
+#: time, which would take a fresh clone's ``make sim`` past its 5-minute limit
+#: (docs/simulation.md, "Speed").
+PGO_ENV = "NMX_PGO"
 _LIBRARY_JOBS = 2
+_PGO_MARKER = "pgo.json"
+_TRAINING_TIMEOUT_S = 1800.0
+
+
+@dataclass(frozen=True)
+class ProfileTraining:
+    """The training run of :func:`build_library`'s profile-guided optimisation (GCC).
+
+    Attributes
+    ----------
+    identity : str
+        Names everything the run does (program, data, harness settings, the trainer's code); part
+        of the build's cache key, so a different training program gets its own build.
+    command : tuple of str
+        The command that runs the instrumented library; ``{library}`` in an argument is replaced
+        by the library's path. It runs in the build folder with :func:`verilator_env`'s
+        environment plus the repository root on ``PYTHONPATH`` and must exit 0 only after a
+        complete, checked run (the profile is written when the process exits).
+    """
+
+    identity: str
+    command: tuple[str, ...]
+
+
+def pgo_enabled() -> bool:
+    """Whether ``NMX_PGO`` asks for profile-guided builds (``1``, ``true``, ``yes``, ``on``)."""
+    return os.environ.get(PGO_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@functools.lru_cache(maxsize=4)
+def _compiler_identity(path_env: str) -> tuple[str, bool]:
+    """The compiler verilated.mk runs (``CXX = c++``): its path and ``--version``'s first line,
+    and whether it is GCC (defines ``__GNUC__`` and not ``__clang__``)."""
+    cxx = shutil.which("c++", path=path_env)
+    if cxx is None:
+        raise VerilatorBuildError("no C++ compiler: `c++` is not on PATH (install g++)")
+    try:
+        version = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=60,
+                                 check=False).stdout
+        macros = subprocess.run([cxx, "-dM", "-E", "-x", "c++", os.devnull], capture_output=True,
+                                text=True, timeout=60, check=False).stdout
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise VerilatorBuildError(f"`{cxx} --version` failed: {exc}") from None
+    first = (version.splitlines() or ["?"])[0].strip()
+    gcc = "__GNUC__" in macros and "__clang__" not in macros
+    return f"{os.path.realpath(cxx)}: {first}", gcc
+
+
+def _make(obj: Path, prefix: str, opt_fast: str, extra: Sequence[str] = ()) -> list[str]:
+    return ["make", "-j", str(_LIBRARY_JOBS), "-C", str(obj), "-f", f"{prefix}.mk",
+            f"OPT_FAST={opt_fast}", f"OPT_SLOW={LIBRARY_OPT_SLOW}",
+            f"OPT_GLOBAL={LIBRARY_OPT_GLOBAL}", *extra]
+
+
+def _run_logged(cmd: Sequence[str], env: Mapping[str, str], log: Path, what: str,
+                timeout: float | None = None, cwd: Path | None = None) -> str | None:
+    """Run ``cmd`` appending to ``log``; return None on success, else a one-line reason."""
+    with open(log, "a") as out:
+        out.write("$ " + " ".join(cmd) + "\n")
+        out.flush()
+        try:
+            done = subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                  check=False, timeout=timeout, cwd=cwd)
+        except subprocess.TimeoutExpired:
+            return f"{what} took longer than {timeout:g} s"
+        except OSError as exc:
+            return f"{what} could not start: {exc}"
+    if done.returncode != 0:
+        return f"{what} ({Path(cmd[0]).name}) exited with status {done.returncode}"
+    return None
+
+
+def _remove_fast_objects(obj: Path, prefix: str) -> None:
+    """Delete what an ``OPT_FAST`` compile produced (objects, the fast PCH, the archive), so the
+    next make recompiles exactly that code; the ``OPT_SLOW``/``OPT_GLOBAL`` objects stay."""
+    for f in obj.iterdir():
+        slow = f.name.endswith("Slow.o") or f.name.startswith("verilated")
+        if (f.suffix == ".o" and not slow) or f.suffix == ".a" or f.name == (
+                f"{prefix}__pch.h.fast.gch"):
+            f.unlink()
 
 
 def build_library(
@@ -630,15 +729,28 @@ def build_library(
     cpp_sources: Sequence[str | os.PathLike],
     prefix: str = "Vnmx",
     build_args: Sequence[str] = (),
+    training: ProfileTraining | None = None,
 ) -> Path:
     """Build (or reuse) a shared library of a Verilated model and a C++ harness; return its path.
 
     The lean simulation path (``sim/rtl_harness.py``): no cocotb, no VPI, no
     ``--public-flat-rw``; Verilator with :data:`LIBRARY_VERILATOR_ARGS`, the C++ with
-    :data:`LIBRARY_MAKE_OPT` and ``-fPIC``, linked ``-shared``. Cached like :func:`run_cocotb`'s
-    builds in ``build/verilator/<name>_<hash>``: the hash covers the Verilog and C++ sources'
-    content (headers next to a C++ source included), ``toplevel``, ``prefix``, the arguments,
+    :data:`LIBRARY_OPT_FAST` / :data:`LIBRARY_OPT_SLOW` / :data:`LIBRARY_OPT_GLOBAL` and
+    ``-fPIC``, linked ``-shared``. Cached like :func:`run_cocotb`'s builds in
+    ``build/verilator/<name>_<hash>``: the hash covers the Verilog and C++ sources' content
+    (headers next to a C++ source included), ``toplevel``, ``prefix``, every Verilator argument
+    and compiler flag, the C++ compiler's identity (path and version), the training's identity,
     the waiver file and the Verilator version; a file lock makes concurrent builds safe.
+
+    With ``training``, the model is built with GCC profile-guided optimisation: an instrumented
+    build (:data:`PGO_GENERATE_FLAGS`), the training run (``training.command``), then the build
+    that uses the profile (:data:`PGO_USE_FLAGS`); the Verilator output and the code compiled
+    with ``OPT_SLOW``/``OPT_GLOBAL`` are shared by both. When the training run cannot happen (the
+    compiler is not GCC, the instrumented build or the run fails, no profile was written) the
+    library is built without a profile and a note on stderr says why, at the build and again
+    whenever the build is reused (``<build>/pgo.json`` records it; delete the build folder to
+    retry). ``training`` is used only when ``NMX_PGO=1`` is in the environment
+    (:func:`pgo_enabled`); otherwise the build is the one without ``training``.
 
     Parameters
     ----------
@@ -654,6 +766,8 @@ def build_library(
         Class name of the Verilated model (``--prefix``), which the harness includes.
     build_args : sequence of str
         Extra Verilator arguments.
+    training : ProfileTraining, optional
+        The training run of profile-guided optimisation (used when :func:`pgo_enabled`).
 
     Returns
     -------
@@ -667,6 +781,10 @@ def build_library(
     """
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise ValueError(f"name {name!r}: use letters, digits, '_', '-' and '.' only")
+    if training is not None and not isinstance(training, ProfileTraining):
+        raise TypeError(f"training must be a ProfileTraining or None, got {training!r}")
+    if training is not None and not pgo_enabled():
+        training = None
     read = _read_sources(sources)
     cpp: list[tuple[str, bytes]] = []
     for src in cpp_sources:
@@ -679,6 +797,8 @@ def build_library(
         cpp += [(h.name, h.read_bytes()) for h in sorted(path.parent.glob("*.h"))]
     cpp = sorted(dict(cpp).items())
     args = [*LIBRARY_VERILATOR_ARGS, *(str(a) for a in build_args)]
+    env = verilator_env()
+    compiler, gcc = _compiler_identity(env["PATH"])
     spec = {
         "kind": "library",
         "sources": [(n, _sha256(d)) for n, d in read],
@@ -686,7 +806,15 @@ def build_library(
         "toplevel": toplevel,
         "prefix": prefix,
         "args": args,
-        "make": list(LIBRARY_MAKE_OPT),
+        "cflags": ["-fPIC"],
+        "ldflags": ["-shared"],
+        "opt": {"fast": LIBRARY_OPT_FAST, "slow": LIBRARY_OPT_SLOW, "global": LIBRARY_OPT_GLOBAL},
+        "compiler": compiler,
+        "pgo": None if training is None else {
+            "identity": training.identity,
+            "generate": list(PGO_GENERATE_FLAGS),
+            "use": list(PGO_USE_FLAGS),
+        },
         "waivers": _sha256(WAIVER_FILE.read_bytes()),
         "verilator": verilator_version(),
     }
@@ -694,9 +822,15 @@ def build_library(
     build_dir = BUILD_ROOT / f"{name}_{key}"
     lib = build_dir / f"lib{name}.so"
     marker = build_dir / _MARKER
+    pgo_note = build_dir / _PGO_MARKER
     BUILD_ROOT.mkdir(parents=True, exist_ok=True)
     with FileLock(str(BUILD_ROOT / f"{name}_{key}.lock")):
         if marker.is_file() and lib.is_file():
+            if pgo_note.is_file():
+                note = json.loads(pgo_note.read_text())
+                if note.get("skipped"):
+                    print(f"note: {lib.name} is built without profile-guided optimisation: "
+                          f"{note['skipped']} (delete {build_dir} to retry)", file=sys.stderr)
             return lib
         if build_dir.exists():
             shutil.rmtree(build_dir)
@@ -707,7 +841,6 @@ def build_library(
         waiver = src_dir / WAIVER_FILE.name
         waiver.write_bytes(WAIVER_FILE.read_bytes())
         obj = build_dir / "obj"
-        env = verilator_env()
         verilate = [
             str(verilator_root() / "bin" / "verilator"), "--cc", "--exe", "-Mdir", str(obj),
             "--top-module", toplevel, "--prefix", prefix, "-o", str(lib),
@@ -715,26 +848,75 @@ def build_library(
             str(waiver), *(str(src_dir / n) for n, _ in read),
             *(str(src_dir / n) for n, _ in cpp if not n.endswith(".h")),
         ]
-        make = ["make", "-j", str(_LIBRARY_JOBS), "-C", str(obj), "-f", f"{prefix}.mk",
-                *LIBRARY_MAKE_OPT]
         log = build_dir / _BUILD_LOG
-        with open(log, "w") as out:
-            for cmd in (verilate, make):
-                out.write("$ " + " ".join(cmd) + "\n")
-                out.flush()
-                done = subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                      check=False)
-                if done.returncode != 0:
-                    raise VerilatorBuildError(
-                        f"library build of {toplevel!r} ({name}) failed: {Path(cmd[0]).name} "
-                        f"exited with status {done.returncode}; log {log}:\n{_tail(log)}"
-                    )
+        log.write_text("")
+
+        def must(cmd: Sequence[str], what: str) -> None:
+            reason = _run_logged(cmd, env, log, what)
+            if reason is not None:
+                raise VerilatorBuildError(f"library build of {toplevel!r} ({name}) failed: "
+                                          f"{reason}; log {log}:\n{_tail(log)}")
+
+        must(verilate, "Verilator")
+        skipped = None
+        if training is not None:
+            skipped = (_profile(training, obj, prefix, lib, env, log) if gcc else
+                       f"the C++ compiler is not GCC ({compiler})")
+            if skipped is not None:
+                print(f"note: building {lib.name} without profile-guided optimisation: "
+                      f"{skipped}", file=sys.stderr)
+                _remove_fast_objects(obj, prefix)
+                must(_make(obj, prefix, LIBRARY_OPT_FAST), "C++ build")
+        else:
+            must(_make(obj, prefix, LIBRARY_OPT_FAST), "C++ build")
         if not lib.is_file():
             raise VerilatorBuildError(
                 f"library build of {toplevel!r} ({name}) produced no {lib.name}; log {log}:\n"
                 f"{_tail(log)}"
             )
+        if training is not None:
+            pgo_note.write_text(json.dumps({"identity": training.identity, "skipped": skipped},
+                                           indent=2))
         tmp = marker.with_suffix(".tmp")
         tmp.write_text(json.dumps(spec, indent=2))
         tmp.replace(marker)
     return lib
+
+
+def _profile(training: ProfileTraining, obj: Path, prefix: str, lib: Path,
+             env: Mapping[str, str], log: Path) -> str | None:
+    """The instrumented build, the training run and the build using its profile; return None
+    when the library at ``lib`` is built with the profile, else why not (nothing is left of the
+    attempt but the Verilator output and the ``OPT_SLOW``/``OPT_GLOBAL`` objects)."""
+    generate = " ".join([LIBRARY_OPT_FAST, *PGO_GENERATE_FLAGS])
+    reason = _run_logged(_make(obj, prefix, generate,
+                               [f"USER_LDFLAGS={' '.join(PGO_GENERATE_FLAGS)}"]),
+                         env, log, "the instrumented C++ build")
+    if reason is not None:
+        return reason
+    instrumented = lib.with_name(lib.stem + "_instrumented.so")
+    lib.replace(instrumented)
+    for stale in obj.glob("*.gcda"):
+        stale.unlink()
+    run_env = dict(env)
+    run_env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
+    command = [a.replace("{library}", str(instrumented)) for a in training.command]
+    reason = _run_logged(command, run_env, log, "the training run",
+                         timeout=_TRAINING_TIMEOUT_S, cwd=lib.parent)
+    instrumented.unlink(missing_ok=True)
+    profiles = list(obj.glob("*.gcda"))
+    _remove_fast_objects(obj, prefix)
+    if reason is None and not profiles:
+        reason = f"the training run wrote no profile (*.gcda) in {obj}"
+    if reason is not None:
+        for stale in profiles:
+            stale.unlink()
+        return reason
+    use = " ".join([LIBRARY_OPT_FAST, *PGO_USE_FLAGS])
+    reason = _run_logged(_make(obj, prefix, use), env, log,
+                         "the C++ build with the profile")
+    if reason is not None:
+        _remove_fast_objects(obj, prefix)
+        lib.unlink(missing_ok=True)
+    return reason

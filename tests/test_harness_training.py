@@ -1,0 +1,45 @@
+"""The fixed training program of the fast harness's profile-guided build (sim/harness_training.py):
+it fits every preset, its identity names its content, and the training run checks the RTL
+against the golden model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from hw.config import preset
+from sim import harness_training as ht
+
+
+@pytest.mark.parametrize("name", ["tiny", "default", "ecp5"])
+def test_the_training_gemm_fits_every_preset_and_is_deterministic(name):
+    cfg = preset(name)
+    p1, i1 = ht.training_program(cfg)
+    p2, i2 = ht.training_program(cfg)
+    assert p1.words() == p2.words() and np.array_equal(i1.data, i2.data)
+    assert len(p1.words()) > 10 and i1.size > 0
+
+
+def test_identity_names_the_content(tmp_path):
+    a = ht.training_for(preset("tiny"), tmp_path)
+    assert ht.training_for(preset("tiny"), tmp_path) == a
+    b = ht.training_for(preset("default"), tmp_path)
+    assert a.identity != b.identity
+    folder = tmp_path / f"{preset('tiny').fingerprint}_{a.identity.split()[-1]}"
+    settings = json.loads((folder / "training.json").read_text())
+    assert settings["passes"] == [list(p) for p in ht.TRAINING_PASSES]
+    assert a.command[-2:] == (str(folder), "{library}")
+
+
+@pytest.mark.rtl
+def test_the_training_run_is_checked_against_the_golden_model(tmp_path, capsys):
+    from sim.rtl_harness import build_harness
+
+    cfg = preset("tiny")
+    training = ht.training_for(cfg, tmp_path)
+    lib = build_harness(cfg)
+    assert ht.main([training.command[-2], str(lib)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("equal to the golden model") == len(ht.TRAINING_PASSES)
