@@ -14,10 +14,11 @@ docs/dma.md):
   in the dispatcher; a run ends ``end_cycles`` after HALT once every unit is idle.
 * **Load unit.** One instruction at a time: take, pop, execute, push (``unit_cycles``); DMACFG
   and SYNC only that. LOAD walks its rows one a cycle into a descriptor queue of
-  ``LOAD_DESCRIPTORS`` rows (a row's descriptor frees when its data was assembled: at most 32
-  rows in flight); whole rows of whole beats that follow each other in DRAM are merged into one
-  read request (at most 4 KiB and 16 rows), other rows get one request each
-  (``load_row_gap`` cycles apart); requests split into bursts at 4 KiB boundaries and 256 beats.
+  ``max(LOAD_DESCRIPTORS, 2 * merge rows)`` rows (a row's descriptor frees when its data was
+  assembled); at most ``LOAD_DESCRIPTORS`` (128) bursts are outstanding; whole rows of whole
+  beats that follow each other in DRAM are merged into one read request (at most 4 KiB),
+  other rows get one request each (``load_row_gap`` cycles apart); requests split into bursts
+  at 4 KiB boundaries and 256 beats, a run's later bursts ``AR_BURST_GAP`` cycles apart.
   LOADT reads its records in one request (BIAS) or one per table (PWL) and parses one field per
   cycle (two per bias entry, ``3 + 2 * S - 1`` per PWL table).
 * **Store unit.** Rows leave the SRAM one a cycle (at most ``STORE_READ_AHEAD`` ahead of the W
@@ -89,8 +90,8 @@ __all__ = [
 ARRAY_LATENCY_EXTRA = 5
 #: Dispatcher fetch burst (hw.dispatcher.FETCH_CHUNK_BYTES) and prefetch buffer (two bursts).
 FETCH_CHUNK_BYTES = 256
-#: Load unit: row descriptors in flight (LoadUnit max_outstanding) and rows per merged request.
-LOAD_DESCRIPTORS = 32
+#: Load unit: read bursts in flight (LoadUnit max_outstanding) and rows per merged request.
+LOAD_DESCRIPTORS = 128
 LOAD_MERGE_ROWS = 256
 #: A pending run is requested while fewer rows than this are requested and not yet written.
 LOAD_LOW_WATER = 64
@@ -98,6 +99,9 @@ LOAD_LOW_WATER = 64
 MERGE_BYTES = 4096
 AXI_PAGE = 4096
 AXI_MAX_BEATS = 256
+#: Cycles between the AR handshakes of one request's bursts (the burst splitter sizes each
+#: later burst in the cycle after its predecessor left; hw/dma.py).
+AR_BURST_GAP = 2
 #: Store unit: rows read ahead of the W channel, bursts awaiting B (StoreUnit defaults).
 STORE_READ_AHEAD = 16
 STORE_BURSTS = 32
@@ -518,7 +522,7 @@ def _load_transfer(m: _Machine, ins: Load, t0: int) -> int:
             s0 = m.rch.book(ar + lat, b)
             beat_at.extend(range(s0, s0 + b))
             burst_end.append(s0 + b - 1)
-            ar += 1
+            ar += AR_BURST_GAP
         k = addr % bw  # an unaligned run has one more beat in than out
         for r in range(first, first + rows):
             beats = (k + nbytes[r] + bw - 1) // bw
@@ -569,7 +573,7 @@ def _load_transfer(m: _Machine, ins: Load, t0: int) -> int:
                 extra = cost - beats if k == len(bursts) - 1 else 0
                 end = m.rch.book(ar + lat, b + extra) + b
                 burst_end.append(end - 1)
-                ar += 1
+                ar += AR_BURST_GAP
         last_done = done[r] = max(last_done + cost, end + p.load_row_done)
         requested = r + 1
     if run is not None:
@@ -595,7 +599,7 @@ def _loadt_transfer(m: _Machine, ins: Loadt, t0: int) -> int:
         for b in _bursts(a, nb, bw):
             got = m.rch.book(s + 1 + p.dram_latency, b)
             first = got if first is None else first
-            s += 1
+            s += AR_BURST_GAP
         parsed = max(parsed, first) + nfields
         t += 1
     return parsed + p.loadt_end
