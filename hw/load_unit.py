@@ -449,9 +449,13 @@ class LoadUnit(wiring.Component):
         pend_nbytes = Signal(range(MERGE_BYTES + 1))
         pend_rows = Signal(range(self._merge_rows + 1))
         pend_space = Signal(range(self._merge_rows + 1))  # rows the run may still take
-        flight = Signal(range(self._desc_depth + 4))  # rows requested and not yet written
+        # rows whose descriptor is written and whose data is not (pending ones included)
+        flight = Signal(range(self._desc_depth + 4))
         low_water = Signal()
-        m.d.sync += low_water.eq(flight < LOW_WATER_ROWS)
+        m.d.sync += low_water.eq(flight - Mux(pend_valid, pend_rows, 0) < LOW_WATER_ROWS)
+        # descriptors in the queue, and the registered flag "one more fits"
+        descs = Signal(range(self._desc_depth + 1))
+        desc_room = Signal(init=1)
         live = rowq.r_rdy & ~stop
         data_ok = live & head.has & head.limit_ok
         req = rd.req
@@ -463,7 +467,7 @@ class LoadUnit(wiring.Component):
             & (pend_space != 0)
             # a run keeps growing while the engine has a request waiting or cannot take one
             & (~low_water | rd.queued | ~req.ready)
-            & desc.w_rdy  # else the run must go: its rows' data frees descriptors
+            & desc_room  # else the run must go: its rows' data frees descriptors
         )
         issue_pend = pend_valid & ~join
         pend_fire = issue_pend & req.ready
@@ -481,11 +485,11 @@ class LoadUnit(wiring.Component):
                 m.d.sync += pend_valid.eq(0)
         with m.Elif(data_ok & ~head.mergeable):
             m.d.comb += [
-                req.valid.eq(desc.w_rdy),
+                req.valid.eq(desc_room),
                 req.payload.addr.eq(head.start),
                 req.payload.nbytes.eq(head.nbytes),
                 req.payload.dst_off.eq(head.lo_byte),
-                single.eq(desc.w_rdy & req.ready),
+                single.eq(desc_room & req.ready),
             ]
         with m.Elif(t_issuing & ~stop):
             m.d.comb += [
@@ -503,8 +507,8 @@ class LoadUnit(wiring.Component):
             ]
         # a new run starts when none is pending or in the cycle the pending one is requested
         with m.If(data_ok & head.mergeable & (~pend_valid | pend_fire)):
-            m.d.comb += row_issue.eq(desc.w_rdy)
-            with m.If(desc.w_rdy):
+            m.d.comb += row_issue.eq(desc_room)
+            with m.If(desc_room):
                 m.d.sync += [
                     pend_valid.eq(1),
                     pend_start.eq(head.start),
@@ -513,7 +517,7 @@ class LoadUnit(wiring.Component):
                     pend_space.eq(run_rows - 1),
                 ]
         with m.If(live & ~head.has):
-            m.d.comb += single.eq(desc.w_rdy)
+            m.d.comb += single.eq(desc_room)
         with m.If(single):
             m.d.comb += row_issue.eq(1)
         d_in = Signal(desc_layout)
@@ -527,6 +531,12 @@ class LoadUnit(wiring.Component):
             # rows of a stopped LOAD are dropped from the queue
             rowq.r_en.eq(row_issue | (stop & rowq.r_rdy)),
         ]
+
+        m.d.sync += descs.eq(descs + row_issue - desc.r_en)
+        with m.If(row_issue & ~desc.r_en):
+            m.d.sync += desc_room.eq(descs < self._desc_depth - 1)
+        with m.Elif(desc.r_en & ~row_issue):
+            m.d.sync += desc_room.eq(1)
 
         step = walking & room & ~stop
         pop = rowq.r_en
@@ -581,7 +591,7 @@ class LoadUnit(wiring.Component):
         # dropped there, so `occ` stays exact)
 
         written_fire = Signal()
-        m.d.sync += flight.eq(flight + Mux(pend_fire, pend_rows, 0) + single - written_fire)
+        m.d.sync += flight.eq(flight + row_issue - written_fire)
 
         t_fire = t_issuing & ~issue_pend & req.valid & req.ready
         with m.If(t_fire):
