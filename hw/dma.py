@@ -111,6 +111,7 @@ class ByteRealigner(wiring.Component):
         end_off = Signal(lb + 1)  # bytes of the last output beat, 1..bw
         prev = Signal(8 * bw)
         err = Signal()
+        direct = Signal()  # src_off == dst_off: output beat k is input beat k
         in_more = Signal()  # in_left != 0, registered
         out_last = Signal()  # out_left == 1, registered
 
@@ -120,7 +121,7 @@ class ByteRealigner(wiring.Component):
         flush = active & ~in_more
         cur = Mux(flush, 0, self.i.payload.data)
         shifted = Signal(8 * bw)
-        m.d.comb += shifted.eq(Cat(prev, cur).bit_select(sh * 8, 8 * bw))
+        m.d.comb += shifted.eq(Mux(direct, cur, Cat(prev, cur).bit_select(sh * 8, 8 * bw)))
 
         lo = Mux(first, dst_off, 0)
         hi = Mux(out_last, end_off, bw)
@@ -175,7 +176,9 @@ class ByteRealigner(wiring.Component):
                 in_more.eq(1),  # nbytes >= 1
                 out_left.eq((do + c.nbytes + bw - 1) >> lb),
                 out_last.eq(do + c.nbytes <= bw),
-                have.eq(so < do),
+                # (equal offsets need no beat ahead: one output beat a cycle from the first)
+                have.eq(so <= do),
+                direct.eq(so == do),
                 first.eq(1),
                 sh.eq((so - do)[: max(1, lb)] if lb else 0),
                 dst_off.eq(do),
@@ -448,6 +451,9 @@ class AxiReadEngine(wiring.Component):
         axi = self.axi
 
         rq = _request_skid(self, m)
+        # the descriptor queue's room as a registered flag (not its level compare)
+        _, desc_room = _counter_with_room(
+            m, self._max_outstanding, desc.w_en, desc.r_en & desc.r_rdy, "descs")
         req = rq.payload
         src_off = req.addr[:lb] if lb else Const(0, 1)
         cmd = Signal(ra.cmd.payload.shape())
@@ -458,7 +464,7 @@ class AxiReadEngine(wiring.Component):
             desc.w_data.eq(cmd),
             sp.start.payload.addr.eq(req.addr & ~(bw - 1)),
             sp.start.payload.beats.eq((src_off + req.nbytes + bw - 1) >> lb),
-            rq.ready.eq(desc.w_rdy & sp.start.ready),
+            rq.ready.eq(desc_room & sp.start.ready),
             desc.w_en.eq(rq.valid & rq.ready),
             sp.start.valid.eq(rq.valid & rq.ready),
         ]
@@ -580,6 +586,9 @@ class AxiWriteEngine(wiring.Component):
         axi = self.axi
 
         rq = _request_skid(self, m)
+        # the descriptor queue's room as a registered flag (not its level compare)
+        _, desc_room = _counter_with_room(
+            m, self._max_outstanding, desc.w_en, desc.r_en & desc.r_rdy, "descs")
         req = rq.payload
         dst_off = req.addr[:lb] if lb else Const(0, 1)
         cmd = Signal(ra.cmd.payload.shape())
@@ -590,7 +599,7 @@ class AxiWriteEngine(wiring.Component):
             desc.w_data.eq(cmd),
             sp.start.payload.addr.eq(req.addr & ~(bw - 1)),
             sp.start.payload.beats.eq((dst_off + req.nbytes + bw - 1) >> lb),
-            rq.ready.eq(desc.w_rdy & sp.start.ready),
+            rq.ready.eq(desc_room & sp.start.ready),
             desc.w_en.eq(rq.valid & rq.ready),
             sp.start.valid.eq(rq.valid & rq.ready),
         ]
@@ -598,7 +607,9 @@ class AxiWriteEngine(wiring.Component):
         b_fire = axi.bvalid & axi.bready
         outstanding, room = _counter_with_room(
             m, self._max_outstanding, axi.awvalid & axi.awready, b_fire, "outstanding")
-        can_issue = room & bursts.w_rdy
+        # (a burst leaves `bursts` at its last W beat, before its B response: `bursts` cannot be
+        # full while `room` is high)
+        can_issue = room
         m.d.comb += [
             axi.awvalid.eq(sp.burst.valid & can_issue),
             sp.burst.ready.eq(axi.awready & can_issue),

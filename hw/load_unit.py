@@ -398,8 +398,16 @@ class LoadUnit(wiring.Component):
         m.submodules.desc = desc = SyncFIFOBuffered(
             width=desc_layout.size, depth=self._desc_depth
         )
-        desc_out = Signal(desc_layout)
-        m.d.comb += desc_out.eq(desc.r_data)
+        # The queue's head in a register: the block RAM's read data (its output latch is slow)
+        # reaches only this register, not the assembler's decisions.
+        desc_out = Signal(desc_layout)  # the head descriptor
+        desc_valid = Signal()
+        desc_pop = Signal()  # the assembler is done with the head
+        m.d.comb += desc.r_en.eq(~desc_valid | desc_pop)
+        with m.If(desc_pop):
+            m.d.sync += desc_valid.eq(0)
+        with m.If(desc.r_rdy & desc.r_en):
+            m.d.sync += [desc_out.eq(desc.r_data), desc_valid.eq(1)]
 
         # ---------------------------------------------------------------- row queue
         queue_layout = data.StructLayout(
@@ -532,10 +540,11 @@ class LoadUnit(wiring.Component):
             rowq.r_en.eq(row_issue | (stop & rowq.r_rdy)),
         ]
 
-        m.d.sync += descs.eq(descs + row_issue - desc.r_en)
-        with m.If(row_issue & ~desc.r_en):
+        desc_take = desc.r_en & desc.r_rdy
+        m.d.sync += descs.eq(descs + row_issue - desc_take)
+        with m.If(row_issue & ~desc_take):
             m.d.sync += desc_room.eq(descs < self._desc_depth - 1)
-        with m.Elif(desc.r_en & ~row_issue):
+        with m.Elif(desc_take & ~row_issue):
             m.d.sync += desc_room.eq(1)
 
         step = walking & room & ~stop
@@ -638,10 +647,10 @@ class LoadUnit(wiring.Component):
 
         is_table = Signal()
         data_fire = rd.data.valid & rd.data.ready
-        with m.If(~is_table & desc.r_rdy):
+        with m.If(~is_table & desc_valid):
             with m.If(~desc_out.has):
                 with m.If(out_free):
-                    m.d.comb += desc.r_en.eq(1)
+                    m.d.comb += desc_pop.eq(1)
                     m.d.sync += [
                         out_valid.eq(1),
                         out_row.eq(desc_out.row),
@@ -658,7 +667,7 @@ class LoadUnit(wiring.Component):
                     with m.If(beat.error):
                         fail(_Code.DRAM_RANGE)
                     with m.If(row_end):
-                        m.d.comb += desc.r_en.eq(1)
+                        m.d.comb += desc_pop.eq(1)
                         m.d.sync += [
                             out_valid.eq(1),
                             out_row.eq(desc_out.row),
@@ -972,6 +981,7 @@ class LoadUnit(wiring.Component):
                     & ~rd.busy
                     & ~rows_pending
                     & ~desc.r_rdy
+                    & ~desc_valid
                 )
                 with m.If(drained):
                     with m.If(err_pending):
