@@ -249,6 +249,7 @@ class _BurstSplitter(wiring.Component):
                 ),
                 "burst": Out(stream.Signature(data.StructLayout({"addr": addr_bits, "len": 8}))),
                 "busy": Out(1),
+                "planned": Out(1),
             }
         )
 
@@ -284,6 +285,7 @@ class _BurstSplitter(wiring.Component):
         calc = Signal()  # sizing the run's next burst
         m.d.comb += [
             self.busy.eq(busy | p_valid),
+            self.planned.eq(p_valid),
             self.burst.valid.eq(busy & ~calc),
             self.burst.payload.addr.eq(addr),
             self.burst.payload.len.eq(n - 1),
@@ -388,8 +390,8 @@ class AxiReadEngine(wiring.Component):
     busy : Out(1)
         A request is accepted but not all of its data has left ``data``.
     queued : Out(1)
-        An accepted request waits for the burst splitter (a flip-flop): the bus has work
-        queued, so a producer may keep merging.
+        An accepted request waits for the burst splitter to start it (flip-flops): the bus has
+        work queued, so a producer may keep merging.
     """
 
     def __init__(
@@ -499,7 +501,7 @@ class AxiReadEngine(wiring.Component):
         m.d.comb += self.busy.eq(
             rq.valid | sp.busy | desc.r_rdy | ra.active | (outstanding != 0) | skid.o.valid
         )
-        m.d.comb += self.queued.eq(rq.valid)
+        m.d.comb += self.queued.eq(rq.valid | sp.planned)
         return m
 
 

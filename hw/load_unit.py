@@ -146,7 +146,9 @@ class LoadUnit(wiring.Component):
     config : AcceleratorConfig
         Sizes: ``dma_data_bits`` (AXI beat), ``addr_bits``, memory depths and widths.
     max_outstanding : int
-        AXI read bursts in flight at most (latency hiding).
+        AXI read bursts in flight at most (latency hiding). 128 keeps a stream of one-beat
+        rows (a strided operand such as a row-major ``A`` block) at one beat a cycle up to a
+        DRAM latency of about 120 cycles.
     arid : int
         ``arid`` of every burst (0 .. 2**AXI_ID_BITS - 1), e.g. to route R beats in an arbiter.
 
@@ -275,13 +277,17 @@ class LoadUnit(wiring.Component):
         load = ins.word.body.load
         loadt = ins.word.body.loadt
         dmacfg = ins.word.body.dmacfg
-        take = self.cmd.valid & self.cmd.ready
+        idle = Signal()  # the control FSM is in IDLE (takes the word on `cmd.valid`)
         # `flushed` is registered: the instruction's pc against the flush bound of the cycle
         # before (a flush reaches the unit one cycle later; the compare is off every enable).
         flushed = Signal()
-        pc_next = Mux(take, self.cmd.payload.pc, ins.pc)
-        m.d.sync += flushed.eq(self.flush_above.valid & (pc_next > self.flush_above.pc))
         incoming_flushed = self.flush_above.valid & (self.cmd.payload.pc > self.flush_above.pc)
+        # (both compares in parallel, the word taken selects: no compare behind the FSM)
+        m.d.sync += flushed.eq(Mux(
+            idle & self.cmd.valid,
+            incoming_flushed,
+            self.flush_above.valid & (ins.pc > self.flush_above.pc),
+        ))
 
         slots = [Signal(GEOMETRY_LAYOUT, name=f"slot{k}") for k in range(4)]
         geom = Signal(GEOMETRY_LAYOUT)  # the LOAD's slot, registered while it waits in POP
@@ -690,7 +696,6 @@ class LoadUnit(wiring.Component):
         discard = Signal()
         shift_emit = Signal()
         is_pwl = Signal()
-        bias_last = Signal(18)  # index of a BIAS LOADT's last word: 2*count - 1
         word = Signal(32)
         half = Signal(16)
         m.d.comb += [
@@ -698,11 +703,11 @@ class LoadUnit(wiring.Component):
             half.eq(beat.data.word_select(pos >> 1, 16)),
         ]
         zsize = Mux(is_pwl & (phase == 2), 2, 4)
+        # fields left in this PWL table or BIAS record (this one included), and the registered
+        # "this is the last one" (no wide compare on `rd.data.ready`)
+        pwl_fields = 3 * seg + 3  # 4 header words, S-1 breakpoints, S slopes, S intercepts
+        t_left = Signal(18)
         elem_last = Signal()
-        with m.If(is_pwl):
-            m.d.comb += elem_last.eq((phase == 3) & (idx == seg - 1))
-        with m.Else():
-            m.d.comb += elem_last.eq(idx == bias_last)
         pops = elem_last | ((pos + zsize) == bw)
 
         tw = self.table_write.payload
@@ -735,7 +740,14 @@ class LoadUnit(wiring.Component):
 
         with m.If(shift_emit):
             with m.If(self.table_write.ready):
-                m.d.sync += [shift_emit.eq(0), tab.eq(tab + 1), phase.eq(0), idx.eq(0)]
+                m.d.sync += [
+                    shift_emit.eq(0),
+                    tab.eq(tab + 1),
+                    phase.eq(0),
+                    idx.eq(0),
+                    t_left.eq(pwl_fields),
+                    elem_last.eq(0),
+                ]
         with m.Elif(is_table & rd.data.valid):
             with m.If(discard | beat.error):
                 m.d.comb += rd.data.ready.eq(1)
@@ -776,7 +788,11 @@ class LoadUnit(wiring.Component):
                 # `rd.data.ready`.
                 with m.If(can):
                     m.d.comb += rd.data.ready.eq(pops)
-                    m.d.sync += pos.eq(Mux(pops, 0, pos + zsize))
+                    m.d.sync += [
+                        pos.eq(Mux(pops, 0, pos + zsize)),
+                        t_left.eq(t_left - 1),
+                        elem_last.eq(t_left == 2),
+                    ]
                     with m.If(is_pwl):
                         with m.If((phase == 0) & (idx == 0)):
                             m.d.sync += pwl_shift.eq(word[:8])
@@ -804,7 +820,7 @@ class LoadUnit(wiring.Component):
         with m.FSM(name="ctrl"):
             with m.State("IDLE"):
                 # every word is taken; a flushed one leaves POP at once
-                m.d.comb += self.cmd.ready.eq(1)
+                m.d.comb += [self.cmd.ready.eq(1), idle.eq(1)]
                 with m.If(self.cmd.valid):
                     m.d.sync += ins.eq(self.cmd.payload)
                     m.next = "POP"
@@ -882,7 +898,8 @@ class LoadUnit(wiring.Component):
                     m.d.sync += [
                         is_table.eq(1),
                         is_pwl.eq(pwl),
-                        bias_last.eq((loadt.count << 1) - 1),
+                        t_left.eq(Mux(pwl, pwl_fields, loadt.count << 1)),
+                        elem_last.eq(0),
                         base_addr.eq(ins.base + loadt.offset),
                         t_addr.eq(ins.base + loadt.offset),
                         t_count.eq(Mux(pwl, loadt.count, 1)),

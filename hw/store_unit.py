@@ -182,12 +182,16 @@ class StoreUnit(wiring.Component):
         ins = Signal(unit_command_layout(cfg))
         hdr = ins.word.header
         st = ins.word.body.store
-        take = self.cmd.valid & self.cmd.ready
+        idle = Signal()  # the control FSM is in IDLE (takes the word on `cmd.valid`)
         # `flushed` is registered (see hw/load_unit.py): a flush reaches the unit a cycle later
         flushed = Signal()
-        pc_next = Mux(take, self.cmd.payload.pc, ins.pc)
-        m.d.sync += flushed.eq(self.flush_above.valid & (pc_next > self.flush_above.pc))
         incoming_flushed = self.flush_above.valid & (self.cmd.payload.pc > self.flush_above.pc)
+        # (both compares in parallel, the word taken selects: no compare behind the FSM)
+        m.d.sync += flushed.eq(Mux(
+            idle & self.cmd.valid,
+            incoming_flushed,
+            self.flush_above.valid & (ins.pc > self.flush_above.pc),
+        ))
 
         error = Signal()
         err_code = Signal(4)
@@ -351,7 +355,7 @@ class StoreUnit(wiring.Component):
         with m.FSM(name="ctrl"):
             with m.State("IDLE"):
                 # every word is taken; a flushed one leaves POP at once
-                m.d.comb += self.cmd.ready.eq(1)
+                m.d.comb += [self.cmd.ready.eq(1), idle.eq(1)]
                 with m.If(self.cmd.valid):
                     m.d.sync += ins.eq(self.cmd.payload)
                     m.next = "POP"

@@ -480,7 +480,8 @@ def _load_transfer(m: _Machine, ins: Load, t0: int) -> int:
     :data:`LOAD_LOW_WATER` rows are requested and not yet written; otherwise the run is requested
     and the row starts the next one (hw/load_unit.py). Other rows are one request each, a cycle
     after a pending run goes. The assembler takes ``max(beats in, beats out + 1)`` cycles per
-    request row of its own and, inside a run, one cycle per beat plus one per row of several
+    request row of its own (``max(beats in, beats out)`` when the row starts no later in its
+    first DRAM beat than in its first row beat) and, inside a run, one cycle per beat plus one per row of several
     beats (fitted between the RTL's rates: docs/simulation.md), and writes a row
     ``load_row_done`` after its last beat; while it is busy the R channel waits.
     """
@@ -561,9 +562,11 @@ def _load_transfer(m: _Machine, ins: Load, t0: int) -> int:
         t = request_slot(t)
         ar = t + p.load_ar
         beats = (a % bw + nb + bw - 1) // bw  # R beats in
-        # the assembler takes an input beat a cycle and one cycle more per output row beat
-        # set: max(beats in, beats out + 1) cycles per row
-        cost = max(beats, (lo_bytes[r] + nb + bw - 1) // bw + 1)
+        # the realigner takes an input beat a cycle; when the run starts later in its first
+        # DRAM beat than in its first row beat it reads one beat ahead (one cycle more):
+        # max(beats in, beats out + 1) cycles per row then, else max(beats in, beats out)
+        so, do = a % bw, lo_bytes[r] % bw
+        cost = max(beats, (do + nb + bw - 1) // bw + (so > do))
         if a % AXI_PAGE + nb <= AXI_PAGE and beats <= AXI_MAX_BEATS:  # one burst
             end = m.rch.book(ar + lat, cost) + beats
             burst_end.append(end - 1)
