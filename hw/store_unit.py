@@ -209,7 +209,11 @@ class StoreUnit(wiring.Component):
         row_bytes = Signal(10)
         base_addr = Signal(cfg.addr_bits + 33)
         count = Signal(24)
-        span = Signal(37)  # (rows - 1) * stride
+        span = Signal(45)  # (rows - 1) * stride (12 x 32 bits: no truncation)
+        # its partial products, one multiplier deep: the 32-bit stride in 16-bit halves
+        span_lo = Signal(28)
+        span_hi = Signal(28)
+        end0 = Signal(cfg.addr_bits + 40)  # base_addr + tile_bytes
         tile_bytes = Signal(22)  # tiles * row_bytes
         end_r = Signal(cfg.addr_bits + 40)  # base_addr + span + tile_bytes
         bad_length = Signal()
@@ -385,21 +389,30 @@ class StoreUnit(wiring.Component):
                     nbeats.eq((rb + bw - 1) >> lb),
                     base_addr.eq(ins.base + st.offset),
                     count.eq(st.rows * st.tiles),
-                    span.eq((st.rows - 1) * st.stride),
+                    span_lo.eq((st.rows - 1) * st.stride[:16]),
+                    span_hi.eq((st.rows - 1) * st.stride[16:]),
                     tile_bytes.eq(st.tiles * rb),
                     b_error.eq(0),
                 ]
                 with m.If(hdr.opcode == Opcode.STORE):
-                    m.next = "CHECK"
+                    m.next = "SPAN"
                 with m.Else():  # SYNC
                     m.next = "PUSH"
-            # The range checks take three states, one wide add or compare deep each: CHECK
-            # the end address and the checks without it, CHECK_END the end against the
-            # limits, then DECIDE in the order docs/isa.md gives them.
+            # The range checks take four states, one wide add or compare deep each: SPAN the
+            # stride product, CHECK the end address and the checks without it, CHECK_END the
+            # end against the limits, then DECIDE in the order docs/isa.md gives them.
+            with m.State("SPAN"):
+                # the stride product's halves summed; one addition each
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += [
+                    span.eq((span_hi << 16) + span_lo),
+                    end0.eq(base_addr + tile_bytes),
+                ]
+                m.next = "CHECK"
             with m.State("CHECK"):
                 m.d.comb += self.busy.eq(1)
                 m.d.sync += [
-                    end_r.eq(base_addr + span + tile_bytes),  # one past the last byte
+                    end_r.eq(end0 + span),  # one past the last byte
                     bad_length.eq(st.length > row_elems),
                     bad_src.eq(st.src + count > mem_rows),
                     bad_stride.eq((st.rows > 1) & (st.stride < tile_bytes)),

@@ -481,8 +481,9 @@ def _load_transfer(m: _Machine, ins: Load, t0: int) -> int:
     and the row starts the next one (hw/load_unit.py). Other rows are one request each, a cycle
     after a pending run goes. The assembler takes ``max(beats in, beats out + 1)`` cycles per
     request row of its own (``max(beats in, beats out)`` when the row starts no later in its
-    first DRAM beat than in its first row beat) and, inside a run, one cycle per beat plus one per row of several
-    beats (fitted between the RTL's rates: docs/simulation.md), and writes a row
+    first DRAM beat than in its first row beat) and, inside a run, one cycle per beat plus one
+    per row of several beats (fitted between the RTL's rates: docs/simulation.md), and writes a
+    row
     ``load_row_done`` after its last beat; while it is busy the R channel waits.
     """
     p, bw = m.p, m.bw
