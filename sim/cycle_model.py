@@ -483,8 +483,7 @@ def _load_transfer(m: _Machine, ins: Load, t0: int) -> int:
     request row of its own (``max(beats in, beats out)`` when the row starts no later in its
     first DRAM beat than in its first row beat) and, inside a run, one cycle per beat plus one
     per row of several beats (fitted between the RTL's rates: docs/simulation.md), and writes a
-    row
-    ``load_row_done`` after its last beat; while it is busy the R channel waits.
+    row ``load_row_done`` after its last beat; while it is busy the R channel waits.
     """
     p, bw = m.p, m.bw
     starts, nbytes, full, row_bytes, lo_bytes = _load_rows(m, ins)
