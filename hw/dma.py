@@ -346,6 +346,19 @@ def _counter_with_room(m: Module, limit: int, inc, dec, name: str):
     return count, room
 
 
+def _queue_head(m: Module, desc, ra):
+    """The realigner's next transfer in a register in front of it: the descriptor queue's
+    read data (a block RAM's slow output latch when the queue is deep) reaches only this
+    register. Returns ``(valid, head)``."""
+    valid = Signal(name="cmd_valid")
+    head = Signal(ra.cmd.payload.shape(), name="cmd_head")
+    with m.If(ra.cmd.ready):
+        m.d.sync += valid.eq(0)
+    with m.If(desc.r_rdy & desc.r_en):
+        m.d.sync += [head.eq(desc.r_data), valid.eq(1)]
+    return valid, head
+
+
 def _request_skid(engine, m: Module):
     """Put ``engine._req_skid`` in front of the engine's ``req`` port; returns the stream the
     engine takes requests from (``ready`` from a register seen by the producer)."""
@@ -456,6 +469,7 @@ class AxiReadEngine(wiring.Component):
         # the descriptor queue's room as a registered flag (not its level compare)
         _, desc_room = _counter_with_room(
             m, self._max_outstanding, desc.w_en, desc.r_en & desc.r_rdy, "descs")
+        cmd_valid, cmd_head = _queue_head(m, desc, ra)
         req = rq.payload
         src_off = req.addr[:lb] if lb else Const(0, 1)
         cmd = Signal(ra.cmd.payload.shape())
@@ -485,9 +499,9 @@ class AxiReadEngine(wiring.Component):
         ]
 
         m.d.comb += [
-            ra.cmd.valid.eq(desc.r_rdy),
-            ra.cmd.payload.eq(desc.r_data),
-            desc.r_en.eq(ra.cmd.ready),
+            ra.cmd.valid.eq(cmd_valid),
+            ra.cmd.payload.eq(cmd_head),
+            desc.r_en.eq(~cmd_valid | ra.cmd.ready),
             ra.i.valid.eq(axi.rvalid),
             ra.i.payload.data.eq(axi.rdata),
             ra.i.payload.error.eq(axi.rresp[1]),
@@ -499,7 +513,8 @@ class AxiReadEngine(wiring.Component):
         wiring.connect(m, ra.o, skid.i)
         wiring.connect(m, skid.o, wiring.flipped(self.data))
         m.d.comb += self.busy.eq(
-            rq.valid | sp.busy | desc.r_rdy | ra.active | (outstanding != 0) | skid.o.valid
+            rq.valid | sp.busy | desc.r_rdy | cmd_valid | ra.active | (outstanding != 0)
+            | skid.o.valid
         )
         m.d.comb += self.queued.eq(rq.valid | sp.planned)
         return m
@@ -591,6 +606,7 @@ class AxiWriteEngine(wiring.Component):
         # the descriptor queue's room as a registered flag (not its level compare)
         _, desc_room = _counter_with_room(
             m, self._max_outstanding, desc.w_en, desc.r_en & desc.r_rdy, "descs")
+        cmd_valid, cmd_head = _queue_head(m, desc, ra)
         req = rq.payload
         dst_off = req.addr[:lb] if lb else Const(0, 1)
         cmd = Signal(ra.cmd.payload.shape())
@@ -626,9 +642,9 @@ class AxiWriteEngine(wiring.Component):
         m.d.comb += self.error.eq(b_fire & axi.bresp[1])
 
         m.d.comb += [
-            ra.cmd.valid.eq(desc.r_rdy),
-            ra.cmd.payload.eq(desc.r_data),
-            desc.r_en.eq(ra.cmd.ready),
+            ra.cmd.valid.eq(cmd_valid),
+            ra.cmd.payload.eq(cmd_head),
+            desc.r_en.eq(~cmd_valid | ra.cmd.ready),
             ra.i.valid.eq(self.data.valid),
             ra.i.payload.data.eq(self.data.payload.data),
             ra.i.payload.error.eq(0),
@@ -649,6 +665,7 @@ class AxiWriteEngine(wiring.Component):
             m.d.sync += beat.eq(Mux(axi.wlast, 0, beat + 1))
 
         m.d.comb += self.busy.eq(
-            rq.valid | sp.busy | desc.r_rdy | ra.active | bursts.r_rdy | (outstanding != 0)
+            rq.valid | sp.busy | desc.r_rdy | cmd_valid | ra.active | bursts.r_rdy
+            | (outstanding != 0)
         )
         return m
