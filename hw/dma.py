@@ -111,17 +111,20 @@ class ByteRealigner(wiring.Component):
         end_off = Signal(lb + 1)  # bytes of the last output beat, 1..bw
         prev = Signal(8 * bw)
         err = Signal()
+        direct = Signal()  # src_off == dst_off: output beat k is input beat k
+        in_more = Signal()  # in_left != 0, registered
+        out_last = Signal()  # out_left == 1, registered
 
         m.d.comb += self.active.eq(active)
 
-        fill = active & ~have & (in_left != 0)
-        flush = active & (in_left == 0)
+        fill = active & ~have & in_more
+        flush = active & ~in_more
         cur = Mux(flush, 0, self.i.payload.data)
         shifted = Signal(8 * bw)
-        m.d.comb += shifted.eq(Cat(prev, cur).bit_select(sh * 8, 8 * bw))
+        m.d.comb += shifted.eq(Mux(direct, cur, Cat(prev, cur).bit_select(sh * 8, 8 * bw)))
 
         lo = Mux(first, dst_off, 0)
-        hi = Mux(out_left == 1, end_off, bw)
+        hi = Mux(out_last, end_off, bw)
         strb = Signal(bw)
         lo_mask = (Const((1 << bw) - 1, bw) << lo)[:bw]
         hi_mask = ((Const(1, bw + 1) << hi) - 1)[:bw]
@@ -132,31 +135,36 @@ class ByteRealigner(wiring.Component):
         o_valid = Signal()
         with m.If(fill):
             m.d.comb += self.i.ready.eq(1)
-        with m.Elif(active & (in_left != 0)):
+        with m.Elif(active & in_more):
             m.d.comb += [o_valid.eq(self.i.valid), self.i.ready.eq(self.o.ready)]
         with m.Elif(active):
             m.d.comb += o_valid.eq(1)
         # The beat being shifted out includes the current input beat (not ready-dependent).
-        consume_err = active & have & (in_left != 0) & self.i.payload.error
+        consume_err = active & have & in_more & self.i.payload.error
         m.d.comb += [
             self.o.valid.eq(o_valid),
             self.o.payload.data.eq(masked),
             self.o.payload.strb.eq(strb),
-            self.o.payload.last.eq(out_left == 1),
+            self.o.payload.last.eq(out_last),
             self.o.payload.error.eq(err | consume_err),
         ]
 
         i_fire = self.i.valid & self.i.ready
         o_fire = self.o.valid & self.o.ready
         with m.If(i_fire):
-            m.d.sync += [prev.eq(self.i.payload.data), in_left.eq(in_left - 1), have.eq(1)]
+            m.d.sync += [
+                prev.eq(self.i.payload.data),
+                in_left.eq(in_left - 1),
+                in_more.eq(in_left != 1),
+                have.eq(1),
+            ]
             m.d.sync += err.eq(err | self.i.payload.error)
         with m.If(o_fire):
-            m.d.sync += [out_left.eq(out_left - 1), first.eq(0)]
-            with m.If(out_left == 1):
+            m.d.sync += [out_left.eq(out_left - 1), out_last.eq(out_left == 2), first.eq(0)]
+            with m.If(out_last):
                 m.d.sync += active.eq(0)
 
-        done_now = o_fire & (out_left == 1)
+        done_now = o_fire & out_last
         m.d.comb += self.cmd.ready.eq(~active | done_now)
         with m.If(self.cmd.valid & self.cmd.ready):
             c = self.cmd.payload
@@ -165,8 +173,12 @@ class ByteRealigner(wiring.Component):
             m.d.sync += [
                 active.eq(1),
                 in_left.eq((so + c.nbytes + bw - 1) >> lb),
+                in_more.eq(1),  # nbytes >= 1
                 out_left.eq((do + c.nbytes + bw - 1) >> lb),
-                have.eq(so < do),
+                out_last.eq(do + c.nbytes <= bw),
+                # (equal offsets need no beat ahead: one output beat a cycle from the first)
+                have.eq(so <= do),
+                direct.eq(so == do),
                 first.eq(1),
                 sh.eq((so - do)[: max(1, lb)] if lb else 0),
                 dst_off.eq(do),
@@ -219,8 +231,11 @@ class StreamSkid(wiring.Component):
 class _BurstSplitter(wiring.Component):
     """Split ``(aligned addr, beats)`` into AXI bursts: ``burst`` carries ``(addr, len - 1)``.
 
-    ``start`` loads a new run (only while ``busy`` is low or on the cycle its last burst
-    leaves); each ``burst`` handshake issues the next burst (256-beat and 4 KiB rules).
+    A run is taken into a plan register (``start.ready`` is high while it is empty or moving
+    on), where its first burst is sized; it moves on when the previous run's last burst
+    leaves, so runs of one burst issue one a cycle. Every later burst of a run is sized in the
+    cycle after its predecessor leaves (one idle cycle on ``burst``): each cycle's logic is one
+    small compare deep (256-beat and 4 KiB rules), none of it on ``start.ready``.
     """
 
     def __init__(self, addr_bits: int, beat_bytes: int, count_bits: int) -> None:
@@ -234,40 +249,122 @@ class _BurstSplitter(wiring.Component):
                 ),
                 "burst": Out(stream.Signature(data.StructLayout({"addr": addr_bits, "len": 8}))),
                 "busy": Out(1),
+                "planned": Out(1),
             }
         )
 
     def elaborate(self, platform):
         m = Module()
         lb = _log2(self._beat_bytes)
+        page = AXI_PAGE_BYTES // self._beat_bytes  # beats of a 4 KiB page
+        cap = AXI_MAX_BURST_BEATS
+        pb = page.bit_length()
+
+        def limit(page_left):
+            # beats the next burst may have at most: to the page end, at most 256
+            return page_left if page <= cap else Mux(page_left <= cap, page_left, cap)
+
+        def fits(beats, lim):
+            # beats <= lim with lim <= 256: a narrow compare and a zero test
+            return (beats[9:] == 0) & (beats[:9] <= lim) if len(beats) > 9 else beats <= lim
+
+        # plan register: the next run, its first burst sized from registers only
+        p_valid = Signal()
+        p_addr = Signal(self._addr_bits)
+        p_beats = Signal(self._count_bits)
+        p_page = Signal(pb)
+        p_lim = limit(p_page)
+        p_fits = fits(p_beats, p_lim)
+
         addr = Signal(self._addr_bits)
-        left = Signal(self._count_bits)
+        left = Signal(self._count_bits)  # beats after the current burst
+        n = Signal(range(cap + 1))  # beats of the current burst
+        last = Signal()  # the current burst is its run's last
+        page_left = Signal(pb)  # beats from `addr` to the page end
         busy = Signal()
-        page_beats = Signal(range(AXI_PAGE_BYTES // self._beat_bytes + 1))
-        m.d.comb += page_beats.eq((AXI_PAGE_BYTES - addr[:12]) >> lb)
-        n = Signal(range(AXI_MAX_BURST_BEATS + 1))
-        limit = Mux(page_beats < AXI_MAX_BURST_BEATS, page_beats, AXI_MAX_BURST_BEATS)
-        m.d.comb += n.eq(Mux(left < limit, left, limit))
+        calc = Signal()  # sizing the run's next burst
         m.d.comb += [
-            self.busy.eq(busy),
-            self.burst.valid.eq(busy),
+            self.busy.eq(busy | p_valid),
+            self.planned.eq(p_valid),
+            self.burst.valid.eq(busy & ~calc),
             self.burst.payload.addr.eq(addr),
             self.burst.payload.len.eq(n - 1),
         ]
         fire = self.burst.valid & self.burst.ready
-        last = fire & (left == n)
+        p_move = p_valid & (~busy | (fire & last))
         with m.If(fire):
-            m.d.sync += [addr.eq(addr + (n << lb)), left.eq(left - n)]
             with m.If(last):
                 m.d.sync += busy.eq(0)
-        m.d.comb += self.start.ready.eq(~busy | last)
-        with m.If(self.start.valid & self.start.ready):
+            with m.Else():
+                m.d.sync += [
+                    calc.eq(1),
+                    addr.eq(addr + (n << lb)),
+                    page_left.eq(Mux(page_left == n, page, page_left - n)),
+                ]
+        with m.If(calc):
+            lim = limit(page_left)
+            f = fits(left, lim)
             m.d.sync += [
-                addr.eq(self.start.payload.addr),
-                left.eq(self.start.payload.beats),
+                calc.eq(0),
+                n.eq(Mux(f, left, lim)),
+                last.eq(f),
+                left.eq(left - lim),
+            ]
+        with m.If(p_move):
+            m.d.sync += [
                 busy.eq(1),
+                calc.eq(0),
+                addr.eq(p_addr),
+                n.eq(Mux(p_fits, p_beats, p_lim)),
+                last.eq(p_fits),
+                left.eq(p_beats - p_lim),
+                page_left.eq(p_page),
+                p_valid.eq(0),
+            ]
+        m.d.comb += self.start.ready.eq(~p_valid | p_move)
+        with m.If(self.start.valid & self.start.ready):
+            a = self.start.payload.addr
+            m.d.sync += [
+                p_valid.eq(1),
+                p_addr.eq(a),
+                p_beats.eq(self.start.payload.beats),
+                p_page.eq(page - a[lb:12]),
             ]
         return m
+
+
+def _counter_with_room(m: Module, limit: int, inc, dec, name: str):
+    """A counter of things in flight (``+inc - dec`` a cycle) and the registered flag
+    ``count < limit`` that gates ``inc`` (no compare on the handshake path)."""
+    count = Signal(range(limit + 1), name=name)
+    room = Signal(init=1, name=f"{name}_room")
+    m.d.sync += count.eq(count + inc - dec)
+    with m.If(inc & ~dec):
+        m.d.sync += room.eq(count < limit - 1)
+    with m.Elif(dec & ~inc):
+        m.d.sync += room.eq(1)
+    return count, room
+
+
+def _queue_head(m: Module, desc, ra):
+    """The realigner's next transfer in a register in front of it: the descriptor queue's
+    read data (a block RAM's slow output latch when the queue is deep) reaches only this
+    register. Returns ``(valid, head)``."""
+    valid = Signal(name="cmd_valid")
+    head = Signal(ra.cmd.payload.shape(), name="cmd_head")
+    with m.If(ra.cmd.ready):
+        m.d.sync += valid.eq(0)
+    with m.If(desc.r_rdy & desc.r_en):
+        m.d.sync += [head.eq(desc.r_data), valid.eq(1)]
+    return valid, head
+
+
+def _request_skid(engine, m: Module):
+    """Put ``engine._req_skid`` in front of the engine's ``req`` port; returns the stream the
+    engine takes requests from (``ready`` from a register seen by the producer)."""
+    m.submodules.req_skid = skid = engine._req_skid
+    wiring.connect(m, wiring.flipped(engine.req), skid.i)
+    return skid.o
 
 
 def _validate_engine(addr_bits, data_bits, id_bits, len_bits, max_outstanding):
@@ -305,6 +402,9 @@ class AxiReadEngine(wiring.Component):
         The AR and R channels.
     busy : Out(1)
         A request is accepted but not all of its data has left ``data``.
+    queued : Out(1)
+        An accepted request waits for the burst splitter to start it (flip-flops): the bus has
+        work queued, so a producer may keep merging.
     """
 
     def __init__(
@@ -332,18 +432,17 @@ class AxiReadEngine(wiring.Component):
             width=len(self._realigner.cmd.payload.as_value()), depth=max_outstanding
         )
         self._skid = StreamSkid(self._realigner.o.payload.shape())
+        req_layout = data.StructLayout(
+            {"addr": addr_bits, "nbytes": len_bits, "dst_off": max(1, _log2(bw))}
+        )
+        self._req_skid = StreamSkid(req_layout)
         super().__init__(
             {
-                "req": In(
-                    stream.Signature(
-                        data.StructLayout(
-                            {"addr": addr_bits, "nbytes": len_bits, "dst_off": max(1, _log2(bw))}
-                        )
-                    )
-                ),
+                "req": In(stream.Signature(req_layout)),
                 "data": Out(self._realigner.o.signature),
                 "axi": Out(axi4_read_signature(addr_bits, data_bits, id_bits)),
                 "busy": Out(1),
+                "queued": Out(1),
             }
         )
 
@@ -366,7 +465,12 @@ class AxiReadEngine(wiring.Component):
         lb = _log2(bw)
         axi = self.axi
 
-        req = self.req.payload
+        rq = _request_skid(self, m)
+        # the descriptor queue's room as a registered flag (not its level compare)
+        _, desc_room = _counter_with_room(
+            m, self._max_outstanding, desc.w_en, desc.r_en & desc.r_rdy, "descs")
+        cmd_valid, cmd_head = _queue_head(m, desc, ra)
+        req = rq.payload
         src_off = req.addr[:lb] if lb else Const(0, 1)
         cmd = Signal(ra.cmd.payload.shape())
         m.d.comb += [
@@ -376,28 +480,28 @@ class AxiReadEngine(wiring.Component):
             desc.w_data.eq(cmd),
             sp.start.payload.addr.eq(req.addr & ~(bw - 1)),
             sp.start.payload.beats.eq((src_off + req.nbytes + bw - 1) >> lb),
-            self.req.ready.eq(desc.w_rdy & sp.start.ready),
-            desc.w_en.eq(self.req.valid & self.req.ready),
-            sp.start.valid.eq(self.req.valid & self.req.ready),
+            rq.ready.eq(desc_room & sp.start.ready),
+            desc.w_en.eq(rq.valid & rq.ready),
+            sp.start.valid.eq(rq.valid & rq.ready),
         ]
 
-        outstanding = Signal(range(self._max_outstanding + 1))
+        ar_fire = axi.arvalid & axi.arready
+        r_last = axi.rvalid & axi.rready & axi.rlast
+        outstanding, room = _counter_with_room(
+            m, self._max_outstanding, ar_fire, r_last, "outstanding")
         m.d.comb += [
-            axi.arvalid.eq(sp.burst.valid & (outstanding < self._max_outstanding)),
-            sp.burst.ready.eq(axi.arready & (outstanding < self._max_outstanding)),
+            axi.arvalid.eq(sp.burst.valid & room),
+            sp.burst.ready.eq(axi.arready & room),
             axi.araddr.eq(sp.burst.payload.addr),
             axi.arlen.eq(sp.burst.payload.len),
             axi.arid.eq(self._arid),
             *const_fields(axi, "ar", self._data_bits),
         ]
-        ar_fire = axi.arvalid & axi.arready
-        r_last = axi.rvalid & axi.rready & axi.rlast
-        m.d.sync += outstanding.eq(outstanding + ar_fire - r_last)
 
         m.d.comb += [
-            ra.cmd.valid.eq(desc.r_rdy),
-            ra.cmd.payload.eq(desc.r_data),
-            desc.r_en.eq(ra.cmd.ready),
+            ra.cmd.valid.eq(cmd_valid),
+            ra.cmd.payload.eq(cmd_head),
+            desc.r_en.eq(~cmd_valid | ra.cmd.ready),
             ra.i.valid.eq(axi.rvalid),
             ra.i.payload.data.eq(axi.rdata),
             ra.i.payload.error.eq(axi.rresp[1]),
@@ -409,8 +513,10 @@ class AxiReadEngine(wiring.Component):
         wiring.connect(m, ra.o, skid.i)
         wiring.connect(m, skid.o, wiring.flipped(self.data))
         m.d.comb += self.busy.eq(
-            sp.busy | desc.r_rdy | ra.active | (outstanding != 0) | skid.o.valid
+            rq.valid | sp.busy | desc.r_rdy | cmd_valid | ra.active | (outstanding != 0)
+            | skid.o.valid
         )
+        m.d.comb += self.queued.eq(rq.valid | sp.planned)
         return m
 
 
@@ -464,11 +570,11 @@ class AxiWriteEngine(wiring.Component):
             width=len(self._realigner.cmd.payload.as_value()), depth=max_outstanding
         )
         self._bursts = SyncFIFOBuffered(width=8, depth=max_outstanding)
+        req_layout = data.StructLayout({"addr": addr_bits, "nbytes": len_bits})
+        self._req_skid = StreamSkid(req_layout)
         super().__init__(
             {
-                "req": In(
-                    stream.Signature(data.StructLayout({"addr": addr_bits, "nbytes": len_bits}))
-                ),
+                "req": In(stream.Signature(req_layout)),
                 "data": In(stream.Signature(data.StructLayout({"data": data_bits}))),
                 "axi": Out(axi4_write_signature(addr_bits, data_bits, id_bits)),
                 "error": Out(1),
@@ -496,7 +602,12 @@ class AxiWriteEngine(wiring.Component):
         lb = _log2(bw)
         axi = self.axi
 
-        req = self.req.payload
+        rq = _request_skid(self, m)
+        # the descriptor queue's room as a registered flag (not its level compare)
+        _, desc_room = _counter_with_room(
+            m, self._max_outstanding, desc.w_en, desc.r_en & desc.r_rdy, "descs")
+        cmd_valid, cmd_head = _queue_head(m, desc, ra)
+        req = rq.payload
         dst_off = req.addr[:lb] if lb else Const(0, 1)
         cmd = Signal(ra.cmd.payload.shape())
         m.d.comb += [
@@ -506,13 +617,17 @@ class AxiWriteEngine(wiring.Component):
             desc.w_data.eq(cmd),
             sp.start.payload.addr.eq(req.addr & ~(bw - 1)),
             sp.start.payload.beats.eq((dst_off + req.nbytes + bw - 1) >> lb),
-            self.req.ready.eq(desc.w_rdy & sp.start.ready),
-            desc.w_en.eq(self.req.valid & self.req.ready),
-            sp.start.valid.eq(self.req.valid & self.req.ready),
+            rq.ready.eq(desc_room & sp.start.ready),
+            desc.w_en.eq(rq.valid & rq.ready),
+            sp.start.valid.eq(rq.valid & rq.ready),
         ]
 
-        outstanding = Signal(range(self._max_outstanding + 1))
-        can_issue = (outstanding < self._max_outstanding) & bursts.w_rdy
+        b_fire = axi.bvalid & axi.bready
+        outstanding, room = _counter_with_room(
+            m, self._max_outstanding, axi.awvalid & axi.awready, b_fire, "outstanding")
+        # (a burst leaves `bursts` at its last W beat, before its B response: `bursts` cannot be
+        # full while `room` is high)
+        can_issue = room
         m.d.comb += [
             axi.awvalid.eq(sp.burst.valid & can_issue),
             sp.burst.ready.eq(axi.awready & can_issue),
@@ -523,15 +638,13 @@ class AxiWriteEngine(wiring.Component):
             bursts.w_data.eq(sp.burst.payload.len),
             bursts.w_en.eq(axi.awvalid & axi.awready),
         ]
-        b_fire = axi.bvalid & axi.bready
         m.d.comb += axi.bready.eq(1)
-        m.d.sync += outstanding.eq(outstanding + (axi.awvalid & axi.awready) - b_fire)
         m.d.comb += self.error.eq(b_fire & axi.bresp[1])
 
         m.d.comb += [
-            ra.cmd.valid.eq(desc.r_rdy),
-            ra.cmd.payload.eq(desc.r_data),
-            desc.r_en.eq(ra.cmd.ready),
+            ra.cmd.valid.eq(cmd_valid),
+            ra.cmd.payload.eq(cmd_head),
+            desc.r_en.eq(~cmd_valid | ra.cmd.ready),
             ra.i.valid.eq(self.data.valid),
             ra.i.payload.data.eq(self.data.payload.data),
             ra.i.payload.error.eq(0),
@@ -552,6 +665,7 @@ class AxiWriteEngine(wiring.Component):
             m.d.sync += beat.eq(Mux(axi.wlast, 0, beat + 1))
 
         m.d.comb += self.busy.eq(
-            sp.busy | desc.r_rdy | ra.active | bursts.r_rdy | (outstanding != 0)
+            rq.valid | sp.busy | desc.r_rdy | cmd_valid | ra.active | bursts.r_rdy
+            | (outstanding != 0)
         )
         return m

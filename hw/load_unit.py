@@ -64,6 +64,9 @@ MERGE_ROWS = 256
 #: this are requested and not yet written (the bus would otherwise idle): runs start short and
 #: grow as the reads fall behind the walk (one row per cycle).
 LOW_WATER_ROWS = 64
+#: Rows between the walk and the request stage: the row queue's depth (the walk steps while
+#: every row in flight has a place in it).
+ROW_QUEUE = 8
 
 
 class TableField(enum.IntEnum):
@@ -143,7 +146,9 @@ class LoadUnit(wiring.Component):
     config : AcceleratorConfig
         Sizes: ``dma_data_bits`` (AXI beat), ``addr_bits``, memory depths and widths.
     max_outstanding : int
-        AXI read bursts in flight at most (latency hiding).
+        AXI read bursts in flight at most (latency hiding). 128 keeps a stream of one-beat
+        rows (a strided operand such as a row-major ``A`` block) at one beat a cycle up to a
+        DRAM latency of about 120 cycles.
     arid : int
         ``arid`` of every burst (0 .. 2**AXI_ID_BITS - 1), e.g. to route R beats in an arbiter.
 
@@ -184,7 +189,7 @@ class LoadUnit(wiring.Component):
     """
 
     def __init__(
-        self, config: AcceleratorConfig, *, max_outstanding: int = 32, arid: int = 0
+        self, config: AcceleratorConfig, *, max_outstanding: int = 128, arid: int = 0
     ) -> None:
         if not isinstance(config, AcceleratorConfig):
             raise TypeError(f"config must be an AcceleratorConfig, got {config!r}")
@@ -272,15 +277,20 @@ class LoadUnit(wiring.Component):
         load = ins.word.body.load
         loadt = ins.word.body.loadt
         dmacfg = ins.word.body.dmacfg
-        flushed = self.flush_above.valid & (ins.pc > self.flush_above.pc)
+        idle = Signal()  # the control FSM is in IDLE (takes the word on `cmd.valid`)
+        # `flushed` is registered: the instruction's pc against the flush bound of the cycle
+        # before (a flush reaches the unit one cycle later; the compare is off every enable).
+        flushed = Signal()
         incoming_flushed = self.flush_above.valid & (self.cmd.payload.pc > self.flush_above.pc)
+        # (both compares in parallel, the word taken selects: no compare behind the FSM)
+        m.d.sync += flushed.eq(Mux(
+            idle & self.cmd.valid,
+            incoming_flushed,
+            self.flush_above.valid & (ins.pc > self.flush_above.pc),
+        ))
 
         slots = [Signal(GEOMETRY_LAYOUT, name=f"slot{k}") for k in range(4)]
-        geom = Signal(GEOMETRY_LAYOUT)
-        with m.Switch(load.geom):
-            for k in range(4):
-                with m.Case(k):
-                    m.d.comb += geom.eq(slots[k])
+        geom = Signal(GEOMETRY_LAYOUT)  # the LOAD's slot, registered while it waits in POP
 
         err_code = Signal(4)
         err_pending = Signal()
@@ -300,30 +310,38 @@ class LoadUnit(wiring.Component):
         # ---------------------------------------------------------------- per-instruction state
         is_acc = Signal()
         esize_log = Signal(2)  # 0 (SPAD) or 2 (ACC)
+        round_up = Signal(2)  # element bytes - 1
         base_addr = Signal(cfg.addr_bits + 33)  # base + offset
         count = Signal(24)  # LOAD rows
+        dst_end = Signal(25)  # dst + count
         row_elems = Signal(8)
         mem_rows = Signal(range(max(cfg.scratchpad_rows, cfg.accumulator_rows) + 1))
+        # products, each one multiplier deep: the 32-bit pitch in two 16-bit halves
+        yp0_lo = Signal(signed(32))
+        yp0_hi = Signal(signed(32))
+        syp_lo = Signal(23)
+        syp_hi = Signal(23)
         yp0 = Signal(signed(54))
         syp = Signal(39)
         xp0 = Signal(signed(32))
         sxp = Signal(23)
         wpix = Signal(31)
+        wpix_r = Signal(32)  # W*pix + round_up
+        inner_m1 = Signal(12)
+        run_rows = Signal(range(self._merge_rows + 1))  # rows a merged run may hold
 
-        # walk (stage 0: one row per step; every update is a single addition)
-        wi = Signal(12)
-        wj = Signal(12)
+        # walk (one row per step; every update is a single addition)
+        i_left = Signal(12)  # outer iterations after this one
+        j_left = Signal(12)  # inner iterations after this one
         y = Signal(signed(21))
         x = Signal(signed(21))
         ya = Signal(signed(60))  # A + y*pitch + x0*pix
         xa = Signal(signed(60))  # A + y*pitch + x*pix
-        neg_xp = Signal(signed(40))  # -x*pix
-        rem = Signal(signed(40))  # W*pix - x*pix
+        neg_xp = Signal(signed(40))  # -x*pix + round_up
+        rem = Signal(signed(40))  # W*pix - x*pix + round_up
         neg_xp0 = Signal(signed(40))
         rem0 = Signal(signed(40))
         row = Signal(24)
-        rows_issued = Signal(25)
-        rows_written = Signal(25)
         walking = Signal()
 
         # LOADT
@@ -337,8 +355,11 @@ class LoadUnit(wiring.Component):
         t_end = Signal(cfg.addr_bits + 34)  # one past the last record byte
 
         # ---------------------------------------------------------------- row geometry
-        # Stage 1 registers the row's valid element range; stage 2 its DRAM run; stage 2 is
-        # checked against the limit and issued. A stage moves when the next one is free.
+        # A feed-forward pipeline that never stalls: the walk (stage 0) steps while the row
+        # queue behind it has room for every row in flight (a registered flag); stage 1
+        # registers the row's valid element range, stage 2 its DRAM run, stage 3 compares it
+        # with the limit and the previous row's end on its way into the row queue, whose head
+        # the request stage merges and issues.
         s1_valid = Signal()
         s1_row = Signal(24)
         s1_xa = Signal(signed(60))
@@ -354,20 +375,22 @@ class LoadUnit(wiring.Component):
         s2_end = Signal(signed(61))
         s2_full = Signal()  # the whole row (elements 0 .. length-1) comes from DRAM
         merge_ok = Signal()  # rows of this LOAD are whole beats
+        prev_end = Signal(signed(61))  # end of the last row with data past stage 2
 
         length = load.length
-        round_up = Mux(is_acc, 3, 0)
-        b_lo_raw = Signal(signed(41))
-        b_hi_raw = Signal(signed(41))
-        m.d.comb += [
-            b_lo_raw.eq(Mux(x < 0, (neg_xp + round_up) >> esize_log, 0)),
-            b_hi_raw.eq(Mux(rem > 0, (rem + round_up) >> esize_log, 0)),
-        ]
+
+        def clip(v, e):
+            # min(max(v >> e, 0), length) for a signed v, with narrow compares: the shift
+            # selects bits, the upper ones are only tested for zero
+            lo8 = Mux(e == 0, v[:8], v[2:10])
+            zero = Mux(e == 0, v[8:] == 0, v[10:] == 0)
+            neg = v[-1]
+            return Mux(neg, 0, Mux(zero & (lo8 < length), lo8, length))
+
         s1_has = s1_valid_y & (s1_lo < s1_hi)
         lo_byte = Signal(10)
         hi_byte = Signal(10)
         m.d.comb += [lo_byte.eq(s1_lo << esize_log), hi_byte.eq(s1_hi << esize_log)]
-        limit_ok = (s2_end <= self.dram_limit) & (s2_end <= addr_limit)
 
         # ---------------------------------------------------------------- row descriptors
         desc_layout = data.StructLayout(
@@ -381,16 +404,51 @@ class LoadUnit(wiring.Component):
         m.submodules.desc = desc = SyncFIFOBuffered(
             width=desc_layout.size, depth=self._desc_depth
         )
-        desc_in = Signal(desc_layout)
-        desc_out = Signal(desc_layout)
+        # The queue's head in a register: the block RAM's read data (its output latch is slow)
+        # reaches only this register, not the assembler's decisions.
+        desc_out = Signal(desc_layout)  # the head descriptor
+        desc_valid = Signal()
+        desc_pop = Signal()  # the assembler is done with the head
+        m.d.comb += desc.r_en.eq(~desc_valid | desc_pop)
+        with m.If(desc_pop):
+            m.d.sync += desc_valid.eq(0)
+        with m.If(desc.r_rdy & desc.r_en):
+            m.d.sync += [desc_out.eq(desc.r_data), desc_valid.eq(1)]
+
+        # ---------------------------------------------------------------- row queue
+        queue_layout = data.StructLayout(
+            {
+                "row": 24,
+                "has": 1,
+                "limit_ok": 1,
+                "mergeable": 1,
+                "contig": 1,  # starts where the previous row with data ended
+                "lo_byte": 10,
+                "nbytes": 10,
+                "start": signed(61),
+            }
+        )
+        m.submodules.rowq = rowq = SyncFIFOBuffered(width=queue_layout.size, depth=ROW_QUEUE)
+        q_in = Signal(queue_layout)
+        head = Signal(queue_layout)
         m.d.comb += [
-            desc_in.row.eq(s2_row),
-            desc_in.has.eq(s2_has),
-            desc_in.first_beat.eq(s2_lo_byte >> lb),
-            desc_in.nbeats.eq(((s2_lo_byte & (bw - 1)) + s2_nbytes + bw - 1) >> lb),
-            desc.w_data.eq(desc_in),
-            desc_out.eq(desc.r_data),
+            q_in.row.eq(s2_row),
+            q_in.has.eq(s2_has),
+            q_in.limit_ok.eq((s2_end <= self.dram_limit) & (s2_end <= addr_limit)),
+            q_in.mergeable.eq(s2_full & merge_ok),
+            q_in.contig.eq(s2_start == prev_end),
+            q_in.lo_byte.eq(s2_lo_byte),
+            q_in.nbytes.eq(s2_nbytes),
+            q_in.start.eq(s2_start),
+            rowq.w_data.eq(q_in),
+            rowq.w_en.eq(s2_valid),
+            head.eq(rowq.r_data),
         ]
+        with m.If(s2_valid & s2_has):
+            m.d.sync += prev_end.eq(s2_end)
+        # rows stepped and not yet taken from the queue, and the registered room flag
+        occ = Signal(range(ROW_QUEUE + 1))
+        room = Signal(init=1)
 
         # ---------------------------------------------------------------- read requests
         # Whole rows whose length is a multiple of the beat and that follow each other in DRAM
@@ -398,111 +456,135 @@ class LoadUnit(wiring.Component):
         # descriptor queue): one long burst instead of one burst per row. Each row keeps its own
         # descriptor; the assembler counts beats. A run goes early while the reads in flight
         # run low (LOW_WATER_ROWS), so merging never delays the first data.
-        row_issue = Signal()  # the stage-2 row leaves (descriptor written)
+        row_issue = Signal()  # the head row leaves the queue (descriptor written)
         stop = flushed | err_pending
         pend_valid = Signal()
         pend_start = Signal(signed(61))
-        pend_end = Signal(signed(61))
         pend_nbytes = Signal(range(MERGE_BYTES + 1))
         pend_rows = Signal(range(self._merge_rows + 1))
+        pend_space = Signal(range(self._merge_rows + 1))  # rows the run may still take
+        # rows whose descriptor is written and whose data is not (pending ones included)
+        flight = Signal(range(self._desc_depth + 4))
         low_water = Signal()
-        m.d.sync += low_water.eq(
-            rows_issued - rows_written - Mux(pend_valid, pend_rows, 0) < LOW_WATER_ROWS)
-        live = s2_valid & ~stop
-        data_ok = live & s2_has & limit_ok
-        mergeable = s2_full & merge_ok
+        m.d.sync += low_water.eq(flight - Mux(pend_valid, pend_rows, 0) < LOW_WATER_ROWS)
+        # descriptors in the queue, and the registered flag "one more fits"
+        descs = Signal(range(self._desc_depth + 1))
+        desc_room = Signal(init=1)
+        live = rowq.r_rdy & ~stop
+        data_ok = live & head.has & head.limit_ok
+        req = rd.req
         join = (
             data_ok
-            & mergeable
+            & head.mergeable
             & pend_valid
-            & (s2_start == pend_end)
-            & (pend_nbytes + s2_nbytes <= MERGE_BYTES)
-            & (pend_rows < self._merge_rows)
-            & (~low_water | ~rd.req.ready)  # a run the engine cannot take yet keeps growing
-            & desc.w_rdy  # else the run must go: its rows' data frees descriptors
+            & head.contig
+            & (pend_space != 0)
+            # a run keeps growing while the engine has a request waiting or cannot take one
+            & (~low_water | rd.queued | ~req.ready)
+            & desc_room  # else the run must go: its rows' data frees descriptors
         )
         issue_pend = pend_valid & ~join
-        with m.If(live & s2_has & ~limit_ok):
+        pend_fire = issue_pend & req.ready
+        single = Signal()  # the head row is requested alone (or needs no read) this cycle
+        with m.If(live & head.has & ~head.limit_ok):
             fail(_Code.DRAM_RANGE)
         with m.If(issue_pend):
             m.d.comb += [
-                rd.req.valid.eq(1),
-                rd.req.payload.addr.eq(pend_start),
-                rd.req.payload.nbytes.eq(pend_nbytes),
-                rd.req.payload.dst_off.eq(0),
+                req.valid.eq(1),
+                req.payload.addr.eq(pend_start),
+                req.payload.nbytes.eq(pend_nbytes),
+                req.payload.dst_off.eq(0),
             ]
-            with m.If(rd.req.ready):
+            with m.If(req.ready):
                 m.d.sync += pend_valid.eq(0)
-        with m.Elif(data_ok & ~mergeable):
+        with m.Elif(data_ok & ~head.mergeable):
             m.d.comb += [
-                rd.req.valid.eq(desc.w_rdy),
-                rd.req.payload.addr.eq(s2_start),
-                rd.req.payload.nbytes.eq(s2_nbytes),
-                rd.req.payload.dst_off.eq(s2_lo_byte),
-                row_issue.eq(desc.w_rdy & rd.req.ready),
+                req.valid.eq(desc_room),
+                req.payload.addr.eq(head.start),
+                req.payload.nbytes.eq(head.nbytes),
+                req.payload.dst_off.eq(head.lo_byte),
+                single.eq(desc_room & req.ready),
             ]
         with m.Elif(t_issuing & ~stop):
             m.d.comb += [
-                rd.req.valid.eq(1),
-                rd.req.payload.addr.eq(t_addr),
-                rd.req.payload.nbytes.eq(t_bytes),
-                rd.req.payload.dst_off.eq(0),
+                req.valid.eq(1),
+                req.payload.addr.eq(t_addr),
+                req.payload.nbytes.eq(t_bytes),
+                req.payload.dst_off.eq(0),
             ]
         with m.If(join):
             m.d.comb += row_issue.eq(1)
             m.d.sync += [
-                pend_end.eq(s2_end),
-                pend_nbytes.eq(pend_nbytes + s2_nbytes),
+                pend_nbytes.eq(pend_nbytes + head.nbytes),
                 pend_rows.eq(pend_rows + 1),
+                pend_space.eq(pend_space - 1),
             ]
         # a new run starts when none is pending or in the cycle the pending one is requested
-        with m.If(data_ok & mergeable & (~pend_valid | (issue_pend & rd.req.ready))):
-            m.d.comb += row_issue.eq(desc.w_rdy)
-            with m.If(desc.w_rdy):
+        with m.If(data_ok & head.mergeable & (~pend_valid | pend_fire)):
+            m.d.comb += row_issue.eq(desc_room)
+            with m.If(desc_room):
                 m.d.sync += [
                     pend_valid.eq(1),
-                    pend_start.eq(s2_start),
-                    pend_end.eq(s2_end),
-                    pend_nbytes.eq(s2_nbytes),
+                    pend_start.eq(head.start),
+                    pend_nbytes.eq(head.nbytes),
                     pend_rows.eq(1),
+                    pend_space.eq(run_rows - 1),
                 ]
-        with m.If(live & ~s2_has):
-            m.d.comb += row_issue.eq(desc.w_rdy)
-        m.d.comb += desc.w_en.eq(row_issue)
+        with m.If(live & ~head.has):
+            m.d.comb += single.eq(desc_room)
+        with m.If(single):
+            m.d.comb += row_issue.eq(1)
+        d_in = Signal(desc_layout)
+        m.d.comb += [
+            d_in.row.eq(head.row),
+            d_in.has.eq(head.has),
+            d_in.first_beat.eq(head.lo_byte >> lb),
+            d_in.nbeats.eq(((head.lo_byte & (bw - 1)) + head.nbytes + bw - 1) >> lb),
+            desc.w_data.eq(d_in),
+            desc.w_en.eq(row_issue),
+            # rows of a stopped LOAD are dropped from the queue
+            rowq.r_en.eq(row_issue | (stop & rowq.r_rdy)),
+        ]
 
-        s2_free = ~s2_valid | row_issue
-        s1_move = s1_valid & s2_free
-        s1_free = ~s1_valid | s1_move
-        step = walking & s1_free & ~stop
-        with m.If(row_issue):
-            m.d.sync += [s2_valid.eq(0), rows_issued.eq(rows_issued + 1)]
-        with m.If(s1_move):
-            m.d.sync += [
-                s1_valid.eq(0),
-                s2_valid.eq(1),
-                s2_row.eq(s1_row),
-                s2_has.eq(s1_has),
-                s2_lo_byte.eq(lo_byte),
-                s2_nbytes.eq(hi_byte - lo_byte),
-                s2_start.eq(s1_xa + lo_byte),
-                s2_full.eq(s1_has & (s1_lo == 0) & (s1_hi == length)),
-                s2_end.eq(s1_xa + hi_byte),
-            ]
-        last_row = (wi == load.outer - 1) & (wj == load.inner - 1)
+        desc_take = desc.r_en & desc.r_rdy
+        m.d.sync += descs.eq(descs + row_issue - desc_take)
+        with m.If(row_issue & ~desc_take):
+            m.d.sync += desc_room.eq(descs < self._desc_depth - 1)
+        with m.Elif(desc_take & ~row_issue):
+            m.d.sync += desc_room.eq(1)
+
+        step = walking & room & ~stop
+        pop = rowq.r_en
+        m.d.sync += occ.eq(occ + step - pop)
+        with m.If(step & ~pop):
+            m.d.sync += room.eq(occ < ROW_QUEUE - 1)
+        with m.Elif(pop & ~step):
+            m.d.sync += room.eq(1)
+
+        m.d.sync += [s1_valid.eq(step), s2_valid.eq(s1_valid)]
+        m.d.sync += [
+            s2_row.eq(s1_row),
+            s2_has.eq(s1_has),
+            s2_lo_byte.eq(lo_byte),
+            s2_nbytes.eq(hi_byte - lo_byte),
+            s2_start.eq(s1_xa + lo_byte),
+            s2_full.eq(s1_has & (s1_lo == 0) & (s1_hi == length)),
+            s2_end.eq(s1_xa + hi_byte),
+        ]
+        j_last = j_left == 0
         with m.If(step):
             m.d.sync += [
-                s1_valid.eq(1),
                 s1_row.eq(row),
                 s1_xa.eq(xa),
                 s1_valid_y.eq((y >= 0) & (y < geom.height)),
-                s1_lo.eq(Mux(b_lo_raw < length, b_lo_raw, length)),
-                s1_hi.eq(Mux(b_hi_raw < length, b_hi_raw, length)),
+                s1_lo.eq(Mux(x < 0, clip(neg_xp, esize_log), 0)),
+                s1_hi.eq(clip(rem, esize_log)),
                 row.eq(row + 1),
             ]
-            with m.If(wj == load.inner - 1):
+            with m.If(j_last):
                 m.d.sync += [
-                    wj.eq(0),
-                    wi.eq(wi + 1),
+                    j_left.eq(inner_m1),
+                    i_left.eq(i_left - 1),
                     x.eq(load.x0),
                     y.eq(y + geom.sy),
                     ya.eq(ya + syp),
@@ -512,23 +594,26 @@ class LoadUnit(wiring.Component):
                 ]
             with m.Else():
                 m.d.sync += [
-                    wj.eq(wj + 1),
+                    j_left.eq(j_left - 1),
                     x.eq(x + geom.sx),
                     xa.eq(xa + sxp),
                     neg_xp.eq(neg_xp - sxp),
                     rem.eq(rem - sxp),
                 ]
-            with m.If(last_row):
+            with m.If(j_last & (i_left == 0)):
                 m.d.sync += walking.eq(0)
-        with m.If(stop):
-            m.d.sync += [s1_valid.eq(0), s2_valid.eq(0)]
+        # (rows already in stages 1 and 2 when the LOAD stops flow into the queue and are
+        # dropped there, so `occ` stays exact)
 
-        t_fire = t_issuing & rd.req.valid & rd.req.ready
+        written_fire = Signal()
+        m.d.sync += flight.eq(flight + row_issue - written_fire)
+
+        t_fire = t_issuing & ~issue_pend & req.valid & req.ready
         with m.If(t_fire):
             m.d.sync += [t_issued.eq(t_issued + 1), t_addr.eq(t_addr + t_bytes)]
             with m.If(t_issued + 1 == t_count):
                 m.d.sync += t_issuing.eq(0)
-        with m.If((flushed | err_pending) & (walking | t_issuing)):
+        with m.If(stop & (walking | t_issuing)):
             m.d.sync += [walking.eq(0), t_issuing.eq(0)]
 
         # ---------------------------------------------------------------- row assembler
@@ -563,16 +648,15 @@ class LoadUnit(wiring.Component):
         ]
         with m.If(out_valid & out_ready):
             m.d.sync += out_valid.eq(0)
-        with m.If(row_slice.o.valid & row_slice.o.ready):
-            m.d.sync += rows_written.eq(rows_written + 1)
+        m.d.comb += written_fire.eq(row_slice.o.valid & row_slice.o.ready)
         rows_pending = out_valid | row_slice.o.valid
 
         is_table = Signal()
         data_fire = rd.data.valid & rd.data.ready
-        with m.If(~is_table & desc.r_rdy):
+        with m.If(~is_table & desc_valid):
             with m.If(~desc_out.has):
                 with m.If(out_free):
-                    m.d.comb += desc.r_en.eq(1)
+                    m.d.comb += desc_pop.eq(1)
                     m.d.sync += [
                         out_valid.eq(1),
                         out_row.eq(desc_out.row),
@@ -589,7 +673,7 @@ class LoadUnit(wiring.Component):
                     with m.If(beat.error):
                         fail(_Code.DRAM_RANGE)
                     with m.If(row_end):
-                        m.d.comb += desc.r_en.eq(1)
+                        m.d.comb += desc_pop.eq(1)
                         m.d.sync += [
                             out_valid.eq(1),
                             out_row.eq(desc_out.row),
@@ -619,11 +703,11 @@ class LoadUnit(wiring.Component):
             half.eq(beat.data.word_select(pos >> 1, 16)),
         ]
         zsize = Mux(is_pwl & (phase == 2), 2, 4)
+        # fields left in this PWL table or BIAS record (this one included), and the registered
+        # "this is the last one" (no wide compare on `rd.data.ready`)
+        pwl_fields = 3 * seg + 3  # 4 header words, S-1 breakpoints, S slopes, S intercepts
+        t_left = Signal(18)
         elem_last = Signal()
-        with m.If(is_pwl):
-            m.d.comb += elem_last.eq((phase == 3) & (idx == seg - 1))
-        with m.Else():
-            m.d.comb += elem_last.eq(idx == 2 * loadt.count - 1)
         pops = elem_last | ((pos + zsize) == bw)
 
         tw = self.table_write.payload
@@ -656,7 +740,14 @@ class LoadUnit(wiring.Component):
 
         with m.If(shift_emit):
             with m.If(self.table_write.ready):
-                m.d.sync += [shift_emit.eq(0), tab.eq(tab + 1), phase.eq(0), idx.eq(0)]
+                m.d.sync += [
+                    shift_emit.eq(0),
+                    tab.eq(tab + 1),
+                    phase.eq(0),
+                    idx.eq(0),
+                    t_left.eq(pwl_fields),
+                    elem_last.eq(0),
+                ]
         with m.Elif(is_table & rd.data.valid):
             with m.If(discard | beat.error):
                 m.d.comb += rd.data.ready.eq(1)
@@ -692,10 +783,16 @@ class LoadUnit(wiring.Component):
                 with m.If(bad):
                     fail(_Code.BAD_TABLE)
                     m.d.sync += discard.eq(1)
-                    # the beat is dropped in discard mode (next cycle)
-                with m.Elif(can):
+                # The field moves on whether or not it is bad (a bad one is not written, and
+                # discard mode drops the rest from the next cycle), so the field checks stay off
+                # `rd.data.ready`.
+                with m.If(can):
                     m.d.comb += rd.data.ready.eq(pops)
-                    m.d.sync += pos.eq(Mux(pops, 0, pos + zsize))
+                    m.d.sync += [
+                        pos.eq(Mux(pops, 0, pos + zsize)),
+                        t_left.eq(t_left - 1),
+                        elem_last.eq(t_left == 2),
+                    ]
                     with m.If(is_pwl):
                         with m.If((phase == 0) & (idx == 0)):
                             m.d.sync += pwl_shift.eq(word[:8])
@@ -719,15 +816,20 @@ class LoadUnit(wiring.Component):
 
         # ---------------------------------------------------------------- control
         t_count_bias = loadt.count
+        k_beats = (length << esize_log) >> lb  # beats of a whole row (mergeable LOADs)
         with m.FSM(name="ctrl"):
             with m.State("IDLE"):
-                m.d.comb += self.cmd.ready.eq(1)
+                # every word is taken; a flushed one leaves POP at once
+                m.d.comb += [self.cmd.ready.eq(1), idle.eq(1)]
                 with m.If(self.cmd.valid):
-                    with m.If(~incoming_flushed):
-                        m.d.sync += ins.eq(self.cmd.payload)
-                        m.next = "POP"
+                    m.d.sync += ins.eq(self.cmd.payload)
+                    m.next = "POP"
             with m.State("POP"):
                 m.d.comb += self.busy.eq(1)
+                with m.Switch(load.geom):
+                    for k in range(4):
+                        with m.Case(k):
+                            m.d.sync += geom.eq(slots[k])
                 with m.If(flushed):
                     m.next = "IDLE"
                 with m.Elif(hdr.pop_next):
@@ -745,8 +847,6 @@ class LoadUnit(wiring.Component):
                 acc = load.mem == MemSpace.ACC
                 m.d.sync += [
                     err_pending.eq(0),
-                    rows_issued.eq(0),
-                    rows_written.eq(0),
                     t_issued.eq(0),
                     t_lasts.eq(0),
                     discard.eq(0),
@@ -778,22 +878,28 @@ class LoadUnit(wiring.Component):
                         is_table.eq(0),
                         is_acc.eq(acc),
                         esize_log.eq(Mux(acc, 2, 0)),
+                        round_up.eq(Mux(acc, 3, 0)),
                         base_addr.eq(ins.base + load.offset),
                         count.eq(load.outer * load.inner),
                         row_elems.eq(Mux(acc, cfg.cols, cfg.lanes)),
                         mem_rows.eq(Mux(acc, cfg.accumulator_rows, cfg.scratchpad_rows)),
-                        yp0.eq(load.y0 * geom.pitch),
-                        syp.eq(geom.sy * geom.pitch),
+                        yp0_lo.eq(load.y0 * geom.pitch[:16]),
+                        yp0_hi.eq(load.y0 * geom.pitch[16:]),
+                        syp_lo.eq(geom.sy * geom.pitch[:16]),
+                        syp_hi.eq(geom.sy * geom.pitch[16:]),
                         xp0.eq(load.x0 * geom.pix),
                         sxp.eq(geom.sx * geom.pix),
                         wpix.eq(geom.width * geom.pix),
+                        inner_m1.eq(load.inner - 1),
                     ]
-                    m.next = "LOAD_CHECK"
+                    m.next = "LOAD_PREP"
                 with m.Elif(op == Opcode.LOADT):
                     pwl = loadt.kind == TableKind.PWL
                     m.d.sync += [
                         is_table.eq(1),
                         is_pwl.eq(pwl),
+                        t_left.eq(Mux(pwl, pwl_fields, loadt.count << 1)),
+                        elem_last.eq(0),
                         base_addr.eq(ins.base + loadt.offset),
                         t_addr.eq(ins.base + loadt.offset),
                         t_count.eq(Mux(pwl, loadt.count, 1)),
@@ -805,28 +911,45 @@ class LoadUnit(wiring.Component):
                     m.next = "LOADT_CHECK"
                 with m.Else():  # SYNC
                     m.next = "PUSH"
+            with m.State("LOAD_PREP"):
+                # the halves of the pitch products summed; one addition each
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += [
+                    yp0.eq((yp0_hi << 16) + yp0_lo),
+                    syp.eq((syp_hi << 16) + syp_lo),
+                    dst_end.eq(load.dst + count),
+                    wpix_r.eq(wpix + round_up),
+                    neg_xp0.eq(round_up - xp0),
+                    merge_ok.eq(((length << esize_log) & (bw - 1)) == 0),
+                ]
+                with m.Switch(k_beats):
+                    for k in range(1, row_beats + 1):
+                        with m.Case(k):
+                            m.d.sync += run_rows.eq(
+                                min(self._merge_rows, (MERGE_BYTES // bw) // k))
+                    with m.Default():
+                        m.d.sync += run_rows.eq(self._merge_rows)
+                m.next = "LOAD_CHECK"
             with m.State("LOAD_CHECK"):
                 m.d.comb += self.busy.eq(1)
                 with m.If(load.length > row_elems):
                     fail(_Code.FIELD_RANGE)
                     m.next = "DRAIN"
-                with m.Elif(load.dst + count > mem_rows):
+                with m.Elif(dst_end > mem_rows):
                     fail(Mux(is_acc, _Code.ACC_RANGE, _Code.SPAD_RANGE))
                     m.next = "DRAIN"
                 with m.Else():
                     m.d.sync += [
                         ya.eq(base_addr + yp0),
-                        neg_xp0.eq(-xp0),
-                        rem0.eq(wpix - xp0),
+                        rem0.eq(wpix_r - xp0),
                     ]
                     m.next = "LOAD_START"
             with m.State("LOAD_START"):
                 m.d.comb += self.busy.eq(1)
                 m.d.sync += [
-                    merge_ok.eq(((length << esize_log) & (bw - 1)) == 0),
                     walking.eq(1),
-                    wi.eq(0),
-                    wj.eq(0),
+                    i_left.eq(load.outer - 1),
+                    j_left.eq(inner_m1),
                     y.eq(load.y0),
                     x.eq(load.x0),
                     ya.eq(ya + xp0),
@@ -856,9 +979,7 @@ class LoadUnit(wiring.Component):
                     m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += self.busy.eq(1)
-                load_done = (
-                    ~walking & ~s1_valid & ~s2_valid & ~pend_valid & (rows_written == rows_issued)
-                )
+                load_done = ~walking & (occ == 0) & ~pend_valid & (flight == 0)
                 table_done = ~t_issuing & (t_lasts == t_issued) & ~shift_emit
                 with m.If(Mux(is_table, table_done, load_done) & ~rd.busy & ~rows_pending):
                     with m.If(err_pending | flushed):
@@ -869,15 +990,15 @@ class LoadUnit(wiring.Component):
                 m.d.comb += self.busy.eq(1)
                 drained = (
                     ~walking
-                    & ~s1_valid
-                    & ~s2_valid
+                    & (occ == 0)
                     & ~pend_valid
                     & ~t_issuing
-                    & (rows_written == rows_issued)
+                    & (flight == 0)
                     & (t_lasts == t_issued)
                     & ~rd.busy
                     & ~rows_pending
                     & ~desc.r_rdy
+                    & ~desc_valid
                 )
                 with m.If(drained):
                     with m.If(err_pending):

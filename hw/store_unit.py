@@ -22,7 +22,7 @@ from amaranth.lib.wiring import In, Out
 
 from hw.axi import axi4_write_signature
 from hw.config import AcceleratorConfig
-from hw.dma import AxiWriteEngine, StreamSkid
+from hw.dma import AxiWriteEngine
 from hw.isa import MemSpace, Opcode
 from hw.unit_ports import (
     AXI_ID_BITS,
@@ -135,9 +135,6 @@ class StoreUnit(wiring.Component):
             max_outstanding=max_outstanding,
             awid=awid,
         )
-        # A register slice in front of the write engine's requests: the engine's `ready` (its
-        # burst splitter's 4 KiB arithmetic) stays off the row-issue path.
-        self._req_slice = StreamSkid(self._writer.req.payload.shape())
         super().__init__(
             {
                 "cmd": In(stream.Signature(unit_command_layout(config))),
@@ -175,9 +172,7 @@ class StoreUnit(wiring.Component):
         cfg = self._config
         m.submodules.writer = wr = self._writer
         wiring.connect(m, wr.axi, wiring.flipped(self.axi))
-        m.submodules.req_slice = req_slice = self._req_slice
-        wiring.connect(m, req_slice.o, wr.req)
-        wreq = req_slice.i  # write requests go through the slice
+        wreq = wr.req  # (the engine's request register slice: `ready` is a flip-flop)
         bw = cfg.dma_data_bits // 8
         lb = bw.bit_length() - 1
         row_bits = max(8 * cfg.lanes, 32 * cfg.cols)
@@ -187,8 +182,16 @@ class StoreUnit(wiring.Component):
         ins = Signal(unit_command_layout(cfg))
         hdr = ins.word.header
         st = ins.word.body.store
-        flushed = self.flush_above.valid & (ins.pc > self.flush_above.pc)
+        idle = Signal()  # the control FSM is in IDLE (takes the word on `cmd.valid`)
+        # `flushed` is registered (see hw/load_unit.py): a flush reaches the unit a cycle later
+        flushed = Signal()
         incoming_flushed = self.flush_above.valid & (self.cmd.payload.pc > self.flush_above.pc)
+        # (both compares in parallel, the word taken selects: no compare behind the FSM)
+        m.d.sync += flushed.eq(Mux(
+            idle & self.cmd.valid,
+            incoming_flushed,
+            self.flush_above.valid & (ins.pc > self.flush_above.pc),
+        ))
 
         error = Signal()
         err_code = Signal(4)
@@ -206,28 +209,42 @@ class StoreUnit(wiring.Component):
         row_bytes = Signal(10)
         base_addr = Signal(cfg.addr_bits + 33)
         count = Signal(24)
-        span = Signal(37)  # (rows - 1) * stride
+        span = Signal(45)  # (rows - 1) * stride (12 x 32 bits: no truncation)
+        # its partial products, one multiplier deep: the 32-bit stride in 16-bit halves
+        span_lo = Signal(28)
+        span_hi = Signal(28)
+        end0 = Signal(cfg.addr_bits + 40)  # base_addr + tile_bytes
         tile_bytes = Signal(22)  # tiles * row_bytes
         end_r = Signal(cfg.addr_bits + 40)  # base_addr + span + tile_bytes
         bad_length = Signal()
         bad_src = Signal()
         bad_stride = Signal()
         bad_end = Signal()
+        dense = Signal()  # stride == tiles*row_bytes: row i+1 follows row i in DRAM
+        run_rows = Signal(range(MERGE_BYTES + 1))  # rows a merged write request may hold
 
         # ---------------------------------------------------------------- row issue
-        wi = Signal(12)
-        wu = Signal(12)
+        i_left = Signal(12)  # rows after this one
+        u_left = Signal(12)  # tiles after this one
+        src_i = Signal(24)  # src + i
         src_row = Signal(24)  # src + u*rows + i
         row_base = Signal(cfg.addr_bits + 40)  # A + i*stride
         dst_addr = Signal(cfg.addr_bits + 40)  # A + i*stride + u*row_bytes
         issuing = Signal()
-        inflight = Signal(range(self._read_ahead + 1))
         m.submodules.rows = rows_fifo = SyncFIFOBuffered(width=row_bits, depth=self._read_ahead)
 
         req_valid = issuing & ~flushed
         read_ready = Mux(is_acc, self.acc_read.ready, self.spad_read.ready)
-        space = (inflight + rows_fifo.level) < self._read_ahead
         issue = Signal()  # a row's SRAM read (and its part of a write request) goes out
+        # rows read and not yet turned into beats (in the SRAM pipeline or the row buffer), and
+        # the registered flag `held < read_ahead`
+        held = Signal(range(self._read_ahead + 1))
+        space = Signal(init=1)
+        m.d.sync += held.eq(held + issue - rows_fifo.r_en)
+        with m.If(issue & ~rows_fifo.r_en):
+            m.d.sync += space.eq(held < self._read_ahead - 1)
+        with m.Elif(rows_fifo.r_en & ~issue):
+            m.d.sync += space.eq(1)
         m.d.comb += [
             self.spad_read.payload.addr.eq(src_row),
             self.acc_read.payload.addr.eq(src_row),
@@ -239,9 +256,12 @@ class StoreUnit(wiring.Component):
         whole = Signal()  # this STORE's rows are whole beats
         pend_valid = Signal()
         pend_addr = Signal(cfg.addr_bits + 40)
-        pend_end = Signal(cfg.addr_bits + 40)
         pend_nbytes = Signal(range(MERGE_BYTES + 1))
-        can_join = (dst_addr == pend_end) & (pend_nbytes + row_bytes <= MERGE_BYTES)
+        pend_space = Signal(range(MERGE_BYTES + 1))  # rows the run may still take
+        # registered at every issue: the next row follows the last one in DRAM (always within
+        # a row's tiles; across rows when `dense`) and the pending run has room for it
+        can_join = Signal()
+        u_last = u_left == 0
         row_ok = req_valid & space & (~pend_valid | can_join)
         with m.If(whole):
             m.d.comb += [
@@ -255,17 +275,20 @@ class StoreUnit(wiring.Component):
             with m.If(wreq.valid & wreq.ready):
                 m.d.sync += pend_valid.eq(0)
             with m.If(issue):
+                contig = ~u_last | dense
                 with m.If(pend_valid):
                     m.d.sync += [
-                        pend_end.eq(pend_end + row_bytes),
                         pend_nbytes.eq(pend_nbytes + row_bytes),
+                        pend_space.eq(pend_space - 1),
+                        can_join.eq(contig & (pend_space != 1)),
                     ]
                 with m.Else():
                     m.d.sync += [
                         pend_valid.eq(1),
                         pend_addr.eq(dst_addr),
-                        pend_end.eq(dst_addr + row_bytes),
                         pend_nbytes.eq(row_bytes),
+                        pend_space.eq(run_rows - 1),
+                        can_join.eq(contig & (run_rows != 1)),
                     ]
         with m.Else():
             m.d.comb += [
@@ -277,19 +300,20 @@ class StoreUnit(wiring.Component):
                 wreq.valid.eq(req_valid & space & read_ready),
                 issue.eq(req_valid & space & read_ready & wreq.ready),
             ]
-        last_issue = (wi == st.rows - 1) & (wu == st.tiles - 1)
+        last_issue = u_last & (i_left == 0)
         with m.If(issue):
-            with m.If(wu == st.tiles - 1):
+            with m.If(u_last):
                 m.d.sync += [
-                    wu.eq(0),
-                    wi.eq(wi + 1),
-                    src_row.eq(st.src + wi + 1),
+                    u_left.eq(st.tiles - 1),
+                    i_left.eq(i_left - 1),
+                    src_i.eq(src_i + 1),
+                    src_row.eq(src_i + 1),
                     row_base.eq(row_base + st.stride),
                     dst_addr.eq(row_base + st.stride),
                 ]
             with m.Else():
                 m.d.sync += [
-                    wu.eq(wu + 1),
+                    u_left.eq(u_left - 1),
                     src_row.eq(src_row + st.rows),
                     dst_addr.eq(dst_addr + row_bytes),
                 ]
@@ -309,10 +333,10 @@ class StoreUnit(wiring.Component):
             rows_fifo.w_en.eq(resp_valid),
             rows_fifo.w_data.eq(resp_data),
         ]
-        m.d.sync += inflight.eq(inflight + issue - resp_valid)
 
         beat = Signal(range(row_beats + 1))
         nbeats = Signal(range(row_beats + 1))
+        beat_last = Signal()  # beat == nbeats - 1, registered
         padded = Signal(8 * bw * row_beats)
         m.d.comb += [
             padded.eq(rows_fifo.r_data),
@@ -320,25 +344,23 @@ class StoreUnit(wiring.Component):
             wr.data.payload.data.eq(padded.word_select(beat, 8 * bw)),
         ]
         with m.If(wr.data.valid & wr.data.ready):
-            with m.If(beat == nbeats - 1):
+            with m.If(beat_last):
                 m.d.comb += rows_fifo.r_en.eq(1)
-                m.d.sync += beat.eq(0)
+                m.d.sync += [beat.eq(0), beat_last.eq(nbeats == 1)]
             with m.Else():
-                m.d.sync += beat.eq(beat + 1)
+                m.d.sync += [beat.eq(beat + 1), beat_last.eq(beat + 2 == nbeats)]
 
         with m.If(wr.error):
             m.d.sync += b_error.eq(1)
 
-        drained = (
-            ~issuing & ~pend_valid & (inflight == 0) & ~rows_fifo.r_rdy & ~req_slice.o.valid
-            & ~wr.busy
-        )
+        drained = ~issuing & ~pend_valid & (held == 0) & ~rows_fifo.r_rdy & ~wr.busy
 
         # ---------------------------------------------------------------- control
         with m.FSM(name="ctrl"):
             with m.State("IDLE"):
-                m.d.comb += self.cmd.ready.eq(1)
-                with m.If(self.cmd.valid & ~incoming_flushed):
+                # every word is taken; a flushed one leaves POP at once
+                m.d.comb += [self.cmd.ready.eq(1), idle.eq(1)]
+                with m.If(self.cmd.valid):
                     m.d.sync += ins.eq(self.cmd.payload)
                     m.next = "POP"
             with m.State("POP"):
@@ -367,25 +389,39 @@ class StoreUnit(wiring.Component):
                     nbeats.eq((rb + bw - 1) >> lb),
                     base_addr.eq(ins.base + st.offset),
                     count.eq(st.rows * st.tiles),
-                    span.eq((st.rows - 1) * st.stride),
+                    span_lo.eq((st.rows - 1) * st.stride[:16]),
+                    span_hi.eq((st.rows - 1) * st.stride[16:]),
                     tile_bytes.eq(st.tiles * rb),
                     b_error.eq(0),
                 ]
                 with m.If(hdr.opcode == Opcode.STORE):
-                    m.next = "CHECK"
+                    m.next = "SPAN"
                 with m.Else():  # SYNC
                     m.next = "PUSH"
-            # The range checks take three states, one wide add or compare deep each: CHECK
-            # the end address and the checks without it, CHECK_END the end against the
-            # limits, then DECIDE in the order docs/isa.md gives them.
+            # The range checks take four states, one wide add or compare deep each: SPAN the
+            # stride product, CHECK the end address and the checks without it, CHECK_END the
+            # end against the limits, then DECIDE in the order docs/isa.md gives them.
+            with m.State("SPAN"):
+                # the stride product's halves summed; one addition each
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += [
+                    span.eq((span_hi << 16) + span_lo),
+                    end0.eq(base_addr + tile_bytes),
+                ]
+                m.next = "CHECK"
             with m.State("CHECK"):
                 m.d.comb += self.busy.eq(1)
                 m.d.sync += [
-                    end_r.eq(base_addr + span + tile_bytes),  # one past the last byte
+                    end_r.eq(end0 + span),  # one past the last byte
                     bad_length.eq(st.length > row_elems),
                     bad_src.eq(st.src + count > mem_rows),
                     bad_stride.eq((st.rows > 1) & (st.stride < tile_bytes)),
+                    dense.eq(st.stride == tile_bytes),
                 ]
+                with m.Switch(nbeats):
+                    for k in range(1, row_beats + 1):
+                        with m.Case(k):
+                            m.d.sync += run_rows.eq((MERGE_BYTES // bw) // k)
                 m.next = "CHECK_END"
             with m.State("CHECK_END"):
                 m.d.comb += self.busy.eq(1)
@@ -408,9 +444,11 @@ class StoreUnit(wiring.Component):
                 with m.Else():
                     m.d.sync += [
                         issuing.eq(1),
-                        wi.eq(0),
-                        wu.eq(0),
+                        i_left.eq(st.rows - 1),
+                        u_left.eq(st.tiles - 1),
+                        src_i.eq(st.src),
                         src_row.eq(st.src),
+                        beat_last.eq(nbeats == 1),
                         row_base.eq(base_addr),
                         dst_addr.eq(base_addr),
                         beat.eq(0),

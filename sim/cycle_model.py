@@ -14,10 +14,11 @@ docs/dma.md):
   in the dispatcher; a run ends ``end_cycles`` after HALT once every unit is idle.
 * **Load unit.** One instruction at a time: take, pop, execute, push (``unit_cycles``); DMACFG
   and SYNC only that. LOAD walks its rows one a cycle into a descriptor queue of
-  ``LOAD_DESCRIPTORS`` rows (a row's descriptor frees when its data was assembled: at most 32
-  rows in flight); whole rows of whole beats that follow each other in DRAM are merged into one
-  read request (at most 4 KiB and 16 rows), other rows get one request each
-  (``load_row_gap`` cycles apart); requests split into bursts at 4 KiB boundaries and 256 beats.
+  ``max(LOAD_DESCRIPTORS, 2 * merge rows)`` rows (a row's descriptor frees when its data was
+  assembled); at most ``LOAD_DESCRIPTORS`` (128) bursts are outstanding; whole rows of whole
+  beats that follow each other in DRAM are merged into one read request (at most 4 KiB),
+  other rows get one request each (``load_row_gap`` cycles apart); requests split into bursts
+  at 4 KiB boundaries and 256 beats, a run's later bursts ``AR_BURST_GAP`` cycles apart.
   LOADT reads its records in one request (BIAS) or one per table (PWL) and parses one field per
   cycle (two per bias entry, ``3 + 2 * S - 1`` per PWL table).
 * **Store unit.** Rows leave the SRAM one a cycle (at most ``STORE_READ_AHEAD`` ahead of the W
@@ -89,8 +90,8 @@ __all__ = [
 ARRAY_LATENCY_EXTRA = 5
 #: Dispatcher fetch burst (hw.dispatcher.FETCH_CHUNK_BYTES) and prefetch buffer (two bursts).
 FETCH_CHUNK_BYTES = 256
-#: Load unit: row descriptors in flight (LoadUnit max_outstanding) and rows per merged request.
-LOAD_DESCRIPTORS = 32
+#: Load unit: read bursts in flight (LoadUnit max_outstanding) and rows per merged request.
+LOAD_DESCRIPTORS = 128
 LOAD_MERGE_ROWS = 256
 #: A pending run is requested while fewer rows than this are requested and not yet written.
 LOAD_LOW_WATER = 64
@@ -98,6 +99,9 @@ LOAD_LOW_WATER = 64
 MERGE_BYTES = 4096
 AXI_PAGE = 4096
 AXI_MAX_BEATS = 256
+#: Cycles between the AR handshakes of one request's bursts (the burst splitter sizes each
+#: later burst in the cycle after its predecessor left; hw/dma.py).
+AR_BURST_GAP = 2
 #: Store unit: rows read ahead of the W channel, bursts awaiting B (StoreUnit defaults).
 STORE_READ_AHEAD = 16
 STORE_BURSTS = 32
@@ -476,9 +480,10 @@ def _load_transfer(m: _Machine, ins: Load, t0: int) -> int:
     :data:`LOAD_LOW_WATER` rows are requested and not yet written; otherwise the run is requested
     and the row starts the next one (hw/load_unit.py). Other rows are one request each, a cycle
     after a pending run goes. The assembler takes ``max(beats in, beats out + 1)`` cycles per
-    request row of its own and, inside a run, one cycle per beat plus one per row of several
-    beats (fitted between the RTL's rates: docs/simulation.md), and writes a row
-    ``load_row_done`` after its last beat; while it is busy the R channel waits.
+    request row of its own (``max(beats in, beats out)`` when the row starts no later in its
+    first DRAM beat than in its first row beat) and, inside a run, one cycle per beat plus one
+    per row of several beats (fitted between the RTL's rates: docs/simulation.md), and writes a
+    row ``load_row_done`` after its last beat; while it is busy the R channel waits.
     """
     p, bw = m.p, m.bw
     starts, nbytes, full, row_bytes, lo_bytes = _load_rows(m, ins)
@@ -518,7 +523,7 @@ def _load_transfer(m: _Machine, ins: Load, t0: int) -> int:
             s0 = m.rch.book(ar + lat, b)
             beat_at.extend(range(s0, s0 + b))
             burst_end.append(s0 + b - 1)
-            ar += 1
+            ar += AR_BURST_GAP
         k = addr % bw  # an unaligned run has one more beat in than out
         for r in range(first, first + rows):
             beats = (k + nbytes[r] + bw - 1) // bw
@@ -557,9 +562,11 @@ def _load_transfer(m: _Machine, ins: Load, t0: int) -> int:
         t = request_slot(t)
         ar = t + p.load_ar
         beats = (a % bw + nb + bw - 1) // bw  # R beats in
-        # the assembler takes an input beat a cycle and one cycle more per output row beat
-        # set: max(beats in, beats out + 1) cycles per row
-        cost = max(beats, (lo_bytes[r] + nb + bw - 1) // bw + 1)
+        # the realigner takes an input beat a cycle; when the run starts later in its first
+        # DRAM beat than in its first row beat it reads one beat ahead (one cycle more):
+        # max(beats in, beats out + 1) cycles per row then, else max(beats in, beats out)
+        so, do = a % bw, lo_bytes[r] % bw
+        cost = max(beats, (do + nb + bw - 1) // bw + (so > do))
         if a % AXI_PAGE + nb <= AXI_PAGE and beats <= AXI_MAX_BEATS:  # one burst
             end = m.rch.book(ar + lat, cost) + beats
             burst_end.append(end - 1)
@@ -569,7 +576,7 @@ def _load_transfer(m: _Machine, ins: Load, t0: int) -> int:
                 extra = cost - beats if k == len(bursts) - 1 else 0
                 end = m.rch.book(ar + lat, b + extra) + b
                 burst_end.append(end - 1)
-                ar += 1
+                ar += AR_BURST_GAP
         last_done = done[r] = max(last_done + cost, end + p.load_row_done)
         requested = r + 1
     if run is not None:
@@ -595,7 +602,7 @@ def _loadt_transfer(m: _Machine, ins: Loadt, t0: int) -> int:
         for b in _bursts(a, nb, bw):
             got = m.rch.book(s + 1 + p.dram_latency, b)
             first = got if first is None else first
-            s += 1
+            s += AR_BURST_GAP
         parsed = max(parsed, first) + nfields
         t += 1
     return parsed + p.loadt_end
