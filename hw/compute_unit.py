@@ -354,13 +354,33 @@ class ComputeUnit(wiring.Component):
             m.d.sync += [err_valid.eq(1), err_code.eq(code), err_pc.eq(ins.pc)]
             goto(ERROR)
 
-        interlock_ok = Signal()
-        m.d.comb += interlock_ok.eq(~epi_busy | ~(
-            _overlap(g.acc, g_nm, epi.src, epi.rows)
-            | ((epi.dest == EpiDest.ACC.value) & _overlap(g.acc, g_nm, epi.dst, epi.rows))
+        # The interlock compares the held GEMM's row ranges with the EPI slot's, from range
+        # ends registered beforehand (the GEMM's in BOUNDS, the slot's at EPI issue), and its
+        # result is registered too (`conflict`): the GEMM's fields are fixed from DECIDE on,
+        # and the slot changes only when an EPI issues (from this stage, so not while a GEMM
+        # waits here) or completes (which clears `epi_busy`, so the GEMM issues in the same
+        # cycle as with a combinational interlock).
+        g_w_end = Signal(self._spad_bits + 2)
+        g_a_end = Signal(self._spad_bits + 2)
+        g_acc_end = Signal(self._acc_bits + 2)
+        epi_src_end = Signal(self._acc_bits + 2)
+        epi_dst_end = Signal(self._epi_desc.members["dst"].width + 2)
+        g_w_end_c = g.w + Mux(g.transpose, nk * C, nk * R)
+        m.d.sync += [g_w_end.eq(g_w_end_c), g_a_end.eq(g.a + km), g_acc_end.eq(g.acc + g_nm)]
+
+        def _overlap_ends(a0, a_end, b0, b_end):
+            return (a0 < b_end) & (b0 < a_end)
+
+        conflict = Signal()
+        m.d.sync += conflict.eq(
+            _overlap_ends(g.acc, g_acc_end, epi.src, epi_src_end)
+            | ((epi.dest == EpiDest.ACC.value)
+               & _overlap_ends(g.acc, g_acc_end, epi.dst, epi_dst_end))
             | ((epi.dest == EpiDest.SPAD.value)
-               & (_overlap(g.w, w_rows, epi.dst, epi.rows) | _overlap(g.a, km, epi.dst, epi.rows)))
-        ))
+               & (_overlap_ends(g.w, g_w_end, epi.dst, epi_dst_end)
+                  | _overlap_ends(g.a, g_a_end, epi.dst, epi_dst_end))))
+        interlock_ok = Signal()
+        m.d.comb += interlock_ok.eq(~epi_busy | ~conflict)
         is_gemm = opcode == Opcode.GEMM
         is_epi = opcode == Opcode.EPI
         tokens_ok = ((~hdr.pop_prev | self.pop_l2c.available)
@@ -386,7 +406,7 @@ class ComputeUnit(wiring.Component):
         to_acc = dest == EpiDest.ACC.value
         # (name, condition) in the order of the checks; GEMM's, then EPI's
         gemm_checks = [
-            ("w", g.w + Mux(g.transpose, nk * C, nk * R) > spad_rows, StatusCode.SPAD_RANGE),
+            ("w", g_w_end_c > spad_rows, StatusCode.SPAD_RANGE),
             ("a", g.a + km > spad_rows, StatusCode.SPAD_RANGE),
             ("acc", g.acc + g_nm > acc_rows, StatusCode.ACC_RANGE),
             ("bias", bias_mode & (g.bias + g.n_tiles * C > entries), StatusCode.TABLE_RANGE),
@@ -702,6 +722,7 @@ class ComputeUnit(wiring.Component):
                 epi.row_scale.eq(e.scale_mode == ScaleMode.ROW), epi.scale.eq(e.scale),
                 epi.fn.eq(e.fn), epi.m.eq(e.m), epi.n.eq(e.n_tiles), epi.rows.eq(e_nm),
                 epi.col.eq(e.col), epi.out_shift.eq(e.out_shift),
+                epi_src_end.eq(e.src + e_nm), epi_dst_end.eq(e.dst + e_nm),
                 epi_wait.eq(gemm_outstanding - gemm_done),
                 ej_req.eq(0), es_req.eq(0), es_i.eq(0), es_off.eq(0), ei_join.eq(0),
                 ej_out.eq(0),
