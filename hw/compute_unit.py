@@ -53,7 +53,7 @@ from __future__ import annotations
 
 from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.fifo import SyncFIFO, SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from hw.banked_memory import exclusive_signature, read_signature, write_layout
@@ -273,8 +273,11 @@ class ComputeUnit(wiring.Component):
         gw = self._gemm_desc.size
         self._desc_weights = SyncFIFO(width=gw, depth=DESCRIPTOR_DEPTH)
         self._desc_operands = SyncFIFO(width=gw, depth=DESCRIPTOR_DEPTH)
-        self._desc_bias = SyncFIFO(width=gw, depth=DESCRIPTOR_DEPTH)
-        self._desc_results = SyncFIFO(width=gw, depth=DESCRIPTOR_DEPTH)
+        # The bias and result sequencers read their descriptor from registers (a buffered
+        # FIFO: one cycle later than the weight and operand sequencers, long before the bias
+        # read or the first result row needs it), so their per-row decisions start at flip-flops.
+        self._desc_bias = SyncFIFOBuffered(width=gw, depth=DESCRIPTOR_DEPTH)
+        self._desc_results = SyncFIFOBuffered(width=gw, depth=DESCRIPTOR_DEPTH)
         self._tag_weights = SyncFIFO(width=1, depth=TAG_DEPTH)
         self._tag_operands = SyncFIFO(width=1, depth=TAG_DEPTH)
         self._bias_queue = SyncFIFO(width=c.acc_bits * c.cols, depth=BIAS_DEPTH)
@@ -676,7 +679,9 @@ class ComputeUnit(wiring.Component):
         s1_addr, s2_addr, s3_addr = (Signal(self._acc_bits, name=f"s{i}_addr") for i in (1, 2, 3))
         s1_read_old, s2_read_old, s3_read_old = Signal(), Signal(), Signal()
         s1_last, s2_last, s3_last = Signal(), Signal(), Signal()
-        s1_pb, s2_pb, s3_pb = (Signal(acc_row, name=f"s{i}_pb") for i in (1, 2, 3))
+        s1_prod = Signal(acc_row)  # the array's result row
+        s1_bias = Signal(acc_row)  # the bias to add to it (0 when none)
+        s2_pb, s3_pb = (Signal(acc_row, name=f"s{i}_pb") for i in (2, 3))
         s3_old = Signal(acc_row)
         prev_w_valid = Signal()  # the write of the previous cycle
         prev_w_addr = Signal(self._acc_bits)
@@ -687,11 +692,15 @@ class ComputeUnit(wiring.Component):
             s1_addr.eq(row), s2_addr.eq(s1_addr), s3_addr.eq(s2_addr),
             s1_read_old.eq(read_old), s2_read_old.eq(s1_read_old), s3_read_old.eq(s2_read_old),
             s1_last.eq(last_row), s2_last.eq(s1_last), s3_last.eq(s2_last),
-            s2_pb.eq(s1_pb), s3_pb.eq(s2_pb),
+            s3_pb.eq(s2_pb),
             prev_w_valid.eq(s3_valid), prev_w_addr.eq(s3_addr), prev_w_data.eq(write_data),
         ]
+        # product + bias is added in s2 (a register stage that only copied it before), so
+        # the result handshake's decision does not reach the adders
+        m.d.sync += s1_prod.eq(res.payload)
         for c in range(C):
-            m.d.sync += s1_pb[c].eq(res.payload[c] + Mux(add_bias, bias_vec[c], 0))
+            m.d.sync += [s1_bias[c].eq(Mux(add_bias, bias_vec[c], 0)),
+                         s2_pb[c].eq(s1_prod[c] + s1_bias[c])]
         fwd_now = s3_valid & (s3_addr == s2_addr)
         fwd_prev = prev_w_valid & (prev_w_addr == s2_addr)
         m.d.sync += s3_old.eq(Mux(fwd_now, write_data,
