@@ -640,13 +640,16 @@ class ComputeUnit(wiring.Component):
 
         # ------------------------------------------------------------------ results
         rd = GD(dq_r.r_data)
+        # Row i of block t of output tile u; `ri1`, `rt1`, `ru1` hold i + 1, t + 1, u + 1, and
+        # `rt_zero` t == 0, so the per-row decisions compare flip-flops for equality (no adder
+        # before a compare) and `add_bias` / `read_old` are one LUT of flip-flops.
         ri = Signal(12)
-        rt = Signal(12)
-        ru = Signal(12)
+        ri1, rt1, ru1 = Signal(12, init=1), Signal(12, init=1), Signal(12, init=1)
+        rt_zero = Signal(init=1)
         roff = Signal(self._acc_bits + 1)  # u * m
         res = array.results
-        read_old = (rt != 0) | rd.mode[0]
-        add_bias = (rt == 0) & rd.mode[1]
+        read_old = ~rt_zero | rd.mode[0]
+        add_bias = rt_zero & rd.mode[1]
         bias_vec = data.ArrayLayout(signed(32), C)(bq.r_data)
         accept = Signal()
         m.d.comb += [
@@ -654,16 +657,17 @@ class ComputeUnit(wiring.Component):
             accept.eq(res.valid & res.ready),
         ]
         row = rd.acc + roff + ri
-        last_block_row = (ri == rd.m - 1)
-        last_row = last_block_row & (rt == rd.k - 1) & (ru == rd.n - 1)
+        last_block_row = ri1 == rd.m
+        last_block = rt1 == rd.k
+        last_row = last_block_row & last_block & (ru1 == rd.n)
         with m.If(accept):
-            m.d.sync += ri.eq(ri + 1)
+            m.d.sync += [ri.eq(ri1), ri1.eq(ri1 + 1)]
             with m.If(last_block_row):
-                m.d.sync += [ri.eq(0), rt.eq(rt + 1)]
-                with m.If(rt == rd.k - 1):
-                    m.d.sync += [rt.eq(0), ru.eq(ru + 1), roff.eq(roff + rd.m)]
-                    with m.If(ru == rd.n - 1):
-                        m.d.sync += [ru.eq(0), roff.eq(0)]
+                m.d.sync += [ri.eq(0), ri1.eq(1), rt1.eq(rt1 + 1), rt_zero.eq(0)]
+                with m.If(last_block):
+                    m.d.sync += [rt1.eq(1), rt_zero.eq(1), ru1.eq(ru1 + 1), roff.eq(roff + rd.m)]
+                    with m.If(ru1 == rd.n):
+                        m.d.sync += [ru1.eq(1), roff.eq(0)]
                         m.d.comb += dq_r.r_en.eq(1)
         m.d.comb += bq.r_en.eq(accept & add_bias & last_block_row)
         m.d.comb += [
@@ -678,6 +682,7 @@ class ComputeUnit(wiring.Component):
         s1_valid, s2_valid, s3_valid = Signal(), Signal(), Signal()
         s1_addr, s2_addr, s3_addr = (Signal(self._acc_bits, name=f"s{i}_addr") for i in (1, 2, 3))
         s1_read_old, s2_read_old, s3_read_old = Signal(), Signal(), Signal()
+        s1_add_bias = Signal()
         s1_last, s2_last, s3_last = Signal(), Signal(), Signal()
         s1_prod = Signal(acc_row)  # the array's result row
         s1_bias = Signal(acc_row)  # the bias to add to it (0 when none)
@@ -697,10 +702,9 @@ class ComputeUnit(wiring.Component):
         ]
         # product + bias is added in s2 (a register stage that only copied it before), so
         # the result handshake's decision does not reach the adders
-        m.d.sync += s1_prod.eq(res.payload)
+        m.d.sync += [s1_prod.eq(res.payload), s1_bias.eq(bias_vec), s1_add_bias.eq(add_bias)]
         for c in range(C):
-            m.d.sync += [s1_bias[c].eq(Mux(add_bias, bias_vec[c], 0)),
-                         s2_pb[c].eq(s1_prod[c] + s1_bias[c])]
+            m.d.sync += s2_pb[c].eq(s1_prod[c] + Mux(s1_add_bias, s1_bias[c], 0))
         fwd_now = s3_valid & (s3_addr == s2_addr)
         fwd_prev = prev_w_valid & (prev_w_addr == s2_addr)
         m.d.sync += s3_old.eq(Mux(fwd_now, write_data,

@@ -185,7 +185,29 @@ def place_and_route(work: Path, freq_mhz: float, seed: int, router: str = ROUTER
         "--freq", str(freq_mhz), "--timing-allow-fail", "--seed", str(seed), "--router", router,
         "--report", report, *([] if route else ["--no-route"]),
     ], work / f"nextpnr_{tag}.log", niceness)
-    return json.loads((work / report).read_text())
+    result = json.loads((work / report).read_text())
+    if not route and not result.get("fmax"):
+        # nextpnr's report holds no timing without routing: take the placer's last estimate
+        # from the log (no critical path is available then).
+        result["fmax"] = placed_estimate(work / f"nextpnr_{tag}.log")
+    return result
+
+
+def placed_estimate(log: Path) -> dict:
+    """The last ``Max frequency for clock`` line of a nextpnr log, as a report's ``fmax``."""
+    import re
+
+    found = {}
+    pattern = re.compile(r"Max frequency for clock '([^']+)': ([0-9.]+) MHz \((?:PASS|FAIL) at "
+                         r"([0-9.]+) MHz\)")
+    for line in log.read_text(errors="replace").splitlines():
+        match = pattern.search(line)
+        if match:
+            clock, achieved, constraint = match.groups()
+            found[clock] = {"achieved": float(achieved), "constraint": float(constraint)}
+    if not found:
+        raise NmxError(f"no placed timing estimate in {log}")
+    return found
 
 
 #: File next to ``synth.json`` that records what it was synthesised from (see
