@@ -705,8 +705,15 @@ class ComputeUnit(wiring.Component):
         m.d.sync += [s1_prod.eq(res.payload), s1_bias.eq(bias_vec), s1_add_bias.eq(add_bias)]
         for c in range(C):
             m.d.sync += s2_pb[c].eq(s1_prod[c] + Mux(s1_add_bias, s1_bias[c], 0))
-        fwd_now = s3_valid & (s3_addr == s2_addr)
-        fwd_prev = prev_w_valid & (prev_w_addr == s2_addr)
+        # The forwarding selects are compared a cycle ahead (the row in s1 against the rows
+        # in s2 and s3, which are in s3 and just written when it reaches s2) and registered,
+        # so they reach the C x 32 selection multiplexers straight from flip-flops.
+        fwd_now = Signal()  # the row in s2 is the one s3 writes now
+        fwd_prev = Signal()  # the row in s2 is the one written in the previous cycle
+        m.d.sync += [
+            fwd_now.eq(s2_valid & (s2_addr == s1_addr)),
+            fwd_prev.eq(s3_valid & (s3_addr == s1_addr)),
+        ]
         m.d.sync += s3_old.eq(Mux(fwd_now, write_data,
                                   Mux(fwd_prev, prev_w_data, self.acc_gemm.read_data)))
         for c in range(C):
