@@ -19,7 +19,7 @@ systolic array, transposer and :class:`hw.epilogue.Epilogue`) and
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, ResetInserter, Signal
+from amaranth.hdl import Cat, Module, Mux, ResetInserter, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import Out
 
@@ -103,20 +103,34 @@ class Accelerator(wiring.Component):
         m.submodules.csr = csr
         connect_flat(m, self, "s_axi", csr.bus)
 
-        # Everything but the register file is reset by CTRL.soft_reset.
+        # Everything but the register file is reset by CTRL.soft_reset; a start also clears each
+        # unit's registers (ISA v3: DMACFG slots, errors), not its RAMs. Both resets reach
+        # the blocks through flip-flops (`_reset_of`), one cycle after the pulse, so that the
+        # nets that fan out to every register of a block start at a flip-flop, with no logic
+        # before them. Every block sees a soft reset in the same cycle; the units are cleared
+        # one cycle after the dispatcher starts, which ignores their errors in that cycle and
+        # sends them nothing before its first fetch returns.
         core = Module()
-        m.submodules.core = ResetInserter(csr.soft_reset)(core)
         cfg = self._config
         dispatcher, tokens = self._dispatcher, self._tokens
         load, compute, store = self._load, self._compute, self._store
-        core.submodules.dispatcher = dispatcher
-        core.submodules.tokens = tokens
         started = dispatcher.started
-        # A start clears each unit's registers (ISA v3: DMACFG slots, errors), not its RAMs.
-        core.submodules.load_unit = ResetInserter(started)(load)
-        core.submodules.compute_unit = ResetInserter(started)(compute)
-        core.submodules.store_unit = ResetInserter(started)(store)
-        core.submodules.read_arbiter = arbiter = self._arbiter
+        soft = csr.soft_reset
+
+        def _reset_of(name, *pulses):
+            r = Signal(name=f"{name}_reset", reset_less=True)
+            m.d.sync += r.eq(Cat(*pulses).any())
+            return r
+
+        m.submodules.core = ResetInserter(_reset_of("core", soft))(core)
+        m.submodules.dispatcher = ResetInserter(_reset_of("dispatcher", soft))(dispatcher)
+        m.submodules.tokens = ResetInserter(_reset_of("tokens", soft))(tokens)
+        m.submodules.load_unit = ResetInserter(_reset_of("load_unit", soft, started))(load)
+        m.submodules.compute_unit = ResetInserter(
+            _reset_of("compute_unit", soft, started))(compute)
+        m.submodules.store_unit = ResetInserter(_reset_of("store_unit", soft, started))(store)
+        arbiter = self._arbiter
+        m.submodules.read_arbiter = ResetInserter(_reset_of("read_arbiter", soft))(arbiter)
 
         core.d.comb += [
             dispatcher.start.eq(csr.start),
@@ -144,9 +158,9 @@ class Accelerator(wiring.Component):
             core.d.comb += [push.valid.eq(port.put), port.space.eq(push.ready)]
         core.d.comb += [
             dispatcher.units_idle.eq(~load.busy & ~compute.busy & ~store.busy),
-            compute.clear.eq(started),
+            compute.clear.eq(0),  # its reset (`started`, registered) clears its counters
         ]
-        self._wire_memories(core, started)
+        self._wire_memories(m, core, soft, started, _reset_of)
 
         # ------------------------------------------------------------ AXI master
         wiring.connect(core, dispatcher.axi, arbiter.inputs[0])
@@ -188,6 +202,7 @@ class Accelerator(wiring.Component):
             self.irq.eq(csr.irq_enable & (dispatcher.state == RunState.DONE)),
         ]
         running = dispatcher.state == RunState.BUSY
+        count_clear = _reset_of("counters", started)
         events = {
             "CYCLES": 1,
             "BUSY_LOAD": load.busy,
@@ -223,22 +238,25 @@ class Accelerator(wiring.Component):
                 continue
             count = Signal(64, name=f"count_{name.lower()}")
             core.d.comb += csr.counters[i].eq(count)
-            with core.If(started):
-                core.d.sync += count.eq(0)
+            # Cleared from the registered start (`count_clear`, a cycle after `started`, when
+            # the dispatcher is running): the cleared value is that cycle's event, so the
+            # counts are those of a clear in the cycle of `started` (nothing counts then).
+            with core.If(count_clear):
+                core.d.sync += count.eq(events[name])
             with core.Elif(running):
                 core.d.sync += count.eq(count + events[name])
         return m
 
-    def _wire_memories(self, core: Module, started) -> None:
-        """Connect the units to the memories and the epilogue."""
+    def _wire_memories(self, m: Module, core: Module, soft, started, reset_of) -> None:
+        """Connect the units to the memories and the epilogue (submodules of ``m``, each
+        reset by its registered copy of ``soft``, the soft reset; wiring in ``core``)."""
         load, compute = self._load, self._compute
         spad, acc, bias_scale, tables, epi = (
             self._spad, self._acc, self._bias_scale, self._tables, self._epilogue)
-        core.submodules.scratchpad = spad
-        core.submodules.accumulator = acc
-        core.submodules.bias_scale = bias_scale
-        core.submodules.segment_table = tables
-        core.submodules.epilogue = epi
+        for name, block in (("scratchpad", spad), ("accumulator", acc),
+                            ("bias_scale", bias_scale), ("segment_table", tables),
+                            ("epilogue", epi)):
+            m.submodules[name] = ResetInserter(reset_of(name, soft))(block)
 
         def stream_copy(src, dst, **fields):
             """``src`` -> ``dst`` (streams); payload bits copied, or ``fields`` set by name."""

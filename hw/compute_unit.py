@@ -276,8 +276,9 @@ class ComputeUnit(wiring.Component):
         # The bias and result sequencers read their descriptor from registers (a buffered
         # FIFO: one cycle later than the weight and operand sequencers, long before the bias
         # read or the first result row needs it), so their per-row decisions start at flip-flops.
-        self._desc_bias = SyncFIFOBuffered(width=gw, depth=DESCRIPTOR_DEPTH)
-        self._desc_results = SyncFIFOBuffered(width=gw, depth=DESCRIPTOR_DEPTH)
+        # One entry deeper (its output register), so that its RAM has an address bit.
+        self._desc_bias = SyncFIFOBuffered(width=gw, depth=DESCRIPTOR_DEPTH + 1)
+        self._desc_results = SyncFIFOBuffered(width=gw, depth=DESCRIPTOR_DEPTH + 1)
         self._tag_weights = SyncFIFO(width=1, depth=TAG_DEPTH)
         self._tag_operands = SyncFIFO(width=1, depth=TAG_DEPTH)
         self._bias_queue = SyncFIFO(width=c.acc_bits * c.cols, depth=BIAS_DEPTH)

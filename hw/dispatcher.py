@@ -420,7 +420,12 @@ class Dispatcher(wiring.Component):
                     wins = wins & (~other_valid | beats)
             with m.If(wins):
                 m.d.comb += [cand_code.eq(code), cand_pc.eq(where)]
-        with m.If(running):
+        # The units are reset by a registered copy of `started` (hw.accelerator), one cycle
+        # after this block: their error reports are not taken in the run's first cycle, when
+        # they may still hold the previous run's (no error can arise that early).
+        first_cycle = Signal()
+        m.d.sync += first_cycle.eq(accept_start)
+        with m.If(running & ~first_cycle):
             m.d.sync += [err_valid.eq(cand_valid), err_code.eq(cand_code), err_pc.eq(cand_pc)]
 
         # ------------------------------------------------------------ run state
