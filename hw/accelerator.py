@@ -31,6 +31,7 @@ from hw.compute_unit import ComputeUnit
 from hw.config import AcceleratorConfig
 from hw.csr import CSR_ADDR_BITS, Csr
 from hw.dispatcher import Dispatcher
+from hw.dma import StreamSkid
 from hw.epilogue import Epilogue, OutWidth
 from hw.load_unit import LoadUnit
 from hw.registers import COUNTERS, RunState
@@ -266,6 +267,15 @@ class Accelerator(wiring.Component):
             else:
                 core.d.comb += dst.payload.as_value().eq(src.payload.as_value())
 
+        # The store unit's and the EPI's read requests reach the memories through a register
+        # slice (`StreamSkid`): a bank's grant depends on every client's request and on the
+        # GEMM's exclusive read in the same cycle, and without the slice that decision ran from
+        # the compute unit's result handshake through the accumulator's arbiter into the store
+        # unit's request registers (the whole design's critical path). One cycle more per
+        # read; the memories' credit keeps one row per cycle.
+        store_spad_req = core.submodules.store_spad_req = StreamSkid(spad.store.req.payload.shape())
+        store_acc_req = core.submodules.store_acc_req = StreamSkid(acc.store.req.payload.shape())
+        epi_acc_req = core.submodules.epi_acc_req = StreamSkid(acc.epi_read.req.payload.shape())
         # Scratchpad: LOAD writes whole rows, EPI lanes 0..C-1, GEMM reads weights and operands.
         ls = load.spad_write
         stream_copy(ls, spad.load_write, addr=ls.payload.addr, data=ls.payload.data,
@@ -275,14 +285,18 @@ class Accelerator(wiring.Component):
         wiring.connect(core, compute.spad_operands, spad.operands)
         # Accumulator: GEMM's fixed-timing port, EPI read/write, LOAD writes.
         wiring.connect(core, compute.acc_gemm, acc.gemm)
-        wiring.connect(core, compute.acc_read, acc.epi_read)
+        wiring.connect(core, compute.acc_read.req, epi_acc_req.i)
+        wiring.connect(core, epi_acc_req.o, acc.epi_read.req)
+        wiring.connect(core, acc.epi_read.resp, compute.acc_read.resp)
         wiring.connect(core, compute.acc_write, acc.epi_write)
         stream_copy(load.acc_write, acc.load_write)
-        # Store unit reads.
+        # Store unit reads (through the slices above).
         store = self._store
-        stream_copy(store.spad_read, spad.store.req)
+        stream_copy(store.spad_read, store_spad_req.i)
+        wiring.connect(core, store_spad_req.o, spad.store.req)
         stream_copy(spad.store.resp, store.spad_resp)
-        stream_copy(store.acc_read, acc.store.req)
+        stream_copy(store.acc_read, store_acc_req.i)
+        wiring.connect(core, store_acc_req.o, acc.store.req)
         stream_copy(acc.store.resp, store.acc_resp)
         # Bias/scale SRAM: LOADT BIAS writes entries, EPI dest SCALE multipliers and shifts.
         stream_copy(load.bias_write, bias_scale.load_write)
