@@ -19,7 +19,7 @@ systolic array, transposer and :class:`hw.epilogue.Epilogue`) and
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, ResetInserter, Signal
+from amaranth.hdl import Module, Mux, ResetInserter, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import Out
 
@@ -105,34 +105,30 @@ class Accelerator(wiring.Component):
         connect_flat(m, self, "s_axi", csr.bus)
 
         # Everything but the register file is reset by CTRL.soft_reset; a start also clears each
-        # unit's registers (ISA v3: DMACFG slots, errors), not its RAMs. Both resets reach
-        # the blocks through flip-flops (`_reset_of`), one cycle after the pulse, so that the
-        # nets that fan out to every register of a block start at a flip-flop, with no logic
-        # before them. Every block sees a soft reset in the same cycle; the units are cleared
-        # one cycle after the dispatcher starts, which ignores their errors in that cycle and
-        # sends them nothing before its first fetch returns.
+        # unit's registers (ISA v3: DMACFG slots, errors), not its RAMs. Both resets reach the
+        # blocks from flip-flops (`_registered`), a cycle after the pulse, so that the nets
+        # that fan out to every register of the core start at a flip-flop with no logic
+        # before them. A soft reset reaches every block in the same cycle; the units are
+        # cleared one cycle after the dispatcher starts, which ignores their errors in that
+        # cycle and sends them nothing before its first fetch returns.
+        def _registered(name, pulse):
+            r = Signal(name=name, reset_less=True)
+            m.d.sync += r.eq(pulse)
+            return r
+
         core = Module()
+        m.submodules.core = ResetInserter(_registered("core_reset", csr.soft_reset))(core)
         cfg = self._config
         dispatcher, tokens = self._dispatcher, self._tokens
         load, compute, store = self._load, self._compute, self._store
+        core.submodules.dispatcher = dispatcher
+        core.submodules.tokens = tokens
         started = dispatcher.started
-        soft = csr.soft_reset
-
-        def _reset_of(name, *pulses):
-            r = Signal(name=f"{name}_reset", reset_less=True)
-            m.d.sync += r.eq(Cat(*pulses).any())
-            return r
-
-        m.submodules.core = ResetInserter(_reset_of("core", soft))(core)
-        m.submodules.dispatcher = ResetInserter(_reset_of("dispatcher", soft))(dispatcher)
-        m.submodules.tokens = ResetInserter(_reset_of("tokens", soft))(tokens)
-        m.submodules.load_unit = ResetInserter(_reset_of("load_unit", soft, started))(load)
-        m.submodules.compute_unit = ResetInserter(
-            _reset_of("compute_unit", soft, started))(compute)
-        m.submodules.store_unit = ResetInserter(_reset_of("store_unit", soft, started))(store)
-        arbiter = self._arbiter
-        m.submodules.read_arbiter = ResetInserter(_reset_of("read_arbiter", soft))(arbiter)
-
+        unit_reset = _registered("unit_reset", started)
+        core.submodules.load_unit = ResetInserter(unit_reset)(load)
+        core.submodules.compute_unit = ResetInserter(unit_reset)(compute)
+        core.submodules.store_unit = ResetInserter(unit_reset)(store)
+        core.submodules.read_arbiter = arbiter = self._arbiter
         core.d.comb += [
             dispatcher.start.eq(csr.start),
             dispatcher.prog_addr.eq(csr.prog_addr),
@@ -161,7 +157,7 @@ class Accelerator(wiring.Component):
             dispatcher.units_idle.eq(~load.busy & ~compute.busy & ~store.busy),
             compute.clear.eq(0),  # its reset (`started`, registered) clears its counters
         ]
-        self._wire_memories(m, core, soft, started, _reset_of)
+        self._wire_memories(core, started)
 
         # ------------------------------------------------------------ AXI master
         wiring.connect(core, dispatcher.axi, arbiter.inputs[0])
@@ -203,7 +199,7 @@ class Accelerator(wiring.Component):
             self.irq.eq(csr.irq_enable & (dispatcher.state == RunState.DONE)),
         ]
         running = dispatcher.state == RunState.BUSY
-        count_clear = _reset_of("counters", started)
+        count_clear = unit_reset
         events = {
             "CYCLES": 1,
             "BUSY_LOAD": load.busy,
@@ -248,16 +244,16 @@ class Accelerator(wiring.Component):
                 core.d.sync += count.eq(count + events[name])
         return m
 
-    def _wire_memories(self, m: Module, core: Module, soft, started, reset_of) -> None:
-        """Connect the units to the memories and the epilogue (submodules of ``m``, each
-        reset by its registered copy of ``soft``, the soft reset; wiring in ``core``)."""
+    def _wire_memories(self, core: Module, started) -> None:
+        """Connect the units to the memories and the epilogue."""
         load, compute = self._load, self._compute
         spad, acc, bias_scale, tables, epi = (
             self._spad, self._acc, self._bias_scale, self._tables, self._epilogue)
-        for name, block in (("scratchpad", spad), ("accumulator", acc),
-                            ("bias_scale", bias_scale), ("segment_table", tables),
-                            ("epilogue", epi)):
-            m.submodules[name] = ResetInserter(reset_of(name, soft))(block)
+        core.submodules.scratchpad = spad
+        core.submodules.accumulator = acc
+        core.submodules.bias_scale = bias_scale
+        core.submodules.segment_table = tables
+        core.submodules.epilogue = epi
 
         def stream_copy(src, dst, **fields):
             """``src`` -> ``dst`` (streams); payload bits copied, or ``fields`` set by name."""

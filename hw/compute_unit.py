@@ -279,8 +279,11 @@ class ComputeUnit(wiring.Component):
         # One entry deeper (its output register), so that its RAM has an address bit.
         self._desc_bias = SyncFIFOBuffered(width=gw, depth=DESCRIPTOR_DEPTH + 1)
         self._desc_results = SyncFIFOBuffered(width=gw, depth=DESCRIPTOR_DEPTH + 1)
-        self._tag_weights = SyncFIFO(width=1, depth=TAG_DEPTH)
-        self._tag_operands = SyncFIFO(width=1, depth=TAG_DEPTH)
+        # Tags from registers (buffered: a tag is readable two cycles after its request, the
+        # response comes three cycles after it), so the response handshakes start at
+        # flip-flops; one entry more for the output register.
+        self._tag_weights = SyncFIFOBuffered(width=1, depth=TAG_DEPTH + 1)
+        self._tag_operands = SyncFIFOBuffered(width=1, depth=TAG_DEPTH + 1)
         self._bias_queue = SyncFIFO(width=c.acc_bits * c.cols, depth=BIAS_DEPTH)
         self._scale_queue = SyncFIFO(width=(SCALE_BITS + SHIFT_BITS) * c.cols, depth=SCALE_DEPTH)
         self._retire = SyncFIFO(width=4, depth=RETIRE_DEPTH)
