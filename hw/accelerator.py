@@ -31,6 +31,7 @@ from hw.compute_unit import ComputeUnit
 from hw.config import AcceleratorConfig
 from hw.csr import CSR_ADDR_BITS, Csr
 from hw.dispatcher import Dispatcher
+from hw.dma import StreamSkid
 from hw.epilogue import Epilogue, OutWidth
 from hw.load_unit import LoadUnit
 from hw.registers import COUNTERS, RunState
@@ -103,21 +104,31 @@ class Accelerator(wiring.Component):
         m.submodules.csr = csr
         connect_flat(m, self, "s_axi", csr.bus)
 
-        # Everything but the register file is reset by CTRL.soft_reset.
+        # Everything but the register file is reset by CTRL.soft_reset; a start also clears each
+        # unit's registers (ISA v3: DMACFG slots, errors), not its RAMs. Both resets reach the
+        # blocks from flip-flops (`_registered`), a cycle after the pulse, so that the nets
+        # that fan out to every register of the core start at a flip-flop with no logic
+        # before them. A soft reset reaches every block in the same cycle; the units are
+        # cleared one cycle after the dispatcher starts, which ignores their errors in that
+        # cycle and sends them nothing before its first fetch returns.
+        def _registered(name, pulse):
+            r = Signal(name=name, reset_less=True)
+            m.d.sync += r.eq(pulse)
+            return r
+
         core = Module()
-        m.submodules.core = ResetInserter(csr.soft_reset)(core)
+        m.submodules.core = ResetInserter(_registered("core_reset", csr.soft_reset))(core)
         cfg = self._config
         dispatcher, tokens = self._dispatcher, self._tokens
         load, compute, store = self._load, self._compute, self._store
         core.submodules.dispatcher = dispatcher
         core.submodules.tokens = tokens
         started = dispatcher.started
-        # A start clears each unit's registers (ISA v3: DMACFG slots, errors), not its RAMs.
-        core.submodules.load_unit = ResetInserter(started)(load)
-        core.submodules.compute_unit = ResetInserter(started)(compute)
-        core.submodules.store_unit = ResetInserter(started)(store)
+        unit_reset = _registered("unit_reset", started)
+        core.submodules.load_unit = ResetInserter(unit_reset)(load)
+        core.submodules.compute_unit = ResetInserter(unit_reset)(compute)
+        core.submodules.store_unit = ResetInserter(unit_reset)(store)
         core.submodules.read_arbiter = arbiter = self._arbiter
-
         core.d.comb += [
             dispatcher.start.eq(csr.start),
             dispatcher.prog_addr.eq(csr.prog_addr),
@@ -144,7 +155,7 @@ class Accelerator(wiring.Component):
             core.d.comb += [push.valid.eq(port.put), port.space.eq(push.ready)]
         core.d.comb += [
             dispatcher.units_idle.eq(~load.busy & ~compute.busy & ~store.busy),
-            compute.clear.eq(started),
+            compute.clear.eq(0),  # its reset (`started`, registered) clears its counters
         ]
         self._wire_memories(core, started)
 
@@ -188,6 +199,7 @@ class Accelerator(wiring.Component):
             self.irq.eq(csr.irq_enable & (dispatcher.state == RunState.DONE)),
         ]
         running = dispatcher.state == RunState.BUSY
+        count_clear = unit_reset
         events = {
             "CYCLES": 1,
             "BUSY_LOAD": load.busy,
@@ -223,8 +235,11 @@ class Accelerator(wiring.Component):
                 continue
             count = Signal(64, name=f"count_{name.lower()}")
             core.d.comb += csr.counters[i].eq(count)
-            with core.If(started):
-                core.d.sync += count.eq(0)
+            # Cleared from the registered start (`count_clear`, a cycle after `started`, when
+            # the dispatcher is running): the cleared value is that cycle's event, so the
+            # counts are those of a clear in the cycle of `started` (nothing counts then).
+            with core.If(count_clear):
+                core.d.sync += count.eq(events[name])
             with core.Elif(running):
                 core.d.sync += count.eq(count + events[name])
         return m
@@ -248,6 +263,15 @@ class Accelerator(wiring.Component):
             else:
                 core.d.comb += dst.payload.as_value().eq(src.payload.as_value())
 
+        # The store unit's and the EPI's read requests reach the memories through a register
+        # slice (`StreamSkid`): a bank's grant depends on every client's request and on the
+        # GEMM's exclusive read in the same cycle, and without the slice that decision ran from
+        # the compute unit's result handshake through the accumulator's arbiter into the store
+        # unit's request registers (the whole design's critical path). One cycle more per
+        # read; the memories' credit keeps one row per cycle.
+        store_spad_req = core.submodules.store_spad_req = StreamSkid(spad.store.req.payload.shape())
+        store_acc_req = core.submodules.store_acc_req = StreamSkid(acc.store.req.payload.shape())
+        epi_acc_req = core.submodules.epi_acc_req = StreamSkid(acc.epi_read.req.payload.shape())
         # Scratchpad: LOAD writes whole rows, EPI lanes 0..C-1, GEMM reads weights and operands.
         ls = load.spad_write
         stream_copy(ls, spad.load_write, addr=ls.payload.addr, data=ls.payload.data,
@@ -257,14 +281,18 @@ class Accelerator(wiring.Component):
         wiring.connect(core, compute.spad_operands, spad.operands)
         # Accumulator: GEMM's fixed-timing port, EPI read/write, LOAD writes.
         wiring.connect(core, compute.acc_gemm, acc.gemm)
-        wiring.connect(core, compute.acc_read, acc.epi_read)
+        wiring.connect(core, compute.acc_read.req, epi_acc_req.i)
+        wiring.connect(core, epi_acc_req.o, acc.epi_read.req)
+        wiring.connect(core, acc.epi_read.resp, compute.acc_read.resp)
         wiring.connect(core, compute.acc_write, acc.epi_write)
         stream_copy(load.acc_write, acc.load_write)
-        # Store unit reads.
+        # Store unit reads (through the slices above).
         store = self._store
-        stream_copy(store.spad_read, spad.store.req)
+        stream_copy(store.spad_read, store_spad_req.i)
+        wiring.connect(core, store_spad_req.o, spad.store.req)
         stream_copy(spad.store.resp, store.spad_resp)
-        stream_copy(store.acc_read, acc.store.req)
+        stream_copy(store.acc_read, store_acc_req.i)
+        wiring.connect(core, store_acc_req.o, acc.store.req)
         stream_copy(acc.store.resp, store.acc_resp)
         # Bias/scale SRAM: LOADT BIAS writes entries, EPI dest SCALE multipliers and shifts.
         stream_copy(load.bias_write, bias_scale.load_write)

@@ -53,7 +53,7 @@ from __future__ import annotations
 
 from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.fifo import SyncFIFO, SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from hw.banked_memory import exclusive_signature, read_signature, write_layout
@@ -273,10 +273,17 @@ class ComputeUnit(wiring.Component):
         gw = self._gemm_desc.size
         self._desc_weights = SyncFIFO(width=gw, depth=DESCRIPTOR_DEPTH)
         self._desc_operands = SyncFIFO(width=gw, depth=DESCRIPTOR_DEPTH)
-        self._desc_bias = SyncFIFO(width=gw, depth=DESCRIPTOR_DEPTH)
-        self._desc_results = SyncFIFO(width=gw, depth=DESCRIPTOR_DEPTH)
-        self._tag_weights = SyncFIFO(width=1, depth=TAG_DEPTH)
-        self._tag_operands = SyncFIFO(width=1, depth=TAG_DEPTH)
+        # The bias and result sequencers read their descriptor from registers (a buffered
+        # FIFO: one cycle later than the weight and operand sequencers, long before the bias
+        # read or the first result row needs it), so their per-row decisions start at flip-flops.
+        # One entry deeper (its output register), so that its RAM has an address bit.
+        self._desc_bias = SyncFIFOBuffered(width=gw, depth=DESCRIPTOR_DEPTH + 1)
+        self._desc_results = SyncFIFOBuffered(width=gw, depth=DESCRIPTOR_DEPTH + 1)
+        # Tags from registers (buffered: a tag is readable two cycles after its request, the
+        # response comes three cycles after it), so the response handshakes start at
+        # flip-flops; one entry more for the output register.
+        self._tag_weights = SyncFIFOBuffered(width=1, depth=TAG_DEPTH + 1)
+        self._tag_operands = SyncFIFOBuffered(width=1, depth=TAG_DEPTH + 1)
         self._bias_queue = SyncFIFO(width=c.acc_bits * c.cols, depth=BIAS_DEPTH)
         self._scale_queue = SyncFIFO(width=(SCALE_BITS + SHIFT_BITS) * c.cols, depth=SCALE_DEPTH)
         self._retire = SyncFIFO(width=4, depth=RETIRE_DEPTH)
@@ -354,13 +361,33 @@ class ComputeUnit(wiring.Component):
             m.d.sync += [err_valid.eq(1), err_code.eq(code), err_pc.eq(ins.pc)]
             goto(ERROR)
 
-        interlock_ok = Signal()
-        m.d.comb += interlock_ok.eq(~epi_busy | ~(
-            _overlap(g.acc, g_nm, epi.src, epi.rows)
-            | ((epi.dest == EpiDest.ACC.value) & _overlap(g.acc, g_nm, epi.dst, epi.rows))
+        # The interlock compares the held GEMM's row ranges with the EPI slot's, from range
+        # ends registered beforehand (the GEMM's in BOUNDS, the slot's at EPI issue), and its
+        # result is registered too (`conflict`): the GEMM's fields are fixed from DECIDE on,
+        # and the slot changes only when an EPI issues (from this stage, so not while a GEMM
+        # waits here) or completes (which clears `epi_busy`, so the GEMM issues in the same
+        # cycle as with a combinational interlock).
+        g_w_end = Signal(self._spad_bits + 2)
+        g_a_end = Signal(self._spad_bits + 2)
+        g_acc_end = Signal(self._acc_bits + 2)
+        epi_src_end = Signal(self._acc_bits + 2)
+        epi_dst_end = Signal(self._epi_desc.members["dst"].width + 2)
+        g_w_end_c = g.w + Mux(g.transpose, nk * C, nk * R)
+        m.d.sync += [g_w_end.eq(g_w_end_c), g_a_end.eq(g.a + km), g_acc_end.eq(g.acc + g_nm)]
+
+        def _overlap_ends(a0, a_end, b0, b_end):
+            return (a0 < b_end) & (b0 < a_end)
+
+        conflict = Signal()
+        m.d.sync += conflict.eq(
+            _overlap_ends(g.acc, g_acc_end, epi.src, epi_src_end)
+            | ((epi.dest == EpiDest.ACC.value)
+               & _overlap_ends(g.acc, g_acc_end, epi.dst, epi_dst_end))
             | ((epi.dest == EpiDest.SPAD.value)
-               & (_overlap(g.w, w_rows, epi.dst, epi.rows) | _overlap(g.a, km, epi.dst, epi.rows)))
-        ))
+               & (_overlap_ends(g.w, g_w_end, epi.dst, epi_dst_end)
+                  | _overlap_ends(g.a, g_a_end, epi.dst, epi_dst_end))))
+        interlock_ok = Signal()
+        m.d.comb += interlock_ok.eq(~epi_busy | ~conflict)
         is_gemm = opcode == Opcode.GEMM
         is_epi = opcode == Opcode.EPI
         tokens_ok = ((~hdr.pop_prev | self.pop_l2c.available)
@@ -386,7 +413,7 @@ class ComputeUnit(wiring.Component):
         to_acc = dest == EpiDest.ACC.value
         # (name, condition) in the order of the checks; GEMM's, then EPI's
         gemm_checks = [
-            ("w", g.w + Mux(g.transpose, nk * C, nk * R) > spad_rows, StatusCode.SPAD_RANGE),
+            ("w", g_w_end_c > spad_rows, StatusCode.SPAD_RANGE),
             ("a", g.a + km > spad_rows, StatusCode.SPAD_RANGE),
             ("acc", g.acc + g_nm > acc_rows, StatusCode.ACC_RANGE),
             ("bias", bias_mode & (g.bias + g.n_tiles * C > entries), StatusCode.TABLE_RANGE),
@@ -617,13 +644,16 @@ class ComputeUnit(wiring.Component):
 
         # ------------------------------------------------------------------ results
         rd = GD(dq_r.r_data)
+        # Row i of block t of output tile u; `ri1`, `rt1`, `ru1` hold i + 1, t + 1, u + 1, and
+        # `rt_zero` t == 0, so the per-row decisions compare flip-flops for equality (no adder
+        # before a compare) and `add_bias` / `read_old` are one LUT of flip-flops.
         ri = Signal(12)
-        rt = Signal(12)
-        ru = Signal(12)
+        ri1, rt1, ru1 = Signal(12, init=1), Signal(12, init=1), Signal(12, init=1)
+        rt_zero = Signal(init=1)
         roff = Signal(self._acc_bits + 1)  # u * m
         res = array.results
-        read_old = (rt != 0) | rd.mode[0]
-        add_bias = (rt == 0) & rd.mode[1]
+        read_old = ~rt_zero | rd.mode[0]
+        add_bias = rt_zero & rd.mode[1]
         bias_vec = data.ArrayLayout(signed(32), C)(bq.r_data)
         accept = Signal()
         m.d.comb += [
@@ -631,16 +661,17 @@ class ComputeUnit(wiring.Component):
             accept.eq(res.valid & res.ready),
         ]
         row = rd.acc + roff + ri
-        last_block_row = (ri == rd.m - 1)
-        last_row = last_block_row & (rt == rd.k - 1) & (ru == rd.n - 1)
+        last_block_row = ri1 == rd.m
+        last_block = rt1 == rd.k
+        last_row = last_block_row & last_block & (ru1 == rd.n)
         with m.If(accept):
-            m.d.sync += ri.eq(ri + 1)
+            m.d.sync += [ri.eq(ri1), ri1.eq(ri1 + 1)]
             with m.If(last_block_row):
-                m.d.sync += [ri.eq(0), rt.eq(rt + 1)]
-                with m.If(rt == rd.k - 1):
-                    m.d.sync += [rt.eq(0), ru.eq(ru + 1), roff.eq(roff + rd.m)]
-                    with m.If(ru == rd.n - 1):
-                        m.d.sync += [ru.eq(0), roff.eq(0)]
+                m.d.sync += [ri.eq(0), ri1.eq(1), rt1.eq(rt1 + 1), rt_zero.eq(0)]
+                with m.If(last_block):
+                    m.d.sync += [rt1.eq(1), rt_zero.eq(1), ru1.eq(ru1 + 1), roff.eq(roff + rd.m)]
+                    with m.If(ru1 == rd.n):
+                        m.d.sync += [ru1.eq(1), roff.eq(0)]
                         m.d.comb += dq_r.r_en.eq(1)
         m.d.comb += bq.r_en.eq(accept & add_bias & last_block_row)
         m.d.comb += [
@@ -655,8 +686,11 @@ class ComputeUnit(wiring.Component):
         s1_valid, s2_valid, s3_valid = Signal(), Signal(), Signal()
         s1_addr, s2_addr, s3_addr = (Signal(self._acc_bits, name=f"s{i}_addr") for i in (1, 2, 3))
         s1_read_old, s2_read_old, s3_read_old = Signal(), Signal(), Signal()
+        s1_add_bias = Signal()
         s1_last, s2_last, s3_last = Signal(), Signal(), Signal()
-        s1_pb, s2_pb, s3_pb = (Signal(acc_row, name=f"s{i}_pb") for i in (1, 2, 3))
+        s1_prod = Signal(acc_row)  # the array's result row
+        s1_bias = Signal(acc_row)  # the bias to add to it (0 when none)
+        s2_pb, s3_pb = (Signal(acc_row, name=f"s{i}_pb") for i in (2, 3))
         s3_old = Signal(acc_row)
         prev_w_valid = Signal()  # the write of the previous cycle
         prev_w_addr = Signal(self._acc_bits)
@@ -667,13 +701,23 @@ class ComputeUnit(wiring.Component):
             s1_addr.eq(row), s2_addr.eq(s1_addr), s3_addr.eq(s2_addr),
             s1_read_old.eq(read_old), s2_read_old.eq(s1_read_old), s3_read_old.eq(s2_read_old),
             s1_last.eq(last_row), s2_last.eq(s1_last), s3_last.eq(s2_last),
-            s2_pb.eq(s1_pb), s3_pb.eq(s2_pb),
+            s3_pb.eq(s2_pb),
             prev_w_valid.eq(s3_valid), prev_w_addr.eq(s3_addr), prev_w_data.eq(write_data),
         ]
+        # product + bias is added in s2 (a register stage that only copied it before), so
+        # the result handshake's decision does not reach the adders
+        m.d.sync += [s1_prod.eq(res.payload), s1_bias.eq(bias_vec), s1_add_bias.eq(add_bias)]
         for c in range(C):
-            m.d.sync += s1_pb[c].eq(res.payload[c] + Mux(add_bias, bias_vec[c], 0))
-        fwd_now = s3_valid & (s3_addr == s2_addr)
-        fwd_prev = prev_w_valid & (prev_w_addr == s2_addr)
+            m.d.sync += s2_pb[c].eq(s1_prod[c] + Mux(s1_add_bias, s1_bias[c], 0))
+        # The forwarding selects are compared a cycle ahead (the row in s1 against the rows
+        # in s2 and s3, which are in s3 and just written when it reaches s2) and registered,
+        # so they reach the C x 32 selection multiplexers straight from flip-flops.
+        fwd_now = Signal()  # the row in s2 is the one s3 writes now
+        fwd_prev = Signal()  # the row in s2 is the one written in the previous cycle
+        m.d.sync += [
+            fwd_now.eq(s2_valid & (s2_addr == s1_addr)),
+            fwd_prev.eq(s3_valid & (s3_addr == s1_addr)),
+        ]
         m.d.sync += s3_old.eq(Mux(fwd_now, write_data,
                                   Mux(fwd_prev, prev_w_data, self.acc_gemm.read_data)))
         for c in range(C):
@@ -702,6 +746,7 @@ class ComputeUnit(wiring.Component):
                 epi.row_scale.eq(e.scale_mode == ScaleMode.ROW), epi.scale.eq(e.scale),
                 epi.fn.eq(e.fn), epi.m.eq(e.m), epi.n.eq(e.n_tiles), epi.rows.eq(e_nm),
                 epi.col.eq(e.col), epi.out_shift.eq(e.out_shift),
+                epi_src_end.eq(e.src + e_nm), epi_dst_end.eq(e.dst + e_nm),
                 epi_wait.eq(gemm_outstanding - gemm_done),
                 ej_req.eq(0), es_req.eq(0), es_i.eq(0), es_off.eq(0), ei_join.eq(0),
                 ej_out.eq(0),

@@ -168,18 +168,22 @@ class Csr(wiring.Component):
         m.d.comb += bus.arready.eq(~bus.rvalid)
         with m.If(bus.rvalid & bus.rready):
             m.d.sync += bus.rvalid.eq(0)
+        # One Switch (a parallel multiplexer), not a chain of Ifs: the counters reach `rdata`
+        # through a few LUT levels, not one multiplexer per register word.
         with m.If(bus.arvalid & bus.arready):
-            index = bus.araddr[2:]
-            m.d.sync += [bus.rvalid.eq(1), bus.rdata.eq(0), bus.rresp.eq(AxiResp.SLVERR)]
-            for reg in REGISTERS:
-                value = value_of(reg)
-                for w in range(reg.words):
-                    with m.If(index == (reg.offset // REGISTER_BYTES) + w):
-                        m.d.sync += bus.rresp.eq(AxiResp.OKAY)
-                        if reg.counter and w == 1:
-                            m.d.sync += bus.rdata.eq(high_latch)
-                        else:
-                            m.d.sync += bus.rdata.eq(value.word_select(w, 32))
-                        if reg.counter and w == 0:
-                            m.d.sync += high_latch.eq(value[32:64])
+            m.d.sync += bus.rvalid.eq(1)
+            with m.Switch(bus.araddr[2:]):
+                for reg in REGISTERS:
+                    value = value_of(reg)
+                    for w in range(reg.words):
+                        with m.Case((reg.offset // REGISTER_BYTES) + w):
+                            m.d.sync += bus.rresp.eq(AxiResp.OKAY)
+                            if reg.counter and w == 1:
+                                m.d.sync += bus.rdata.eq(high_latch)
+                            else:
+                                m.d.sync += bus.rdata.eq(value.word_select(w, 32))
+                            if reg.counter and w == 0:
+                                m.d.sync += high_latch.eq(value[32:64])
+                with m.Default():
+                    m.d.sync += [bus.rdata.eq(0), bus.rresp.eq(AxiResp.SLVERR)]
         return m

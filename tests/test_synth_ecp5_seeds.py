@@ -23,7 +23,7 @@ def test_seeds_run_with_the_given_router_and_niceness_and_keep_their_order(monke
     lock = threading.Lock()
     together = threading.Barrier(3)  # with 3 jobs, all three seeds must be running at once
 
-    def place_and_route(work, freq, seed, router, niceness):
+    def place_and_route(work, freq, seed, router, niceness, route):
         with lock:
             running[0] += 1
             peak[0] = max(peak[0], running[0])
@@ -32,17 +32,17 @@ def test_seeds_run_with_the_given_router_and_niceness_and_keep_their_order(monke
             time.sleep(0.01 * (4 - seed))  # later seeds finish first
         with lock:
             running[0] -= 1
-            calls.append((work, freq, seed, router, niceness))
+            calls.append((work, freq, seed, router, niceness, route))
         return fake_report(100.0 + seed)
 
     monkeypatch.setattr(synth_ecp5, "place_and_route", place_and_route)
     args = argparse.Namespace(seeds=[1, 2, 3], jobs=jobs, freq=150.0, router="router2",
-                              pnr_niceness=0)
+                              pnr_niceness=0, no_route=False)
     reports = synth_ecp5.place_and_route_seeds(Path("w"), args)
     assert list(reports) == [1, 2, 3]
     assert [r["fmax"]["clk"]["achieved"] for r in reports.values()] == [101.0, 102.0, 103.0]
     assert sorted(c[2] for c in calls) == [1, 2, 3]
-    assert {c[3:] for c in calls} == {("router2", 0)}
+    assert {c[3:] for c in calls} == {("router2", 0, True)}
     assert peak[0] == jobs
     summary = synth_ecp5.summarise({"LUT4": 5}, reports)
     assert summary["fmax_mhz"] == 102.0
@@ -56,11 +56,42 @@ def test_command_line_defaults_and_choices(monkeypatch):
 
     def capture(config, top, args):
         seen.update(top=top, seeds=args.seeds, jobs=args.jobs, niceness=args.pnr_niceness,
-                    router=args.router)
+                    router=args.router, no_route=args.no_route)
         raise synth_ecp5.NmxError("stop here")
 
     monkeypatch.setattr(synth_ecp5, "run_top", capture)
     assert synth_ecp5.main(parser_args) == 2
     assert seen == {"top": "array", "seeds": [1, 2, 3], "jobs": 3, "niceness": 0,
-                    "router": "router1"}
+                    "router": "router1", "no_route": False}
     assert synth_ecp5.ROUTER == "router2" and synth_ecp5.PNR_NICENESS == 10
+
+
+def test_placed_estimate_is_the_logs_last_max_frequency(tmp_path):
+    log = tmp_path / "nextpnr_seed1_placed.log"
+    log.write_text("Info: Max frequency for clock 'clk': 12.50 MHz (FAIL at 150.00 MHz)\n"
+                   "Info: Running simulated annealing placer for refinement.\n"
+                   "Info: Max frequency for clock 'clk': 32.25 MHz (FAIL at 150.00 MHz)\n")
+    assert synth_ecp5.placed_estimate(log) == {"clk": {"achieved": 32.25, "constraint": 150.0}}
+    log.write_text("Info: Program finished normally.\n")
+    with pytest.raises(synth_ecp5.NmxError, match="no placed timing estimate"):
+        synth_ecp5.placed_estimate(log)
+
+
+def test_synthesis_is_reused_only_for_the_same_verilog_and_options(monkeypatch, tmp_path):
+    runs = []
+
+    def synthesise(verilog, work, flags, top):
+        runs.append(flags)
+        (work / "synth.json").write_text("{}")
+        return {"LUT4": 7}
+
+    monkeypatch.setattr(synth_ecp5, "synthesise", synthesise)
+    verilog = tmp_path / "top.v"
+    verilog.write_text("module top; endmodule\n")
+    first = synth_ecp5.synthesise_cached(verilog, tmp_path, "", "top", pack_outreg=False)
+    again = synth_ecp5.synthesise_cached(verilog, tmp_path, "", "top", pack_outreg=False)
+    assert first[2] is False and again[2] is True and again[0] == {"LUT4": 7}
+    synth_ecp5.synthesise_cached(verilog, tmp_path, "-noabc9", "top", pack_outreg=False)
+    verilog.write_text("module top; wire w; endmodule\n")
+    synth_ecp5.synthesise_cached(verilog, tmp_path, "-noabc9", "top", pack_outreg=False)
+    assert runs == ["", "-noabc9", "-noabc9"]
