@@ -106,18 +106,19 @@ class Accelerator(wiring.Component):
 
         # Everything but the register file is reset by CTRL.soft_reset; a start also clears each
         # unit's registers (ISA v3: DMACFG slots, errors), not its RAMs. Both resets reach the
-        # blocks from flip-flops (`_registered`), a cycle after the pulse, so that the nets
-        # that fan out to every register of the core start at a flip-flop with no logic
-        # before them. A soft reset reaches every block in the same cycle; the units are
-        # cleared one cycle after the dispatcher starts, which ignores their errors in that
-        # cycle and sends them nothing before its first fetch returns.
+        # blocks from flip-flops, so that the nets that fan out to every register of the core
+        # start at a flip-flop with no logic before them: CTRL.soft_reset is one already (it
+        # acts in the cycle after the CTRL write); the unit reset is registered here
+        # (`_registered`), so the units are cleared one cycle after the dispatcher starts,
+        # which ignores their errors in that cycle and sends them nothing before its first
+        # fetch returns.
         def _registered(name, pulse):
             r = Signal(name=name, reset_less=True)
             m.d.sync += r.eq(pulse)
             return r
 
         core = Module()
-        m.submodules.core = ResetInserter(_registered("core_reset", csr.soft_reset))(core)
+        m.submodules.core = ResetInserter(csr.soft_reset)(core)
         cfg = self._config
         dispatcher, tokens = self._dispatcher, self._tokens
         load, compute, store = self._load, self._compute, self._store

@@ -411,7 +411,9 @@ def test_accumulator_overflow_of_the_x256_stage_is_an_error():
     ex = (torch.rand(4, 8, generator=gen),)
     cal = [(torch.rand(4, 8, generator=gen),)]
     narrow = convert(m, ex, cal, wide="none")
-    cm = convert(m, ex, cal, wide=["0"])
+    # the input 16-bit too: a 16-bit tensor gets 4x headroom (WIDE_HEADROOM) over its
+    # calibrated range, so fc1 reaches its full scale only from a 16-bit input
+    cm = convert(m, ex, cal, wide=["0", narrow.graph.inputs[0].name])
     big = 10 * torch.ones(4, 8)  # saturates fc1 at WIDE_MAX: hi = 127 everywhere
     narrow(big)
     with pytest.raises(QuantizationError, match="x256 epilogue"):
