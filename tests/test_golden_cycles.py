@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from hw.config import preset
 from hw.isa import Dmacfg, Gemm, Halt, Load, Program, Sync, SyncTarget
 from nmx.commands.bench import bench_gemm, bench_golden, tiled_gemm
-from sim.cycle_model import CycleParams, estimate_cycles, gemm_cycles
+from sim.cycle_model import LOAD_DESCRIPTORS, CycleParams, estimate_cycles, gemm_cycles
 from sim.dram_image import DramImage
 from sim.golden import GoldenModel
 
@@ -106,8 +106,9 @@ def test_gemm_duration_in_a_trace():
 
 
 def test_load_latency_rows_and_window():
-    """A LOAD costs the DRAM latency once, 2 cycles per 1-beat row while the 32-row descriptor
-    window covers the latency, and one latency per 32 rows when it does not."""
+    """A LOAD costs the DRAM latency once, 2 cycles per 1-beat row while the descriptor window
+    (LOAD_DESCRIPTORS bursts outstanding) covers the latency, and one latency per window of rows
+    when it does not."""
     def busy(n, lat, **kw):
         tr = trace_of([GEOM, Load(inner=n, length=4, **kw)])
         rep = estimate_cycles(tr, CFG, dataclasses.replace(CycleParams.assumed(),
@@ -117,8 +118,9 @@ def test_load_latency_rows_and_window():
     assert busy(65, 10) - busy(1, 10) == 2 * 64  # bus and assembler bound
     assert busy(65, 40) - busy(1, 40) == 2 * 64
     assert busy(1, 40) - busy(1, 10) == 30  # the latency, once
-    slow = busy(257, 200) - busy(1, 200)  # window bound: 32 rows per round trip
-    assert 256 * 200 / 32 <= slow <= 256 * (200 + 20) / 32
+    w, lat = LOAD_DESCRIPTORS, 4 * LOAD_DESCRIPTORS  # window bound: w rows per round trip
+    slow = busy(2 * w + 1, lat) - busy(1, lat)
+    assert 2 * w * lat / w <= slow <= 2 * w * (lat + 20) / w
     # 8-byte bus: a 4-byte row at offset 6 straddles two beats; padding rows read nothing
     geom = Dmacfg(slot=0, height=1, width=512, pitch=0, pix=8, sy=0, sx=1)
     tr = trace_of([geom, Load(offset=6, inner=3, length=4)])
