@@ -108,15 +108,9 @@ class Accelerator(wiring.Component):
         # unit's registers (ISA v3: DMACFG slots, errors), not its RAMs. Both resets reach the
         # blocks from flip-flops, so that the nets that fan out to every register of the core
         # start at a flip-flop with no logic before them: CTRL.soft_reset is one already (it
-        # acts in the cycle after the CTRL write); the unit reset is registered here
-        # (`_registered`), so the units are cleared one cycle after the dispatcher starts,
-        # which ignores their errors in that cycle and sends them nothing before its first
-        # fetch returns.
-        def _registered(name, pulse):
-            r = Signal(name=name, reset_less=True)
-            m.d.sync += r.eq(pulse)
-            return r
-
+        # acts in the cycle after the CTRL write); the unit reset is registered here, so the
+        # units are cleared one cycle after the dispatcher starts, which ignores their errors in
+        # that cycle and sends them nothing before its first fetch returns.
         core = Module()
         m.submodules.core = ResetInserter(csr.soft_reset)(core)
         cfg = self._config
@@ -125,7 +119,8 @@ class Accelerator(wiring.Component):
         core.submodules.dispatcher = dispatcher
         core.submodules.tokens = tokens
         started = dispatcher.started
-        unit_reset = _registered("unit_reset", started)
+        unit_reset = Signal(reset_less=True)
+        m.d.sync += unit_reset.eq(started)
         core.submodules.load_unit = ResetInserter(unit_reset)(load)
         core.submodules.compute_unit = ResetInserter(unit_reset)(compute)
         core.submodules.store_unit = ResetInserter(unit_reset)(store)
@@ -200,7 +195,6 @@ class Accelerator(wiring.Component):
             self.irq.eq(csr.irq_enable & (dispatcher.state == RunState.DONE)),
         ]
         running = dispatcher.state == RunState.BUSY
-        count_clear = unit_reset
         events = {
             "CYCLES": 1,
             "BUSY_LOAD": load.busy,
@@ -236,10 +230,10 @@ class Accelerator(wiring.Component):
                 continue
             count = Signal(64, name=f"count_{name.lower()}")
             core.d.comb += csr.counters[i].eq(count)
-            # Cleared from the registered start (`count_clear`, a cycle after `started`, when
+            # Cleared from the registered start (`unit_reset`, a cycle after `started`, when
             # the dispatcher is running): the cleared value is that cycle's event, so the
             # counts are those of a clear in the cycle of `started` (nothing counts then).
-            with core.If(count_clear):
+            with core.If(unit_reset):
                 core.d.sync += count.eq(events[name])
             with core.Elif(running):
                 core.d.sync += count.eq(count + events[name])
