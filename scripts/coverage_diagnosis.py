@@ -13,7 +13,8 @@ inherits), with their total error.
 ``--sides`` instead prints only the float model's noise sensitivity at several image sizes
 (torchvision CNNs; no conversion). ``--raw-bn`` instead converts each model with the library's
 *initial* BatchNorm statistics (mean 0, variance 1; the table estimates them on random inputs)
-and prints its int-vs-float cosine, its float noise sensitivity and its logits' RMS.
+and prints its int-vs-float cosine (or the conversion error that stops it), its float noise
+sensitivity and its logits' RMS.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from compiler.coverage.architectures import (  # noqa: E402
 )
 from compiler.coverage.diagnose import error_sources, local_errors  # noqa: E402
 from compiler.coverage.measure import float_sensitivity, int_cosine  # noqa: E402
+from hw.errors import NmxError  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,12 +79,18 @@ def main(argv: list[str] | None = None) -> int:
                 if raw:
                     for m in bns:
                         m.reset_running_stats()
-                cm = convert(case.model, case.example_inputs, case.calibration)
                 with torch.no_grad():
                     rms = float(case.model(*case.evaluation[0]).pow(2).mean().sqrt())
+                facts = (f"float under 1-step input noise {float_sensitivity(case):.4f}, "
+                         f"logits RMS {rms:.3g}")
+                try:
+                    cm = convert(case.model, case.example_inputs, case.calibration)
+                except NmxError as e:
+                    print(f"{name}, {label} BatchNorm statistics: does not convert "
+                          f"({type(e).__name__}: {str(e).split('. ')[0]}), {facts}", flush=True)
+                    continue
                 print(f"{name}, {label} BatchNorm statistics: int vs float "
-                      f"{int_cosine(cm, case):.4f}, float under 1-step input noise "
-                      f"{float_sensitivity(case):.4f}, logits RMS {rms:.3g}", flush=True)
+                      f"{int_cosine(cm, case):.4f}, {facts}", flush=True)
         return 0
     for name in args.names:
         case = build(name)

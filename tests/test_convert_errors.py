@@ -112,3 +112,27 @@ def test_unknown_mode_is_an_error():
     cm = convert(nn.Linear(4, 2).eval(), (torch.randn(2, 4),), _cal((2, 4)))
     with pytest.raises(ValueError, match="float-pwl"):
         cm(torch.randn(2, 4), mode="float16")
+
+
+class CollapsedSilu(nn.Module):
+    """Activations at ~1e-12 (as in a deep random CNN with its initial BatchNorm statistics):
+    the SiLU's int8 output step is ~1e7 times finer than its accumulator step."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(8, 4)
+        self.fc2 = nn.Linear(4, 3)
+        with torch.no_grad():
+            self.fc1.weight.mul_(1e-12)
+            self.fc1.bias.mul_(1e-12)
+
+    def forward(self, x):
+        return self.fc2(nn.functional.silu(self.fc1(x)))
+
+
+def test_collapsed_activations_are_a_conversion_error_naming_the_node():
+    torch.manual_seed(0)
+    cal = [(torch.randn(4, 8),) for _ in range(4)]
+    with pytest.raises(ConvertError, match=r"node fc1 \(fc1, .*silu.*int8 output step .*"
+                                           r"collapsed to ~0"):
+        convert(CollapsedSilu().eval(), cal[0], cal)

@@ -28,11 +28,14 @@ def test_torchvision_imports_with_the_cpu_torch_and_its_c_ops_fail_clearly():
             tv.ops.nms(torch.rand(3, 4), torch.rand(3), 0.5)
 
 
-@pytest.mark.parametrize("name,size", [("bert-sdpa", "tiny"), ("resnet18", "table"),
-                                       ("timm-resnet18d", "table"), ("gcn", "table")])
+@pytest.mark.parametrize("name,size", [("bert-sdpa", "tiny"), ("resnet18", "tiny"),
+                                       ("timm-resnet18d", "tiny"), ("gcn", "table")])
 def test_one_model_per_family_converts_and_int_matches_float(name, size):
-    """CNNs at their standard width on 64x64 images: at 32x32 the last stage is 1x1 and the
-    random network amplifies one int8 step of input noise to a 0.97 logit cosine by itself."""
+    """One model per family on a small configuration: a 2-layer, hidden-32 BERT; the CNNs at
+    their standard width on 32x32 images, where the random ResNet-18 amplifies one int8 step
+    of input noise to a 0.97 logit cosine by itself and the default precision policy (16-bit
+    input and the costliest weights) is what keeps int within 0.99; the graph network at its
+    table size (40 nodes, 2 s), which is small already (the 12-node toy graph reaches 0.980)."""
     row = measure(name, size)
     assert row.converts, row.blocking
     assert row.cosine >= 0.99, row

@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from compiler.graph import ConvertError, GemmNode, MatrixGraph
+from compiler.pwl.errors import PwlFormatError
 from compiler.quant.wide import (
     HI_STEP,
     SHIFTED_SPLITS,
@@ -615,8 +616,20 @@ def quantize_graph(graph: MatrixGraph, stats, *, fit_cache: dict | None = None,
             n_seg = segment_budget(segments, ep.function, bits)
             key = (ep.function, round(lo, 9), round(hi, 9), x_scale, out_scale, bits, n_seg)
             if key not in fit_cache:
-                fit_cache[key] = _fit(fit_pwl, ep.function, lo, hi, n_seg, x_scale,
-                                      out_scale, bits)
+                try:
+                    fit_cache[key] = _fit(fit_pwl, ep.function, lo, hi, n_seg, x_scale,
+                                          out_scale, bits)
+                except PwlFormatError as e:
+                    raise QuantizationError(
+                        f"node {node.name} ({node.module}, {node.aten}): its {ep.function} "
+                        f"table cannot map the accumulator step {x_scale:.3g} to its int8 "
+                        f"output step {out_scale:.3g} (calibrated output range {amax:.3g}): "
+                        "a slope of their ratio does not fit the int16 table format. Its "
+                        "calibrated values are far below what its operands' steps resolve, "
+                        "as in a network whose activations have collapsed to ~0 (random "
+                        "BatchNorm statistics, for one), which is not supported: calibrate "
+                        f"with inputs that reach the range the network is meant for ({e})"
+                    ) from e
             ep.fit = fit_cache[key]
             out_scale = ep.fit.out_scale
             table = ep.fit.table
