@@ -183,6 +183,17 @@ def directed_programs(cfg: AcceleratorConfig) -> dict[str, Program]:
         out[f"epi beside accumulating gemms, {label}"] = prog(
             *base, first, init, Epi(src=src, dst=600, dest=EpiDest.SPAD, m=rows, n_tiles=1),
             acc, acc, acc)
+    # accumulator rows loaded beside GEMMs that accumulate into that half, and into the other
+    acc_rows = Dmacfg(slot=2, height=4095, width=1, pitch=4 * C + 4, pix=4, sy=1, sx=0)
+    for label, dst in (("same half", half_rows // 2), ("other half", half_rows + half_rows // 2)):
+        rows = min(64, half_rows // 2)
+        chain = [Gemm(w=0, a=256, acc=0, m=rows, k_tiles=1, n_tiles=1, pop_prev=True),
+                 *[Gemm(w=0, a=256, acc=0, m=rows, k_tiles=1, n_tiles=1,
+                        mode=GemmMode.ACCUMULATE)] * 3]
+        loads = [Load(geom=2, mem=MemSpace.ACC, offset=1024 * k, dst=dst + 8 * k, outer=8,
+                      length=1) for k in range(4)]
+        out[f"acc loads beside accumulating gemms, {label}"] = prog(*base, acc_rows, *chain,
+                                                                     *loads)
     for m, k, n in ((1, 1, 1), (16, 1, 1), (64, 1, 1), (64, 4, 4), (8, 2, 2)):
         g = Gemm(w=0, a=256, acc=0, m=m, k_tiles=k, n_tiles=n, pop_prev=True)
         out[f"gemm {m}/{k}/{n}"] = prog(*base, g)
@@ -426,7 +437,8 @@ REFERENCE = ("tiny load spad 64", "tiny store spad gaps 64 x2", "tiny gemm 64/4/
              "default load acc 64", "default gemm 64/4/4 epi", "default store spad 256 x2",
              "default load padding 9 + strided 7 x16", "default load rows pitch 17 400",
              "tiny load padding 9 x16", "default gemm 128 + store spad same bank",
-             "default epi beside accumulating gemms, same half")
+             "default epi beside accumulating gemms, same half",
+             "default acc loads beside accumulating gemms, same half")
 
 
 def main(argv=None) -> int:

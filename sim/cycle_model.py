@@ -21,7 +21,8 @@ docs/dma.md):
   at 4 KiB boundaries and 256 beats, a run's later bursts ``AR_BURST_GAP`` cycles apart.
   The assembler takes a cycle per beat in (one more per row of several beats out); a row of
   padding only needs no read but passes the descriptor queue and the assembler, and is written
-  ``load_pad_done`` cycles after its request. LOADT reads its records in one request (BIAS)
+  ``load_pad_done`` cycles after its request; an accumulator row is written only once a GEMM's
+  result stream through its half has passed. LOADT reads its records in one request (BIAS)
   or one per table (PWL) and parses one field per cycle (two per bias entry, ``3 + 2 * S - 1``
   per PWL table).
 * **Store unit.** Rows leave the SRAM one a cycle (at most ``STORE_READ_AHEAD`` ahead of the W
@@ -36,7 +37,9 @@ docs/dma.md):
   stream (double-buffered weights, also across GEMMs), then streams ``m`` operand rows; the
   GEMM completes ``rows + cols + 5 + gemm_tail`` cycles after its last row entered.
   EPI: one at a time in its slot; it runs once every earlier GEMM completed, one row a cycle,
-  ``epi_tail`` cycles of pipeline; a GEMM whose rows meet the EPI's waits for it (interlock).
+  ``epi_tail`` cycles of pipeline; a GEMM whose rows meet the EPI's waits for it (interlock); a
+  later GEMM accumulating into an accumulator half the EPI uses delays it ``epi_bank_wait``
+  cycles per result row of the overlap.
   Instructions retire, and push their tokens, in program order (a 4-entry retire queue).
 * **Tokens.** A pop waits until the matching push happened (``token_cycles`` later).
 
@@ -417,6 +420,8 @@ class _Machine:
         self.slots: dict[int, Dmacfg] = {}
         # GEMM reads of the scratchpad: (first cycle, end, bit mask of the banks read)
         self.spad_reads: list[tuple[int, int, int]] = []
+        # GEMM result streams: (first result row, end, bit mask of the accumulator halves)
+        self.acc_streams: list[tuple[int, int, int]] = []
         # dispatcher
         self.word_beats = max(1, WORD_BITS // cfg.dma_data_bits)
         self.words_per_beat = max(1, cfg.dma_data_bits // WORD_BITS)
@@ -508,6 +513,22 @@ def _load_transfer(m: _Machine, ins: Load, t0: int) -> int:
     """
     p, bw = m.p, m.bw
     starts, nbytes, full, row_bytes, lo_bytes = _load_rows(m, ins)
+    # Accumulator rows: a GEMM's result stream has its half's port first (it writes every
+    # row, and reads it too when it accumulates), so a row write waits for the stream to pass.
+    busy = []
+    if ins.mem == MemSpace.ACC:
+        m.acc_streams[:] = [g for g in m.acc_streams if g[1] > t0]
+        busy = [g for g in m.acc_streams
+                if g[2] & _acc_halves(m.cfg, ins.dst, ins.outer * ins.inner)]
+
+    def acc_free(when: int, r: int) -> int:
+        if busy:
+            bit = 1 << ((ins.dst + r) // max(1, m.cfg.accumulator_rows // 2))
+            for g0, g1, mask in busy:
+                if g0 <= when < g1 and mask & bit:
+                    when = g1
+        return when
+
     merge_ok = row_bytes % bw == 0
     starts, nbytes, full = starts.tolist(), nbytes.tolist(), full.tolist()
     lo_bytes = lo_bytes.tolist()
@@ -554,7 +575,8 @@ def _load_transfer(m: _Machine, ins: Load, t0: int) -> int:
             # one cycle per beat in, one more per row of several beats out (rows of a run are
             # whole rows: nbytes / beat beats out; an unaligned one-beat row costs its two in)
             extra = nbytes[r] > bw
-            last_done = done[r] = max(last_done + beats + extra, last + 1 + p.load_row_done)
+            last_done = done[r] = acc_free(
+                max(last_done + beats + extra, last + 1 + p.load_row_done), r)
         requested = first + rows
         run = None
 
@@ -569,7 +591,7 @@ def _load_transfer(m: _Machine, ins: Load, t0: int) -> int:
             issue_run(t)  # the pending run goes first; this row a cycle later
             t += 1
         if a < 0:  # padding only: no read; the row passes the descriptor queue and assembler
-            last_done = done[r] = max(last_done + 1, t + p.load_pad_done)
+            last_done = done[r] = acc_free(max(last_done + 1, t + p.load_pad_done), r)
             requested = r + 1
             continue
         nb = nbytes[r]
@@ -601,7 +623,7 @@ def _load_transfer(m: _Machine, ins: Load, t0: int) -> int:
                 end = m.rch.book(ar + lat, b + extra) + b
                 burst_end.append(end - 1)
                 ar += AR_BURST_GAP
-        last_done = done[r] = max(last_done + cost, end + p.load_row_done)
+        last_done = done[r] = acc_free(max(last_done + cost, end + p.load_row_done), r)
         requested = r + 1
     if run is not None:
         t += 1
@@ -693,7 +715,7 @@ def _store_transfer(m: _Machine, ins: Store, t0: int) -> int:
                     run = None
                 ready = max(ready, w_done[r - STORE_READ_AHEAD])
             if shared:
-                bit = 1 << ((ins.src + r) // per)
+                bit = 1 << ((ins.src + u * ins.rows + i) // per)  # row i of tile u
                 if any(g0 <= ready < g1 and mask & bit for g0, g1, mask in shared):
                     ready += p.store_bank_wait
             if whole:
@@ -827,6 +849,9 @@ def estimate_cycles(
                 complete = (stream_end + config.rows + config.cols + ARRAY_LATENCY_EXTRA
                             + p.gemm_tail)
                 gemm_done_all = max(gemm_done_all, complete)
+                lat = config.rows + config.cols + ARRAY_LATENCY_EXTRA
+                m.acc_streams.append((s0 + lat, stream_end + lat,
+                                      _acc_halves(config, ins.acc, ins.n_tiles * ins.m)))
                 reads = 1.0 if ins.mode != GemmMode.OVERWRITE else (ins.k_tiles - 1) / ins.k_tiles
                 if (epi_run is not None and reads > 0 and p.epi_bank_wait
                         and epi_run[2] & _acc_halves(config, ins.acc, ins.n_tiles * ins.m)):

@@ -1,13 +1,34 @@
 """Terms of the cycle model that the RTL's counters showed were missing (docs/simulation.md):
-whole rows read across a beat boundary, rows of padding only, and STORE reads sharing a
-scratchpad bank with a GEMM. Each test times a small program with chosen constants."""
+whole rows read across a beat boundary, rows of padding only, STORE reads sharing a scratchpad
+bank with a GEMM, and accumulator rows (LOAD writes, EPI reads) waiting for a GEMM's result
+stream in their half. Each test times a small program with chosen constants."""
 
 from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+
+from hw import numeric
 from hw.config import preset
-from hw.isa import Dmacfg, Gemm, Halt, Load, Program, Store, Sync, SyncTarget
+from hw.isa import (
+    Dmacfg,
+    Epi,
+    EpiDest,
+    Gemm,
+    GemmMode,
+    Halt,
+    Load,
+    Loadt,
+    MemSpace,
+    Program,
+    Store,
+    Sync,
+    SyncTarget,
+    TableKind,
+    encode_bias_entries,
+    encode_pwl_table,
+)
 from sim.cycle_model import CycleParams, estimate_cycles
 from sim.dram_image import DramImage
 from sim.golden import GoldenModel
@@ -17,8 +38,23 @@ L = CFG.lanes
 BEAT = CFG.dma_data_bits // 8
 
 
+def _image() -> bytes:
+    """Zeros, an identity PWL table at 0x8000 and 64 bias entries (scale 1/512) at 0x8800."""
+    img = DramImage.zeros(1 << 16)
+    table = np.frombuffer(encode_pwl_table(numeric.PwlTable.identity(), CFG.pwl_segments),
+                          np.uint8)
+    img.data[0x8000:0x8000 + table.size] = table
+    mult, shift = numeric.quantize_multiplier(1 / 512)
+    entries = np.frombuffer(encode_bias_entries([0] * 64, [mult] * 64, [shift] * 64), np.uint8)
+    img.data[0x8800:0x8800 + entries.size] = entries
+    return img.data.tobytes()
+
+
+IMAGE = _image()
+
+
 def _cycles(instructions, params=None) -> int:
-    image = DramImage.zeros(1 << 16).data.tobytes()
+    image = IMAGE
     words = Program([*instructions, Halt()]).words()
     trace = GoldenModel(CFG).run(words, image).raise_for_status().trace
     return estimate_cycles(trace, CFG, params).total_cycles
@@ -64,3 +100,40 @@ def test_store_waits_for_the_scratchpad_bank_a_gemm_streams_from():
     same, other = _gemm_and_store(16), _gemm_and_store(per)
     assert _cycles(same, shared) > _cycles(same, free) + 32  # most of 128 reads wait a cycle
     assert _cycles(other, shared) == _cycles(other, free)
+
+
+def test_accumulator_rows_wait_for_a_gemm_result_stream_in_their_half():
+    half = CFG.accumulator_rows // 2
+    rows = Dmacfg(slot=2, height=4095, width=1, pitch=4 * CFG.cols + 4, pix=4, sy=1, sx=0)
+
+    def program(dst):
+        spad = Dmacfg(slot=0, height=1, width=4096, pitch=0, pix=L, sy=0, sx=1)
+        chain = [Gemm(w=0, a=16, acc=0, m=128, k_tiles=1, n_tiles=1, pop_prev=True),
+                 *[Gemm(w=0, a=16, acc=0, m=128, k_tiles=1, n_tiles=1,
+                        mode=GemmMode.ACCUMULATE)] * 3]
+        loads = [Load(geom=2, mem=MemSpace.ACC, offset=1024 * k, dst=dst + 8 * k, outer=8,
+                      length=1) for k in range(4)]
+        return [spad, Load(geom=0, inner=256, length=L, push_next=True), rows, *chain, *loads]
+
+    same, other = _cycles(program(half // 2)), _cycles(program(half + half // 2))
+    assert same > other + 64  # the loads' rows wait for the GEMMs' results to pass
+
+
+def test_epi_loses_its_half_to_later_accumulating_gemms():
+    half = CFG.accumulator_rows // 2
+    table = [Loadt(kind=TableKind.PWL, dst=0, count=1, offset=0x8000),
+             Loadt(kind=TableKind.BIAS, dst=0, count=64, offset=0x8800)]
+
+    def program(src):
+        spad = Dmacfg(slot=0, height=1, width=4096, pitch=0, pix=L, sy=0, sx=1)
+        return [spad, *table, Load(geom=0, inner=256, length=L, push_next=True),
+                Gemm(w=0, a=16, acc=src, m=128, k_tiles=1, n_tiles=1, pop_prev=True),
+                Gemm(w=0, a=16, acc=0, m=128, k_tiles=1, n_tiles=1),
+                Epi(src=src, dst=600, dest=EpiDest.SPAD, m=128, n_tiles=1),
+                *[Gemm(w=0, a=16, acc=0, m=128, k_tiles=1, n_tiles=1,
+                       mode=GemmMode.ACCUMULATE)] * 3]
+
+    free = dataclasses.replace(CycleParams(), epi_bank_wait=0)
+    same, other = program(half // 2), program(half + half // 2)
+    assert _cycles(same) > _cycles(same, free) + 64
+    assert _cycles(other) == _cycles(other, free)
