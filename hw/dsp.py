@@ -9,10 +9,10 @@ ends inside the DSP block: Yosys's ``synth_ecp5`` maps a ``*`` to a combinationa
 ``MULT18X18D`` and leaves such registers in the fabric (``docs/fpga.md``), hence the instance.
 ``sim/vendor/ecp5_mult18x18d.v`` models the primitive for Verilator.
 
-The registers have no reset in the ECP5 form (the DSP's reset inputs are tied off); the
-portable form resets them with the domain. Users must not depend on their value after a reset
-before new operands have passed through (the array and the epilogue do not: a reset leaves no
-valid row in flight).
+The registers have no reset in either form (the DSP's reset inputs are tied off on ECP5; the
+portable form declares them ``reset_less``, which also keeps a reset multiplexer per register out
+of the simulated model). Users must not depend on their value after a reset before new operands
+have passed through (the array and the epilogue do not: a reset leaves no valid row in flight).
 """
 
 from __future__ import annotations
@@ -80,9 +80,11 @@ class PipelinedMultiplier(wiring.Component):
         if dsp_primitive(platform) == "MULT18X18D":
             self._mult18x18d(m)
             return m
-        a_reg = Signal(signed(self._a_width))
-        b_reg = Signal(signed(self._b_width))
-        m.d.sync += [a_reg.eq(self.a), self.p.eq(a_reg * b_reg)]
+        a_reg = Signal(signed(self._a_width), reset_less=True)
+        b_reg = Signal(signed(self._b_width), reset_less=True)
+        p = Signal(signed(self._a_width + self._b_width), reset_less=True)
+        m.d.sync += [a_reg.eq(self.a), p.eq(a_reg * b_reg)]
+        m.d.comb += self.p.eq(p)
         with m.If(self.b_en):
             m.d.sync += b_reg.eq(self.b)
         return m

@@ -114,13 +114,16 @@ class ProcessingElement(wiring.Component):
     def elaborate(self, platform) -> Module:
         m = Module()
         ow, aw = self._operand_width, self._acc_width
-        a_reg = Signal(signed(ow))
+        # Datapath registers have no reset (the strobes do): no result row reads a value they
+        # held before a reset (a tile's weights are all loaded before its first row swaps them
+        # in, and a row's partial sums meet only its own products), as in the ECP5 DSP form.
+        a_reg = Signal(signed(ow), reset_less=True)
         swap_reg = Signal()
         load_reg = Signal()
-        shadow = Signal(signed(ow))
+        shadow = Signal(signed(ow), reset_less=True)
         product = Signal(signed(2 * ow))
-        product_near = Signal(signed(2 * ow))
-        acc = Signal(signed(aw))
+        product_near = Signal(signed(2 * ow), reset_less=True)
+        acc = Signal(signed(aw), reset_less=True)
 
         m.d.sync += [
             a_reg.eq(self.a_in),

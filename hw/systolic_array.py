@@ -204,9 +204,9 @@ class SystolicArray(wiring.Component):
         # PEs one cycle after the entry decision, from flip-flops. The decision (one LUT of
         # flip-flops) then drives only these registers, not the DSP clock enables and shadow
         # registers spread over the die (their routes limited the array to 138 MHz).
-        entry_data = Signal.like(in_row.data)
+        entry_data = Signal.like(in_row.data, reset_less=True)
         entry_swap = Signal()
-        entry_w = Signal.like(beat)
+        entry_w = Signal.like(beat, reset_less=True)
         entry_load = Signal(rows)
         m.d.sync += [
             entry_data.eq(in_row.data),
@@ -219,7 +219,7 @@ class SystolicArray(wiring.Component):
         for r in range(rows):
             a, swap = entry_data[r], entry_swap
             for stage in range(r):
-                a_next = Signal(signed(ow), name=f"skew_a_{r}_{stage}")
+                a_next = Signal(signed(ow), name=f"skew_a_{r}_{stage}", reset_less=True)
                 swap_next = Signal(name=f"skew_swap_{r}_{stage}")
                 m.d.sync += [a_next.eq(a), swap_next.eq(swap)]
                 a, swap = a_next, swap_next
@@ -235,7 +235,7 @@ class SystolicArray(wiring.Component):
         for c in range(cols):
             w = entry_w[c]
             for stage in range(c):
-                w_next = Signal(signed(ow), name=f"wdelay_{c}_{stage}")
+                w_next = Signal(signed(ow), name=f"wdelay_{c}_{stage}", reset_less=True)
                 m.d.sync += w_next.eq(w)
                 w = w_next
             for r in range(rows):
@@ -253,11 +253,11 @@ class SystolicArray(wiring.Component):
 
         # Output de-skew: column c leaves the bottom row c cycles after column 0; delay it by
         # cols - 1 - c cycles, then one output register for the whole row.
-        row_out = Signal(data.ArrayLayout(signed(aw), cols))
+        row_out = Signal(data.ArrayLayout(signed(aw), cols), reset_less=True)
         for c in range(cols):
             s = pes[rows - 1][c].psum_out
             for stage in range(cols - 1 - c):
-                s_next = Signal(signed(aw), name=f"deskew_{c}_{stage}")
+                s_next = Signal(signed(aw), name=f"deskew_{c}_{stage}", reset_less=True)
                 m.d.sync += s_next.eq(s)
                 s = s_next
             m.d.sync += row_out[c].eq(s)

@@ -51,6 +51,7 @@ from hw.isa import (  # noqa: E402
     Epi,
     EpiDest,
     Gemm,
+    GemmMode,
     Halt,
     Load,
     Loadt,
@@ -74,14 +75,16 @@ NETWORK_TRACES = ROOT / "build" / "cycle_calibration_network_traces.pickle"
 RANGES = {
     "fetch_start": range(0, 6), "decode_cycles": range(0, 5), "queue_cycles": range(0, 5),
     "end_cycles": range(0, 8), "unit_cycles": range(2, 7), "load_start": range(0, 12),
-    "load_row_gap": range(1, 4), "load_ar": range(0, 4),
-    "load_row_done": range(0, 6),
+    "load_row_gap": range(1, 4), "load_ar": range(0, 10),
+    "load_row_done": range(0, 12), "load_pad_done": range(0, 20),
     "load_end": range(0, 6), "loadt_start": range(0, 12), "loadt_end": range(0, 8),
     "store_start": range(0, 10), "store_row_gap": range(0, 4), "store_w": range(0, 10),
-    "store_end": range(0, 8), "compute_issue_cycles": range(2, 7), "gemm_start": range(0, 10),
-    "gemm_tail": range(0, 16), "gemm_block_extra": range(-2, 4), "gemm_overlap": range(0, 10),
-    "epi_start": range(0, 10),
-    "epi_tail": range(0, 40), "retire_cycles": range(0, 4), "token_cycles": range(0, 4),
+    "store_end": range(0, 8), "store_bank_wait": range(0, 4),
+    "compute_issue_cycles": range(2, 7), "gemm_start": range(0, 10),
+    "gemm_tail": range(0, 16), "gemm_block_extra": range(-2, 4), "gemm_overlap": range(0, 16),
+    "epi_start": range(0, 16),
+    "epi_tail": range(0, 40), "epi_bank_wait": range(0, 3), "retire_cycles": range(0, 8),
+    "token_cycles": range(0, 4),
 }
 
 #: DRAM layout of the directed programs: data from 0, the PWL table and bias entries here.
@@ -130,6 +133,26 @@ def directed_programs(cfg: AcceleratorConfig) -> dict[str, Program]:
         out[f"load 66 rows pitch {pitch} x4"] = prog(rows, *[
             Load(geom=2, offset=L * k, dst=66 * k, outer=66, inner=1, length=L)
             for k in range(4)])
+    # runs of short LOADs (a depthwise convolution's taps): rows one request each, rows of
+    # padding only, and both in turn; each LOAD's fixed cost counts sixteen times
+    strided = Dmacfg(slot=2, height=4095, width=L, pitch=4 * L, pix=1, sy=1, sx=0)
+    blank = Dmacfg(slot=1, height=4095, width=0, pitch=0, pix=1, sy=1, sx=0)
+    contig = Dmacfg(slot=0, height=4095, width=L, pitch=L, pix=1, sy=1, sx=0)
+    out["load strided 7 x16"] = prog(strided, *[
+        Load(geom=2, offset=28 * L * k, dst=7 * k, outer=7, length=L) for k in range(16)])
+    out["load contig 7 x16"] = prog(contig, *[
+        Load(geom=0, offset=16 * L * k, dst=7 * k, outer=7, length=L) for k in range(16)])
+    out["load padding 9 x16"] = prog(blank, *[
+        Load(geom=1, dst=9 * k, outer=9, length=L) for k in range(16)])
+    out["load padding 9 + strided 7 x16"] = prog(blank, strided, *[
+        ld for k in range(16) for ld in (
+            Load(geom=1, dst=16 * k, outer=9, length=L),
+            Load(geom=2, offset=28 * L * k, dst=16 * k + 9, outer=7, length=L))])
+    # whole rows at a pitch that is not a beat multiple: each row its own request, most of them
+    # across a beat boundary (softmax row sums read such rows)
+    for n in (64, 400):
+        odd = Dmacfg(slot=2, height=4095, width=L, pitch=L + 1, pix=1, sy=1, sx=0)
+        out[f"load rows pitch {L + 1} {n}"] = prog(odd, Load(geom=2, outer=n, length=L))
     fill = [spad, Load(geom=0, inner=256, length=L, push_next=True),
             Sync(target=SyncTarget.COMPUTE, pop_prev=True, push_next=True)]
     for n in (1, 16, 64, 256):
@@ -138,10 +161,39 @@ def directed_programs(cfg: AcceleratorConfig) -> dict[str, Program]:
             out[f"store spad{label} {n}"] = prog(*fill, st)
             out[f"store spad{label} {n} x2"] = prog(*fill, st, dataclasses.replace(
                 st, pop_prev=False, offset=(1 << 15) + 8192))
+    # a STORE reading the scratchpad bank a GEMM streams from, and from another bank
+    g = Gemm(w=0, a=16, acc=0, m=128, k_tiles=1, n_tiles=1)
+    per = cfg.scratchpad_rows // cfg.scratchpad_banks
+    for label, src in (("same bank", 16), ("other bank", per)):
+        st = Store(src=src, rows=128, stride=L, length=L, offset=1 << 15, pop_prev=True)
+        out[f"gemm 128 + store spad {label}"] = prog(
+            spad, Load(geom=0, inner=256, length=L),
+            Load(geom=0, dst=per, inner=128, length=L, push_next=True), fill[2], g, st)
     tables = [Loadt(kind=TableKind.PWL, dst=0, count=1, offset=TABLE_AT),
               Loadt(kind=TableKind.BIAS, dst=0, count=64, offset=TABLE_AT + 2048)]
     base = [spad, *tables, Load(geom=0, inner=512, length=L, push_next=True)]
     out["loadt"] = prog(*tables)
+    # an EPI beside later GEMMs that accumulate into its accumulator half, and into the other
+    half_rows = cfg.accumulator_rows // 2
+    for label, src in (("same half", half_rows // 2), ("other half", half_rows + half_rows // 2)):
+        rows = min(64, half_rows // 2)
+        first = Gemm(w=0, a=256, acc=src, m=rows, k_tiles=1, n_tiles=1, pop_prev=True)
+        acc = Gemm(w=0, a=256, acc=0, m=rows, k_tiles=1, n_tiles=1, mode=GemmMode.ACCUMULATE)
+        init = dataclasses.replace(acc, mode=GemmMode.OVERWRITE)
+        out[f"epi beside accumulating gemms, {label}"] = prog(
+            *base, first, init, Epi(src=src, dst=600, dest=EpiDest.SPAD, m=rows, n_tiles=1),
+            acc, acc, acc)
+    # accumulator rows loaded beside GEMMs that accumulate into that half, and into the other
+    acc_rows = Dmacfg(slot=2, height=4095, width=1, pitch=4 * C + 4, pix=4, sy=1, sx=0)
+    for label, dst in (("same half", half_rows // 2), ("other half", half_rows + half_rows // 2)):
+        rows = min(64, half_rows // 2)
+        chain = [Gemm(w=0, a=256, acc=0, m=rows, k_tiles=1, n_tiles=1, pop_prev=True),
+                 *[Gemm(w=0, a=256, acc=0, m=rows, k_tiles=1, n_tiles=1,
+                        mode=GemmMode.ACCUMULATE)] * 3]
+        loads = [Load(geom=2, mem=MemSpace.ACC, offset=1024 * k, dst=dst + 8 * k, outer=8,
+                      length=1) for k in range(4)]
+        out[f"acc loads beside accumulating gemms, {label}"] = prog(*base, acc_rows, *chain,
+                                                                     *loads)
     for m, k, n in ((1, 1, 1), (16, 1, 1), (64, 1, 1), (64, 4, 4), (8, 2, 2)):
         g = Gemm(w=0, a=256, acc=0, m=m, k_tiles=k, n_tiles=n, pop_prev=True)
         out[f"gemm {m}/{k}/{n}"] = prog(*base, g)
@@ -266,6 +318,8 @@ def measure(n_random: int, seed: int, latency: int, reuse: bool,
     key_of = f"latency {latency}"
     cache = saved.setdefault(key_of, {}) if reuse else {}
     saved[key_of] = cache
+    counters = saved.setdefault(f"counters {key_of}", {}) if reuse else {}
+    saved[f"counters {key_of}"] = counters
     runner = RtlRunner(latency)
     traces = {}
     if NETWORK_TRACES.exists():
@@ -280,17 +334,19 @@ def measure(n_random: int, seed: int, latency: int, reuse: bool,
                 continue
             kept = []
             for group, label, name, words, image in network_programs(net):
-                out.append(_one(group, label, name, words, image, cache, runner))
+                out.append(_one(group, label, name, words, image, cache, runner, counters))
                 kept.append(dict(out[-1], config=name))
             traces[net] = kept
         for group, label, name, words, image in programs(n_random, seed, configs):
-            out.append(_one(group, label, name, words, image, cache, runner))
+            out.append(_one(group, label, name, words, image, cache, runner, counters))
     finally:
         if runner.used:
             runner.close()
             if MEASUREMENTS.exists():  # keep what another run measured meanwhile
                 theirs = json.loads(MEASUREMENTS.read_text()).get(key_of, {})
                 cache.update({k: v for k, v in theirs.items() if k not in cache})
+                theirs = json.loads(MEASUREMENTS.read_text()).get(f"counters {key_of}", {})
+                counters.update({k: v for k, v in theirs.items() if k not in counters})
             MEASUREMENTS.parent.mkdir(parents=True, exist_ok=True)
             MEASUREMENTS.write_text(json.dumps(saved))
         if traces:
@@ -301,13 +357,14 @@ def measure(n_random: int, seed: int, latency: int, reuse: bool,
     return out
 
 
-def _one(group, label, name, words, image, cache, runner) -> dict:
+def _one(group, label, name, words, image, cache, runner, counters) -> dict:
     cfg = preset(name)
     gold = GoldenModel(cfg).run(words, image)
     if not gold.ok:
         raise RuntimeError(f"{label}: the golden model ended with {gold.status}")
     if label not in cache:
-        cache[label] = runner.cycles(name, words, image)["CYCLES"]
+        counters[label] = {k: int(v) for k, v in runner.cycles(name, words, image).items()}
+        cache[label] = counters[label]["CYCLES"]
     return {"group": group, "label": label, "config": cfg, "trace": gold.trace,
             "rtl": cache[label]}
 
@@ -377,7 +434,11 @@ def describe(progs: list[dict], params: CycleParams, title: str) -> dict:
 
 #: Directed programs whose RTL cycles the calibration file keeps (tests/test_cycle_calibration.py).
 REFERENCE = ("tiny load spad 64", "tiny store spad gaps 64 x2", "tiny gemm 64/4/4 epi",
-             "default load acc 64", "default gemm 64/4/4 epi", "default store spad 256 x2")
+             "default load acc 64", "default gemm 64/4/4 epi", "default store spad 256 x2",
+             "default load padding 9 + strided 7 x16", "default load rows pitch 17 400",
+             "tiny load padding 9 x16", "default gemm 128 + store spad same bank",
+             "default epi beside accumulating gemms, same half",
+             "default acc loads beside accumulating gemms, same half")
 
 
 def main(argv=None) -> int:

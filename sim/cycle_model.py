@@ -19,20 +19,27 @@ docs/dma.md):
   beats that follow each other in DRAM are merged into one read request (at most 4 KiB),
   other rows get one request each (``load_row_gap`` cycles apart); requests split into bursts
   at 4 KiB boundaries and 256 beats, a run's later bursts ``AR_BURST_GAP`` cycles apart.
-  LOADT reads its records in one request (BIAS) or one per table (PWL) and parses one field per
-  cycle (two per bias entry, ``3 + 2 * S - 1`` per PWL table).
+  The assembler takes a cycle per beat in (one more per row of several beats out); a row of
+  padding only needs no read but passes the descriptor queue and the assembler, and is written
+  ``load_pad_done`` cycles after its request; an accumulator row is written only once a GEMM's
+  result stream through its half has passed. LOADT reads its records in one request (BIAS)
+  or one per table (PWL) and parses one field per cycle (two per bias entry, ``3 + 2 * S - 1``
+  per PWL table).
 * **Store unit.** Rows leave the SRAM one a cycle (at most ``STORE_READ_AHEAD`` ahead of the W
   channel); rows of whole beats that follow each other in DRAM share one write request (up to
   16 rows), other rows get one request each; W beats one a cycle; at most ``STORE_BURSTS`` bursts
   wait for their B response, which the DRAM gives ``write_latency`` cycles after the last W
-  beat. The STORE completes with its last B response.
+  beat. The STORE completes with its last B response. A scratchpad bank has one read port: a
+  row read waits ``store_bank_wait`` cycles while a GEMM streams from the bank it reads.
 * **Compute unit.** Issue takes ``compute_issue_cycles`` per instruction (check, decide, wait
   for tokens, descriptor-queue room, retire-queue room and the EPI interlock). GEMM: each
   weight block preloads in ``rows`` cycles (``cols`` transposed) behind the previous block's
   stream (double-buffered weights, also across GEMMs), then streams ``m`` operand rows; the
   GEMM completes ``rows + cols + 5 + gemm_tail`` cycles after its last row entered.
   EPI: one at a time in its slot; it runs once every earlier GEMM completed, one row a cycle,
-  ``epi_tail`` cycles of pipeline; a GEMM whose rows meet the EPI's waits for it (interlock).
+  ``epi_tail`` cycles of pipeline; a GEMM whose rows meet the EPI's waits for it (interlock); a
+  later GEMM accumulating into an accumulator half the EPI uses delays it ``epi_bank_wait``
+  cycles per result row of the overlap.
   Instructions retire, and push their tokens, in program order (a 4-entry retire queue).
 * **Tokens.** A pop waits until the matching push happened (``token_cycles`` later).
 
@@ -65,6 +72,7 @@ from hw.isa import (
     Epi,
     EpiDest,
     Gemm,
+    GemmMode,
     Load,
     Loadt,
     MemSpace,
@@ -149,6 +157,9 @@ class CycleParams:
         Cycles from a request to its AR handshake.
     load_row_done : int
         Cycles from a row's last R beat to its descriptor freeing (row written).
+    load_pad_done : int
+        Cycles from a padding-only row's request to its write (it needs no read, but passes
+        the descriptor queue, the assembler and the write slice like a row with data).
     load_end : int
         Cycles from the last row written to the push.
     loadt_start : int
@@ -163,6 +174,9 @@ class CycleParams:
         Cycles from a row's SRAM read to its first W beat.
     store_end : int
         Cycles from the last B response to the push.
+    store_bank_wait : int
+        Cycles a STORE's scratchpad row read waits while a GEMM streams from the same bank (the
+        bank's one read port serves both in turn).
     compute_issue_cycles : int
         Cycles the compute unit's issue stage spends per instruction.
     gemm_start : int
@@ -178,6 +192,9 @@ class CycleParams:
         Cycles from an EPI's start (slot and GEMMs free) to its first row.
     epi_tail : int
         Pipeline cycles of an EPI after its last row.
+    epi_bank_wait : int
+        Cycles an EPI loses per result row of a later GEMM that accumulates into the same
+        accumulator half while the EPI runs (the GEMM's result port has priority there).
     retire_cycles : int
         Cycles from completion to retirement (token push).
     token_cycles : int
@@ -195,6 +212,7 @@ class CycleParams:
     load_row_gap: int = _calibrated("load_row_gap", 2)
     load_ar: int = _calibrated("load_ar", 1)
     load_row_done: int = _calibrated("load_row_done", 2)
+    load_pad_done: int = _calibrated("load_pad_done", 2)
     load_end: int = _calibrated("load_end", 2)
     loadt_start: int = _calibrated("loadt_start", 6)
     loadt_end: int = _calibrated("loadt_end", 2)
@@ -202,6 +220,7 @@ class CycleParams:
     store_row_gap: int = _calibrated("store_row_gap", 1)
     store_w: int = _calibrated("store_w", 4)
     store_end: int = _calibrated("store_end", 2)
+    store_bank_wait: int = _calibrated("store_bank_wait", 1)
     compute_issue_cycles: int = _calibrated("compute_issue_cycles", 4)
     gemm_start: int = _calibrated("gemm_start", 4)
     gemm_tail: int = _calibrated("gemm_tail", 7)
@@ -209,6 +228,7 @@ class CycleParams:
     gemm_overlap: int = _calibrated("gemm_overlap", 5)
     epi_start: int = _calibrated("epi_start", 4)
     epi_tail: int = _calibrated("epi_tail", 20)
+    epi_bank_wait: int = _calibrated("epi_bank_wait", 1)
     retire_cycles: int = _calibrated("retire_cycles", 1)
     token_cycles: int = _calibrated("token_cycles", 1)
 
@@ -230,11 +250,12 @@ class CycleParams:
 
 _HAND_SET = dict(dram_latency=60, write_latency=None, fetch_start=2, decode_cycles=2,
                  queue_cycles=2, end_cycles=3, unit_cycles=4, load_start=6, load_row_gap=2,
-                 load_ar=1, load_row_done=2, load_end=2, loadt_start=6,
+                 load_ar=1, load_row_done=2, load_pad_done=2, load_end=2, loadt_start=6,
                  loadt_end=2,
-                 store_start=4, store_row_gap=1, store_w=4, store_end=2,
+                 store_start=4, store_row_gap=1, store_w=4, store_end=2, store_bank_wait=1,
                  compute_issue_cycles=4, gemm_start=4, gemm_tail=7, gemm_block_extra=0,
-                 gemm_overlap=5, epi_start=4, epi_tail=20, retire_cycles=1, token_cycles=1)
+                 gemm_overlap=5, epi_start=4, epi_tail=20, epi_bank_wait=1, retire_cycles=1,
+                 token_cycles=1)
 
 
 @dataclass
@@ -397,6 +418,10 @@ class _Machine:
         self.rch = _ReadChannel()
         self.bases = [0, 0, 0, 0]
         self.slots: dict[int, Dmacfg] = {}
+        # GEMM reads of the scratchpad: (first cycle, end, bit mask of the banks read)
+        self.spad_reads: list[tuple[int, int, int]] = []
+        # GEMM result streams: (first result row, end, bit mask of the accumulator halves)
+        self.acc_streams: list[tuple[int, int, int]] = []
         # dispatcher
         self.word_beats = max(1, WORD_BITS // cfg.dma_data_bits)
         self.words_per_beat = max(1, cfg.dma_data_bits // WORD_BITS)
@@ -481,12 +506,29 @@ def _load_transfer(m: _Machine, ins: Load, t0: int) -> int:
     and the row starts the next one (hw/load_unit.py). Other rows are one request each, a cycle
     after a pending run goes. The assembler takes ``max(beats in, beats out + 1)`` cycles per
     request row of its own (``max(beats in, beats out)`` when the row starts no later in its
-    first DRAM beat than in its first row beat) and, inside a run, one cycle per beat plus one
-    per row of several beats (fitted between the RTL's rates: docs/simulation.md), and writes a
-    row ``load_row_done`` after its last beat; while it is busy the R channel waits.
+    first DRAM beat than in its first row beat) and, inside a run, one cycle per beat in plus
+    one per row of several beats out (fitted between the RTL's rates: docs/simulation.md), and
+    writes a row ``load_row_done`` after its last beat; while it is busy the R channel waits.
+    A row of padding only is written ``load_pad_done`` cycles after its request.
     """
     p, bw = m.p, m.bw
     starts, nbytes, full, row_bytes, lo_bytes = _load_rows(m, ins)
+    # Accumulator rows: a GEMM's result stream has its half's port first (it writes every
+    # row, and reads it too when it accumulates), so a row write waits for the stream to pass.
+    busy = []
+    if ins.mem == MemSpace.ACC:
+        m.acc_streams[:] = [g for g in m.acc_streams if g[1] > t0]
+        busy = [g for g in m.acc_streams
+                if g[2] & _acc_halves(m.cfg, ins.dst, ins.outer * ins.inner)]
+
+    def acc_free(when: int, r: int) -> int:
+        if busy:
+            bit = 1 << ((ins.dst + r) // max(1, m.cfg.accumulator_rows // 2))
+            for g0, g1, mask in busy:
+                if g0 <= when < g1 and mask & bit:
+                    when = g1
+        return when
+
     merge_ok = row_bytes % bw == 0
     starts, nbytes, full = starts.tolist(), nbytes.tolist(), full.tolist()
     lo_bytes = lo_bytes.tolist()
@@ -530,7 +572,11 @@ def _load_transfer(m: _Machine, ins: Load, t0: int) -> int:
             k = (k + nbytes[r]) % bw
             last_beat = (starts[r] - addr + nbytes[r] - 1 + addr % bw) // bw
             last = beat_at[min(len(beat_at) - 1, last_beat)]
-            last_done = done[r] = max(last_done + beats + (beats > 1), last + 1 + p.load_row_done)
+            # one cycle per beat in, one more per row of several beats out (rows of a run are
+            # whole rows: nbytes / beat beats out; an unaligned one-beat row costs its two in)
+            extra = nbytes[r] > bw
+            last_done = done[r] = acc_free(
+                max(last_done + beats + extra, last + 1 + p.load_row_done), r)
         requested = first + rows
         run = None
 
@@ -544,8 +590,8 @@ def _load_transfer(m: _Machine, ins: Load, t0: int) -> int:
         if run is not None and (a < 0 or not (merge_ok and full[r])):
             issue_run(t)  # the pending run goes first; this row a cycle later
             t += 1
-        if a < 0:  # padding only: no read
-            last_done = done[r] = max(last_done + 1, t + p.load_row_done)
+        if a < 0:  # padding only: no read; the row passes the descriptor queue and assembler
+            last_done = done[r] = acc_free(max(last_done + 1, t + p.load_pad_done), r)
             requested = r + 1
             continue
         nb = nbytes[r]
@@ -577,7 +623,7 @@ def _load_transfer(m: _Machine, ins: Load, t0: int) -> int:
                 end = m.rch.book(ar + lat, b + extra) + b
                 burst_end.append(end - 1)
                 ar += AR_BURST_GAP
-        last_done = done[r] = max(last_done + cost, end + p.load_row_done)
+        last_done = done[r] = acc_free(max(last_done + cost, end + p.load_row_done), r)
         requested = r + 1
     if run is not None:
         t += 1
@@ -650,6 +696,11 @@ def _store_transfer(m: _Machine, ins: Store, t0: int) -> int:
             last_b = max(last_b, tw + wl + 1)
         w_free = tw
 
+    # GEMMs streaming from a bank this STORE reads share its one read port (round robin)
+    per = m.cfg.scratchpad_rows // m.cfg.scratchpad_banks
+    m.spad_reads[:] = [g for g in m.spad_reads if g[1] > t0]
+    shared = [g for g in m.spad_reads
+              if ins.mem == MemSpace.SPAD and g[2] & _bank_mask(m.cfg, ins.src, n)]
     t = t0 + p.store_start - 1
     run = None  # open merged run: [first row, addr, next addr, bytes]
     r = 0
@@ -663,6 +714,10 @@ def _store_transfer(m: _Machine, ins: Store, t0: int) -> int:
                     write(run[1], run[3], ready + p.store_w, range(run[0], r), 0)
                     run = None
                 ready = max(ready, w_done[r - STORE_READ_AHEAD])
+            if shared:
+                bit = 1 << ((ins.src + u * ins.rows + i) // per)  # row i of tile u
+                if any(g0 <= ready < g1 and mask & bit for g0, g1, mask in shared):
+                    ready += p.store_bank_wait
             if whole:
                 joins = (run is not None and ready == t + 1 and a == run[2]
                          and run[3] + row_bytes <= MERGE_BYTES)
@@ -708,6 +763,8 @@ def estimate_cycles(
     array_free = 0  # when the array's operand stream is free
     epi_free = 0  # when the EPI slot frees
     epi_last: Epi | None = None
+    # the last EPI: [first row cycle, completion, accumulator halves, its retire index, pushes]
+    epi_run: list | None = None
     fin_units = dict.fromkeys(Unit, 0)
     ds = stats["dispatch"]
     for w, t in enumerate(trace):
@@ -786,9 +843,36 @@ def estimate_cycles(
                 array_free = stream_end
                 gemm_stream_starts.append(s0)
                 gemm_stream_ends.append(stream_end)
+                m.spad_reads.append((s0 - blk, stream_end,
+                                     _bank_mask(config, ins.w, w_rows)
+                                     | _bank_mask(config, ins.a, ins.k_tiles * ins.m)))
                 complete = (stream_end + config.rows + config.cols + ARRAY_LATENCY_EXTRA
                             + p.gemm_tail)
                 gemm_done_all = max(gemm_done_all, complete)
+                lat = config.rows + config.cols + ARRAY_LATENCY_EXTRA
+                m.acc_streams.append((s0 + lat, stream_end + lat,
+                                      _acc_halves(config, ins.acc, ins.n_tiles * ins.m)))
+                reads = 1.0 if ins.mode != GemmMode.OVERWRITE else (ins.k_tiles - 1) / ins.k_tiles
+                if (epi_run is not None and reads > 0 and p.epi_bank_wait
+                        and epi_run[2] & _acc_halves(config, ins.acc, ins.n_tiles * ins.m)):
+                    # The GEMM's result port has the accumulator half first (it reads every
+                    # row it accumulates into and writes every row): the running EPI's reads
+                    # in that half wait while the GEMM's result rows pass.
+                    r0 = s0 + config.rows + config.cols + ARRAY_LATENCY_EXTRA
+                    r1 = stream_end + config.rows + config.cols + ARRAY_LATENCY_EXTRA
+                    overlap = min(epi_run[1], r1) - max(epi_run[0], r0)
+                    delay = round(max(0, overlap) * reads) * p.epi_bank_wait
+                    if delay:
+                        epi_run[1] += delay
+                        epi_free += delay
+                        k = epi_run[3]
+                        old = retire_times[k]
+                        retire_times[k] = old + delay
+                        for j in range(k + 1, len(retire_times)):
+                            retire_times[j] = max(retire_times[j], retire_times[j - 1] + 1)
+                        for q in epi_run[4]:
+                            if old in tokens[q]:  # not popped yet
+                                tokens[q][tokens[q].index(old)] = old + delay
             elif isinstance(ins, Epi):
                 if epi_free > issue:
                     waits.append((issue, epi_free, "EPI slot"))
@@ -797,6 +881,10 @@ def estimate_cycles(
                 complete = run + ins.m * ins.n_tiles + p.epi_tail
                 epi_free = complete
                 epi_last = ins
+                halves = _acc_halves(config, ins.src, ins.m * ins.n_tiles)
+                if ins.dest == EpiDest.ACC:
+                    halves |= _acc_halves(config, ins.dst, ins.m * ins.n_tiles)
+                epi_run = [run, complete, halves, len(retire_times), pushes]
             else:  # SYNC
                 complete = issue + 1
             retire = max(complete, retire_times[-1] + 1 if retire_times else 0) + p.retire_cycles
@@ -843,6 +931,20 @@ def estimate_cycles(
         timeline.append(TimelineEntry(t.pc, names[unit], mnemonic, d, start, finish))
     total = max(end, dispatch_t) + p.end_cycles
     return CycleReport(total, macs, config.peak_macs_per_cycle, stats, timeline)
+
+
+def _acc_halves(cfg: AcceleratorConfig, first: int, count: int) -> int:
+    """Bit mask of the accumulator halves (its two banks) holding rows ``first ..``."""
+    half = max(1, cfg.accumulator_rows // 2)
+    lo, hi = first // half, (first + max(count, 1) - 1) // half
+    return ((1 << (hi - lo + 1)) - 1) << lo
+
+
+def _bank_mask(cfg: AcceleratorConfig, first: int, count: int) -> int:
+    """Bit mask of the scratchpad banks holding rows ``first .. first + count - 1``."""
+    per = cfg.scratchpad_rows // cfg.scratchpad_banks
+    lo, hi = first // per, (first + max(count, 1) - 1) // per
+    return ((1 << (hi - lo + 1)) - 1) << lo
 
 
 def _banks_meet(cfg: AcceleratorConfig, a0: int, an: int, b0: int, bn: int) -> bool:

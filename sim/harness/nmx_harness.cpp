@@ -513,6 +513,12 @@ NmxHarness* nmx_create(uint64_t mem_size, uint32_t data_bits, uint32_t read_late
         t->eval();
     }
     t->rst = 0;
+    // one more edge: a top level that registers its reset input (sim/rtl_harness.py's
+    // nmx_sim_top) releases it here; the design is in its reset state either way
+    t->clk = 1;
+    t->eval();
+    t->clk = 0;
+    t->eval();
     return h;
 }
 
