@@ -235,19 +235,29 @@ class Accelerator(wiring.Component):
             "RETIRED_COMPUTE": compute.counters.retired,
             "ARRAY_MACS": compute.counters.array_rows * (cfg.rows * cfg.cols),
         }
+        # Every event, the run state and the clear are registered before the 64-bit adders:
+        # the events come from the units' state all over the die, and a route from there into
+        # a 64-bit carry chain would be one of the longest paths between blocks. The counters
+        # then run one cycle behind (every count the same, one cycle later).
+        running_q = Signal()
+        unit_reset_q = Signal(reset_less=True)
+        core.d.sync += running_q.eq(running)
+        m.d.sync += unit_reset_q.eq(unit_reset)
         for i, (name, _) in enumerate(COUNTERS):
             if events[name] is None:
                 core.d.comb += csr.counters[i].eq(own[name])
                 continue
             count = Signal(64, name=f"count_{name.lower()}")
+            event = Signal(name=f"event_{name.lower()}")
+            core.d.sync += event.eq(events[name])
             core.d.comb += csr.counters[i].eq(count)
             # Cleared from the registered start (`unit_reset`, a cycle after `started`, when
             # the dispatcher is running): the cleared value is that cycle's event, so the
             # counts are those of a clear in the cycle of `started` (nothing counts then).
-            with core.If(unit_reset):
-                core.d.sync += count.eq(events[name])
-            with core.Elif(running):
-                core.d.sync += count.eq(count + events[name])
+            with core.If(unit_reset_q):
+                core.d.sync += count.eq(event)
+            with core.Elif(running_q):
+                core.d.sync += count.eq(count + event)
         return m
 
     def _wire_memories(self, core: Module, started) -> None:
