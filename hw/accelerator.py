@@ -19,7 +19,7 @@ systolic array, transposer and :class:`hw.epilogue.Epilogue`) and
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, ResetInserter, Signal
+from amaranth.hdl import ClockDomain, ClockSignal, DomainRenamer, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import Out
 
@@ -118,8 +118,17 @@ class Accelerator(wiring.Component):
         # acts in the cycle after the CTRL write); the unit reset is registered here, so the
         # units are cleared one cycle after the dispatcher starts, which ignores their errors in
         # that cycle and sends them nothing before its first fetch returns.
+        #
+        # Each reset is the reset of its own clock domain (same clock), driven by one
+        # flip-flop, so that no LUT sits between the flip-flop and the registers' reset inputs:
+        # `core` (everything but the register file) by the register file's `core_reset` (the
+        # domain reset or CTRL.soft_reset, registered), `unit` (the three units) by `unit_rst`
+        # (the same, or a start; registered). A ResetInserter would OR the domain reset in
+        # front of every register's reset with a LUT.
+        m.domains.core = cd_core = ClockDomain("core", local=True)
+        m.domains.unit = cd_unit = ClockDomain("unit", local=True)
         core = Module()
-        m.submodules.core = ResetInserter(csr.soft_reset)(core)
+        m.submodules.core = DomainRenamer("core")(core)
         cfg = self._config
         dispatcher, tokens = self._dispatcher, self._tokens
         load, compute, store = self._load, self._compute, self._store
@@ -127,10 +136,15 @@ class Accelerator(wiring.Component):
         core.submodules.tokens = tokens
         started = dispatcher.started
         unit_reset = Signal(reset_less=True)
-        m.d.sync += unit_reset.eq(started)
-        core.submodules.load_unit = ResetInserter(unit_reset)(load)
-        core.submodules.compute_unit = ResetInserter(unit_reset)(compute)
-        core.submodules.store_unit = ResetInserter(unit_reset)(store)
+        unit_rst = Signal(reset_less=True, init=1)
+        m.d.sync += [unit_reset.eq(started), unit_rst.eq(csr.reset_request | started)]
+        m.d.comb += [
+            cd_core.clk.eq(ClockSignal()), cd_core.rst.eq(csr.core_reset),
+            cd_unit.clk.eq(ClockSignal()), cd_unit.rst.eq(unit_rst),
+        ]
+        core.submodules.load_unit = DomainRenamer("unit")(load)
+        core.submodules.compute_unit = DomainRenamer("unit")(compute)
+        core.submodules.store_unit = DomainRenamer("unit")(store)
         core.submodules.read_arbiter = arbiter = self._arbiter
         core.d.comb += [
             dispatcher.start.eq(csr.start),
