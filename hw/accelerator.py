@@ -19,7 +19,7 @@ systolic array, transposer and :class:`hw.epilogue.Epilogue`) and
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, ResetInserter, Signal
+from amaranth.hdl import ClockDomain, ClockSignal, DomainRenamer, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import Out
 
@@ -40,6 +40,7 @@ from hw.segment_table import SegmentTable
 from hw.store_unit import StoreUnit
 from hw.tokens import TokenCounters
 from hw.unit_ports import AXI_ID_BITS as UNIT_ID_BITS
+from hw.write_fence import WriteFence
 
 __all__ = ["AXI_ID_BITS", "Accelerator", "TOP_MODULE"]
 
@@ -93,6 +94,12 @@ class Accelerator(wiring.Component):
         self._epilogue = Epilogue(config, tag_bits=1)
         self._store = StoreUnit(config)
         self._arbiter = AxiReadArbiter(config.addr_bits, config.dma_data_bits, UNIT_ID_BITS, 2)
+        # The load unit's four memory writes go through register slices that hold its l2c token
+        # until they have landed (hw/write_fence.py).
+        self._load_fence = WriteFence({
+            name: getattr(self._load, name).payload.shape()
+            for name in ("spad_write", "acc_write", "bias_write", "table_write")
+        })
 
     @property
     def config(self) -> AcceleratorConfig:
@@ -111,8 +118,17 @@ class Accelerator(wiring.Component):
         # acts in the cycle after the CTRL write); the unit reset is registered here, so the
         # units are cleared one cycle after the dispatcher starts, which ignores their errors in
         # that cycle and sends them nothing before its first fetch returns.
+        #
+        # Each reset is the reset of its own clock domain (same clock), driven by one
+        # flip-flop, so that no LUT sits between the flip-flop and the registers' reset inputs:
+        # `core` (everything but the register file) by the register file's `core_reset` (the
+        # domain reset or CTRL.soft_reset, registered), `unit` (the three units) by `unit_rst`
+        # (the same, or a start; registered). A ResetInserter would OR the domain reset in
+        # front of every register's reset with a LUT.
+        m.domains.core = cd_core = ClockDomain("core", local=True)
+        m.domains.unit = cd_unit = ClockDomain("unit", local=True)
         core = Module()
-        m.submodules.core = ResetInserter(csr.soft_reset)(core)
+        m.submodules.core = DomainRenamer("core")(core)
         cfg = self._config
         dispatcher, tokens = self._dispatcher, self._tokens
         load, compute, store = self._load, self._compute, self._store
@@ -120,10 +136,15 @@ class Accelerator(wiring.Component):
         core.submodules.tokens = tokens
         started = dispatcher.started
         unit_reset = Signal(reset_less=True)
-        m.d.sync += unit_reset.eq(started)
-        core.submodules.load_unit = ResetInserter(unit_reset)(load)
-        core.submodules.compute_unit = ResetInserter(unit_reset)(compute)
-        core.submodules.store_unit = ResetInserter(unit_reset)(store)
+        unit_rst = Signal(reset_less=True, init=1)
+        m.d.sync += [unit_reset.eq(started), unit_rst.eq(csr.reset_request | started)]
+        m.d.comb += [
+            cd_core.clk.eq(ClockSignal()), cd_core.rst.eq(csr.core_reset),
+            cd_unit.clk.eq(ClockSignal()), cd_unit.rst.eq(unit_rst),
+        ]
+        core.submodules.load_unit = DomainRenamer("unit")(load)
+        core.submodules.compute_unit = DomainRenamer("unit")(compute)
+        core.submodules.store_unit = DomainRenamer("unit")(store)
         core.submodules.read_arbiter = arbiter = self._arbiter
         core.d.comb += [
             dispatcher.start.eq(csr.start),
@@ -138,9 +159,13 @@ class Accelerator(wiring.Component):
             wiring.connect(core, getattr(dispatcher, f"{name}_cmd"), unit.cmd)
             wiring.connect(core, dispatcher.flush, unit.flush_above)
             wiring.connect(core, getattr(dispatcher, f"{name}_error"), unit.error)
+        fence = core.submodules.load_fence = self._load_fence
         for unit in (load, store):
             for member in unit.signature.members:
-                if member.startswith(("pop_", "push_")):
+                if unit is load and member == "push_l2c":
+                    wiring.connect(core, load.push_l2c, fence.push_in)
+                    wiring.connect(core, fence.push_out, tokens.push_l2c)
+                elif member.startswith(("pop_", "push_")):
                     wiring.connect(core, getattr(tokens, member), getattr(unit, member))
         # The compute unit's token ports: pop {available, take}, push {space, put}.
         for q in ("l2c", "s2c"):
@@ -150,7 +175,7 @@ class Accelerator(wiring.Component):
             push, port = getattr(tokens, f"push_{q}"), getattr(compute, f"push_{q}")
             core.d.comb += [push.valid.eq(port.put), port.space.eq(push.ready)]
         core.d.comb += [
-            dispatcher.units_idle.eq(~load.busy & ~compute.busy & ~store.busy),
+            dispatcher.units_idle.eq(~load.busy & ~fence.pending & ~compute.busy & ~store.busy),
             compute.clear.eq(0),  # its reset (`started`, registered) clears its counters
         ]
         self._wire_memories(core, started)
@@ -224,19 +249,29 @@ class Accelerator(wiring.Component):
             "RETIRED_COMPUTE": compute.counters.retired,
             "ARRAY_MACS": compute.counters.array_rows * (cfg.rows * cfg.cols),
         }
+        # Every event, the run state and the clear are registered before the 64-bit adders:
+        # the events come from the units' state all over the die, and a route from there into
+        # a 64-bit carry chain would be one of the longest paths between blocks. The counters
+        # then run one cycle behind (every count the same, one cycle later).
+        running_q = Signal()
+        unit_reset_q = Signal(reset_less=True)
+        core.d.sync += running_q.eq(running)
+        m.d.sync += unit_reset_q.eq(unit_reset)
         for i, (name, _) in enumerate(COUNTERS):
             if events[name] is None:
                 core.d.comb += csr.counters[i].eq(own[name])
                 continue
             count = Signal(64, name=f"count_{name.lower()}")
+            event = Signal(name=f"event_{name.lower()}")
+            core.d.sync += event.eq(events[name])
             core.d.comb += csr.counters[i].eq(count)
             # Cleared from the registered start (`unit_reset`, a cycle after `started`, when
             # the dispatcher is running): the cleared value is that cycle's event, so the
             # counts are those of a clear in the cycle of `started` (nothing counts then).
-            with core.If(unit_reset):
-                core.d.sync += count.eq(events[name])
-            with core.Elif(running):
-                core.d.sync += count.eq(count + events[name])
+            with core.If(unit_reset_q):
+                core.d.sync += count.eq(event)
+            with core.Elif(running_q):
+                core.d.sync += count.eq(count + event)
         return m
 
     def _wire_memories(self, core: Module, started) -> None:
@@ -267,8 +302,12 @@ class Accelerator(wiring.Component):
         store_spad_req = core.submodules.store_spad_req = StreamSkid(spad.store.req.payload.shape())
         store_acc_req = core.submodules.store_acc_req = StreamSkid(acc.store.req.payload.shape())
         epi_acc_req = core.submodules.epi_acc_req = StreamSkid(acc.epi_read.req.payload.shape())
+        # The load unit's writes reach the memories through the fence's slices.
+        fence = self._load_fence
+        for name in fence.names:
+            wiring.connect(core, getattr(load, name), getattr(fence, f"{name}_in"))
         # Scratchpad: LOAD writes whole rows, EPI lanes 0..C-1, GEMM reads weights and operands.
-        ls = load.spad_write
+        ls = fence.spad_write_out
         stream_copy(ls, spad.load_write, addr=ls.payload.addr, data=ls.payload.data,
                     mask=(1 << self._config.lanes) - 1)
         wiring.connect(core, compute.spad_write, spad.epi_write)
@@ -280,7 +319,7 @@ class Accelerator(wiring.Component):
         wiring.connect(core, epi_acc_req.o, acc.epi_read.req)
         wiring.connect(core, acc.epi_read.resp, compute.acc_read.resp)
         wiring.connect(core, compute.acc_write, acc.epi_write)
-        stream_copy(load.acc_write, acc.load_write)
+        stream_copy(fence.acc_write_out, acc.load_write)
         # Store unit reads (through the slices above).
         store = self._store
         stream_copy(store.spad_read, store_spad_req.i)
@@ -290,7 +329,7 @@ class Accelerator(wiring.Component):
         wiring.connect(core, store_acc_req.o, acc.store.req)
         stream_copy(acc.store.resp, store.acc_resp)
         # Bias/scale SRAM: LOADT BIAS writes entries, EPI dest SCALE multipliers and shifts.
-        stream_copy(load.bias_write, bias_scale.load_write)
+        stream_copy(fence.bias_write_out, bias_scale.load_write)
         stream_copy(compute.scale_write, bias_scale.scale_write)
         breq, bresp = compute.bias_read.req, compute.bias_read.resp
         stream_copy(breq, bias_scale.bias_read, addr=breq.payload.entry)
@@ -307,7 +346,7 @@ class Accelerator(wiring.Component):
                 sresp.payload.data[c].shift.eq(bias_scale.scale_data.payload.shift[c]),
             ]
         # Segment tables: LOADT PWL writes them (the SHIFT beat, last, marks a function loaded).
-        stream_copy(load.table_write, tables.write)
+        stream_copy(fence.table_write_out, tables.write)
         core.d.comb += [tables.clear.eq(started), compute.fn_loaded.eq(tables.loaded)]
         wiring.connect(core, epi.table, tables.lookup)
         # Epilogue rows and results.

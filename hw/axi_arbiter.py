@@ -5,15 +5,22 @@ beats return to the master named by the top bits of ``rid``, so masters may have
 outstanding at the same time and the slave may interleave their responses (AXI allows it across
 IDs). The AR choice is held from ``arvalid`` until its handshake (AXI requires a presented request
 to stay unchanged), then passes to the next master that asks.
+
+Each master's AR channel enters through a register slice (:class:`hw.dma.StreamSkid`): a
+master's ``arready`` is a flip-flop and the choice sees only flip-flops, so no path runs from
+one master's request through the choice into another master's state (the dispatcher's fetch and
+the load unit sit far apart). A request leaves one cycle after its handshake with the master at
+the earliest; one request per cycle still passes.
 """
 
 from __future__ import annotations
 
 from amaranth.hdl import Cat, Module, Mux, Signal
-from amaranth.lib import wiring
+from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.axi import axi4_read_signature
+from hw.dma import StreamSkid
 
 __all__ = ["AxiReadArbiter"]
 
@@ -44,6 +51,9 @@ class AxiReadArbiter(wiring.Component):
         self._masters = masters
         self._sel_bits = (masters - 1).bit_length()
         self._id_bits = id_bits
+        sig = axi4_read_signature(addr_bits, data_bits, id_bits)
+        self._ar_layout = data.StructLayout(
+            {name: sig.members[name].shape for name in (*_AR, "arid")})
         super().__init__(
             {
                 "inputs": In(axi4_read_signature(addr_bits, data_bits, id_bits)).array(masters),
@@ -58,11 +68,18 @@ class AxiReadArbiter(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         n, out = self._masters, self.out
+        # The masters' AR channels, registered.
+        ars = []
+        for i, inp in enumerate(self.inputs):
+            skid = m.submodules[f"ar_slice{i}"] = StreamSkid(self._ar_layout)
+            m.d.comb += [skid.i.valid.eq(inp.arvalid), inp.arready.eq(skid.i.ready)]
+            m.d.comb += [getattr(skid.i.payload, s).eq(getattr(inp, s)) for s in (*_AR, "arid")]
+            ars.append(skid.o)
         grant = Signal(range(n))
         locked = Signal()  # a granted request is on the port and not yet accepted
         choice = Signal(range(n))
         # Round robin: the first requesting master after the last one granted.
-        requests = Cat(*(inp.arvalid for inp in self.inputs))
+        requests = Cat(*(ar.valid for ar in ars))
         m.d.comb += choice.eq(grant)
         for offset in reversed(range(1, n + 1)):
             idx = Signal(range(n), name=f"candidate{offset}")
@@ -71,13 +88,13 @@ class AxiReadArbiter(wiring.Component):
                 m.d.comb += choice.eq(idx)
         current = Signal(range(n))
         m.d.comb += current.eq(Mux(locked, grant, choice))
-        for i, inp in enumerate(self.inputs):
+        for i, ar in enumerate(ars):
             with m.If(current == i):
-                m.d.comb += [getattr(out, s).eq(getattr(inp, s)) for s in _AR]
+                m.d.comb += [getattr(out, s).eq(getattr(ar.payload, s)) for s in _AR]
                 m.d.comb += [
-                    out.arid.eq(Cat(inp.arid, i)[: len(out.arid)]),
-                    out.arvalid.eq(inp.arvalid),
-                    inp.arready.eq(out.arready),
+                    out.arid.eq(Cat(ar.payload.arid, i)[: len(out.arid)]),
+                    out.arvalid.eq(ar.valid),
+                    ar.ready.eq(out.arready),
                 ]
         with m.If(out.arvalid & out.arready):
             m.d.sync += [locked.eq(0), grant.eq(current)]

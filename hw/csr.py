@@ -11,7 +11,7 @@ high word of the same cycle; reading the high word returns the latched value. Re
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Signal
+from amaranth.hdl import Cat, Const, Module, ResetSignal, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -43,6 +43,12 @@ class Csr(wiring.Component):
         The slave port.
     start, soft_reset : Out(1)
         One-cycle pulses from ``CTRL``.
+    core_reset : Out(1)
+        A flip-flop: high in the cycle after the domain reset or a ``CTRL.soft_reset`` write
+        (with ``soft_reset``), and in the first cycle; the reset of everything but the register
+        file, so that its nets start at a flip-flop with no logic before them.
+    reset_request : Out(1)
+        ``core_reset``'s next value (for resets registered elsewhere in step with it).
     irq_enable : Out(1)
         ``CTRL.irq_enable``.
     prog_addr : Out(64)
@@ -70,6 +76,8 @@ class Csr(wiring.Component):
                 "bus": In(axi4_lite_signature(CSR_ADDR_BITS, 32)),
                 "start": Out(1),
                 "soft_reset": Out(1),
+                "core_reset": Out(1),
+                "reset_request": Out(1),
                 "irq_enable": Out(1),
                 "prog_addr": Out(64),
                 "prog_len": Out(32),
@@ -158,10 +166,17 @@ class Csr(wiring.Component):
                             m.d.sync += target.eq((target & ~keep) | (w_data & keep))
         start_field, reset_field = ctrl.field("start"), ctrl.field("soft_reset")
         ctrl_write = write_now & (word_index == ctrl.offset // REGISTER_BYTES)
+        soft_write = ctrl_write & w_strb[0] & w_data[reset_field.lsb]
         m.d.sync += [
             self.start.eq(ctrl_write & w_strb[0] & w_data[start_field.lsb]),
-            self.soft_reset.eq(ctrl_write & w_strb[0] & w_data[reset_field.lsb]),
+            self.soft_reset.eq(soft_write),
         ]
+        core_reset = Signal(reset_less=True, init=1)
+        m.d.comb += [
+            self.reset_request.eq(ResetSignal() | soft_write),
+            self.core_reset.eq(core_reset),
+        ]
+        m.d.sync += core_reset.eq(self.reset_request)
 
         # ---------------------------------------------------------------- reads
         high_latch = Signal(32)
