@@ -337,7 +337,11 @@ class ComputeUnit(wiring.Component):
         ]
         flush = self.flush_above
         drop_cmd = flush.valid & (self.cmd.payload.pc > flush.pc)
-        drop_held = flush.valid & (ins.pc > flush.pc)
+        # The held instruction's flush compare, registered: DECIDE and WAIT (at least two
+        # cycles after `ins` loads) see it a cycle late, as if the flush had come a cycle later
+        # (an instruction issued before its flush arrives is handled downstream either way).
+        drop_held = Signal()
+        m.d.sync += drop_held.eq(flush.valid & (ins.pc > flush.pc))
 
         gemm_issue = Signal()
         epi_issue = Signal()
