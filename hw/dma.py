@@ -480,7 +480,7 @@ class AxiReadEngine(wiring.Component):
         self._desc = SyncFIFOBuffered(
             width=len(self._realigner.cmd.payload.as_value()), depth=max_outstanding
         )
-        self._skid = StreamRing(self._realigner.o.payload.shape())
+        self._skid = StreamSkid(self._realigner.o.payload.shape())
         req_layout = data.StructLayout(
             {"addr": addr_bits, "nbytes": len_bits, "dst_off": max(1, _log2(bw))}
         )
@@ -556,8 +556,9 @@ class AxiReadEngine(wiring.Component):
             ra.i.payload.error.eq(axi.rresp[1]),
             axi.rready.eq(ra.i.ready),
         ]
-        # The two-entry queue keeps the consumer's ready (and the data) off the realigner's and
-        # the R channel's combinational paths; the consumer's ready moves only its read pointer.
+        # The register slice keeps the consumer's ready (and the data) off the realigner's and
+        # the R channel's combinational paths. (A StreamSkid, not a StreamRing: the load unit's
+        # table parser compares the data straight from its registers; its pop is shallow.)
         m.submodules.skid = skid = self._skid
         wiring.connect(m, ra.o, skid.i)
         wiring.connect(m, skid.o, wiring.flipped(self.data))
