@@ -170,11 +170,6 @@ COUNTERS = ("busy", "stall_l2c", "stall_s2c", "stall_c2l", "stall_c2s", "stall_i
             "array_rows", "retired")
 
 
-def _overlap(a0, an, b0, bn):
-    """Row ranges ``[a0, a0 + an)`` and ``[b0, b0 + bn)`` intersect."""
-    return (a0 < b0 + bn) & (b0 < a0 + an)
-
-
 class ComputeUnit(wiring.Component):
     """GEMM/EPI sequencer around the systolic array (see module docs for behaviour).
 
@@ -323,6 +318,13 @@ class ComputeUnit(wiring.Component):
         e_nm = Signal(24)
         w_rows = Signal(31)
         scale_count = Signal(24)
+        # The EPI's overlap checks as differences of the range starts, formed in CHECK:
+        # [a0, a0 + an) and [b0, b0 + bn) intersect iff a0 - b0 < bn and b0 - a0 < an, so BOUNDS
+        # compares without adding first.
+        dst_src = Signal(signed(22))  # e.dst - e.src
+        src_dst = Signal(signed(22))
+        dst_scale = Signal(signed(22))  # e.dst - e.scale
+        scale_dst = Signal(signed(22))
         # An EPI's FN_UNLOADED check waits for its tokens (the LOADT that loads the function is
         # ordered before it only by them); the checks after it in docs/isa.md's order are
         # decided before but reported after it: ``late_code`` holds the first (0: none).
@@ -337,7 +339,11 @@ class ComputeUnit(wiring.Component):
         ]
         flush = self.flush_above
         drop_cmd = flush.valid & (self.cmd.payload.pc > flush.pc)
-        drop_held = flush.valid & (ins.pc > flush.pc)
+        # The held instruction's flush compare, registered: DECIDE and WAIT (at least two
+        # cycles after `ins` loads) see it a cycle late, as if the flush had come a cycle later
+        # (an instruction issued before its flush arrives is handled downstream either way).
+        drop_held = Signal()
+        m.d.sync += drop_held.eq(flush.valid & (ins.pc > flush.pc))
 
         gemm_issue = Signal()
         epi_issue = Signal()
@@ -425,11 +431,11 @@ class ComputeUnit(wiring.Component):
             ("col", to_scale & (e.col >= C), StatusCode.FIELD_RANGE, True),
             ("shift", to_scale & (e.out_shift > MAX_SHIFT), StatusCode.FIELD_RANGE, True),
             ("scale_dst", to_scale & (e.dst + e_nm > entries), StatusCode.TABLE_RANGE, True),
-            ("scale_overlap", to_scale & _overlap(e.dst, e_nm, e.scale, scale_count),
+            ("scale_overlap", to_scale & (dst_scale < scale_count) & (scale_dst < e_nm),
              StatusCode.FIELD_RANGE, True),
             ("spad_dst", to_spad & (e.dst + e_nm > spad_rows), StatusCode.SPAD_RANGE, True),
             ("acc_dst", to_acc & (e.dst + e_nm > acc_rows), StatusCode.ACC_RANGE, True),
-            ("acc_overlap", to_acc & (e.dst != e.src) & _overlap(e.dst, e_nm, e.src, e_nm),
+            ("acc_overlap", to_acc & (e.dst != e.src) & (dst_src < e_nm) & (src_dst < e_nm),
              StatusCode.FIELD_RANGE, True),
         ]
         gemm_bad = {name: Signal(name=f"gemm_bad_{name}") for name, _, _ in gemm_checks}
@@ -451,6 +457,10 @@ class ComputeUnit(wiring.Component):
                 g_nm.eq(g.n_tiles * g.m),
                 e_nm.eq(e.n_tiles * e.m),
                 scale_count.eq(Mux(e.scale_mode == ScaleMode.COL, e.n_tiles * C, e.m)),
+                dst_src.eq(e.dst - e.src),
+                src_dst.eq(e.src - e.dst),
+                dst_scale.eq(e.dst - e.scale),
+                scale_dst.eq(e.scale - e.dst),
             ]
             goto(BOUNDS)
         with m.Elif(state == BOUNDS):

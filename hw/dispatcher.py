@@ -39,7 +39,7 @@ from hw.axi import AXI_BURST_INCR, AXI_CACHE, axi4_read_signature
 from hw.config import AcceleratorConfig
 from hw.csr import CODE_BITS, PC_BITS
 from hw.decoder import Decoder, UnitCode
-from hw.dma import StreamSkid
+from hw.dma import StreamRing
 from hw.isa import WORD_BITS, WORD_BYTES, Opcode, field_specs
 from hw.registers import RunState
 from hw.unit_ports import AXI_ID_BITS, ERROR_SIGNATURE, FLUSH_SIGNATURE, unit_command_layout
@@ -168,11 +168,12 @@ class Dispatcher(wiring.Component):
         remaining = Signal(65)
         burst = Signal(range(chunk_beats + 1))
         to_chunk = Signal(range(chunk_beats + 1))
-        m.d.comb += [
+        # bytes left and beats to the chunk's end, registered from req_addr (`settled1`)
+        m.d.sync += [
             remaining.eq(fetch_limit - req_addr),
             to_chunk.eq(chunk_beats - req_addr[log_bus:][: (chunk_beats - 1).bit_length()]),
-            burst.eq(to_chunk),
         ]
+        m.d.comb += burst.eq(to_chunk)
         with m.If(remaining < FETCH_CHUNK_BYTES):
             end_beats = (remaining + bus_bytes - 1) >> log_bus
             with m.If(end_beats < to_chunk):
@@ -184,17 +185,20 @@ class Dispatcher(wiring.Component):
             axi.arcache.eq(AXI_CACHE),
             axi.rready.eq(1),
         ]
-        # The next burst's size and whether one is left, registered from req_addr: they are
-        # current from the second cycle after req_addr changes (`settled`), so a burst is
-        # requested at most every other cycle (each is up to a chunk of beats).
+        # The next burst's size and whether one is left, registered in two steps from
+        # req_addr (the subtraction, then the size): they are current from the third cycle
+        # after req_addr changes (`settled`), so a burst is requested at most every third
+        # cycle (each is up to a chunk of beats).
         burst_r = Signal.like(burst)
         more_r = Signal()
+        settled1 = Signal()
         settled = Signal()
-        m.d.sync += [burst_r.eq(burst), more_r.eq(req_addr < fetch_limit), settled.eq(1)]
+        m.d.sync += [burst_r.eq(burst), more_r.eq(req_addr < fetch_limit), settled1.eq(1),
+                     settled.eq(settled1)]
         can_request = running & ~stopped & settled & more_r & (inflight + burst_r <= depth)
         with m.If(axi.arvalid & axi.arready):
             m.d.sync += [axi.arvalid.eq(0), req_addr.eq(req_addr + ((axi.arlen + 1) << log_bus)),
-                         settled.eq(0)]
+                         settled1.eq(0), settled.eq(0)]
         with m.Elif(~axi.arvalid & can_request):
             m.d.sync += [
                 axi.arvalid.eq(1),
@@ -267,31 +271,52 @@ class Dispatcher(wiring.Component):
         dec = self._decoder
         m.submodules.decoder = dec
         m.d.comb += dec.word.eq(word_data)
-        # A two-entry register slice (hw.dma.StreamSkid): its input ready is a flip-flop, so
-        # the dispatch decision (`d_take`) reaches only the slice, not the prefetch buffer and
-        # the gearbox behind it. A new run empties it.
+        # A two-entry queue (hw.dma.StreamRing): its input ready is a flip-flop, so the
+        # dispatch decision (`d_take`) reaches neither the prefetch buffer nor the gearbox
+        # behind it, and taking a word moves only its read pointer (not the enables of ~150
+        # bits of entries). A new run empties it.
+        # The word's class is decided as it enters (`kind`, and the status code of a word that
+        # cannot be dispatched), so the dispatch decision reads flags, not decoder outputs.
         decoded_layout = data.StructLayout({
-            "word": WORD_BITS, "illegal": 1, "err": 1, "unit": UnitCode,
-            "setbase_bad": 1,  # a SETBASE's value out of range (checked as the word loads)
+            "word": WORD_BITS, "unit": UnitCode,
+            "bad": 1,  # a beat error, an illegal word or a SETBASE value out of range
+            "bad_code": CODE_BITS,
+            "halt": 1,  # a legal HALT
+            "setbase": 1,  # a legal SETBASE with its value in range
+            "queued": 1,  # a legal instruction of a unit's queue
         })
-        m.submodules.decoded = skid = ResetInserter(accept_start)(StreamSkid(decoded_layout))
+        m.submodules.decoded = skid = ResetInserter(accept_start)(StreamRing(decoded_layout))
         d_valid = skid.o.valid
         d_word = skid.o.payload.word
-        d_illegal = skid.o.payload.illegal
-        d_err = skid.o.payload.err
         d_unit = skid.o.payload.unit
-        d_setbase_bad = skid.o.payload.setbase_bad
         d_take = Signal()  # the decoded word leaves the register this cycle
+        i_legal = ~word_err & ~dec.illegal
+        i_dispatch = dec.unit == UnitCode.DISPATCH
+        i_halt = dec.decoded.header.opcode == Opcode.HALT
+        i_setbase_bad = dec.decoded.body.setbase.value >> addr_bits != 0
+        i_bad_code = Signal(CODE_BITS)
+        with m.If(word_err):
+            m.d.comb += i_bad_code.eq(StatusCode.DRAM_RANGE)
+        with m.Elif(dec.illegal):
+            m.d.comb += i_bad_code.eq(StatusCode.ILLEGAL_INSTRUCTION)
+        with m.Else():
+            m.d.comb += i_bad_code.eq(StatusCode.FIELD_RANGE)
         m.d.comb += [
             skid.i.valid.eq(word_valid),
             skid.i.payload.word.eq(word_data),
-            skid.i.payload.illegal.eq(dec.illegal),
-            skid.i.payload.err.eq(word_err),
             skid.i.payload.unit.eq(dec.unit),
-            skid.i.payload.setbase_bad.eq(dec.decoded.body.setbase.value >> addr_bits != 0),
+            skid.i.payload.bad.eq(~i_legal | i_dispatch & ~i_halt & i_setbase_bad),
+            skid.i.payload.bad_code.eq(i_bad_code),
+            skid.i.payload.halt.eq(i_legal & i_dispatch & i_halt),
+            skid.i.payload.setbase.eq(i_legal & i_dispatch & ~i_halt & ~i_setbase_bad),
+            skid.i.payload.queued.eq(i_legal & ~i_dispatch),
             word_ready.eq(skid.i.ready),
             skid.o.ready.eq(d_take),
         ]
+        d_bad = skid.o.payload.bad
+        d_halt = skid.o.payload.halt
+        d_setbase = skid.o.payload.setbase
+        d_queued = skid.o.payload.queued
         d_view = data.View(dec.decoded.shape(), d_word)
 
         # ------------------------------------------------------------ dispatch
@@ -352,26 +377,25 @@ class Dispatcher(wiring.Component):
                 m.d.comb += [own_err.eq(1), own_code.eq(StatusCode.DRAM_RANGE)]
             with m.Elif(~d_valid):
                 m.d.comb += self.stall_fetch.eq(1)
-            with m.Elif(d_err):
-                m.d.comb += [own_err.eq(1), own_code.eq(StatusCode.DRAM_RANGE)]
-            with m.Elif(d_illegal):
-                m.d.comb += [own_err.eq(1), own_code.eq(StatusCode.ILLEGAL_INSTRUCTION)]
-            with m.Elif(d_unit == UnitCode.DISPATCH):
-                with m.If(d_view.header.opcode == Opcode.HALT):
-                    m.d.comb += [advance.eq(1), self.retire.eq(1)]
-                    m.d.sync += [halted.eq(1), halt_pc.eq(pc)]
-                with m.Else():  # SETBASE
-                    setbase = d_view.body.setbase
-                    with m.If(d_setbase_bad):
-                        m.d.comb += [own_err.eq(1), own_code.eq(StatusCode.FIELD_RANGE)]
-                    with m.Else():
-                        m.d.comb += [advance.eq(1), self.retire.eq(1)]
-                        for i, reg in enumerate(base_regs):
-                            with m.If(setbase.reg == i):
-                                m.d.sync += reg.eq(setbase.value)
-            with m.Else():  # a unit's instruction
-                m.d.comb += [slot_load.eq(slot_free), advance.eq(slot_free),
-                             self.stall_dispatch.eq(~slot_free)]
+            with m.Elif(d_bad):
+                m.d.comb += [own_err.eq(1), own_code.eq(skid.o.payload.bad_code)]
+            with m.Elif(d_queued):  # a unit's instruction
+                m.d.comb += self.stall_dispatch.eq(~slot_free)
+        # The flags are exclusive (`bad`, `halt`, `setbase`, `queued`: one per word), so each
+        # action is one AND of flip-flops with `go`, not the end of the priority chain above.
+        go = Signal()
+        m.d.comb += go.eq(can_dispatch & ~at_end & ~addr_out & d_valid)
+        with m.If(go & d_halt):
+            m.d.sync += [halted.eq(1), halt_pc.eq(pc)]
+        setbase = d_view.body.setbase
+        for i, reg in enumerate(base_regs):
+            with m.If(go & d_setbase & (setbase.reg == i)):
+                m.d.sync += reg.eq(setbase.value)
+        m.d.comb += [
+            self.retire.eq(go & (d_halt | d_setbase)),
+            slot_load.eq(go & d_queued & slot_free),
+            advance.eq(go & (d_halt | d_setbase | d_queued & slot_free)),
+        ]
         m.d.comb += d_take.eq(advance)
         # Words left before the program's end and before 2**addr_bits count down with pc, so
         # `at_end` and `addr_out` follow from a compare with a constant (no add before it).
@@ -385,10 +409,19 @@ class Dispatcher(wiring.Component):
             ]
 
         # ------------------------------------------------------------ queue heads, flush
+        # A head above the error's offset is dropped here without reaching its unit. The
+        # compare is registered (`above`), and trusted only while the head has not changed
+        # (`settled`): the error's offset only decreases while it is valid, so a registered
+        # "above" stays true. A head shown to its unit before its `above` settles is dropped
+        # by the unit itself (every unit compares `flush` with the words it takes and holds).
         for u in UNITS:
             q, out = queues[u], getattr(self, f"{u}_cmd")
             head = data.View(cmd_layout, q.r_data)
-            discard = err_valid & (head.pc > err_pc)
+            above = Signal(name=f"{u}_above")
+            settled = Signal(name=f"{u}_settled")
+            m.d.sync += [above.eq(err_valid & (head.pc > err_pc)),
+                         settled.eq(q.r_rdy & ~q.r_en)]
+            discard = above & settled
             m.d.comb += [
                 out.payload.eq(q.r_data),
                 out.valid.eq(q.r_rdy & ~discard),
@@ -467,6 +500,7 @@ class Dispatcher(wiring.Component):
                 at_end.eq(self.prog_len == 0),
                 addr_out.eq(self.prog_addr >> addr_bits != 0),
                 req_addr.eq(self.prog_addr & ~(bus_bytes - 1)),
+                settled1.eq(0),
                 settled.eq(0),
                 fetch_limit.eq(end),
                 inflight.eq(0),

@@ -31,7 +31,7 @@ from hw.axi import (
     const_fields,
 )
 
-__all__ = ["AxiReadEngine", "AxiWriteEngine", "ByteRealigner", "StreamSkid"]
+__all__ = ["AxiReadEngine", "AxiWriteEngine", "ByteRealigner", "StreamRing", "StreamSkid"]
 
 
 def _check_int(name: str, value, lo: int, hi: int, pow2: bool = False) -> None:
@@ -225,6 +225,55 @@ class StreamSkid(wiring.Component):
                 m.d.sync += [main.eq(self.i.payload), main_valid.eq(1)]
             with m.Else():
                 m.d.sync += [spare.eq(self.i.payload), spare_valid.eq(1)]
+        return m
+
+
+class StreamRing(wiring.Component):
+    """A two-entry queue whose pop moves only a read pointer.
+
+    Like :class:`StreamSkid`, ``i.ready`` and ``o.valid`` come from flip-flops and one beat per
+    cycle passes in order; unlike it, the entry under the write pointer takes ``i.payload`` in
+    every cycle it is free (its enable is the write pointer and the fill level, never
+    ``i.valid`` or ``o.ready``) and ``o.payload`` is a two-way multiplexer selected by the read
+    pointer. A producer's valid or a consumer's pop that is deep logic therefore drives only
+    the pointers and the fill level, not the enables of two wide payload registers; the price
+    is one LUT on ``o.payload``.
+
+    Parameters
+    ----------
+    shape : shape-like
+        The payload shape.
+    """
+
+    def __init__(self, shape) -> None:
+        super().__init__({"i": In(stream.Signature(shape)), "o": Out(stream.Signature(shape))})
+
+    def elaborate(self, platform):
+        m = Module()
+        # (no reset: a reset empties the queue through `count`; the entries' fan-out stays off
+        # the reset net)
+        entry = [Signal.like(self.o.payload.as_value(), name=f"entry{k}", reset_less=True)
+                 for k in range(2)]
+        wp = Signal()
+        rp = Signal()
+        count = Signal(2)  # 0, 1 or 2: count[1] is "full"
+        push = self.i.valid & ~count[1]
+        pop = self.o.valid & self.o.ready
+        m.d.comb += [
+            self.i.ready.eq(~count[1]),
+            self.o.valid.eq(count != 0),
+            self.o.payload.eq(Mux(rp, entry[1], entry[0])),
+        ]
+        with m.If(push):
+            m.d.sync += wp.eq(~wp)
+        # The free entry under the write pointer takes the payload whether or not it is
+        # valid (nothing reads a free entry): its enable is two flip-flops.
+        for k in range(2):
+            with m.If((wp == k) & ~count[1]):
+                m.d.sync += entry[k].eq(self.i.payload)
+        with m.If(pop):
+            m.d.sync += rp.eq(~rp)
+        m.d.sync += count.eq(count + push - pop)
         return m
 
 
@@ -435,7 +484,7 @@ class AxiReadEngine(wiring.Component):
         req_layout = data.StructLayout(
             {"addr": addr_bits, "nbytes": len_bits, "dst_off": max(1, _log2(bw))}
         )
-        self._req_skid = StreamSkid(req_layout)
+        self._req_skid = StreamRing(req_layout)
         super().__init__(
             {
                 "req": In(stream.Signature(req_layout)),
@@ -508,7 +557,8 @@ class AxiReadEngine(wiring.Component):
             axi.rready.eq(ra.i.ready),
         ]
         # The register slice keeps the consumer's ready (and the data) off the realigner's and
-        # the R channel's combinational paths.
+        # the R channel's combinational paths. (A StreamSkid, not a StreamRing: the load unit's
+        # table parser compares the data straight from its registers; its pop is shallow.)
         m.submodules.skid = skid = self._skid
         wiring.connect(m, ra.o, skid.i)
         wiring.connect(m, skid.o, wiring.flipped(self.data))
@@ -571,7 +621,7 @@ class AxiWriteEngine(wiring.Component):
         )
         self._bursts = SyncFIFOBuffered(width=8, depth=max_outstanding)
         req_layout = data.StructLayout({"addr": addr_bits, "nbytes": len_bits})
-        self._req_skid = StreamSkid(req_layout)
+        self._req_skid = StreamRing(req_layout)
         super().__init__(
             {
                 "req": In(stream.Signature(req_layout)),

@@ -399,6 +399,7 @@ class LoadUnit(wiring.Component):
                 "has": 1,
                 "first_beat": max(1, (row_beats - 1).bit_length()),
                 "nbeats": row_beats.bit_length(),
+                "single": 1,  # nbeats == 1, computed on the way in
             }
         )
         m.submodules.desc = desc = SyncFIFOBuffered(
@@ -423,6 +424,11 @@ class LoadUnit(wiring.Component):
                 "limit_ok": 1,
                 "mergeable": 1,
                 "contig": 1,  # starts where the previous row with data ended
+                # the merge logic's conditions on the row alone, combined on the way in
+                "ok": 1,  # has & limit_ok
+                "alone": 1,  # ok & ~mergeable: requested by itself
+                "starts": 1,  # ok & mergeable: may start a run
+                "joins": 1,  # ok & mergeable & contig: may join the pending run
                 "lo_byte": 10,
                 "nbytes": 10,
                 "start": signed(61),
@@ -430,16 +436,24 @@ class LoadUnit(wiring.Component):
         )
         m.submodules.rowq = rowq = SyncFIFOBuffered(width=queue_layout.size, depth=ROW_QUEUE)
         q_in = Signal(queue_layout)
+        q_limit_ok, q_mergeable, q_contig = Signal(), Signal(), Signal()
         head = Signal(queue_layout)
         m.d.comb += [
             q_in.row.eq(s2_row),
             q_in.has.eq(s2_has),
-            q_in.limit_ok.eq((s2_end <= self.dram_limit) & (s2_end <= addr_limit)),
-            q_in.mergeable.eq(s2_full & merge_ok),
-            q_in.contig.eq(s2_start == prev_end),
+            q_limit_ok.eq((s2_end <= self.dram_limit) & (s2_end <= addr_limit)),
+            q_mergeable.eq(s2_full & merge_ok),
+            q_contig.eq(s2_start == prev_end),
+            q_in.limit_ok.eq(q_limit_ok),
+            q_in.mergeable.eq(q_mergeable),
+            q_in.contig.eq(q_contig),
             q_in.lo_byte.eq(s2_lo_byte),
             q_in.nbytes.eq(s2_nbytes),
             q_in.start.eq(s2_start),
+            q_in.ok.eq(s2_has & q_limit_ok),
+            q_in.alone.eq(s2_has & q_limit_ok & ~q_mergeable),
+            q_in.starts.eq(s2_has & q_limit_ok & q_mergeable),
+            q_in.joins.eq(s2_has & q_limit_ok & q_mergeable & q_contig),
             rowq.w_data.eq(q_in),
             rowq.w_en.eq(s2_valid),
             head.eq(rowq.r_data),
@@ -471,14 +485,13 @@ class LoadUnit(wiring.Component):
         descs = Signal(range(self._desc_depth + 1))
         desc_room = Signal(init=1)
         live = rowq.r_rdy & ~stop
-        data_ok = live & head.has & head.limit_ok
         req = rd.req
+        pend_room = Signal()  # pend_space != 0, registered with pend_space
         join = (
-            data_ok
-            & head.mergeable
+            live
+            & head.joins
             & pend_valid
-            & head.contig
-            & (pend_space != 0)
+            & pend_room
             # a run keeps growing while the engine has a request waiting or cannot take one
             & (~low_water | rd.queued | ~req.ready)
             & desc_room  # else the run must go: its rows' data frees descriptors
@@ -497,7 +510,7 @@ class LoadUnit(wiring.Component):
             ]
             with m.If(req.ready):
                 m.d.sync += pend_valid.eq(0)
-        with m.Elif(data_ok & ~head.mergeable):
+        with m.Elif(live & head.alone):
             m.d.comb += [
                 req.valid.eq(desc_room),
                 req.payload.addr.eq(head.start),
@@ -518,9 +531,10 @@ class LoadUnit(wiring.Component):
                 pend_nbytes.eq(pend_nbytes + head.nbytes),
                 pend_rows.eq(pend_rows + 1),
                 pend_space.eq(pend_space - 1),
+                pend_room.eq(pend_space != 1),
             ]
         # a new run starts when none is pending or in the cycle the pending one is requested
-        with m.If(data_ok & head.mergeable & (~pend_valid | pend_fire)):
+        with m.If(live & head.starts & (~pend_valid | pend_fire)):
             m.d.comb += row_issue.eq(desc_room)
             with m.If(desc_room):
                 m.d.sync += [
@@ -529,17 +543,21 @@ class LoadUnit(wiring.Component):
                     pend_nbytes.eq(head.nbytes),
                     pend_rows.eq(1),
                     pend_space.eq(run_rows - 1),
+                    pend_room.eq(run_rows != 1),
                 ]
         with m.If(live & ~head.has):
             m.d.comb += single.eq(desc_room)
         with m.If(single):
             m.d.comb += row_issue.eq(1)
         d_in = Signal(desc_layout)
+        d_nbeats = Signal.like(d_in.nbeats)
         m.d.comb += [
             d_in.row.eq(head.row),
             d_in.has.eq(head.has),
             d_in.first_beat.eq(head.lo_byte >> lb),
-            d_in.nbeats.eq(((head.lo_byte & (bw - 1)) + head.nbytes + bw - 1) >> lb),
+            d_nbeats.eq(((head.lo_byte & (bw - 1)) + head.nbytes + bw - 1) >> lb),
+            d_in.nbeats.eq(d_nbeats),
+            d_in.single.eq(d_nbeats == 1),
             desc.w_data.eq(d_in),
             desc.w_en.eq(row_issue),
             # rows of a stopped LOAD are dropped from the queue
@@ -621,6 +639,10 @@ class LoadUnit(wiring.Component):
         slot = Signal(range(row_beats + 1))
         beat = rd.data.payload
         placed = Signal(8 * bw * row_beats)
+        # `slot == desc_out.nbeats - 1` as a flip-flop: set when the head loads (from the
+        # descriptor's `single`; `slot` is 0 then) and when `slot` moves on, so the row-end
+        # decision in front of `rd.data.ready` and the row registers' enables is no compare.
+        at_last = Signal()
         target = desc_out.first_beat + slot
         m.d.comb += placed.eq(Cat(*[Mux(target == k, beat.data, 0) for k in range(row_beats)]))
         out_valid = Signal()
@@ -664,7 +686,7 @@ class LoadUnit(wiring.Component):
                         out_acc.eq(is_acc),
                     ]
             with m.Else():
-                row_end = slot == desc_out.nbeats - 1
+                row_end = at_last
                 takes = ~row_end | out_free
                 m.d.comb += rd.data.ready.eq(takes)
                 # (`rd.data.valid & takes`, not `data_fire`: the table parser's share of
@@ -683,7 +705,8 @@ class LoadUnit(wiring.Component):
                             slot.eq(0),
                         ]
                     with m.Else():
-                        m.d.sync += [row_reg.eq(row_reg | placed), slot.eq(slot + 1)]
+                        m.d.sync += [row_reg.eq(row_reg | placed), slot.eq(slot + 1),
+                                     at_last.eq(slot == desc_out.nbeats - 2)]
 
         # ---------------------------------------------------------------- table parser
         pos = Signal(max(1, lb))
@@ -856,6 +879,7 @@ class LoadUnit(wiring.Component):
                     idx.eq(0),
                     tab.eq(0),
                     slot.eq(0),
+                    at_last.eq(desc_out.single),
                     row_reg.eq(0),
                 ]
                 with m.If(op == Opcode.DMACFG):
@@ -1023,4 +1047,7 @@ class LoadUnit(wiring.Component):
                 m.d.comb += self.cmd.ready.eq(incoming_flushed)
 
         m.d.comb += self.stall_axi_read.eq(rd.busy & ~(self.axi.rvalid & self.axi.rready))
+        # (last: a head loading wins over the assembler's and the control's updates above)
+        with m.If(desc.r_rdy & desc.r_en):
+            m.d.sync += at_last.eq(desc_layout(desc.r_data).single)
         return m

@@ -23,6 +23,7 @@ from amaranth.lib.wiring import In, Out
 from hw.axi import axi4_write_signature
 from hw.config import AcceleratorConfig
 from hw.dma import AxiWriteEngine
+from hw.dsp import PipelinedMultiplier
 from hw.isa import MemSpace, Opcode
 from hw.unit_ports import (
     AXI_ID_BITS,
@@ -210,9 +211,19 @@ class StoreUnit(wiring.Component):
         base_addr = Signal(cfg.addr_bits + 33)
         count = Signal(24)
         span = Signal(45)  # (rows - 1) * stride (12 x 32 bits: no truncation)
-        # its partial products, one multiplier deep: the 32-bit stride in 16-bit halves
-        span_lo = Signal(28)
-        span_hi = Signal(28)
+        # its partial products, the 32-bit stride in 16-bit halves, each in a multiplier with
+        # registered operands and product (hw.dsp: on ECP5 the MULT18X18D's own registers). The
+        # operands come from the instruction register, loaded in IDLE; IDLE -> POP -> EXEC ->
+        # SPAN passes at least the multiplier's two clock edges, so SPAN reads the products.
+        rows_m1 = Signal(13)
+        m.d.comb += rows_m1.eq(st.rows - 1)
+        span_mul = []
+        for k in range(2):
+            mul = PipelinedMultiplier(len(rows_m1) + 1, 17)
+            m.submodules[f"span_mul{k}"] = mul
+            m.d.comb += [mul.a.eq(rows_m1), mul.b.eq(st.stride[16 * k:16 * (k + 1)])]
+            span_mul.append(mul.p[:28])
+        span_lo, span_hi = span_mul
         end0 = Signal(cfg.addr_bits + 40)  # base_addr + tile_bytes
         tile_bytes = Signal(22)  # tiles * row_bytes
         end_r = Signal(cfg.addr_bits + 40)  # base_addr + span + tile_bytes
@@ -389,8 +400,6 @@ class StoreUnit(wiring.Component):
                     nbeats.eq((rb + bw - 1) >> lb),
                     base_addr.eq(ins.base + st.offset),
                     count.eq(st.rows * st.tiles),
-                    span_lo.eq((st.rows - 1) * st.stride[:16]),
-                    span_hi.eq((st.rows - 1) * st.stride[16:]),
                     tile_bytes.eq(st.tiles * rb),
                     b_error.eq(0),
                 ]

@@ -74,20 +74,31 @@ class Transposer(wiring.Component):
             self.beats.valid.eq(full[0] & ~rsel | full[1] & rsel),
             self.idle.eq(~full[0] & ~full[1] & (wcount == 0)),
         ]
+        # The row buffers' enables are flip-flops: slot `wen[k][c]` is high while row `c` of
+        # buffer `k` is the next to arrive and that buffer is not full. The slot takes the
+        # input's payload in every such cycle, accepted or not (an unaccepted payload is
+        # overwritten before the buffer is full), so no decode of `wsel`/`wcount` and no
+        # handshake sits in front of the 2 x C x R x 8 buffer enables.
+        wen = [[Signal(name=f"wen{k}_{c}", init=(k == 0 and c == 0)) for c in range(C)]
+               for k in range(2)]
+        wsel_next = Signal()
+        wcount_next = Signal.like(wcount)
+        full_next = [Signal(name=f"full{k}_next") for k in range(2)]
+        m.d.comb += [wsel_next.eq(wsel), wcount_next.eq(wcount)]
+        m.d.comb += [full_next[k].eq(full[k]) for k in range(2)]
         for k in range(2):
-            with m.If(take & (wsel == k)):
-                for c in range(C):
-                    with m.If(wcount == c):
-                        m.d.sync += [buf[k][c][r].eq(self.rows.payload[r]) for r in range(R)]
+            for c in range(C):
+                with m.If(wen[k][c]):
+                    m.d.sync += [buf[k][c][r].eq(self.rows.payload[r]) for r in range(R)]
         with m.If(take):
             with m.If(wcount == C - 1):
-                m.d.sync += [wcount.eq(0), wsel.eq(~wsel)]
+                m.d.comb += [wcount_next.eq(0), wsel_next.eq(~wsel)]
                 with m.If(wsel):
-                    m.d.sync += full[1].eq(1)
+                    m.d.comb += full_next[1].eq(1)
                 with m.Else():
-                    m.d.sync += full[0].eq(1)
+                    m.d.comb += full_next[0].eq(1)
             with m.Else():
-                m.d.sync += wcount.eq(wcount + 1)
+                m.d.comb += wcount_next.eq(wcount + 1)
         for c in range(C):
             column = [Cat(*buf[k][c]) for k in range(2)]  # element r at bits 8r
             m.d.comb += self.beats.payload[c].eq(
@@ -96,9 +107,14 @@ class Transposer(wiring.Component):
             with m.If(rcount == R - 1):
                 m.d.sync += [rcount.eq(0), rsel.eq(~rsel)]
                 with m.If(rsel):
-                    m.d.sync += full[1].eq(0)
+                    m.d.comb += full_next[1].eq(0)
                 with m.Else():
-                    m.d.sync += full[0].eq(0)
+                    m.d.comb += full_next[0].eq(0)
             with m.Else():
                 m.d.sync += rcount.eq(rcount + 1)
+        m.d.sync += [wsel.eq(wsel_next), wcount.eq(wcount_next)]
+        m.d.sync += [full[k].eq(full_next[k]) for k in range(2)]
+        for k in range(2):
+            for c in range(C):
+                m.d.sync += wen[k][c].eq((wsel_next == k) & (wcount_next == c) & ~full_next[k])
         return m
