@@ -79,7 +79,7 @@ RANGES = {
     "load_row_done": range(0, 12), "load_pad_done": range(0, 20),
     "load_end": range(0, 6), "loadt_start": range(0, 12), "loadt_end": range(0, 8),
     "store_start": range(0, 10), "store_row_gap": range(0, 4), "store_w": range(0, 10),
-    "store_end": range(0, 8), "store_bank_wait": range(0, 4),
+    "store_end": range(0, 8), "store_bank_wait": range(0, 4), "gemm_store_wait": range(0, 3),
     "compute_issue_cycles": range(2, 7), "gemm_start": range(0, 10),
     "gemm_tail": range(0, 16), "gemm_block_extra": range(-2, 4), "gemm_overlap": range(0, 16),
     "epi_start": range(0, 16),
@@ -169,6 +169,19 @@ def directed_programs(cfg: AcceleratorConfig) -> dict[str, Program]:
         out[f"gemm 128 + store spad {label}"] = prog(
             spad, Load(geom=0, inner=256, length=L),
             Load(geom=0, dst=per, inner=128, length=L, push_next=True), fill[2], g, st)
+    # a STORE beside GEMMs streaming their operands from the bank it reads, before them and
+    # after them in program order (both lose the port to the other), and from another bank
+    rows = min(512, per)
+    for label, src in (("same bank", per), ("other bank", 2 * per)):
+        if src + 400 > cfg.scratchpad_rows:
+            continue
+        st = Store(src=src, rows=400, stride=L, length=L, offset=1 << 15, pop_prev=True)
+        gemms = [Gemm(w=0, a=per, acc=0, m=8 * cfg.rows, k_tiles=1, n_tiles=1)] * 8
+        loads = [spad, Load(geom=0, inner=rows, length=L),
+                 Load(geom=0, dst=per, inner=rows, length=L),
+                 Load(geom=0, dst=src, inner=400, length=L, push_next=True), fill[2]]
+        out[f"store 400 + gemms from its bank, {label}"] = prog(*loads, st, *gemms)
+        out[f"gemms + store 400 from their bank, {label}"] = prog(*loads, *gemms, st)
     tables = [Loadt(kind=TableKind.PWL, dst=0, count=1, offset=TABLE_AT),
               Loadt(kind=TableKind.BIAS, dst=0, count=64, offset=TABLE_AT + 2048)]
     base = [spad, *tables, Load(geom=0, inner=512, length=L, push_next=True)]
@@ -438,7 +451,9 @@ REFERENCE = ("tiny load spad 64", "tiny store spad gaps 64 x2", "tiny gemm 64/4/
              "default load padding 9 + strided 7 x16", "default load rows pitch 17 400",
              "tiny load padding 9 x16", "default gemm 128 + store spad same bank",
              "default epi beside accumulating gemms, same half",
-             "default acc loads beside accumulating gemms, same half")
+             "default acc loads beside accumulating gemms, same half",
+             "default store 400 + gemms from its bank, same bank",
+             "default gemms + store 400 from their bank, same bank")
 
 
 def main(argv=None) -> int:

@@ -29,8 +29,13 @@ docs/dma.md):
   channel); rows of whole beats that follow each other in DRAM share one write request (up to
   16 rows), other rows get one request each; W beats one a cycle; at most ``STORE_BURSTS`` bursts
   wait for their B response, which the DRAM gives ``write_latency`` cycles after the last W
-  beat. The STORE completes with its last B response. A scratchpad bank has one read port: a
-  row read waits ``store_bank_wait`` cycles while a GEMM streams from the bank it reads.
+  beat. The STORE completes with its last B response. A scratchpad bank has one read port,
+  shared round robin by the STORE and the GEMM's operand and weight reads: a row read waits
+  ``store_bank_wait`` cycles while a GEMM streams operands from the bank it reads (inside a
+  weight window, as often as the preloads read there); the GEMM's operand stream loses
+  ``gemm_store_wait`` cycles per STORE read of its bank while it streams, at most one per
+  operand row, whichever of the two comes first in program order (a STORE booked after the
+  GEMMs moves the compute unit's later events).
 * **Compute unit.** Issue takes ``compute_issue_cycles`` per instruction (check, decide, wait
   for tokens, descriptor-queue room, retire-queue room and the EPI interlock). GEMM: each
   weight block preloads in ``rows`` cycles (``cols`` transposed) behind the previous block's
@@ -177,6 +182,10 @@ class CycleParams:
     store_bank_wait : int
         Cycles a STORE's scratchpad row read waits while a GEMM streams from the same bank (the
         bank's one read port serves both in turn).
+    gemm_store_wait : int
+        Cycles a GEMM's operand stream loses per STORE row read from a scratchpad bank it
+        streams from while it streams (the other side of ``store_bank_wait``, for STOREs booked
+        before the GEMM).
     compute_issue_cycles : int
         Cycles the compute unit's issue stage spends per instruction.
     gemm_start : int
@@ -221,6 +230,7 @@ class CycleParams:
     store_w: int = _calibrated("store_w", 4)
     store_end: int = _calibrated("store_end", 2)
     store_bank_wait: int = _calibrated("store_bank_wait", 1)
+    gemm_store_wait: int = _calibrated("gemm_store_wait", 1)
     compute_issue_cycles: int = _calibrated("compute_issue_cycles", 4)
     gemm_start: int = _calibrated("gemm_start", 4)
     gemm_tail: int = _calibrated("gemm_tail", 7)
@@ -253,6 +263,7 @@ _HAND_SET = dict(dram_latency=60, write_latency=None, fetch_start=2, decode_cycl
                  load_ar=1, load_row_done=2, load_pad_done=2, load_end=2, loadt_start=6,
                  loadt_end=2,
                  store_start=4, store_row_gap=1, store_w=4, store_end=2, store_bank_wait=1,
+                 gemm_store_wait=1,
                  compute_issue_cycles=4, gemm_start=4, gemm_tail=7, gemm_block_extra=0,
                  gemm_overlap=5, epi_start=4, epi_tail=20, epi_bank_wait=1, retire_cycles=1,
                  token_cycles=1)
@@ -418,8 +429,14 @@ class _Machine:
         self.rch = _ReadChannel()
         self.bases = [0, 0, 0, 0]
         self.slots: dict[int, Dmacfg] = {}
-        # GEMM reads of the scratchpad: (first cycle, end, bit mask of the banks read)
-        self.spad_reads: list[tuple[int, int, int]] = []
+        # GEMM reads of the scratchpad: (first preload, first operand row, end of the operand
+        # stream, bank mask of the operands, bank mask of the weights, the preloads' share of
+        # the cycles from the first preload to the stream's end)
+        self.spad_reads: list[tuple[int, int, int, int, int, float]] = []
+        # STORE row reads of the scratchpad: per bank, the cycles of its reads (ascending)
+        self.store_reads: dict[int, list[int]] = {}
+        # what the last STORE took from GEMM operand streams booked before it: (from, cycles)
+        self.port_theft: tuple[int, int] = (0, 0)
         # GEMM result streams: (first result row, end, bit mask of the accumulator halves)
         self.acc_streams: list[tuple[int, int, int]] = []
         # dispatcher
@@ -463,6 +480,39 @@ class _Machine:
 
     def word_left(self, w: int, t: int) -> None:
         self.word_out.append(t)
+
+    # ---------------------------------------------------------------- scratchpad read ports
+
+    def store_read(self, bank: int, t: int) -> None:
+        """Record a STORE's row read of scratchpad bank ``bank`` in cycle ``t``."""
+        reads = self.store_reads.setdefault(bank, [])
+        if reads and t < reads[-1]:
+            bisect.insort(reads, t)
+        else:
+            reads.append(t)
+        if len(reads) > 65536:  # forget the distant past
+            del reads[:32768]
+
+    def operand_port_delay(self, banks: int, start: int, end: int, rows: int) -> int:
+        """Cycles a GEMM's operand stream ``[start, end)`` from scratchpad banks ``banks`` (bit
+        mask) loses to STORE reads booked before it: the bank's read port serves its clients
+        round robin, so every STORE read in the stream takes a cycle from it, and at most one
+        between two operand rows (at most ``rows``). The stream grows by what it lost, which
+        can meet more reads: the count is taken to its fixed point."""
+        if not self.p.gemm_store_wait or not self.store_reads:
+            return 0
+        lists = [r for b, r in self.store_reads.items() if banks >> b & 1 and r
+                 and r[-1] >= start]
+        if not lists:
+            return 0
+        lost = 0
+        while True:
+            seen = sum(bisect.bisect_left(r, end + lost) - bisect.bisect_left(r, start)
+                       for r in lists)
+            new = min(seen * self.p.gemm_store_wait, rows)
+            if new <= lost:
+                return lost
+            lost = new
 
 
 def _load_rows(m: _Machine, ins: Load) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
@@ -696,11 +746,17 @@ def _store_transfer(m: _Machine, ins: Store, t0: int) -> int:
             last_b = max(last_b, tw + wl + 1)
         w_free = tw
 
-    # GEMMs streaming from a bank this STORE reads share its one read port (round robin)
+    # GEMMs streaming from a bank this STORE reads share its one read port (round robin): a
+    # row read inside an operand stream from its bank waits; inside a weight window it waits
+    # as often as the preloads read there (their share of the window)
     per = m.cfg.scratchpad_rows // m.cfg.scratchpad_banks
-    m.spad_reads[:] = [g for g in m.spad_reads if g[1] > t0]
-    shared = [g for g in m.spad_reads
-              if ins.mem == MemSpace.SPAD and g[2] & _bank_mask(m.cfg, ins.src, n)]
+    m.spad_reads[:] = [g for g in m.spad_reads if g[2] > t0]
+    shared = []
+    if ins.mem == MemSpace.SPAD:
+        banks = _bank_mask(m.cfg, ins.src, n)
+        shared = [g for g in m.spad_reads if (g[3] | g[4]) & banks]
+    share = 0.0  # preload reads met so far, in rows
+    mine: dict[int, list[int]] = {}  # this STORE's reads by bank, in cycle order
     t = t0 + p.store_start - 1
     run = None  # open merged run: [first row, addr, next addr, bytes]
     r = 0
@@ -714,10 +770,21 @@ def _store_transfer(m: _Machine, ins: Store, t0: int) -> int:
                     write(run[1], run[3], ready + p.store_w, range(run[0], r), 0)
                     run = None
                 ready = max(ready, w_done[r - STORE_READ_AHEAD])
+            bank = (ins.src + u * ins.rows + i) // per  # row i of tile u
             if shared:
-                bit = 1 << ((ins.src + u * ins.rows + i) // per)  # row i of tile u
-                if any(g0 <= ready < g1 and mask & bit for g0, g1, mask in shared):
+                bit = 1 << bank
+                if any(g0 <= ready < g1 and a_mask & bit
+                       for _w0, g0, g1, a_mask, _wm, _d in shared):
                     ready += p.store_bank_wait
+                else:
+                    share += sum(d for w0, _g0, w1, _am, w_mask, d in shared
+                                 if w0 <= ready < w1 and w_mask & bit)
+                    if share >= 1:
+                        share -= 1
+                        ready += p.store_bank_wait
+            if ins.mem == MemSpace.SPAD:
+                m.store_read(bank, ready)
+                mine.setdefault(bank, []).append(ready)
             if whole:
                 joins = (run is not None and ready == t + 1 and a == run[2]
                          and run[3] + row_bytes <= MERGE_BYTES)
@@ -733,7 +800,38 @@ def _store_transfer(m: _Machine, ins: Store, t0: int) -> int:
             r += 1
     if run is not None:
         write(run[1], run[3], t + 1 + p.store_w, range(run[0], n), 0)
+    m.port_theft = _operand_stream_theft(m, shared, mine)
     return max(last_b, t) + p.store_end
+
+
+def _operand_stream_theft(m: _Machine, shared: list, reads: dict[int, list[int]]
+                          ) -> tuple[int, int]:
+    """``(first cycle, cycles)`` the operand streams of GEMMs booked before a STORE lose to its
+    reads ``reads`` (per bank, ascending): the bank's port serves both in turn, so each STORE
+    read inside an operand stream from its bank delays the stream (and everything after it on
+    the array) by ``gemm_store_wait``, at most once per operand row. The streams are taken in
+    time order, each shifted by what the earlier ones lost."""
+    wait = m.p.gemm_store_wait
+    if not wait or not reads:
+        return 0, 0
+    first, shift = None, 0
+    for _w0, g0, g1, a_mask, _wm, _d in sorted(shared, key=lambda g: g[1]):
+        lists = [r for b, r in reads.items() if a_mask >> b & 1]
+        if not lists:
+            continue
+        s0, lost = g0 + shift, 0
+        while True:
+            seen = sum(bisect.bisect_left(r, g1 + shift + lost) - bisect.bisect_left(r, s0)
+                       for r in lists)
+            new = min(seen * wait, g1 - g0)
+            if new <= lost:
+                break
+            lost = new
+        if lost:
+            hit = min(r[i] for r in lists if (i := bisect.bisect_left(r, s0)) < len(r))
+            first = hit if first is None else min(first, hit)
+            shift += lost
+    return (first, shift) if first is not None else (0, 0)
 
 
 def estimate_cycles(
@@ -767,6 +865,30 @@ def estimate_cycles(
     epi_run: list | None = None
     fin_units = dict.fromkeys(Unit, 0)
     ds = stats["dispatch"]
+
+    def delay_compute(since: int, cycles: int) -> None:
+        """Move every compute-unit event from cycle ``since`` on ``cycles`` later (a STORE
+        booked after GEMMs took their operand streams' bank port): the array's stream, GEMM
+        and EPI completions, retirements and the tokens not popped yet."""
+        nonlocal gemm_done_all, array_free, last_block_start, epi_free, end
+
+        def later(x):
+            return x + cycles if x >= since else x
+
+        gemm_done_all, array_free = later(gemm_done_all), later(array_free)
+        last_block_start, epi_free = later(last_block_start), later(epi_free)
+        retire_times[:] = [later(x) for x in retire_times]
+        gemm_stream_starts[:] = [later(x) for x in gemm_stream_starts]
+        gemm_stream_ends[:] = [later(x) for x in gemm_stream_ends]
+        if epi_run is not None:
+            epi_run[0], epi_run[1] = later(epi_run[0]), later(epi_run[1])
+        for q in ("c2l", "c2s"):
+            tokens[q] = deque(later(x) for x in tokens[q])
+        m.spad_reads[:] = [(later(a), later(b), later(c), *g) for a, b, c, *g in m.spad_reads]
+        m.acc_streams[:] = [(later(a), later(b), g) for a, b, g in m.acc_streams]
+        fin_units[Unit.COMPUTE] = later(fin_units[Unit.COMPUTE])
+        if retire_times:
+            end = max(end, retire_times[-1])
     for w, t in enumerate(trace):
         ins = t.instr
         unit = ins.unit
@@ -838,14 +960,21 @@ def estimate_cycles(
                 if blocks > 1:
                     last_start = s0 + (blocks - 1) * period - (overlap if fresh else 0)
                     fresh = False
-                last_block_start = last_start
                 stream_end = last_start + ins.m
+                # STORE reads booked before this GEMM in a bank its operands stream from take
+                # the bank's read port from the stream in turn
+                lost = m.operand_port_delay(_bank_mask(config, ins.a, ins.k_tiles * ins.m), s0,
+                                            stream_end, blocks * ins.m)
+                last_start += lost
+                stream_end += lost
+                last_block_start = last_start
                 array_free = stream_end
                 gemm_stream_starts.append(s0)
                 gemm_stream_ends.append(stream_end)
-                m.spad_reads.append((s0 - blk, stream_end,
-                                     _bank_mask(config, ins.w, w_rows)
-                                     | _bank_mask(config, ins.a, ins.k_tiles * ins.m)))
+                m.spad_reads.append((s0 - blk, s0, stream_end,
+                                     _bank_mask(config, ins.a, ins.k_tiles * ins.m),
+                                     _bank_mask(config, ins.w, w_rows),
+                                     w_rows / max(1, stream_end - s0 + blk)))
                 complete = (stream_end + config.rows + config.cols + ARRAY_LATENCY_EXTRA
                             + p.gemm_tail)
                 gemm_done_all = max(gemm_done_all, complete)
@@ -916,6 +1045,9 @@ def estimate_cycles(
                 body = _loadt_transfer(m, ins, start)
             elif isinstance(ins, Store):
                 body = _store_transfer(m, ins, start)
+                since, lost = m.port_theft
+                if lost:
+                    delay_compute(since, lost)
             else:  # DMACFG, SYNC
                 if isinstance(ins, Dmacfg):
                     m.slots[ins.slot] = ins
