@@ -877,9 +877,9 @@ def estimate_cycles(
 
         gemm_done_all, array_free = later(gemm_done_all), later(array_free)
         last_block_start, epi_free = later(last_block_start), later(epi_free)
-        retire_times[:] = [later(x) for x in retire_times]
-        gemm_stream_starts[:] = [later(x) for x in gemm_stream_starts]
-        gemm_stream_ends[:] = [later(x) for x in gemm_stream_ends]
+        for times in (retire_times, gemm_stream_starts, gemm_stream_ends):  # non-decreasing
+            for k in range(bisect.bisect_left(times, since), len(times)):
+                times[k] += cycles
         if epi_run is not None:
             epi_run[0], epi_run[1] = later(epi_run[0]), later(epi_run[1])
         for q in ("c2l", "c2s"):
