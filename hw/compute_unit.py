@@ -35,6 +35,9 @@ completed, then reads accumulator rows ``src .. src + n*m - 1`` and the scale en
 mode), sends each row with its multipliers and shifts to the epilogue (``epilogue_in``), and
 writes each result (``epilogue_out``) to scratchpad lanes ``0..C-1``, an accumulator row, or
 (dest SCALE) the multiplier of entry ``dst + j`` (value in column ``col``, shift ``out_shift``).
+The writes pass a register slice on their way to the memories; the EPI completes (releases the
+interlock, lets its tokens retire) only once the slice is empty, so nothing that waits for the
+EPI can see a row before its write has landed.
 
 **Interlock.** A GEMM issues while an EPI is waiting or running only when they share nothing:
 the GEMM's accumulator rows are disjoint from the EPI's source rows (and its destination rows,
@@ -58,6 +61,7 @@ from amaranth.lib.wiring import In, Out
 
 from hw.banked_memory import exclusive_signature, read_signature, write_layout
 from hw.config import AcceleratorConfig
+from hw.dma import StreamSkid
 from hw.isa import WORD_LAYOUT, EpiDest, Opcode, ScaleMode
 from hw.numeric import MAX_SHIFT, SCALE_BITS
 from hw.systolic_array import SystolicArray
@@ -282,6 +286,9 @@ class ComputeUnit(wiring.Component):
         self._bias_queue = SyncFIFO(width=c.acc_bits * c.cols, depth=BIAS_DEPTH)
         self._scale_queue = SyncFIFO(width=(SCALE_BITS + SHIFT_BITS) * c.cols, depth=SCALE_DEPTH)
         self._retire = SyncFIFO(width=4, depth=RETIRE_DEPTH)
+        # EPI results on their way to the scratchpad, accumulator or bias/scale SRAM.
+        self._epi_write_slice = StreamSkid(data.StructLayout({
+            "addr": self._epi_desc.members["dst"], "row": acc_row}))
 
     @property
     def config(self) -> AcceleratorConfig:
@@ -821,38 +828,56 @@ class ComputeUnit(wiring.Component):
             m.d.sync += ei_join.eq(ei_join + 1)
             with m.If(ei_join == epi.m - 1):
                 m.d.sync += ei_join.eq(0)
-        # results -> destination
+        # results -> destination, through a register slice: the memories' write arbiters
+        # (where the EPI's writes meet the GEMM's exclusive port and the load unit's writes)
+        # see its valid and payload from flip-flops, and their grant reaches only the slice's
+        # pop, not the epilogue's result queue or `ej_out`. The fence rule of
+        # hw/write_fence.py: the EPI completes (its interlock releases the rows, its tokens may
+        # retire) only once its last write has left the slice, i.e. been taken by the memory.
         eout = self.epilogue_out
-        dst_row = epi.dst + ej_out
+        ew = self._epi_write_slice
+        m.submodules.epi_write_slice = ew
+        out_valid = started & eout.valid
+        m.d.comb += [
+            ew.i.valid.eq(out_valid),
+            ew.i.payload.addr.eq(epi.dst + ej_out),
+            ew.i.payload.row.eq(eout.payload),
+            eout.ready.eq(started & ew.i.ready),
+        ]
+        written = eout.valid & eout.ready
+        ewo = ew.o
+        ew_row = ewo.payload.row
         sw, aw, scw = self.spad_write, self.acc_write, self.scale_write
         m.d.comb += [
-            sw.payload.addr.eq(dst_row),
+            sw.payload.addr.eq(ewo.payload.addr),
             sw.payload.mask.eq((1 << C) - 1),
-            aw.payload.addr.eq(dst_row),
-            aw.payload.data.eq(eout.payload),
-            scw.payload.entry.eq(dst_row),
+            aw.payload.addr.eq(ewo.payload.addr),
+            aw.payload.data.eq(ew_row),
+            scw.payload.entry.eq(ewo.payload.addr),
             scw.payload.shift.eq(epi.out_shift),
         ]
         for c in range(C):
-            m.d.comb += sw.payload.data[c].eq(eout.payload[c][:8])
-        # col < C (checked at issue)
+            m.d.comb += sw.payload.data[c].eq(ew_row[c][:8])
+        # col < C (checked at issue); `epi` is unchanged while the slice holds its rows
         m.d.comb += scw.payload.mult.eq(
-            Cat(*[eout.payload[c][:SCALE_BITS] for c in range(C)]).word_select(epi.col,
-                                                                               SCALE_BITS))
-        out_valid = started & eout.valid
+            Cat(*[ew_row[c][:SCALE_BITS] for c in range(C)]).word_select(epi.col, SCALE_BITS))
         with m.If(epi.dest == EpiDest.SPAD.value):
-            m.d.comb += [sw.valid.eq(out_valid), eout.ready.eq(started & sw.ready)]
+            m.d.comb += [sw.valid.eq(ewo.valid), ewo.ready.eq(sw.ready)]
         with m.Elif(epi.dest == EpiDest.ACC.value):
-            m.d.comb += [aw.valid.eq(out_valid), eout.ready.eq(started & aw.ready)]
+            m.d.comb += [aw.valid.eq(ewo.valid), ewo.ready.eq(aw.ready)]
         with m.Else():
-            m.d.comb += [scw.valid.eq(out_valid), eout.ready.eq(started & scw.ready)]
-        written = eout.valid & eout.ready
-        m.d.comb += epi_done.eq(written & (ej_out == epi.rows - 1))
+            m.d.comb += [scw.valid.eq(ewo.valid), ewo.ready.eq(scw.ready)]
+        # `epi_sent`: the last row is in the slice or written; the EPI is done when the slice
+        # is empty too (its main entry's valid: the spare implies it)
+        epi_sent = Signal()
+        with m.If(written & (ej_out == epi.rows - 1)):
+            m.d.sync += epi_sent.eq(1)
+        m.d.comb += epi_done.eq(epi_sent & ~ewo.valid)
         with m.If(written):
             m.d.sync += ej_out.eq(ej_out + 1)
         # slot state: busy from issue to done, running once the earlier GEMMs are done
         with m.If(epi_done):
-            m.d.sync += [epi_busy.eq(0), epi_running.eq(0)]
+            m.d.sync += [epi_busy.eq(0), epi_running.eq(0), epi_sent.eq(0)]
         with m.Elif(epi_busy & ~epi_running & (epi_wait == 0)):
             m.d.sync += epi_running.eq(1)
 
