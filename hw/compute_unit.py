@@ -85,8 +85,9 @@ __all__ = [
 SHIFT_BITS = 6
 #: Depth of the queues of GEMM descriptors between the issue stage and each GEMM sequencer.
 DESCRIPTOR_DEPTH = 2
-#: Scratchpad requests a sequencer may have outstanding (>= the scratchpad's response depth + 1).
-TAG_DEPTH = 4
+#: Scratchpad requests a sequencer may have outstanding (>= the scratchpad's response depth + 1,
+#: + 1 for the request slice).
+TAG_DEPTH = 5
 #: Bias vectors (GEMM) read ahead of the result pipeline.
 BIAS_DEPTH = 2
 #: Scale entries (EPI) read ahead; enough to cover the table SRAM's read latency at one per cycle.
@@ -270,12 +271,13 @@ class ComputeUnit(wiring.Component):
         self._array = SystolicArray(c)
         self._transposer = Transposer(c)
         gw = self._gemm_desc.size
-        self._desc_weights = SyncFIFO(width=gw, depth=DESCRIPTOR_DEPTH)
-        self._desc_operands = SyncFIFO(width=gw, depth=DESCRIPTOR_DEPTH)
-        # The bias and result sequencers read their descriptor from registers (a buffered
-        # FIFO: one cycle later than the weight and operand sequencers, long before the bias
-        # read or the first result row needs it), so their per-row decisions start at flip-flops.
-        # One entry deeper (its output register), so that its RAM has an address bit.
+        # Every sequencer reads its descriptor from registers (a buffered FIFO: a descriptor
+        # is readable two cycles after its write, one more than from a LUT-RAM FIFO; for the
+        # weights and operands that is one cycle per GEMM start when the queue was empty), so
+        # its per-row decisions start at flip-flops. One entry deeper (its output register),
+        # so that its RAM has an address bit.
+        self._desc_weights = SyncFIFOBuffered(width=gw, depth=DESCRIPTOR_DEPTH + 1)
+        self._desc_operands = SyncFIFOBuffered(width=gw, depth=DESCRIPTOR_DEPTH + 1)
         self._desc_bias = SyncFIFOBuffered(width=gw, depth=DESCRIPTOR_DEPTH + 1)
         self._desc_results = SyncFIFOBuffered(width=gw, depth=DESCRIPTOR_DEPTH + 1)
         # Tags from registers (buffered: a tag is readable two cycles after its request, the
@@ -286,6 +288,10 @@ class ComputeUnit(wiring.Component):
         self._bias_queue = SyncFIFO(width=c.acc_bits * c.cols, depth=BIAS_DEPTH)
         self._scale_queue = SyncFIFO(width=(SCALE_BITS + SHIFT_BITS) * c.cols, depth=SCALE_DEPTH)
         self._retire = SyncFIFO(width=4, depth=RETIRE_DEPTH)
+        # The weight and operand read requests on their way to the scratchpad's banks.
+        read_req = self.spad_weights.req.payload.shape()
+        self._weight_req_slice = StreamSkid(read_req)
+        self._operand_req_slice = StreamSkid(read_req)
         # EPI results on their way to the scratchpad, accumulator or bias/scale SRAM.
         self._epi_write_slice = StreamSkid(data.StructLayout({
             "addr": self._epi_desc.members["dst"], "row": acc_row}))
@@ -560,9 +566,25 @@ class ComputeUnit(wiring.Component):
         ]
 
         # ------------------------------------------------------------------ weights
+        # `wj1` holds j + 1, so the end of the block rows is an equality of flip-flops.
         wd = GD(dq_w.r_data)
         wj = Signal(self._spad_bits + 1)
-        wreq = self.spad_weights.req
+        wj1 = Signal(self._spad_bits + 1, init=1)
+        # The weight and operand requests reach the scratchpad through register slices: its
+        # banks' read arbiters (the store unit's reads compete there) see valid and address
+        # from flip-flops, and their grant reaches only the slice, not the sequencers. One
+        # cycle more from request to data (per GEMM start; one row per cycle kept). A request
+        # waiting in a slice cannot be overtaken by a later write: the scratchpad's writers
+        # are the load unit, which overwrites what a GEMM reads only after a token the compute
+        # unit pushes when that GEMM (or a later instruction) retires, i.e. after the GEMM's
+        # last result row, which needs every one of its reads served; and the EPI, which
+        # writes rows of an earlier GEMM only once that GEMM completed (`epi_wait`).
+        wslice, oslice = self._weight_req_slice, self._operand_req_slice
+        m.submodules.weight_req_slice = wslice
+        m.submodules.operand_req_slice = oslice
+        wiring.connect(m, wslice.o, wiring.flipped(self.spad_weights.req))
+        wiring.connect(m, oslice.o, wiring.flipped(self.spad_operands.req))
+        wreq = wslice.i
         wtag = self._tag_weights
         m.d.comb += [
             wreq.valid.eq(dq_w.r_rdy & wtag.w_rdy),
@@ -571,11 +593,11 @@ class ComputeUnit(wiring.Component):
             wtag.w_en.eq(wreq.valid & wreq.ready),
         ]
         with m.If(wreq.valid & wreq.ready):
-            with m.If(wj == wd.w_rows - 1):
-                m.d.sync += wj.eq(0)
+            with m.If(wj1 == wd.w_rows):
+                m.d.sync += [wj.eq(0), wj1.eq(1)]
                 m.d.comb += dq_w.r_en.eq(1)
             with m.Else():
-                m.d.sync += wj.eq(wj + 1)
+                m.d.sync += [wj.eq(wj1), wj1.eq(wj1 + 1)]
         wresp = self.spad_weights.resp
         transposed = wtag.r_data[0]
         direct = Signal()
@@ -600,27 +622,29 @@ class ComputeUnit(wiring.Component):
         m.d.comb += wtag.r_en.eq(wresp.valid & wresp.ready)
 
         # ------------------------------------------------------------------ operands
+        # Row i of block t of output tile u is `a + t*m + i`: `orow` counts t*m + i (0 at each
+        # tile), so the address is one add of flip-flops; `oi1`, `ot1`, `ou1` hold i + 1, t + 1,
+        # u + 1 and `o_first` i == 0, so the ends are equalities of flip-flops.
         od = GD(dq_o.r_data)
-        oi = Signal(12)
-        ot = Signal(12)
-        ou = Signal(12)
-        ooff = Signal(self._spad_bits + 1)  # t * m
-        oreq = self.spad_operands.req
+        oi1, ot1, ou1 = Signal(12, init=1), Signal(12, init=1), Signal(12, init=1)
+        o_first = Signal(init=1)
+        orow = Signal(self._spad_bits + 1)  # t * m + i
+        oreq = oslice.i
         otag = self._tag_operands
         m.d.comb += [
             oreq.valid.eq(dq_o.r_rdy & otag.w_rdy),
-            oreq.payload.addr.eq(od.a + ooff + oi),
-            otag.w_data.eq(oi == 0),
+            oreq.payload.addr.eq(od.a + orow),
+            otag.w_data.eq(o_first),
             otag.w_en.eq(oreq.valid & oreq.ready),
         ]
         with m.If(oreq.valid & oreq.ready):
-            m.d.sync += oi.eq(oi + 1)
-            with m.If(oi == od.m - 1):
-                m.d.sync += [oi.eq(0), ot.eq(ot + 1), ooff.eq(ooff + od.m)]
-                with m.If(ot == od.k - 1):
-                    m.d.sync += [ot.eq(0), ooff.eq(0), ou.eq(ou + 1)]
-                    with m.If(ou == od.n - 1):
-                        m.d.sync += ou.eq(0)
+            m.d.sync += [oi1.eq(oi1 + 1), orow.eq(orow + 1), o_first.eq(0)]
+            with m.If(oi1 == od.m):
+                m.d.sync += [oi1.eq(1), ot1.eq(ot1 + 1), o_first.eq(1)]
+                with m.If(ot1 == od.k):
+                    m.d.sync += [ot1.eq(1), orow.eq(0), ou1.eq(ou1 + 1)]
+                    with m.If(ou1 == od.n):
+                        m.d.sync += ou1.eq(1)
                         m.d.comb += dq_o.r_en.eq(1)
         oresp = self.spad_operands.resp
         m.d.comb += [
