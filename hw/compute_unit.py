@@ -54,7 +54,7 @@ instructions with a larger offset without executing them.
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO, SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
@@ -431,23 +431,40 @@ class ComputeUnit(wiring.Component):
         to_spad = dest == EpiDest.SPAD.value
         to_acc = dest == EpiDest.ACC.value
         # (name, condition) in the order of the checks; GEMM's, then EPI's
+        # `start + count > limit` as `count > room` with `room = limit - start` formed in CHECK
+        # (signed), so BOUNDS compares registers without adding first.
+        room = {}
+
+        def room_of(name, limit, start):
+            r = Signal(signed(max(len(start), Shape.cast(range(limit + 1)).width) + 2),
+                       name=f"room_{name}")
+            m.d.sync += r.eq(limit - start)  # `ins` is fixed from CHECK on
+            room[name] = r
+            return r
+
         gemm_checks = [
-            ("w", g_w_end_c > spad_rows, StatusCode.SPAD_RANGE),
-            ("a", g.a + km > spad_rows, StatusCode.SPAD_RANGE),
-            ("acc", g.acc + g_nm > acc_rows, StatusCode.ACC_RANGE),
-            ("bias", bias_mode & (g.bias + g.n_tiles * C > entries), StatusCode.TABLE_RANGE),
+            ("w", Mux(g.transpose, nk * C, nk * R) > room_of("w", spad_rows, g.w),
+             StatusCode.SPAD_RANGE),
+            ("a", km > room_of("a", spad_rows, g.a), StatusCode.SPAD_RANGE),
+            ("acc", g_nm > room_of("acc", acc_rows, g.acc), StatusCode.ACC_RANGE),
+            ("bias", bias_mode & (g.n_tiles * C > room_of("bias", entries, g.bias)),
+             StatusCode.TABLE_RANGE),
         ]
         epi_checks = [  # (name, condition, code, reported late: after FN_UNLOADED)
-            ("src", e.src + e_nm > acc_rows, StatusCode.ACC_RANGE, False),
+            ("src", e_nm > room_of("src", acc_rows, e.src), StatusCode.ACC_RANGE, False),
             ("fn", e.fn >= cfg.pwl_functions, StatusCode.TABLE_RANGE, False),
-            ("scale", e.scale + scale_count > entries, StatusCode.TABLE_RANGE, True),
+            ("scale", scale_count > room_of("scale", entries, e.scale), StatusCode.TABLE_RANGE,
+             True),
             ("col", to_scale & (e.col >= C), StatusCode.FIELD_RANGE, True),
             ("shift", to_scale & (e.out_shift > MAX_SHIFT), StatusCode.FIELD_RANGE, True),
-            ("scale_dst", to_scale & (e.dst + e_nm > entries), StatusCode.TABLE_RANGE, True),
+            ("scale_dst", to_scale & (e_nm > room_of("scale_dst", entries, e.dst)),
+             StatusCode.TABLE_RANGE, True),
             ("scale_overlap", to_scale & (dst_scale < scale_count) & (scale_dst < e_nm),
              StatusCode.FIELD_RANGE, True),
-            ("spad_dst", to_spad & (e.dst + e_nm > spad_rows), StatusCode.SPAD_RANGE, True),
-            ("acc_dst", to_acc & (e.dst + e_nm > acc_rows), StatusCode.ACC_RANGE, True),
+            ("spad_dst", to_spad & (e_nm > room_of("spad_dst", spad_rows, e.dst)),
+             StatusCode.SPAD_RANGE, True),
+            ("acc_dst", to_acc & (e_nm > room_of("acc_dst", acc_rows, e.dst)),
+             StatusCode.ACC_RANGE, True),
             ("acc_overlap", to_acc & (e.dst != e.src) & (dst_src < e_nm) & (src_dst < e_nm),
              StatusCode.FIELD_RANGE, True),
         ]
