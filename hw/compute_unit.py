@@ -35,6 +35,9 @@ completed, then reads accumulator rows ``src .. src + n*m - 1`` and the scale en
 mode), sends each row with its multipliers and shifts to the epilogue (``epilogue_in``), and
 writes each result (``epilogue_out``) to scratchpad lanes ``0..C-1``, an accumulator row, or
 (dest SCALE) the multiplier of entry ``dst + j`` (value in column ``col``, shift ``out_shift``).
+The writes pass a register slice on their way to the memories; the EPI completes (releases the
+interlock, lets its tokens retire) only once the slice is empty, so nothing that waits for the
+EPI can see a row before its write has landed.
 
 **Interlock.** A GEMM issues while an EPI is waiting or running only when they share nothing:
 the GEMM's accumulator rows are disjoint from the EPI's source rows (and its destination rows,
@@ -51,13 +54,14 @@ instructions with a larger offset without executing them.
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO, SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from hw.banked_memory import exclusive_signature, read_signature, write_layout
 from hw.config import AcceleratorConfig
+from hw.dma import StreamSkid
 from hw.isa import WORD_LAYOUT, EpiDest, Opcode, ScaleMode
 from hw.numeric import MAX_SHIFT, SCALE_BITS
 from hw.systolic_array import SystolicArray
@@ -81,8 +85,9 @@ __all__ = [
 SHIFT_BITS = 6
 #: Depth of the queues of GEMM descriptors between the issue stage and each GEMM sequencer.
 DESCRIPTOR_DEPTH = 2
-#: Scratchpad requests a sequencer may have outstanding (>= the scratchpad's response depth + 1).
-TAG_DEPTH = 4
+#: Scratchpad requests a sequencer may have outstanding (>= the scratchpad's response depth + 1,
+#: + 1 for the request slice).
+TAG_DEPTH = 5
 #: Bias vectors (GEMM) read ahead of the result pipeline.
 BIAS_DEPTH = 2
 #: Scale entries (EPI) read ahead; enough to cover the table SRAM's read latency at one per cycle.
@@ -266,12 +271,13 @@ class ComputeUnit(wiring.Component):
         self._array = SystolicArray(c)
         self._transposer = Transposer(c)
         gw = self._gemm_desc.size
-        self._desc_weights = SyncFIFO(width=gw, depth=DESCRIPTOR_DEPTH)
-        self._desc_operands = SyncFIFO(width=gw, depth=DESCRIPTOR_DEPTH)
-        # The bias and result sequencers read their descriptor from registers (a buffered
-        # FIFO: one cycle later than the weight and operand sequencers, long before the bias
-        # read or the first result row needs it), so their per-row decisions start at flip-flops.
-        # One entry deeper (its output register), so that its RAM has an address bit.
+        # Every sequencer reads its descriptor from registers (a buffered FIFO: a descriptor
+        # is readable two cycles after its write, one more than from a LUT-RAM FIFO; for the
+        # weights and operands that is one cycle per GEMM start when the queue was empty), so
+        # its per-row decisions start at flip-flops. One entry deeper (its output register),
+        # so that its RAM has an address bit.
+        self._desc_weights = SyncFIFOBuffered(width=gw, depth=DESCRIPTOR_DEPTH + 1)
+        self._desc_operands = SyncFIFOBuffered(width=gw, depth=DESCRIPTOR_DEPTH + 1)
         self._desc_bias = SyncFIFOBuffered(width=gw, depth=DESCRIPTOR_DEPTH + 1)
         self._desc_results = SyncFIFOBuffered(width=gw, depth=DESCRIPTOR_DEPTH + 1)
         # Tags from registers (buffered: a tag is readable two cycles after its request, the
@@ -282,6 +288,13 @@ class ComputeUnit(wiring.Component):
         self._bias_queue = SyncFIFO(width=c.acc_bits * c.cols, depth=BIAS_DEPTH)
         self._scale_queue = SyncFIFO(width=(SCALE_BITS + SHIFT_BITS) * c.cols, depth=SCALE_DEPTH)
         self._retire = SyncFIFO(width=4, depth=RETIRE_DEPTH)
+        # The weight and operand read requests on their way to the scratchpad's banks.
+        read_req = self.spad_weights.req.payload.shape()
+        self._weight_req_slice = StreamSkid(read_req)
+        self._operand_req_slice = StreamSkid(read_req)
+        # EPI results on their way to the scratchpad, accumulator or bias/scale SRAM.
+        self._epi_write_slice = StreamSkid(data.StructLayout({
+            "addr": self._epi_desc.members["dst"], "row": acc_row}))
 
     @property
     def config(self) -> AcceleratorConfig:
@@ -418,23 +431,40 @@ class ComputeUnit(wiring.Component):
         to_spad = dest == EpiDest.SPAD.value
         to_acc = dest == EpiDest.ACC.value
         # (name, condition) in the order of the checks; GEMM's, then EPI's
+        # `start + count > limit` as `count > room` with `room = limit - start` formed in CHECK
+        # (signed), so BOUNDS compares registers without adding first.
+        room = {}
+
+        def room_of(name, limit, start):
+            r = Signal(signed(max(len(start), Shape.cast(range(limit + 1)).width) + 2),
+                       name=f"room_{name}")
+            m.d.sync += r.eq(limit - start)  # `ins` is fixed from CHECK on
+            room[name] = r
+            return r
+
         gemm_checks = [
-            ("w", g_w_end_c > spad_rows, StatusCode.SPAD_RANGE),
-            ("a", g.a + km > spad_rows, StatusCode.SPAD_RANGE),
-            ("acc", g.acc + g_nm > acc_rows, StatusCode.ACC_RANGE),
-            ("bias", bias_mode & (g.bias + g.n_tiles * C > entries), StatusCode.TABLE_RANGE),
+            ("w", Mux(g.transpose, nk * C, nk * R) > room_of("w", spad_rows, g.w),
+             StatusCode.SPAD_RANGE),
+            ("a", km > room_of("a", spad_rows, g.a), StatusCode.SPAD_RANGE),
+            ("acc", g_nm > room_of("acc", acc_rows, g.acc), StatusCode.ACC_RANGE),
+            ("bias", bias_mode & (g.n_tiles * C > room_of("bias", entries, g.bias)),
+             StatusCode.TABLE_RANGE),
         ]
         epi_checks = [  # (name, condition, code, reported late: after FN_UNLOADED)
-            ("src", e.src + e_nm > acc_rows, StatusCode.ACC_RANGE, False),
+            ("src", e_nm > room_of("src", acc_rows, e.src), StatusCode.ACC_RANGE, False),
             ("fn", e.fn >= cfg.pwl_functions, StatusCode.TABLE_RANGE, False),
-            ("scale", e.scale + scale_count > entries, StatusCode.TABLE_RANGE, True),
+            ("scale", scale_count > room_of("scale", entries, e.scale), StatusCode.TABLE_RANGE,
+             True),
             ("col", to_scale & (e.col >= C), StatusCode.FIELD_RANGE, True),
             ("shift", to_scale & (e.out_shift > MAX_SHIFT), StatusCode.FIELD_RANGE, True),
-            ("scale_dst", to_scale & (e.dst + e_nm > entries), StatusCode.TABLE_RANGE, True),
+            ("scale_dst", to_scale & (e_nm > room_of("scale_dst", entries, e.dst)),
+             StatusCode.TABLE_RANGE, True),
             ("scale_overlap", to_scale & (dst_scale < scale_count) & (scale_dst < e_nm),
              StatusCode.FIELD_RANGE, True),
-            ("spad_dst", to_spad & (e.dst + e_nm > spad_rows), StatusCode.SPAD_RANGE, True),
-            ("acc_dst", to_acc & (e.dst + e_nm > acc_rows), StatusCode.ACC_RANGE, True),
+            ("spad_dst", to_spad & (e_nm > room_of("spad_dst", spad_rows, e.dst)),
+             StatusCode.SPAD_RANGE, True),
+            ("acc_dst", to_acc & (e_nm > room_of("acc_dst", acc_rows, e.dst)),
+             StatusCode.ACC_RANGE, True),
             ("acc_overlap", to_acc & (e.dst != e.src) & (dst_src < e_nm) & (src_dst < e_nm),
              StatusCode.FIELD_RANGE, True),
         ]
@@ -553,9 +583,25 @@ class ComputeUnit(wiring.Component):
         ]
 
         # ------------------------------------------------------------------ weights
+        # `wj1` holds j + 1, so the end of the block rows is an equality of flip-flops.
         wd = GD(dq_w.r_data)
         wj = Signal(self._spad_bits + 1)
-        wreq = self.spad_weights.req
+        wj1 = Signal(self._spad_bits + 1, init=1)
+        # The weight and operand requests reach the scratchpad through register slices: its
+        # banks' read arbiters (the store unit's reads compete there) see valid and address
+        # from flip-flops, and their grant reaches only the slice, not the sequencers. One
+        # cycle more from request to data (per GEMM start; one row per cycle kept). A request
+        # waiting in a slice cannot be overtaken by a later write: the scratchpad's writers
+        # are the load unit, which overwrites what a GEMM reads only after a token the compute
+        # unit pushes when that GEMM (or a later instruction) retires, i.e. after the GEMM's
+        # last result row, which needs every one of its reads served; and the EPI, which
+        # writes rows of an earlier GEMM only once that GEMM completed (`epi_wait`).
+        wslice, oslice = self._weight_req_slice, self._operand_req_slice
+        m.submodules.weight_req_slice = wslice
+        m.submodules.operand_req_slice = oslice
+        wiring.connect(m, wslice.o, wiring.flipped(self.spad_weights.req))
+        wiring.connect(m, oslice.o, wiring.flipped(self.spad_operands.req))
+        wreq = wslice.i
         wtag = self._tag_weights
         m.d.comb += [
             wreq.valid.eq(dq_w.r_rdy & wtag.w_rdy),
@@ -564,11 +610,11 @@ class ComputeUnit(wiring.Component):
             wtag.w_en.eq(wreq.valid & wreq.ready),
         ]
         with m.If(wreq.valid & wreq.ready):
-            with m.If(wj == wd.w_rows - 1):
-                m.d.sync += wj.eq(0)
+            with m.If(wj1 == wd.w_rows):
+                m.d.sync += [wj.eq(0), wj1.eq(1)]
                 m.d.comb += dq_w.r_en.eq(1)
             with m.Else():
-                m.d.sync += wj.eq(wj + 1)
+                m.d.sync += [wj.eq(wj1), wj1.eq(wj1 + 1)]
         wresp = self.spad_weights.resp
         transposed = wtag.r_data[0]
         direct = Signal()
@@ -593,27 +639,29 @@ class ComputeUnit(wiring.Component):
         m.d.comb += wtag.r_en.eq(wresp.valid & wresp.ready)
 
         # ------------------------------------------------------------------ operands
+        # Row i of block t of output tile u is `a + t*m + i`: `orow` counts t*m + i (0 at each
+        # tile), so the address is one add of flip-flops; `oi1`, `ot1`, `ou1` hold i + 1, t + 1,
+        # u + 1 and `o_first` i == 0, so the ends are equalities of flip-flops.
         od = GD(dq_o.r_data)
-        oi = Signal(12)
-        ot = Signal(12)
-        ou = Signal(12)
-        ooff = Signal(self._spad_bits + 1)  # t * m
-        oreq = self.spad_operands.req
+        oi1, ot1, ou1 = Signal(12, init=1), Signal(12, init=1), Signal(12, init=1)
+        o_first = Signal(init=1)
+        orow = Signal(self._spad_bits + 1)  # t * m + i
+        oreq = oslice.i
         otag = self._tag_operands
         m.d.comb += [
             oreq.valid.eq(dq_o.r_rdy & otag.w_rdy),
-            oreq.payload.addr.eq(od.a + ooff + oi),
-            otag.w_data.eq(oi == 0),
+            oreq.payload.addr.eq(od.a + orow),
+            otag.w_data.eq(o_first),
             otag.w_en.eq(oreq.valid & oreq.ready),
         ]
         with m.If(oreq.valid & oreq.ready):
-            m.d.sync += oi.eq(oi + 1)
-            with m.If(oi == od.m - 1):
-                m.d.sync += [oi.eq(0), ot.eq(ot + 1), ooff.eq(ooff + od.m)]
-                with m.If(ot == od.k - 1):
-                    m.d.sync += [ot.eq(0), ooff.eq(0), ou.eq(ou + 1)]
-                    with m.If(ou == od.n - 1):
-                        m.d.sync += ou.eq(0)
+            m.d.sync += [oi1.eq(oi1 + 1), orow.eq(orow + 1), o_first.eq(0)]
+            with m.If(oi1 == od.m):
+                m.d.sync += [oi1.eq(1), ot1.eq(ot1 + 1), o_first.eq(1)]
+                with m.If(ot1 == od.k):
+                    m.d.sync += [ot1.eq(1), orow.eq(0), ou1.eq(ou1 + 1)]
+                    with m.If(ou1 == od.n):
+                        m.d.sync += ou1.eq(1)
                         m.d.comb += dq_o.r_en.eq(1)
         oresp = self.spad_operands.resp
         m.d.comb += [
@@ -821,38 +869,56 @@ class ComputeUnit(wiring.Component):
             m.d.sync += ei_join.eq(ei_join + 1)
             with m.If(ei_join == epi.m - 1):
                 m.d.sync += ei_join.eq(0)
-        # results -> destination
+        # results -> destination, through a register slice: the memories' write arbiters
+        # (where the EPI's writes meet the GEMM's exclusive port and the load unit's writes)
+        # see its valid and payload from flip-flops, and their grant reaches only the slice's
+        # pop, not the epilogue's result queue or `ej_out`. The fence rule of
+        # hw/write_fence.py: the EPI completes (its interlock releases the rows, its tokens may
+        # retire) only once its last write has left the slice, i.e. been taken by the memory.
         eout = self.epilogue_out
-        dst_row = epi.dst + ej_out
+        ew = self._epi_write_slice
+        m.submodules.epi_write_slice = ew
+        out_valid = started & eout.valid
+        m.d.comb += [
+            ew.i.valid.eq(out_valid),
+            ew.i.payload.addr.eq(epi.dst + ej_out),
+            ew.i.payload.row.eq(eout.payload),
+            eout.ready.eq(started & ew.i.ready),
+        ]
+        written = eout.valid & eout.ready
+        ewo = ew.o
+        ew_row = ewo.payload.row
         sw, aw, scw = self.spad_write, self.acc_write, self.scale_write
         m.d.comb += [
-            sw.payload.addr.eq(dst_row),
+            sw.payload.addr.eq(ewo.payload.addr),
             sw.payload.mask.eq((1 << C) - 1),
-            aw.payload.addr.eq(dst_row),
-            aw.payload.data.eq(eout.payload),
-            scw.payload.entry.eq(dst_row),
+            aw.payload.addr.eq(ewo.payload.addr),
+            aw.payload.data.eq(ew_row),
+            scw.payload.entry.eq(ewo.payload.addr),
             scw.payload.shift.eq(epi.out_shift),
         ]
         for c in range(C):
-            m.d.comb += sw.payload.data[c].eq(eout.payload[c][:8])
-        # col < C (checked at issue)
+            m.d.comb += sw.payload.data[c].eq(ew_row[c][:8])
+        # col < C (checked at issue); `epi` is unchanged while the slice holds its rows
         m.d.comb += scw.payload.mult.eq(
-            Cat(*[eout.payload[c][:SCALE_BITS] for c in range(C)]).word_select(epi.col,
-                                                                               SCALE_BITS))
-        out_valid = started & eout.valid
+            Cat(*[ew_row[c][:SCALE_BITS] for c in range(C)]).word_select(epi.col, SCALE_BITS))
         with m.If(epi.dest == EpiDest.SPAD.value):
-            m.d.comb += [sw.valid.eq(out_valid), eout.ready.eq(started & sw.ready)]
+            m.d.comb += [sw.valid.eq(ewo.valid), ewo.ready.eq(sw.ready)]
         with m.Elif(epi.dest == EpiDest.ACC.value):
-            m.d.comb += [aw.valid.eq(out_valid), eout.ready.eq(started & aw.ready)]
+            m.d.comb += [aw.valid.eq(ewo.valid), ewo.ready.eq(aw.ready)]
         with m.Else():
-            m.d.comb += [scw.valid.eq(out_valid), eout.ready.eq(started & scw.ready)]
-        written = eout.valid & eout.ready
-        m.d.comb += epi_done.eq(written & (ej_out == epi.rows - 1))
+            m.d.comb += [scw.valid.eq(ewo.valid), ewo.ready.eq(scw.ready)]
+        # `epi_sent`: the last row is in the slice or written; the EPI is done when the slice
+        # is empty too (its main entry's valid: the spare implies it)
+        epi_sent = Signal()
+        with m.If(written & (ej_out == epi.rows - 1)):
+            m.d.sync += epi_sent.eq(1)
+        m.d.comb += epi_done.eq(epi_sent & ~ewo.valid)
         with m.If(written):
             m.d.sync += ej_out.eq(ej_out + 1)
         # slot state: busy from issue to done, running once the earlier GEMMs are done
         with m.If(epi_done):
-            m.d.sync += [epi_busy.eq(0), epi_running.eq(0)]
+            m.d.sync += [epi_busy.eq(0), epi_running.eq(0), epi_sent.eq(0)]
         with m.Elif(epi_busy & ~epi_running & (epi_wait == 0)):
             m.d.sync += epi_running.eq(1)
 

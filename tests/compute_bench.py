@@ -47,16 +47,19 @@ class RtlResult:
     cycles: int
     token_events: list
     first_array_row: int | None
+    scale_writes: list  # cycles in which the scale_write port took a write
 
 
 def run_rtl(cfg: AcceleratorConfig, gc: GoldenCase, *, seed: int = 0, stall: float = 0.0,
             gap: float = 0.0, table_latency: int = 2, epilogue_latency: int = 5,
             max_cycles: int = 20000, read_back: bool = True, tokens_at: int | None = None,
-            flush_pc: int | None = None) -> RtlResult:
+            flush_pc: int | None = None, scale_write_stall: float | None = None) -> RtlResult:
     """Run the case's words on :class:`tb.compute_harness.ComputeHarness` (see module docs).
 
     ``tokens_at``: from this cycle on, the l2c and s2c counters hold tokens (before: empty).
     ``flush_pc``: ``flush_above`` is asserted with this offset from the start.
+    ``scale_write_stall``: probability that ``scale_write.ready`` is low in a cycle (default:
+    ``stall``).
     Token takes and puts are recorded as (cycle, queue) in ``RtlResult.token_events``.
     """
     rng = random.Random(seed)
@@ -89,6 +92,8 @@ def run_rtl(cfg: AcceleratorConfig, gc: GoldenCase, *, seed: int = 0, stall: flo
             ctx.set(dut.flush_above.valid, 1)
             ctx.set(dut.flush_above.pc, flush_pc)
         events = result["token_events"] = []
+        scale_writes = result["scale_writes"] = []
+        sw_stall = stall if scale_write_stall is None else scale_write_stall
         result["first_array_row"] = None
         words = deque(enumerate(gc.words, start=gc.first_pc))
         table_q = {"bias": deque(), "scale": deque()}
@@ -117,7 +122,7 @@ def run_rtl(cfg: AcceleratorConfig, gc: GoldenCase, *, seed: int = 0, stall: flo
                     ctx.set(port.resp.valid, 1)
                 else:
                     ctx.set(port.resp.valid, 0)
-            ctx.set(dut.scale_write.ready, int(rng.random() >= stall))
+            ctx.set(dut.scale_write.ready, int(rng.random() >= sw_stall))
             ctx.set(dut.epilogue_in.ready, int(rng.random() >= stall))
             if epi_q and epi_q[0][0] <= cycle:
                 ctx.set(dut.epilogue_out.payload, epi_q[0][1])
@@ -154,6 +159,7 @@ def run_rtl(cfg: AcceleratorConfig, gc: GoldenCase, *, seed: int = 0, stall: flo
                 if qv and qr:
                     table_q[name].append((cycle + table_latency - 1, entries(int(qp.entry))))
             if swv and swr:
+                scale_writes.append(cycle - 1)
                 mult[int(swp.entry)] = int(swp.mult)
                 shift[int(swp.entry)] = int(swp.shift)
             if eov and eor:
@@ -194,7 +200,7 @@ def run_rtl(cfg: AcceleratorConfig, gc: GoldenCase, *, seed: int = 0, stall: flo
     assert result["cycles"] < max_cycles, f"compute unit did not finish in {max_cycles} cycles"
     return RtlResult(result.get("spad"), result.get("acc"), mult, shift, result["error"],
                      result["counters"], result["cycles"], result["token_events"],
-                     result["first_array_row"])
+                     result["first_array_row"], result["scale_writes"])
 
 
 def compare(gc: GoldenCase, rtl: RtlResult) -> None:

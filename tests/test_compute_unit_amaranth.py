@@ -121,6 +121,27 @@ def test_epi_dests_and_scale_modes(dest, scale_mode):
     compare(gc, run_rtl(CFG, gc, seed=3, stall=0.3, gap=0.2))
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_epi_completes_only_after_its_writes_landed(seed):
+    """The EPI's writes pass a register slice; the EPI completes only once the slice is empty
+    (hw/compute_unit.py, the fence rule of hw/write_fence.py). With the bias/scale SRAM's write
+    port mostly not ready, a dest SCALE EPI's tokens must come after its last write was taken,
+    and the next EPI's scale reads of the entries it wrote must see the new values (the bench's
+    SRAM answers a read from the entries written before the read request)."""
+    case = [Epi(src=10, dst=20, dest=EpiDest.SCALE, scale_mode=ScaleMode.COL, scale=2, fn=1, m=3,
+                n_tiles=1, col=1, out_shift=5, push_prev=True, push_next=True),
+            Epi(src=30, dst=50, dest=EpiDest.ACC, scale_mode=ScaleMode.ROW, scale=20, fn=1, m=3,
+                n_tiles=1)]
+    gc = golden_case(CFG, case, seed=seed)
+    assert gc.status.ok
+    rtl = run_rtl(CFG, gc, seed=seed, scale_write_stall=0.85)
+    compare(gc, rtl)
+    assert len(rtl.scale_writes) == 3
+    puts = [c for c, q in rtl.token_events if q in ("c2l", "c2s")]
+    assert len(puts) == 2
+    assert min(puts) > rtl.scale_writes[-1], (puts, rtl.scale_writes)
+
+
 @st.composite
 def gemms(draw, region=None):
     m = draw(st.integers(1, 6))
