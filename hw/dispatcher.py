@@ -30,7 +30,7 @@ run ends when every queue is empty, every unit idle and every AXI transaction co
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, ResetInserter, Signal
+from amaranth.hdl import Cat, Module, Mux, ResetInserter, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
@@ -383,8 +383,11 @@ class Dispatcher(wiring.Component):
                 m.d.comb += self.stall_dispatch.eq(~slot_free)
         # The flags are exclusive (`bad`, `halt`, `setbase`, `queued`: one per word), so each
         # action is one AND of flip-flops with `go`, not the end of the priority chain above.
+        # `go` (`can_dispatch & ~at_end & ~addr_out & d_valid`) is itself a flip-flop, loaded
+        # with that expression of the registers' next values (below), so the actions' fan-out
+        # (the enables of pc, the countdowns, the base registers, the slot) starts one LUT
+        # from flip-flops.
         go = Signal()
-        m.d.comb += go.eq(can_dispatch & ~at_end & ~addr_out & d_valid)
         with m.If(go & d_halt):
             m.d.sync += [halted.eq(1), halt_pc.eq(pc)]
         setbase = d_view.body.setbase
@@ -460,6 +463,20 @@ class Dispatcher(wiring.Component):
         m.d.sync += first_cycle.eq(accept_start)
         with m.If(running & ~first_cycle):
             m.d.sync += [err_valid.eq(cand_valid), err_code.eq(cand_code), err_pc.eq(cand_pc)]
+
+        # The next values of `go`'s terms, as the assignments of this block give them (a
+        # start clears the run's state and the decode queue, see "run state" below).
+        ring_push = skid.i.valid & skid.i.ready
+        d_valid_d = ~accept_start & (ring_push | ~skid.i.ready | d_valid & ~advance)
+        # (the run leaves BUSY only when stopped, and `halted`/`err_valid` hold until a start)
+        running_d = accept_start | running
+        halted_d = ~accept_start & (halted | go & d_halt)
+        err_valid_d = ~accept_start & Mux(running & ~first_cycle, cand_valid, err_valid)
+        at_end_d = Mux(accept_start, self.prog_len == 0, Mux(advance, words_left == 1, at_end))
+        addr_out_d = Mux(accept_start, self.prog_addr >> addr_bits != 0,
+                         Mux(advance, space_left == 1, addr_out))
+        m.d.sync += go.eq(running_d & ~halted_d & ~err_valid_d & ~at_end_d & ~addr_out_d
+                          & d_valid_d)
 
         # ------------------------------------------------------------ run state
         queues_empty = ~slot_valid

@@ -349,6 +349,10 @@ class LoadUnit(wiring.Component):
         t_lasts = Signal(17)
         t_issuing = Signal()
         t_addr = Signal(cfg.addr_bits + 33)
+        # the next request's address and "this request is the last", formed a request ahead so
+        # the request's handshake only loads registers (no add or compare behind it)
+        t_next = Signal(cfg.addr_bits + 33)
+        t_final = Signal()
         t_count = Signal(17)
         t_bytes = Signal(32)
         t_total = Signal(32)  # bytes of all records
@@ -357,9 +361,11 @@ class LoadUnit(wiring.Component):
         # ---------------------------------------------------------------- row geometry
         # A feed-forward pipeline that never stalls: the walk (stage 0) steps while the row
         # queue behind it has room for every row in flight (a registered flag); stage 1
-        # registers the row's valid element range, stage 2 its DRAM run, stage 3 compares it
-        # with the limit and the previous row's end on its way into the row queue, whose head
-        # the request stage merges and issues.
+        # registers the row's valid element range, stage 2 its DRAM run, stage 3 its compares
+        # with the limit and with the previous row's end (registered: a 61-bit compare with
+        # the 64-bit limit is a deep LUT tree); the row's flags for the merge logic are formed
+        # from stage 3 on its way into the row queue, whose head the request stage merges and
+        # issues.
         s1_valid = Signal()
         s1_row = Signal(24)
         s1_xa = Signal(signed(60))
@@ -374,6 +380,15 @@ class LoadUnit(wiring.Component):
         s2_start = Signal(signed(61))
         s2_end = Signal(signed(61))
         s2_full = Signal()  # the whole row (elements 0 .. length-1) comes from DRAM
+        s3_valid = Signal()
+        s3_row = Signal(24)
+        s3_has = Signal()
+        s3_lo_byte = Signal(10)
+        s3_nbytes = Signal(10)
+        s3_start = Signal(signed(61))
+        s3_limit_ok = Signal()
+        s3_mergeable = Signal()
+        s3_contig = Signal()
         merge_ok = Signal()  # rows of this LOAD are whole beats
         prev_end = Signal(signed(61))  # end of the last row with data past stage 2
 
@@ -436,26 +451,33 @@ class LoadUnit(wiring.Component):
         )
         m.submodules.rowq = rowq = SyncFIFOBuffered(width=queue_layout.size, depth=ROW_QUEUE)
         q_in = Signal(queue_layout)
-        q_limit_ok, q_mergeable, q_contig = Signal(), Signal(), Signal()
         head = Signal(queue_layout)
+        m.d.sync += [
+            s3_valid.eq(s2_valid),
+            s3_row.eq(s2_row),
+            s3_has.eq(s2_has),
+            s3_lo_byte.eq(s2_lo_byte),
+            s3_nbytes.eq(s2_nbytes),
+            s3_start.eq(s2_start),
+            s3_limit_ok.eq((s2_end <= self.dram_limit) & (s2_end <= addr_limit)),
+            s3_mergeable.eq(s2_full & merge_ok),
+            s3_contig.eq(s2_start == prev_end),
+        ]
         m.d.comb += [
-            q_in.row.eq(s2_row),
-            q_in.has.eq(s2_has),
-            q_limit_ok.eq((s2_end <= self.dram_limit) & (s2_end <= addr_limit)),
-            q_mergeable.eq(s2_full & merge_ok),
-            q_contig.eq(s2_start == prev_end),
-            q_in.limit_ok.eq(q_limit_ok),
-            q_in.mergeable.eq(q_mergeable),
-            q_in.contig.eq(q_contig),
-            q_in.lo_byte.eq(s2_lo_byte),
-            q_in.nbytes.eq(s2_nbytes),
-            q_in.start.eq(s2_start),
-            q_in.ok.eq(s2_has & q_limit_ok),
-            q_in.alone.eq(s2_has & q_limit_ok & ~q_mergeable),
-            q_in.starts.eq(s2_has & q_limit_ok & q_mergeable),
-            q_in.joins.eq(s2_has & q_limit_ok & q_mergeable & q_contig),
+            q_in.row.eq(s3_row),
+            q_in.has.eq(s3_has),
+            q_in.limit_ok.eq(s3_limit_ok),
+            q_in.mergeable.eq(s3_mergeable),
+            q_in.contig.eq(s3_contig),
+            q_in.lo_byte.eq(s3_lo_byte),
+            q_in.nbytes.eq(s3_nbytes),
+            q_in.start.eq(s3_start),
+            q_in.ok.eq(s3_has & s3_limit_ok),
+            q_in.alone.eq(s3_has & s3_limit_ok & ~s3_mergeable),
+            q_in.starts.eq(s3_has & s3_limit_ok & s3_mergeable),
+            q_in.joins.eq(s3_has & s3_limit_ok & s3_mergeable & s3_contig),
             rowq.w_data.eq(q_in),
-            rowq.w_en.eq(s2_valid),
+            rowq.w_en.eq(s3_valid),
             head.eq(rowq.r_data),
         ]
         with m.If(s2_valid & s2_has):
@@ -518,9 +540,11 @@ class LoadUnit(wiring.Component):
                 req.payload.dst_off.eq(head.lo_byte),
                 single.eq(desc_room & req.ready),
             ]
-        with m.Elif(t_issuing & ~stop):
+        with m.Elif(t_issuing):
+            # (a LOADT starts with the row queue empty and no run pending, so the two branches
+            # above are idle while `t_issuing` is set: its handshake depends on it alone)
             m.d.comb += [
-                req.valid.eq(1),
+                req.valid.eq(~stop),
                 req.payload.addr.eq(t_addr),
                 req.payload.nbytes.eq(t_bytes),
                 req.payload.dst_off.eq(0),
@@ -620,16 +644,21 @@ class LoadUnit(wiring.Component):
                 ]
             with m.If(j_last & (i_left == 0)):
                 m.d.sync += walking.eq(0)
-        # (rows already in stages 1 and 2 when the LOAD stops flow into the queue and are
+        # (rows already in stages 1 to 3 when the LOAD stops flow into the queue and are
         # dropped there, so `occ` stays exact)
 
         written_fire = Signal()
         m.d.sync += flight.eq(flight + row_issue - written_fire)
 
-        t_fire = t_issuing & ~issue_pend & req.valid & req.ready
+        t_fire = t_issuing & ~stop & req.ready
         with m.If(t_fire):
-            m.d.sync += [t_issued.eq(t_issued + 1), t_addr.eq(t_addr + t_bytes)]
-            with m.If(t_issued + 1 == t_count):
+            m.d.sync += [
+                t_issued.eq(t_issued + 1),
+                t_addr.eq(t_next),
+                t_next.eq(t_next + t_bytes),
+                t_final.eq(t_issued + 2 == t_count),
+            ]
+            with m.If(t_final):
                 m.d.sync += t_issuing.eq(0)
         with m.If(stop & (walking | t_issuing)):
             m.d.sync += [walking.eq(0), t_issuing.eq(0)]
@@ -643,8 +672,18 @@ class LoadUnit(wiring.Component):
         # descriptor's `single`; `slot` is 0 then) and when `slot` moves on, so the row-end
         # decision in front of `rd.data.ready` and the row registers' enables is no compare.
         at_last = Signal()
-        target = desc_out.first_beat + slot
-        m.d.comb += placed.eq(Cat(*[Mux(target == k, beat.data, 0) for k in range(row_beats)]))
+        # The beat's place in the row (`desc_out.first_beat + slot`) as one-hot flip-flops,
+        # loaded with the next values of the head and `slot` (`slot_d`, assigned below where
+        # `slot` changes): each drives its part of the row registers with no decode in front.
+        slot_d = Signal.like(slot)
+        m.d.comb += slot_d.eq(slot)
+        m.d.sync += slot.eq(slot_d)
+        first_beat_d = Mux(desc.r_rdy & desc.r_en, desc_layout(desc.r_data).first_beat,
+                           desc_out.first_beat)
+        target_d = first_beat_d + slot_d
+        hot = Signal(row_beats, init=1)
+        m.d.sync += hot.eq(Cat(*[target_d == k for k in range(row_beats)]))
+        m.d.comb += placed.eq(Cat(*[Mux(hot[k], beat.data, 0) for k in range(row_beats)]))
         out_valid = Signal()
         out_row = Signal(24)
         out_data = Signal(8 * bw * row_beats)
@@ -702,11 +741,12 @@ class LoadUnit(wiring.Component):
                             out_data.eq(row_reg | placed),
                             out_acc.eq(is_acc),
                             row_reg.eq(0),
-                            slot.eq(0),
                         ]
+                        m.d.comb += slot_d.eq(0)
                     with m.Else():
-                        m.d.sync += [row_reg.eq(row_reg | placed), slot.eq(slot + 1),
+                        m.d.sync += [row_reg.eq(row_reg | placed),
                                      at_last.eq(slot == desc_out.nbeats - 2)]
+                        m.d.comb += slot_d.eq(slot + 1)
 
         # ---------------------------------------------------------------- table parser
         pos = Signal(max(1, lb))
@@ -865,7 +905,7 @@ class LoadUnit(wiring.Component):
                 with m.Else():
                     m.next = "EXEC"
             with m.State("EXEC"):
-                m.d.comb += self.busy.eq(1)
+                m.d.comb += [self.busy.eq(1), slot_d.eq(0)]
                 op = hdr.opcode
                 acc = load.mem == MemSpace.ACC
                 m.d.sync += [
@@ -878,7 +918,6 @@ class LoadUnit(wiring.Component):
                     phase.eq(0),
                     idx.eq(0),
                     tab.eq(0),
-                    slot.eq(0),
                     at_last.eq(desc_out.single),
                     row_reg.eq(0),
                 ]
@@ -987,7 +1026,11 @@ class LoadUnit(wiring.Component):
                 # Two cycles: the record range's end is registered before it is compared.
                 m.d.comb += self.busy.eq(1)
                 n_entries = Mux(is_pwl, cfg.pwl_functions, cfg.bias_entries)
-                m.d.sync += t_end.eq(base_addr + t_total)
+                m.d.sync += [
+                    t_end.eq(base_addr + t_total),
+                    t_next.eq(t_addr + t_bytes),
+                    t_final.eq(t_count == 1),
+                ]
                 with m.If(loadt.dst + loadt.count > n_entries):
                     fail(_Code.TABLE_RANGE)
                     m.next = "DRAIN"

@@ -18,6 +18,16 @@ Storage (``F = pwl_functions``, ``S = pwl_segments = 2**L``; all read ports sync
 * ``slope`` and ``intercept``: one copy per lane (``F * S`` int16 / int32, address
   ``fn * S + seg``).
 
+The per-lane memories (levels, slope, intercept: the block RAMs) carry Yosys's ``no_rw_check``
+attribute: a read addressed in the cycle in which LOADT writes the same entry is undefined on
+the FPGA (in simulation it returns the old value). Such a read needs the same function read by
+EPI and written by LOADT without a token between them, which docs/isa.md makes a HAZARD (the
+golden model rejects the program), so no valid program sees it. Without the attribute Yosys
+emulates the collision on ECP5 (the DP16KD leaves it undefined between its two ports): a
+write delayed by a flip-flop and a bypass multiplexer per read-data bit, 72 flip-flops and 41
+LUTs per memory, and the delayed write data on one flip-flop per bit that fed all 40 block RAMs
+(the epilogue unit's critical path, 12.7 ns of routing; docs/fpga.md).
+
 Breakpoint ``i`` (``0 <= i <= S-2``, ascending) is node ``j`` of level ``l`` where ``i + 1 = (2j +
 1) * 2**(L-1-l)``: the root (level 0) is breakpoint ``S/2 - 1``, which splits the segments in
 halves. The search (``seg = number of breakpoints <= x``) starts at ``j = 0`` and does, per level,
@@ -50,6 +60,9 @@ __all__ = [
 SHARED_LEVELS = 3
 #: Width of a shift field (0..MAX_SHIFT).
 SHIFT_BITS = MAX_SHIFT.bit_length()
+#: Attributes of the per-lane block RAMs: read-during-write collisions are not emulated (see the
+#: module docs: a valid program never reads an entry in the cycle LOADT writes it).
+LANE_MEMORY_ATTRS = {"no_rw_check": 1}
 
 
 class TableField(enum.Enum, shape=2):
@@ -149,7 +162,9 @@ class SegmentTable(wiring.Component):
     ----------
     write : In(stream.Signature(table_write_layout(config)))
         Field writes (LOADT). Always ready; a write is visible to reads addressed two cycles or
-        more after its handshake.
+        more after its handshake. A per-lane read addressed one cycle after the handshake (the
+        cycle of the memory write) returns the old entry in simulation and is undefined on the
+        FPGA (module docs).
     lookup : In(lookup_signature(config))
         The epilogue's read ports (see :func:`lookup_signature`).
     loaded : Out(pwl_functions)
@@ -176,16 +191,20 @@ class SegmentTable(wiring.Component):
         )
         self._level_mems = {
             level: [
-                Memory(shape=signed(ACC_BITS), depth=funcs << level, init=[])
+                Memory(shape=signed(ACC_BITS), depth=funcs << level, init=[],
+                       attrs=LANE_MEMORY_ATTRS)
                 for _ in range(lanes)
             ]
             for level in range(SHARED_LEVELS, self.levels)
         }
         self._slope_mems = [
-            Memory(shape=signed(SLOPE_BITS), depth=funcs * segs, init=[]) for _ in range(lanes)
+            Memory(shape=signed(SLOPE_BITS), depth=funcs * segs, init=[],
+                   attrs=LANE_MEMORY_ATTRS)
+            for _ in range(lanes)
         ]
         self._intercept_mems = [
-            Memory(shape=signed(ACC_BITS), depth=funcs * segs, init=[]) for _ in range(lanes)
+            Memory(shape=signed(ACC_BITS), depth=funcs * segs, init=[], attrs=LANE_MEMORY_ATTRS)
+            for _ in range(lanes)
         ]
 
     @property

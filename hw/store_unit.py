@@ -188,11 +188,12 @@ class StoreUnit(wiring.Component):
         flushed = Signal()
         incoming_flushed = self.flush_above.valid & (self.cmd.payload.pc > self.flush_above.pc)
         # (both compares in parallel, the word taken selects: no compare behind the FSM)
-        m.d.sync += flushed.eq(Mux(
+        flushed_d = Mux(
             idle & self.cmd.valid,
             incoming_flushed,
             self.flush_above.valid & (ins.pc > self.flush_above.pc),
-        ))
+        )
+        m.d.sync += flushed.eq(flushed_d)
 
         error = Signal()
         err_code = Signal(4)
@@ -237,6 +238,11 @@ class StoreUnit(wiring.Component):
         # ---------------------------------------------------------------- row issue
         i_left = Signal(12)  # rows after this one
         u_left = Signal(12)  # tiles after this one
+        # `u_left == 0` and `i_left == 0` as flags that count down with them (no compare in
+        # front of the row address multiplexers)
+        u_last = Signal()
+        i_last = Signal()
+        one_tile = Signal()  # st.tiles == 1, registered in CHECK
         src_i = Signal(24)  # src + i
         src_row = Signal(24)  # src + u*rows + i
         row_base = Signal(cfg.addr_bits + 40)  # A + i*stride
@@ -244,8 +250,8 @@ class StoreUnit(wiring.Component):
         issuing = Signal()
         m.submodules.rows = rows_fifo = SyncFIFOBuffered(width=row_bits, depth=self._read_ahead)
 
-        req_valid = issuing & ~flushed
         read_ready = Mux(is_acc, self.acc_read.ready, self.spad_read.ready)
+        start_issue = Signal()  # DECIDE passes: the first row may go from the next cycle
         issue = Signal()  # a row's SRAM read (and its part of a write request) goes out
         # rows read and not yet turned into beats (in the SRAM pipeline or the row buffer), and
         # the registered flag `held < read_ahead`
@@ -272,13 +278,16 @@ class StoreUnit(wiring.Component):
         # registered at every issue: the next row follows the last one in DRAM (always within
         # a row's tiles; across rows when `dense`) and the pending run has room for it
         can_join = Signal()
-        u_last = u_left == 0
-        row_ok = req_valid & space & (~pend_valid | can_join)
+        # "A row may issue, given the readies": `issuing & ~flushed & space & (~pend_valid |
+        # can_join)` (the last term for whole rows only), one flip-flop computed from the
+        # next values of those registers (below), so that only the readies stand between
+        # it and the enables of the row addresses and the run registers.
+        may = Signal()
         with m.If(whole):
             m.d.comb += [
-                self.spad_read.valid.eq(row_ok & ~is_acc),
-                self.acc_read.valid.eq(row_ok & is_acc),
-                issue.eq(row_ok & read_ready),
+                self.spad_read.valid.eq(may & ~is_acc),
+                self.acc_read.valid.eq(may & is_acc),
+                issue.eq(may & read_ready),
                 wreq.valid.eq(pend_valid & ~(issue & can_join)),
                 wreq.payload.addr.eq(pend_addr),
                 wreq.payload.nbytes.eq(pend_nbytes),
@@ -306,17 +315,19 @@ class StoreUnit(wiring.Component):
                 wreq.payload.addr.eq(dst_addr),
                 wreq.payload.nbytes.eq(row_bytes),
                 # Both requests move together: each waits for the other's ready.
-                self.spad_read.valid.eq(req_valid & space & ~is_acc & wreq.ready),
-                self.acc_read.valid.eq(req_valid & space & is_acc & wreq.ready),
-                wreq.valid.eq(req_valid & space & read_ready),
-                issue.eq(req_valid & space & read_ready & wreq.ready),
+                self.spad_read.valid.eq(may & ~is_acc & wreq.ready),
+                self.acc_read.valid.eq(may & is_acc & wreq.ready),
+                wreq.valid.eq(may & read_ready),
+                issue.eq(may & read_ready & wreq.ready),
             ]
-        last_issue = u_last & (i_left == 0)
+        last_issue = u_last & i_last
         with m.If(issue):
             with m.If(u_last):
                 m.d.sync += [
                     u_left.eq(st.tiles - 1),
+                    u_last.eq(one_tile),
                     i_left.eq(i_left - 1),
+                    i_last.eq(i_left == 1),
                     src_i.eq(src_i + 1),
                     src_row.eq(src_i + 1),
                     row_base.eq(row_base + st.stride),
@@ -325,6 +336,7 @@ class StoreUnit(wiring.Component):
             with m.Else():
                 m.d.sync += [
                     u_left.eq(u_left - 1),
+                    u_last.eq(u_left == 1),
                     src_row.eq(src_row + st.rows),
                     dst_addr.eq(dst_addr + row_bytes),
                 ]
@@ -332,6 +344,20 @@ class StoreUnit(wiring.Component):
                 m.d.sync += issuing.eq(0)
         with m.If(flushed & issuing):
             m.d.sync += issuing.eq(0)
+        with m.If(start_issue):
+            m.d.sync += issuing.eq(1)
+        # The next values of the registers `may` is made of (as assigned above and below).
+        issuing_d = start_issue | (issuing & ~(issue & last_issue) & ~flushed)
+        space_d = Mux(issue & ~rows_fifo.r_en, held < self._read_ahead - 1,
+                      Mux(rows_fifo.r_en & ~issue, 1, space))
+        # (an issue that joins the pending run holds its request back, so no request leaves
+        # in that cycle; an issue without a pending run starts one)
+        pend_valid_d = whole & (issue | (pend_valid & ~(wreq.valid & wreq.ready)))
+        contig_d = ~u_last | dense
+        can_join_d = Mux(issue, contig_d & Mux(pend_valid, pend_space != 1, run_rows != 1),
+                         can_join)
+        m.d.sync += may.eq(issuing_d & ~flushed_d & space_d
+                           & (~whole | ~pend_valid_d | can_join_d))
 
         # ---------------------------------------------------------------- responses -> beats
         resp_valid = Mux(is_acc, self.acc_resp.valid, self.spad_resp.valid)
@@ -426,6 +452,7 @@ class StoreUnit(wiring.Component):
                     bad_src.eq(st.src + count > mem_rows),
                     bad_stride.eq((st.rows > 1) & (st.stride < tile_bytes)),
                     dense.eq(st.stride == tile_bytes),
+                    one_tile.eq(st.tiles == 1),
                 ]
                 with m.Switch(nbeats):
                     for k in range(1, row_beats + 1):
@@ -438,6 +465,20 @@ class StoreUnit(wiring.Component):
                 m.next = "DECIDE"
             with m.State("DECIDE"):
                 m.d.comb += self.busy.eq(1)
+                # The walk's start values are loaded whatever the checks decide (a failing
+                # STORE never reads them), so the checks drive only the next state.
+                m.d.sync += [
+                    i_left.eq(st.rows - 1),
+                    i_last.eq(st.rows == 1),
+                    u_left.eq(st.tiles - 1),
+                    u_last.eq(one_tile),
+                    src_i.eq(st.src),
+                    src_row.eq(st.src),
+                    beat_last.eq(nbeats == 1),
+                    row_base.eq(base_addr),
+                    dst_addr.eq(base_addr),
+                    beat.eq(0),
+                ]
                 with m.If(bad_length):
                     m.d.sync += err_code.eq(_Code.FIELD_RANGE)
                     m.next = "FAIL"
@@ -451,17 +492,7 @@ class StoreUnit(wiring.Component):
                     m.d.sync += err_code.eq(_Code.FIELD_RANGE)
                     m.next = "FAIL"
                 with m.Else():
-                    m.d.sync += [
-                        issuing.eq(1),
-                        i_left.eq(st.rows - 1),
-                        u_left.eq(st.tiles - 1),
-                        src_i.eq(st.src),
-                        src_row.eq(st.src),
-                        beat_last.eq(nbeats == 1),
-                        row_base.eq(base_addr),
-                        dst_addr.eq(base_addr),
-                        beat.eq(0),
-                    ]
+                    m.d.comb += start_issue.eq(1)
                     m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += self.busy.eq(1)

@@ -14,6 +14,13 @@ port's clock, not inverted, no clock enable (``CEMUX = "1"``), no set/reset (no 
 RTL marks such registers ``reset_less`` (the memory read wrappers in ``hw/``). The port's
 ``OCE`` is then tied to 1 and its read-data nets take over the flip-flops' outputs.
 
+Then one more rewrite, also exact: a flip-flop whose output reaches the input pins (address,
+data, enables) of several DP16KDs is split into one copy per DP16KD (same clock, data, enable
+and reset; each copy drives one RAM's pins, the original keeps every other load). The block RAMs
+sit in a few rows across the die, so a single flip-flop feeding many of them (a memory's write
+data, a bank's address) reaches the far ones over 10 ns and more of routing; each copy can be
+placed near its RAM, and its own input has the whole cycle to arrive.
+
 Used by ``scripts/synth_ecp5.py`` between Yosys and nextpnr (on the JSON netlist); also runnable
 alone::
 
@@ -148,10 +155,12 @@ def pack_output_registers(netlist: dict) -> dict[str, int]:
         ``ports``: DP16KD read ports switched to ``OUTREG``; ``flip_flops``: fabric flip-flops
         removed; ``retimed_luts``: bypass LUTs the register moved across (each gets new
         flip-flops on its other inputs, shared per net); ``ports_left``: DP16KD read ports
-        (with loads) left unregistered.
+        (with loads) left unregistered; ``split_flip_flops``: flip-flops that drove the input
+        pins of several DP16KDs, ``replicated_flip_flops``: flip-flops added by splitting them
+        (one copy per DP16KD, less each original that no other load kept).
     """
     counts = {"ports": 0, "flip_flops": 0, "retimed_luts": 0, "added_flip_flops": 0,
-              "ports_left": 0}
+              "ports_left": 0, "split_flip_flops": 0, "replicated_flip_flops": 0}
     for module in netlist["modules"].values():
         mod = _Module(module)
         cells = mod.cells
@@ -205,7 +214,48 @@ def pack_output_registers(netlist: dict) -> dict[str, int]:
                 counts["flip_flops"] += len(ffs)
         for ff_name in removed:
             del cells[ff_name]
+        _replicate_ram_inputs(_Module(module), counts)
     return counts
+
+
+def _replicate_ram_inputs(mod: _Module, counts: dict[str, int]) -> None:
+    """One copy of a flip-flop per DP16KD whose input pins it drives, when it drives several."""
+    cells = mod.cells
+    drivers: dict[int, str] = {}
+    for name, cell in cells.items():
+        if cell["type"] == "TRELLIS_FF":
+            q = cell["connections"].get("Q", [None])[0]
+            if isinstance(q, int):
+                drivers[q] = name
+    for net, ff_name in list(drivers.items()):
+        by_ram: dict[str, list[str]] = defaultdict(list)
+        others = net in mod.outputs
+        for cell_name, port in mod.sinks.get(net, []):
+            if cell_name not in cells:  # an original removed below (its copies read `net`)
+                others = True
+            elif cells[cell_name]["type"] == "DP16KD" and not port.startswith("CLK"):
+                by_ram[cell_name].append(port)
+            else:
+                others = True
+        if len(by_ram) < 2:
+            continue
+        ff = cells[ff_name]
+        for ram_name, ports in sorted(by_ram.items()):
+            name = f"$ram_input_copy${net}${ram_name}"
+            copy_q = mod.new_net(name)
+            copy = json.loads(json.dumps(ff))
+            copy["connections"]["Q"] = [copy_q]
+            cells[name] = copy
+            ram = cells[ram_name]
+            for port in ports:
+                ram["connections"][port] = [copy_q if b == net else b
+                                            for b in ram["connections"][port]]
+            counts["replicated_flip_flops"] += 1
+        counts["split_flip_flops"] += 1
+        if not others:
+            # nothing else reads the original: the copies replace it
+            del cells[ff_name]
+            counts["replicated_flip_flops"] -= 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -219,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{counts['ports']} DP16KD read ports -> OUTREG ({counts['flip_flops']} flip-flops "
           f"absorbed, {counts['retimed_luts']} bypass LUTs retimed with "
           f"{counts['added_flip_flops']} new flip-flops); {counts['ports_left']} read ports left "
-          "unregistered")
+          f"unregistered; {counts['split_flip_flops']} flip-flops feeding several DP16KDs split "
+          f"(+{counts['replicated_flip_flops']} flip-flops)")
     return 0
 
 

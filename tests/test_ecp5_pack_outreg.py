@@ -61,7 +61,7 @@ def test_register_moves_back_across_the_bypass_lut():
     counts = pack_output_registers(n)
     cells = n["modules"]["top"]["cells"]
     assert counts == {"ports": 1, "flip_flops": 2, "retimed_luts": 1, "added_flip_flops": 2,
-                      "ports_left": 0}
+                      "ports_left": 0, "split_flip_flops": 0, "replicated_flip_flops": 0}
     # the LUT now reads the RAM's registered output and delayed copies of its other inputs,
     # and drives the net the removed flip-flop drove
     assert cells["lut"]["connections"]["D"] == [D0]
@@ -102,3 +102,62 @@ def test_pseudo_dual_port_36_bit_sets_both_register_modes():
     params = n["modules"]["top"]["cells"]["ram"]["parameters"]
     assert counts["ports"] == 1
     assert params["REGMODE_A"] == params["REGMODE_B"] == "OUTREG"
+
+
+def write_ram(name_bits: dict[str, int]) -> dict:
+    """A DP16KD with only write-side pins: ``{pin: net}``."""
+    return {
+        "type": "DP16KD",
+        "parameters": {"REGMODE_A": "NOREG", "REGMODE_B": "NOREG"},
+        "port_directions": {"CLKA": "input", **{pin: "input" for pin in name_bits}},
+        "connections": {"CLKA": [CLK], **{pin: [net] for pin, net in name_bits.items()}},
+    }
+
+
+@pytest.mark.parametrize("other_load", [False, True])
+def test_flip_flop_feeding_several_rams_is_split_per_ram(other_load):
+    # ff0 drives the write data of three RAMs (twice on one of them) and the write enable of
+    # one; ff1 drives a single RAM and stays as it is
+    cells = {
+        "wd": ff(D0, Q0, CEMUX="CE"),
+        "we": ff(D1, Q1),
+        "ram_a": write_ram({"DIA0": Q0, "DIA1": Q0, "WEA": Q1}),
+        "ram_b": write_ram({"DIA0": Q0}),
+        "ram_c": write_ram({"DIA3": Q0}),
+    }
+    cells["wd"]["connections"]["CE"] = [EN]
+    if other_load:
+        cells["lut"] = {"type": "LUT4", "parameters": {}, "port_directions": {"A": "input",
+                        "Z": "output"}, "connections": {"A": [Q0], "Z": [40]}}
+    n = netlist(cells, outputs=())
+    counts = pack_output_registers(n)
+    cells = n["modules"]["top"]["cells"]
+    copies = {name: c for name, c in cells.items() if name.startswith("$ram_input_copy$")}
+    assert counts["split_flip_flops"] == 1
+    assert len(copies) == 3
+    assert counts["replicated_flip_flops"] == (3 if other_load else 2)
+    assert ("wd" in cells) == other_load
+    if other_load:
+        assert cells["lut"]["connections"]["A"] == [Q0]
+    # every copy is the original flip-flop (clock, data, enable, parameters) with its own output,
+    # and each RAM's pins read exactly one copy
+    q_of = {}
+    for name, c in copies.items():
+        assert c["type"] == "TRELLIS_FF" and c["parameters"]["CEMUX"] == "CE"
+        assert {k: v for k, v in c["connections"].items() if k != "Q"} == {
+            "CLK": [CLK], "DI": [D0], "CE": [EN]}
+        q_of[name.rsplit("$", 1)[1]] = c["connections"]["Q"]
+    assert cells["ram_a"]["connections"]["DIA0"] == cells["ram_a"]["connections"]["DIA1"] \
+        == q_of["ram_a"]
+    assert cells["ram_b"]["connections"]["DIA0"] == q_of["ram_b"]
+    assert cells["ram_c"]["connections"]["DIA3"] == q_of["ram_c"]
+    assert len({tuple(q) for q in q_of.values()} | {(Q0,)}) == 4
+    assert cells["ram_a"]["connections"]["WEA"] == [Q1] and "we" in cells
+
+
+def test_flip_flop_feeding_one_ram_is_left():
+    n = netlist({"wd": ff(D0, Q0), "ram_a": write_ram({"DIA0": Q0, "DIA1": Q0})}, outputs=())
+    before = copy.deepcopy(n)
+    counts = pack_output_registers(n)
+    assert counts["split_flip_flops"] == 0
+    assert n == before
