@@ -36,6 +36,10 @@ It never stalls: no register has a clock enable (an enable driven by ``results.r
 out to every register). Backpressure is by credit: a row is accepted only while fewer than
 :attr:`Epilogue.result_depth` rows are in flight or queued in the result FIFO, so every row
 leaving the pipeline has a place. With ``results`` ready, one row per cycle flows end to end.
+
+Reset clears the credit counter, the valid line and the result FIFO; the data registers (rows,
+products, search state, delay lines) have no reset, as a row's data reaches the FIFO only with
+its valid bit and every stage is written by the row before it.
 """
 
 from __future__ import annotations
@@ -190,8 +194,16 @@ class Epilogue(wiring.Component):
         table = self.table
         last = self.pipeline_depth - 1  # stage whose row enters the result FIFO
 
-        def reg(value, shape, name, reset_less=False):
-            """A register loaded with ``value`` every cycle (no enable)."""
+        def reg(value, shape, name, reset_less=True):
+            """A register loaded with ``value`` every cycle (no enable).
+
+            Data registers (the default) have no reset: a row's data reaches the result FIFO
+            only with its valid bit, and every stage's data is written by the row in the stage
+            before it, so no result reads a value held across a (soft) reset. Only the valid
+            line and the credit counter are reset. With no reset multiplexer in front of them
+            they are plain D flip-flops on the FPGA and straight assignments in Verilator's
+            clock-edge code (docs/simulation.md, "Speed").
+            """
             r = Signal(shape, name=name, reset_less=reset_less)
             m.d.sync += r.eq(value)
             return r
@@ -199,7 +211,7 @@ class Epilogue(wiring.Component):
         def ram_out(value, shape, name):
             """A block RAM's read data registered with nothing in between and no reset: the
             register that ``scripts/ecp5_pack_outreg.py`` moves into the RAM's output register."""
-            return reg(value, shape, name, reset_less=True)
+            return reg(value, shape, name)
 
         def line(value, shape, name, stage=0):
             """``value`` at ``stage``; ``line[s]`` is its copy delayed to stage ``s``."""
@@ -217,7 +229,8 @@ class Epilogue(wiring.Component):
         ]
         m.d.sync += in_flight.eq(in_flight + accept - taken)
         row = reg(self.rows.payload, epilogue_input_layout(cfg, self._tag_bits), "row")
-        valid = line(reg(accept, 1, "row_valid"), 1, "valid")
+        valid = _Line(lambda v, s: reg(v, 1, f"valid_s{s}", reset_less=False),
+                      reg(accept, 1, "row_valid", reset_less=False), 0)
         tag = line(row.tag, unsigned(self._tag_bits), "tag")
         fn = line(row.fn, unsigned(fn_bits), "fn")
         out_width = line(row.out_width, OutWidth, "out_width")

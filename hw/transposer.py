@@ -58,8 +58,12 @@ class Transposer(wiring.Component):
     def elaborate(self, platform) -> Module:
         m = Module()
         R, C, ow = self._config.rows, self._config.cols, self._config.operand_bits
-        # buf[k][c][r] = element r of stored row c of the block in buffer k
-        buf = [[[Signal(signed(ow), name=f"buf{k}_{c}_{r}") for r in range(R)]
+        # buf[k][c][r] = element r of stored row c of the block in buffer k. The buffers have no
+        # reset: a buffer is emitted only once `full`, after all C of its rows were written
+        # since the last reset (`full`, `wsel`, `wcount` and `wen` are reset), so no beat
+        # reads a value held across a reset. No reset multiplexer in front of the 2 x C x R
+        # enabled registers (plain enabled flip-flops; less work on every Verilator clock edge).
+        buf = [[[Signal(signed(ow), name=f"buf{k}_{c}_{r}", reset_less=True) for r in range(R)]
                 for c in range(C)] for k in range(2)]
         full = [Signal(name=f"full{k}") for k in range(2)]
         wsel = Signal()  # buffer being filled
