@@ -257,6 +257,11 @@ class LoadUnit(wiring.Component):
         """Most whole-beat rows merged into one read request."""
         return self._merge_rows
 
+    @property
+    def desc_depth(self) -> int:
+        """Row descriptors the queue holds (rows requested and not yet written, at most)."""
+        return self._desc_depth
+
     def elaborate(self, platform):  # noqa: C901 (one state machine, kept together)
         m = Module()
         cfg = self._config
