@@ -1,5 +1,6 @@
-"""Amaranth-simulator helpers shared by the scratchpad, accumulator and compute-unit tests:
-stream drivers and sinks with random backpressure (cocotbext-axi style: one coroutine per bus)."""
+"""Amaranth-simulator helpers shared by the block-level tests (array, epilogue, memories,
+compute unit, queues): runners, and stream drivers and sinks with random backpressure
+(cocotbext-axi style: one coroutine per bus)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,17 @@ def run(dut, main, *background, deadline: int = 20000) -> None:
     sim.add_testbench(main)
     sim.run_until(deadline * 1e-6)
     assert done_flag(main), f"testbench did not finish within {deadline} cycles"
+
+
+def run_to_end(dut, main, *background) -> None:
+    """Simulate ``dut`` with a clock until ``main`` returns; ``background`` testbenches run
+    beside it (no deadline: ``main`` bounds the run itself)."""
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    for bench in background:
+        sim.add_testbench(bench, background=True)
+    sim.add_testbench(main)
+    sim.run()
 
 
 def done_flag(main) -> bool:

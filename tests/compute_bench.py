@@ -14,12 +14,12 @@ from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
-from amaranth.sim import Simulator
 
 from hw import numeric
 from hw.config import AcceleratorConfig
 from tb.compute_cases import LOADED_FUNCTIONS, GoldenCase, golden_case
 from tb.compute_harness import ComputeHarness
+from tests.banked_memory_bench import run_to_end
 
 __all__ = ["LOADED_FUNCTIONS", "GoldenCase", "RtlResult", "compare", "golden_case", "run_rtl"]
 
@@ -193,10 +193,7 @@ def run_rtl(cfg: AcceleratorConfig, gc: GoldenCase, *, seed: int = 0, stall: flo
                 ac[r] = _row_values(ctx.get(acc_mems[r // acc_per].data[r % acc_per]), 32, C)
             result["spad"], result["acc"] = sp, ac
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+    run_to_end(dut, bench)
     assert result["cycles"] < max_cycles, f"compute unit did not finish in {max_cycles} cycles"
     return RtlResult(result.get("spad"), result.get("acc"), mult, shift, result["error"],
                      result["counters"], result["cycles"], result["token_events"],

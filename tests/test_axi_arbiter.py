@@ -9,9 +9,9 @@ import collections
 import random
 
 import pytest
-from amaranth.sim import Simulator
 
 from hw.axi_arbiter import AxiReadArbiter
+from tests.banked_memory_bench import run_to_end
 
 
 @pytest.mark.parametrize("masters", [1, 9, True, 2.0])
@@ -73,9 +73,6 @@ def test_requests_and_beats_reach_the_right_master_in_order(masters, seed, req_p
                     offered[i] = None
             await ctx.tick()
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+    run_to_end(dut, bench)
     assert all(c > 20 for c in counts["ar"]), counts
     assert all(c > 20 for c in counts["r"]), counts

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from amaranth.hdl import Module, Signal
 from amaranth.lib import wiring
-from amaranth.sim import Simulator
 
 from hw.bias_scale import BiasScaleSram
 from hw.config import preset
+from tests.banked_memory_bench import run_to_end
 
 
 def tiny(**changes):
@@ -113,12 +113,7 @@ class TB:
             while "scale" not in out:
                 await ctx.tick()
 
-        sim = Simulator(self.harness)
-        sim.add_clock(1e-6)
-        for bench in (loader, scaler, bias_reader, scale_reader, scale_collector):
-            sim.add_testbench(bench, background=True)
-        sim.add_testbench(main)
-        sim.run()
+        run_to_end(self.harness, main, loader, scaler, bias_reader, scale_reader, scale_collector)
         return out
 
 

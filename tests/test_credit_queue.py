@@ -6,9 +6,9 @@ import collections
 import random
 
 import pytest
-from amaranth.sim import Simulator
 
 from hw.credit_queue import CreditQueue
+from tests.banked_memory_bench import run_to_end
 
 
 @pytest.mark.parametrize("bad, error", [
@@ -59,9 +59,6 @@ def test_random_pushes_and_pops_keep_order_within_credits(depth, push_prob, pop_
             seen["full"] += len(model) == depth
             await ctx.tick()
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+    run_to_end(dut, bench)
     assert seen["popped"] > 100
     assert seen["full"] > 0 or pop_prob > push_prob

@@ -9,11 +9,11 @@ import random
 
 import pytest
 from amaranth.back import rtlil
-from amaranth.sim import Simulator
 
 from hw.dsp import PipelinedMultiplier
 from hw.rtl import verilog_text
 from hw.target import ECP5, GenerationTarget
+from tests.banked_memory_bench import run_to_end
 
 
 def test_portable_latency_and_b_enable():
@@ -31,10 +31,7 @@ def test_portable_latency_and_b_enable():
             await ctx.tick()
             seen.append(ctx.get(dut.p))
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+    run_to_end(dut, bench)
     # Reference: a_reg <= a; b_reg <= b if en; p <= a_reg * b_reg (values after each edge).
     a_reg = b_reg = p = 0
     expected = []

@@ -11,7 +11,6 @@ import random
 import numpy as np
 import pytest
 from amaranth.hdl import ResetInserter, Signal
-from amaranth.sim import Simulator
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -22,6 +21,7 @@ from hw.epilogue_unit import EpilogueUnit
 from hw.numeric import PwlTable
 from hw.segment_table import SegmentTable, TableField
 from tb.epilogue_tb import random_table
+from tests.banked_memory_bench import run_to_end
 
 INT32_MIN, INT32_MAX = numeric.int_range(32)
 INT16_MIN, INT16_MAX = numeric.int_range(16)
@@ -149,12 +149,7 @@ class TB:
                 await ctx.tick()
             await self.send_rows(ctx, rows)
 
-        sim = Simulator(self.dut)
-        sim.add_clock(1e-6)
-        sim.add_testbench(writer, background=True)
-        sim.add_testbench(sender, background=True)
-        sim.add_testbench(main)
-        sim.run()
+        run_to_end(self.dut, main, writer, sender)
 
     def check(self, tables, rows, during=None) -> None:
         self.run(tables, rows, during)
@@ -287,10 +282,7 @@ def test_loaded_bits_follow_shift_writes_and_clear():
         seen.append(ctx.get(table.loaded))
         await write(2, TableField.SHIFT, 0, 1)
 
-    sim = Simulator(table)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+    run_to_end(table, bench)
     assert seen == [0, 1 << 6, (1 << 6) | 2, (1 << 6) | 2, 0, 1 << 2]
 
 
@@ -375,10 +367,7 @@ def test_unit_without_tag_exposes_the_loaded_bits():
         await ctx.tick()
         seen.append(ctx.get(unit.table_loaded))
 
-    sim = Simulator(unit)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+    run_to_end(unit, bench)
     assert seen == [1 << 5, 0]
 
 
@@ -429,11 +418,7 @@ def test_reset_with_rows_in_flight_emits_only_later_rows():
             await ctx.tick()
         await tb.send_rows(ctx, after)
 
-    sim = Simulator(top)
-    sim.add_clock(1e-6)
-    sim.add_testbench(sender, background=True)
-    sim.add_testbench(bench)
-    sim.run()
+    run_to_end(top, bench, sender)
     assert early == [0] * len(early), "a row from before the reset came out"
     assert tb.tags == [r.tag for r in after]
     for i, row in enumerate(after):

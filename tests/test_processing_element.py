@@ -9,11 +9,11 @@ from dataclasses import dataclass
 
 import pytest
 from amaranth.hdl import Fragment
-from amaranth.sim import Simulator
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hw.processing_element import ProcessingElement
+from tests.banked_memory_bench import run_to_end
 
 INPUTS = ("a_in", "swap_in", "w_in", "load_in", "psum_in")
 OUTPUTS = ("a_out", "swap_out", "load_out", "psum_out")
@@ -68,10 +68,7 @@ def run_pe(cycles: list[dict[str, int]], operand_width: int = 8, acc_width: int 
             await ctx.tick()
         seen.append({name: ctx.get(getattr(dut, name)) for name in OUTPUTS})
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+    run_to_end(dut, bench)
     return seen
 
 

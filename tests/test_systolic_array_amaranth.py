@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from hw.config import preset
 from hw.systolic_array import SystolicArray
+from tests.banked_memory_bench import run_to_end
 
 
 def make_array(rows: int, cols: int) -> SystolicArray:
@@ -44,16 +45,6 @@ def weight_beat(row) -> list[int]:
 
 def operand_beat(row, first: bool) -> dict:
     return {"data": [int(x) for x in row], "first": first}
-
-
-def run_testbenches(dut, main, *background) -> None:
-    """Simulate ``dut`` with a clock, ``background`` testbenches, until ``main`` returns."""
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    for bench in background:
-        sim.add_testbench(bench, background=True)
-    sim.add_testbench(main)
-    sim.run()
 
 
 @dataclasses.dataclass
@@ -104,7 +95,7 @@ def stream_tiles(dut, tiles, *, seed=0, gap_prob=0.0, stall_prob=0.0, max_cycles
                 run.result_cycles.append(cycle)
             cycle += 1
 
-    run_testbenches(dut, monitor, weights, operands)
+    run_to_end(dut, monitor, weights, operands)
     return run
 
 
@@ -230,7 +221,7 @@ def test_first_row_waits_until_the_weight_tile_is_complete():
             if valid:
                 seen["results"].append([payload[c] for c in range(cols)])
 
-    run_testbenches(dut, monitor, weights, operands)
+    run_to_end(dut, monitor, weights, operands)
     np.testing.assert_array_equal(np.array(seen["results"]), a @ w)
     # The input register took the first row at once; the second only once the first entered the
     # array, which is after the last weight beat.
@@ -257,7 +248,7 @@ def test_rows_without_a_started_tile_are_never_computed():
             accepted.append(fire)
             assert not valid
 
-    run_testbenches(dut, bench)
+    run_to_end(dut, bench)
     assert sum(accepted) == 1
 
 
@@ -292,7 +283,7 @@ def test_backpressure_holds_rows_by_credit_not_by_stalling():
             if valid:
                 results.append([payload[c] for c in range(cols)])
 
-    run_testbenches(dut, monitor, weights, operands)
+    run_to_end(dut, monitor, weights, operands)
     np.testing.assert_array_equal(np.array(results), a @ w)
 
 

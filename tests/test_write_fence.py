@@ -10,9 +10,9 @@ import random
 import pytest
 from amaranth.hdl import unsigned
 from amaranth.lib import data
-from amaranth.sim import Simulator
 
 from hw.write_fence import WriteFence
+from tests.banked_memory_bench import run_to_end
 
 
 @pytest.mark.parametrize("writes", [{}, [("a", 8)], {"not a name": 8}, {3: 8}])
@@ -82,9 +82,6 @@ def test_token_never_overtakes_a_write(seed, in_prob, out_prob, push_prob):
                     offered[name] = None
             await ctx.tick()
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+    run_to_end(dut, bench)
     assert landed["a"] > 50 and landed["b"] > 50
     assert stats["tokens"] > 5 and stats["held"] > 5
