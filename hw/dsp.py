@@ -45,6 +45,10 @@ class PipelinedMultiplier(wiring.Component):
         Load enable of ``b``'s input register (``a``'s loads every cycle).
     p : Out(signed(a_width + b_width))
         The product of the operands registered two edges earlier.
+    a_q : Out(signed(a_width))
+        ``a`` one edge later: the input register itself in the portable form (so a user that
+        forwards the operand, like the systolic array's PE, needs no copy of it), a fabric
+        register beside the DSP block on ECP5 (whose input register cannot be read).
     """
 
     #: Clock edges from ``a``/``b`` to their product on ``p``.
@@ -63,6 +67,7 @@ class PipelinedMultiplier(wiring.Component):
             "b": In(signed(b_width)),
             "b_en": In(1, init=1),
             "p": Out(signed(a_width + b_width)),
+            "a_q": Out(signed(a_width)),
         })
 
     @property
@@ -84,7 +89,7 @@ class PipelinedMultiplier(wiring.Component):
         b_reg = Signal(signed(self._b_width), reset_less=True)
         p = Signal(signed(self._a_width + self._b_width), reset_less=True)
         m.d.sync += [a_reg.eq(self.a), p.eq(a_reg * b_reg)]
-        m.d.comb += self.p.eq(p)
+        m.d.comb += [self.p.eq(p), self.a_q.eq(a_reg)]
         with m.If(self.b_en):
             m.d.sync += b_reg.eq(self.b)
         return m
@@ -94,6 +99,9 @@ class PipelinedMultiplier(wiring.Component):
         b = Signal(signed(MULT18_BITS))
         p = Signal(2 * MULT18_BITS)
         m.d.comb += [a.eq(self.a), b.eq(self.b), self.p.eq(p[: len(self.p)])]
+        a_q = Signal(signed(self._a_width), reset_less=True)
+        m.d.sync += a_q.eq(self.a)
+        m.d.comb += self.a_q.eq(a_q)
         zero, one = Const(0, 1), Const(1, 1)
         ports = {
             "p_REG_INPUTA_CLK": "CLK0", "p_REG_INPUTA_CE": "CE0", "p_REG_INPUTA_RST": "RST0",

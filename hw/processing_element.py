@@ -27,11 +27,11 @@ between, the route and the add are in different cycles. The registers have no cl
 the array never stalls (backpressure is by credit, ``hw/systolic_array.py``), which keeps an
 enable's fan-out off the timing path.
 
-The multiplier with its operand registers (a copy of ``a_reg``, and ``active``) and its
-``product`` register is a :class:`hw.dsp.PipelinedMultiplier`: on ECP5 one ``MULT18X18D`` with
-its own input and output registers, so the multiply starts and ends inside the DSP block (a
-reset leaves its registers holding a bubble's value; no result row uses them before the next
-weight swap).
+The multiplier with its operand registers (``a_reg``, forwarded from its ``a_q`` output, and
+``active``) and its ``product`` register is a :class:`hw.dsp.PipelinedMultiplier`: on ECP5 one
+``MULT18X18D`` with its own input and output registers (``a_q`` then a fabric register beside
+it), so the multiply starts and ends inside the DSP block (a reset leaves its registers holding a
+bubble's value; no result row uses them before the next weight swap).
 """
 
 from __future__ import annotations
@@ -117,7 +117,6 @@ class ProcessingElement(wiring.Component):
         # Datapath registers have no reset (the strobes do): no result row reads a value they
         # held before a reset (a tile's weights are all loaded before its first row swaps them
         # in, and a row's partial sums meet only its own products), as in the ECP5 DSP form.
-        a_reg = Signal(signed(ow), reset_less=True)
         swap_reg = Signal()
         load_reg = Signal()
         shadow = Signal(signed(ow), reset_less=True)
@@ -126,13 +125,13 @@ class ProcessingElement(wiring.Component):
         acc = Signal(signed(aw), reset_less=True)
 
         m.d.sync += [
-            a_reg.eq(self.a_in),
             swap_reg.eq(self.swap_in),
             load_reg.eq(self.load_in),
             product_near.eq(product),
             acc.eq(self.psum_in + product_near),
         ]
-        # a_reg and active again, inside the multiplier (a DSP block's input registers on ECP5).
+        # a_reg and active, inside the multiplier (a DSP block's input registers on ECP5); the
+        # multiplier's a_q is a_reg for the right neighbour (one register, not a copy).
         m.submodules.mult = mult = PipelinedMultiplier(ow, ow)
         m.d.comb += [
             mult.a.eq(self.a_in),
@@ -144,7 +143,7 @@ class ProcessingElement(wiring.Component):
             m.d.sync += shadow.eq(self.w_in)
 
         m.d.comb += [
-            self.a_out.eq(a_reg),
+            self.a_out.eq(mult.a_q),
             self.swap_out.eq(swap_reg),
             self.load_out.eq(load_reg),
             self.psum_out.eq(acc),

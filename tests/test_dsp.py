@@ -16,7 +16,7 @@ from hw.target import ECP5, GenerationTarget
 from tests.banked_memory_bench import run_to_end
 
 
-def test_portable_latency_and_b_enable():
+def test_portable_latency_b_enable_and_a_q():
     dut = PipelinedMultiplier(17, 16)
     rng = random.Random(3)
     stimulus = [(rng.randrange(-(1 << 16), 1 << 16), rng.randrange(-(1 << 15), 1 << 15),
@@ -29,21 +29,23 @@ def test_portable_latency_and_b_enable():
             ctx.set(dut.b, b)
             ctx.set(dut.b_en, en)
             await ctx.tick()
-            seen.append(ctx.get(dut.p))
+            seen.append((ctx.get(dut.p), ctx.get(dut.a_q)))
 
     run_to_end(dut, bench)
-    # Reference: a_reg <= a; b_reg <= b if en; p <= a_reg * b_reg (values after each edge).
+    # Reference: a_reg <= a; b_reg <= b if en; p <= a_reg * b_reg (values after each edge);
+    # a_q is a_reg.
     a_reg = b_reg = p = 0
     expected = []
     for a, b, en in stimulus:
         a_reg, b_reg, p = a, (b if en else b_reg), a_reg * b_reg
-        expected.append(p)
+        expected.append((p, a_reg))
     assert seen == expected
 
 
 def test_ecp5_form_is_one_registered_mult18x18d():
     text = verilog_text(PipelinedMultiplier(8, 8), "mul", ECP5)
     assert text.count("MULT18X18D") == 1
+    assert "a_q <= a;" in text  # the fabric register beside the DSP block
     for param in ("REG_INPUTA_CLK(\"CLK0\")", "REG_INPUTB_CLK(\"CLK0\")",
                   "REG_OUTPUT_CLK(\"CLK0\")", "REG_PIPELINE_CLK(\"NONE\")"):
         assert param in text
