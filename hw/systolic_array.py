@@ -215,14 +215,28 @@ class SystolicArray(wiring.Component):
             entry_load.eq(Cat(drain & (drain_row == r) for r in range(rows))),
         ]
 
-        # Input skew: row r's operand and swap flag reach PE(r, 0) r cycles after row 0's.
+        # Input skew: row r's operand and swap flag reach PE(r, 0) r cycles after row 0's. The
+        # delay lines are packed, one register per stage (the same flip-flops as one line per
+        # row, in fewer, wider registers: fewer statements per clock edge in the simulated
+        # model): stage k holds the operands of rows k+1..rows-1 delayed k+1 cycles, row r in
+        # byte rows-1-r, and drops its top byte (row k+1, to PE(k+1, 0)) on the way to stage
+        # k+1. Every row's swap flag is entry_swap delayed, so one line of rows-1 flags serves
+        # all rows (Yosys merged the per-row copies' identical flip-flops anyway).
+        skew_a = [Signal((rows - 1 - k) * ow, name=f"skew_a_{k}", reset_less=True)
+                  for k in range(rows - 1)]
+        skew_swap = [Signal(name=f"skew_swap_{k}") for k in range(rows - 1)]
+        for k in range(rows - 1):
+            if k == 0:
+                m.d.sync += [skew_a[0].eq(Cat(entry_data[r] for r in reversed(range(1, rows)))),
+                             skew_swap[0].eq(entry_swap)]
+            else:
+                m.d.sync += [skew_a[k].eq(skew_a[k - 1][: (rows - 1 - k) * ow]),
+                             skew_swap[k].eq(skew_swap[k - 1])]
         for r in range(rows):
-            a, swap = entry_data[r], entry_swap
-            for stage in range(r):
-                a_next = Signal(signed(ow), name=f"skew_a_{r}_{stage}", reset_less=True)
-                swap_next = Signal(name=f"skew_swap_{r}_{stage}")
-                m.d.sync += [a_next.eq(a), swap_next.eq(swap)]
-                a, swap = a_next, swap_next
+            if r == 0:
+                a, swap = entry_data[0], entry_swap
+            else:
+                a, swap = skew_a[r - 1][(rows - 1 - r) * ow:].as_signed(), skew_swap[r - 1]
             m.d.comb += [pes[r][0].a_in.eq(a), pes[r][0].swap_in.eq(swap)]
             for c in range(1, cols):
                 m.d.comb += [
@@ -253,14 +267,21 @@ class SystolicArray(wiring.Component):
 
         # Output de-skew: column c leaves the bottom row c cycles after column 0; delay it by
         # cols - 1 - c cycles, then one output register for the whole row.
+        # Packed like the input skew: stage k holds columns 0..cols-2-k delayed k+1 cycles,
+        # column c in word c, and drops its top word (column cols-2-k, done) on the way on.
         row_out = Signal(data.ArrayLayout(signed(aw), cols), reset_less=True)
+        deskew = [Signal((cols - 1 - k) * aw, name=f"deskew_{k}", reset_less=True)
+                  for k in range(cols - 1)]
+        for k in range(cols - 1):
+            if k == 0:
+                m.d.sync += deskew[0].eq(Cat(pes[rows - 1][c].psum_out for c in range(cols - 1)))
+            else:
+                m.d.sync += deskew[k].eq(deskew[k - 1][: (cols - 1 - k) * aw])
         for c in range(cols):
-            s = pes[rows - 1][c].psum_out
-            for stage in range(cols - 1 - c):
-                s_next = Signal(signed(aw), name=f"deskew_{c}_{stage}", reset_less=True)
-                m.d.sync += s_next.eq(s)
-                s = s_next
-            m.d.sync += row_out[c].eq(s)
+            if c == cols - 1:
+                m.d.sync += row_out[c].eq(pes[rows - 1][c].psum_out)
+            else:
+                m.d.sync += row_out[c].eq(deskew[cols - 2 - c][c * aw:])
 
         # A row entering in cycle e is in row_out in cycle e + pipeline_depth: PE(rows - 1, c)
         # sees it in e + ENTRY_STAGES + rows - 1 + c, the de-skew and row_out add cols - c.
