@@ -115,8 +115,8 @@ def build_harness(config: AcceleratorConfig) -> Path:
 
     The Verilog is regenerated only when its sources changed (:func:`sim.rtl_cache.cached_rtl`),
     the library only when the Verilog, the harness, a build flag or the training program
-    changed. With ``NMX_PGO=1`` in the environment the library is built with GCC
-    profile-guided optimisation trained on :func:`sim.harness_training.training_program` (see
+    changed. The library is built with GCC profile-guided optimisation (unless ``NMX_PGO=0`` is in
+    the environment) trained on :func:`sim.harness_training.training_program` (see
     :func:`sim.verilator.build_library`). Returns the path of the shared library,
     ``build/verilator/<stem>_fast_<hash>/lib<...>.so``.
     """

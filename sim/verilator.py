@@ -633,10 +633,10 @@ LIBRARY_OPT_GLOBAL = "-O2"
 #: program lose nothing.
 PGO_GENERATE_FLAGS = ("-fprofile-generate",)
 PGO_USE_FLAGS = ("-fprofile-use", "-fprofile-partial-training", "-Wno-missing-profile")
-#: Environment variable that turns profile-guided optimisation on (``NMX_PGO=1``). It is off by
-#: default: on ``default`` it measured +6-7 % (GEMM, BERT) for about twice the C++ compile
-#: time, which would take a fresh clone's ``make sim`` past its 5-minute limit
-#: (docs/simulation.md, "Speed").
+#: Environment variable that turns profile-guided optimisation off (``NMX_PGO=0``; ``false``,
+#: ``no``, ``off`` too). It is on by default: on ``default`` it measured +6-8 % (GEMM, BERT) on
+#: an idle machine and +21 % on a loaded one, for about twice the C++ compile time
+#: (docs/simulation.md, "Profile-guided build by default").
 PGO_ENV = "NMX_PGO"
 _LIBRARY_JOBS = 2
 _PGO_MARKER = "pgo.json"
@@ -664,8 +664,21 @@ class ProfileTraining:
 
 
 def pgo_enabled() -> bool:
-    """Whether ``NMX_PGO`` asks for profile-guided builds (``1``, ``true``, ``yes``, ``on``)."""
-    return os.environ.get(PGO_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+    """Whether profile-guided builds are on: yes unless ``NMX_PGO`` is ``0``, ``false``, ``no``
+    or ``off`` (unset, empty, ``1``, ``true``, ``yes`` and ``on`` mean on).
+
+    Raises
+    ------
+    NmxError
+        When ``NMX_PGO`` has any other value.
+    """
+    value = os.environ.get(PGO_ENV, "").strip().lower()
+    if value in ("0", "false", "no", "off"):
+        return False
+    if value in ("", "1", "true", "yes", "on"):
+        return True
+    raise NmxError(f"{PGO_ENV}={os.environ[PGO_ENV]!r}: use 1 (profile-guided build, the "
+                   "default) or 0 (plain build)")
 
 
 @functools.lru_cache(maxsize=4)
@@ -749,8 +762,8 @@ def build_library(
     compiler is not GCC, the instrumented build or the run fails, no profile was written) the
     library is built without a profile and a note on stderr says why, at the build and again
     whenever the build is reused (``<build>/pgo.json`` records it; delete the build folder to
-    retry). ``training`` is used only when ``NMX_PGO=1`` is in the environment
-    (:func:`pgo_enabled`); otherwise the build is the one without ``training``.
+    retry). ``training`` is ignored when ``NMX_PGO=0`` is in the environment
+    (:func:`pgo_enabled`): the build is then the one without ``training``.
 
     Parameters
     ----------
@@ -767,7 +780,7 @@ def build_library(
     build_args : sequence of str
         Extra Verilator arguments.
     training : ProfileTraining, optional
-        The training run of profile-guided optimisation (used when :func:`pgo_enabled`).
+        The training run of profile-guided optimisation (used unless ``NMX_PGO=0``).
 
     Returns
     -------

@@ -84,11 +84,23 @@ def test_no_training_and_pgo_off_build_the_same_plain_library(builds, monkeypatc
     assert not list((plain.parent / "obj").glob("*.gcda"))
     assert not (plain.parent / glue._PGO_MARKER).exists()
     training = ProfileTraining("stand-in v1", (sys.executable, "-c", TRAINER, "{library}"))
-    for off in ("0", ""):
+    for off in ("0", "off", " False "):
         monkeypatch.setenv(glue.PGO_ENV, off)
         assert _build(training) == plain
+
+
+@pytest.mark.parametrize("value", ["", "1", "on", "YES"])
+def test_pgo_is_on_unless_turned_off(monkeypatch, value):
+    monkeypatch.setenv(glue.PGO_ENV, value)
+    assert glue.pgo_enabled()
     monkeypatch.delenv(glue.PGO_ENV)
-    assert _build(training) == plain
+    assert glue.pgo_enabled()
+
+
+def test_a_bad_nmx_pgo_value_is_an_error(monkeypatch):
+    monkeypatch.setenv(glue.PGO_ENV, "maybe")
+    with pytest.raises(glue.NmxError, match="NMX_PGO='maybe'"):
+        glue.pgo_enabled()
 
 
 def test_a_failing_training_run_falls_back_with_a_note(builds, capsys):
