@@ -318,9 +318,11 @@ class LoadUnit(wiring.Component):
         round_up = Signal(2)  # element bytes - 1
         base_addr = Signal(cfg.addr_bits + 33)  # base + offset
         count = Signal(24)  # LOAD rows
-        dst_end = Signal(25)  # dst + count
-        row_elems = Signal(8)
-        mem_rows = Signal(range(max(cfg.scratchpad_rows, cfg.accumulator_rows) + 1))
+        # LOAD_CHECK's range checks as flip-flops (formed in EXEC and LOAD_PREP from registers,
+        # so no compare stands in front of the FSM's decision)
+        bad_len = Signal()  # length > the row's elements
+        rows_left = Signal(signed(26))  # rows of the memory from dst on (negative: dst beyond)
+        bad_dst = Signal()  # dst + count > the memory's rows
         # products, each one multiplier deep: the 32-bit pitch in two 16-bit halves
         yp0_lo = Signal(signed(32))
         yp0_hi = Signal(signed(32))
@@ -593,7 +595,11 @@ class LoadUnit(wiring.Component):
             rowq.r_en.eq(row_issue | (stop & rowq.r_rdy)),
         ]
 
-        desc_take = desc.r_en & desc.r_rdy
+        # The queue's takes are counted a cycle late (the assembler's pop, deep logic, drives
+        # the queue's read enable but not this counter): `descs` and `desc_room` err on the
+        # safe side for that cycle.
+        desc_take = Signal()
+        m.d.sync += desc_take.eq(desc.r_en & desc.r_rdy)
         m.d.sync += descs.eq(descs + row_issue - desc_take)
         with m.If(row_issue & ~desc_take):
             m.d.sync += desc_room.eq(descs < self._desc_depth - 1)
@@ -949,8 +955,10 @@ class LoadUnit(wiring.Component):
                         round_up.eq(Mux(acc, 3, 0)),
                         base_addr.eq(ins.base + load.offset),
                         count.eq(load.outer * load.inner),
-                        row_elems.eq(Mux(acc, cfg.cols, cfg.lanes)),
-                        mem_rows.eq(Mux(acc, cfg.accumulator_rows, cfg.scratchpad_rows)),
+                        bad_len.eq(load.length > Mux(acc, cfg.cols, cfg.lanes)),
+                        rows_left.eq(
+                            Mux(acc, cfg.accumulator_rows, cfg.scratchpad_rows) - load.dst
+                        ),
                         yp0_lo.eq(load.y0 * geom.pitch[:16]),
                         yp0_hi.eq(load.y0 * geom.pitch[16:]),
                         syp_lo.eq(geom.sy * geom.pitch[:16]),
@@ -985,7 +993,7 @@ class LoadUnit(wiring.Component):
                 m.d.sync += [
                     yp0.eq((yp0_hi << 16) + yp0_lo),
                     syp.eq((syp_hi << 16) + syp_lo),
-                    dst_end.eq(load.dst + count),
+                    bad_dst.eq(count > rows_left),
                     wpix_r.eq(wpix + round_up),
                     neg_xp0.eq(round_up - xp0),
                     merge_ok.eq(((length << esize_log) & (bw - 1)) == 0),
@@ -1000,10 +1008,10 @@ class LoadUnit(wiring.Component):
                 m.next = "LOAD_CHECK"
             with m.State("LOAD_CHECK"):
                 m.d.comb += self.busy.eq(1)
-                with m.If(load.length > row_elems):
+                with m.If(bad_len):
                     fail(_Code.FIELD_RANGE)
                     m.next = "DRAIN"
-                with m.Elif(dst_end > mem_rows):
+                with m.Elif(bad_dst):
                     fail(Mux(is_acc, _Code.ACC_RANGE, _Code.SPAD_RANGE))
                     m.next = "DRAIN"
                 with m.Else():
