@@ -784,8 +784,36 @@ class LoadUnit(wiring.Component):
         elem_last = Signal()
         pops = elem_last | ((pos + zsize) == bw)
 
-        tw = self.table_write.payload
-        bwp = self.bias_write.payload
+        # The parser's writes leave through a register slice whose entries carry the field's
+        # check result (`bad`, a compare of the data against the previous breakpoint): the
+        # slice's ready is a flip-flop, so no write ready and no check stands in front of
+        # `rd.data.ready`, and the check ends in flip-flops. A bad field is dropped at the
+        # slice's output; the error is raised (and the rest of the data discarded, `bad_r`)
+        # from the cycle after the check, so no write of the instruction follows a bad field.
+        m.submodules.table_slice = t_slice = StreamSkid(data.StructLayout({
+            "pwl": 1,
+            "bad": 1,
+            "tw": table_write_layout(cfg),
+            "bw": bias_write_layout(cfg),
+        }))
+        t_out = t_slice.o.payload
+        m.d.comb += [
+            self.table_write.payload.eq(t_out.tw),
+            self.bias_write.payload.eq(t_out.bw),
+            self.table_write.valid.eq(t_slice.o.valid & t_out.pwl & ~t_out.bad),
+            self.bias_write.valid.eq(t_slice.o.valid & ~t_out.pwl & ~t_out.bad),
+            t_slice.o.ready.eq(
+                t_out.bad | Mux(t_out.pwl, self.table_write.ready, self.bias_write.ready)
+            ),
+        ]
+        t_ready = t_slice.i.ready
+        tw = t_slice.i.payload.tw
+        bwp = t_slice.i.payload.bw
+        bad = Signal()  # the field under the parser fails its check
+        bad_r = Signal()  # ... registered: the error and discard mode follow from it
+        m.d.sync += bad_r.eq(bad)
+        dropping = discard | bad_r
+        m.d.comb += [t_slice.i.payload.pwl.eq(is_pwl), t_slice.i.payload.bad.eq(bad)]
         emits = Signal()
         m.d.comb += [
             tw.fn.eq(loadt.dst + tab),
@@ -799,7 +827,7 @@ class LoadUnit(wiring.Component):
                 tw.field.eq(TableField.SHIFT),
                 tw.index.eq(0),
                 tw.value.eq(pwl_shift),
-                self.table_write.valid.eq(1),
+                t_slice.i.valid.eq(1),
             ]
         with m.Elif(phase == 1):
             m.d.comb += [tw.field.eq(TableField.BREAKPOINT), tw.index.eq(idx), tw.value.eq(word)]
@@ -813,7 +841,7 @@ class LoadUnit(wiring.Component):
             m.d.comb += [tw.field.eq(TableField.INTERCEPT), tw.index.eq(idx), tw.value.eq(word)]
 
         with m.If(shift_emit):
-            with m.If(self.table_write.ready):
+            with m.If(t_ready):
                 m.d.sync += [
                     shift_emit.eq(0),
                     tab.eq(tab + 1),
@@ -823,13 +851,12 @@ class LoadUnit(wiring.Component):
                     elem_last.eq(0),
                 ]
         with m.Elif(is_table & rd.data.valid):
-            with m.If(discard | beat.error):
+            with m.If(dropping | beat.error):
                 m.d.comb += rd.data.ready.eq(1)
                 with m.If(beat.error):
                     fail(_Code.DRAM_RANGE)
                 m.d.sync += [discard.eq(1), pos.eq(0)]
             with m.Else():
-                bad = Signal()
                 with m.If(is_pwl):
                     with m.Switch(phase):
                         with m.Case(0):
@@ -844,19 +871,14 @@ class LoadUnit(wiring.Component):
                             ]
                         with m.Default():
                             m.d.comb += emits.eq(1)
-                    m.d.comb += self.table_write.valid.eq(emits & ~bad)
                 with m.Else():
                     with m.If(idx[0]):
                         m.d.comb += [
                             bad.eq((word[16:24] > MAX_SHIFT) | (word[24:] != 0)),
                             emits.eq(1),
                         ]
-                    m.d.comb += self.bias_write.valid.eq(emits & ~bad)
-                # (a Python name set in both branches would keep the last one: select in RTL)
-                can = ~emits | Mux(is_pwl, self.table_write.ready, self.bias_write.ready)
-                with m.If(bad):
-                    fail(_Code.BAD_TABLE)
-                    m.d.sync += discard.eq(1)
+                m.d.comb += t_slice.i.valid.eq(emits)
+                can = ~emits | t_ready
                 # The field moves on whether or not it is bad (a bad one is not written, and
                 # discard mode drops the rest from the next cycle), so the field checks stay off
                 # `rd.data.ready`.
@@ -887,6 +909,11 @@ class LoadUnit(wiring.Component):
                             m.d.sync += bias_lo.eq(word.as_signed())
         with m.If(is_table & data_fire & beat.last):
             m.d.sync += t_lasts.eq(t_lasts + 1)
+        # (after the parser: a bad field's BAD_TABLE wins over a DRAM error of the next beat)
+        with m.If(bad_r):
+            fail(_Code.BAD_TABLE)
+            m.d.sync += discard.eq(1)
+        table_writing = t_slice.o.valid | bad_r  # a write or a check result still on its way
 
         # ---------------------------------------------------------------- control
         t_count_bias = loadt.count
@@ -1060,7 +1087,9 @@ class LoadUnit(wiring.Component):
             with m.State("RUN"):
                 m.d.comb += self.busy.eq(1)
                 load_done = ~walking & (occ == 0) & ~pend_valid & (flight == 0)
-                table_done = ~t_issuing & (t_lasts == t_issued) & ~shift_emit
+                table_done = (
+                    ~t_issuing & (t_lasts == t_issued) & ~shift_emit & ~table_writing
+                )
                 with m.If(Mux(is_table, table_done, load_done) & ~rd.busy & ~rows_pending):
                     with m.If(err_pending | flushed):
                         m.next = "DRAIN"
@@ -1077,6 +1106,7 @@ class LoadUnit(wiring.Component):
                     & (t_lasts == t_issued)
                     & ~rd.busy
                     & ~rows_pending
+                    & ~table_writing
                     & ~desc.r_rdy
                     & ~desc_valid
                 )
