@@ -419,7 +419,7 @@ class LoadUnit(wiring.Component):
             {
                 "row": 24,
                 "has": 1,
-                "first_beat": max(1, (row_beats - 1).bit_length()),
+                "hot": row_beats,  # the row's first beat place, one-hot
                 "nbeats": row_beats.bit_length(),
                 "single": 1,  # nbeats == 1, computed on the way in
             }
@@ -585,7 +585,7 @@ class LoadUnit(wiring.Component):
         m.d.comb += [
             d_in.row.eq(head.row),
             d_in.has.eq(head.has),
-            d_in.first_beat.eq(head.lo_byte >> lb),
+            d_in.hot.eq(Cat(*[(head.lo_byte >> lb) == k for k in range(row_beats)])),
             d_nbeats.eq(((head.lo_byte & (bw - 1)) + head.nbytes + bw - 1) >> lb),
             d_in.nbeats.eq(d_nbeats),
             d_in.single.eq(d_nbeats == 1),
@@ -683,17 +683,15 @@ class LoadUnit(wiring.Component):
         # descriptor's `single`; `slot` is 0 then) and when `slot` moves on, so the row-end
         # decision in front of `rd.data.ready` and the row registers' enables is no compare.
         at_last = Signal()
-        # The beat's place in the row (`desc_out.first_beat + slot`) as one-hot flip-flops,
-        # loaded with the next values of the head and `slot` (`slot_d`, assigned below where
-        # `slot` changes): each drives its part of the row registers with no decode in front.
+        # The beat's place in the row (the head's first beat + `slot`) as one-hot flip-flops:
+        # loaded with a new head's one-hot first place (formed before the descriptor queue, so
+        # the queue's block RAM output, a slow latch, reaches `hot` through one multiplexer),
+        # shifted up when `slot` moves on, back to the head's first place when a row ends: each
+        # drives its part of the row registers with no decode in front.
         slot_d = Signal.like(slot)
         m.d.comb += slot_d.eq(slot)
         m.d.sync += slot.eq(slot_d)
-        first_beat_d = Mux(desc.r_rdy & desc.r_en, desc_layout(desc.r_data).first_beat,
-                           desc_out.first_beat)
-        target_d = first_beat_d + slot_d
         hot = Signal(row_beats, init=1)
-        m.d.sync += hot.eq(Cat(*[target_d == k for k in range(row_beats)]))
         m.d.comb += placed.eq(Cat(*[Mux(hot[k], beat.data, 0) for k in range(row_beats)]))
         out_valid = Signal()
         out_row = Signal(24)
@@ -754,10 +752,12 @@ class LoadUnit(wiring.Component):
                             row_reg.eq(0),
                         ]
                         m.d.comb += slot_d.eq(0)
+                        m.d.sync += hot.eq(desc_out.hot)
                     with m.Else():
                         m.d.sync += [row_reg.eq(row_reg | placed),
                                      at_last.eq(slot == desc_out.nbeats - 2)]
                         m.d.comb += slot_d.eq(slot + 1)
+                        m.d.sync += hot.eq(hot << 1)
 
         # ---------------------------------------------------------------- table parser
         pos = Signal(max(1, lb))
@@ -944,6 +944,7 @@ class LoadUnit(wiring.Component):
                     m.next = "EXEC"
             with m.State("EXEC"):
                 m.d.comb += [self.busy.eq(1), slot_d.eq(0)]
+                m.d.sync += hot.eq(desc_out.hot)
                 op = hdr.opcode
                 acc = load.mem == MemSpace.ACC
                 m.d.sync += [
@@ -1135,5 +1136,8 @@ class LoadUnit(wiring.Component):
         m.d.comb += self.stall_axi_read.eq(rd.busy & ~(self.axi.rvalid & self.axi.rready))
         # (last: a head loading wins over the assembler's and the control's updates above)
         with m.If(desc.r_rdy & desc.r_en):
-            m.d.sync += at_last.eq(desc_layout(desc.r_data).single)
+            m.d.sync += [
+                at_last.eq(desc_layout(desc.r_data).single),
+                hot.eq(desc_layout(desc.r_data).hot),
+            ]
         return m
