@@ -776,6 +776,14 @@ class LoadUnit(wiring.Component):
             word.eq(beat.data.word_select(pos >> 2, 32) if lb > 2 else beat.data[:32]),
             half.eq(beat.data.word_select(pos >> 1, 16)),
         ]
+        # Every 32-bit word of the beat compared with the previous breakpoint, then the result
+        # of the word under `pos` selected: the carry chains start at the beat's flip-flops,
+        # not behind the word multiplexer.
+        bp_below = Signal(max(1, bw // 4))
+        m.d.comb += bp_below.eq(Cat(*[
+            beat.data.word_select(k, 32).as_signed() < prev_bp for k in range(max(1, bw // 4))
+        ]))
+        word_below = bp_below.bit_select(pos >> 2, 1) if lb > 2 else bp_below[0]
         zsize = Mux(is_pwl & (phase == 2), 2, 4)
         # fields left in this PWL table or BIAS record (this one included), and the registered
         # "this is the last one" (no wide compare on `rd.data.ready`)
@@ -866,7 +874,7 @@ class LoadUnit(wiring.Component):
                                 m.d.comb += bad.eq(word != 0)
                         with m.Case(1):
                             m.d.comb += [
-                                bad.eq((idx != 0) & (word.as_signed() < prev_bp)),
+                                bad.eq((idx != 0) & word_below),
                                 emits.eq(1),
                             ]
                         with m.Default():
