@@ -589,12 +589,17 @@ class LoadUnit(wiring.Component):
             d_nbeats.eq(((head.lo_byte & (bw - 1)) + head.nbytes + bw - 1) >> lb),
             d_in.nbeats.eq(d_nbeats),
             d_in.single.eq(d_nbeats == 1),
-            desc.w_data.eq(d_in),
-            desc.w_en.eq(row_issue),
             # rows of a stopped LOAD are dropped from the queue
             rowq.r_en.eq(row_issue | (stop & rowq.r_rdy)),
         ]
 
+        # The descriptor reaches the queue a cycle after its row issues, from flip-flops: the
+        # issue decision (deep) drives one flag, not the clock enables of the block RAM's write
+        # registers. (`descs` counts it from the issue, so the room flag stays safe.)
+        d_w_valid = Signal()
+        d_w_data = Signal(desc_layout)
+        m.d.sync += [d_w_valid.eq(row_issue), d_w_data.eq(d_in)]
+        m.d.comb += [desc.w_data.eq(d_w_data), desc.w_en.eq(d_w_valid)]
         # The queue's takes are counted a cycle late (the assembler's pop, deep logic, drives
         # the queue's read enable but not this counter): `descs` and `desc_room` err on the
         # safe side for that cycle.
@@ -1116,6 +1121,7 @@ class LoadUnit(wiring.Component):
                     & ~rd.busy
                     & ~rows_pending
                     & ~table_writing
+                    & ~d_w_valid
                     & ~desc.r_rdy
                     & ~desc_valid
                 )
