@@ -318,9 +318,11 @@ class LoadUnit(wiring.Component):
         round_up = Signal(2)  # element bytes - 1
         base_addr = Signal(cfg.addr_bits + 33)  # base + offset
         count = Signal(24)  # LOAD rows
-        dst_end = Signal(25)  # dst + count
-        row_elems = Signal(8)
-        mem_rows = Signal(range(max(cfg.scratchpad_rows, cfg.accumulator_rows) + 1))
+        # LOAD_CHECK's range checks as flip-flops (formed in EXEC and LOAD_PREP from registers,
+        # so no compare stands in front of the FSM's decision)
+        bad_len = Signal()  # length > the row's elements
+        rows_left = Signal(signed(26))  # rows of the memory from dst on (negative: dst beyond)
+        bad_dst = Signal()  # dst + count > the memory's rows
         # products, each one multiplier deep: the 32-bit pitch in two 16-bit halves
         yp0_lo = Signal(signed(32))
         yp0_hi = Signal(signed(32))
@@ -417,7 +419,7 @@ class LoadUnit(wiring.Component):
             {
                 "row": 24,
                 "has": 1,
-                "first_beat": max(1, (row_beats - 1).bit_length()),
+                "hot": row_beats,  # the row's first beat place, one-hot
                 "nbeats": row_beats.bit_length(),
                 "single": 1,  # nbeats == 1, computed on the way in
             }
@@ -583,17 +585,26 @@ class LoadUnit(wiring.Component):
         m.d.comb += [
             d_in.row.eq(head.row),
             d_in.has.eq(head.has),
-            d_in.first_beat.eq(head.lo_byte >> lb),
+            d_in.hot.eq(Cat(*[(head.lo_byte >> lb) == k for k in range(row_beats)])),
             d_nbeats.eq(((head.lo_byte & (bw - 1)) + head.nbytes + bw - 1) >> lb),
             d_in.nbeats.eq(d_nbeats),
             d_in.single.eq(d_nbeats == 1),
-            desc.w_data.eq(d_in),
-            desc.w_en.eq(row_issue),
             # rows of a stopped LOAD are dropped from the queue
             rowq.r_en.eq(row_issue | (stop & rowq.r_rdy)),
         ]
 
-        desc_take = desc.r_en & desc.r_rdy
+        # The descriptor reaches the queue a cycle after its row issues, from flip-flops: the
+        # issue decision (deep) drives one flag, not the clock enables of the block RAM's write
+        # registers. (`descs` counts it from the issue, so the room flag stays safe.)
+        d_w_valid = Signal()
+        d_w_data = Signal(desc_layout)
+        m.d.sync += [d_w_valid.eq(row_issue), d_w_data.eq(d_in)]
+        m.d.comb += [desc.w_data.eq(d_w_data), desc.w_en.eq(d_w_valid)]
+        # The queue's takes are counted a cycle late (the assembler's pop, deep logic, drives
+        # the queue's read enable but not this counter): `descs` and `desc_room` err on the
+        # safe side for that cycle.
+        desc_take = Signal()
+        m.d.sync += desc_take.eq(desc.r_en & desc.r_rdy)
         m.d.sync += descs.eq(descs + row_issue - desc_take)
         with m.If(row_issue & ~desc_take):
             m.d.sync += desc_room.eq(descs < self._desc_depth - 1)
@@ -677,17 +688,15 @@ class LoadUnit(wiring.Component):
         # descriptor's `single`; `slot` is 0 then) and when `slot` moves on, so the row-end
         # decision in front of `rd.data.ready` and the row registers' enables is no compare.
         at_last = Signal()
-        # The beat's place in the row (`desc_out.first_beat + slot`) as one-hot flip-flops,
-        # loaded with the next values of the head and `slot` (`slot_d`, assigned below where
-        # `slot` changes): each drives its part of the row registers with no decode in front.
+        # The beat's place in the row (the head's first beat + `slot`) as one-hot flip-flops:
+        # loaded with a new head's one-hot first place (formed before the descriptor queue, so
+        # the queue's block RAM output, a slow latch, reaches `hot` through one multiplexer),
+        # shifted up when `slot` moves on, back to the head's first place when a row ends: each
+        # drives its part of the row registers with no decode in front.
         slot_d = Signal.like(slot)
         m.d.comb += slot_d.eq(slot)
         m.d.sync += slot.eq(slot_d)
-        first_beat_d = Mux(desc.r_rdy & desc.r_en, desc_layout(desc.r_data).first_beat,
-                           desc_out.first_beat)
-        target_d = first_beat_d + slot_d
         hot = Signal(row_beats, init=1)
-        m.d.sync += hot.eq(Cat(*[target_d == k for k in range(row_beats)]))
         m.d.comb += placed.eq(Cat(*[Mux(hot[k], beat.data, 0) for k in range(row_beats)]))
         out_valid = Signal()
         out_row = Signal(24)
@@ -748,10 +757,12 @@ class LoadUnit(wiring.Component):
                             row_reg.eq(0),
                         ]
                         m.d.comb += slot_d.eq(0)
+                        m.d.sync += hot.eq(desc_out.hot)
                     with m.Else():
                         m.d.sync += [row_reg.eq(row_reg | placed),
                                      at_last.eq(slot == desc_out.nbeats - 2)]
                         m.d.comb += slot_d.eq(slot + 1)
+                        m.d.sync += hot.eq(hot << 1)
 
         # ---------------------------------------------------------------- table parser
         pos = Signal(max(1, lb))
@@ -770,6 +781,14 @@ class LoadUnit(wiring.Component):
             word.eq(beat.data.word_select(pos >> 2, 32) if lb > 2 else beat.data[:32]),
             half.eq(beat.data.word_select(pos >> 1, 16)),
         ]
+        # Every 32-bit word of the beat compared with the previous breakpoint, then the result
+        # of the word under `pos` selected: the carry chains start at the beat's flip-flops,
+        # not behind the word multiplexer.
+        bp_below = Signal(max(1, bw // 4))
+        m.d.comb += bp_below.eq(Cat(*[
+            beat.data.word_select(k, 32).as_signed() < prev_bp for k in range(max(1, bw // 4))
+        ]))
+        word_below = bp_below.bit_select(pos >> 2, 1) if lb > 2 else bp_below[0]
         zsize = Mux(is_pwl & (phase == 2), 2, 4)
         # fields left in this PWL table or BIAS record (this one included), and the registered
         # "this is the last one" (no wide compare on `rd.data.ready`)
@@ -778,8 +797,36 @@ class LoadUnit(wiring.Component):
         elem_last = Signal()
         pops = elem_last | ((pos + zsize) == bw)
 
-        tw = self.table_write.payload
-        bwp = self.bias_write.payload
+        # The parser's writes leave through a register slice whose entries carry the field's
+        # check result (`bad`, a compare of the data against the previous breakpoint): the
+        # slice's ready is a flip-flop, so no write ready and no check stands in front of
+        # `rd.data.ready`, and the check ends in flip-flops. A bad field is dropped at the
+        # slice's output; the error is raised (and the rest of the data discarded, `bad_r`)
+        # from the cycle after the check, so no write of the instruction follows a bad field.
+        m.submodules.table_slice = t_slice = StreamSkid(data.StructLayout({
+            "pwl": 1,
+            "bad": 1,
+            "tw": table_write_layout(cfg),
+            "bw": bias_write_layout(cfg),
+        }))
+        t_out = t_slice.o.payload
+        m.d.comb += [
+            self.table_write.payload.eq(t_out.tw),
+            self.bias_write.payload.eq(t_out.bw),
+            self.table_write.valid.eq(t_slice.o.valid & t_out.pwl & ~t_out.bad),
+            self.bias_write.valid.eq(t_slice.o.valid & ~t_out.pwl & ~t_out.bad),
+            t_slice.o.ready.eq(
+                t_out.bad | Mux(t_out.pwl, self.table_write.ready, self.bias_write.ready)
+            ),
+        ]
+        t_ready = t_slice.i.ready
+        tw = t_slice.i.payload.tw
+        bwp = t_slice.i.payload.bw
+        bad = Signal()  # the field under the parser fails its check
+        bad_r = Signal()  # ... registered: the error and discard mode follow from it
+        m.d.sync += bad_r.eq(bad)
+        dropping = discard | bad_r
+        m.d.comb += [t_slice.i.payload.pwl.eq(is_pwl), t_slice.i.payload.bad.eq(bad)]
         emits = Signal()
         m.d.comb += [
             tw.fn.eq(loadt.dst + tab),
@@ -793,7 +840,7 @@ class LoadUnit(wiring.Component):
                 tw.field.eq(TableField.SHIFT),
                 tw.index.eq(0),
                 tw.value.eq(pwl_shift),
-                self.table_write.valid.eq(1),
+                t_slice.i.valid.eq(1),
             ]
         with m.Elif(phase == 1):
             m.d.comb += [tw.field.eq(TableField.BREAKPOINT), tw.index.eq(idx), tw.value.eq(word)]
@@ -807,7 +854,7 @@ class LoadUnit(wiring.Component):
             m.d.comb += [tw.field.eq(TableField.INTERCEPT), tw.index.eq(idx), tw.value.eq(word)]
 
         with m.If(shift_emit):
-            with m.If(self.table_write.ready):
+            with m.If(t_ready):
                 m.d.sync += [
                     shift_emit.eq(0),
                     tab.eq(tab + 1),
@@ -817,13 +864,12 @@ class LoadUnit(wiring.Component):
                     elem_last.eq(0),
                 ]
         with m.Elif(is_table & rd.data.valid):
-            with m.If(discard | beat.error):
+            with m.If(dropping | beat.error):
                 m.d.comb += rd.data.ready.eq(1)
                 with m.If(beat.error):
                     fail(_Code.DRAM_RANGE)
                 m.d.sync += [discard.eq(1), pos.eq(0)]
             with m.Else():
-                bad = Signal()
                 with m.If(is_pwl):
                     with m.Switch(phase):
                         with m.Case(0):
@@ -833,24 +879,19 @@ class LoadUnit(wiring.Component):
                                 m.d.comb += bad.eq(word != 0)
                         with m.Case(1):
                             m.d.comb += [
-                                bad.eq((idx != 0) & (word.as_signed() < prev_bp)),
+                                bad.eq((idx != 0) & word_below),
                                 emits.eq(1),
                             ]
                         with m.Default():
                             m.d.comb += emits.eq(1)
-                    m.d.comb += self.table_write.valid.eq(emits & ~bad)
                 with m.Else():
                     with m.If(idx[0]):
                         m.d.comb += [
                             bad.eq((word[16:24] > MAX_SHIFT) | (word[24:] != 0)),
                             emits.eq(1),
                         ]
-                    m.d.comb += self.bias_write.valid.eq(emits & ~bad)
-                # (a Python name set in both branches would keep the last one: select in RTL)
-                can = ~emits | Mux(is_pwl, self.table_write.ready, self.bias_write.ready)
-                with m.If(bad):
-                    fail(_Code.BAD_TABLE)
-                    m.d.sync += discard.eq(1)
+                m.d.comb += t_slice.i.valid.eq(emits)
+                can = ~emits | t_ready
                 # The field moves on whether or not it is bad (a bad one is not written, and
                 # discard mode drops the rest from the next cycle), so the field checks stay off
                 # `rd.data.ready`.
@@ -881,6 +922,11 @@ class LoadUnit(wiring.Component):
                             m.d.sync += bias_lo.eq(word.as_signed())
         with m.If(is_table & data_fire & beat.last):
             m.d.sync += t_lasts.eq(t_lasts + 1)
+        # (after the parser: a bad field's BAD_TABLE wins over a DRAM error of the next beat)
+        with m.If(bad_r):
+            fail(_Code.BAD_TABLE)
+            m.d.sync += discard.eq(1)
+        table_writing = t_slice.o.valid | bad_r  # a write or a check result still on its way
 
         # ---------------------------------------------------------------- control
         t_count_bias = loadt.count
@@ -911,6 +957,7 @@ class LoadUnit(wiring.Component):
                     m.next = "EXEC"
             with m.State("EXEC"):
                 m.d.comb += [self.busy.eq(1), slot_d.eq(0)]
+                m.d.sync += hot.eq(desc_out.hot)
                 op = hdr.opcode
                 acc = load.mem == MemSpace.ACC
                 m.d.sync += [
@@ -949,8 +996,10 @@ class LoadUnit(wiring.Component):
                         round_up.eq(Mux(acc, 3, 0)),
                         base_addr.eq(ins.base + load.offset),
                         count.eq(load.outer * load.inner),
-                        row_elems.eq(Mux(acc, cfg.cols, cfg.lanes)),
-                        mem_rows.eq(Mux(acc, cfg.accumulator_rows, cfg.scratchpad_rows)),
+                        bad_len.eq(load.length > Mux(acc, cfg.cols, cfg.lanes)),
+                        rows_left.eq(
+                            Mux(acc, cfg.accumulator_rows, cfg.scratchpad_rows) - load.dst
+                        ),
                         yp0_lo.eq(load.y0 * geom.pitch[:16]),
                         yp0_hi.eq(load.y0 * geom.pitch[16:]),
                         syp_lo.eq(geom.sy * geom.pitch[:16]),
@@ -985,7 +1034,7 @@ class LoadUnit(wiring.Component):
                 m.d.sync += [
                     yp0.eq((yp0_hi << 16) + yp0_lo),
                     syp.eq((syp_hi << 16) + syp_lo),
-                    dst_end.eq(load.dst + count),
+                    bad_dst.eq(count > rows_left),
                     wpix_r.eq(wpix + round_up),
                     neg_xp0.eq(round_up - xp0),
                     merge_ok.eq(((length << esize_log) & (bw - 1)) == 0),
@@ -1000,10 +1049,10 @@ class LoadUnit(wiring.Component):
                 m.next = "LOAD_CHECK"
             with m.State("LOAD_CHECK"):
                 m.d.comb += self.busy.eq(1)
-                with m.If(load.length > row_elems):
+                with m.If(bad_len):
                     fail(_Code.FIELD_RANGE)
                     m.next = "DRAIN"
-                with m.Elif(dst_end > mem_rows):
+                with m.Elif(bad_dst):
                     fail(Mux(is_acc, _Code.ACC_RANGE, _Code.SPAD_RANGE))
                     m.next = "DRAIN"
                 with m.Else():
@@ -1052,7 +1101,9 @@ class LoadUnit(wiring.Component):
             with m.State("RUN"):
                 m.d.comb += self.busy.eq(1)
                 load_done = ~walking & (occ == 0) & ~pend_valid & (flight == 0)
-                table_done = ~t_issuing & (t_lasts == t_issued) & ~shift_emit
+                table_done = (
+                    ~t_issuing & (t_lasts == t_issued) & ~shift_emit & ~table_writing
+                )
                 with m.If(Mux(is_table, table_done, load_done) & ~rd.busy & ~rows_pending):
                     with m.If(err_pending | flushed):
                         m.next = "DRAIN"
@@ -1069,6 +1120,8 @@ class LoadUnit(wiring.Component):
                     & (t_lasts == t_issued)
                     & ~rd.busy
                     & ~rows_pending
+                    & ~table_writing
+                    & ~d_w_valid
                     & ~desc.r_rdy
                     & ~desc_valid
                 )
@@ -1097,5 +1150,8 @@ class LoadUnit(wiring.Component):
         m.d.comb += self.stall_axi_read.eq(rd.busy & ~(self.axi.rvalid & self.axi.rready))
         # (last: a head loading wins over the assembler's and the control's updates above)
         with m.If(desc.r_rdy & desc.r_en):
-            m.d.sync += at_last.eq(desc_layout(desc.r_data).single)
+            m.d.sync += [
+                at_last.eq(desc_layout(desc.r_data).single),
+                hot.eq(desc_layout(desc.r_data).hot),
+            ]
         return m
