@@ -62,6 +62,7 @@ from amaranth.lib.wiring import In, Out
 from hw.banked_memory import exclusive_signature, read_signature, write_layout
 from hw.config import AcceleratorConfig
 from hw.dma import StreamSkid
+from hw.dsp import PipelinedMultiplier
 from hw.isa import WORD_LAYOUT, EpiDest, Opcode, ScaleMode
 from hw.numeric import MAX_SHIFT, SCALE_BITS
 from hw.systolic_array import SystolicArray
@@ -325,10 +326,23 @@ class ComputeUnit(wiring.Component):
         g = ins.word.body.gemm
         e = ins.word.body.epi
         opcode = hdr.opcode
-        nk = Signal(24)
-        km = Signal(24)
-        g_nm = Signal(24)
-        e_nm = Signal(24)
+        IDLE, CHECK, BOUNDS, DECIDE, WAIT, ERROR = range(6)
+        state = Signal(range(6))
+        e_nm = Signal(24)  # the EPI's rows, kept for its issue
+        # The field products through the DSP blocks' own input and product registers
+        # (`hw.dsp.PipelinedMultiplier`): the operands are taken from the command as it is
+        # loaded into `ins` (IDLE), so the products are ready in BOUNDS (CHECK lasts one cycle),
+        # which compares them (and keeps `e_nm`).
+        cg = self.cmd.payload.word.body.gemm
+        ce = self.cmd.payload.word.body.epi
+        products = {}
+        for name, (x, y) in {"nk": (cg.n_tiles, cg.k_tiles), "km": (cg.k_tiles, cg.m),
+                             "g_nm": (cg.n_tiles, cg.m), "e_nm": (ce.n_tiles, ce.m)}.items():
+            mul = PipelinedMultiplier(len(x) + 1, len(y) + 1)
+            m.submodules[f"mul_{name}"] = mul
+            m.d.comb += [mul.a.eq(x), mul.b.eq(y)]
+            products[name] = mul.p.as_unsigned()[:24]
+        nk_p, km_p, g_nm_p, e_nm_p = (products[k] for k in ("nk", "km", "g_nm", "e_nm"))
         w_rows = Signal(31)
         scale_count = Signal(24)
         # The EPI's overlap checks as differences of the range starts, formed in CHECK:
@@ -391,8 +405,10 @@ class ComputeUnit(wiring.Component):
         g_acc_end = Signal(self._acc_bits + 2)
         epi_src_end = Signal(self._acc_bits + 2)
         epi_dst_end = Signal(self._epi_desc.members["dst"].width + 2)
-        g_w_end_c = g.w + Mux(g.transpose, nk * C, nk * R)
-        m.d.sync += [g_w_end.eq(g_w_end_c), g_a_end.eq(g.a + km), g_acc_end.eq(g.acc + g_nm)]
+        g_w_end_c = g.w + Mux(g.transpose, nk_p * C, nk_p * R)
+        with m.If(state == BOUNDS):
+            m.d.sync += [g_w_end.eq(g_w_end_c), g_a_end.eq(g.a + km_p),
+                         g_acc_end.eq(g.acc + g_nm_p)]
 
         def _overlap_ends(a0, a_end, b0, b_end):
             return (a0 < b_end) & (b0 < a_end)
@@ -417,11 +433,9 @@ class ComputeUnit(wiring.Component):
         checking = Signal()  # in CHECK, BOUNDS or DECIDE
 
         # issue state: an If chain with a final Else rather than an FSM or Switch, so the Verilog
-        # has no incomplete case statement. CHECK forms the products, BOUNDS registers every
-        # range check (one add and one compare deep each), DECIDE picks the first failing one in
-        # docs/isa.md's order: no cycle chains the checks' carry chains.
-        IDLE, CHECK, BOUNDS, DECIDE, WAIT, ERROR = range(6)
-        state = Signal(range(6))
+        # has no incomplete case statement. The DSPs form the products in CHECK, BOUNDS
+        # registers every range check (one add and one compare deep each), DECIDE picks the
+        # first failing one in docs/isa.md's order: no cycle chains the checks' carry chains.
 
         def goto(s):
             m.d.sync += state.eq(s)
@@ -443,29 +457,29 @@ class ComputeUnit(wiring.Component):
             return r
 
         gemm_checks = [
-            ("w", Mux(g.transpose, nk * C, nk * R) > room_of("w", spad_rows, g.w),
+            ("w", Mux(g.transpose, nk_p * C, nk_p * R) > room_of("w", spad_rows, g.w),
              StatusCode.SPAD_RANGE),
-            ("a", km > room_of("a", spad_rows, g.a), StatusCode.SPAD_RANGE),
-            ("acc", g_nm > room_of("acc", acc_rows, g.acc), StatusCode.ACC_RANGE),
+            ("a", km_p > room_of("a", spad_rows, g.a), StatusCode.SPAD_RANGE),
+            ("acc", g_nm_p > room_of("acc", acc_rows, g.acc), StatusCode.ACC_RANGE),
             ("bias", bias_mode & (g.n_tiles * C > room_of("bias", entries, g.bias)),
              StatusCode.TABLE_RANGE),
         ]
         epi_checks = [  # (name, condition, code, reported late: after FN_UNLOADED)
-            ("src", e_nm > room_of("src", acc_rows, e.src), StatusCode.ACC_RANGE, False),
+            ("src", e_nm_p > room_of("src", acc_rows, e.src), StatusCode.ACC_RANGE, False),
             ("fn", e.fn >= cfg.pwl_functions, StatusCode.TABLE_RANGE, False),
             ("scale", scale_count > room_of("scale", entries, e.scale), StatusCode.TABLE_RANGE,
              True),
             ("col", to_scale & (e.col >= C), StatusCode.FIELD_RANGE, True),
             ("shift", to_scale & (e.out_shift > MAX_SHIFT), StatusCode.FIELD_RANGE, True),
-            ("scale_dst", to_scale & (e_nm > room_of("scale_dst", entries, e.dst)),
+            ("scale_dst", to_scale & (e_nm_p > room_of("scale_dst", entries, e.dst)),
              StatusCode.TABLE_RANGE, True),
-            ("scale_overlap", to_scale & (dst_scale < scale_count) & (scale_dst < e_nm),
+            ("scale_overlap", to_scale & (dst_scale < scale_count) & (scale_dst < e_nm_p),
              StatusCode.FIELD_RANGE, True),
-            ("spad_dst", to_spad & (e_nm > room_of("spad_dst", spad_rows, e.dst)),
+            ("spad_dst", to_spad & (e_nm_p > room_of("spad_dst", spad_rows, e.dst)),
              StatusCode.SPAD_RANGE, True),
-            ("acc_dst", to_acc & (e_nm > room_of("acc_dst", acc_rows, e.dst)),
+            ("acc_dst", to_acc & (e_nm_p > room_of("acc_dst", acc_rows, e.dst)),
              StatusCode.ACC_RANGE, True),
-            ("acc_overlap", to_acc & (e.dst != e.src) & (dst_src < e_nm) & (src_dst < e_nm),
+            ("acc_overlap", to_acc & (e.dst != e.src) & (dst_src < e_nm_p) & (src_dst < e_nm_p),
              StatusCode.FIELD_RANGE, True),
         ]
         gemm_bad = {name: Signal(name=f"gemm_bad_{name}") for name, _, _ in gemm_checks}
@@ -482,10 +496,6 @@ class ComputeUnit(wiring.Component):
         with m.Elif(state == CHECK):
             m.d.comb += checking.eq(1)
             m.d.sync += [
-                nk.eq(g.n_tiles * g.k_tiles),
-                km.eq(g.k_tiles * g.m),
-                g_nm.eq(g.n_tiles * g.m),
-                e_nm.eq(e.n_tiles * e.m),
                 scale_count.eq(Mux(e.scale_mode == ScaleMode.COL, e.n_tiles * C, e.m)),
                 dst_src.eq(e.dst - e.src),
                 src_dst.eq(e.src - e.dst),
@@ -495,7 +505,8 @@ class ComputeUnit(wiring.Component):
             goto(BOUNDS)
         with m.Elif(state == BOUNDS):
             m.d.comb += checking.eq(1)
-            m.d.sync += w_rows.eq(Mux(g.transpose, nk * C, nk * R))
+            m.d.sync += [w_rows.eq(Mux(g.transpose, nk_p * C, nk_p * R)),
+                         e_nm.eq(e_nm_p)]
             m.d.sync += [gemm_bad[name].eq(cond) for name, cond, _ in gemm_checks]
             m.d.sync += [epi_bad[name].eq(cond) for name, cond, _, _ in epi_checks]
             goto(DECIDE)
@@ -797,9 +808,13 @@ class ComputeUnit(wiring.Component):
         sq = self._scale_queue
         s_inflight = Signal(range(SCALE_DEPTH + 1))
         started = epi_running
+        # The slot's registers load whenever the slot is free (an EPI issues only then, so
+        # they hold its fields from its issue on): the issue decision drives only `epi_busy`,
+        # not the ~150 enables of the slot.
         with m.If(epi_issue):
+            m.d.sync += epi_busy.eq(1)
+        with m.If(~epi_busy):
             m.d.sync += [
-                epi_busy.eq(1),
                 epi.src.eq(e.src), epi.dst.eq(e.dst), epi.dest.eq(e.dest.as_value()),
                 epi.row_scale.eq(e.scale_mode == ScaleMode.ROW), epi.scale.eq(e.scale),
                 epi.fn.eq(e.fn), epi.m.eq(e.m), epi.n.eq(e.n_tiles), epi.rows.eq(e_nm),

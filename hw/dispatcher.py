@@ -341,19 +341,30 @@ class Dispatcher(wiring.Component):
         # decision drives only the slot's valid flag and unit; the command itself is captured
         # whenever the slot is free, whatever the decision, and the queues are written from the
         # slot's registers. One command per cycle passes while its queue has room.
+        # A queue's room is a flip-flop (`room`), loaded with "fewer than instr_fifo_depth
+        # entries next cycle" from a count of its entries, so no queue's fill level is on the
+        # path from the slot to the dispatch decision. The FIFO is one entry deeper than the
+        # count allows, so its own `w_rdy` holds whenever `room` does.
         queues = {}
         slot_valid = Signal()
         slot_unit = Signal(UnitCode)
         slot_cmd = Signal(cmd_layout.size)
         slot_write = Signal()  # the slot's command enters its queue this cycle
         slot_free = Signal()
+        qdepth = cfg.instr_fifo_depth
         for u in UNITS:
-            q = SyncFIFOBuffered(width=cmd_layout.size, depth=cfg.instr_fifo_depth)
+            q = SyncFIFOBuffered(width=cmd_layout.size, depth=qdepth + 1)
             m.submodules[f"{u}_queue"] = q
             queues[u] = q
+            count = Signal(range(qdepth + 1), name=f"{u}_count")
+            room = Signal(init=1, name=f"{u}_room")
             here = slot_valid & (slot_unit == getattr(UnitCode, u.upper()))
-            m.d.comb += [q.w_data.eq(slot_cmd), q.w_en.eq(here)]
-            with m.If(here & q.w_rdy):
+            push = here & room
+            pop = q.r_en & q.r_rdy
+            count_d = count + push - pop
+            m.d.sync += [count.eq(count_d), room.eq(count_d < qdepth)]
+            m.d.comb += [q.w_data.eq(slot_cmd), q.w_en.eq(push)]
+            with m.If(push):
                 m.d.comb += slot_write.eq(1)
         m.d.comb += slot_free.eq(~slot_valid | slot_write)
         slot_load = Signal()  # a unit's instruction is dispatched into the slot
@@ -432,37 +443,56 @@ class Dispatcher(wiring.Component):
             ]
 
         # ------------------------------------------------------------ error precedence
-        # The dispatcher's own error is registered first (its conditions hold while it waits:
-        # nothing advances on an error), so that the precedence starts from flip-flops only.
-        own_err_r = Signal()
-        own_code_r = Signal(CODE_BITS)
-        own_pc_r = Signal(PC_BITS)
-        m.d.sync += [own_err_r.eq(own_err & ~accept_start), own_code_r.eq(own_code),
-                     own_pc_r.eq(pc)]
-        # The lowest word offset wins, the earliest source on a tie (the held error first).
-        # Every pair is compared at once: no compare waits for another's result.
-        sources = [(err_valid, err_code, err_pc), (own_err_r, own_code_r, own_pc_r)] + [
-            (e.valid, e.code, e.pc) for e in (getattr(self, f"{u}_error") for u in UNITS)
-        ]
-        cand_valid = Signal.like(err_valid)
-        cand_code = Signal.like(err_code)
-        cand_pc = Signal.like(err_pc)
-        m.d.comb += cand_valid.eq(Cat(*(v for v, _, _ in sources)).any())
-        for i, (valid, code, where) in enumerate(sources):
-            wins = valid
-            for j, (other_valid, _, other_pc) in enumerate(sources):
-                if j != i:
-                    beats = (where < other_pc) if j < i else (where <= other_pc)
-                    wins = wins & (~other_valid | beats)
-            with m.If(wins):
-                m.d.comb += [cand_code.eq(code), cand_pc.eq(where)]
+        # Every error source holds its error once raised (the units' reports are held until
+        # their reset; the dispatcher's own is kept in `src_valid[0]` from the cycle it arises,
+        # with `pc`, which never moves again in this run), so the lowest offset is the
+        # minimum over the sources, with no feedback from the held result. Two stages, each
+        # at most one 32-bit compare deep: stage 1 registers every source and every pairwise
+        # compare of their offsets (`src_le`); stage 2 picks the winner from those flip-flops
+        # (`cand_*`) into `err_*`. An error reaches `err_*` (STATUS, `flush`) 2 cycles after
+        # the unit raised it, or after the dispatcher's own condition held.
+        units_err = [getattr(self, f"{u}_error") for u in UNITS]
+        n_src = 1 + len(units_err)
+        src_valid = [Signal(name=f"src{i}_valid") for i in range(n_src)]
+        src_code = [Signal(CODE_BITS, name=f"src{i}_code") for i in range(n_src)]
+        src_pc = [Signal(PC_BITS, name=f"src{i}_pc") for i in range(n_src)]
         # The units are reset by a registered copy of `started` (hw.accelerator), one cycle
         # after this block: their error reports are not taken in the run's first cycle, when
         # they may still hold the previous run's (no error can arise that early).
         first_cycle = Signal()
         m.d.sync += first_cycle.eq(accept_start)
-        with m.If(running & ~first_cycle):
+        take_units = running & ~first_cycle
+        new_valid = [src_valid[0] | own_err] + [e.valid & take_units for e in units_err]
+        new_pc = [pc] + [e.pc for e in units_err]
+        with m.If(own_err & ~src_valid[0]):
+            m.d.sync += src_code[0].eq(own_code)
+        m.d.sync += [src_valid[0].eq(new_valid[0]), src_pc[0].eq(pc)]
+        for i, e in enumerate(units_err, start=1):
+            m.d.sync += [src_valid[i].eq(new_valid[i]), src_code[i].eq(e.code),
+                         src_pc[i].eq(e.pc)]
+        # src_le[i][j] (i < j): source i's offset <= source j's (i wins a tie: the earlier
+        # source, as docs/isa.md's order of the checks)
+        src_le = {}
+        for i in range(n_src):
+            for j in range(i + 1, n_src):
+                src_le[i, j] = Signal(name=f"src{i}_le_src{j}")
+                m.d.sync += src_le[i, j].eq(new_pc[i] <= new_pc[j])
+        cand_valid = Signal.like(err_valid)
+        cand_code = Signal.like(err_code)
+        cand_pc = Signal.like(err_pc)
+        m.d.comb += cand_valid.eq(Cat(*src_valid).any())
+        for i in range(n_src):
+            wins = src_valid[i]
+            for j in range(n_src):
+                if j != i:
+                    beats = src_le[i, j] if i < j else ~src_le[j, i]
+                    wins = wins & (~src_valid[j] | beats)
+            with m.If(wins):
+                m.d.comb += [cand_code.eq(src_code[i]), cand_pc.eq(src_pc[i])]
+        with m.If(running):
             m.d.sync += [err_valid.eq(cand_valid), err_code.eq(cand_code), err_pc.eq(cand_pc)]
+        # A unit's error not yet in stage 1 keeps the run from ending this cycle.
+        fresh_err = Cat(*(new_valid[i] & ~src_valid[i] for i in range(1, n_src))).any()
 
         # The next values of `go`'s terms, as the assignments of this block give them (a
         # start clears the run's state and the decode queue, see "run state" below).
@@ -471,7 +501,7 @@ class Dispatcher(wiring.Component):
         # (the run leaves BUSY only when stopped, and `halted`/`err_valid` hold until a start)
         running_d = accept_start | running
         halted_d = ~accept_start & (halted | go & d_halt)
-        err_valid_d = ~accept_start & Mux(running & ~first_cycle, cand_valid, err_valid)
+        err_valid_d = ~accept_start & Mux(running, cand_valid, err_valid)
         at_end_d = Mux(accept_start, self.prog_len == 0, Mux(advance, words_left == 1, at_end))
         addr_out_d = Mux(accept_start, self.prog_addr >> addr_bits != 0,
                          Mux(advance, space_left == 1, addr_out))
@@ -485,7 +515,7 @@ class Dispatcher(wiring.Component):
         quiet = Signal()
         quiet_before = Signal()
         m.d.comb += quiet.eq(
-            stopped & queues_empty & self.units_idle & self.axi_idle & ~axi.arvalid
+            stopped & queues_empty & self.units_idle & self.axi_idle & ~axi.arvalid & ~fresh_err
         )
         m.d.sync += quiet_before.eq(quiet & running)
         with m.If(running & quiet & quiet_before):
@@ -494,8 +524,8 @@ class Dispatcher(wiring.Component):
                 self.code.eq(cand_code),
                 self.offset.eq(halt_pc),
             ]
-            with m.If(err_valid):
-                m.d.sync += self.offset.eq(err_pc)
+            with m.If(cand_valid):
+                m.d.sync += self.offset.eq(cand_pc)
             with m.Else():
                 m.d.sync += self.code.eq(StatusCode.OK)
 
@@ -509,6 +539,7 @@ class Dispatcher(wiring.Component):
                 err_valid.eq(0),
                 err_code.eq(0),
                 err_pc.eq(0),
+                *(v.eq(0) for v in src_valid),
                 prog_len.eq(self.prog_len),
                 pc.eq(0),
                 words_left.eq(self.prog_len),
