@@ -23,11 +23,10 @@ Ports (``amaranth.lib.stream``):
 Pipeline (cycle numbers after the input register; every stage has at most one multiplier or one
 compare level in it)::
 
-    1  v_lo * M, v_hi * M (two 16-bit partial products), 2**(s-1) (a decode of s)
-    2  (p_hi << 16) + p_lo, addend + 2**(s-1)       3  sum of the two
+    1  v_lo * M, v_hi * M (two 16-bit partial products), 2**(s-1)
+    2  (p_hi << 16) + p_lo          3  + 2**(s-1)
     4  >> 8 * s[5:3]                5  >> s[2:0]              6  sat32 -> x
-    7..9   search levels 0..2: compare with every node of the level (the shared ``meta`` read),
-           the segment bits so far select the result
+    7..9   search levels 0..2: compare with a node of the shared ``meta`` read
     10..   search levels 3..L-1, three cycles each: address, registered read, compare
     +1..+3 slope/intercept address, registered read, output register (packed into the block
            RAM on ECP5 by scripts/ecp5_pack_outreg.py)
@@ -35,24 +34,22 @@ compare level in it)::
 
 It never stalls: no register has a clock enable (an enable driven by ``results.ready`` would fan
 out to every register). Backpressure is by credit: a row is accepted only while fewer than
-:attr:`Epilogue.result_depth` rows are in flight or queued in the result queue, so every row
-leaving the pipeline has a place; the queue is a :class:`hw.credit_queue.CreditQueue` (its LUT
-RAM written every cycle, no fill level on its write enable). With ``results`` ready, one row
-per cycle flows end to end.
+:attr:`Epilogue.result_depth` rows are in flight or queued in the result FIFO, so every row
+leaving the pipeline has a place. With ``results`` ready, one row per cycle flows end to end.
 
-Reset clears the credit counter, the valid line and the result queue; the data registers (rows,
-products, search state, delay lines) have no reset, as a row's data reaches the result queue
-only with its valid bit and every stage is written by the row before it.
+Reset clears the credit counter, the valid line and the result FIFO; the data registers (rows,
+products, search state, delay lines) have no reset, as a row's data reaches the FIFO only with
+its valid bit and every stage is written by the row before it.
 """
 
 from __future__ import annotations
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from hw.config import AcceleratorConfig
-from hw.credit_queue import CreditQueue
 from hw.dsp import PipelinedMultiplier
 from hw.numeric import ACC_BITS, SCALE_BITS, SLOPE_BITS
 from hw.segment_table import (
@@ -152,7 +149,7 @@ class Epilogue(wiring.Component):
             "results": Out(stream.Signature(epilogue_output_layout(config, tag_bits))),
             "table": Out(lookup_signature(config)),
         })
-        self._result_fifo = CreditQueue(
+        self._result_fifo = SyncFIFOBuffered(
             width=epilogue_output_layout(config, tag_bits).size, depth=self.result_depth
         )
 
@@ -173,7 +170,7 @@ class Epilogue(wiring.Component):
 
     @property
     def pipeline_depth(self) -> int:
-        """Cycles from a row's handshake on ``rows`` until it enters the result queue."""
+        """Cycles from a row's handshake on ``rows`` until it enters the result FIFO."""
         levels = _log2(self._config.pwl_segments)
         search = SHARED_LEVELS + 3 * (levels - SHARED_LEVELS)
         return 1 + ROUND_MUL_SAT_STAGES + search + SEGMENT_READ_STAGES + ROUND_MUL_SAT_STAGES
@@ -181,8 +178,8 @@ class Epilogue(wiring.Component):
     @property
     def latency(self) -> int:
         """Cycles from a row's handshake on ``rows`` until it is valid on ``results`` (no
-        backpressure): the pipeline and the result queue's cycle."""
-        return self.pipeline_depth + 1
+        backpressure): the pipeline and the result FIFO's two cycles."""
+        return self.pipeline_depth + 2
 
     @property
     def result_depth(self) -> int:
@@ -195,12 +192,12 @@ class Epilogue(wiring.Component):
         levels = _log2(cfg.pwl_segments)
         fn_bits = _log2(cfg.pwl_functions)
         table = self.table
-        last = self.pipeline_depth - 1  # stage whose row enters the result queue
+        last = self.pipeline_depth - 1  # stage whose row enters the result FIFO
 
         def reg(value, shape, name, reset_less=True):
             """A register loaded with ``value`` every cycle (no enable).
 
-            Data registers (the default) have no reset: a row's data reaches the result queue
+            Data registers (the default) have no reset: a row's data reaches the result FIFO
             only with its valid bit, and every stage's data is written by the row in the stage
             before it, so no result reads a value held across a (soft) reset. Only the valid
             line and the credit counter are reset. With no reset multiplexer in front of them
@@ -257,15 +254,13 @@ class Epilogue(wiring.Component):
                 lambda value, _: _saturate(value, ACC_BITS), out_width, f"rq{lane}",
             )
             assert stage == search
-            # Search, shared levels: one stage each. x is compared with every node of the
-            # level at once (one compare deep) and the segment bits so far pick the result,
-            # so no node multiplexer stands before a compare.
+            # Search, shared levels: one compare per stage with a node of the meta read.
             j = Const(0, 0)
             for level in range(SHARED_LEVELS):
                 first = (1 << level) - 1
-                above = [x >= shared_bp[first + i][stage] for i in range(1 << level)]
-                bit = above[0] if level == 0 else _select(above, j)
-                j = reg(Cat(bit, j), unsigned(level + 1), f"seg{lane}_l{level}")
+                nodes = [shared_bp[first + i][stage] for i in range(1 << level)]
+                node = nodes[0] if level == 0 else _select(nodes, j)
+                j = reg(Cat(x >= node, j), unsigned(level + 1), f"seg{lane}_l{level}")
                 x = reg(x, signed(ACC_BITS), f"x{lane}_l{level}")
                 stage += 1
             # Deeper levels: this lane's copy of the level; address, registered read, compare.
@@ -295,11 +290,11 @@ class Epilogue(wiring.Component):
             results.append(y)
 
         m.d.comb += [
-            fifo.w.valid.eq(valid[last]),
-            fifo.w.payload.eq(Cat(*results, tag[last])),
-            self.results.valid.eq(fifo.r.valid),
-            self.results.payload.eq(fifo.r.payload),
-            fifo.r.ready.eq(self.results.ready),
+            fifo.w_en.eq(valid[last]),
+            fifo.w_data.eq(Cat(*results, tag[last])),
+            self.results.valid.eq(fifo.r_rdy),
+            self.results.payload.eq(fifo.r_data),
+            fifo.r_en.eq(self.results.ready),
         ]
         return m
 
@@ -355,14 +350,12 @@ def _round_mul_sat(m, reg, a, mult, shift, addend, stage, saturate, out_width, n
         hi_mul.b.eq(mult),
     ]
     lo, hi = lo_mul.p, hi_mul.p
-    # addend + 2**(shift-1) (0 for shift 0): the rounding half, added before the shift. The
-    # half (a decode of the shift) and the addend are registered first, then added: the
-    # decode and the 49-bit add are in separate stages.
-    half = reg((Const(1, WIDE_BITS) << shift) >> 1, unsigned(WIDE_BITS), f"{name}_half")
-    addend = reg(addend, addend.shape(), f"{name}_addend")
+    # addend + 2**(shift-1) (0 for shift 0): the rounding half, added before the shift.
+    half = (Const(1, WIDE_BITS) << shift) >> 1
+    bias = reg(addend + half, signed(WIDE_BITS), f"{name}_bias")
     sh = reg(shift, unsigned(SHIFT_BITS), f"{name}_sh1")
     product = reg((hi << SPLIT_BITS) + lo, signed(WIDE_BITS), f"{name}_prod")
-    bias = reg(addend + half, signed(WIDE_BITS), f"{name}_bias2")
+    bias = reg(bias, signed(WIDE_BITS), f"{name}_bias2")
     sh = reg(sh, unsigned(SHIFT_BITS), f"{name}_sh2")
     z = reg(product + bias, signed(WIDE_BITS), f"{name}_z")
     sh = reg(sh, unsigned(SHIFT_BITS), f"{name}_sh3")
