@@ -505,14 +505,7 @@ class _Machine:
                  and r[-1] >= start]
         if not lists:
             return 0
-        lost = 0
-        while True:
-            seen = sum(bisect.bisect_left(r, end + lost) - bisect.bisect_left(r, start)
-                       for r in lists)
-            new = min(seen * self.p.gemm_store_wait, rows)
-            if new <= lost:
-                return lost
-            lost = new
+        return _stream_loss(lists, start, end, self.p.gemm_store_wait, rows)
 
 
 def _load_rows(m: _Machine, ins: Load) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
@@ -804,6 +797,20 @@ def _store_transfer(m: _Machine, ins: Store, t0: int) -> int:
     return max(last_b, t) + p.store_end
 
 
+def _stream_loss(reads: list[list[int]], start: int, end: int, wait: int, cap: int) -> int:
+    """Cycles an operand stream ``[start, end)`` loses to the STORE reads ``reads`` (lists of
+    cycles, ascending) of its banks: ``wait`` per read inside it, at most ``cap``. The stream
+    grows by what it lost, which can meet more reads: the count is taken to its fixed point."""
+    lost = 0
+    while True:
+        seen = sum(bisect.bisect_left(r, end + lost) - bisect.bisect_left(r, start)
+                   for r in reads)
+        new = min(seen * wait, cap)
+        if new <= lost:
+            return lost
+        lost = new
+
+
 def _operand_stream_theft(m: _Machine, shared: list, reads: dict[int, list[int]]
                           ) -> tuple[int, int]:
     """``(first cycle, cycles)`` the operand streams of GEMMs booked before a STORE lose to its
@@ -819,14 +826,8 @@ def _operand_stream_theft(m: _Machine, shared: list, reads: dict[int, list[int]]
         lists = [r for b, r in reads.items() if a_mask >> b & 1]
         if not lists:
             continue
-        s0, lost = g0 + shift, 0
-        while True:
-            seen = sum(bisect.bisect_left(r, g1 + shift + lost) - bisect.bisect_left(r, s0)
-                       for r in lists)
-            new = min(seen * wait, g1 - g0)
-            if new <= lost:
-                break
-            lost = new
+        s0 = g0 + shift
+        lost = _stream_loss(lists, s0, g1 + shift, wait, g1 - g0)
         if lost:
             hit = min(r[i] for r in lists if (i := bisect.bisect_left(r, s0)) < len(r))
             first = hit if first is None else min(first, hit)
