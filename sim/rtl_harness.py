@@ -81,6 +81,60 @@ SIM_TOP = "nmx_sim_top"
 _PORT = re.compile(r"^\s*(input|output)\s+(\[[^\]]+\]\s*)?([A-Za-z_][A-Za-z0-9_$]*)\s*;", re.M)
 
 
+# Yosys's write_verilog form of an Amaranth register assigned under a condition (Amaranth's IR
+# has no flip-flop with an enable): a $dff fed by a process that holds the register's value
+#     always @(posedge clk)
+#       q <= \$N ;
+#     always @* begin
+#       if (\$auto$verilog_backend.cc:...) begin end
+#       \$N  = q;
+#       if (en) begin
+#         \$N  = d;
+#       end
+#     end
+_HOLD_PROCESS = re.compile(
+    r"  always @\* begin\n"
+    r"    if \(\\\$auto\$verilog_backend\.cc:\d+:dump_module\$\d+ \) begin end\n"
+    r"    (?P<n>\\\$\d+)  = (?P<q>[A-Za-z_][A-Za-z0-9_]*);\n"
+    r"    if \((?P<en>[^()\n]+)\) begin\n      (?P=n)  = (?P<d>[^;\n]+);\n    end\n  end\n")
+_MODULE_START = re.compile(r"(?m)^(?=module )")
+
+
+def enable_form_verilog(verilog: str) -> tuple[str, int]:
+    """``verilog`` with every register that Yosys wrote as a ``$dff`` plus a hold process (see
+    ``_HOLD_PROCESS``) written as ``always @(posedge clk) if (en) q <= d;``; returns the text and
+    the number of registers rewritten.
+
+    Simulation only, and the same machine: the process's variable ``\\$N`` must occur nowhere
+    else in its module (its declaration, the flip-flop and the process's two assignments), so
+    ``q`` takes ``d`` on the clock edges where ``en`` is high and keeps its value otherwise, as
+    before; a register in any other form is left as it is. Why: Verilator inlines the hold
+    process into the register's update, which then reads the register itself; that self-read is a
+    cycle in Verilator's ordering graph, which it breaks by cutting the soft edge that orders
+    every other reader of the register before its update, so readers may be scheduled after it
+    and the register gets a ``__Vdly__`` copy, a conditional update into the copy and a write-back
+    on every clock edge (the array's held weights, 256 registers on ``default``). A conditional
+    assignment reads nothing of the register, so its readers stay ordered before it and the
+    update is one conditional store. docs/simulation.md, "Speed".
+    """
+    out, total = [], 0
+    for module in _MODULE_START.split(verilog):
+        for m in list(_HOLD_PROCESS.finditer(module)):
+            n, q = m["n"], m["q"]
+            flop = re.compile(r"  always @\(posedge (?P<clk>[A-Za-z_][A-Za-z0-9_]*)\)\n    "
+                              + re.escape(q) + " <= " + re.escape(n) + " ;\n")
+            clocks = flop.findall(module)
+            # An escaped identifier ends at white space: this counts every reference to it.
+            if len(clocks) != 1 or module.count(n + " ") != 4:
+                continue
+            module = module.replace(m.group(0), "", 1)
+            module = flop.sub(lambda _, c=clocks[0], m=m: f"  always @(posedge {c})\n"
+                              f"    if ({m['en']}) {m['q']} <= {m['d']};\n", module, count=1)
+            total += 1
+        out.append(module)
+    return "".join(out), total
+
+
 def sim_top_verilog(verilog: str, top: str) -> str:
     """Verilog of :data:`SIM_TOP`: module ``top`` of ``verilog`` with every port passed through,
     except that its ``rst`` comes from a flip-flop that samples the ``rst`` input.
@@ -115,8 +169,10 @@ def build_harness(config: AcceleratorConfig) -> Path:
 
     The Verilog is regenerated only when its sources changed (:func:`sim.rtl_cache.cached_rtl`),
     the library only when the Verilog, the harness, a build flag or the training program
-    changed. The library is built with GCC profile-guided optimisation (unless ``NMX_PGO=0`` is in
-    the environment) trained on :func:`sim.harness_training.training_program` (see
+    changed. The model is Verilated from ``<stem>_fast.v``, the Verilog with its held registers
+    in the enable form (:func:`enable_form_verilog`), under :func:`sim_top_verilog`'s top level.
+    The library is built with GCC profile-guided optimisation (unless ``NMX_PGO=0`` is in the
+    environment) trained on :func:`sim.harness_training.training_program` (see
     :func:`sim.verilator.build_library`). Returns the path of the shared library,
     ``build/verilator/<stem>_fast_<hash>/lib<...>.so``.
     """
@@ -126,12 +182,15 @@ def build_harness(config: AcceleratorConfig) -> Path:
         raise TypeError(f"config must be an AcceleratorConfig, got {config!r}")
     top = TOPS["accelerator"]
     verilog = cached_rtl(config, _VERILOG_DIR, "accelerator")
+    source = verilog.read_text()
     wrapper = verilog.with_name(verilog.stem + "_simtop.v")
-    text = sim_top_verilog(verilog.read_text(), top)
-    if not wrapper.exists() or wrapper.read_text() != text:
-        wrapper.write_text(text)
+    fast = verilog.with_name(verilog.stem + "_fast.v")
+    for path, text in ((wrapper, sim_top_verilog(source, top)),
+                       (fast, enable_form_verilog(source)[0])):
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
     return build_library(
-        sources=[verilog, wrapper],
+        sources=[fast, wrapper],
         toplevel=SIM_TOP,
         name=config.artifact_stem(top) + "_fast",
         cpp_sources=HARNESS_SOURCES,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from hw.errors import NmxError
-from sim.rtl_harness import SIM_TOP, sim_top_verilog
+from sim.rtl_harness import SIM_TOP, enable_form_verilog, sim_top_verilog
 
 VERILOG = """
 module other(a);
@@ -37,3 +37,50 @@ def test_missing_module_or_reset_is_an_error():
         sim_top_verilog(VERILOG, "nope")
     with pytest.raises(NmxError, match="no clk/rst ports"):
         sim_top_verilog(VERILOG, "other")
+
+
+def _held_registers_verilog() -> str:
+    from amaranth.back import verilog
+    from amaranth.hdl import Module, Signal
+    from amaranth.lib import wiring
+    from amaranth.lib.wiring import In, Out
+
+    class Held(wiring.Component):
+        def __init__(self):
+            super().__init__({"en": In(1), "d": In(8), "q": Out(8), "r": Out(8), "s": Out(8)})
+
+        def elaborate(self, platform):
+            m = Module()
+            q = Signal(8, reset_less=True)
+            r = Signal(8)  # reset: its process also assigns the init value, left as it is
+            s = Signal(8, reset_less=True)  # two conditions: left as it is
+            with m.If(self.en):
+                m.d.sync += [q.eq(self.d), r.eq(self.d)]
+            with m.If(self.d[0]):
+                m.d.sync += s.eq(self.d)
+            with m.Elif(self.en):
+                m.d.sync += s.eq(0)
+            m.d.comb += [self.q.eq(q), self.r.eq(r), self.s.eq(s)]
+            return m
+
+    return verilog.convert(Held(), name="held")
+
+
+def test_enable_form_rewrites_only_plain_held_registers():
+    text = _held_registers_verilog()
+    assert "    q <= \\$" in text
+    fast, count = enable_form_verilog(text)
+    assert count == 1
+    assert "  always @(posedge clk)\n    if (en) q <= d;\n" in fast
+    assert "    q <= \\$" not in fast and "  = q;\n    if" not in fast
+    # The other registers are left as they are.
+    assert fast.count("always @(posedge clk)") == text.count("always @(posedge clk)")
+    assert "    r <= \\$" in fast and "    s <= \\$" in fast
+    assert enable_form_verilog(fast) == (fast, 0)
+
+
+def test_enable_form_leaves_a_register_whose_next_value_is_read_elsewhere():
+    text = _held_registers_verilog()
+    name = text.split("    q <= ", 1)[1].split(" ;", 1)[0]
+    shared = text.replace("endmodule", f"  assign extra = {name} ;\nendmodule", 1)
+    assert enable_form_verilog(shared) == (shared, 0)
