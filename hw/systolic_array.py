@@ -215,37 +215,46 @@ class SystolicArray(wiring.Component):
             entry_load.eq(Cat(drain & (drain_row == r) for r in range(rows))),
         ]
 
-        # Input skew: row r's operand and swap flag reach PE(r, 0) r cycles after row 0's. The
-        # delay lines are packed, one register per stage (the same flip-flops as one line per
-        # row, in fewer, wider registers: fewer statements per clock edge in the simulated
-        # model): stage k holds the operands of rows k+1..rows-1 delayed k+1 cycles, row r in
-        # byte rows-1-r, and drops its top byte (row k+1, to PE(k+1, 0)) on the way to stage
-        # k+1. Every row's swap flag is entry_swap delayed, so one line of rows-1 flags serves
-        # all rows (Yosys merged the per-row copies' identical flip-flops anyway).
+        # Input skew: row r's operand reaches PE(r, 0) r cycles after row 0's. The delay lines
+        # are packed, one register per stage (the same flip-flops as one line per row, in fewer,
+        # wider registers: fewer statements per clock edge in the simulated model): stage k
+        # holds the operands of rows k+1..rows-1 delayed k+1 cycles, row r in byte rows-1-r,
+        # and drops its top byte (row k+1, to PE(k+1, 0)) on the way to stage k+1.
         skew_a = [Signal((rows - 1 - k) * ow, name=f"skew_a_{k}", reset_less=True)
                   for k in range(rows - 1)]
-        skew_swap = [Signal(name=f"skew_swap_{k}") for k in range(rows - 1)]
         for k in range(rows - 1):
             if k == 0:
-                m.d.sync += [skew_a[0].eq(Cat(entry_data[r] for r in reversed(range(1, rows)))),
-                             skew_swap[0].eq(entry_swap)]
+                m.d.sync += skew_a[0].eq(Cat(entry_data[r] for r in reversed(range(1, rows))))
             else:
-                m.d.sync += [skew_a[k].eq(skew_a[k - 1][: (rows - 1 - k) * ow]),
-                             skew_swap[k].eq(skew_swap[k - 1])]
+                m.d.sync += skew_a[k].eq(skew_a[k - 1][: (rows - 1 - k) * ow])
+        # The swap flag reaches PE(r, c) r + c cycles after entry_swap, and every PE on that
+        # anti-diagonal sees the same flag: one line of rows + cols - 2 flags serves them all,
+        # instead of each PE forwarding its own copy (identical flip-flops, which Yosys merges
+        # into this line anyway; in the simulated model, 30 registers with a reset per clock
+        # edge instead of 256 on `default`). The PEs' swap_out and load_out are left unused.
+        swap_line = [Signal(name=f"swap_line_{k}") for k in range(rows + cols - 2)]
+        for k, flag in enumerate(swap_line):
+            m.d.sync += flag.eq(entry_swap if k == 0 else swap_line[k - 1])
         for r in range(rows):
             if r == 0:
-                a, swap = entry_data[0], entry_swap
+                a = entry_data[0]
             else:
-                a, swap = skew_a[r - 1][(rows - 1 - r) * ow:].as_signed(), skew_swap[r - 1]
-            m.d.comb += [pes[r][0].a_in.eq(a), pes[r][0].swap_in.eq(swap)]
+                a = skew_a[r - 1][(rows - 1 - r) * ow:].as_signed()
+            m.d.comb += pes[r][0].a_in.eq(a)
             for c in range(1, cols):
-                m.d.comb += [
-                    pes[r][c].a_in.eq(pes[r][c - 1].a_out),
-                    pes[r][c].swap_in.eq(pes[r][c - 1].swap_out),
-                ]
+                m.d.comb += pes[r][c].a_in.eq(pes[r][c - 1].a_out)
+            for c in range(cols):
+                m.d.comb += pes[r][c].swap_in.eq(entry_swap if r + c == 0
+                                                 else swap_line[r + c - 1])
 
         # Weight load: column c's weight reaches the PEs c cycles after the beat leaves the queue,
-        # in step with the load strobe that travels right along the selected PE row.
+        # in step with the load strobe of the selected PE row, which reaches column c c cycles
+        # after entry_load. The strobes are packed like the skew lines: stage k holds every
+        # row's strobe delayed k + 1 cycles (the same flip-flops as each PE forwarding its own,
+        # in cols - 1 registers instead of rows x cols).
+        load_line = [Signal(rows, name=f"load_line_{k}") for k in range(cols - 1)]
+        for k, stage in enumerate(load_line):
+            m.d.sync += stage.eq(entry_load if k == 0 else load_line[k - 1])
         for c in range(cols):
             w = entry_w[c]
             for stage in range(c):
@@ -253,11 +262,9 @@ class SystolicArray(wiring.Component):
                 m.d.sync += w_next.eq(w)
                 w = w_next
             for r in range(rows):
-                m.d.comb += pes[r][c].w_in.eq(w)
-                if c == 0:
-                    m.d.comb += pes[r][0].load_in.eq(entry_load[r])
-                else:
-                    m.d.comb += pes[r][c].load_in.eq(pes[r][c - 1].load_out)
+                m.d.comb += [pes[r][c].w_in.eq(w),
+                             pes[r][c].load_in.eq(entry_load[r] if c == 0
+                                                  else load_line[c - 1][r])]
 
         # Partial sums flow down the columns.
         for c in range(cols):
