@@ -157,8 +157,8 @@ class Accelerator(wiring.Component):
         units = {"load": load, "compute": compute, "store": store}
         for name, unit in units.items():
             wiring.connect(core, getattr(dispatcher, f"{name}_cmd"), unit.cmd)
-            wiring.connect(core, dispatcher.flush, unit.flush_above)
             wiring.connect(core, getattr(dispatcher, f"{name}_error"), unit.error)
+        self._flush_copies(core, dispatcher.flush, units)
         fence = core.submodules.load_fence = self._load_fence
         for unit in (load, store):
             for member in unit.signature.members:
@@ -174,8 +174,18 @@ class Accelerator(wiring.Component):
         for q in ("c2l", "c2s"):
             push, port = getattr(tokens, f"push_{q}"), getattr(compute, f"push_{q}")
             core.d.comb += [push.valid.eq(port.put), port.space.eq(push.ready)]
+        # Each unit's idle, registered near it, with its command stream empty: the registered
+        # flags are a cycle late, and a unit idle in the cycle before may have taken a
+        # command since (the queues are empty now, but `cmd.valid` was high then). The run
+        # ends a cycle later; nothing can make an idle unit busy but a command.
+        idle = []
+        for name, busy in (("load", load.busy | fence.pending), ("compute", compute.busy),
+                           ("store", store.busy)):
+            flag = Signal(name=f"{name}_idle")
+            core.d.sync += flag.eq(~busy & ~units[name].cmd.valid)
+            idle.append(flag)
         core.d.comb += [
-            dispatcher.units_idle.eq(~load.busy & ~fence.pending & ~compute.busy & ~store.busy),
+            dispatcher.units_idle.eq(idle[0] & idle[1] & idle[2]),
             compute.clear.eq(0),  # its reset (`started`, registered) clears its counters
         ]
         self._wire_memories(core, started)
@@ -273,6 +283,32 @@ class Accelerator(wiring.Component):
             with core.Elif(running_q):
                 core.d.sync += count.eq(count + event)
         return m
+
+    @staticmethod
+    def _flush_copies(core: Module, flush, units: dict) -> None:
+        """Drive each unit's ``flush_above`` from its own registered copy of ``flush``.
+
+        The dispatcher's held error crosses the die to every unit's flush compare; a copy per
+        unit (placed near its loads) takes the crossing into a flip-flop, and every unit sees a
+        flush a cycle later (the units already take it as arriving at any time: an error
+        reaches ``flush`` two cycles after a unit raised it). Yosys merges flip-flops with the
+        same inputs (``opt_merge``, across the flattened hierarchy, whatever their ``keep``),
+        so the copies differ in their reset or enable: the load unit's are reset by the core
+        reset (``valid``) or not at all (``pc``), the compute unit's ``valid`` has no reset and
+        its ``pc`` loads only while ``flush.valid`` (it is read only then), the store unit's are
+        reset with the units (`unit` domain).
+        """
+        for name, unit in units.items():
+            valid = Signal(name=f"{name}_flush_valid", reset_less=(name == "compute"))
+            pc = Signal.like(flush.pc, name=f"{name}_flush_pc", reset_less=(name != "store"))
+            domain = core.d.unit if name == "store" else core.d.sync
+            domain += valid.eq(flush.valid)
+            if name == "compute":
+                with core.If(flush.valid):
+                    domain += pc.eq(flush.pc)
+            else:
+                domain += pc.eq(flush.pc)
+            core.d.comb += [unit.flush_above.valid.eq(valid), unit.flush_above.pc.eq(pc)]
 
     def _wire_memories(self, core: Module, started) -> None:
         """Connect the units to the memories and the epilogue."""

@@ -48,8 +48,9 @@ before it have finished, no later GEMM touches what the EPI reads or writes, and
 after another. (Dest SCALE writes multipliers and shifts, GEMMs read only biases.)
 
 **Errors.** The first failing check stops the unit: ``error`` holds the code and the word
-offset; instructions issued before it complete. ``flush_above`` (from the controller) discards
-instructions with a larger offset without executing them.
+offset; instructions issued before it complete, later commands are taken and discarded.
+``flush_above`` (from the controller) discards instructions with a larger offset without
+executing them (a flushed command is taken and dropped at DECIDE, three cycles later).
 """
 
 from __future__ import annotations
@@ -365,10 +366,12 @@ class ComputeUnit(wiring.Component):
             self.error.pc.eq(err_pc),
         ]
         flush = self.flush_above
-        drop_cmd = flush.valid & (self.cmd.payload.pc > flush.pc)
-        # The held instruction's flush compare, registered: DECIDE and WAIT (at least two
-        # cycles after `ins` loads) see it a cycle late, as if the flush had come a cycle later
-        # (an instruction issued before its flush arrives is handled downstream either way).
+        # Only the held instruction is compared with the flush, and the compare is registered:
+        # DECIDE and WAIT (at least two cycles after `ins` loads) see it a cycle late, as if
+        # the flush had come a cycle later (an instruction issued before its flush arrives is
+        # handled downstream either way). IDLE takes every command into `ins` (a flushed one
+        # leaves at DECIDE), so neither `ins`'s enable nor `cmd.ready` waits for a 32-bit
+        # compare of the arriving `pc`.
         drop_held = Signal()
         m.d.sync += drop_held.eq(flush.valid & (ins.pc > flush.pc))
 
@@ -486,13 +489,10 @@ class ComputeUnit(wiring.Component):
         epi_bad = {name: Signal(name=f"epi_bad_{name}") for name, _, _, _ in epi_checks}
 
         with m.If(state == IDLE):
-            with m.If(self.cmd.valid):
-                with m.If(drop_cmd):
-                    m.d.comb += self.cmd.ready.eq(1)
-                with m.Elif(~err_valid):
-                    m.d.comb += self.cmd.ready.eq(1)
-                    m.d.sync += ins.eq(self.cmd.payload)
-                    goto(CHECK)
+            with m.If(self.cmd.valid & ~err_valid):
+                m.d.comb += self.cmd.ready.eq(1)
+                m.d.sync += ins.eq(self.cmd.payload)
+                goto(CHECK)
         with m.Elif(state == CHECK):
             m.d.comb += checking.eq(1)
             m.d.sync += [
@@ -554,8 +554,9 @@ class ComputeUnit(wiring.Component):
                 ]
                 goto(IDLE)
         with m.Else():  # ERROR
-            with m.If(self.cmd.valid & drop_cmd):
-                m.d.comb += self.cmd.ready.eq(1)
+            # Every later command of this queue is above the failing one, so above the flush
+            # offset once the error reaches it: discarded without a compare.
+            m.d.comb += self.cmd.ready.eq(1)
 
         # Descriptors for the GEMM sequencers.
         gdesc = Signal(GD)
