@@ -281,7 +281,9 @@ class ComputeUnit(wiring.Component):
         self._desc_weights = SyncFIFOBuffered(width=gw, depth=DESCRIPTOR_DEPTH + 1)
         self._desc_operands = SyncFIFOBuffered(width=gw, depth=DESCRIPTOR_DEPTH + 1)
         self._desc_bias = SyncFIFOBuffered(width=gw, depth=DESCRIPTOR_DEPTH + 1)
-        self._desc_results = SyncFIFOBuffered(width=gw, depth=DESCRIPTOR_DEPTH + 1)
+        # (the results' head descriptor is a register of the result sequencer: with it this
+        # queue holds as many as the others)
+        self._desc_results = SyncFIFO(width=gw, depth=DESCRIPTOR_DEPTH)
         # Tags from registers (buffered: a tag is readable two cycles after its request, the
         # response comes three cycles after it), so the response handshakes start at
         # flip-flops; one entry more for the output register.
@@ -713,13 +715,22 @@ class ComputeUnit(wiring.Component):
         m.d.sync += b_inflight.eq(b_inflight + (breq.valid & breq.ready) - bq.w_en)
 
         # ------------------------------------------------------------------ results
-        rd = GD(dq_r.r_data)
+        # The head descriptor in a register of its own (`rd`), with its end compares as
+        # flags loaded with the counters: `last_block_row` is `ri1 == m`, `last_block`
+        # `rt1 == k`, `last_tile` `ru1 == n`, each loaded from `1 == field` when the head loads
+        # or the counter wraps, else from `counter == field - 1` as the counter steps (the
+        # fields minus 1 registered with the head). The pop and the result handshake are then
+        # one LUT of flip-flops, not 12-bit compares behind the queue's output.
+        rd = Signal(GD)
+        rd_valid = Signal()
+        rd_pop = Signal()
+        m_m1, k_m1, n_m1 = Signal(12), Signal(12), Signal(12)
         # Row i of block t of output tile u; `ri1`, `rt1`, `ru1` hold i + 1, t + 1, u + 1, and
-        # `rt_zero` t == 0, so the per-row decisions compare flip-flops for equality (no adder
-        # before a compare) and `add_bias` / `read_old` are one LUT of flip-flops.
+        # `rt_zero` t == 0, so `add_bias` / `read_old` are one LUT of flip-flops.
         ri = Signal(12)
         ri1, rt1, ru1 = Signal(12, init=1), Signal(12, init=1), Signal(12, init=1)
         rt_zero = Signal(init=1)
+        last_block_row, last_block, last_tile = Signal(), Signal(), Signal()
         roff = Signal(self._acc_bits + 1)  # u * m
         res = array.results
         read_old = ~rt_zero | rd.mode[0]
@@ -727,22 +738,33 @@ class ComputeUnit(wiring.Component):
         bias_vec = data.ArrayLayout(signed(32), C)(bq.r_data)
         accept = Signal()
         m.d.comb += [
-            res.ready.eq(dq_r.r_rdy & (~add_bias | bq.r_rdy)),
+            res.ready.eq(rd_valid & (~add_bias | bq.r_rdy)),
             accept.eq(res.valid & res.ready),
+            dq_r.r_en.eq(~rd_valid | rd_pop),
         ]
         row = rd.acc + roff + ri
-        last_block_row = ri1 == rd.m
-        last_block = rt1 == rd.k
-        last_row = last_block_row & last_block & (ru1 == rd.n)
+        last_row = last_block_row & last_block & last_tile
         with m.If(accept):
-            m.d.sync += [ri.eq(ri1), ri1.eq(ri1 + 1)]
+            m.d.sync += [ri.eq(ri1), ri1.eq(ri1 + 1), last_block_row.eq(ri1 == m_m1)]
             with m.If(last_block_row):
-                m.d.sync += [ri.eq(0), ri1.eq(1), rt1.eq(rt1 + 1), rt_zero.eq(0)]
+                m.d.sync += [ri.eq(0), ri1.eq(1), last_block_row.eq(rd.m == 1),
+                             rt1.eq(rt1 + 1), last_block.eq(rt1 == k_m1), rt_zero.eq(0)]
                 with m.If(last_block):
-                    m.d.sync += [rt1.eq(1), rt_zero.eq(1), ru1.eq(ru1 + 1), roff.eq(roff + rd.m)]
-                    with m.If(ru1 == rd.n):
-                        m.d.sync += [ru1.eq(1), roff.eq(0)]
-                        m.d.comb += dq_r.r_en.eq(1)
+                    m.d.sync += [rt1.eq(1), last_block.eq(rd.k == 1), rt_zero.eq(1),
+                                 ru1.eq(ru1 + 1), last_tile.eq(ru1 == n_m1),
+                                 roff.eq(roff + rd.m)]
+                    with m.If(last_tile):
+                        m.d.sync += [ru1.eq(1), last_tile.eq(rd.n == 1), roff.eq(0),
+                                     rd_valid.eq(0)]
+                        m.d.comb += rd_pop.eq(1)
+        # (after the counters: a head loading sets the flags from its own fields)
+        with m.If(dq_r.r_en & dq_r.r_rdy):
+            nd = GD(dq_r.r_data)
+            m.d.sync += [
+                rd.eq(nd), rd_valid.eq(1),
+                m_m1.eq(nd.m - 1), k_m1.eq(nd.k - 1), n_m1.eq(nd.n - 1),
+                last_block_row.eq(nd.m == 1), last_block.eq(nd.k == 1), last_tile.eq(nd.n == 1),
+            ]
         m.d.comb += bq.r_en.eq(accept & add_bias & last_block_row)
         m.d.comb += [
             self.acc_gemm.read_en.eq(accept & read_old),
@@ -806,6 +828,9 @@ class ComputeUnit(wiring.Component):
         es_off = Signal(self._entry_bits + 1)
         ei_join = Signal(12)
         ej_out = Signal(24)
+        ew = self._epi_write_slice
+        # `epi.dst + ej_out` as a running address (loaded with the slot, one add per row written)
+        ej_addr = Signal(len(ew.i.payload.addr))
         sq = self._scale_queue
         s_inflight = Signal(range(SCALE_DEPTH + 1))
         started = epi_running
@@ -823,7 +848,7 @@ class ComputeUnit(wiring.Component):
                 epi_src_end.eq(e.src + e_nm), epi_dst_end.eq(e.dst + e_nm),
                 epi_wait.eq(gemm_outstanding - gemm_done),
                 ej_req.eq(0), es_req.eq(0), es_i.eq(0), es_off.eq(0), ei_join.eq(0),
-                ej_out.eq(0),
+                ej_out.eq(0), ej_addr.eq(e.dst),
             ]
         with m.Elif(gemm_done & (epi_wait != 0)):
             m.d.sync += epi_wait.eq(epi_wait - 1)
@@ -892,12 +917,11 @@ class ComputeUnit(wiring.Component):
         # hw/write_fence.py: the EPI completes (its interlock releases the rows, its tokens may
         # retire) only once its last write has left the slice, i.e. been taken by the memory.
         eout = self.epilogue_out
-        ew = self._epi_write_slice
         m.submodules.epi_write_slice = ew
         out_valid = started & eout.valid
         m.d.comb += [
             ew.i.valid.eq(out_valid),
-            ew.i.payload.addr.eq(epi.dst + ej_out),
+            ew.i.payload.addr.eq(ej_addr),
             ew.i.payload.row.eq(eout.payload),
             eout.ready.eq(started & ew.i.ready),
         ]
@@ -931,7 +955,7 @@ class ComputeUnit(wiring.Component):
             m.d.sync += epi_sent.eq(1)
         m.d.comb += epi_done.eq(epi_sent & ~ewo.valid)
         with m.If(written):
-            m.d.sync += ej_out.eq(ej_out + 1)
+            m.d.sync += [ej_out.eq(ej_out + 1), ej_addr.eq(ej_addr + 1)]
         # slot state: busy from issue to done, running once the earlier GEMMs are done
         with m.If(epi_done):
             m.d.sync += [epi_busy.eq(0), epi_running.eq(0), epi_sent.eq(0)]

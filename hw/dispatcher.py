@@ -284,6 +284,8 @@ class Dispatcher(wiring.Component):
             "halt": 1,  # a legal HALT
             "setbase": 1,  # a legal SETBASE with its value in range
             "queued": 1,  # a legal instruction of a unit's queue
+            "has_base": 1,  # the opcode has a `base` field
+            "base_sel": 2,  # its base register's index
         })
         m.submodules.decoded = skid = ResetInserter(accept_start)(StreamRing(decoded_layout))
         d_valid = skid.o.valid
@@ -301,6 +303,15 @@ class Dispatcher(wiring.Component):
             m.d.comb += i_bad_code.eq(StatusCode.ILLEGAL_INSTRUCTION)
         with m.Else():
             m.d.comb += i_bad_code.eq(StatusCode.FIELD_RANGE)
+        # The base register's index is decided as the word enters too: the dispatch slot's
+        # input is the ring's multiplexer and one 4:1 select of the base registers.
+        for op in Opcode:
+            if any(s.name == "base" for s in field_specs(op)):
+                with m.If(dec.decoded.header.opcode == op):
+                    m.d.comb += [
+                        skid.i.payload.has_base.eq(1),
+                        skid.i.payload.base_sel.eq(getattr(dec.decoded.body, op.name.lower()).base),
+                    ]
         m.d.comb += [
             skid.i.valid.eq(word_valid),
             skid.i.payload.word.eq(word_data),
@@ -332,11 +343,9 @@ class Dispatcher(wiring.Component):
         advance = Signal()
         cmd_layout = unit_command_layout(cfg)
         resolved_base = Signal(addr_bits)
-        for op in Opcode:
-            if any(s.name == "base" for s in field_specs(op)):
-                with m.If(d_view.header.opcode == op):
-                    reg = getattr(d_view.body, op.name.lower()).base
-                    m.d.comb += resolved_base.eq(Cat(*base_regs).word_select(reg, addr_bits))
+        with m.If(skid.o.payload.has_base):
+            m.d.comb += resolved_base.eq(
+                Cat(*base_regs).word_select(skid.o.payload.base_sel, addr_bits))
         # The dispatch slot: a register stage in front of the unit queues. The dispatch
         # decision drives only the slot's valid flag and unit; the command itself is captured
         # whenever the slot is free, whatever the decision, and the queues are written from the

@@ -535,7 +535,11 @@ class AxiReadEngine(wiring.Component):
         ]
 
         ar_fire = axi.arvalid & axi.arready
-        r_last = axi.rvalid & axi.rready & axi.rlast
+        # A burst's last R handshake is counted out of `outstanding` a cycle late (from a
+        # flip-flop): `rready` (the realigner's and the consumer's handshake) stays off the
+        # counter's carry chain; `room` errs on the safe side for that cycle.
+        r_last = Signal()
+        m.d.sync += r_last.eq(axi.rvalid & axi.rready & axi.rlast)
         outstanding, room = _counter_with_room(
             m, self._max_outstanding, ar_fire, r_last, "outstanding")
         m.d.comb += [

@@ -594,7 +594,8 @@ class LoadUnit(wiring.Component):
         m.d.comb += [
             d_in.row.eq(head.row),
             d_in.has.eq(head.has),
-            d_in.hot.eq(Cat(*[(head.lo_byte >> lb) == k for k in range(row_beats)])),
+            # zero for a row with no data, so that `placed` is 0 under it (see `out_data`)
+            d_in.hot.eq(Cat(*[head.has & ((head.lo_byte >> lb) == k) for k in range(row_beats)])),
             d_nbeats.eq(((head.lo_byte & (bw - 1)) + head.nbytes + bw - 1) >> lb),
             d_in.nbeats.eq(d_nbeats),
             d_in.single.eq(d_nbeats == 1),
@@ -737,6 +738,9 @@ class LoadUnit(wiring.Component):
 
         is_table = Signal()
         data_fire = rd.data.valid & rd.data.ready
+        # A row with no data has `hot` 0 (so `placed` is 0) and `row_reg` 0 (cleared at every
+        # row's end and in EXEC): every row loads `out_data` with `row_reg | placed`, and the
+        # head's `has` drives only the load enable, not the data inputs of ~256 flip-flops.
         with m.If(~is_table & desc_valid):
             with m.If(~desc_out.has):
                 with m.If(out_free):
@@ -744,7 +748,7 @@ class LoadUnit(wiring.Component):
                     m.d.sync += [
                         out_valid.eq(1),
                         out_row.eq(desc_out.row),
-                        out_data.eq(0),
+                        out_data.eq(row_reg | placed),
                         out_acc.eq(is_acc),
                     ]
             with m.Else():
