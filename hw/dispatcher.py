@@ -434,17 +434,17 @@ class Dispatcher(wiring.Component):
         # ------------------------------------------------------------ queue heads, flush
         # A head above the error's offset is dropped here without reaching its unit. The
         # compare is registered (`above`), and trusted only while the head has not changed
-        # (`settled`): the error's offset only decreases while it is valid, so a registered
+        # (`head_settled`): the error's offset only decreases while it is valid, so a registered
         # "above" stays true. A head shown to its unit before its `above` settles is dropped
         # by the unit itself (every unit compares `flush` with the words it takes and holds).
         for u in UNITS:
             q, out = queues[u], getattr(self, f"{u}_cmd")
             head = data.View(cmd_layout, q.r_data)
             above = Signal(name=f"{u}_above")
-            settled = Signal(name=f"{u}_settled")
+            head_settled = Signal(name=f"{u}_settled")
             m.d.sync += [above.eq(err_valid & (head.pc > err_pc)),
-                         settled.eq(q.r_rdy & ~q.r_en)]
-            discard = above & settled
+                         head_settled.eq(q.r_rdy & ~q.r_en)]
+            discard = above & head_settled
             m.d.comb += [
                 out.payload.eq(q.r_data),
                 out.valid.eq(q.r_rdy & ~discard),
