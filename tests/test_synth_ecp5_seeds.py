@@ -23,7 +23,7 @@ def test_seeds_run_with_the_given_router_and_niceness_and_keep_their_order(monke
     lock = threading.Lock()
     together = threading.Barrier(3)  # with 3 jobs, all three seeds must be running at once
 
-    def place_and_route(work, freq, seed, router, niceness, route, pnr_flags):
+    def place_and_route(work, freq, seed, router, niceness, route, pnr_flags, netlist):
         with lock:
             running[0] += 1
             peak[0] = max(peak[0], running[0])
@@ -38,7 +38,7 @@ def test_seeds_run_with_the_given_router_and_niceness_and_keep_their_order(monke
     monkeypatch.setattr(synth_ecp5, "place_and_route", place_and_route)
     args = argparse.Namespace(seeds=[1, 2, 3], jobs=jobs, freq=150.0, router="router2",
                               pnr_niceness=0, no_route=False,
-                              pnr_flags="--placer-heap-beta 0.7")
+                              pnr_flags="--placer-heap-beta 0.7", dsp_layout=False)
     reports = synth_ecp5.place_and_route_seeds(Path("w"), args)
     assert list(reports) == [1, 2, 3]
     assert [r["fmax"]["clk"]["achieved"] for r in reports.values()] == [101.0, 102.0, 103.0]
