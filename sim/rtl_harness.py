@@ -33,7 +33,7 @@ import numpy as np
 from hw.config import AcceleratorConfig
 from hw.errors import NmxError
 from hw.registers import REGISTER_BYTES, RunState, by_name
-from hw.rtl import TOPS
+from hw.rtl import TOPS, write_if_changed
 from sim.rtl_cache import cached_rtl
 from sim.verilator import BUILD_ROOT, build_library, pgo_enabled
 
@@ -185,10 +185,8 @@ def build_harness(config: AcceleratorConfig) -> Path:
     source = verilog.read_text()
     wrapper = verilog.with_name(verilog.stem + "_simtop.v")
     fast = verilog.with_name(verilog.stem + "_fast.v")
-    for path, text in ((wrapper, sim_top_verilog(source, top)),
-                       (fast, enable_form_verilog(source)[0])):
-        if not path.exists() or path.read_text() != text:
-            path.write_text(text)
+    write_if_changed(wrapper, sim_top_verilog(source, top).encode())
+    write_if_changed(fast, enable_form_verilog(source)[0].encode())
     return build_library(
         sources=[fast, wrapper],
         toplevel=SIM_TOP,
