@@ -11,9 +11,8 @@ whose product is registered twice (in the DSP block, then in the fabric next to 
 the adder's sum is registered. Per PE and cycle::
 
     a_reg   <= a_in                     (forwarded to the right neighbour as a_out)
-    swap_reg<= swap_in                  (forwarded as swap_out)
     active  <= shadow        if swap_in
-    shadow  <= w_in          if load_in (load_reg <= load_in, forwarded as load_out)
+    shadow  <= w_in          if load_in
     product <= a_reg * active
     product_near <= product
     sum     <= psum_in + product_near   (sum is psum_out, wraps modulo 2**acc_width)
@@ -60,13 +59,15 @@ class ProcessingElement(wiring.Component):
     ----------
     a_in, a_out : In(signed(operand_width)), Out(signed(operand_width))
         Operand from the left neighbour; the same operand, one cycle later, to the right one.
-    swap_in, swap_out : In(1), Out(1)
-        Swap flag travelling with the first operand of a tile (``a_in``'s cycle); one cycle later
-        to the right neighbour.
+    swap_in : In(1)
+        Swap flag travelling with the first operand of a tile (``a_in``'s cycle). The PE does not
+        forward it: every PE on an anti-diagonal of the array sees the same flag, so the array
+        delays it once per anti-diagonal (``hw/systolic_array.py``).
     w_in : In(signed(operand_width))
         Weight to latch into the shadow register when ``load_in`` is high.
-    load_in, load_out : In(1), Out(1)
-        Shadow-load strobe; one cycle later to the right neighbour.
+    load_in : In(1)
+        Shadow-load strobe. Not forwarded either: the array delays each row's strobe on one
+        shared line.
     psum_in, psum_out : In(signed(acc_width)), Out(signed(acc_width))
         Partial sum from the PE above; partial sum including this PE's product, to the PE below.
     """
@@ -96,8 +97,6 @@ class ProcessingElement(wiring.Component):
             "load_in": In(1),
             "psum_in": In(signed(acc_width)),
             "a_out": Out(signed(operand_width)),
-            "swap_out": Out(1),
-            "load_out": Out(1),
             "psum_out": Out(signed(acc_width)),
         })
 
@@ -114,19 +113,15 @@ class ProcessingElement(wiring.Component):
     def elaborate(self, platform) -> Module:
         m = Module()
         ow, aw = self._operand_width, self._acc_width
-        # Datapath registers have no reset (the strobes do): no result row reads a value they
+        # Datapath registers have no reset: no result row reads a value they
         # held before a reset (a tile's weights are all loaded before its first row swaps them
         # in, and a row's partial sums meet only its own products), as in the ECP5 DSP form.
-        swap_reg = Signal()
-        load_reg = Signal()
         shadow = Signal(signed(ow), reset_less=True)
         product = Signal(signed(2 * ow))
         product_near = Signal(signed(2 * ow), reset_less=True)
         acc = Signal(signed(aw), reset_less=True)
 
         m.d.sync += [
-            swap_reg.eq(self.swap_in),
-            load_reg.eq(self.load_in),
             product_near.eq(product),
             acc.eq(self.psum_in + product_near),
         ]
@@ -144,8 +139,6 @@ class ProcessingElement(wiring.Component):
 
         m.d.comb += [
             self.a_out.eq(mult.a_q),
-            self.swap_out.eq(swap_reg),
-            self.load_out.eq(load_reg),
             self.psum_out.eq(acc),
         ]
         return m

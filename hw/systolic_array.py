@@ -231,7 +231,7 @@ class SystolicArray(wiring.Component):
         # anti-diagonal sees the same flag: one line of rows + cols - 2 flags serves them all,
         # instead of each PE forwarding its own copy (identical flip-flops, which Yosys merges
         # into this line anyway; in the simulated model, 30 registers with a reset per clock
-        # edge instead of 256 on `default`). The PEs' swap_out and load_out are left unused.
+        # edge instead of 256 on `default`).
         swap_line = [Signal(name=f"swap_line_{k}") for k in range(rows + cols - 2)]
         for k, flag in enumerate(swap_line):
             m.d.sync += flag.eq(entry_swap if k == 0 else swap_line[k - 1])

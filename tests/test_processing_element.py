@@ -16,7 +16,7 @@ from hw.processing_element import ProcessingElement
 from tests.banked_memory_bench import run_to_end
 
 INPUTS = ("a_in", "swap_in", "w_in", "load_in", "psum_in")
-OUTPUTS = ("a_out", "swap_out", "load_out", "psum_out")
+OUTPUTS = ("a_out", "psum_out")
 
 
 def wrap(value: int, bits: int) -> int:
@@ -31,8 +31,6 @@ class PeModel:
 
     acc_width: int = 32
     a_reg: int = 0
-    swap_reg: int = 0
-    load_reg: int = 0
     shadow: int = 0
     active: int = 0
     product: int = 0
@@ -40,8 +38,7 @@ class PeModel:
     acc: int = 0
 
     def outputs(self) -> dict[str, int]:
-        return {"a_out": self.a_reg, "swap_out": self.swap_reg, "load_out": self.load_reg,
-                "psum_out": self.acc}
+        return {"a_out": self.a_reg, "psum_out": self.acc}
 
     def clock(self, a_in, swap_in, w_in, load_in, psum_in) -> None:
         """Advance one clock edge: every register takes its next value from the current state."""
@@ -52,7 +49,7 @@ class PeModel:
             self.active = self.shadow
         if load_in:
             self.shadow = w_in
-        self.a_reg, self.swap_reg, self.load_reg = a_in, swap_in, load_in
+        self.a_reg = a_in
 
 
 def run_pe(cycles: list[dict[str, int]], operand_width: int = 8, acc_width: int = 32):
@@ -117,7 +114,6 @@ def test_mac_latency_and_forwarding():
     seen = run_pe(cycles)
     t = 2  # cycle in which a_in = 5
     assert seen[t + 1]["a_out"] == 5
-    assert seen[2]["swap_out"] == 1 and seen[1]["load_out"] == 1
     assert seen[t + ProcessingElement.MAC_LATENCY]["psum_out"] == 100 + 15
     assert ProcessingElement.PSUM_IN_OFFSET == 3
 
