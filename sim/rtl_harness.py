@@ -24,8 +24,12 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import hashlib
+import inspect
+import json
 import re
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -98,6 +102,10 @@ _HOLD_PROCESS = re.compile(
     r"    (?P<n>\\\$\d+)  = (?P<q>[A-Za-z_][A-Za-z0-9_]*);\n"
     r"    if \((?P<en>[^()\n]+)\) begin\n      (?P=n)  = (?P<d>[^;\n]+);\n    end\n  end\n")
 _MODULE_START = re.compile(r"(?m)^(?=module )")
+# The flip-flop a hold process feeds: ``always @(posedge clk) q <= \$N ;``.
+_HELD_FLOP = re.compile(r"  always @\(posedge (?P<clk>[A-Za-z_][A-Za-z0-9_]*)\)\n"
+                        r"    (?P<q>[A-Za-z_][A-Za-z0-9_]*) <= (?P<n>\\\$\d+) ;\n")
+_ESCAPED_REF = re.compile(r"\\\$\d+ ")
 
 
 def enable_form_verilog(verilog: str) -> tuple[str, int]:
@@ -119,19 +127,29 @@ def enable_form_verilog(verilog: str) -> tuple[str, int]:
     """
     out, total = [], 0
     for module in _MODULE_START.split(verilog):
-        for m in list(_HOLD_PROCESS.finditer(module)):
-            n, q = m["n"], m["q"]
-            flop = re.compile(r"  always @\(posedge (?P<clk>[A-Za-z_][A-Za-z0-9_]*)\)\n    "
-                              + re.escape(q) + " <= " + re.escape(n) + " ;\n")
-            clocks = flop.findall(module)
-            # An escaped identifier ends at white space: this counts every reference to it.
-            if len(clocks) != 1 or module.count(n + " ") != 4:
+        # One scan each for the references to every escaped identifier (one ends at white
+        # space, so this counts each reference) and for every flip-flop of the form the hold
+        # process feeds; the rewrites below then splice the module in one pass.
+        refs = Counter(_ESCAPED_REF.findall(module))
+        flops: dict[tuple[str, str], list[re.Match]] = {}
+        for f in _HELD_FLOP.finditer(module):
+            flops.setdefault((f["q"], f["n"]), []).append(f)
+        edits = []
+        for m in _HOLD_PROCESS.finditer(module):
+            found = flops.get((m["q"], m["n"]), [])
+            if len(found) != 1 or refs[m["n"] + " "] != 4:
                 continue
-            module = module.replace(m.group(0), "", 1)
-            module = flop.sub(lambda _, c=clocks[0], m=m: f"  always @(posedge {c})\n"
-                              f"    if ({m['en']}) {m['q']} <= {m['d']};\n", module, count=1)
+            f = found[0]
+            edits.append((m.start(), m.end(), ""))
+            edits.append((f.start(), f.end(), f"  always @(posedge {f['clk']})\n"
+                                              f"    if ({m['en']}) {m['q']} <= {m['d']};\n"))
             total += 1
-        out.append(module)
+        pieces, at = [], 0
+        for begin, end, text in sorted(edits):
+            pieces += [module[at:begin], text]
+            at = end
+        pieces.append(module[at:])
+        out.append("".join(pieces))
     return "".join(out), total
 
 
@@ -164,6 +182,36 @@ def sim_top_verilog(verilog: str, top: str) -> str:
     return "\n".join(lines)
 
 
+@functools.cache
+def _enable_form_version() -> str:
+    """Names the rewriter (its code and patterns): part of the enable-form file's key."""
+    h = hashlib.sha256()
+    for part in (inspect.getsource(enable_form_verilog), _HOLD_PROCESS.pattern,
+                 _HELD_FLOP.pattern, _ESCAPED_REF.pattern, _MODULE_START.pattern):
+        h.update(hashlib.sha256(part.encode()).digest())
+    return h.hexdigest()
+
+
+def _write_enable_form(source: str, fast: Path) -> None:
+    """Write :func:`enable_form_verilog` of ``source`` to ``fast`` unless ``fast`` already holds
+    it: ``<fast>.key`` records the input's SHA-256, the rewriter's version and the output's
+    SHA-256, all of which must match (a file edited by hand is rewritten)."""
+    key_file = fast.with_name(fast.name + ".key")
+    key = {"input": hashlib.sha256(source.encode()).hexdigest(),
+           "rewriter": _enable_form_version()}
+    try:
+        recorded = json.loads(key_file.read_text())
+        if ({k: recorded.get(k) for k in key} == key and recorded.get("output")
+                == hashlib.sha256(fast.read_bytes()).hexdigest()):
+            return
+    except (OSError, ValueError):
+        pass
+    data = enable_form_verilog(source)[0].encode()
+    write_if_changed(fast, data)
+    write_if_changed(key_file, json.dumps(
+        {**key, "output": hashlib.sha256(data).hexdigest()}, sort_keys=True).encode())
+
+
 def build_harness(config: AcceleratorConfig) -> Path:
     """Generate the accelerator's Verilog for ``config`` and build (or reuse) the harness library.
 
@@ -186,7 +234,7 @@ def build_harness(config: AcceleratorConfig) -> Path:
     wrapper = verilog.with_name(verilog.stem + "_simtop.v")
     fast = verilog.with_name(verilog.stem + "_fast.v")
     write_if_changed(wrapper, sim_top_verilog(source, top).encode())
-    write_if_changed(fast, enable_form_verilog(source)[0].encode())
+    _write_enable_form(source, fast)
     return build_library(
         sources=[fast, wrapper],
         toplevel=SIM_TOP,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+import sim.rtl_harness as rh
 from hw.errors import NmxError
 from sim.rtl_harness import SIM_TOP, enable_form_verilog, sim_top_verilog
 
@@ -84,3 +85,25 @@ def test_enable_form_leaves_a_register_whose_next_value_is_read_elsewhere():
     name = text.split("    q <= ", 1)[1].split(" ;", 1)[0]
     shared = text.replace("endmodule", f"  assign extra = {name} ;\nendmodule", 1)
     assert enable_form_verilog(shared) == (shared, 0)
+
+
+def test_enable_form_file_is_rewritten_only_when_its_input_or_the_rewriter_changes(
+        tmp_path, monkeypatch):
+    text = _held_registers_verilog()
+    fast = tmp_path / "held_fast.v"
+    calls = []
+    real = rh.enable_form_verilog
+    monkeypatch.setattr(rh, "enable_form_verilog", lambda v: calls.append(v) or real(v))
+    rh._write_enable_form(text, fast)
+    assert fast.read_text() == real(text)[0] and len(calls) == 1
+    rh._write_enable_form(text, fast)
+    assert len(calls) == 1  # cached
+    fast.write_text("edited by hand")
+    rh._write_enable_form(text, fast)
+    assert fast.read_text() == real(text)[0] and len(calls) == 2
+    other = text.replace("endmodule", "  // changed\nendmodule", 1)
+    rh._write_enable_form(other, fast)
+    assert fast.read_text() == real(other)[0] and len(calls) == 3
+    monkeypatch.setattr(rh, "_enable_form_version", lambda: "another rewriter")
+    rh._write_enable_form(other, fast)
+    assert len(calls) == 4
