@@ -32,7 +32,7 @@ from filelock import FileLock
 
 from hw.config import AcceleratorConfig
 
-__all__ = ["cached_rtl", "generator_sources", "rtl_key"]
+__all__ = ["cached_rtl", "generator_sources", "import_closure", "rtl_key"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: Bump when the key's meaning changes.
@@ -82,7 +82,14 @@ def generator_sources(top: str = "accelerator") -> tuple[Path, ...]:
     """The project's Python files the Verilog generation of ``top`` can import (sorted)."""
     if top not in _TOP_MODULES:
         raise ValueError(f"unknown top {top!r}; known: {', '.join(_TOP_MODULES)}")
-    todo = ["hw.rtl", _TOP_MODULES[top]]
+    return import_closure(("hw.rtl", _TOP_MODULES[top]))
+
+
+@functools.cache
+def import_closure(roots: tuple[str, ...]) -> tuple[Path, ...]:
+    """The project's Python files that the modules ``roots`` can import, themselves included
+    (found statically, imports inside functions included; sorted)."""
+    todo = list(roots)
     seen: dict[str, Path] = {}
     while todo:
         name = todo.pop()

@@ -24,8 +24,12 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import hashlib
+import inspect
+import json
 import re
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -98,6 +102,10 @@ _HOLD_PROCESS = re.compile(
     r"    (?P<n>\\\$\d+)  = (?P<q>[A-Za-z_][A-Za-z0-9_]*);\n"
     r"    if \((?P<en>[^()\n]+)\) begin\n      (?P=n)  = (?P<d>[^;\n]+);\n    end\n  end\n")
 _MODULE_START = re.compile(r"(?m)^(?=module )")
+# The flip-flop a hold process feeds: ``always @(posedge clk) q <= \$N ;``.
+_HELD_FLOP = re.compile(r"  always @\(posedge (?P<clk>[A-Za-z_][A-Za-z0-9_]*)\)\n"
+                        r"    (?P<q>[A-Za-z_][A-Za-z0-9_]*) <= (?P<n>\\\$\d+) ;\n")
+_ESCAPED_REF = re.compile(r"\\\$\d+ ")
 
 
 def enable_form_verilog(verilog: str) -> tuple[str, int]:
@@ -119,17 +127,243 @@ def enable_form_verilog(verilog: str) -> tuple[str, int]:
     """
     out, total = [], 0
     for module in _MODULE_START.split(verilog):
-        for m in list(_HOLD_PROCESS.finditer(module)):
-            n, q = m["n"], m["q"]
-            flop = re.compile(r"  always @\(posedge (?P<clk>[A-Za-z_][A-Za-z0-9_]*)\)\n    "
-                              + re.escape(q) + " <= " + re.escape(n) + " ;\n")
-            clocks = flop.findall(module)
-            # An escaped identifier ends at white space: this counts every reference to it.
-            if len(clocks) != 1 or module.count(n + " ") != 4:
+        # One scan each for the references to every escaped identifier (one ends at white
+        # space, so this counts each reference) and for every flip-flop of the form the hold
+        # process feeds; the rewrites below then splice the module in one pass.
+        refs = Counter(_ESCAPED_REF.findall(module))
+        flops: dict[tuple[str, str], list[re.Match]] = {}
+        for f in _HELD_FLOP.finditer(module):
+            flops.setdefault((f["q"], f["n"]), []).append(f)
+        edits = []
+        for m in _HOLD_PROCESS.finditer(module):
+            found = flops.get((m["q"], m["n"]), [])
+            if len(found) != 1 or refs[m["n"] + " "] != 4:
                 continue
-            module = module.replace(m.group(0), "", 1)
-            module = flop.sub(lambda _, c=clocks[0], m=m: f"  always @(posedge {c})\n"
-                              f"    if ({m['en']}) {m['q']} <= {m['d']};\n", module, count=1)
+            f = found[0]
+            edits.append((m.start(), m.end(), ""))
+            edits.append((f.start(), f.end(), f"  always @(posedge {f['clk']})\n"
+                                              f"    if ({m['en']}) {m['q']} <= {m['d']};\n"))
+            total += 1
+        pieces, at = [], 0
+        for begin, end, text in sorted(edits):
+            pieces += [module[at:begin], text]
+            at = end
+        pieces.append(module[at:])
+        out.append("".join(pieces))
+    return "".join(out), total
+
+
+# Yosys's write_verilog form of a memory write port with byte (lane) enables, and of a read port
+# transparent to it: one conditional assignment per lane of ``g`` bits,
+#     always @(posedge clk) begin
+#       if (en [i])
+#         mem[wa][g*i+g-1:g*i] <= wd [g*i+g-1:g*i];
+#       ...
+#     end
+#     always @(posedge clk) begin
+#       if (re) begin
+#         q <= mem[ra];
+#         if (en [i] && ra == wa)
+#           q[g*i+g-1:g*i] <= wd [g*i+g-1:g*i];
+#         ...
+#       end
+#     end
+_ID = r"(?:\\\S+ |[A-Za-z_][A-Za-z0-9_$]*)"
+_ADDR = _ID + r"(?:\[\d+:\d+\])?"
+_LANE_WRITE = re.compile(
+    r"  always @\(posedge (?P<clk>[A-Za-z_][A-Za-z0-9_]*)\) begin\n"
+    r"(?P<lanes>(?:    if \(" + _ID + r"\[\d+\]\)\n      [A-Za-z_][A-Za-z0-9_]*\[" + _ADDR
+    + r"\]\[\d+:\d+\] <= " + _ID + r"\[\d+:\d+\];\n)+)  end\n")
+_LANE = re.compile(
+    r"    if \((?P<en>" + _ID + r")\[(?P<i>\d+)\]\)\n      (?P<mem>[A-Za-z_][A-Za-z0-9_]*)\["
+    r"(?P<wa>" + _ADDR + r")\]\[(?P<hi>\d+):(?P<lo>\d+)\] <= (?P<wd>" + _ID
+    + r")\[(?P=hi):(?P=lo)\];\n")
+_LANE_READ = re.compile(
+    r"  always @\(posedge (?P<clk>[A-Za-z_][A-Za-z0-9_]*)\) begin\n"
+    r"    if \((?P<re>" + _ID + r")\) begin\n"
+    r"      (?P<q>[A-Za-z_][A-Za-z0-9_]*) <= (?P<mem>[A-Za-z_][A-Za-z0-9_]*)\[(?P<ra>" + _ADDR
+    + r")\];\n(?P<lanes>(?:      if \(" + _ID + r"\[\d+\] && " + _ADDR + r" == " + _ADDR
+    + r"\)\n        [A-Za-z_][A-Za-z0-9_]*\[\d+:\d+\] <= " + _ID + r"\[\d+:\d+\];\n)+)"
+    r"    end\n  end\n")
+_READ_LANE = re.compile(
+    r"      if \((?P<en>" + _ID + r")\[(?P<i>\d+)\] && (?P<ra>" + _ADDR + r") == (?P<wa>" + _ADDR
+    + r")\)\n        (?P<q>[A-Za-z_][A-Za-z0-9_]*)\[(?P<hi>\d+):(?P<lo>\d+)\] <= (?P<wd>"
+    + _ID + r")\[(?P=hi):(?P=lo)\];\n")
+
+
+def _lanes(text: str, pattern: re.Pattern, fields: tuple[str, ...]) -> tuple | None:
+    """The shared ``fields`` of the lane assignments in ``text`` and the lane width, or None
+    unless they are lanes 0, 1, ... of equal width from bit 0 with those fields in common."""
+    found = list(pattern.finditer(text))
+    if not found or sum(len(m.group(0)) for m in found) != len(text):
+        return None
+    common = tuple(found[0][f] for f in fields)
+    width = int(found[0]["hi"]) + 1
+    for i, m in enumerate(found):
+        if (tuple(m[f] for f in fields) != common or int(m["i"]) != i
+                or int(m["lo"]) != i * width or int(m["hi"]) != (i + 1) * width - 1):
+            return None
+    return common, width, len(found)
+
+
+def row_write_verilog(verilog: str) -> tuple[str, int]:
+    """``verilog`` with every memory write port that Yosys wrote as one conditional assignment
+    per byte lane (see ``_LANE_WRITE``) written as one conditional row write of the lanes merged
+    into the stored row, and the read port transparent to it (``_LANE_READ``) as one assignment
+    of the same merge; returns the text and the number of write ports rewritten.
+
+    Simulation only, and the same machine: a port is rewritten only when its lanes are lanes
+    0, 1, ... of one width covering the memory's row, all with the same enable vector, address
+    and data, and it is the memory's only write (the lines assigning ``mem[`` in the module are
+    its lanes), so reading the stored row in the write's process sees the row before this clock
+    edge and the lanes whose enable is low keep it. Why: Verilator gives every lane's delayed
+    write a ``__VdlySet__`` flag (with its value and address) that is cleared, set and tested on
+    every clock edge (the scratchpad banks: 16 per bank on ``default``); a row write has one.
+    docs/simulation.md, "Speed".
+    """
+    out, total = [], 0
+    for module in _MODULE_START.split(verilog):
+        edits, masks = [], {}
+        for m in _LANE_WRITE.finditer(module):
+            lanes = _lanes(m["lanes"], _LANE, ("en", "mem", "wa", "wd"))
+            if lanes is None:
+                continue
+            (en, mem, wa, wd), g, n = lanes
+            decl = re.search(r"(?m)^  reg \[(\d+):0\] " + re.escape(mem) + r" \[", module)
+            writes = re.findall(r"(?m)^\s*" + re.escape(mem) + r"\[.*<=", module)
+            if decl is None or int(decl.group(1)) + 1 != g * n or len(writes) != n:
+                continue
+            w = g * n
+            mask = "\\" + mem + "$lanes "
+            lanes_expr = ", ".join(f"{{{g}{{{en}[{i}]}}}}" for i in reversed(range(n)))
+            edits.append((m.start(), m.end(),
+                          f"  wire [{w - 1}:0] {mask};\n  assign {mask} = {{{lanes_expr}}};\n"
+                          f"  always @(posedge {m['clk']})\n"
+                          f"    if (|{en}) {mem}[{wa}] <= ({mem}[{wa}] & ~{mask}) | ({wd} & "
+                          f"{mask});\n"))
+            masks[mem] = (en, wa, wd, mask, m.end())
+            total += 1
+        for m in _LANE_READ.finditer(module):
+            if m["mem"] not in masks:
+                continue
+            en, wa, wd, mask, after = masks[m["mem"]]
+            lanes = _lanes(m["lanes"], _READ_LANE, ("en", "ra", "wa", "wd", "q"))
+            if (m.start() < after or lanes is None
+                    or lanes[0] != (en, m["ra"], wa, wd, m["q"])):
+                continue
+            mem, ra, q = m["mem"], m["ra"], m["q"]
+            edits.append((m.start(), m.end(),
+                          f"  always @(posedge {m['clk']})\n"
+                          f"    if ({m['re']}) {q} <= {ra} == {wa} ? ({mem}[{ra}] & ~{mask}) | "
+                          f"({wd} & {mask}) : {mem}[{ra}];\n"))
+        pieces, at = [], 0
+        for begin, end, text in sorted(edits):
+            pieces += [module[at:begin], text]
+            at = end
+        pieces.append(module[at:])
+        out.append("".join(pieces))
+    return "".join(out), total
+
+
+# A clocked process as Yosys (or row_write_verilog) writes it: a begin/end block of statements
+# indented by four spaces or more, or a single statement on the next line.
+_CLOCKED = re.compile(
+    r"  always @\(posedge (?P<clk>[A-Za-z_][A-Za-z0-9_]*)\)"
+    r"(?: begin\n(?P<block>(?:    .*\n)*?)  end\n|\n(?P<single>    .*\n))")
+_MEMORY = re.compile(r"(?m)^  reg \[\d+:0\] (?P<mem>[A-Za-z_][A-Za-z0-9_]*) \[\d+:0\];\n")
+
+
+def memory_process_verilog(verilog: str) -> tuple[str, int]:
+    """``verilog`` with every memory whose one write port and one synchronous read port are
+    processes on the same clock merged into one process: the read port's statements first, then
+    the write with a blocking assignment; returns the text and the number of memories merged.
+
+    Simulation only, and the same machine: a memory is merged only when nothing but those two
+    processes (and its ``initial`` values) refers to it, the write process assigns nothing else
+    and the read process assigns with non-blocking assignments only. The read statements run
+    before the write in the merged process, so they read the row stored before this clock edge,
+    as before; nothing else reads the memory. Why: Verilator gives a memory written with a
+    non-blocking assignment a ``__VdlySet__`` flag, a value and an address copy per write,
+    cleared, set and tested on every clock edge (on ``default``: the segment tables, the bias and
+    scale banks, the scratchpad and accumulator banks, 130-odd memories); a blocking write in
+    the one process that reads the memory needs none. docs/simulation.md, "Speed".
+    """
+    out, total = [], 0
+    for module in _MODULE_START.split(verilog):
+        processes = list(_CLOCKED.finditer(module))
+        edits = []
+        for decl in _MEMORY.finditer(module):
+            mem = decl["mem"]
+            ref = re.compile(r"(?<![A-Za-z0-9_$\\])" + re.escape(mem) + r"\[")
+            init = re.compile(r"    " + re.escape(mem) + r"\[\d+\] = [^;\n]*;\n")
+            # Every reference outside the initial values must be in one of two processes.
+            refs = len(ref.findall(module)) - len(init.findall(module))
+            users = [(m, m["block"] or m["single"]) for m in processes
+                     if ref.search(m["block"] or m["single"])]
+            if (len(users) != 2 or users[0][0]["clk"] != users[1][0]["clk"]
+                    or refs != sum(len(ref.findall(body)) for _, body in users)):
+                continue
+            lhs = re.compile(r"(?m)^\s*(?:if \([^\n]*\) )?" + ref.pattern + r"[^\n]*?\] <= ")
+            writes = [u for u in users if lhs.search(u[1])]
+            if len(writes) != 1:
+                continue
+            (w, wbody), (r, rbody) = writes[0], next(u for u in users if u is not writes[0])
+            if (re.search(r"(?<![<>!=])=(?!=)", rbody) or wbody.count("<=") != 1
+                    or any(e[0] < max(w.end(), r.end()) and e[1] > min(w.start(), r.start())
+                           for e in edits)):
+                continue
+            body = rbody + wbody.replace("] <= ", "] = ", 1)
+            merged = f"  always @(posedge {r['clk']}) begin\n{body}  end\n"
+            edits += [(w.start(), w.end(), ""), (r.start(), r.end(), merged)]
+            total += 1
+        pieces, at = [], 0
+        for begin, end, text in sorted(edits):
+            pieces += [module[at:begin], text]
+            at = end
+        pieces.append(module[at:])
+        out.append("".join(pieces))
+    return "".join(out), total
+
+
+_SIGNED_PRODUCT = re.compile(
+    r"(?m)^  assign (?P<n>\\\S+ |[A-Za-z_][A-Za-z0-9_$]*) = \$signed\([^()\n]+\) \* "
+    r"\$signed\([^()\n]+\);\n")
+
+
+def signed_product_verilog(verilog: str) -> tuple[str, int]:
+    """``verilog`` with every wire narrower than 32 (or 64) bits that is assigned a signed
+    product (``assign p = $signed(a) * $signed(b);``) declared 32 (or 64) bits wide, and every
+    other reference to it selecting its original bits; returns the text and the number of
+    wires widened.
+
+    Simulation only, and the same values: the low ``W`` bits of a product of sign-extended
+    operands do not depend on how far beyond ``W`` bits they are extended. Why: Verilator
+    evaluates a ``W``-bit signed product as ``VL_MULS_III(W, ...)``, which sign-extends both
+    operands again from ``W`` to 32 bits (four sign extensions per product of two 8-bit
+    operands); at 32 (64) bits that second extension is the identity, which the C++ compiler
+    removes (the array's 256 multipliers: 6 instructions each per cycle on ``default``).
+    docs/simulation.md, "Speed".
+    """
+    out, total = [], 0
+    for module in _MODULE_START.split(verilog):
+        for m in list(_SIGNED_PRODUCT.finditer(module)):
+            n = m["n"]
+            decl = re.compile(r"(?m)^  wire \[(\d+):0\] " + re.escape(n) + r";\n")
+            found = decl.findall(module)
+            if len(found) != 1 or int(found[0]) + 1 in (32, 64) or int(found[0]) + 1 > 64:
+                continue
+            width = int(found[0]) + 1
+            wide = 32 if width < 32 else 64
+            if n.startswith("\\"):
+                ref = re.compile(r"(?<![A-Za-z0-9_$\\])" + re.escape(n) + r"(?!\[)")
+            else:
+                ref = re.compile(r"(?<![A-Za-z0-9_$\\])" + re.escape(n) + r"(?![A-Za-z0-9_$])"
+                                 r"(?! ?\[)")
+            sel = ("" if n.endswith(" ") else " ") + f"[{width - 1}:0]"
+            body = decl.sub("\0DECL\0", module.replace(m.group(0), "\0ASSIGN\0", 1), count=1)
+            body = ref.sub(lambda r, sel=sel: r.group(0) + sel, body)
+            module = body.replace("\0DECL\0", f"  wire [{wide - 1}:0] {n};\n", 1).replace(
+                "\0ASSIGN\0", m.group(0), 1)
             total += 1
         out.append(module)
     return "".join(out), total
@@ -164,15 +398,59 @@ def sim_top_verilog(verilog: str, top: str) -> str:
     return "\n".join(lines)
 
 
+@functools.cache
+def _enable_form_version() -> str:
+    """Names the rewriters (their code and patterns): part of the fast Verilog's key."""
+    h = hashlib.sha256()
+    for part in (inspect.getsource(enable_form_verilog), _HOLD_PROCESS.pattern,
+                 _HELD_FLOP.pattern, _ESCAPED_REF.pattern, _MODULE_START.pattern,
+                 inspect.getsource(row_write_verilog), inspect.getsource(_lanes),
+                 _LANE_WRITE.pattern, _LANE.pattern, _LANE_READ.pattern, _READ_LANE.pattern,
+                 _ADDR, inspect.getsource(memory_process_verilog), _CLOCKED.pattern,
+                 _MEMORY.pattern, inspect.getsource(signed_product_verilog),
+                 _SIGNED_PRODUCT.pattern, inspect.getsource(_write_fast_verilog)):
+        h.update(hashlib.sha256(part.encode()).digest())
+    return h.hexdigest()
+
+
+def _write_fast_verilog(source: str, fast: Path) -> None:
+    """Write the fast path's Verilog of ``source`` (:func:`enable_form_verilog`, then
+    :func:`row_write_verilog`, :func:`memory_process_verilog`, :func:`signed_product_verilog`)
+    to ``fast`` unless ``fast``
+    already holds it: ``<fast>.key`` records the input's SHA-256, the rewriters' version and the
+    output's SHA-256, all of which must match (a file edited by hand is rewritten)."""
+    key_file = fast.with_name(fast.name + ".key")
+    key = {"input": hashlib.sha256(source.encode()).hexdigest(),
+           "rewriter": _enable_form_version()}
+    try:
+        recorded = json.loads(key_file.read_text())
+        if ({k: recorded.get(k) for k in key} == key and recorded.get("output")
+                == hashlib.sha256(fast.read_bytes()).hexdigest()):
+            return
+    except (OSError, ValueError):
+        pass
+    data = source
+    for rewrite in (enable_form_verilog, row_write_verilog, memory_process_verilog,
+                    signed_product_verilog):
+        data = rewrite(data)[0]
+    data = data.encode()
+    write_if_changed(fast, data)
+    write_if_changed(key_file, json.dumps(
+        {**key, "output": hashlib.sha256(data).hexdigest()}, sort_keys=True).encode())
+
+
 def build_harness(config: AcceleratorConfig) -> Path:
     """Generate the accelerator's Verilog for ``config`` and build (or reuse) the harness library.
 
     The Verilog is regenerated only when its sources changed (:func:`sim.rtl_cache.cached_rtl`),
     the library only when the Verilog, the harness, a build flag or the training program
     changed. The model is Verilated from ``<stem>_fast.v``, the Verilog with its held registers
-    in the enable form (:func:`enable_form_verilog`), under :func:`sim_top_verilog`'s top level.
+    in the enable form (:func:`enable_form_verilog`), its byte-lane memory writes as row writes
+    (:func:`row_write_verilog`), its memories' write and read ports in one process
+    (:func:`memory_process_verilog`) and its signed products 32 or 64 bits wide
+    (:func:`signed_product_verilog`), under :func:`sim_top_verilog`'s top level.
     The library is built with GCC profile-guided optimisation (unless ``NMX_PGO=0`` is in the
-    environment) trained on :func:`sim.harness_training.training_program` (see
+    environment) trained on :mod:`sim.harness_training`'s GEMM and compiled network (see
     :func:`sim.verilator.build_library`). Returns the path of the shared library,
     ``build/verilator/<stem>_fast_<hash>/lib<...>.so``.
     """
@@ -186,7 +464,7 @@ def build_harness(config: AcceleratorConfig) -> Path:
     wrapper = verilog.with_name(verilog.stem + "_simtop.v")
     fast = verilog.with_name(verilog.stem + "_fast.v")
     write_if_changed(wrapper, sim_top_verilog(source, top).encode())
-    write_if_changed(fast, enable_form_verilog(source)[0].encode())
+    _write_fast_verilog(source, fast)
     return build_library(
         sources=[fast, wrapper],
         toplevel=SIM_TOP,

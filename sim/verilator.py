@@ -638,6 +638,14 @@ PGO_USE_FLAGS = ("-fprofile-use", "-fprofile-partial-training", "-Wno-missing-pr
 #: an idle machine and +21 % on a loaded one, for about twice the C++ compile time
 #: (docs/simulation.md, "Profile-guided build by default").
 PGO_ENV = "NMX_PGO"
+#: C++ compiler and linker flags of :func:`build_library` besides the optimisation levels
+#: (Verilator's ``-CFLAGS``/``-LDFLAGS``), part of its cache key as written here; ``{src}`` is
+#: replaced by the build's private source folder (which the key itself names).
+LIBRARY_CFLAGS = ("-fPIC", "-I{src}")
+LIBRARY_LDFLAGS = ("-shared",)
+#: Environment variables that GNU make passes on to verilated.mk's compile and link commands:
+#: their values (when set) are part of :func:`build_library`'s cache key.
+_FLAG_ENV = ("CFLAGS", "CPPFLAGS", "CXXFLAGS", "LDFLAGS", "LDLIBS", "CXX", "LINK", "AR")
 _LIBRARY_JOBS = 2
 _PGO_MARKER = "pgo.json"
 _TRAINING_TIMEOUT_S = 1800.0
@@ -819,9 +827,10 @@ def build_library(
         "toplevel": toplevel,
         "prefix": prefix,
         "args": args,
-        "cflags": ["-fPIC"],
-        "ldflags": ["-shared"],
+        "cflags": list(LIBRARY_CFLAGS),
+        "ldflags": list(LIBRARY_LDFLAGS),
         "opt": {"fast": LIBRARY_OPT_FAST, "slow": LIBRARY_OPT_SLOW, "global": LIBRARY_OPT_GLOBAL},
+        "make": {"flags": env["MAKEFLAGS"], "env": {k: env[k] for k in _FLAG_ENV if k in env}},
         "compiler": compiler,
         "pgo": None if training is None else {
             "identity": training.identity,
@@ -857,7 +866,8 @@ def build_library(
         verilate = [
             str(verilator_root() / "bin" / "verilator"), "--cc", "--exe", "-Mdir", str(obj),
             "--top-module", toplevel, "--prefix", prefix, "-o", str(lib),
-            "-CFLAGS", f"-fPIC -I{src_dir}", "-LDFLAGS", "-shared", *args,
+            "-CFLAGS", " ".join(f.replace("{src}", str(src_dir)) for f in LIBRARY_CFLAGS),
+            "-LDFLAGS", " ".join(LIBRARY_LDFLAGS), *args,
             str(waiver), *(str(src_dir / n) for n, _ in read),
             *(str(src_dir / n) for n, _ in cpp if not n.endswith(".h")),
         ]

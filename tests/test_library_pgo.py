@@ -115,3 +115,19 @@ def test_a_failing_training_run_falls_back_with_a_note(builds, capsys):
     _check_library(lib)
     assert _build(training) == lib  # reused, and the note repeats
     assert "without profile-guided optimisation" in capsys.readouterr().err
+
+
+def test_every_compiler_flag_is_in_the_key(builds, monkeypatch):
+    plain = _build(None)
+    log = (plain.parent / glue._BUILD_LOG).read_text()
+    assert f"-I{plain.parent / 'src'}" in log
+    monkeypatch.setattr(glue, "LIBRARY_CFLAGS", (*glue.LIBRARY_CFLAGS, "-DNMX_KEY_PROBE=1"))
+    probed = _build(None)
+    assert probed.parent != plain.parent
+    assert "-DNMX_KEY_PROBE=1" in (probed.parent / glue._BUILD_LOG).read_text()
+    _check_library(probed)
+    monkeypatch.setattr(glue, "LIBRARY_LDFLAGS", (*glue.LIBRARY_LDFLAGS, "-Wl,-O1"))
+    assert _build(None).parent not in (plain.parent, probed.parent)
+    monkeypatch.setenv("CXXFLAGS", "-DNMX_KEY_PROBE=2")
+    spec = json.loads((_build(None).parent / glue._MARKER).read_text())
+    assert spec["make"]["env"] == {"CXXFLAGS": "-DNMX_KEY_PROBE=2"}
