@@ -119,32 +119,42 @@ class Accelerator(wiring.Component):
         # units are cleared one cycle after the dispatcher starts, which ignores their errors in
         # that cycle and sends them nothing before its first fetch returns.
         #
-        # Each reset is the reset of its own clock domain (same clock), driven by one
-        # flip-flop, so that no LUT sits between the flip-flop and the registers' reset inputs:
-        # `core` (everything but the register file) by the register file's `core_reset` (the
-        # domain reset or CTRL.soft_reset, registered), `unit` (the three units) by `unit_rst`
-        # (the same, or a start; registered). A ResetInserter would OR the domain reset in
-        # front of every register's reset with a LUT.
-        m.domains.core = cd_core = ClockDomain("core", local=True)
-        m.domains.unit = cd_unit = ClockDomain("unit", local=True)
+        # Each reset is the reset of its own clock domain (same clock), driven by flip-flops
+        # with no LUT between them and the registers' reset inputs (a ResetInserter would OR the
+        # domain reset in front of every register's reset with a LUT). The core reset (the
+        # domain reset or CTRL.soft_reset) and the unit reset (the same, or a start) are
+        # each a small tree: one flip-flop per block of loads, all loaded from the same request
+        # in the same cycle, so every copy equals the register file's `core_reset` (or the unit
+        # reset) and nothing changes in timing. The copies are `core` (dispatcher, tokens, read
+        # arbiter, counters), `mem` (the shared memories, the epilogue, the fence and the read
+        # request slices), and `unit_load` / `unit_compute` / `unit_store` (one per unit):
+        # thousands of flip-flops on one net of one flip-flop were routed as a general net
+        # across the die (session 10: 18.53 ns of routing, no logic). See `_reset_copy` for how
+        # the copies stay apart in Yosys.
+        cfg = self._config
         core = Module()
         m.submodules.core = DomainRenamer("core")(core)
-        cfg = self._config
+        core_request = csr.reset_request
+        started = self._dispatcher.started
+        unit_request = core_request | started
+        for name, request, variant in (("core", core_request, "plain"),
+                                       ("mem", core_request, "sync_reset"),
+                                       ("unit_load", unit_request, "plain"),
+                                       ("unit_compute", unit_request, "sync_reset"),
+                                       ("unit_store", unit_request, "enable")):
+            cd = ClockDomain(name, local=True)
+            m.domains += cd
+            m.d.comb += [cd.clk.eq(ClockSignal()),
+                         cd.rst.eq(self._reset_copy(m, f"{name}_rst", request, variant))]
         dispatcher, tokens = self._dispatcher, self._tokens
         load, compute, store = self._load, self._compute, self._store
         core.submodules.dispatcher = dispatcher
         core.submodules.tokens = tokens
-        started = dispatcher.started
         unit_reset = Signal(reset_less=True)
-        unit_rst = Signal(reset_less=True, init=1)
-        m.d.sync += [unit_reset.eq(started), unit_rst.eq(csr.reset_request | started)]
-        m.d.comb += [
-            cd_core.clk.eq(ClockSignal()), cd_core.rst.eq(csr.core_reset),
-            cd_unit.clk.eq(ClockSignal()), cd_unit.rst.eq(unit_rst),
-        ]
-        core.submodules.load_unit = DomainRenamer("unit")(load)
-        core.submodules.compute_unit = DomainRenamer("unit")(compute)
-        core.submodules.store_unit = DomainRenamer("unit")(store)
+        m.d.sync += unit_reset.eq(started)
+        core.submodules.load_unit = DomainRenamer("unit_load")(load)
+        core.submodules.compute_unit = DomainRenamer("unit_compute")(compute)
+        core.submodules.store_unit = DomainRenamer("unit_store")(store)
         core.submodules.read_arbiter = arbiter = self._arbiter
         core.d.comb += [
             dispatcher.start.eq(csr.start),
@@ -159,7 +169,8 @@ class Accelerator(wiring.Component):
             wiring.connect(core, getattr(dispatcher, f"{name}_cmd"), unit.cmd)
             wiring.connect(core, getattr(dispatcher, f"{name}_error"), unit.error)
         self._flush_copies(core, dispatcher.flush, units)
-        fence = core.submodules.load_fence = self._load_fence
+        fence = self._load_fence
+        core.submodules.load_fence = DomainRenamer("mem")(fence)
         for unit in (load, store):
             for member in unit.signature.members:
                 if unit is load and member == "push_l2c":
@@ -285,6 +296,32 @@ class Accelerator(wiring.Component):
         return m
 
     @staticmethod
+    def _reset_copy(m: Module, name: str, request, variant: str) -> Signal:
+        """A flip-flop that takes ``request`` every cycle (high in the first cycle), as the
+        root of one block's reset.
+
+        Yosys merges flip-flops with the same inputs (``opt_merge``, across the flattened
+        hierarchy, whatever their ``keep``), which would fold copies with the same request back
+        into one net. The variants are the same function built as different cells: ``plain``
+        (a flip-flop), ``sync_reset`` (set by the domain reset, which ``request`` contains
+        anyway), ``enable`` (loads only while ``request`` or itself is high: it holds 0
+        otherwise, which is what it would load).
+        """
+        if variant == "plain":
+            copy = Signal(name=name, reset_less=True, init=1)
+            m.d.sync += copy.eq(request)
+        elif variant == "sync_reset":
+            copy = Signal(name=name, init=1)
+            m.d.sync += copy.eq(request)
+        elif variant == "enable":
+            copy = Signal(name=name, reset_less=True, init=1)
+            with m.If(request | copy):
+                m.d.sync += copy.eq(request)
+        else:
+            raise ValueError(f"unknown reset copy variant {variant!r}")
+        return copy
+
+    @staticmethod
     def _flush_copies(core: Module, flush, units: dict) -> None:
         """Drive each unit's ``flush_above`` from its own registered copy of ``flush``.
 
@@ -296,12 +333,12 @@ class Accelerator(wiring.Component):
         so the copies differ in their reset or enable: the load unit's are reset by the core
         reset (``valid``) or not at all (``pc``), the compute unit's ``valid`` has no reset and
         its ``pc`` loads only while ``flush.valid`` (it is read only then), the store unit's are
-        reset with the units (`unit` domain).
+        reset with the store unit (`unit_store` domain).
         """
         for name, unit in units.items():
             valid = Signal(name=f"{name}_flush_valid", reset_less=(name == "compute"))
             pc = Signal.like(flush.pc, name=f"{name}_flush_pc", reset_less=(name != "store"))
-            domain = core.d.unit if name == "store" else core.d.sync
+            domain = core.d.unit_store if name == "store" else core.d.sync
             domain += valid.eq(flush.valid)
             if name == "compute":
                 with core.If(flush.valid):
@@ -315,11 +352,13 @@ class Accelerator(wiring.Component):
         load, compute = self._load, self._compute
         spad, acc, bias_scale, tables, epi = (
             self._spad, self._acc, self._bias_scale, self._tables, self._epilogue)
-        core.submodules.scratchpad = spad
-        core.submodules.accumulator = acc
-        core.submodules.bias_scale = bias_scale
-        core.submodules.segment_table = tables
-        core.submodules.epilogue = epi
+        # (the memories, the epilogue, the fence and the request slices are reset by the `mem`
+        # copy of the core reset)
+        core.submodules.scratchpad = DomainRenamer("mem")(spad)
+        core.submodules.accumulator = DomainRenamer("mem")(acc)
+        core.submodules.bias_scale = DomainRenamer("mem")(bias_scale)
+        core.submodules.segment_table = DomainRenamer("mem")(tables)
+        core.submodules.epilogue = DomainRenamer("mem")(epi)
 
         def stream_copy(src, dst, **fields):
             """``src`` -> ``dst`` (streams); payload bits copied, or ``fields`` set by name."""
@@ -335,9 +374,12 @@ class Accelerator(wiring.Component):
         # the compute unit's result handshake through the accumulator's arbiter into the store
         # unit's request registers (the whole design's critical path). One cycle more per
         # read; the memories' credit keeps one row per cycle.
-        store_spad_req = core.submodules.store_spad_req = StreamSkid(spad.store.req.payload.shape())
-        store_acc_req = core.submodules.store_acc_req = StreamSkid(acc.store.req.payload.shape())
-        epi_acc_req = core.submodules.epi_acc_req = StreamSkid(acc.epi_read.req.payload.shape())
+        store_spad_req = StreamSkid(spad.store.req.payload.shape())
+        store_acc_req = StreamSkid(acc.store.req.payload.shape())
+        epi_acc_req = StreamSkid(acc.epi_read.req.payload.shape())
+        core.submodules.store_spad_req = DomainRenamer("mem")(store_spad_req)
+        core.submodules.store_acc_req = DomainRenamer("mem")(store_acc_req)
+        core.submodules.epi_acc_req = DomainRenamer("mem")(epi_acc_req)
         # The load unit's writes reach the memories through the fence's slices.
         fence = self._load_fence
         for name in fence.names:

@@ -5,7 +5,12 @@ Two memories, because their readers differ: the **bias** words are read only by 
 modes, the **scale** words (multiplier and shift) only by EPI; each has its own read port, so an
 EPI reading scales overlaps a GEMM reading biases. LOADT writes whole entries (both memories);
 EPI dest SCALE writes multiplier and shift only. The two writers share the scale memory's write
-port through a round-robin arbiter.
+port through an arbiter whose grant is a flip-flop: each writer's ``ready`` is that flip-flop,
+never the other writer's ``valid`` (the writers sit in different units, and the combinational
+grant ran from one unit's write slice through the arbitration into the other's). The grant
+for the next cycle goes to the other writer when both are valid (they alternate), to the only
+one valid, and stays when neither is: a writer that becomes valid while the grant is with the
+other waits one cycle.
 
 Both reads return ``C = cols`` consecutive entries ``addr, addr+1, ..., addr+C-1`` per request
 (modulo ``bias_entries``), starting at any entry: GEMM BIAS reads ``bias + u*C`` once per output
@@ -120,7 +125,8 @@ class BiasScaleSram(wiring.Component):
         Whole entries (LOADT), one per beat.
     scale_write : In(stream.Signature(scale_write_layout(config)))
         Multiplier and shift of one entry per beat (EPI dest SCALE). Shares the scale memory's
-        write port with ``load_write``, round robin when both are valid. A write is visible to
+        write port with ``load_write``: both ``ready`` come from one grant flip-flop, which
+        alternates while both are valid (see the module docs). A write is visible to
         reads whose request handshakes two or more cycles after the write's.
     bias_read : In(stream.Signature(bias_read_layout(config)))
     bias_data : Out(stream.Signature(bias_data_layout(config)))
@@ -180,17 +186,17 @@ class BiasScaleSram(wiring.Component):
         m = Module()
         bank_bits = _log2(self.banks)
 
-        # Write arbitration: LOADT and EPI dest SCALE share the scale memory, round robin.
+        # Write arbitration: LOADT and EPI dest SCALE share the scale memory; the grant is a
+        # flip-flop, decided from this cycle's valids for the next.
         lw, sw = self.load_write, self.scale_write
-        prefer_scale = Signal()
-        pick_scale = Signal()
-        m.d.comb += [
-            pick_scale.eq(sw.valid & (~lw.valid | prefer_scale)),
-            lw.ready.eq(~pick_scale),
-            sw.ready.eq(pick_scale),
-        ]
+        pick_scale = Signal()  # the grant: EPI's scale write (1) or LOADT's entry (0)
+        m.d.comb += [lw.ready.eq(~pick_scale), sw.ready.eq(pick_scale)]
         with m.If(lw.valid & sw.valid):
-            m.d.sync += prefer_scale.eq(~pick_scale)
+            m.d.sync += pick_scale.eq(~pick_scale)
+        with m.Elif(lw.valid | sw.valid):
+            m.d.sync += pick_scale.eq(sw.valid)
+        load_fire = lw.valid & ~pick_scale
+        scale_fire = sw.valid & pick_scale
         # The granted write, registered, then decoded into the banks' write ports.
         w_addr = Signal(_addr_bits(self._config))
         w_scale = Signal(scale_layout())
@@ -202,8 +208,8 @@ class BiasScaleSram(wiring.Component):
             w_scale.mult.eq(Mux(pick_scale, sw.payload.mult, lw.payload.mult)),
             w_scale.shift.eq(Mux(pick_scale, sw.payload.shift, lw.payload.shift)),
             w_bias.eq(lw.payload.bias),
-            w_scale_en.eq(sw.valid | lw.valid),
-            w_bias_en.eq(lw.valid & ~pick_scale),
+            w_scale_en.eq(load_fire | scale_fire),
+            w_bias_en.eq(load_fire),
         ]
 
         for kind, banks, value, enable in (

@@ -62,7 +62,7 @@ from amaranth.lib.wiring import In, Out
 
 from hw.banked_memory import exclusive_signature, read_signature, write_layout
 from hw.config import AcceleratorConfig
-from hw.dma import StreamSkid
+from hw.dma import StreamRing, StreamSkid
 from hw.dsp import PipelinedMultiplier
 from hw.isa import WORD_LAYOUT, EpiDest, Opcode, ScaleMode
 from hw.numeric import MAX_SHIFT, SCALE_BITS
@@ -296,8 +296,10 @@ class ComputeUnit(wiring.Component):
         read_req = self.spad_weights.req.payload.shape()
         self._weight_req_slice = StreamSkid(read_req)
         self._operand_req_slice = StreamSkid(read_req)
-        # EPI results on their way to the scratchpad, accumulator or bias/scale SRAM.
-        self._epi_write_slice = StreamSkid(data.StructLayout({
+        # EPI results on their way to the scratchpad, accumulator or bias/scale SRAM: a ring,
+        # so that a memory's grant (its write arbitration) moves only the read pointer and the
+        # fill level, never the enables of the two wide rows.
+        self._epi_write_slice = StreamRing(data.StructLayout({
             "addr": self._epi_desc.members["dst"], "row": acc_row}))
 
     @property
@@ -831,6 +833,9 @@ class ComputeUnit(wiring.Component):
         ew = self._epi_write_slice
         # `epi.dst + ej_out` as a running address (loaded with the slot, one add per row written)
         ej_addr = Signal(len(ew.i.payload.addr))
+        # the slot's destination one-hot, for the write handshakes only (three flip-flops that
+        # can sit next to the slice, not the slot's field and a compare)
+        w_spad, w_acc, w_scale = Signal(), Signal(), Signal()
         sq = self._scale_queue
         s_inflight = Signal(range(SCALE_DEPTH + 1))
         started = epi_running
@@ -849,6 +854,8 @@ class ComputeUnit(wiring.Component):
                 epi_wait.eq(gemm_outstanding - gemm_done),
                 ej_req.eq(0), es_req.eq(0), es_i.eq(0), es_off.eq(0), ei_join.eq(0),
                 ej_out.eq(0), ej_addr.eq(e.dst),
+                w_spad.eq(e.dest == EpiDest.SPAD), w_acc.eq(e.dest == EpiDest.ACC),
+                w_scale.eq(e.dest == EpiDest.SCALE),
             ]
         with m.Elif(gemm_done & (epi_wait != 0)):
             m.d.sync += epi_wait.eq(epi_wait - 1)
@@ -942,14 +949,14 @@ class ComputeUnit(wiring.Component):
         # col < C (checked at issue); `epi` is unchanged while the slice holds its rows
         m.d.comb += scw.payload.mult.eq(
             Cat(*[ew_row[c][:SCALE_BITS] for c in range(C)]).word_select(epi.col, SCALE_BITS))
-        with m.If(epi.dest == EpiDest.SPAD.value):
-            m.d.comb += [sw.valid.eq(ewo.valid), ewo.ready.eq(sw.ready)]
-        with m.Elif(epi.dest == EpiDest.ACC.value):
-            m.d.comb += [aw.valid.eq(ewo.valid), ewo.ready.eq(aw.ready)]
-        with m.Else():
-            m.d.comb += [scw.valid.eq(ewo.valid), ewo.ready.eq(scw.ready)]
+        m.d.comb += [
+            sw.valid.eq(ewo.valid & w_spad),
+            aw.valid.eq(ewo.valid & w_acc),
+            scw.valid.eq(ewo.valid & w_scale),
+            ewo.ready.eq((w_spad & sw.ready) | (w_acc & aw.ready) | (w_scale & scw.ready)),
+        ]
         # `epi_sent`: the last row is in the slice or written; the EPI is done when the slice
-        # is empty too (its main entry's valid: the spare implies it)
+        # is empty too (`ewo.valid`: the ring holds a row)
         epi_sent = Signal()
         with m.If(written & (ej_out == epi.rows - 1)):
             m.d.sync += epi_sent.eq(1)

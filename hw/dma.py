@@ -204,10 +204,12 @@ class StreamSkid(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        # (no reset on the entries: a reset empties the slice through the valid flags; the
+        # entries' fan-out stays off the reset net)
         main_valid = Signal()
-        main = Signal.like(self.o.payload.as_value())
+        main = Signal.like(self.o.payload.as_value(), reset_less=True)
         spare_valid = Signal()
-        spare = Signal.like(self.o.payload.as_value())
+        spare = Signal.like(self.o.payload.as_value(), reset_less=True)
         m.d.comb += [
             self.i.ready.eq(~spare_valid),
             self.o.valid.eq(main_valid),

@@ -7,8 +7,9 @@ tables, then ``l2c``) must not let the token overtake a write: the consumer (an 
 FN_UNLOADED check and table reads, a GEMM's bias or operand reads) may act on the token in the
 cycle after it is counted. Without slices, a write that the memory accepts in cycle ``t`` is
 followed by the token in ``t + 1`` at the earliest. A slice between the unit and the memory
-(:class:`hw.dma.StreamSkid`: ``ready`` towards the unit and ``valid`` towards the memory from
-flip-flops) cuts the combinational loop from the unit's write request through the memory's
+(:class:`hw.dma.StreamRing`: ``ready`` towards the unit and ``valid`` towards the memory from
+flip-flops; a memory's grant moves only its read pointer and fill level, not the enables of its
+two payload entries) cuts the combinational loop from the unit's write request through the memory's
 arbitration back into the unit's state, but a write may then still sit in the slice when the
 unit thinks it is done. :class:`WriteFence` closes that gap: while any slice holds a write, the
 token does not pass (``push_out.valid`` and ``push_in.ready`` are low), so the token still
@@ -21,14 +22,14 @@ from amaranth.hdl import Cat, Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.dma import StreamSkid
+from hw.dma import StreamRing
 from hw.unit_ports import TOKEN_SIGNATURE
 
 __all__ = ["WriteFence"]
 
 
 class WriteFence(wiring.Component):
-    """A :class:`~hw.dma.StreamSkid` on each named write stream; a token passes only when all
+    """A :class:`~hw.dma.StreamRing` on each named write stream; a token passes only when all
     of them are empty.
 
     Parameters
@@ -41,14 +42,15 @@ class WriteFence(wiring.Component):
     <name>_in : In(stream.Signature(shape))
         From the unit; ``ready`` is a flip-flop (the slice's spare entry is free).
     <name>_out : Out(stream.Signature(shape))
-        To the memory; ``valid`` and ``payload`` are flip-flops. Order kept, one write per cycle.
+        To the memory; ``valid`` from flip-flops, ``payload`` one two-way multiplexer behind
+        them. Order kept, one write per cycle.
     push_in : In(TOKEN_SIGNATURE)
         The unit's token.
     push_out : Out(TOKEN_SIGNATURE)
         To the token counter: ``valid = push_in.valid`` and ``push_in.ready = push_out.ready``
         while every slice is empty, both low otherwise.
     pending : Out(1)
-        Some slice holds a write (a flip-flop OR; part of the unit's "busy").
+        Some slice holds a write (from the fill levels' flip-flops; part of the unit's "busy").
     """
 
     def __init__(self, writes: dict) -> None:
@@ -66,7 +68,7 @@ class WriteFence(wiring.Component):
         members["push_out"] = Out(TOKEN_SIGNATURE)
         members["pending"] = Out(1)
         super().__init__(members)
-        self._slices = {name: StreamSkid(shape) for name, shape in writes.items()}
+        self._slices = {name: StreamRing(shape) for name, shape in writes.items()}
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -80,7 +82,7 @@ class WriteFence(wiring.Component):
             m.submodules[f"{name}_slice"] = skid
             wiring.connect(m, wiring.flipped(getattr(self, f"{name}_in")), skid.i)
             wiring.connect(m, skid.o, wiring.flipped(getattr(self, f"{name}_out")))
-            holds.append(skid.o.valid)  # the slice's main entry (the spare implies it)
+            holds.append(skid.o.valid)  # the ring's fill level is not zero
         pending = Cat(*holds).any()
         m.d.comb += [
             self.pending.eq(pending),
