@@ -39,7 +39,7 @@ from hw.errors import NmxError  # noqa: E402
 from hw.rtl import TOPS, top_component, verilog_text, write_if_changed  # noqa: E402
 from hw.target import ECP5  # noqa: E402
 from nmx.commands.rtl import add_config_arguments, config_from_args  # noqa: E402
-from scripts.ecp5_dsp_layout import place_array_dsps  # noqa: E402
+from scripts.ecp5_dsp_layout import LAYOUTS, place_array_dsps  # noqa: E402
 from scripts.ecp5_pack_outreg import pack_output_registers  # noqa: E402
 
 #: Default top module of :func:`synthesise` (the array alone).
@@ -301,7 +301,8 @@ def place_and_route_seeds(work: Path, args) -> dict[int, dict]:
     netlist = "synth.json"
     if args.dsp_layout:
         design = json.loads((work / netlist).read_text())
-        print(f"{work.name}: {place_array_dsps(design)} array multipliers given DSP sites",
+        placed = place_array_dsps(design, args.dsp_layout)
+        print(f"{work.name}: {placed} array multipliers given DSP sites ({args.dsp_layout})",
               flush=True)
         netlist = "synth_dsp_layout.json"
         (work / netlist).write_text(json.dumps(design))
@@ -413,10 +414,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pnr-flags", default="", metavar="FLAGS",
                         help="extra nextpnr-ecp5 options, e.g. '--placer-heap-beta 0.7' or "
                         "'--router2-heatmap hm' (default: none)")
-    parser.add_argument("--dsp-layout", action="store_true",
+    parser.add_argument("--dsp-layout", nargs="?", const="rows", default=None, choices=LAYOUTS,
                         help="give the systolic array's multipliers fixed sites spread over "
                         "the three DSP rows, one per half block (scripts/ecp5_dsp_layout.py; "
-                        "nextpnr otherwise fills the middle row and congests it)")
+                        "nextpnr otherwise fills the middle row and congests it): 'rows' "
+                        "(the default without a value) spreads the array's rows over the DSP "
+                        "rows, 'columns' its columns, each column's partial-sum chain in one "
+                        "DSP row")
     parser.add_argument("--synth-flags", default="", metavar="FLAGS",
                         help="extra synth_ecp5 options, e.g. '-noabc9' (default: none)")
     parser.add_argument("--portable", action="store_true",

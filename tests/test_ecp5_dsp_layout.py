@@ -28,9 +28,37 @@ def test_an_8x8_array_takes_half_block_sites_spread_over_the_three_rows():
         "Y34", "Y58")
 
 
+def test_the_column_layout_keeps_each_partial_sum_chain_in_one_dsp_row():
+    sites = array_dsp_sites(8, 8, "columns")
+    assert len(sites) == 64 and len(set(sites.values())) == 64
+    half = [(x + off, slot) for x in DSP_BLOCKS for off, slot in ((0, 0), (4, 4))]
+    per_row = {y: 0 for y in DSP_ROWS}
+    for (i, j), site in sites.items():
+        x, y, slot = map(int, SITE.match(site).groups())
+        assert slot in (0, 4) and x - slot in DSP_BLOCKS
+        assert y == DSP_ROWS[j * 3 // 8]
+        per_row[y] += 1
+        if i:  # the partial sum's hop is to the next half block of the same DSP row
+            px, py, pslot = map(int, SITE.match(sites[(i - 1, j)]).groups())
+            assert py == y and half.index((x, slot)) == half.index((px, pslot)) + 1
+    assert per_row == {10: 24, 34: 24, 58: 16}
+    # the operand's hops between DSP rows go to the same site one DSP row down
+    for i in range(8):
+        assert sites[(i, 3)] == sites[(i, 2)].replace("Y10", "Y34")
+        assert sites[(i, 6)] == sites[(i, 5)].replace("Y34", "Y58")
+    assert sites[(0, 0)] == "X4/Y10/MULT18_0" and sites[(7, 0)] == "X35/Y10/MULT18_4"
+
+
+def test_an_unknown_layout_is_refused():
+    with pytest.raises(ValueError, match="layout"):
+        array_dsp_sites(8, 8, "diagonal")
+
+
 def test_too_wide_an_array_is_refused():
     with pytest.raises(ValueError, match="do not fit"):
         array_dsp_sites(8, 9)
+    with pytest.raises(ValueError, match="do not fit"):
+        array_dsp_sites(9, 8, "columns")
 
 
 def test_only_the_arrays_multipliers_get_a_bel():
