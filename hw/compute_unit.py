@@ -67,6 +67,7 @@ from hw.dsp import PipelinedMultiplier
 from hw.isa import WORD_LAYOUT, EpiDest, Opcode, ScaleMode
 from hw.numeric import MAX_SHIFT, SCALE_BITS
 from hw.systolic_array import SystolicArray
+from hw.target import kept_flip_flop
 from hw.transposer import Transposer
 from sim.golden import StatusCode
 
@@ -803,15 +804,17 @@ class ComputeUnit(wiring.Component):
             m.d.sync += s2_pb[c].eq(s1_prod[c] + Mux(s1_add_bias, s1_bias[c], 0))
         # The forwarding selects are compared a cycle ahead (the row in s1 against the rows
         # in s2 and s3, which are in s3 and just written when it reaches s2) and registered,
-        # so they reach the C x 32 selection multiplexers straight from flip-flops.
-        fwd_now = Signal()  # the row in s2 is the one s3 writes now
-        fwd_prev = Signal()  # the row in s2 is the one written in the previous cycle
-        m.d.sync += [
-            fwd_now.eq(s2_valid & (s2_addr == s1_addr)),
-            fwd_prev.eq(s3_valid & (s3_addr == s1_addr)),
-        ]
-        m.d.sync += s3_old.eq(Mux(fwd_now, write_data,
-                                  Mux(fwd_prev, prev_w_data, self.acc_gemm.read_data)))
+        # so they reach the C x 32 selection multiplexers straight from flip-flops: one copy
+        # per column (kept apart from Yosys's merging), so each drives 32 multiplexers, not
+        # C x 32 across the die.
+        fwd_now_d = s2_valid & (s2_addr == s1_addr)  # the row in s2 is the one s3 writes now
+        fwd_prev_d = s3_valid & (s3_addr == s1_addr)  # ... the one written the cycle before
+        for c in range(C):
+            fwd_now = kept_flip_flop(m, fwd_now_d, platform, f"fwd_now_c{c}")
+            fwd_prev = kept_flip_flop(m, fwd_prev_d, platform, f"fwd_prev_c{c}")
+            m.d.sync += s3_old[c].eq(Mux(fwd_now, write_data[c],
+                                         Mux(fwd_prev, prev_w_data[c],
+                                             self.acc_gemm.read_data[c])))
         for c in range(C):
             m.d.comb += write_data[c].eq(s3_pb[c] + Mux(s3_read_old, s3_old[c], 0))
         m.d.comb += [
