@@ -390,6 +390,8 @@ class Dispatcher(wiring.Component):
         slot_write = Signal()  # the slot's command enters its queue this cycle
         slot_free = Signal()
         qdepth = cfg.instr_fifo_depth
+        slot_room_d = Signal()  # next cycle: the queue of the slot's unit has room
+        slot_unit_d = Signal(UnitCode)
         for u in UNITS:
             q = SyncFIFOBuffered(width=cmd_layout.size, depth=qdepth + 1)
             m.submodules[f"{u}_queue"] = q
@@ -401,11 +403,23 @@ class Dispatcher(wiring.Component):
             pop = q.r_en & q.r_rdy
             count_d = count + push - pop
             m.d.sync += [count.eq(count_d), room.eq(count_d < qdepth)]
+            with m.If(slot_unit_d == getattr(UnitCode, u.upper())):
+                m.d.comb += slot_room_d.eq(count_d < qdepth)
             m.d.comb += [q.w_data.eq(slot_cmd), q.w_en.eq(push)]
             with m.If(push):
                 m.d.comb += slot_write.eq(1)
-        m.d.comb += slot_free.eq(~slot_valid | slot_write)
         slot_load = Signal()  # a unit's instruction is dispatched into the slot
+        # `slot_free` (`~slot_valid | slot_write`) is a flip-flop, loaded with its next value
+        # from the slot's and the queues' next state, so the slot's unit compare and the
+        # queue's room stand before one flip-flop, not before `advance` and its ~80 enables.
+        slot_free_r = Signal(init=1)
+        slot_valid_d = Signal()
+        m.d.comb += [
+            slot_unit_d.eq(Mux(slot_load, d_unit, slot_unit)),
+            slot_valid_d.eq(~accept_start & (slot_load | slot_valid & ~slot_write)),
+            slot_free.eq(slot_free_r),
+        ]
+        m.d.sync += slot_free_r.eq(~slot_valid_d | slot_room_d)
         with m.If(slot_free):
             m.d.sync += slot_cmd.eq(Cat(d_word, pc, resolved_base))
         with m.If(slot_load):
