@@ -742,16 +742,21 @@ class LoadUnit(wiring.Component):
         # A row with no data has `hot` 0 (so `placed` is 0) and `row_reg` 0 (cleared at every
         # row's end and in EXEC): every row loads `out_data` with `row_reg | placed`, and the
         # head's `has` drives only the load enable, not the data inputs of ~256 flip-flops.
+        # The output row's registers load whenever they are free (`out_free`, two flip-flops),
+        # not only when a row ends: a row ends only while they are free, and `out_valid` says
+        # when they hold one, so the row end's decision (`is_table`, the head, the beat
+        # handshake) drives `out_valid` and not ~300 enables.
+        with m.If(out_free):
+            m.d.sync += [
+                out_row.eq(desc_out.row),
+                out_data.eq(row_reg | placed),
+                out_acc.eq(is_acc),
+            ]
         with m.If(~is_table & desc_valid):
             with m.If(~desc_out.has):
                 with m.If(out_free):
                     m.d.comb += desc_pop.eq(1)
-                    m.d.sync += [
-                        out_valid.eq(1),
-                        out_row.eq(desc_out.row),
-                        out_data.eq(row_reg | placed),
-                        out_acc.eq(is_acc),
-                    ]
+                    m.d.sync += out_valid.eq(1)
             with m.Else():
                 row_end = at_last
                 takes = ~row_end | out_free
@@ -763,13 +768,7 @@ class LoadUnit(wiring.Component):
                         fail(_Code.DRAM_RANGE)
                     with m.If(row_end):
                         m.d.comb += desc_pop.eq(1)
-                        m.d.sync += [
-                            out_valid.eq(1),
-                            out_row.eq(desc_out.row),
-                            out_data.eq(row_reg | placed),
-                            out_acc.eq(is_acc),
-                            row_reg.eq(0),
-                        ]
+                        m.d.sync += [out_valid.eq(1), row_reg.eq(0)]
                         m.d.comb += slot_d.eq(0)
                         m.d.sync += hot.eq(desc_out.hot)
                     with m.Else():
