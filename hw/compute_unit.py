@@ -67,6 +67,7 @@ from hw.dsp import PipelinedMultiplier
 from hw.isa import WORD_LAYOUT, EpiDest, Opcode, ScaleMode
 from hw.numeric import MAX_SHIFT, SCALE_BITS
 from hw.systolic_array import SystolicArray
+from hw.target import kept_flip_flop
 from hw.transposer import Transposer
 from sim.golden import StatusCode
 
@@ -397,8 +398,13 @@ class ComputeUnit(wiring.Component):
         spad_rows, acc_rows = cfg.scratchpad_rows, cfg.accumulator_rows
         entries = cfg.bias_entries
 
+        # `err_pc` follows the held instruction while no error is held, so a failure drives
+        # `err_valid` and the code, not the 32 enables of `err_pc` behind the check flags.
+        with m.If(~err_valid):
+            m.d.sync += err_pc.eq(ins.pc)
+
         def fail(code):
-            m.d.sync += [err_valid.eq(1), err_code.eq(code), err_pc.eq(ins.pc)]
+            m.d.sync += [err_valid.eq(1), err_code.eq(code)]
             goto(ERROR)
 
         # The interlock compares the held GEMM's row ranges with the EPI slot's, from range
@@ -546,7 +552,7 @@ class ComputeUnit(wiring.Component):
             with m.Elif(tokens_ok & is_epi & ~self.fn_loaded.bit_select(e.fn, 1)):
                 fail(StatusCode.FN_UNLOADED)
             with m.Elif(tokens_ok & is_epi & (late_code != 0)):
-                m.d.sync += [err_valid.eq(1), err_code.eq(late_code), err_pc.eq(ins.pc)]
+                m.d.sync += [err_valid.eq(1), err_code.eq(late_code)]
                 goto(ERROR)
             with m.Elif(tokens_ok & room_ok):
                 m.d.comb += [
@@ -779,7 +785,7 @@ class ComputeUnit(wiring.Component):
         acc_row = data.ArrayLayout(signed(32), C)
         s1_valid, s2_valid, s3_valid = Signal(), Signal(), Signal()
         s1_addr, s2_addr, s3_addr = (Signal(self._acc_bits, name=f"s{i}_addr") for i in (1, 2, 3))
-        s1_read_old, s2_read_old, s3_read_old = Signal(), Signal(), Signal()
+        s1_read_old = Signal()
         s1_add_bias = Signal()
         s1_last, s2_last, s3_last = Signal(), Signal(), Signal()
         s1_prod = Signal(acc_row)  # the array's result row
@@ -793,7 +799,7 @@ class ComputeUnit(wiring.Component):
         m.d.sync += [
             s1_valid.eq(accept), s2_valid.eq(s1_valid), s3_valid.eq(s2_valid),
             s1_addr.eq(row), s2_addr.eq(s1_addr), s3_addr.eq(s2_addr),
-            s1_read_old.eq(read_old), s2_read_old.eq(s1_read_old), s3_read_old.eq(s2_read_old),
+            s1_read_old.eq(read_old),
             s1_last.eq(last_row), s2_last.eq(s1_last), s3_last.eq(s2_last),
             s3_pb.eq(s2_pb),
             prev_w_valid.eq(s3_valid), prev_w_addr.eq(s3_addr), prev_w_data.eq(write_data),
@@ -805,17 +811,22 @@ class ComputeUnit(wiring.Component):
             m.d.sync += s2_pb[c].eq(s1_prod[c] + Mux(s1_add_bias, s1_bias[c], 0))
         # The forwarding selects are compared a cycle ahead (the row in s1 against the rows
         # in s2 and s3, which are in s3 and just written when it reaches s2) and registered,
-        # so they reach the C x 32 selection multiplexers straight from flip-flops.
-        fwd_now = Signal()  # the row in s2 is the one s3 writes now
-        fwd_prev = Signal()  # the row in s2 is the one written in the previous cycle
-        m.d.sync += [
-            fwd_now.eq(s2_valid & (s2_addr == s1_addr)),
-            fwd_prev.eq(s3_valid & (s3_addr == s1_addr)),
-        ]
-        m.d.sync += s3_old.eq(Mux(fwd_now, write_data,
-                                  Mux(fwd_prev, prev_w_data, self.acc_gemm.read_data)))
+        # so they reach the C x 32 selection multiplexers straight from flip-flops: one copy
+        # per column (kept apart from Yosys's merging), so each drives 32 multiplexers, not
+        # C x 32 across the die.
+        fwd_now_d = s2_valid & (s2_addr == s1_addr)  # the row in s2 is the one s3 writes now
+        fwd_prev_d = s3_valid & (s3_addr == s1_addr)  # ... the one written the cycle before
+        # `s3_old` is 0 for a row that reads no old value (loaded from a copy per column of
+        # the row's `read_old` in s2), so the write's add takes it straight from flip-flops.
         for c in range(C):
-            m.d.comb += write_data[c].eq(s3_pb[c] + Mux(s3_read_old, s3_old[c], 0))
+            fwd_now = kept_flip_flop(m, fwd_now_d, platform, f"fwd_now_c{c}")
+            fwd_prev = kept_flip_flop(m, fwd_prev_d, platform, f"fwd_prev_c{c}")
+            read_old_c = kept_flip_flop(m, s1_read_old, platform, f"s2_read_old_c{c}")
+            m.d.sync += s3_old[c].eq(Mux(~read_old_c, 0,
+                                         Mux(fwd_now, write_data[c],
+                                             Mux(fwd_prev, prev_w_data[c],
+                                                 self.acc_gemm.read_data[c]))))
+            m.d.comb += write_data[c].eq(s3_pb[c] + s3_old[c])
         m.d.comb += [
             self.acc_gemm.write_en.eq(s3_valid),
             self.acc_gemm.write_addr.eq(s3_addr),

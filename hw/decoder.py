@@ -72,6 +72,10 @@ class Decoder(wiring.Component):
         High when :func:`hw.isa.decode` would raise for this word.
     unit : Out(UnitCode)
         The unit that executes the instruction (meaningful when ``illegal`` is low).
+    ok_by_op : Out(16)
+        Bit ``v``: the word passes the checks of opcode value ``v`` (0 for a value no opcode
+        has), so ``illegal`` is ``~ok_by_op[opcode]``: a pipelined user registers these and
+        selects with the registered opcode.
     """
 
     def __init__(self):
@@ -81,6 +85,7 @@ class Decoder(wiring.Component):
                 "decoded": Out(WORD_LAYOUT),
                 "illegal": Out(1),
                 "unit": Out(UnitCode),
+                "ok_by_op": Out(16),
             }
         )
 
@@ -127,6 +132,7 @@ class Decoder(wiring.Component):
                         m.d.comb += self.unit.eq(UnitCode(unit.value))
                 ok = ok & flags_ok
             legal_any = legal_any | (is_op & ok)
+            m.d.comb += self.ok_by_op[op.value].eq(ok)
         m.d.comb += self.illegal.eq(~legal_any)
         return m
 

@@ -40,7 +40,7 @@ from hw.config import AcceleratorConfig
 from hw.csr import CODE_BITS, PC_BITS
 from hw.decoder import Decoder, UnitCode
 from hw.dma import StreamRing
-from hw.isa import WORD_BITS, WORD_BYTES, Opcode, field_specs
+from hw.isa import WORD_BITS, WORD_BYTES, WORD_LAYOUT, Opcode, field_specs
 from hw.registers import RunState
 from hw.unit_ports import AXI_ID_BITS, ERROR_SIGNATURE, FLUSH_SIGNATURE, unit_command_layout
 from sim.golden import StatusCode
@@ -292,36 +292,65 @@ class Dispatcher(wiring.Component):
         d_word = skid.o.payload.word
         d_unit = skid.o.payload.unit
         d_take = Signal()  # the decoded word leaves the register this cycle
-        i_legal = ~word_err & ~dec.illegal
-        i_dispatch = dec.unit == UnitCode.DISPATCH
-        i_halt = dec.decoded.header.opcode == Opcode.HALT
-        i_setbase_bad = dec.decoded.body.setbase.value >> addr_bits != 0
-        i_bad_code = Signal(CODE_BITS)
-        with m.If(word_err):
-            m.d.comb += i_bad_code.eq(StatusCode.DRAM_RANGE)
-        with m.Elif(dec.illegal):
-            m.d.comb += i_bad_code.eq(StatusCode.ILLEGAL_INSTRUCTION)
-        with m.Else():
-            m.d.comb += i_bad_code.eq(StatusCode.FIELD_RANGE)
-        # The base register's index is decided as the word enters too: the dispatch slot's
-        # input is the ring's multiplexer and one 4:1 select of the base registers.
+        # A register stage in front of the ring (`pre`) holds the word with the decoder's
+        # per-opcode checks, its unit and the SETBASE range check: the decoder's LUT levels
+        # and carry chains end there, and the word's class is one select of registered flags
+        # by the registered opcode as it enters the ring. A new run empties it.
+        pre_layout = data.StructLayout({
+            "word": WORD_BITS, "err": 1, "ok_by_op": 16, "unit": UnitCode,
+            "setbase_bad": 1, "has_base": 1, "base_sel": 2,
+        })
+        pre = Signal(pre_layout)
+        pre_valid = Signal()
+        pre_ready = ~pre_valid | skid.i.ready
+        pre_d = Signal(pre_layout)
+        m.d.comb += [
+            pre_d.word.eq(word_data),
+            pre_d.err.eq(word_err),
+            pre_d.ok_by_op.eq(dec.ok_by_op),
+            pre_d.unit.eq(dec.unit),
+            pre_d.setbase_bad.eq(dec.decoded.body.setbase.value >> addr_bits != 0),
+        ]
+        # The base register's index is decided here too: the dispatch slot's input is the
+        # ring's multiplexer and one 4:1 select of the base registers.
         for op in Opcode:
             if any(s.name == "base" for s in field_specs(op)):
                 with m.If(dec.decoded.header.opcode == op):
                     m.d.comb += [
-                        skid.i.payload.has_base.eq(1),
-                        skid.i.payload.base_sel.eq(getattr(dec.decoded.body, op.name.lower()).base),
+                        pre_d.has_base.eq(1),
+                        pre_d.base_sel.eq(getattr(dec.decoded.body, op.name.lower()).base),
                     ]
+        with m.If(word_valid & pre_ready):
+            m.d.sync += [pre.eq(pre_d), pre_valid.eq(1)]
+        with m.Elif(skid.i.ready):
+            m.d.sync += pre_valid.eq(0)
+        with m.If(accept_start):
+            m.d.sync += pre_valid.eq(0)
+        p_opcode = data.View(WORD_LAYOUT, pre.word).header.opcode
+        p_illegal = ~pre.ok_by_op.bit_select(p_opcode.as_value(), 1)
+        i_legal = ~pre.err & ~p_illegal
+        i_dispatch = pre.unit == UnitCode.DISPATCH
+        i_halt = p_opcode == Opcode.HALT
+        i_setbase_bad = pre.setbase_bad
+        i_bad_code = Signal(CODE_BITS)
+        with m.If(pre.err):
+            m.d.comb += i_bad_code.eq(StatusCode.DRAM_RANGE)
+        with m.Elif(p_illegal):
+            m.d.comb += i_bad_code.eq(StatusCode.ILLEGAL_INSTRUCTION)
+        with m.Else():
+            m.d.comb += i_bad_code.eq(StatusCode.FIELD_RANGE)
         m.d.comb += [
-            skid.i.valid.eq(word_valid),
-            skid.i.payload.word.eq(word_data),
-            skid.i.payload.unit.eq(dec.unit),
+            skid.i.valid.eq(pre_valid),
+            skid.i.payload.word.eq(pre.word),
+            skid.i.payload.unit.eq(pre.unit),
             skid.i.payload.bad.eq(~i_legal | i_dispatch & ~i_halt & i_setbase_bad),
             skid.i.payload.bad_code.eq(i_bad_code),
             skid.i.payload.halt.eq(i_legal & i_dispatch & i_halt),
             skid.i.payload.setbase.eq(i_legal & i_dispatch & ~i_halt & ~i_setbase_bad),
             skid.i.payload.queued.eq(i_legal & ~i_dispatch),
-            word_ready.eq(skid.i.ready),
+            skid.i.payload.has_base.eq(pre.has_base),
+            skid.i.payload.base_sel.eq(pre.base_sel),
+            word_ready.eq(pre_ready),
             skid.o.ready.eq(d_take),
         ]
         d_bad = skid.o.payload.bad
@@ -361,6 +390,8 @@ class Dispatcher(wiring.Component):
         slot_write = Signal()  # the slot's command enters its queue this cycle
         slot_free = Signal()
         qdepth = cfg.instr_fifo_depth
+        slot_room_d = Signal()  # next cycle: the queue of the slot's unit has room
+        slot_unit_d = Signal(UnitCode)
         for u in UNITS:
             q = SyncFIFOBuffered(width=cmd_layout.size, depth=qdepth + 1)
             m.submodules[f"{u}_queue"] = q
@@ -372,11 +403,23 @@ class Dispatcher(wiring.Component):
             pop = q.r_en & q.r_rdy
             count_d = count + push - pop
             m.d.sync += [count.eq(count_d), room.eq(count_d < qdepth)]
+            with m.If(slot_unit_d == getattr(UnitCode, u.upper())):
+                m.d.comb += slot_room_d.eq(count_d < qdepth)
             m.d.comb += [q.w_data.eq(slot_cmd), q.w_en.eq(push)]
             with m.If(push):
                 m.d.comb += slot_write.eq(1)
-        m.d.comb += slot_free.eq(~slot_valid | slot_write)
         slot_load = Signal()  # a unit's instruction is dispatched into the slot
+        # `slot_free` (`~slot_valid | slot_write`) is a flip-flop, loaded with its next value
+        # from the slot's and the queues' next state, so the slot's unit compare and the
+        # queue's room stand before one flip-flop, not before `advance` and its ~80 enables.
+        slot_free_r = Signal(init=1)
+        slot_valid_d = Signal()
+        m.d.comb += [
+            slot_unit_d.eq(Mux(slot_load, d_unit, slot_unit)),
+            slot_valid_d.eq(~accept_start & (slot_load | slot_valid & ~slot_write)),
+            slot_free.eq(slot_free_r),
+        ]
+        m.d.sync += slot_free_r.eq(~slot_valid_d | slot_room_d)
         with m.If(slot_free):
             m.d.sync += slot_cmd.eq(Cat(d_word, pc, resolved_base))
         with m.If(slot_load):

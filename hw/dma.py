@@ -217,16 +217,24 @@ class StreamSkid(wiring.Component):
         ]
         pop = main_valid & self.o.ready
         push = self.i.valid & ~spare_valid
+        # The payload registers' enables and selects avoid `o.ready` where they can (it is
+        # often deep logic with these registers as its widest load): `spare` takes the input
+        # in every cycle it is free, and `main` loads (from `spare` if it holds a beat, else
+        # from the input) whenever it is empty or popped; the valid flags decide what counts.
+        with m.If(~spare_valid):
+            m.d.sync += spare.eq(self.i.payload)
+        with m.If(~main_valid | self.o.ready):
+            m.d.sync += main.eq(Mux(spare_valid, spare, self.i.payload))
         with m.If(pop):
             with m.If(spare_valid):
-                m.d.sync += [main.eq(spare), spare_valid.eq(0)]
+                m.d.sync += spare_valid.eq(0)
             with m.Else():
                 m.d.sync += main_valid.eq(0)
         with m.If(push):
             with m.If(~main_valid | (pop & ~spare_valid)):
-                m.d.sync += [main.eq(self.i.payload), main_valid.eq(1)]
+                m.d.sync += main_valid.eq(1)
             with m.Else():
-                m.d.sync += [spare.eq(self.i.payload), spare_valid.eq(1)]
+                m.d.sync += spare_valid.eq(1)
         return m
 
 

@@ -30,15 +30,19 @@ compare level in it)::
     10..   search levels 3..L-1, three cycles each: address, registered read, compare
     +1..+3 slope/intercept address, registered read, output register (packed into the block
            RAM on ECP5 by scripts/ecp5_pack_outreg.py)
-    +1..+6 as 1..6 for k * x + b (b + 2**(sh-1) computed beside the products), sat to out_width
+    +1..+6 as 1..6 for k * x + b (b + 2**(sh-1) computed beside the products, 2**(sh-1)
+           decoded a stage ahead), sat to out_width
+    +1     output register, then the result queue (hw.credit_queue.CreditQueue)
 
 It never stalls: no register has a clock enable (an enable driven by ``results.ready`` would fan
 out to every register). Backpressure is by credit: a row is accepted only while fewer than
-:attr:`Epilogue.result_depth` rows are in flight or queued in the result FIFO, so every row
-leaving the pipeline has a place. With ``results`` ready, one row per cycle flows end to end.
+:attr:`Epilogue.result_depth` rows are in flight or queued in the result queue, so every row
+leaving the pipeline has a place. With ``results`` ready, one row per cycle flows end to end. The
+queue is a :class:`hw.credit_queue.CreditQueue` (its RAM written every cycle: no fill level on a
+write enable), behind an output register that keeps the latency of the FIFO it replaced.
 
-Reset clears the credit counter, the valid line and the result FIFO; the data registers (rows,
-products, search state, delay lines) have no reset, as a row's data reaches the FIFO only with
+Reset clears the credit counter, the valid line and the result queue; the data registers (rows,
+products, search state, delay lines) have no reset, as a row's data reaches the queue only with
 its valid bit and every stage is written by the row before it.
 """
 
@@ -46,10 +50,10 @@ from __future__ import annotations
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, stream, wiring
-from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from hw.config import AcceleratorConfig
+from hw.credit_queue import CreditQueue
 from hw.dsp import PipelinedMultiplier
 from hw.numeric import ACC_BITS, SCALE_BITS, SLOPE_BITS
 from hw.segment_table import (
@@ -149,7 +153,7 @@ class Epilogue(wiring.Component):
             "results": Out(stream.Signature(epilogue_output_layout(config, tag_bits))),
             "table": Out(lookup_signature(config)),
         })
-        self._result_fifo = SyncFIFOBuffered(
+        self._result_queue = CreditQueue(
             width=epilogue_output_layout(config, tag_bits).size, depth=self.result_depth
         )
 
@@ -170,7 +174,7 @@ class Epilogue(wiring.Component):
 
     @property
     def pipeline_depth(self) -> int:
-        """Cycles from a row's handshake on ``rows`` until it enters the result FIFO."""
+        """Cycles from a row's handshake on ``rows`` until its result is computed."""
         levels = _log2(self._config.pwl_segments)
         search = SHARED_LEVELS + 3 * (levels - SHARED_LEVELS)
         return 1 + ROUND_MUL_SAT_STAGES + search + SEGMENT_READ_STAGES + ROUND_MUL_SAT_STAGES
@@ -178,7 +182,7 @@ class Epilogue(wiring.Component):
     @property
     def latency(self) -> int:
         """Cycles from a row's handshake on ``rows`` until it is valid on ``results`` (no
-        backpressure): the pipeline and the result FIFO's two cycles."""
+        backpressure): the pipeline, the output register and the result queue's cycle."""
         return self.pipeline_depth + 2
 
     @property
@@ -192,12 +196,12 @@ class Epilogue(wiring.Component):
         levels = _log2(cfg.pwl_segments)
         fn_bits = _log2(cfg.pwl_functions)
         table = self.table
-        last = self.pipeline_depth - 1  # stage whose row enters the result FIFO
+        last = self.pipeline_depth - 1  # stage whose row enters the output register
 
         def reg(value, shape, name, reset_less=True):
             """A register loaded with ``value`` every cycle (no enable).
 
-            Data registers (the default) have no reset: a row's data reaches the result FIFO
+            Data registers (the default) have no reset: a row's data reaches the result queue
             only with its valid bit, and every stage's data is written by the row in the stage
             before it, so no result reads a value held across a (soft) reset. Only the valid
             line and the credit counter are reset. With no reset multiplexer in front of them
@@ -218,7 +222,7 @@ class Epilogue(wiring.Component):
             return _Line(lambda v, s: reg(v, shape, f"{name}_s{s}"), value, stage)
 
         # Credits and the input register (stage 0).
-        m.submodules.result_fifo = fifo = self._result_fifo
+        m.submodules.result_queue = queue = self._result_queue
         in_flight = Signal(range(self.result_depth + 1))
         accept = Signal()
         taken = Signal()
@@ -242,6 +246,11 @@ class Epilogue(wiring.Component):
         table_shift = line(meta.shift, unsigned(SHIFT_BITS), "table_shift", search)
         shared_bp = [line(meta.bp[i], signed(ACC_BITS), f"shared_bp{i}", search)
                      for i in range(len(meta.bp))]
+
+        # The PWL's rounding half 2**(sh-1), decoded from the shared shift a stage ahead (one
+        # register for all lanes): the bias add takes it from flip-flops.
+        pwl_stage = search + SHARED_LEVELS + 3 * (levels - SHARED_LEVELS) + SEGMENT_READ_STAGES
+        pwl_half = reg(_half(table_shift[pwl_stage - 1]), unsigned(WIDE_BITS), "pwl_half")
 
         results = []
         for lane in range(self.lanes):
@@ -282,19 +291,20 @@ class Epilogue(wiring.Component):
                 x = reg(x, signed(ACC_BITS), f"x{lane}_kb{step}")
             stage += SEGMENT_READ_STAGES
             # PWL: y = sat_out(round_shift(k * x + b, sh)); the multipliers register k and x.
+            assert stage == pwl_stage, (stage, pwl_stage)
             y, stage = _round_mul_sat(
                 m, reg, x, k, table_shift[stage], reg(b, signed(ACC_BITS), f"b{lane}_r"), stage,
-                _saturate_to, out_width, f"pwl{lane}",
+                _saturate_to, out_width, f"pwl{lane}", half=pwl_half,
             )
             assert stage == last, (stage, last)
             results.append(y)
 
         m.d.comb += [
-            fifo.w_en.eq(valid[last]),
-            fifo.w_data.eq(Cat(*results, tag[last])),
-            self.results.valid.eq(fifo.r_rdy),
-            self.results.payload.eq(fifo.r_data),
-            fifo.r_en.eq(self.results.ready),
+            queue.w.valid.eq(reg(valid[last], 1, "out_valid", reset_less=False)),
+            queue.w.payload.eq(reg(Cat(*results, tag[last]), len(queue.w.payload), "out_row")),
+            self.results.valid.eq(queue.r.valid),
+            self.results.payload.eq(queue.r.payload),
+            queue.r.ready.eq(self.results.ready),
         ]
         return m
 
@@ -329,7 +339,12 @@ def _saturate_to(value, width):
                Mux(width == OutWidth.INT16, _saturate(value, 16), _saturate(value, ACC_BITS)))
 
 
-def _round_mul_sat(m, reg, a, mult, shift, addend, stage, saturate, out_width, name):
+def _half(shift):
+    """The rounding half ``2**(shift-1)`` (0 for shift 0), ``WIDE_BITS`` wide."""
+    return (Const(1, WIDE_BITS) << shift) >> 1
+
+
+def _round_mul_sat(m, reg, a, mult, shift, addend, stage, saturate, out_width, name, half=None):
     """Six stages from ``stage``: ``saturate(round_shift(a * mult + addend, shift), width)``.
 
     ``a`` (int32) and ``mult`` (int16) are given one stage early, at ``stage - 1``: the
@@ -337,7 +352,7 @@ def _round_mul_sat(m, reg, a, mult, shift, addend, stage, saturate, out_width, n
     ECP5, :class:`hw.dsp.PipelinedMultiplier`); ``shift``, ``addend`` and ``out_width`` are at
     ``stage``. The product is two 16-bit partial products (one DSP block each) added in the next
     stage, so no stage holds more than one multiplier and one adder. Returns the result and the
-    stage it is in.
+    stage it is in. ``half``, if given, is ``2**(shift-1)`` at ``stage`` (else decoded here).
     """
     lo_mul = PipelinedMultiplier(SPLIT_BITS + 1, SCALE_BITS)
     hi_mul = PipelinedMultiplier(ACC_BITS - SPLIT_BITS, SCALE_BITS)
@@ -351,7 +366,8 @@ def _round_mul_sat(m, reg, a, mult, shift, addend, stage, saturate, out_width, n
     ]
     lo, hi = lo_mul.p, hi_mul.p
     # addend + 2**(shift-1) (0 for shift 0): the rounding half, added before the shift.
-    half = (Const(1, WIDE_BITS) << shift) >> 1
+    if half is None:
+        half = _half(shift)
     bias = reg(addend + half, signed(WIDE_BITS), f"{name}_bias")
     sh = reg(shift, unsigned(SHIFT_BITS), f"{name}_sh1")
     product = reg((hi << SPLIT_BITS) + lo, signed(WIDE_BITS), f"{name}_prod")

@@ -332,6 +332,7 @@ class LoadUnit(wiring.Component):
         bad_len = Signal()  # length > the row's elements
         rows_left = Signal(signed(26))  # rows of the memory from dst on (negative: dst beyond)
         bad_dst = Signal()  # dst + count > the memory's rows
+        t_bad_range = Signal()  # LOADT: dst + count > the table's entries (formed in EXEC)
         # products, each one multiplier deep: the 32-bit pitch in two 16-bit halves
         yp0_lo = Signal(signed(32))
         yp0_hi = Signal(signed(32))
@@ -741,16 +742,21 @@ class LoadUnit(wiring.Component):
         # A row with no data has `hot` 0 (so `placed` is 0) and `row_reg` 0 (cleared at every
         # row's end and in EXEC): every row loads `out_data` with `row_reg | placed`, and the
         # head's `has` drives only the load enable, not the data inputs of ~256 flip-flops.
+        # The output row's registers load whenever they are free (`out_free`, two flip-flops),
+        # not only when a row ends: a row ends only while they are free, and `out_valid` says
+        # when they hold one, so the row end's decision (`is_table`, the head, the beat
+        # handshake) drives `out_valid` and not ~300 enables.
+        with m.If(out_free):
+            m.d.sync += [
+                out_row.eq(desc_out.row),
+                out_data.eq(row_reg | placed),
+                out_acc.eq(is_acc),
+            ]
         with m.If(~is_table & desc_valid):
             with m.If(~desc_out.has):
                 with m.If(out_free):
                     m.d.comb += desc_pop.eq(1)
-                    m.d.sync += [
-                        out_valid.eq(1),
-                        out_row.eq(desc_out.row),
-                        out_data.eq(row_reg | placed),
-                        out_acc.eq(is_acc),
-                    ]
+                    m.d.sync += out_valid.eq(1)
             with m.Else():
                 row_end = at_last
                 takes = ~row_end | out_free
@@ -762,13 +768,7 @@ class LoadUnit(wiring.Component):
                         fail(_Code.DRAM_RANGE)
                     with m.If(row_end):
                         m.d.comb += desc_pop.eq(1)
-                        m.d.sync += [
-                            out_valid.eq(1),
-                            out_row.eq(desc_out.row),
-                            out_data.eq(row_reg | placed),
-                            out_acc.eq(is_acc),
-                            row_reg.eq(0),
-                        ]
+                        m.d.sync += [out_valid.eq(1), row_reg.eq(0)]
                         m.d.comb += slot_d.eq(0)
                         m.d.sync += hot.eq(desc_out.hot)
                     with m.Else():
@@ -806,7 +806,13 @@ class LoadUnit(wiring.Component):
         # fields left in this PWL table or BIAS record (this one included), and the registered
         # "this is the last one" (no wide compare on `rd.data.ready`)
         pwl_fields = 3 * seg + 3  # 4 header words, S-1 breakpoints, S slopes, S intercepts
+        # `t_left` counts a take a cycle late (`t_took`): the take drives one flip-flop and
+        # `elem_last`'s enable, not the counter's carry chain and 18 enables.
         t_left = Signal(18)
+        t_took = Signal()  # a field was taken in the previous cycle, not yet in `t_left`
+        t_now = Signal(18)  # the fields left now
+        m.d.comb += t_now.eq(t_left - t_took)
+        m.d.sync += [t_left.eq(t_now), t_took.eq(0)]  # (the loads below come later and win)
         elem_last = Signal()
         pops = elem_last | ((pos + zsize) == bw)
 
@@ -874,6 +880,7 @@ class LoadUnit(wiring.Component):
                     phase.eq(0),
                     idx.eq(0),
                     t_left.eq(pwl_fields),
+                    t_took.eq(0),
                     elem_last.eq(0),
                 ]
         with m.Elif(is_table & rd.data.valid):
@@ -912,8 +919,8 @@ class LoadUnit(wiring.Component):
                     m.d.comb += rd.data.ready.eq(pops)
                     m.d.sync += [
                         pos.eq(Mux(pops, 0, pos + zsize)),
-                        t_left.eq(t_left - 1),
-                        elem_last.eq(t_left == 2),
+                        t_took.eq(1),
+                        elem_last.eq(t_now == 2),
                     ]
                     with m.If(is_pwl):
                         with m.If((phase == 0) & (idx == 0)):
@@ -1017,6 +1024,9 @@ class LoadUnit(wiring.Component):
                         is_table.eq(1),
                         is_pwl.eq(pwl),
                         t_left.eq(Mux(pwl, pwl_fields, loadt.count << 1)),
+                        t_took.eq(0),
+                        t_bad_range.eq(loadt.dst + loadt.count
+                                       > Mux(pwl, cfg.pwl_functions, cfg.bias_entries)),
                         elem_last.eq(0),
                         base_addr.eq(ins.base + loadt.offset),
                         t_addr.eq(ins.base + loadt.offset),
@@ -1080,13 +1090,12 @@ class LoadUnit(wiring.Component):
             with m.State("LOADT_CHECK"):
                 # Two cycles: the record range's end is registered before it is compared.
                 m.d.comb += self.busy.eq(1)
-                n_entries = Mux(is_pwl, cfg.pwl_functions, cfg.bias_entries)
                 m.d.sync += [
                     t_end.eq(base_addr + t_total),
                     t_next.eq(t_addr + t_bytes),
                     t_final.eq(t_count == 1),
                 ]
-                with m.If(loadt.dst + loadt.count > n_entries):
+                with m.If(t_bad_range):
                     fail(_Code.TABLE_RANGE)
                     m.next = "DRAIN"
                 with m.Else():
