@@ -108,6 +108,16 @@ _HELD_FLOP = re.compile(r"  always @\(posedge (?P<clk>[A-Za-z_][A-Za-z0-9_]*)\)\
 _ESCAPED_REF = re.compile(r"\\\$\d+ ")
 
 
+def _apply_edits(text: str, edits: list[tuple[int, int, str]]) -> str:
+    """``text`` with each ``(begin, end, replacement)`` of ``edits`` (disjoint spans) applied."""
+    pieces, at = [], 0
+    for begin, end, replacement in sorted(edits):
+        pieces += [text[at:begin], replacement]
+        at = end
+    pieces.append(text[at:])
+    return "".join(pieces)
+
+
 def enable_form_verilog(verilog: str) -> tuple[str, int]:
     """``verilog`` with every register that Yosys wrote as a ``$dff`` plus a hold process (see
     ``_HOLD_PROCESS``) written as ``always @(posedge clk) if (en) q <= d;``; returns the text and
@@ -144,12 +154,7 @@ def enable_form_verilog(verilog: str) -> tuple[str, int]:
             edits.append((f.start(), f.end(), f"  always @(posedge {f['clk']})\n"
                                               f"    if ({m['en']}) {m['q']} <= {m['d']};\n"))
             total += 1
-        pieces, at = [], 0
-        for begin, end, text in sorted(edits):
-            pieces += [module[at:begin], text]
-            at = end
-        pieces.append(module[at:])
-        out.append("".join(pieces))
+        out.append(_apply_edits(module, edits))
     return "".join(out), total
 
 
@@ -256,12 +261,7 @@ def row_write_verilog(verilog: str) -> tuple[str, int]:
                           f"  always @(posedge {m['clk']})\n"
                           f"    if ({m['re']}) {q} <= {ra} == {wa} ? ({mem}[{ra}] & ~{mask}) | "
                           f"({wd} & {mask}) : {mem}[{ra}];\n"))
-        pieces, at = [], 0
-        for begin, end, text in sorted(edits):
-            pieces += [module[at:begin], text]
-            at = end
-        pieces.append(module[at:])
-        out.append("".join(pieces))
+        out.append(_apply_edits(module, edits))
     return "".join(out), total
 
 
@@ -316,12 +316,7 @@ def memory_process_verilog(verilog: str) -> tuple[str, int]:
             merged = f"  always @(posedge {r['clk']}) begin\n{body}  end\n"
             edits += [(w.start(), w.end(), ""), (r.start(), r.end(), merged)]
             total += 1
-        pieces, at = [], 0
-        for begin, end, text in sorted(edits):
-            pieces += [module[at:begin], text]
-            at = end
-        pieces.append(module[at:])
-        out.append("".join(pieces))
+        out.append(_apply_edits(module, edits))
     return "".join(out), total
 
 
