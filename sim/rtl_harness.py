@@ -25,7 +25,6 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
-import inspect
 import json
 import re
 import time
@@ -394,18 +393,11 @@ def sim_top_verilog(verilog: str, top: str) -> str:
 
 
 @functools.cache
-def _enable_form_version() -> str:
-    """Names the rewriters (their code and patterns): part of the fast Verilog's key."""
-    h = hashlib.sha256()
-    for part in (inspect.getsource(enable_form_verilog), _HOLD_PROCESS.pattern,
-                 _HELD_FLOP.pattern, _ESCAPED_REF.pattern, _MODULE_START.pattern,
-                 inspect.getsource(row_write_verilog), inspect.getsource(_lanes),
-                 _LANE_WRITE.pattern, _LANE.pattern, _LANE_READ.pattern, _READ_LANE.pattern,
-                 _ADDR, inspect.getsource(memory_process_verilog), _CLOCKED.pattern,
-                 _MEMORY.pattern, inspect.getsource(signed_product_verilog),
-                 _SIGNED_PRODUCT.pattern, inspect.getsource(_write_fast_verilog)):
-        h.update(hashlib.sha256(part.encode()).digest())
-    return h.hexdigest()
+def _rewriters_version() -> str:
+    """Names the fast path's Verilog rewriters: this module's source, which holds them, their
+    patterns and the helpers they share (part of the fast Verilog's key; an edit elsewhere in
+    the module reruns them for the same output, a few seconds)."""
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
 
 
 def _write_fast_verilog(source: str, fast: Path) -> None:
@@ -416,7 +408,7 @@ def _write_fast_verilog(source: str, fast: Path) -> None:
     output's SHA-256, all of which must match (a file edited by hand is rewritten)."""
     key_file = fast.with_name(fast.name + ".key")
     key = {"input": hashlib.sha256(source.encode()).hexdigest(),
-           "rewriter": _enable_form_version()}
+           "rewriter": _rewriters_version()}
     try:
         recorded = json.loads(key_file.read_text())
         if ({k: recorded.get(k) for k in key} == key and recorded.get("output")

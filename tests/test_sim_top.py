@@ -104,7 +104,7 @@ def test_enable_form_file_is_rewritten_only_when_its_input_or_the_rewriter_chang
     other = text.replace("endmodule", "  // changed\nendmodule", 1)
     rh._write_fast_verilog(other, fast)
     assert fast.read_text() == real(other)[0] and len(calls) == 3
-    monkeypatch.setattr(rh, "_enable_form_version", lambda: "another rewriter")
+    monkeypatch.setattr(rh, "_rewriters_version", lambda: "another rewriter")
     rh._write_fast_verilog(other, fast)
     assert len(calls) == 4
 
