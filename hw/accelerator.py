@@ -31,7 +31,7 @@ from hw.compute_unit import ComputeUnit
 from hw.config import AcceleratorConfig
 from hw.csr import CSR_ADDR_BITS, Csr
 from hw.dispatcher import Dispatcher
-from hw.dma import StreamSkid
+from hw.dma import StreamRing
 from hw.epilogue import Epilogue, OutWidth
 from hw.load_unit import LoadUnit
 from hw.registers import COUNTERS, RunState
@@ -369,14 +369,15 @@ class Accelerator(wiring.Component):
                 core.d.comb += dst.payload.as_value().eq(src.payload.as_value())
 
         # The store unit's and the EPI's read requests reach the memories through a register
-        # slice (`StreamSkid`): a bank's grant depends on every client's request and on the
-        # GEMM's exclusive read in the same cycle, and without the slice that decision ran from
-        # the compute unit's result handshake through the accumulator's arbiter into the store
-        # unit's request registers (the whole design's critical path). One cycle more per
-        # read; the memories' credit keeps one row per cycle.
-        store_spad_req = StreamSkid(spad.store.req.payload.shape())
-        store_acc_req = StreamSkid(acc.store.req.payload.shape())
-        epi_acc_req = StreamSkid(acc.epi_read.req.payload.shape())
+        # slice: a bank's grant depends on every client's request and on the GEMM's exclusive
+        # read in the same cycle, and without the slice that decision ran from the compute
+        # unit's result handshake through the accumulator's arbiter into the store unit's
+        # request registers (the whole design's critical path). One cycle more per read; the
+        # memories' credit keeps one row per cycle. A `StreamRing`: the grant moves its read
+        # pointer and fill level only, not the enables of its entries.
+        store_spad_req = StreamRing(spad.store.req.payload.shape())
+        store_acc_req = StreamRing(acc.store.req.payload.shape())
+        epi_acc_req = StreamRing(acc.epi_read.req.payload.shape())
         core.submodules.store_spad_req = DomainRenamer("mem")(store_spad_req)
         core.submodules.store_acc_req = DomainRenamer("mem")(store_acc_req)
         core.submodules.epi_acc_req = DomainRenamer("mem")(epi_acc_req)

@@ -229,11 +229,14 @@ class BankedMemory(wiring.Component):
         for n, port in zip(self._read_clients, clients, strict=True):
             q = self._queues[n]
             m.submodules[f"resp_{n}"] = q
-            ok = Signal(name=f"{n}_credit_ok")
             # reads granted one and two cycles ago, and their banks
             pend = [Signal(name=f"{n}_pending{i}") for i in (1, 2)]
             pbank = [Signal(range(max(banks, 2)), name=f"{n}_pending_bank{i}") for i in (1, 2)]
-            m.d.comb += ok.eq(q.level + pend[0] + pend[1] < RESPONSE_DEPTH)
+            # The credit (`level + pending < RESPONSE_DEPTH`) is registered, formed a cycle
+            # ahead: the sum moves by this cycle's grant and this cycle's read, so the banks'
+            # request and grant logic starts at a flip-flop, not at an add and a compare. The
+            # two compares of the sum come from flip-flops; the grant and the read only pick.
+            ok = Signal(name=f"{n}_credit_ok", init=1)
             m.d.sync += [pend[1].eq(pend[0]), pbank[1].eq(pbank[0])]
             credit_ok.append(ok)
             pending.append(pend)
@@ -275,6 +278,12 @@ class BankedMemory(wiring.Component):
             m.d.comb += port.req.ready.eq(accepted[i])
             m.d.sync += pending[i][0].eq(accepted[i])
             q = self._queues[self._read_clients[i]]
+            pend = pending[i]
+            outstanding = q.level + pend[0] + pend[1]
+            took = q.r_en & q.r_rdy
+            m.d.sync += credit_ok[i].eq(Mux(
+                accepted[i] == took, outstanding < RESPONSE_DEPTH,
+                Mux(accepted[i], outstanding < RESPONSE_DEPTH - 1, 1)))
             rdata = Const(0, self._width)
             for b in range(banks):
                 rdata = Mux(pending_bank[i][1] == b, bank_data[b], rdata)

@@ -436,12 +436,32 @@ class ComputeUnit(wiring.Component):
                   | _overlap_ends(g.a, g_a_end, epi.dst, epi_dst_end))))
         interlock_ok = Signal()
         m.d.comb += interlock_ok.eq(~epi_busy | ~conflict)
-        is_gemm = opcode == Opcode.GEMM
-        is_epi = opcode == Opcode.EPI
+        # The opcode decoded into flip-flops in CHECK (`ins` is fixed from CHECK on).
+        is_gemm, is_epi, is_sync = Signal(), Signal(), Signal()
         tokens_ok = ((~hdr.pop_prev | self.pop_l2c.available)
                      & (~hdr.pop_next | self.pop_s2c.available))
-        room_ok = Mux(is_gemm, dq_w.w_rdy & dq_o.w_rdy & dq_b.w_rdy & dq_r.w_rdy & interlock_ok,
-                      Mux(is_epi, ~epi_busy, 1)) & self._retire.w_rdy
+        # WAIT's issue decision is two LUTs of flip-flops and the token counters' `available`:
+        # * the queues' room registered (`room_q`: their `w_rdy` of the cycle before). Only
+        #   this stage writes them, and an issue leaves WAIT, so while an instruction waits
+        #   their room only grows: the flag lags it by a cycle, never claims room there is none;
+        # * the EPI's function loaded, registered (`fn_ok_q`): `fn_loaded` only rises during a
+        #   run, so `fn_ok_q` implies the FN_UNLOADED check passes; it too lags by a cycle;
+        # * `in_wait`, the opcode and `late_bad` flip-flops instead of `state` and compares.
+        gemm_room_q = Signal()
+        rq_room_q = Signal()
+        fn_ok_q = Signal()
+        late_bad = Signal()
+        in_wait = Signal()
+        m.d.sync += [
+            gemm_room_q.eq(dq_w.w_rdy & dq_o.w_rdy & dq_b.w_rdy & dq_r.w_rdy
+                           & self._retire.w_rdy),
+            rq_room_q.eq(self._retire.w_rdy),
+            fn_ok_q.eq(self.fn_loaded.bit_select(e.fn, 1)),
+        ]
+        go = in_wait & ~drop_held & tokens_ok
+        issue_gemm_ok = go & is_gemm & gemm_room_q & interlock_ok
+        issue_epi_ok = go & is_epi & rq_room_q & ~epi_busy & fn_ok_q & ~late_bad
+        issue_sync_ok = go & is_sync & rq_room_q
         waiting = Signal()  # in WAIT: tokens, room or interlock
         checking = Signal()  # in CHECK, BOUNDS or DECIDE
 
@@ -451,7 +471,7 @@ class ComputeUnit(wiring.Component):
         # first failing one in docs/isa.md's order: no cycle chains the checks' carry chains.
 
         def goto(s):
-            m.d.sync += state.eq(s)
+            m.d.sync += [state.eq(s), in_wait.eq(s == WAIT)]
 
         dest = e.dest.as_value()
         to_scale = dest == EpiDest.SCALE.value
@@ -506,6 +526,9 @@ class ComputeUnit(wiring.Component):
         with m.Elif(state == CHECK):
             m.d.comb += checking.eq(1)
             m.d.sync += [
+                is_gemm.eq(opcode == Opcode.GEMM),
+                is_epi.eq(opcode == Opcode.EPI),
+                is_sync.eq(opcode == Opcode.SYNC),
                 scale_count.eq(Mux(e.scale_mode == ScaleMode.COL, e.n_tiles * C, e.m)),
                 dst_src.eq(e.dst - e.src),
                 src_dst.eq(e.src - e.dst),
@@ -531,42 +554,44 @@ class ComputeUnit(wiring.Component):
                 with m.Else():
                     goto(WAIT)
             with m.Elif(is_epi):
-                m.d.sync += late_code.eq(0)
+                m.d.sync += [late_code.eq(0), late_bad.eq(0)]
                 for i, (name, _, code, late) in enumerate(epi_checks):
                     with (m.If if i == 0 else m.Elif)(epi_bad[name]):
                         if late:  # reported in WAIT, after FN_UNLOADED
-                            m.d.sync += late_code.eq(code)
+                            m.d.sync += [late_code.eq(code), late_bad.eq(1)]
                             goto(WAIT)
                         else:
                             fail(code)
                 with m.Else():
                     goto(WAIT)
-            with m.Elif(opcode == Opcode.SYNC):
+            with m.Elif(is_sync):
                 goto(WAIT)
             with m.Else():
                 fail(StatusCode.ILLEGAL_INSTRUCTION)
         with m.Elif(state == WAIT):
             m.d.comb += waiting.eq(1)
+            # (an issue excludes both failures: see `fn_ok_q` and `late_bad`)
             with m.If(drop_held):
+                goto(IDLE)
+            with m.Elif(issue_gemm_ok | issue_epi_ok | issue_sync_ok):
                 goto(IDLE)
             with m.Elif(tokens_ok & is_epi & ~self.fn_loaded.bit_select(e.fn, 1)):
                 fail(StatusCode.FN_UNLOADED)
-            with m.Elif(tokens_ok & is_epi & (late_code != 0)):
+            with m.Elif(tokens_ok & is_epi & late_bad):
                 m.d.sync += [err_valid.eq(1), err_code.eq(late_code)]
                 goto(ERROR)
-            with m.Elif(tokens_ok & room_ok):
-                m.d.comb += [
-                    issue.eq(1),
-                    self.pop_l2c.take.eq(hdr.pop_prev),
-                    self.pop_s2c.take.eq(hdr.pop_next),
-                    gemm_issue.eq(is_gemm),
-                    epi_issue.eq(is_epi),
-                ]
-                goto(IDLE)
         with m.Else():  # ERROR
             # Every later command of this queue is above the failing one, so above the flush
             # offset once the error reaches it: discarded without a compare.
             m.d.comb += self.cmd.ready.eq(1)
+
+        m.d.comb += [
+            gemm_issue.eq(issue_gemm_ok),
+            epi_issue.eq(issue_epi_ok),
+            issue.eq(issue_gemm_ok | issue_epi_ok | issue_sync_ok),
+            self.pop_l2c.take.eq(issue & hdr.pop_prev),
+            self.pop_s2c.take.eq(issue & hdr.pop_next),
+        ]
 
         # Descriptors for the GEMM sequencers.
         gdesc = Signal(GD)
@@ -734,12 +759,15 @@ class ComputeUnit(wiring.Component):
         rd_pop = Signal()
         m_m1, k_m1, n_m1 = Signal(12), Signal(12), Signal(12)
         # Row i of block t of output tile u; `ri1`, `rt1`, `ru1` hold i + 1, t + 1, u + 1, and
-        # `rt_zero` t == 0, so `add_bias` / `read_old` are one LUT of flip-flops.
-        ri = Signal(12)
+        # `rt_zero` t == 0, so `add_bias` / `read_old` are one LUT of flip-flops. Its
+        # accumulator row `acc + u*m + i` is a running register (`row`, with `tile_row` =
+        # `acc + u*m`), so the exclusive port's read address (which the accumulator's bank
+        # decode and read arbiters see) comes from flip-flops, not a three-input add.
         ri1, rt1, ru1 = Signal(12, init=1), Signal(12, init=1), Signal(12, init=1)
         rt_zero = Signal(init=1)
         last_block_row, last_block, last_tile = Signal(), Signal(), Signal()
-        roff = Signal(self._acc_bits + 1)  # u * m
+        row = Signal(self._acc_bits)
+        tile_row = Signal(self._acc_bits)
         res = array.results
         read_old = ~rt_zero | rd.mode[0]
         add_bias = rt_zero & rd.mode[1]
@@ -750,26 +778,24 @@ class ComputeUnit(wiring.Component):
             accept.eq(res.valid & res.ready),
             dq_r.r_en.eq(~rd_valid | rd_pop),
         ]
-        row = rd.acc + roff + ri
         last_row = last_block_row & last_block & last_tile
         with m.If(accept):
-            m.d.sync += [ri.eq(ri1), ri1.eq(ri1 + 1), last_block_row.eq(ri1 == m_m1)]
+            m.d.sync += [row.eq(row + 1), ri1.eq(ri1 + 1), last_block_row.eq(ri1 == m_m1)]
             with m.If(last_block_row):
-                m.d.sync += [ri.eq(0), ri1.eq(1), last_block_row.eq(rd.m == 1),
+                m.d.sync += [row.eq(tile_row), ri1.eq(1), last_block_row.eq(rd.m == 1),
                              rt1.eq(rt1 + 1), last_block.eq(rt1 == k_m1), rt_zero.eq(0)]
                 with m.If(last_block):
                     m.d.sync += [rt1.eq(1), last_block.eq(rd.k == 1), rt_zero.eq(1),
                                  ru1.eq(ru1 + 1), last_tile.eq(ru1 == n_m1),
-                                 roff.eq(roff + rd.m)]
+                                 row.eq(tile_row + rd.m), tile_row.eq(tile_row + rd.m)]
                     with m.If(last_tile):
-                        m.d.sync += [ru1.eq(1), last_tile.eq(rd.n == 1), roff.eq(0),
-                                     rd_valid.eq(0)]
+                        m.d.sync += [ru1.eq(1), last_tile.eq(rd.n == 1), rd_valid.eq(0)]
                         m.d.comb += rd_pop.eq(1)
         # (after the counters: a head loading sets the flags from its own fields)
         with m.If(dq_r.r_en & dq_r.r_rdy):
             nd = GD(dq_r.r_data)
             m.d.sync += [
-                rd.eq(nd), rd_valid.eq(1),
+                rd.eq(nd), rd_valid.eq(1), row.eq(nd.acc), tile_row.eq(nd.acc),
                 m_m1.eq(nd.m - 1), k_m1.eq(nd.k - 1), n_m1.eq(nd.n - 1),
                 last_block_row.eq(nd.m == 1), last_block.eq(nd.k == 1), last_tile.eq(nd.n == 1),
             ]
