@@ -489,28 +489,38 @@ class ComputeUnit(wiring.Component):
             room[name] = r
             return r
 
+        def over(count, name, limit, start):
+            # `count > room`, with `room <= limit < 2**k`: a negative room, any of the count's
+            # bits from k up, or a k-bit compare; the carry chain is k bits long, not the
+            # width of the product (the high bits' OR runs beside it)
+            r = room_of(name, limit, start)
+            k = Shape.cast(range(limit + 1)).width
+            count = count.as_value() if hasattr(count, "as_value") else count
+            high = count[k:].any() if len(count) > k else 0
+            return r[-1] | high | (count[:k] > r[:k])
+
         gemm_checks = [
-            ("w", Mux(g.transpose, nk_p * C, nk_p * R) > room_of("w", spad_rows, g.w),
+            ("w", over(Mux(g.transpose, nk_p * C, nk_p * R), "w", spad_rows, g.w),
              StatusCode.SPAD_RANGE),
-            ("a", km_p > room_of("a", spad_rows, g.a), StatusCode.SPAD_RANGE),
-            ("acc", g_nm_p > room_of("acc", acc_rows, g.acc), StatusCode.ACC_RANGE),
-            ("bias", bias_mode & (g.n_tiles * C > room_of("bias", entries, g.bias)),
+            ("a", over(km_p, "a", spad_rows, g.a), StatusCode.SPAD_RANGE),
+            ("acc", over(g_nm_p, "acc", acc_rows, g.acc), StatusCode.ACC_RANGE),
+            ("bias", bias_mode & over(g.n_tiles * C, "bias", entries, g.bias),
              StatusCode.TABLE_RANGE),
         ]
         epi_checks = [  # (name, condition, code, reported late: after FN_UNLOADED)
-            ("src", e_nm_p > room_of("src", acc_rows, e.src), StatusCode.ACC_RANGE, False),
+            ("src", over(e_nm_p, "src", acc_rows, e.src), StatusCode.ACC_RANGE, False),
             ("fn", e.fn >= cfg.pwl_functions, StatusCode.TABLE_RANGE, False),
-            ("scale", scale_count > room_of("scale", entries, e.scale), StatusCode.TABLE_RANGE,
+            ("scale", over(scale_count, "scale", entries, e.scale), StatusCode.TABLE_RANGE,
              True),
             ("col", to_scale & (e.col >= C), StatusCode.FIELD_RANGE, True),
             ("shift", to_scale & (e.out_shift > MAX_SHIFT), StatusCode.FIELD_RANGE, True),
-            ("scale_dst", to_scale & (e_nm_p > room_of("scale_dst", entries, e.dst)),
+            ("scale_dst", to_scale & over(e_nm_p, "scale_dst", entries, e.dst),
              StatusCode.TABLE_RANGE, True),
             ("scale_overlap", to_scale & (dst_scale < scale_count) & (scale_dst < e_nm_p),
              StatusCode.FIELD_RANGE, True),
-            ("spad_dst", to_spad & (e_nm_p > room_of("spad_dst", spad_rows, e.dst)),
+            ("spad_dst", to_spad & over(e_nm_p, "spad_dst", spad_rows, e.dst),
              StatusCode.SPAD_RANGE, True),
-            ("acc_dst", to_acc & (e_nm_p > room_of("acc_dst", acc_rows, e.dst)),
+            ("acc_dst", to_acc & over(e_nm_p, "acc_dst", acc_rows, e.dst),
              StatusCode.ACC_RANGE, True),
             ("acc_overlap", to_acc & (e.dst != e.src) & (dst_src < e_nm_p) & (src_dst < e_nm_p),
              StatusCode.FIELD_RANGE, True),
@@ -864,7 +874,12 @@ class ComputeUnit(wiring.Component):
         ej_req = Signal(24)
         es_req = Signal(24)
         es_i = Signal(12)
-        es_off = Signal(self._entry_bits + 1)
+        # The request streams' "more to send" as flags (`a_more`: `ej_req < rows`, `s_more`:
+        # `es_req < s_total`), loaded with the slot and from `count + 1 < total` as each
+        # request leaves, and the scale entry as a running register (`s_entry`): each valid
+        # and each handshake's enables are one LUT of flip-flops, not a 24-bit compare.
+        a_more, s_more = Signal(), Signal()
+        s_entry = Signal(self._entry_bits)
         ei_join = Signal(12)
         ej_out = Signal(24)
         ew = self._epi_write_slice
@@ -889,8 +904,11 @@ class ComputeUnit(wiring.Component):
                 epi.col.eq(e.col), epi.out_shift.eq(e.out_shift),
                 epi_src_end.eq(e.src + e_nm), epi_dst_end.eq(e.dst + e_nm),
                 epi_wait.eq(gemm_outstanding - gemm_done),
-                ej_req.eq(0), es_req.eq(0), es_i.eq(0), es_off.eq(0), ei_join.eq(0),
+                ej_req.eq(0), es_req.eq(0), es_i.eq(0), ei_join.eq(0),
                 ej_out.eq(0), ej_addr.eq(e.dst),
+                a_more.eq(e_nm != 0),
+                s_more.eq(Mux(e.scale_mode == ScaleMode.ROW, e_nm, e.n_tiles) != 0),
+                s_entry.eq(e.scale),
                 w_spad.eq(e.dest == EpiDest.SPAD), w_acc.eq(e.dest == EpiDest.ACC),
                 w_scale.eq(e.dest == EpiDest.SCALE),
             ]
@@ -899,23 +917,27 @@ class ComputeUnit(wiring.Component):
         # acc row requests
         areq = self.acc_read.req
         m.d.comb += [
-            areq.valid.eq(started & (ej_req < epi.rows)),
+            areq.valid.eq(started & a_more),
             areq.payload.addr.eq(epi.src + ej_req),
         ]
         with m.If(areq.valid & areq.ready):
-            m.d.sync += ej_req.eq(ej_req + 1)
+            m.d.sync += [ej_req.eq(ej_req + 1), a_more.eq(ej_req + 1 < epi.rows)]
         # scale requests: COL one per tile, ROW one per row
         sreq = self.scale_read.req
         sresp = self.scale_read.resp
         s_total = Mux(epi.row_scale, epi.rows, epi.n)
         m.d.comb += [
-            sreq.valid.eq(started & (es_req < s_total) & (sq.level + s_inflight < SCALE_DEPTH)),
-            sreq.payload.entry.eq(epi.scale + Mux(epi.row_scale, es_i, es_off)),
+            sreq.valid.eq(started & s_more & (sq.level + s_inflight < SCALE_DEPTH)),
+            sreq.payload.entry.eq(s_entry),
         ]
         with m.If(sreq.valid & sreq.ready):
-            m.d.sync += [es_req.eq(es_req + 1), es_off.eq(es_off + C), es_i.eq(es_i + 1)]
+            m.d.sync += [es_req.eq(es_req + 1), es_i.eq(es_i + 1),
+                         s_more.eq(es_req + 1 < s_total),
+                         s_entry.eq(s_entry + Mux(epi.row_scale, 1, C))]
             with m.If(es_i == epi.m - 1):
                 m.d.sync += es_i.eq(0)
+                with m.If(epi.row_scale):
+                    m.d.sync += s_entry.eq(epi.scale)
         m.d.comb += [
             sresp.ready.eq(sq.w_rdy),
             sq.w_en.eq(sresp.valid & sq.w_rdy),
