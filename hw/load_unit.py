@@ -29,6 +29,7 @@ from amaranth.lib.wiring import In, Out
 from hw.axi import axi4_read_signature
 from hw.config import AcceleratorConfig
 from hw.dma import AxiReadEngine, StreamSkid
+from hw.dsp import PipelinedMultiplier
 from hw.isa import BIAS_ENTRY_BYTES, MemSpace, Opcode, TableKind, pwl_table_bytes
 from hw.numeric import MAX_SHIFT
 from hw.unit_ports import (
@@ -327,6 +328,18 @@ class LoadUnit(wiring.Component):
         round_up = Signal(2)  # element bytes - 1
         base_addr = Signal(cfg.addr_bits + 33)  # base + offset
         count = Signal(24)  # LOAD rows
+        # `outer * inner` through a DSP block's own input and product registers
+        # (`hw.dsp.PipelinedMultiplier`): the operands are taken from the command as it loads
+        # into `ins` (IDLE) and held from `ins` after it (``a`` loads every cycle, ``b`` only in
+        # IDLE), so the product is ready from EXEC on (two edges after the take), however long
+        # POP waits.
+        m.submodules.mul_count = mul_count = PipelinedMultiplier(13, 13)
+        cload = self.cmd.payload.word.body.load
+        m.d.comb += [
+            mul_count.a.eq(Mux(idle, cload.outer, load.outer)),
+            mul_count.b.eq(cload.inner),
+            mul_count.b_en.eq(idle),
+        ]
         # LOAD_CHECK's range checks as flip-flops (formed in EXEC and LOAD_PREP from registers,
         # so no compare stands in front of the FSM's decision)
         bad_len = Signal()  # length > the row's elements
@@ -1003,7 +1016,7 @@ class LoadUnit(wiring.Component):
                         esize_log.eq(Mux(acc, 2, 0)),
                         round_up.eq(Mux(acc, 3, 0)),
                         base_addr.eq(ins.base + load.offset),
-                        count.eq(load.outer * load.inner),
+                        count.eq(mul_count.p.as_unsigned()[:24]),
                         bad_len.eq(load.length > Mux(acc, cfg.cols, cfg.lanes)),
                         rows_left.eq(
                             Mux(acc, cfg.accumulator_rows, cfg.scratchpad_rows) - load.dst
