@@ -704,7 +704,7 @@ class LoadUnit(wiring.Component):
             m.d.sync += [walking.eq(0), t_issuing.eq(0)]
 
         # ---------------------------------------------------------------- row assembler
-        row_reg = Signal(8 * bw * row_beats)
+        row_reg = Signal(8 * bw * row_beats, reset_less=True)  # valid under `row_has`
         slot = Signal(range(row_beats + 1))
         beat = rd.data.payload
         placed = Signal(8 * bw * row_beats)
@@ -722,6 +722,21 @@ class LoadUnit(wiring.Component):
         m.d.sync += slot.eq(slot_d)
         hot = Signal(row_beats, init=1)
         m.d.comb += placed.eq(Cat(*[Mux(hot[k], beat.data, 0) for k in range(row_beats)]))
+        # A row's beats go to distinct places, so each beat place of `row_reg` is written at
+        # most once per row: place k takes the beat under its own enable `hot[k] & beat_taken`
+        # (the beat handshake drives row_beats enables, each shared by a place's flip-flops,
+        # not ~256 enables or data inputs), and `row_has[k]` says whether it holds this row's
+        # data (cleared at a row's end and in EXEC), so `row_now` is the row so far.
+        beat_taken = Signal()
+        row_has = Signal(row_beats)
+        row_has_clr = Signal()
+        beat_w = 8 * bw
+        for k in range(row_beats):
+            with m.If(hot[k] & beat_taken):
+                m.d.sync += row_reg[k * beat_w:(k + 1) * beat_w].eq(beat.data)
+        m.d.sync += row_has.eq(Mux(row_has_clr, 0, row_has | Mux(beat_taken, hot, 0)))
+        row_now = Cat(*[Mux(row_has[k], row_reg[k * beat_w:(k + 1) * beat_w], 0)
+                        for k in range(row_beats)])
         out_valid = Signal()
         out_row = Signal(24)
         out_data = Signal(8 * bw * row_beats)
@@ -752,8 +767,8 @@ class LoadUnit(wiring.Component):
 
         is_table = Signal()
         data_fire = rd.data.valid & rd.data.ready
-        # A row with no data has `hot` 0 (so `placed` is 0) and `row_reg` 0 (cleared at every
-        # row's end and in EXEC): every row loads `out_data` with `row_reg | placed`, and the
+        # A row with no data has `hot` 0 (so `placed` is 0) and `row_now` 0 (cleared at every
+        # row's end and in EXEC): every row loads `out_data` with `row_now | placed`, and the
         # head's `has` drives only the load enable, not the data inputs of ~256 flip-flops.
         # The output row's registers load whenever they are free (`out_free`, two flip-flops),
         # not only when a row ends: a row ends only while they are free, and `out_valid` says
@@ -762,7 +777,7 @@ class LoadUnit(wiring.Component):
         with m.If(out_free):
             m.d.sync += [
                 out_row.eq(desc_out.row),
-                out_data.eq(row_reg | placed),
+                out_data.eq(row_now | placed),
                 out_acc.eq(is_acc),
             ]
         with m.If(~is_table & desc_valid):
@@ -777,16 +792,17 @@ class LoadUnit(wiring.Component):
                 # (`rd.data.valid & takes`, not `data_fire`: the table parser's share of
                 # `rd.data.ready` stays off the row registers' enables.)
                 with m.If(rd.data.valid & takes):
+                    m.d.comb += beat_taken.eq(1)
                     with m.If(beat.error):
                         fail(_Code.DRAM_RANGE)
                     with m.If(row_end):
                         m.d.comb += desc_pop.eq(1)
-                        m.d.sync += [out_valid.eq(1), row_reg.eq(0)]
+                        m.d.sync += out_valid.eq(1)
+                        m.d.comb += row_has_clr.eq(1)
                         m.d.comb += slot_d.eq(0)
                         m.d.sync += hot.eq(desc_out.hot)
                     with m.Else():
-                        m.d.sync += [row_reg.eq(row_reg | placed),
-                                     at_last.eq(slot == desc_out.nbeats - 2)]
+                        m.d.sync += at_last.eq(slot == desc_out.nbeats - 2)
                         m.d.comb += slot_d.eq(slot + 1)
                         m.d.sync += hot.eq(hot << 1)
 
@@ -989,7 +1005,7 @@ class LoadUnit(wiring.Component):
                 with m.Else():
                     m.next = "EXEC"
             with m.State("EXEC"):
-                m.d.comb += [self.busy.eq(1), slot_d.eq(0)]
+                m.d.comb += [self.busy.eq(1), slot_d.eq(0), row_has_clr.eq(1)]
                 m.d.sync += hot.eq(desc_out.hot)
                 op = hdr.opcode
                 acc = load.mem == MemSpace.ACC
@@ -1004,7 +1020,6 @@ class LoadUnit(wiring.Component):
                     idx.eq(0),
                     tab.eq(0),
                     at_last.eq(desc_out.single),
-                    row_reg.eq(0),
                 ]
                 with m.If(op == Opcode.DMACFG):
                     m.d.sync += slot_we.eq(1 << dmacfg.slot)
