@@ -30,6 +30,7 @@ from hw.axi import (
     axi4_write_signature,
     const_fields,
 )
+from hw.target import kept_flip_flop
 
 __all__ = ["AxiReadEngine", "AxiWriteEngine", "ByteRealigner", "StreamRing", "StreamSkid"]
 
@@ -253,10 +254,28 @@ class StreamRing(wiring.Component):
     ----------
     shape : shape-like
         The payload shape.
+    rp_copies : int
+        Copies of the read pointer, each selecting one slice of ``o.payload`` (1: the pointer
+        itself). For a wide payload whose multiplexer is a critical path through the pointer's
+        fan-out: the copies are flip-flops synthesis keeps apart
+        (:func:`hw.target.kept_flip_flop`), loaded with the pointer's next value and without
+        reset, so after a reset ``o.payload`` may show the other entry for the one cycle in
+        which ``o.valid`` is low; the queue's cycles and its valid payloads are those of one
+        pointer.
     """
 
-    def __init__(self, shape) -> None:
+    def __init__(self, shape, rp_copies: int = 1) -> None:
+        if isinstance(rp_copies, bool) or not isinstance(rp_copies, int):
+            raise TypeError(f"rp_copies must be an int, got {rp_copies!r}")
+        if rp_copies < 1:
+            raise ValueError(f"rp_copies = {rp_copies}: must be at least 1")
+        self._rp_copies = rp_copies
         super().__init__({"i": In(stream.Signature(shape)), "o": Out(stream.Signature(shape))})
+
+    @property
+    def rp_copies(self) -> int:
+        """Copies of the read pointer selecting slices of ``o.payload``."""
+        return self._rp_copies
 
     def elaborate(self, platform):
         m = Module()
@@ -272,8 +291,19 @@ class StreamRing(wiring.Component):
         m.d.comb += [
             self.i.ready.eq(~count[1]),
             self.o.valid.eq(count != 0),
-            self.o.payload.eq(Mux(rp, entry[1], entry[0])),
         ]
+        if self._rp_copies == 1:
+            m.d.comb += self.o.payload.eq(Mux(rp, entry[1], entry[0]))
+        else:
+            # Copy k equals `rp` in every cycle after one without a reset (it is loaded with
+            # `rp`'s next value but ignores the reset), so in every cycle with `count != 0`.
+            width = len(entry[0])
+            step = -(-width // self._rp_copies)
+            out = self.o.payload.as_value()
+            for k, lo in enumerate(range(0, width, step)):
+                hi = min(width, lo + step)
+                rp_k = kept_flip_flop(m, rp ^ pop, platform, name=f"rp_c{k}")
+                m.d.comb += out[lo:hi].eq(Mux(rp_k, entry[1][lo:hi], entry[0][lo:hi]))
         with m.If(push):
             m.d.sync += wp.eq(~wp)
         # The free entry under the write pointer takes the payload whether or not it is
