@@ -108,8 +108,11 @@ class ByteRealigner(wiring.Component):
         have = Signal()
         first = Signal()
         sh = Signal(max(1, lb))
-        dst_off = Signal(max(1, lb))
-        end_off = Signal(lb + 1)  # bytes of the last output beat, 1..bw
+        # The strobe's two bounds as masks registered with the command (the first beat's bytes
+        # from `dst_off` on, the last beat's bytes up to the run's end), so the strobe and the
+        # data mask are one LUT from flip-flops, not a shift and a decrement.
+        lo_mask = Signal(bw)
+        hi_mask = Signal(bw)
         prev = Signal(8 * bw)
         err = Signal()
         direct = Signal()  # src_off == dst_off: output beat k is input beat k
@@ -124,12 +127,9 @@ class ByteRealigner(wiring.Component):
         shifted = Signal(8 * bw)
         m.d.comb += shifted.eq(Mux(direct, cur, Cat(prev, cur).bit_select(sh * 8, 8 * bw)))
 
-        lo = Mux(first, dst_off, 0)
-        hi = Mux(out_last, end_off, bw)
+        ones = Const((1 << bw) - 1, bw)
         strb = Signal(bw)
-        lo_mask = (Const((1 << bw) - 1, bw) << lo)[:bw]
-        hi_mask = ((Const(1, bw + 1) << hi) - 1)[:bw]
-        m.d.comb += strb.eq(lo_mask & hi_mask)
+        m.d.comb += strb.eq(Mux(first, lo_mask, ones) & Mux(out_last, hi_mask, ones))
         masked = Signal(8 * bw)
         m.d.comb += masked.eq(shifted & Cat(*[strb[j].replicate(8) for j in range(bw)]))
 
@@ -171,6 +171,8 @@ class ByteRealigner(wiring.Component):
             c = self.cmd.payload
             so = c.src_off if lb else Const(0, 1)
             do = c.dst_off if lb else Const(0, 1)
+            # the last output beat's last byte: (dst_off + nbytes - 1) mod B
+            end = (do + c.nbytes[:lb] - 1)[:lb] if lb else Const(0, 1)
             m.d.sync += [
                 active.eq(1),
                 in_left.eq((so + c.nbytes + bw - 1) >> lb),
@@ -182,8 +184,8 @@ class ByteRealigner(wiring.Component):
                 direct.eq(so == do),
                 first.eq(1),
                 sh.eq((so - do)[: max(1, lb)] if lb else 0),
-                dst_off.eq(do),
-                end_off.eq(((do + c.nbytes - 1) & (bw - 1)) + 1),
+                lo_mask.eq((ones << do)[:bw]),
+                hi_mask.eq(Cat(Const(1, 1), *[j <= end for j in range(1, bw)])),
                 prev.eq(0),
                 err.eq(0),
             ]
