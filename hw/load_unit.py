@@ -722,17 +722,18 @@ class LoadUnit(wiring.Component):
         m.d.sync += slot.eq(slot_d)
         hot = Signal(row_beats, init=1)
         m.d.comb += placed.eq(Cat(*[Mux(hot[k], beat.data, 0) for k in range(row_beats)]))
-        # A row's beats go to distinct places, so each beat place of `row_reg` is written at
-        # most once per row: place k takes the beat under its own enable `hot[k] & beat_taken`
-        # (the beat handshake drives row_beats enables, each shared by a place's flip-flops,
-        # not ~256 enables or data inputs), and `row_has[k]` says whether it holds this row's
-        # data (cleared at a row's end and in EXEC), so `row_now` is the row so far.
+        # A row's beats go to distinct places, so each beat place of `row_reg` holds at most
+        # one beat per row: place k follows the read data in every cycle in which it is the
+        # next beat's place (`hot[k]`, a flip-flop, is its enable) and so holds the beat taken
+        # there once `hot` moves on; `row_has[k]` (set by the beat handshake, cleared at a
+        # row's end and in EXEC) says whether it holds this row's data, so `row_now` is the row
+        # so far. The handshake drives `row_has`, not the enables of ~256 flip-flops.
         beat_taken = Signal()
         row_has = Signal(row_beats)
         row_has_clr = Signal()
         beat_w = 8 * bw
         for k in range(row_beats):
-            with m.If(hot[k] & beat_taken):
+            with m.If(hot[k]):
                 m.d.sync += row_reg[k * beat_w:(k + 1) * beat_w].eq(beat.data)
         m.d.sync += row_has.eq(Mux(row_has_clr, 0, row_has | Mux(beat_taken, hot, 0)))
         row_now = Cat(*[Mux(row_has[k], row_reg[k * beat_w:(k + 1) * beat_w], 0)
