@@ -196,24 +196,15 @@ class Dispatcher(wiring.Component):
         m.d.sync += [burst_r.eq(burst), more_r.eq(req_addr < fetch_limit), settled1.eq(1),
                      settled.eq(settled1)]
         can_request = running & ~stopped & settled & more_r & (inflight + burst_r <= depth)
-        # The request's fields and the address after it load in every cycle without a request
-        # out (`~arvalid`, a flip-flop), so they hold the values of the cycle `arvalid` rises
-        # in; the handshake moves `req_addr` to the registered `req_after` (no add behind it)
-        # and the decision `can_request` drives only `arvalid`.
-        req_after = Signal.like(req_addr)
-        arlen_d = Signal.like(axi.arlen)
-        m.d.comb += arlen_d.eq(burst_r - 1)
-        with m.If(~axi.arvalid):
-            m.d.sync += [
-                axi.araddr.eq(req_addr),
-                axi.arlen.eq(arlen_d),
-                req_after.eq(req_addr + ((arlen_d + 1) << log_bus)),
-            ]
         with m.If(axi.arvalid & axi.arready):
-            m.d.sync += [axi.arvalid.eq(0), req_addr.eq(req_after),
+            m.d.sync += [axi.arvalid.eq(0), req_addr.eq(req_addr + ((axi.arlen + 1) << log_bus)),
                          settled1.eq(0), settled.eq(0)]
         with m.Elif(~axi.arvalid & can_request):
-            m.d.sync += axi.arvalid.eq(1)
+            m.d.sync += [
+                axi.arvalid.eq(1),
+                axi.araddr.eq(req_addr),
+                axi.arlen.eq(burst_r - 1),
+            ]
 
         # ------------------------------------------------------------ prefetch buffer
         buffer = ResetInserter(accept_start)(SyncFIFOBuffered(width=bus_bits + 1, depth=depth))
