@@ -274,7 +274,9 @@ class Dispatcher(wiring.Component):
         # A two-entry queue (hw.dma.StreamRing): its input ready is a flip-flop, so the
         # dispatch decision (`d_take`) reaches neither the prefetch buffer nor the gearbox
         # behind it, and taking a word moves only its read pointer (not the enables of ~150
-        # bits of entries). A new run empties it.
+        # bits of entries). A new run empties it. Its read pointer has a copy per ~30 bits of
+        # the payload (`rp_copies`): the pointer's fan-out into the ~150-bit multiplexer in
+        # front of the dispatch slot (`slot_cmd`) is split five ways.
         # The word's class is decided as it enters (`kind`, and the status code of a word that
         # cannot be dispatched), so the dispatch decision reads flags, not decoder outputs.
         decoded_layout = data.StructLayout({
@@ -287,7 +289,8 @@ class Dispatcher(wiring.Component):
             "has_base": 1,  # the opcode has a `base` field
             "base_sel": 2,  # its base register's index
         })
-        m.submodules.decoded = skid = ResetInserter(accept_start)(StreamRing(decoded_layout))
+        m.submodules.decoded = skid = ResetInserter(accept_start)(
+            StreamRing(decoded_layout, rp_copies=5))
         d_valid = skid.o.valid
         d_word = skid.o.payload.word
         d_unit = skid.o.payload.unit

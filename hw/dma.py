@@ -30,6 +30,7 @@ from hw.axi import (
     axi4_write_signature,
     const_fields,
 )
+from hw.target import kept_flip_flop
 
 __all__ = ["AxiReadEngine", "AxiWriteEngine", "ByteRealigner", "StreamRing", "StreamSkid"]
 
@@ -107,8 +108,11 @@ class ByteRealigner(wiring.Component):
         have = Signal()
         first = Signal()
         sh = Signal(max(1, lb))
-        dst_off = Signal(max(1, lb))
-        end_off = Signal(lb + 1)  # bytes of the last output beat, 1..bw
+        # The strobe's two bounds as masks registered with the command (the first beat's bytes
+        # from `dst_off` on, the last beat's bytes up to the run's end), so the strobe and the
+        # data mask are one LUT from flip-flops, not a shift and a decrement.
+        lo_mask = Signal(bw)
+        hi_mask = Signal(bw)
         prev = Signal(8 * bw)
         err = Signal()
         direct = Signal()  # src_off == dst_off: output beat k is input beat k
@@ -123,12 +127,9 @@ class ByteRealigner(wiring.Component):
         shifted = Signal(8 * bw)
         m.d.comb += shifted.eq(Mux(direct, cur, Cat(prev, cur).bit_select(sh * 8, 8 * bw)))
 
-        lo = Mux(first, dst_off, 0)
-        hi = Mux(out_last, end_off, bw)
+        ones = Const((1 << bw) - 1, bw)
         strb = Signal(bw)
-        lo_mask = (Const((1 << bw) - 1, bw) << lo)[:bw]
-        hi_mask = ((Const(1, bw + 1) << hi) - 1)[:bw]
-        m.d.comb += strb.eq(lo_mask & hi_mask)
+        m.d.comb += strb.eq(Mux(first, lo_mask, ones) & Mux(out_last, hi_mask, ones))
         masked = Signal(8 * bw)
         m.d.comb += masked.eq(shifted & Cat(*[strb[j].replicate(8) for j in range(bw)]))
 
@@ -170,6 +171,8 @@ class ByteRealigner(wiring.Component):
             c = self.cmd.payload
             so = c.src_off if lb else Const(0, 1)
             do = c.dst_off if lb else Const(0, 1)
+            # the last output beat's last byte: (dst_off + nbytes - 1) mod B
+            end = (do + c.nbytes[:lb] - 1)[:lb] if lb else Const(0, 1)
             m.d.sync += [
                 active.eq(1),
                 in_left.eq((so + c.nbytes + bw - 1) >> lb),
@@ -181,8 +184,8 @@ class ByteRealigner(wiring.Component):
                 direct.eq(so == do),
                 first.eq(1),
                 sh.eq((so - do)[: max(1, lb)] if lb else 0),
-                dst_off.eq(do),
-                end_off.eq(((do + c.nbytes - 1) & (bw - 1)) + 1),
+                lo_mask.eq((ones << do)[:bw]),
+                hi_mask.eq(Cat(Const(1, 1), *[j <= end for j in range(1, bw)])),
                 prev.eq(0),
                 err.eq(0),
             ]
@@ -253,10 +256,28 @@ class StreamRing(wiring.Component):
     ----------
     shape : shape-like
         The payload shape.
+    rp_copies : int
+        Copies of the read pointer, each selecting one slice of ``o.payload`` (1: the pointer
+        itself). For a wide payload whose multiplexer is a critical path through the pointer's
+        fan-out: the copies are flip-flops synthesis keeps apart
+        (:func:`hw.target.kept_flip_flop`), loaded with the pointer's next value and without
+        reset, so after a reset ``o.payload`` may show the other entry for the one cycle in
+        which ``o.valid`` is low; the queue's cycles and its valid payloads are those of one
+        pointer.
     """
 
-    def __init__(self, shape) -> None:
+    def __init__(self, shape, rp_copies: int = 1) -> None:
+        if isinstance(rp_copies, bool) or not isinstance(rp_copies, int):
+            raise TypeError(f"rp_copies must be an int, got {rp_copies!r}")
+        if rp_copies < 1:
+            raise ValueError(f"rp_copies = {rp_copies}: must be at least 1")
+        self._rp_copies = rp_copies
         super().__init__({"i": In(stream.Signature(shape)), "o": Out(stream.Signature(shape))})
+
+    @property
+    def rp_copies(self) -> int:
+        """Copies of the read pointer selecting slices of ``o.payload``."""
+        return self._rp_copies
 
     def elaborate(self, platform):
         m = Module()
@@ -272,8 +293,19 @@ class StreamRing(wiring.Component):
         m.d.comb += [
             self.i.ready.eq(~count[1]),
             self.o.valid.eq(count != 0),
-            self.o.payload.eq(Mux(rp, entry[1], entry[0])),
         ]
+        if self._rp_copies == 1:
+            m.d.comb += self.o.payload.eq(Mux(rp, entry[1], entry[0]))
+        else:
+            # Copy k equals `rp` in every cycle after one without a reset (it is loaded with
+            # `rp`'s next value but ignores the reset), so in every cycle with `count != 0`.
+            width = len(entry[0])
+            step = -(-width // self._rp_copies)
+            out = self.o.payload.as_value()
+            for k, lo in enumerate(range(0, width, step)):
+                hi = min(width, lo + step)
+                rp_k = kept_flip_flop(m, rp ^ pop, platform, name=f"rp_c{k}")
+                m.d.comb += out[lo:hi].eq(Mux(rp_k, entry[1][lo:hi], entry[0][lo:hi]))
         with m.If(push):
             m.d.sync += wp.eq(~wp)
         # The free entry under the write pointer takes the payload whether or not it is

@@ -29,6 +29,7 @@ from amaranth.lib.wiring import In, Out
 from hw.axi import axi4_read_signature
 from hw.config import AcceleratorConfig
 from hw.dma import AxiReadEngine, StreamSkid
+from hw.dsp import PipelinedMultiplier
 from hw.isa import BIAS_ENTRY_BYTES, MemSpace, Opcode, TableKind, pwl_table_bytes
 from hw.numeric import MAX_SHIFT
 from hw.unit_ports import (
@@ -327,6 +328,18 @@ class LoadUnit(wiring.Component):
         round_up = Signal(2)  # element bytes - 1
         base_addr = Signal(cfg.addr_bits + 33)  # base + offset
         count = Signal(24)  # LOAD rows
+        # `outer * inner` through a DSP block's own input and product registers
+        # (`hw.dsp.PipelinedMultiplier`): the operands are taken from the command as it loads
+        # into `ins` (IDLE) and held from `ins` after it (``a`` loads every cycle, ``b`` only in
+        # IDLE), so the product is ready from EXEC on (two edges after the take), however long
+        # POP waits.
+        m.submodules.mul_count = mul_count = PipelinedMultiplier(13, 13)
+        cload = self.cmd.payload.word.body.load
+        m.d.comb += [
+            mul_count.a.eq(Mux(idle, cload.outer, load.outer)),
+            mul_count.b.eq(cload.inner),
+            mul_count.b_en.eq(idle),
+        ]
         # LOAD_CHECK's range checks as flip-flops (formed in EXEC and LOAD_PREP from registers,
         # so no compare stands in front of the FSM's decision)
         bad_len = Signal()  # length > the row's elements
@@ -691,7 +704,7 @@ class LoadUnit(wiring.Component):
             m.d.sync += [walking.eq(0), t_issuing.eq(0)]
 
         # ---------------------------------------------------------------- row assembler
-        row_reg = Signal(8 * bw * row_beats)
+        row_reg = Signal(8 * bw * row_beats, reset_less=True)  # valid under `row_has`
         slot = Signal(range(row_beats + 1))
         beat = rd.data.payload
         placed = Signal(8 * bw * row_beats)
@@ -709,6 +722,22 @@ class LoadUnit(wiring.Component):
         m.d.sync += slot.eq(slot_d)
         hot = Signal(row_beats, init=1)
         m.d.comb += placed.eq(Cat(*[Mux(hot[k], beat.data, 0) for k in range(row_beats)]))
+        # A row's beats go to distinct places, so each beat place of `row_reg` holds at most
+        # one beat per row: place k follows the read data in every cycle in which it is the
+        # next beat's place (`hot[k]`, a flip-flop, is its enable) and so holds the beat taken
+        # there once `hot` moves on; `row_has[k]` (set by the beat handshake, cleared at a
+        # row's end and in EXEC) says whether it holds this row's data, so `row_now` is the row
+        # so far. The handshake drives `row_has`, not the enables of ~256 flip-flops.
+        beat_taken = Signal()
+        row_has = Signal(row_beats)
+        row_has_clr = Signal()
+        beat_w = 8 * bw
+        for k in range(row_beats):
+            with m.If(hot[k]):
+                m.d.sync += row_reg[k * beat_w:(k + 1) * beat_w].eq(beat.data)
+        m.d.sync += row_has.eq(Mux(row_has_clr, 0, row_has | Mux(beat_taken, hot, 0)))
+        row_now = Cat(*[Mux(row_has[k], row_reg[k * beat_w:(k + 1) * beat_w], 0)
+                        for k in range(row_beats)])
         out_valid = Signal()
         out_row = Signal(24)
         out_data = Signal(8 * bw * row_beats)
@@ -739,8 +768,8 @@ class LoadUnit(wiring.Component):
 
         is_table = Signal()
         data_fire = rd.data.valid & rd.data.ready
-        # A row with no data has `hot` 0 (so `placed` is 0) and `row_reg` 0 (cleared at every
-        # row's end and in EXEC): every row loads `out_data` with `row_reg | placed`, and the
+        # A row with no data has `hot` 0 (so `placed` is 0) and `row_now` 0 (cleared at every
+        # row's end and in EXEC): every row loads `out_data` with `row_now | placed`, and the
         # head's `has` drives only the load enable, not the data inputs of ~256 flip-flops.
         # The output row's registers load whenever they are free (`out_free`, two flip-flops),
         # not only when a row ends: a row ends only while they are free, and `out_valid` says
@@ -749,7 +778,7 @@ class LoadUnit(wiring.Component):
         with m.If(out_free):
             m.d.sync += [
                 out_row.eq(desc_out.row),
-                out_data.eq(row_reg | placed),
+                out_data.eq(row_now | placed),
                 out_acc.eq(is_acc),
             ]
         with m.If(~is_table & desc_valid):
@@ -764,16 +793,17 @@ class LoadUnit(wiring.Component):
                 # (`rd.data.valid & takes`, not `data_fire`: the table parser's share of
                 # `rd.data.ready` stays off the row registers' enables.)
                 with m.If(rd.data.valid & takes):
+                    m.d.comb += beat_taken.eq(1)
                     with m.If(beat.error):
                         fail(_Code.DRAM_RANGE)
                     with m.If(row_end):
                         m.d.comb += desc_pop.eq(1)
-                        m.d.sync += [out_valid.eq(1), row_reg.eq(0)]
+                        m.d.sync += out_valid.eq(1)
+                        m.d.comb += row_has_clr.eq(1)
                         m.d.comb += slot_d.eq(0)
                         m.d.sync += hot.eq(desc_out.hot)
                     with m.Else():
-                        m.d.sync += [row_reg.eq(row_reg | placed),
-                                     at_last.eq(slot == desc_out.nbeats - 2)]
+                        m.d.sync += at_last.eq(slot == desc_out.nbeats - 2)
                         m.d.comb += slot_d.eq(slot + 1)
                         m.d.sync += hot.eq(hot << 1)
 
@@ -976,7 +1006,7 @@ class LoadUnit(wiring.Component):
                 with m.Else():
                     m.next = "EXEC"
             with m.State("EXEC"):
-                m.d.comb += [self.busy.eq(1), slot_d.eq(0)]
+                m.d.comb += [self.busy.eq(1), slot_d.eq(0), row_has_clr.eq(1)]
                 m.d.sync += hot.eq(desc_out.hot)
                 op = hdr.opcode
                 acc = load.mem == MemSpace.ACC
@@ -991,7 +1021,6 @@ class LoadUnit(wiring.Component):
                     idx.eq(0),
                     tab.eq(0),
                     at_last.eq(desc_out.single),
-                    row_reg.eq(0),
                 ]
                 with m.If(op == Opcode.DMACFG):
                     m.d.sync += slot_we.eq(1 << dmacfg.slot)
@@ -1003,7 +1032,7 @@ class LoadUnit(wiring.Component):
                         esize_log.eq(Mux(acc, 2, 0)),
                         round_up.eq(Mux(acc, 3, 0)),
                         base_addr.eq(ins.base + load.offset),
-                        count.eq(load.outer * load.inner),
+                        count.eq(mul_count.p.as_unsigned()[:24]),
                         bad_len.eq(load.length > Mux(acc, cfg.cols, cfg.lanes)),
                         rows_left.eq(
                             Mux(acc, cfg.accumulator_rows, cfg.scratchpad_rows) - load.dst

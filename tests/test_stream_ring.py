@@ -12,7 +12,11 @@ from hw.dma import StreamRing, StreamSkid
 from tests.banked_memory_bench import finishing, receive, run, send
 
 
-@pytest.mark.parametrize("cls", [StreamRing, StreamSkid])
+def _ring_copies(shape):
+    return StreamRing(shape, rp_copies=3)
+
+
+@pytest.mark.parametrize("cls", [StreamRing, StreamSkid, _ring_copies])
 @pytest.mark.parametrize(("gap", "stall"), [(0.0, 0.0), (0.3, 0.0), (0.0, 0.5), (0.4, 0.4)])
 def test_beats_pass_in_order(cls, gap, stall):
     dut = cls(data.ArrayLayout(4, 3))
@@ -31,7 +35,7 @@ def test_beats_pass_in_order(cls, gap, stall):
     assert [[int(x[j]) for j in range(3)] for x in got] == payloads
 
 
-@pytest.mark.parametrize("cls", [StreamRing, StreamSkid])
+@pytest.mark.parametrize("cls", [StreamRing, StreamSkid, _ring_copies])
 def test_one_beat_per_cycle(cls):
     dut = cls(data.ArrayLayout(4, 2))
     seen = []
@@ -51,3 +55,9 @@ def test_one_beat_per_cycle(cls):
 
     run(dut, consumer, producer, deadline=500)
     assert seen == list(range(seen[0], seen[0] + 50))
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, 1.5])
+def test_rp_copies_validated(bad):
+    with pytest.raises((TypeError, ValueError)):
+        StreamRing(4, rp_copies=bad)
