@@ -298,6 +298,11 @@ def summarise(cells: dict[str, int], reports: dict[int, dict]) -> dict:
     }
 
 
+def _settings(items: list[str]) -> dict[str, str]:
+    """``KEY=VALUE`` strings as a dict of nextpnr settings."""
+    return {key: value for key, _, value in (item.partition("=") for item in items)}
+
+
 def routing_netlist(work: Path, args) -> str:
     """The netlist to route for ``--placed``: ``args.placed`` with its stored settings updated.
 
@@ -306,10 +311,7 @@ def routing_netlist(work: Path, args) -> str:
     written into a copy (``<placed>_<tag or router>.json``) instead.
     """
     design = json.loads((work / args.placed).read_text())
-    updates = {"router": args.router}
-    for item in args.pnr_setting:
-        key, _, value = item.partition("=")
-        updates[key] = value
+    updates = {"router": args.router, **_settings(args.pnr_setting)}
     for module in design["modules"].values():
         if "settings" in module:
             module["settings"].update(updates)
@@ -328,7 +330,7 @@ def place_and_route_seeds(work: Path, args) -> dict[int, dict]:
         if not (work / args.placed).exists():
             raise NmxError(f"no placed netlist {work / args.placed}")
         netlist, flags = routing_netlist(work, args), ("--no-pack", "--no-place", *flags)
-    elif args.dsp_layout or args.bram_layout:
+    elif args.dsp_layout or args.bram_layout or args.pnr_setting:
         design = json.loads((work / netlist).read_text())
         if args.dsp_layout:
             placed = place_array_dsps(design, args.dsp_layout)
@@ -338,8 +340,15 @@ def place_and_route_seeds(work: Path, args) -> dict[int, dict]:
             placed = place_accumulator_brams(design)
             print(f"{work.name}: {placed} accumulator block RAMs given sites (Y70/Y82)",
                   flush=True)
+        if args.pnr_setting:
+            # nextpnr reads a netlist's top-module "settings" as its own (the -o of other
+            # builds; this one has no command-line option for router2's weights or margins)
+            for module in design["modules"].values():
+                if module.get("attributes", {}).get("top"):
+                    module.setdefault("settings", {}).update(_settings(args.pnr_setting))
         netlist = "synth_" + "_".join(
-            ["dsp_layout"] * bool(args.dsp_layout) + ["bram_layout"] * args.bram_layout) + ".json"
+            ["dsp_layout"] * bool(args.dsp_layout) + ["bram_layout"] * args.bram_layout
+            + ["settings"] * bool(args.pnr_setting)) + ".json"
         (work / netlist).write_text(json.dumps(design))
 
     def one(seed: int) -> dict:
@@ -469,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
                         "placing it again (nextpnr --no-pack --no-place): other routers on "
                         "the same placement")
     parser.add_argument("--pnr-setting", action="append", default=[], metavar="KEY=VALUE",
-                        help="with --placed: a nextpnr setting written into the placed netlist "
+                        help="a nextpnr setting written into the netlist's top-module settings "
                         "(e.g. router2/bbMargin/x=8, router2/histCongWeight=0.5); may repeat")
     parser.add_argument("--tag", default="", metavar="NAME",
                         help="suffix of this run's nextpnr log, report and result file names "
