@@ -44,17 +44,19 @@ def ebr_sites(y: int) -> list[str]:
 
 
 def accumulator_bram_sites(banks: int, blocks: int, first_x: int = ACC_FIRST_X,
-                           rows: tuple[int, ...] = ACC_ROWS) -> dict[tuple[int, int], str]:
-    """The site of block ``k`` of bank ``b`` for ``banks`` banks of ``blocks`` DP16KD each."""
+                           rows: tuple[int, ...] = ACC_ROWS,
+                           step: int = 2) -> dict[tuple[int, int], str]:
+    """The site of block ``k`` of bank ``b`` for ``banks`` banks of ``blocks`` DP16KD each:
+    every ``step``-th site of the bank's row from the first at or right of ``first_x``."""
     if banks > len(rows):
         raise ValueError(f"{banks} banks but only {len(rows)} block-RAM rows given")
     sites = {}
     for b in range(banks):
         row = ebr_sites(rows[b])
         start = next((i for i, s in enumerate(row) if int(s[1:s.index("/")]) >= first_x), None)
-        chosen = row[start::2][:blocks] if start is not None else []
+        chosen = row[start::step][:blocks] if start is not None else []
         if len(chosen) < blocks:
-            raise ValueError(f"{blocks} blocks do not fit every other site of Y{rows[b]} "
+            raise ValueError(f"{blocks} blocks do not fit every {step}th site of Y{rows[b]} "
                              f"from X{first_x}")
         for k, site in enumerate(chosen):
             sites[(b, k)] = site
@@ -67,7 +69,7 @@ def _bank_of(name: str) -> int | None:
 
 
 def place_accumulator_brams(netlist: dict, first_x: int = ACC_FIRST_X,
-                            rows: tuple[int, ...] = ACC_ROWS) -> int:
+                            rows: tuple[int, ...] = ACC_ROWS, step: int = 2) -> int:
     """Set ``BEL`` on the accumulator banks' DP16KD cells of every module of ``netlist`` (Yosys
     JSON, modified in place); returns how many were given a site. A bank's blocks are taken
     in the order of their cell names (Yosys names them by bit slice)."""
@@ -81,7 +83,7 @@ def place_accumulator_brams(netlist: dict, first_x: int = ACC_FIRST_X,
             continue
         order = sorted(banks)
         blocks = max(len(v) for v in banks.values())
-        sites = accumulator_bram_sites(len(order), blocks, first_x, rows)
+        sites = accumulator_bram_sites(len(order), blocks, first_x, rows, step)
         for b_index, b in enumerate(order):
             for k, name in enumerate(sorted(banks[b], key=_natural)):
                 module["cells"][name].setdefault("attributes", {})["BEL"] = sites[(b_index, k)]

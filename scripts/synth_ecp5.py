@@ -337,9 +337,10 @@ def place_and_route_seeds(work: Path, args) -> dict[int, dict]:
             print(f"{work.name}: {placed} array multipliers given DSP sites ({args.dsp_layout})",
                   flush=True)
         if args.bram_layout:
-            placed = place_accumulator_brams(design)
-            print(f"{work.name}: {placed} accumulator block RAMs given sites (Y70/Y82)",
-                  flush=True)
+            first_x, step = args.bram_layout
+            placed = place_accumulator_brams(design, first_x=first_x, step=step)
+            print(f"{work.name}: {placed} accumulator block RAMs given sites (Y70/Y82, every "
+                  f"{step} from X{first_x})", flush=True)
         if args.pnr_setting:
             # nextpnr reads a netlist's top-module "settings" as its own (the -o of other
             # builds; this one has no command-line option for router2's weights or margins)
@@ -347,7 +348,7 @@ def place_and_route_seeds(work: Path, args) -> dict[int, dict]:
                 if module.get("attributes", {}).get("top"):
                     module.setdefault("settings", {}).update(_settings(args.pnr_setting))
         netlist = "synth_" + "_".join(
-            ["dsp_layout"] * bool(args.dsp_layout) + ["bram_layout"] * args.bram_layout
+            ["dsp_layout"] * bool(args.dsp_layout) + ["bram_layout"] * bool(args.bram_layout)
             + ["settings"] * bool(args.pnr_setting)) + ".json"
         (work / netlist).write_text(json.dumps(design))
 
@@ -468,10 +469,11 @@ def main(argv: list[str] | None = None) -> int:
                         "(the default without a value) spreads the array's rows over the DSP "
                         "rows, 'columns' its columns, each column's partial-sum chain in one "
                         "DSP row")
-    parser.add_argument("--bram-layout", action="store_true",
+    parser.add_argument("--bram-layout", nargs="?", const="40,2", default=None,
+                        type=lambda v: tuple(int(t) for t in v.split(",")), metavar="X,STEP",
                         help="give the accumulator banks' block RAMs fixed sites along block-RAM "
                         "rows Y70 and Y82 (scripts/ecp5_bram_layout.py), away from the segment "
-                        "table's block RAMs")
+                        "table's block RAMs: every STEP-th site from column X (default 40,2)")
     parser.add_argument("--placed", default=None, metavar="FILE",
                         help="route FILE (in the run's folder), a netlist written by an earlier "
                         "`--no-route --pnr-flags '--write FILE'` run, without packing or "

@@ -31,6 +31,9 @@ def test_each_bank_takes_every_other_site_of_its_row_and_the_banks_share_columns
         assert sites[(1, k)] == sites[(0, k)].replace("/Y70/", "/Y82/")
     with pytest.raises(ValueError, match="do not fit"):
         accumulator_bram_sites(2, 27)
+    # one block per group of four sites: every fourth site
+    wide = accumulator_bram_sites(2, 8, first_x=13, step=4)
+    assert [wide[(0, k)] for k in (0, 1, 7)] == ["X13/Y70/EBR0", "X22/Y70/EBR0", "X78/Y70/EBR0"]
     with pytest.raises(ValueError, match="banks"):
         accumulator_bram_sites(3, 8)
 

@@ -64,7 +64,7 @@ def test_a_placed_netlist_is_routed_without_packing_or_placing_again(monkeypatch
     monkeypatch.setattr(synth_ecp5, "place_and_route", place_and_route)
     args = argparse.Namespace(seeds=[1], jobs=1, freq=150.0, router="router2", pnr_niceness=5,
                               no_route=False, pnr_flags="--router2-alt-weights",
-                              dsp_layout="columns", bram_layout=True,
+                              dsp_layout="columns", bram_layout=(40, 2),
                               placed="placed_seed1.json", tag="alt",
                               pnr_setting=["router2/bbMargin/x=8"])
     synth_ecp5.place_and_route_seeds(tmp_path, args)
@@ -125,3 +125,17 @@ def test_synthesis_is_reused_only_for_the_same_verilog_and_options(monkeypatch, 
     verilog.write_text("module top; wire w; endmodule\n")
     synth_ecp5.synthesise_cached(verilog, tmp_path, "-noabc9", "top", pack_outreg=False)
     assert runs == ["", "-noabc9", "-noabc9"]
+
+
+@pytest.mark.parametrize(("given", "parsed"), [([], None), (["--bram-layout"], (40, 2)),
+                                               (["--bram-layout", "13,4"], (13, 4))])
+def test_bram_layout_takes_a_first_column_and_a_step(monkeypatch, given, parsed):
+    seen = {}
+
+    def capture(config, top, args):
+        seen["bram_layout"] = args.bram_layout
+        raise synth_ecp5.NmxError("stop here")
+
+    monkeypatch.setattr(synth_ecp5, "run_top", capture)
+    assert synth_ecp5.main(["--top", "accelerator", *given]) == 2
+    assert seen == {"bram_layout": parsed}
