@@ -74,6 +74,35 @@ def test_register_moves_back_across_the_bypass_lut():
     assert cells["lut"]["connections"]["A"] == ["0"]
 
 
+def bypass_lut(data: int, z: int) -> dict:
+    return {"type": "LUT4", "parameters": {"INIT": "1111001111000000"},
+            "port_directions": {"A": "input", "B": "input", "C": "input", "D": "input",
+                                "Z": "output"},
+            "connections": {"A": ["0"], "B": [SEL], "C": [BYP], "D": [data], "Z": [z]}}
+
+
+def test_each_block_ram_gets_its_own_delayed_copy_of_a_shared_input():
+    # two RAMs, both read ports through bypass LUTs on the same select and bypass nets: the
+    # delayed copies are per RAM (each can sit by its RAM), shared by the LUTs of one RAM
+    r2 = ram()
+    r2["connections"]["DOB0"], r2["connections"]["DOB1"] = [40], [41]
+    cells = {"ram": ram(), "ram2": r2,
+             "lut0": bypass_lut(D0, 50), "lut1": bypass_lut(D1, 51),
+             "lut2": bypass_lut(40, 52), "lut3": bypass_lut(41, 53),
+             "ff0": ff(50, Q0), "ff1": ff(51, Q1), "ff2": ff(52, 60), "ff3": ff(53, 61)}
+    n = netlist(cells, outputs=(Q0, Q1, 60, 61))
+    counts = pack_output_registers(n)
+    cells = n["modules"]["top"]["cells"]
+    assert counts["ports"] == 2 and counts["retimed_luts"] == 4
+    assert counts["added_flip_flops"] == 4  # SEL and BYP, once per RAM
+    copies = {name: c for name, c in cells.items() if name.startswith("$outreg_retime$")}
+    assert sorted(c["connections"]["DI"][0] for c in copies.values()) == [SEL, SEL, BYP, BYP]
+    for a, b in (("lut0", "lut1"), ("lut2", "lut3")):
+        assert cells[a]["connections"]["B"] == cells[b]["connections"]["B"]
+    assert cells["lut0"]["connections"]["B"] != cells["lut2"]["connections"]["B"]
+    assert cells["lut0"]["connections"]["C"] != cells["lut2"]["connections"]["C"]
+
+
 @pytest.mark.parametrize("change", ["enable", "reset", "second_load", "other_clock"])
 def test_ports_that_are_not_plain_registers_are_left(change):
     cells = {"ram": ram(), "ff0": ff(D0, Q0), "ff1": ff(D1, Q1)}
