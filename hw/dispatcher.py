@@ -45,12 +45,18 @@ from hw.registers import RunState
 from hw.unit_ports import AXI_ID_BITS, ERROR_SIGNATURE, FLUSH_SIGNATURE, unit_command_layout
 from sim.golden import StatusCode
 
-__all__ = ["FETCH_CHUNK_BYTES", "UNITS", "Dispatcher"]
+__all__ = ["FETCH_CHUNK_BYTES", "UNITS", "Dispatcher", "prefetch_beats"]
 
 #: Fetch bursts end at multiples of this many bytes (a power of two <= 4096).
 FETCH_CHUNK_BYTES = 256
 #: The queued units, in queue order.
 UNITS = ("load", "compute", "store")
+
+
+def prefetch_beats(config: AcceleratorConfig) -> int:
+    """Capacity of the dispatcher's prefetch buffer for ``config``, in bus beats: two full
+    fetch bursts (without building a `Dispatcher`, e.g. for a block-RAM budget)."""
+    return 2 * (FETCH_CHUNK_BYTES // (config.dma_data_bits // 8))
 
 
 class Dispatcher(wiring.Component):
@@ -134,7 +140,7 @@ class Dispatcher(wiring.Component):
     @property
     def prefetch_beats(self) -> int:
         """Capacity of the prefetch buffer, in bus beats (two full bursts)."""
-        return 2 * self.beats_per_chunk
+        return prefetch_beats(self._config)
 
     def elaborate(self, platform):
         m = Module()

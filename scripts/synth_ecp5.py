@@ -76,7 +76,7 @@ def ebr_budget(config) -> list[dict]:
     cost, so a small config may put a listed memory in LUT RAM too).
     """
     from hw.accumulator import ACC_BANKS
-    from hw.dispatcher import Dispatcher
+    from hw.dispatcher import prefetch_beats
     from hw.segment_table import SHARED_LEVELS
 
     funcs, segs, lanes = config.pwl_functions, config.pwl_segments, config.cols
@@ -100,7 +100,7 @@ def ebr_budget(config) -> list[dict]:
                      "ebr": lanes * ebr_blocks(width, funcs * segs)})
     # The dispatcher's prefetch buffer: two fetch bursts of beats, plus a flag bit per beat
     # (SyncFIFOBuffered keeps one beat in its output register, outside the RAM).
-    depth = Dispatcher(config).prefetch_beats - 1
+    depth = prefetch_beats(config) - 1
     rows.append({"memory": "instruction prefetch buffer", "copies": 1,
                  "width": config.dma_data_bits + 1, "depth": depth,
                  "ebr": ebr_blocks(config.dma_data_bits + 1, depth)})
