@@ -12,6 +12,11 @@ PYTEST_WORKERS ?= auto
 FPGA_CONFIG ?= ecp5
 FPGA_SEEDS ?= 1 2 3
 FPGA_FLAGS ?=
+# How the whole accelerator routes on the ECP5-85F (docs/fpga.md, "Whole accelerator, session
+# 12"): the array's multipliers and the accumulator's block RAMs on fixed sites, router2 with
+# wider margins, a placement that is not timing-driven. Empty it to run nextpnr's defaults.
+FPGA_ROUTE_FLAGS ?= --dsp-layout columns --bram-layout 13,4 --pnr-setting router2/bbMargin/x=5 \
+	--pnr-setting router2/bbMargin/y=5 --pnr-flags "--placer static --no-tmdriv"
 FPGA_STAMP := $(VENV)/.fpga-installed
 export AMARANTH_USE_YOSYS := builtin
 
@@ -77,7 +82,8 @@ $(FPGA_STAMP): $(STAMP) pyproject.toml
 
 ## FPGA Fmax and resources on an ECP5-85F (docs/fpga.md); minutes, the first run compiles WebAssembly.
 synth: $(FPGA_STAMP)
-	$(BIN)/python scripts/synth_ecp5.py --config $(FPGA_CONFIG) --seeds $(FPGA_SEEDS) $(FPGA_FLAGS)
+	$(BIN)/python scripts/synth_ecp5.py --config $(FPGA_CONFIG) --top array --seeds $(FPGA_SEEDS) $(FPGA_FLAGS)
+	$(BIN)/python scripts/synth_ecp5.py --config $(FPGA_CONFIG) --top accelerator --seeds $(FPGA_SEEDS) $(FPGA_ROUTE_FLAGS) $(FPGA_FLAGS)
 	$(BIN)/python scripts/synth_xilinx.py --config $(FPGA_CONFIG)
 
 clean:
