@@ -438,6 +438,15 @@ def print_result(result: dict) -> None:
           f"{result['seconds']['nextpnr']:.0f} s; figures in {result['file']}")
 
 
+def _column_and_step(value: str) -> tuple[int, int]:
+    """``--bram-layout``'s ``X,STEP``: two non-negative integers, the step at least 1."""
+    parts = value.split(",")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts) or int(parts[1]) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected X,STEP (a first column and a step of at least 1), got {value!r}")
+    return int(parts[0]), int(parts[1])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_config_arguments(parser)
@@ -470,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
                         "rows, 'columns' its columns, each column's partial-sum chain in one "
                         "DSP row")
     parser.add_argument("--bram-layout", nargs="?", const="40,2", default=None,
-                        type=lambda v: tuple(int(t) for t in v.split(",")), metavar="X,STEP",
+                        type=_column_and_step, metavar="X,STEP",
                         help="give the accumulator banks' block RAMs fixed sites along block-RAM "
                         "rows Y70 and Y82 (scripts/ecp5_bram_layout.py), away from the segment "
                         "table's block RAMs: every STEP-th site from column X (default 40,2)")

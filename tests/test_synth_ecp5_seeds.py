@@ -139,3 +139,11 @@ def test_bram_layout_takes_a_first_column_and_a_step(monkeypatch, given, parsed)
     monkeypatch.setattr(synth_ecp5, "run_top", capture)
     assert synth_ecp5.main(["--top", "accelerator", *given]) == 2
     assert seen == {"bram_layout": parsed}
+
+
+@pytest.mark.parametrize("bad", ["13", "13,4,2", "x,4", "13,0", "-1,4"])
+def test_bram_layout_rejects_anything_but_two_integers(capsys, bad):
+    with pytest.raises(SystemExit) as exc:
+        synth_ecp5.main(["--top", "accelerator", f"--bram-layout={bad}"])
+    assert exc.value.code == 2
+    assert "expected X,STEP" in capsys.readouterr().err
