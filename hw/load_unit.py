@@ -358,11 +358,17 @@ class LoadUnit(wiring.Component):
         wpix = Signal(31)
         wpix_r = Signal(32)  # W*pix + round_up
         inner_m1 = Signal(12)
+        inner_one = Signal()  # inner == 1: the walk's first step is the last of its row
         run_rows = Signal(range(self._merge_rows + 1))  # rows a merged run may hold
 
         # walk (one row per step; every update is a single addition)
         i_left = Signal(12)  # outer iterations after this one
         j_left = Signal(12)  # inner iterations after this one
+        # `j_left == 0` and `i_left == 0` as flip-flops loaded with the counters (from
+        # `j_left == 1` / `i_left == 1` as they count down): the walk's step choice reads a
+        # flag, not a carry chain on a counter
+        j_last = Signal()
+        i_last = Signal()
         y = Signal(signed(21))
         x = Signal(signed(21))
         ya = Signal(signed(60))  # A + y*pitch + x0*pix
@@ -653,7 +659,6 @@ class LoadUnit(wiring.Component):
             s2_full.eq(s1_has & (s1_lo == 0) & (s1_hi == length)),
             s2_end.eq(s1_xa + hi_byte),
         ]
-        j_last = j_left == 0
         with m.If(step):
             m.d.sync += [
                 s1_row.eq(row),
@@ -666,7 +671,9 @@ class LoadUnit(wiring.Component):
             with m.If(j_last):
                 m.d.sync += [
                     j_left.eq(inner_m1),
+                    j_last.eq(inner_one),
                     i_left.eq(i_left - 1),
+                    i_last.eq(i_left == 1),
                     x.eq(load.x0),
                     y.eq(y + geom.sy),
                     ya.eq(ya + syp),
@@ -677,12 +684,13 @@ class LoadUnit(wiring.Component):
             with m.Else():
                 m.d.sync += [
                     j_left.eq(j_left - 1),
+                    j_last.eq(j_left == 1),
                     x.eq(x + geom.sx),
                     xa.eq(xa + sxp),
                     neg_xp.eq(neg_xp - sxp),
                     rem.eq(rem - sxp),
                 ]
-            with m.If(j_last & (i_left == 0)):
+            with m.If(j_last & i_last):
                 m.d.sync += walking.eq(0)
         # (rows already in stages 1 to 3 when the LOAD stops flow into the queue and are
         # dropped there, so `occ` stays exact)
@@ -1045,6 +1053,7 @@ class LoadUnit(wiring.Component):
                         sxp.eq(geom.sx * geom.pix),
                         wpix.eq(geom.width * geom.pix),
                         inner_m1.eq(load.inner - 1),
+                        inner_one.eq(load.inner == 1),
                     ]
                     m.next = "LOAD_PREP"
                 with m.Elif(op == Opcode.LOADT):
@@ -1106,7 +1115,9 @@ class LoadUnit(wiring.Component):
                 m.d.sync += [
                     walking.eq(1),
                     i_left.eq(load.outer - 1),
+                    i_last.eq(load.outer == 1),
                     j_left.eq(inner_m1),
+                    j_last.eq(inner_one),
                     y.eq(load.y0),
                     x.eq(load.x0),
                     ya.eq(ya + xp0),
