@@ -978,8 +978,16 @@ class LoadUnit(wiring.Component):
                         m.d.sync += idx.eq(idx + 1)
                         with m.If(~idx[0]):
                             m.d.sync += bias_lo.eq(word.as_signed())
-        with m.If(is_table & data_fire & beat.last):
-            m.d.sync += t_lasts.eq(t_lasts + 1)
+        # A burst's last beat is counted into `t_lasts` a cycle late (`t_last_took`): the
+        # parser's take drives one flip-flop, not the counter's carry chain and 17 enables.
+        # `t_lasts` lags by at most that one beat, so `t_lasts == t_issued` never holds early;
+        # it holds as soon as before when the last field's write or the PWL shift is still on
+        # its way in the cycle after the take (`table_writing` / `shift_emit`).
+        t_last_took = Signal()
+        m.d.sync += [
+            t_last_took.eq(is_table & data_fire & beat.last),
+            t_lasts.eq(t_lasts + t_last_took),  # (EXEC's clear below comes later and wins)
+        ]
         # (after the parser: a bad field's BAD_TABLE wins over a DRAM error of the next beat)
         with m.If(bad_r):
             fail(_Code.BAD_TABLE)
@@ -1022,6 +1030,7 @@ class LoadUnit(wiring.Component):
                     err_pending.eq(0),
                     t_issued.eq(0),
                     t_lasts.eq(0),
+                    t_last_took.eq(0),
                     discard.eq(0),
                     shift_emit.eq(0),
                     pos.eq(0),
