@@ -32,6 +32,7 @@ from hw.dma import AxiReadEngine, StreamSkid
 from hw.dsp import PipelinedMultiplier
 from hw.isa import BIAS_ENTRY_BYTES, MemSpace, Opcode, TableKind, pwl_table_bytes
 from hw.numeric import MAX_SHIFT
+from hw.target import kept_flip_flop
 from hw.unit_ports import (
     AXI_ID_BITS,
     ERROR_SIGNATURE,
@@ -775,6 +776,16 @@ class LoadUnit(wiring.Component):
         rows_pending = out_valid | row_slice.o.valid
 
         is_table = Signal()
+        is_table_next = Signal()  # (EXEC's choice; `is_table` otherwise)
+        m.d.comb += is_table_next.eq(is_table)
+        m.d.sync += is_table.eq(is_table_next)
+        # `rd.data.ready` is the read engine's output skid's `main` enable (~70 flip-flops) and
+        # reads `is_table` first: a copy of it for that select alone sits next to the handshake
+        # (`is_table` itself drives both consumers' logic across the unit).
+        is_table_rd = kept_flip_flop(m, is_table_next, platform, "is_table_rd")
+        asm_ready = Signal()  # the assembler takes the beat (while `~is_table`)
+        par_ready = Signal()  # the LOADT parser takes the beat (while `is_table`)
+        m.d.comb += rd.data.ready.eq(Mux(is_table_rd, par_ready, asm_ready))
         data_fire = rd.data.valid & rd.data.ready
         # A row with no data has `hot` 0 (so `placed` is 0) and `row_now` 0 (cleared at every
         # row's end and in EXEC): every row loads `out_data` with `row_now | placed`, and the
@@ -797,7 +808,6 @@ class LoadUnit(wiring.Component):
             with m.Else():
                 row_end = at_last
                 takes = ~row_end | out_free
-                m.d.comb += rd.data.ready.eq(takes)
                 # (`rd.data.valid & takes`, not `data_fire`: the table parser's share of
                 # `rd.data.ready` stays off the row registers' enables.)
                 with m.If(rd.data.valid & takes):
@@ -814,6 +824,8 @@ class LoadUnit(wiring.Component):
                         m.d.sync += at_last.eq(slot == desc_out.nbeats - 2)
                         m.d.comb += slot_d.eq(slot + 1)
                         m.d.sync += hot.eq(hot << 1)
+
+        m.d.comb += asm_ready.eq(desc_valid & desc_out.has & (~at_last | out_free))
 
         # ---------------------------------------------------------------- table parser
         pos = Signal(max(1, lb))
@@ -923,7 +935,6 @@ class LoadUnit(wiring.Component):
                 ]
         with m.Elif(is_table & rd.data.valid):
             with m.If(dropping | beat.error):
-                m.d.comb += rd.data.ready.eq(1)
                 with m.If(beat.error):
                     fail(_Code.DRAM_RANGE)
                 m.d.sync += [discard.eq(1), pos.eq(0)]
@@ -954,7 +965,6 @@ class LoadUnit(wiring.Component):
                 # discard mode drops the rest from the next cycle), so the field checks stay off
                 # `rd.data.ready`.
                 with m.If(can):
-                    m.d.comb += rd.data.ready.eq(pops)
                     m.d.sync += [
                         pos.eq(Mux(pops, 0, pos + zsize)),
                         t_took.eq(1),
@@ -992,6 +1002,14 @@ class LoadUnit(wiring.Component):
         with m.If(bad_r):
             fail(_Code.BAD_TABLE)
             m.d.sync += discard.eq(1)
+        # The parser's take as one flat expression of flip-flops (the branches above, whose
+        # conditions would otherwise nest into it): a dropped or failed beat goes at once, a
+        # field when its write (if any) has room and it is the beat's last.
+        emits_f = Mux(is_pwl, phase != 0, idx[0])
+        m.d.comb += par_ready.eq(
+            rd.data.valid & ~shift_emit
+            & (dropping | beat.error | ((~emits_f | t_ready) & pops))
+        )
         table_writing = t_slice.o.valid | bad_r  # a write or a check result still on its way
 
         # ---------------------------------------------------------------- control
@@ -1043,8 +1061,8 @@ class LoadUnit(wiring.Component):
                     m.d.sync += slot_we.eq(1 << dmacfg.slot)
                     m.next = "PUSH"
                 with m.Elif(op == Opcode.LOAD):
+                    m.d.comb += is_table_next.eq(0)
                     m.d.sync += [
-                        is_table.eq(0),
                         is_acc.eq(acc),
                         esize_log.eq(Mux(acc, 2, 0)),
                         round_up.eq(Mux(acc, 3, 0)),
@@ -1067,8 +1085,8 @@ class LoadUnit(wiring.Component):
                     m.next = "LOAD_PREP"
                 with m.Elif(op == Opcode.LOADT):
                     pwl = loadt.kind == TableKind.PWL
+                    m.d.comb += is_table_next.eq(1)
                     m.d.sync += [
-                        is_table.eq(1),
                         is_pwl.eq(pwl),
                         t_left.eq(Mux(pwl, pwl_fields, loadt.count << 1)),
                         t_took.eq(0),
