@@ -7,18 +7,29 @@ one write port (simple dual port: one block RAM column). Clients are streams (do
 RTL contract):
 
 * a **read client** sends requests ``{addr}`` and gets, in order, responses ``{data}``. A
-  request moves when its bank grants it; the data leaves the bank two cycles later (the RAM's
-  read, then its output register) and goes into the client's own response queue
-  (``RESPONSE_DEPTH`` rows), so the client's response stream may be held not ready for any time:
-  a request is accepted only while the queue has room for it (credit). Latency: a request
-  accepted in cycle ``t`` is on the response stream in ``t + 3``.
+  request moves when its bank grants it; the data leaves the bank ``read_latency`` cycles later
+  (the RAM's read, then its output register: 2; 3 with ``request_register``) and goes into the
+  client's own response queue (``response_depth`` rows), so the client's response stream may be
+  held not ready for any time: a request is accepted only while the queue has room for it
+  (credit). Latency: a request accepted in cycle ``t`` is on the response stream in
+  ``t + read_latency + 1`` (``t + 3``; ``t + 4`` with ``request_register``).
 * a **write client** sends ``{addr, data[, mask]}``; the row is written at the end of the cycle
-  its bank grants it (``mask``: one bit per ``granularity`` bits, when the memory has one).
+  its bank grants it (``mask``: one bit per ``granularity`` bits, when the memory has one), or
+  at the end of the next cycle with ``request_register``.
 * optionally one **exclusive port** (:func:`exclusive_signature`), fixed timing for a
-  read-modify-write pipeline: its read (data two cycles later) and its write are served in the
-  cycle they are asserted, before any stream client of that bank. A read returns the row as
-  written up to and including the cycle of the read (transparent to a write in that cycle);
-  writes in the next cycle are the pipeline's own to forward.
+  read-modify-write pipeline: its read (data ``read_latency`` cycles later) and its write are
+  granted in the cycle they are asserted, before any stream client of that bank. A read returns
+  the row as written up to and including the writes granted in the cycle of the read (the read
+  is transparent to a write granted in the same cycle); writes in the ``read_latency - 1``
+  cycles after it (one, or two with ``request_register``) are the pipeline's own to forward.
+
+With ``request_register`` every bank's arbitration ends in flip-flops: the granted read
+address and enable, and the granted write address, data and enable (mask), are registered, and
+those registers drive the RAM's pins (on ECP5 ``scripts/ecp5_pack_outreg.py`` gives each block
+RAM its own copy of a register that feeds several), so no arbiter or multiplexer output has to
+cross the die to a block RAM in the cycle it is formed. Reads and writes are delayed alike, so
+what a read returns is what it returned without the stage: every write granted up to and
+including the read's own grant cycle, by any client.
 
 The read data of every bank is registered once more after the RAM, with no logic in between and
 no reset: on an FPGA that register is the block RAM's own output register
@@ -33,7 +44,7 @@ change timing only: every client's requests are served in its own order.
 
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Mux, Shape, Signal, unsigned
+from amaranth.hdl import Const, Module, Mux, Shape, Signal, Value, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
@@ -48,10 +59,12 @@ __all__ = [
     "write_layout",
 ]
 
-#: Rows each read client's response queue holds: with the two-cycle SRAM latency (read, output
-#: register) this keeps one response per cycle flowing while the client is ready.
+#: Rows each read client's response queue holds without ``request_register``: with the
+#: two-cycle SRAM latency (read, output register) this keeps one response per cycle flowing
+#: while the client is ready (one more with the request register: ``BankedMemory.response_depth``).
 RESPONSE_DEPTH = 4
-#: Cycles from a read's grant to its data leaving the bank (the RAM's read, its output register).
+#: Cycles from a read's grant to its data leaving the bank (the RAM's read, its output register)
+#: without ``request_register``; one more with it (``BankedMemory.read_latency``).
 READ_LATENCY = 2
 
 
@@ -74,9 +87,11 @@ def write_layout(addr_bits: int, data_shape, mask_bits: int = 0) -> data.StructL
 def exclusive_signature(addr_bits: int, data_shape) -> wiring.Signature:
     """The fixed-timing port, from the client's side.
 
-    ``read_en``/``read_addr`` in cycle ``t`` -> ``read_data`` in ``t + 2`` (transparent to the
-    write in ``t``, not to one in ``t + 1``); ``write_en``/``write_addr``/``write_data`` write at
-    the end of the cycle.
+    ``read_en``/``read_addr`` in cycle ``t`` -> ``read_data`` in ``t + L`` with
+    ``L = BankedMemory.read_latency`` (2, or 3 with ``request_register``): the row as written by
+    every write asserted up to and including ``t`` (transparent to the write in ``t``), not by
+    those in ``t + 1 .. t + L - 1``. ``write_en``/``write_addr``/``write_data`` write at the end
+    of the cycle (of the next one with ``request_register``).
     """
     return wiring.Signature({
         "read_en": Out(1),
@@ -136,10 +151,16 @@ class BankedMemory(wiring.Component):
         Bits per write-mask bit (write payloads then carry ``mask``); None: whole-row writes.
     exclusive : str or None
         Name of the exclusive port (``In(exclusive_signature(...))``), if any.
+    request_register : bool
+        Register every bank's granted read and write requests before its RAM's pins (see module
+        docs): every access one cycle later, reads and writes alike.
     """
 
     def __init__(self, *, depth: int, data_shape, banks: int, read_clients, write_clients,
-                 granularity: int | None = None, exclusive: str | None = None) -> None:
+                 granularity: int | None = None, exclusive: str | None = None,
+                 request_register: bool = False) -> None:
+        if not isinstance(request_register, bool):
+            raise TypeError(f"request_register must be a bool, got {request_register!r}")
         for pname, v in (("depth", depth), ("banks", banks)):
             if isinstance(v, bool) or not isinstance(v, int):
                 raise TypeError(f"{pname} must be an int, got {v!r}")
@@ -159,6 +180,7 @@ class BankedMemory(wiring.Component):
         self._granularity = granularity
         self._read_clients, self._write_clients = read_clients, write_clients
         self._exclusive = exclusive
+        self._request_register = request_register
         self._addr_bits = max(1, _log2(depth))
         mask_bits = width // granularity if granularity else 0
         members = {}
@@ -177,7 +199,8 @@ class BankedMemory(wiring.Component):
             mem.read_port(transparent_for=(wp,))
             for mem, wp in zip(self._mems, self._wports, strict=True)
         ]
-        self._queues = {n: SyncFIFO(width=width, depth=RESPONSE_DEPTH) for n in read_clients}
+        self._queues = {n: SyncFIFO(width=width, depth=self.response_depth)
+                        for n in read_clients}
 
     @property
     def depth(self) -> int:
@@ -188,6 +211,24 @@ class BankedMemory(wiring.Component):
     def banks(self) -> int:
         """Banks of consecutive rows."""
         return self._banks
+
+    @property
+    def request_register(self) -> bool:
+        """Whether the banks' granted requests are registered before the RAMs (module docs)."""
+        return self._request_register
+
+    @property
+    def read_latency(self) -> int:
+        """Cycles from a read's grant to its data leaving the bank (the exclusive port's
+        ``read_en`` in ``t`` -> ``read_data`` in ``t + read_latency``)."""
+        return READ_LATENCY + self._request_register
+
+    @property
+    def response_depth(self) -> int:
+        """Rows of each read client's response queue: its credits, one response per cycle to a
+        client that is always ready (``read_latency`` reads in flight and one row in the
+        queue)."""
+        return RESPONSE_DEPTH + self._request_register
 
     @property
     def addr_bits(self) -> int:
@@ -222,6 +263,15 @@ class BankedMemory(wiring.Component):
             return (addr[row_bits:] if bank_bits else Const(0, 1)), addr[:row_bits]
 
         excl = getattr(self, self._exclusive) if self._exclusive else None
+        lat, depth = self.read_latency, self.response_depth
+
+        def to_pins(value, name):
+            """``value`` onto a RAM pin: through a (reset-less) register with the request stage."""
+            if not self._request_register:
+                return value
+            q = Signal(len(value), name=name, reset_less=True)
+            m.d.sync += q.eq(value)
+            return q
 
         # ---- reads
         clients = [getattr(self, n) for n in self._read_clients]
@@ -229,15 +279,17 @@ class BankedMemory(wiring.Component):
         for n, port in zip(self._read_clients, clients, strict=True):
             q = self._queues[n]
             m.submodules[f"resp_{n}"] = q
-            # reads granted one and two cycles ago, and their banks
-            pend = [Signal(name=f"{n}_pending{i}") for i in (1, 2)]
-            pbank = [Signal(range(max(banks, 2)), name=f"{n}_pending_bank{i}") for i in (1, 2)]
-            # The credit (`level + pending < RESPONSE_DEPTH`) is registered, formed a cycle
+            # reads granted 1 .. lat cycles ago, and their banks
+            pend = [Signal(name=f"{n}_pending{i}") for i in range(1, lat + 1)]
+            pbank = [Signal(range(max(banks, 2)), name=f"{n}_pending_bank{i}")
+                     for i in range(1, lat + 1)]
+            # The credit (`level + pending < depth`) is registered, formed a cycle
             # ahead: the sum moves by this cycle's grant and this cycle's read, so the banks'
             # request and grant logic starts at a flip-flop, not at an add and a compare. The
             # two compares of the sum come from flip-flops; the grant and the read only pick.
             ok = Signal(name=f"{n}_credit_ok", init=1)
-            m.d.sync += [pend[1].eq(pend[0]), pbank[1].eq(pbank[0])]
+            for i in range(1, lat):
+                m.d.sync += [pend[i].eq(pend[i - 1]), pbank[i].eq(pbank[i - 1])]
             credit_ok.append(ok)
             pending.append(pend)
             pending_bank.append(pbank)
@@ -246,8 +298,10 @@ class BankedMemory(wiring.Component):
                 port.resp.payload.data.eq(q.r_data),
                 q.r_en.eq(port.resp.ready),
             ]
-        excl_read_bank = [Signal(range(max(banks, 2)), name=f"excl_read_bank{i}") for i in (1, 2)]
-        m.d.sync += excl_read_bank[1].eq(excl_read_bank[0])
+        excl_read_bank = [Signal(range(max(banks, 2)), name=f"excl_read_bank{i}")
+                          for i in range(1, lat + 1)]
+        for i in range(1, lat):
+            m.d.sync += excl_read_bank[i].eq(excl_read_bank[i - 1])
         accepted = [Const(0, 1)] * len(clients)
         for b in range(banks):
             rp = self._rports[b]
@@ -266,7 +320,8 @@ class BankedMemory(wiring.Component):
             en = excl_here
             for g in grants:
                 en = en | g
-            m.d.comb += [rp.addr.eq(addr), rp.en.eq(en)]
+            m.d.comb += [rp.addr.eq(to_pins(addr, f"bank{b}_read_addr")),
+                         rp.en.eq(to_pins(en, f"bank{b}_read_en"))]
             for i, g in enumerate(grants):
                 accepted[i] = accepted[i] | g
                 with m.If(g):
@@ -279,19 +334,21 @@ class BankedMemory(wiring.Component):
             m.d.sync += pending[i][0].eq(accepted[i])
             q = self._queues[self._read_clients[i]]
             pend = pending[i]
-            outstanding = q.level + pend[0] + pend[1]
+            outstanding = q.level
+            for p in pend:
+                outstanding = outstanding + p
             took = q.r_en & q.r_rdy
             m.d.sync += credit_ok[i].eq(Mux(
-                accepted[i] == took, outstanding < RESPONSE_DEPTH,
-                Mux(accepted[i], outstanding < RESPONSE_DEPTH - 1, 1)))
+                accepted[i] == took, outstanding < depth,
+                Mux(accepted[i], outstanding < depth - 1, 1)))
             rdata = Const(0, self._width)
             for b in range(banks):
-                rdata = Mux(pending_bank[i][1] == b, bank_data[b], rdata)
-            m.d.comb += [q.w_en.eq(pending[i][1]), q.w_data.eq(rdata)]
+                rdata = Mux(pending_bank[i][-1] == b, bank_data[b], rdata)
+            m.d.comb += [q.w_en.eq(pending[i][-1]), q.w_data.eq(rdata)]
         if excl is not None:
             rdata = Const(0, self._width)
             for b in range(banks):
-                rdata = Mux(excl_read_bank[1] == b, bank_data[b], rdata)
+                rdata = Mux(excl_read_bank[-1] == b, bank_data[b], rdata)
             m.d.comb += excl.read_data.eq(rdata)
 
         # ---- writes
@@ -310,14 +367,16 @@ class BankedMemory(wiring.Component):
                 reqs.append(port.valid & (pb == b) & ~excl_here)
             grants = round_robin(m, reqs, f"wr{b}") if reqs else []
             addr = excl.write_addr[:row_bits] if excl is not None else Const(0, row_bits)
-            wdata = excl.write_data.as_value() if excl is not None else Const(0, self._width)
+            wdata = Value.cast(excl.write_data) if excl is not None else Const(0, self._width)
             en = Mux(excl_here, full_mask, 0)
             for g, port in zip(grants, wclients, strict=True):
                 addr = Mux(g, port.payload.addr[:row_bits], addr)
-                wdata = Mux(g, port.payload.data.as_value(), wdata)
+                wdata = Mux(g, Value.cast(port.payload.data), wdata)
                 mask = port.payload.mask if self._granularity else Const(1, 1)
                 en = Mux(g, mask, en)
-            m.d.comb += [wp.addr.eq(addr), wp.data.eq(wdata), wp.en.eq(en)]
+            m.d.comb += [wp.addr.eq(to_pins(addr, f"bank{b}_write_addr")),
+                         wp.data.eq(to_pins(wdata, f"bank{b}_write_data")),
+                         wp.en.eq(to_pins(en, f"bank{b}_write_en"))]
             for i, g in enumerate(grants):
                 waccepted[i] = waccepted[i] | g
         for i, port in enumerate(wclients):

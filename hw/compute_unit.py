@@ -22,10 +22,12 @@ another as far as the array's credits and the queues allow:
 * *bias*: in modes BIAS / ACCUMULATE_BIAS the ``C`` entries ``bias + u*C ..`` of every output
   tile ``u``, read ahead into a two-entry queue.
 * *results*: result row ``i`` of block ``(u, t)`` goes to accumulator row ``acc + u*m + i``
-  through a two-stage read-modify-write pipeline on the accumulator's fixed-timing ``gemm`` port:
-  stage 0 reads the row (when it accumulates: ``t > 0``, or mode ACCUMULATE / ACCUMULATE_BIAS)
-  and adds the bias to the product (``t = 0`` in the bias modes); stage 1 adds the old row and
-  writes. The read of a row written in the same cycle returns the new row (transparent read), so
+  through a read-modify-write pipeline on the accumulator's fixed-timing ``gemm`` port: the row
+  is read as the result is taken (when it accumulates: ``t > 0``, or mode ACCUMULATE /
+  ACCUMULATE_BIAS), the bias is added to the product (``t = 0`` in the bias modes) on the way,
+  the old row arrives three cycles later (:data:`hw.accumulator.GEMM_READ_LATENCY`) and the
+  sum is written the cycle after. The read returns the row as written up to and including its
+  own cycle (transparent read); the three writes after it are forwarded from the pipeline, so
   rows touched on consecutive cycles (``m = 1`` reductions, back-to-back GEMMs) need no stall:
   one row per cycle.
 
@@ -814,60 +816,73 @@ class ComputeUnit(wiring.Component):
             self.acc_gemm.read_en.eq(accept & read_old),
             self.acc_gemm.read_addr.eq(row),
         ]
-        # Read-modify-write in three stages after `accept` (the read): s1, s2 (the read data
-        # arrives: select the old value, forwarding the writes the read did not see), s3 (add,
+        # Read-modify-write in four stages after `accept` (the read; its data arrives
+        # hw.accumulator.GEMM_READ_LATENCY = 3 cycles later): s1, s2, s3 (the read data
+        # arrives: select the old value, forwarding the writes the read did not see), s4 (add,
         # write). The read is transparent to the write in its own cycle; the writes of the next
-        # two cycles (rows in s3 while this row is in s1 and s2) are forwarded here.
+        # three cycles (rows in s4 while this row is in s1, s2 and s3) are forwarded here.
         acc_row = data.ArrayLayout(signed(32), C)
-        s1_valid, s2_valid, s3_valid = Signal(), Signal(), Signal()
-        s1_addr, s2_addr, s3_addr = (Signal(self._acc_bits, name=f"s{i}_addr") for i in (1, 2, 3))
-        s1_read_old = Signal()
+        s1_valid, s2_valid, s3_valid, s4_valid = Signal(), Signal(), Signal(), Signal()
+        s1_addr, s2_addr, s3_addr, s4_addr = (Signal(self._acc_bits, name=f"s{i}_addr")
+                                              for i in (1, 2, 3, 4))
+        s1_read_old, s2_read_old = Signal(), Signal()
         s1_add_bias = Signal()
-        s1_last, s2_last, s3_last = Signal(), Signal(), Signal()
+        s1_last, s2_last, s3_last, s4_last = Signal(), Signal(), Signal(), Signal()
         s1_prod = Signal(acc_row)  # the array's result row
         s1_bias = Signal(acc_row)  # the bias to add to it (0 when none)
-        s2_pb, s3_pb = (Signal(acc_row, name=f"s{i}_pb") for i in (2, 3))
-        s3_old = Signal(acc_row)
+        s2_pb, s3_pb, s4_pb = (Signal(acc_row, name=f"s{i}_pb") for i in (2, 3, 4))
+        s4_old = Signal(acc_row)
         prev_w_valid = Signal()  # the write of the previous cycle
         prev_w_addr = Signal(self._acc_bits)
         prev_w_data = Signal(acc_row)
+        prev2_w_valid = Signal()  # ... and of the cycle before that
+        prev2_w_addr = Signal(self._acc_bits)
+        prev2_w_data = Signal(acc_row)
         write_data = Signal(acc_row)
         m.d.sync += [
             s1_valid.eq(accept), s2_valid.eq(s1_valid), s3_valid.eq(s2_valid),
-            s1_addr.eq(row), s2_addr.eq(s1_addr), s3_addr.eq(s2_addr),
-            s1_read_old.eq(read_old),
-            s1_last.eq(last_row), s2_last.eq(s1_last), s3_last.eq(s2_last),
-            s3_pb.eq(s2_pb),
-            prev_w_valid.eq(s3_valid), prev_w_addr.eq(s3_addr), prev_w_data.eq(write_data),
+            s4_valid.eq(s3_valid),
+            s1_addr.eq(row), s2_addr.eq(s1_addr), s3_addr.eq(s2_addr), s4_addr.eq(s3_addr),
+            s1_read_old.eq(read_old), s2_read_old.eq(s1_read_old),
+            s1_last.eq(last_row), s2_last.eq(s1_last), s3_last.eq(s2_last), s4_last.eq(s3_last),
+            s3_pb.eq(s2_pb), s4_pb.eq(s3_pb),
+            prev_w_valid.eq(s4_valid), prev_w_addr.eq(s4_addr), prev_w_data.eq(write_data),
+            prev2_w_valid.eq(prev_w_valid), prev2_w_addr.eq(prev_w_addr),
+            prev2_w_data.eq(prev_w_data),
         ]
         # product + bias is added in s2 (a register stage that only copied it before), so
         # the result handshake's decision does not reach the adders
         m.d.sync += [s1_prod.eq(res.payload), s1_bias.eq(bias_vec), s1_add_bias.eq(add_bias)]
         for c in range(C):
             m.d.sync += s2_pb[c].eq(s1_prod[c] + Mux(s1_add_bias, s1_bias[c], 0))
-        # The forwarding selects are compared a cycle ahead (the row in s1 against the rows
-        # in s2 and s3, which are in s3 and just written when it reaches s2) and registered,
-        # so they reach the C x 32 selection multiplexers straight from flip-flops: one copy
-        # per column (kept apart from Yosys's merging), so each drives 32 multiplexers, not
-        # C x 32 across the die.
-        fwd_now_d = s2_valid & (s2_addr == s1_addr)  # the row in s2 is the one s3 writes now
-        fwd_prev_d = s3_valid & (s3_addr == s1_addr)  # ... the one written the cycle before
-        # `s3_old` is 0 for a row that reads no old value (loaded from a copy per column of
-        # the row's `read_old` in s2), so the write's add takes it straight from flip-flops.
+        # The forwarding selects are compared a cycle ahead (the row in s2 against the rows
+        # in s3, s4 and the previous write, which are in s4, just written and written two
+        # cycles before when it reaches s3) and registered, so they reach the C x 32 selection
+        # multiplexers straight from flip-flops: one copy per column (kept apart from Yosys's
+        # merging), so each drives 32 multiplexers, not C x 32 across the die. The newest
+        # write wins; the read data is the last choice, so its path from the far block RAMs
+        # meets one multiplexer level more than before, the adder's output none.
+        fwd_now_d = s3_valid & (s3_addr == s2_addr)  # the row in s3 is the one s4 writes now
+        fwd_prev_d = s4_valid & (s4_addr == s2_addr)  # ... the one written the cycle before
+        fwd_prev2_d = prev_w_valid & (prev_w_addr == s2_addr)  # ... two cycles before
+        # `s4_old` is 0 for a row that reads no old value (loaded from a copy per column of
+        # the row's `read_old` in s3), so the write's add takes it straight from flip-flops.
         for c in range(C):
             fwd_now = kept_flip_flop(m, fwd_now_d, platform, f"fwd_now_c{c}")
             fwd_prev = kept_flip_flop(m, fwd_prev_d, platform, f"fwd_prev_c{c}")
-            read_old_c = kept_flip_flop(m, s1_read_old, platform, f"s2_read_old_c{c}")
-            m.d.sync += s3_old[c].eq(Mux(~read_old_c, 0,
+            fwd_prev2 = kept_flip_flop(m, fwd_prev2_d, platform, f"fwd_prev2_c{c}")
+            read_old_c = kept_flip_flop(m, s2_read_old, platform, f"s3_read_old_c{c}")
+            m.d.sync += s4_old[c].eq(Mux(~read_old_c, 0,
                                          Mux(fwd_now, write_data[c],
                                              Mux(fwd_prev, prev_w_data[c],
-                                                 self.acc_gemm.read_data[c]))))
-            m.d.comb += write_data[c].eq(s3_pb[c] + s3_old[c])
+                                                 Mux(fwd_prev2, prev2_w_data[c],
+                                                     self.acc_gemm.read_data[c])))))
+            m.d.comb += write_data[c].eq(s4_pb[c] + s4_old[c])
         m.d.comb += [
-            self.acc_gemm.write_en.eq(s3_valid),
-            self.acc_gemm.write_addr.eq(s3_addr),
+            self.acc_gemm.write_en.eq(s4_valid),
+            self.acc_gemm.write_addr.eq(s4_addr),
             self.acc_gemm.write_data.eq(write_data),
-            gemm_done.eq(s3_valid & s3_last),
+            gemm_done.eq(s4_valid & s4_last),
         ]
 
         # ------------------------------------------------------------------ EPI

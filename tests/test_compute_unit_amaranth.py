@@ -54,6 +54,27 @@ def test_m1_reduction_and_back_to_back_accumulate_forwarding():
     compare(gc, run_rtl(CFG, gc))
 
 
+@pytest.mark.parametrize("stall", [0.0, 0.3])
+def test_next_gemm_accumulates_onto_the_last_rows_in_flight(stall):
+    """Each GEMM accumulates onto rows the one before it wrote 1 to 4 rows before its own first
+    row: where the operands stream back to back (no stall), the first rows' old values come
+    from the three forwarded writes of the read-modify-write pipeline (the row written in the
+    cycle the value is selected, one cycle before, two cycles before) and from the transparent
+    read (without stalls, the reads of a row are 1, 2, 3 and 4 cycles apart)."""
+    m = 2 * R
+    acc = 40
+    case = [Gemm(mode=GemmMode.OVERWRITE, w=0, a=600, acc=acc, m=m, k_tiles=1, n_tiles=1)]
+    for j, back in enumerate((3, 2, 2, 1, 3, 2, 1, 4)):
+        acc += m - back
+        case.append(Gemm(mode=GemmMode.ACCUMULATE, w=16 * (j % 4), a=600 + 8 * j, acc=acc, m=m,
+                         k_tiles=1, n_tiles=1))
+    gc = golden_case(CFG, case, seed=9)
+    assert gc.status.ok, gc.status
+    rtl = run_rtl(CFG, gc, seed=9 + int(10 * stall), stall=stall, gap=stall, max_cycles=40000)
+    compare(gc, rtl)
+    assert rtl.counters["retired"] == len(case)
+
+
 def _hazard_cases():
     """Back-to-back instructions on the same rows, with blocks of ``m >= R`` rows so the next
     GEMM's weights preload and its operands stream while the previous GEMM is still in flight."""

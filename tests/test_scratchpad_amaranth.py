@@ -8,7 +8,8 @@ import random
 
 import pytest
 
-from hw.accumulator import Accumulator
+from hw.accumulator import GEMM_READ_LATENCY, Accumulator
+from hw.banked_memory import BankedMemory
 from hw.config import preset
 from hw.scratchpad import Scratchpad
 from tests.banked_memory_bench import finishing, run, send
@@ -94,8 +95,9 @@ def test_scratchpad_clients_under_backpressure(seed):
 
 
 def test_accumulator_gemm_port_forwards_and_streams_share_other_bank():
-    """The GEMM port reads a row in the cycle it is written and gets the new value two cycles
-    later; EPI reads from the other bank proceed every cycle meanwhile."""
+    """The GEMM port reads a row in the cycle it is written and gets the new value three cycles
+    later (the banks' request register); EPI reads from the other bank proceed every cycle
+    meanwhile, four cycles after the request."""
     rng = random.Random(5)
     dut = Accumulator(CFG)
     cols = CFG.cols
@@ -115,7 +117,7 @@ def test_accumulator_gemm_port_forwards_and_streams_share_other_bank():
         ctx.set(g.read_addr, 2)
         await ctx.tick()
         # cycle 1: read row 3 while writing row 3 = Y: the read of cycle 1 sees Y, and the read
-        # data of cycle 0 (row 2 = X) arrives in cycle 2 (two cycles of latency)
+        # data of cycle 0 (row 2 = X) arrives in cycle 3 (three cycles of latency)
         y = [1, 2, -3, -4]
         ctx.set(g.write_addr, 3)
         ctx.set(g.write_data, y)
@@ -123,6 +125,7 @@ def test_accumulator_gemm_port_forwards_and_streams_share_other_bank():
         await ctx.tick()
         ctx.set(g.write_en, 0)
         ctx.set(g.read_en, 0)
+        await ctx.tick()
         got["fwd"] = as_list(ctx.get(g.read_data))
         await ctx.tick()
         got["plain"] = as_list(ctx.get(g.read_data))
@@ -159,4 +162,70 @@ def test_accumulator_gemm_port_forwards_and_streams_share_other_bank():
     assert got["fwd"] == [7, -8, 9, -10]
     assert got["plain"] == got["row3"]
     assert got["stream"] == got["stream_expected"]
-    assert got["cycles"] == 8 + 3  # one request per cycle, three cycles of latency
+    assert got["cycles"] == 8 + 4  # one request per cycle, four cycles of latency
+
+
+def test_request_register_is_a_validated_read_only_parameter():
+    kw = dict(depth=16, data_shape=8, banks=2, read_clients=("r",), write_clients=("w",))
+    with pytest.raises(TypeError, match="request_register must be a bool, got 1"):
+        BankedMemory(**kw, request_register=1)
+    plain, reg = BankedMemory(**kw), BankedMemory(**kw, request_register=True)
+    assert (plain.request_register, plain.read_latency, plain.response_depth) == (False, 2, 4)
+    assert (reg.request_register, reg.read_latency, reg.response_depth) == (True, 3, 5)
+    with pytest.raises(AttributeError):
+        reg.request_register = False
+    assert Accumulator(CFG)._mem.read_latency == GEMM_READ_LATENCY == 3
+
+
+@pytest.mark.parametrize("request_register", [False, True])
+def test_a_read_sees_every_write_granted_up_to_its_own_grant(request_register):
+    """In cycle ``g`` the exclusive port writes row 5 (bank 0) and stream ``w`` row 13 (bank
+    1); the exclusive port reads row 5 and stream ``r`` row 13 in ``g - 1``, ``g`` and
+    ``g + 1``: the first read returns the old row, the others the new one, with and without
+    the request register (reads and writes delayed alike)."""
+    dut = BankedMemory(depth=16, data_shape=8, banks=2, read_clients=("r",),
+                       write_clients=("w",), exclusive="x", request_register=request_register)
+    lat = dut.read_latency
+    got = {"x": [], "r": [], "r_granted": []}
+
+    def write(ctx, en, v):
+        ctx.set(dut.x.write_en, en)
+        ctx.set(dut.x.write_addr, 5)
+        ctx.set(dut.x.write_data, v)
+        ctx.set(dut.w.valid, en)
+        ctx.set(dut.w.payload, {"addr": 13, "data": v + 1})
+
+    @finishing
+    async def main(ctx):
+        ctx.set(dut.r.resp.ready, 1)
+        write(ctx, 1, 10)  # the old rows: 10 and 11
+        await ctx.tick()
+        write(ctx, 0, 0)
+        await ctx.tick().repeat(2)
+        ctx.set(dut.x.read_addr, 5)
+        ctx.set(dut.r.req.payload, {"addr": 13})
+        for k in range(3):  # cycles g - 1, g, g + 1
+            ctx.set(dut.x.read_en, 1)
+            ctx.set(dut.r.req.valid, 1)
+            write(ctx, int(k == 1), 20)  # the new rows: 20 and 21
+            _, _, ready = await ctx.tick().sample(dut.r.req.ready)
+            got["r_granted"].append(ready)
+        ctx.set(dut.x.read_en, 0)
+        ctx.set(dut.r.req.valid, 0)
+        write(ctx, 0, 0)
+        await ctx.tick().repeat(12)
+
+    async def sampler(ctx):
+        en = []
+        async for _, _, x_en, x_data, r_valid, r_data in ctx.tick().sample(
+                dut.x.read_en, dut.x.read_data, dut.r.resp.valid, dut.r.resp.payload):
+            en.append(x_en)
+            if len(en) > lat and en[-1 - lat]:
+                got["x"].append(int(x_data))
+            if r_valid:
+                got["r"].append(int(r_data.data))
+
+    run(dut, main, sampler, deadline=200)
+    assert got["r_granted"] == [1, 1, 1]
+    assert got["x"] == [10, 20, 20], got
+    assert got["r"] == [11, 21, 21], got
