@@ -25,13 +25,13 @@ the compute unit across the die; both off by default, as the systolic array uses
     cycle after a reset the read data may be another slot's; ``r.valid`` is low in that cycle.
 ``output_ring``
     The RAM's read ends in a :class:`hw.dma.StreamRing` (two entries, its read pointer copied
-    per slice as well): ``r.valid`` and the two entries are flip-flops next to the RAM, the
-    reader's ``r.ready`` moves only the ring's pointers, and the RAM's pop depends on the
-    ring's fill level alone. One cycle more from push to ``r.valid`` (:attr:`latency`). The
-    credits cover the ring: ``depth`` entries in the RAM and the ring together. The RAM then
-    holds at most ``depth - 1`` of them (it holds two or more only while the ring holds one or
-    more: a ring that is not full takes the RAM's oldest entry in every cycle), so its slots
-    stay ``depth`` (at least 2).
+    per slice as well): ``r.valid`` and the two entries are flip-flops the placer can keep
+    beside the RAM, the reader's ``r.ready`` moves only the ring's pointers, and the RAM's pop
+    depends on the ring's fill level alone. One cycle more from push to ``r.valid``
+    (:attr:`latency`). The credits cover the ring: ``depth`` entries in the RAM and the ring
+    together. The RAM then holds at most ``depth - 1`` of them (it holds two or more only
+    while the ring holds one or more: a ring that is not full takes the RAM's oldest entry in
+    every cycle), so its slots stay ``depth`` (at least 2).
 """
 
 from __future__ import annotations

@@ -41,11 +41,12 @@ out to every register). Backpressure is by credit: a row is accepted only while 
 leaving the pipeline has a place. With ``results`` ready, one row per cycle flows end to end. The
 queue is a :class:`hw.credit_queue.CreditQueue` (its RAM written every cycle: no fill level on a
 write enable), behind an output register that keeps the latency of the FIFO it replaced. The
-queue's RAM is one column slice per lane, each read and written at its own copy of the pointers,
-and its read ends in a two-entry ring (``output_ring``): ``results`` leaves from flip-flops next
-to the RAM (``payload`` through one 2:1 multiplexer), ``results.ready`` moves only the ring's
-pointers, so the wire to the consumer (the compute unit, across the die) starts at a flip-flop
-and the RAM's read ends in one. That ring is one cycle of :attr:`Epilogue.latency` and one credit.
+queue's RAM is one column slice per lane (``slices``), each read at its own copy of the read
+pointer, and its read ends in a two-entry ring (``output_ring``): ``results`` leaves from the
+ring's flip-flops (``payload`` through one 2:1 multiplexer), ``results.ready`` moves only the
+ring's pointers, so the RAM's read ends in a flip-flop the placer can keep beside it and the
+wire to the consumer (the compute unit, across the die) starts at one. That ring is one cycle of
+:attr:`Epilogue.latency` and one credit.
 
 Reset clears the credit counter, the valid line and the result queue; the data registers (rows,
 products, search state, delay lines) have no reset, as a row's data reaches the queue only with
