@@ -13,14 +13,36 @@ write pointer free even when the queue holds ``depth`` rows, so nothing queued i
 
 The read side is a ``lib.stream`` source with a combinational RAM read at the registered read
 pointer (LUT RAM, as ``SyncFIFO``) and a registered ``valid``.
+
+Two options for a wide queue whose reader is far away (the epilogue's result queue, which feeds
+the compute unit across the die; both off by default, as the systolic array uses the queue):
+
+``slices``
+    The RAM as that many column slices, each read at its own copy of the read pointer
+    (flip-flops synthesis keeps apart, :func:`hw.target.kept_flip_flop`): one pointer drives
+    the read of a bounded group of LUT-RAM cells that the placer can keep together, not all of
+    them. The copies are loaded with the pointer's next value and have no reset, so in the one
+    cycle after a reset the read data may be another slot's; ``r.valid`` is low in that cycle.
+``output_ring``
+    The RAM's read ends in a :class:`hw.dma.StreamRing` (two entries, its read pointer copied
+    per slice as well): ``r.valid`` and the two entries are flip-flops the placer can keep
+    beside the RAM, the reader's ``r.ready`` moves only the ring's pointers, and the RAM's pop
+    depends on the ring's fill level alone. One cycle more from push to ``r.valid``
+    (:attr:`latency`). The credits cover the ring: ``depth`` entries in the RAM and the ring
+    together. The RAM then holds at most ``depth - 1`` of them (it holds two or more only
+    while the ring holds one or more: a ring that is not full takes the RAM's oldest entry in
+    every cycle), so its slots stay ``depth`` (at least 2).
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal
-from amaranth.lib import stream, wiring
+from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+
+from hw.dma import StreamRing
+from hw.target import kept_flip_flop
 
 __all__ = ["CreditQueue"]
 
@@ -34,6 +56,12 @@ class CreditQueue(wiring.Component):
         Bits per entry, at least 1.
     depth : int
         Entries the writer may have queued at once (its credits), at least 1.
+    slices : int
+        Column slices of the RAM, each read at its own copy of the read pointer (1: one RAM
+        and the pointer itself, the default); at most ``width``.
+    output_ring : bool
+        A two-entry ring after the RAM's read (default off): every output a flip-flop or one
+        2:1 multiplexer after flip-flops, :attr:`latency` 2 instead of 1.
 
     Attributes
     ----------
@@ -42,24 +70,34 @@ class CreditQueue(wiring.Component):
         ``depth`` entries (and pops none this cycle) breaks the credit contract: the newest
         entry may be lost. Simulation and tests check the contract; the hardware does not.
     r : Out(stream.Signature(width))
-        Entries out, oldest first.
+        Entries out, oldest first, :attr:`latency` cycles after their push at the earliest.
     """
 
-    def __init__(self, width: int, depth: int) -> None:
-        for name, value in (("width", width), ("depth", depth)):
+    def __init__(self, width: int, depth: int, *, slices: int = 1,
+                 output_ring: bool = False) -> None:
+        for name, value in (("width", width), ("depth", depth), ("slices", slices)):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"{name} must be an int, got {value!r}")
             if value < 1:
                 raise ValueError(f"{name} = {value}: must be at least 1")
+        if slices > width:
+            raise ValueError(f"slices = {slices}: must be at most width ({width})")
+        if not isinstance(output_ring, bool):
+            raise TypeError(f"output_ring must be a bool, got {output_ring!r}")
         self._width = width
         self._depth = depth
+        self._output_ring = output_ring
+        step = -(-width // slices)
+        # (the same column split as StreamRing's per-copy slices of its payload)
+        self._columns = [(lo, min(width, lo + step)) for lo in range(0, width, step)]
         super().__init__({
             "w": In(stream.Signature(width, always_ready=True)),
             "r": Out(stream.Signature(width)),
         })
         # (Built here, added by elaborate: this file's `amaranth:` comment waives the warning
         # for it when the queue itself is never elaborated.)
-        self._storage = Memory(shape=width, depth=depth + 1, init=[])
+        self._storage = [Memory(shape=hi - lo, depth=self.slots, init=[])
+                         for lo, hi in self._columns]
 
     @property
     def width(self) -> int:
@@ -71,30 +109,53 @@ class CreditQueue(wiring.Component):
         """Entries the writer may have queued at once."""
         return self._depth
 
+    @property
+    def slices(self) -> int:
+        """Column slices of the RAM (each read at its own copy of the read pointer)."""
+        return len(self._columns)
+
+    @property
+    def output_ring(self) -> bool:
+        """Whether the RAM's read ends in a two-entry ring."""
+        return self._output_ring
+
+    @property
+    def slots(self) -> int:
+        """Entries of the RAM: one more than it ever holds."""
+        if self._output_ring:
+            return max(2, self._depth)
+        return self._depth + 1
+
+    @property
+    def latency(self) -> int:
+        """Cycles from a push (``w.valid``) to the earliest cycle the entry is valid on ``r``."""
+        return 2 if self._output_ring else 1
+
     def elaborate(self, platform) -> Module:
         m = Module()
-        slots = self._depth + 1
-        m.submodules.storage = storage = self._storage
-        w_port = storage.write_port()
-        r_port = storage.read_port(domain="comb")
+        slots = self.slots
         w_ptr = Signal(range(slots))
         r_ptr = Signal(range(slots))
         count = Signal(range(slots + 1))
         nonempty = Signal()
+        if self._output_ring:
+            # (a one-field layout: StreamRing slices its payload with `as_value`)
+            m.submodules.ring = ring = StreamRing(
+                data.StructLayout({"bits": self._width}), rp_copies=self.slices)
+            m.d.comb += [
+                self.r.valid.eq(ring.o.valid),
+                self.r.payload.eq(ring.o.payload.bits),
+                ring.o.ready.eq(self.r.ready),
+            ]
+            out, out_bits = ring.i, ring.i.payload.as_value()
+        else:
+            out, out_bits = self.r, self.r.payload
         push = self.w.valid
-        pop = self.r.valid & self.r.ready
+        pop = out.valid & out.ready
 
         def advance(ptr):
             return Mux(ptr == slots - 1, 0, ptr + 1)
 
-        m.d.comb += [
-            w_port.addr.eq(w_ptr),
-            w_port.data.eq(self.w.payload),
-            w_port.en.eq(1),
-            r_port.addr.eq(r_ptr),
-            self.r.payload.eq(r_port.data),
-            self.r.valid.eq(nonempty),
-        ]
         with m.If(push):
             m.d.sync += w_ptr.eq(advance(w_ptr))
         with m.If(pop):
@@ -104,4 +165,31 @@ class CreditQueue(wiring.Component):
             # count' != 0, from compares of the registered count only.
             nonempty.eq(push | Mux(pop, count != 1, count != 0)),
         ]
+
+        def r_ptr_copy(name):
+            # Equal to `r_ptr` in every cycle after one without a reset (loaded with its next
+            # value, no reset): in the cycle after a reset `nonempty` is low, and a ring takes
+            # the read into a free entry. Kept flip-flops, one per bit: Yosys would merge plain
+            # ones.
+            r_next = Mux(pop, advance(r_ptr), r_ptr)
+            return Cat(*(kept_flip_flop(m, r_next[b], platform, f"{name}_b{b}")
+                         for b in range(len(r_ptr))))
+
+        m.d.comb += out.valid.eq(nonempty)
+        for k, ((lo, hi), storage) in enumerate(zip(self._columns, self._storage, strict=True)):
+            if len(self._columns) == 1:
+                m.submodules.storage = storage
+                r_addr = r_ptr
+            else:
+                m.submodules[f"storage{k}"] = storage
+                r_addr = r_ptr_copy(f"r_ptr_c{k}")
+            w_port = storage.write_port()
+            r_port = storage.read_port(domain="comb")
+            m.d.comb += [
+                w_port.addr.eq(w_ptr),
+                w_port.data.eq(self.w.payload[lo:hi]),
+                w_port.en.eq(1),
+                r_port.addr.eq(r_addr),
+                out_bits[lo:hi].eq(r_port.data),
+            ]
         return m

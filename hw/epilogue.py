@@ -32,14 +32,21 @@ compare level in it)::
            RAM on ECP5 by scripts/ecp5_pack_outreg.py)
     +1..+6 as 1..6 for k * x + b (b + 2**(sh-1) computed beside the products, 2**(sh-1)
            decoded a stage ahead), sat to out_width
-    +1     output register, then the result queue (hw.credit_queue.CreditQueue)
+    +1     output register, then the result queue (hw.credit_queue.CreditQueue): its LUT RAM
+           (+1) and the two-entry ring its read ends in (+1)
 
 It never stalls: no register has a clock enable (an enable driven by ``results.ready`` would fan
 out to every register). Backpressure is by credit: a row is accepted only while fewer than
 :attr:`Epilogue.result_depth` rows are in flight or queued in the result queue, so every row
 leaving the pipeline has a place. With ``results`` ready, one row per cycle flows end to end. The
 queue is a :class:`hw.credit_queue.CreditQueue` (its RAM written every cycle: no fill level on a
-write enable), behind an output register that keeps the latency of the FIFO it replaced.
+write enable), behind an output register that keeps the latency of the FIFO it replaced. The
+queue's RAM is one column slice per lane (``slices``), each read at its own copy of the read
+pointer, and its read ends in a two-entry ring (``output_ring``): ``results`` leaves from the
+ring's flip-flops (``payload`` through one 2:1 multiplexer), ``results.ready`` moves only the
+ring's pointers, so the RAM's read ends in a flip-flop the placer can keep beside it and the
+wire to the consumer (the compute unit, across the die) starts at one. That ring is one cycle of
+:attr:`Epilogue.latency` and one credit.
 
 Reset clears the credit counter, the valid line and the result queue; the data registers (rows,
 products, search state, delay lines) have no reset, as a row's data reaches the queue only with
@@ -75,6 +82,9 @@ ROUND_MUL_SAT_STAGES = 6
 #: Stages from a lane's segment index to its slope and intercept in registers: address, the
 #: block RAM's read, its output register (which then feeds the multiplier's input register).
 SEGMENT_READ_STAGES = 3
+#: Cycles from the output register's row to ``results``: the result queue's LUT RAM and its
+#: output ring (:attr:`hw.credit_queue.CreditQueue.latency` with ``output_ring``).
+RESULT_QUEUE_LATENCY = 2
 
 
 class OutWidth(enum.Enum, shape=2):
@@ -154,8 +164,10 @@ class Epilogue(wiring.Component):
             "table": Out(lookup_signature(config)),
         })
         self._result_queue = CreditQueue(
-            width=epilogue_output_layout(config, tag_bits).size, depth=self.result_depth
+            width=epilogue_output_layout(config, tag_bits).size, depth=self.result_depth,
+            slices=config.cols, output_ring=True,
         )
+        assert self._result_queue.latency == RESULT_QUEUE_LATENCY
 
     @property
     def config(self) -> AcceleratorConfig:
@@ -182,12 +194,14 @@ class Epilogue(wiring.Component):
     @property
     def latency(self) -> int:
         """Cycles from a row's handshake on ``rows`` until it is valid on ``results`` (no
-        backpressure): the pipeline, the output register and the result queue's cycle."""
-        return self.pipeline_depth + 2
+        backpressure): the pipeline, the output register and the result queue's two cycles
+        (its RAM and its output ring)."""
+        return self.pipeline_depth + 1 + RESULT_QUEUE_LATENCY
 
     @property
     def result_depth(self) -> int:
-        """Rows in flight plus rows queued at most: enough credits for one row per cycle."""
+        """Rows in flight plus rows queued (in the result queue's RAM and ring) at most: enough
+        credits for one row per cycle."""
         return self.latency + 1
 
     def elaborate(self, platform) -> Module:

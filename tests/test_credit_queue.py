@@ -13,7 +13,8 @@ from tests.banked_memory_bench import run_to_end
 
 @pytest.mark.parametrize("bad, error", [
     ({"width": 0}, ValueError), ({"depth": 0}, ValueError), ({"width": 2.0}, TypeError),
-    ({"depth": True}, TypeError),
+    ({"depth": True}, TypeError), ({"slices": 0}, ValueError), ({"slices": 9}, ValueError),
+    ({"slices": 2.0}, TypeError), ({"output_ring": 1}, TypeError),
 ])
 def test_rejects_bad_parameters(bad, error):
     with pytest.raises(error, match=next(iter(bad))):
@@ -22,9 +23,55 @@ def test_rejects_bad_parameters(bad, error):
 
 def test_parameters_are_read_only():
     q = CreditQueue(8, 4)
-    assert (q.width, q.depth) == (8, 4)
+    assert (q.width, q.depth, q.slices, q.output_ring, q.slots, q.latency) == (8, 4, 1, False,
+                                                                               5, 1)
     with pytest.raises(AttributeError):
         q.depth = 5
+    ring = CreditQueue(8, 4, slices=3, output_ring=True)
+    # 3 columns of 3, 3 and 2 bits; the ring holds one of the credits' entries whenever the
+    # RAM holds two or more, so 4 slots suffice
+    assert (ring.slices, ring.slots, ring.latency) == (3, 4, 2)
+    assert CreditQueue(8, 1, output_ring=True).slots == 2
+
+
+@pytest.mark.parametrize("depth, slices, ring", [
+    (d, sl, r) for d in (1, 2, 4, 13, 16) for sl, r in ((1, False), (3, False), (1, True),
+                                                         (4, True))
+])
+def test_valid_exactly_when_the_oldest_entry_is_latency_cycles_old(depth, slices, ring):
+    """Credits as the epilogue counts them (pushes only while fewer than ``depth`` entries are
+    pushed and not yet popped): ``r.valid`` is high exactly when the oldest entry was pushed
+    ``latency`` or more cycles ago, and ``r.payload`` is that entry; the queue fills up."""
+    dut = CreditQueue(16, depth, slices=slices, output_ring=ring)
+    rng = random.Random(depth * 10 + slices + ring)
+    model: collections.deque[tuple[int, int]] = collections.deque()
+    seen = {"popped": 0, "full": 0}
+
+    async def bench(ctx):
+        for cycle in range(800):
+            phase = (cycle // 100) % 3  # pushes outpace pops, pops outpace pushes, both busy
+            push_prob, pop_prob = ((0.9, 0.2), (0.3, 0.9), (0.9, 0.9))[phase]
+            push = len(model) < depth and rng.random() < push_prob
+            value = rng.randrange(1 << 16)
+            ctx.set(dut.w.valid, push)
+            ctx.set(dut.w.payload, value if push else rng.randrange(1 << 16))
+            ctx.set(dut.r.ready, rng.random() < pop_prob)
+            await ctx.delay(1e-8)
+            valid, ready = ctx.get(dut.r.valid), ctx.get(dut.r.ready)
+            assert valid == (bool(model) and cycle - model[0][0] >= dut.latency), cycle
+            if valid:
+                assert ctx.get(dut.r.payload) == model[0][1]
+            if valid and ready:
+                model.popleft()
+                seen["popped"] += 1
+            if push:
+                model.append((cycle, value))
+            seen["full"] += len(model) == depth
+            await ctx.tick()
+
+    run_to_end(dut, bench)
+    assert seen["popped"] > 150
+    assert seen["full"] > 0
 
 
 @pytest.mark.parametrize("depth, push_prob, pop_prob, seed", [

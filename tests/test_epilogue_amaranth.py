@@ -205,9 +205,9 @@ def test_parameters_are_read_only():
     dut = Epilogue(cfg, tag_bits=5)
     assert (dut.lanes, dut.tag_bits, dut.config) == (4, 5, cfg)
     # 1 input register + 6 requantise + 3 shared levels + 3 x 3 deeper levels + 2 table read
-    # + 6 PWL; the result FIFO adds two cycles.
-    assert (dut.pipeline_depth, dut.latency, dut.result_depth) == (28, 30, 31)
-    assert Epilogue(tiny(pwl_segments=256)).latency == 30 + 2 * 3
+    # + 6 PWL; the output register, the result queue's RAM and its output ring add three.
+    assert (dut.pipeline_depth, dut.latency, dut.result_depth) == (28, 31, 32)
+    assert Epilogue(tiny(pwl_segments=256)).latency == 31 + 2 * 3
     with pytest.raises(AttributeError):
         dut.lanes = 8
     table = SegmentTable(cfg)
@@ -353,7 +353,7 @@ def test_corners_match_numeric_long(case, seed):
 
 def test_unit_without_tag_exposes_the_loaded_bits():
     unit = EpilogueUnit(tiny(), tag_bits=0)
-    assert unit.latency == unit.epilogue.latency == 30
+    assert unit.latency == unit.epilogue.latency == 31
     seen = []
 
     async def bench(ctx):
