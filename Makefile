@@ -17,6 +17,9 @@ FPGA_FLAGS ?=
 # wider margins, a placement that is not timing-driven. Empty it to run nextpnr's defaults.
 FPGA_ROUTE_FLAGS ?= --dsp-layout columns --bram-layout 13,4 --pnr-setting router2/bbMargin/x=5 \
 	--pnr-setting router2/bbMargin/y=5 --pnr-flags "--placer static --no-tmdriv"
+# Minutes one nextpnr run (one seed) of the whole accelerator may take before it is stopped as
+# not routed: router2 can go on iterating on a congested placement without converging.
+FPGA_PNR_TIMEOUT ?= 120
 FPGA_STAMP := $(VENV)/.fpga-installed
 export AMARANTH_USE_YOSYS := builtin
 
@@ -83,7 +86,8 @@ $(FPGA_STAMP): $(STAMP) pyproject.toml
 ## FPGA Fmax and resources on an ECP5-85F (docs/fpga.md); minutes, the first run compiles WebAssembly.
 synth: $(FPGA_STAMP)
 	$(BIN)/python scripts/synth_ecp5.py --config $(FPGA_CONFIG) --top array --seeds $(FPGA_SEEDS) $(FPGA_FLAGS)
-	$(BIN)/python scripts/synth_ecp5.py --config $(FPGA_CONFIG) --top accelerator --seeds $(FPGA_SEEDS) $(FPGA_ROUTE_FLAGS) $(FPGA_FLAGS)
+	$(BIN)/python scripts/synth_ecp5.py --config $(FPGA_CONFIG) --top accelerator --seeds $(FPGA_SEEDS) \
+		--pnr-timeout $(FPGA_PNR_TIMEOUT) $(FPGA_ROUTE_FLAGS) $(FPGA_FLAGS)
 	$(BIN)/python scripts/synth_xilinx.py --config $(FPGA_CONFIG)
 
 clean:

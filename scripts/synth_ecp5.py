@@ -129,13 +129,24 @@ PNR_NICENESS = 10
 ROUTER = "router2"
 
 
-def _run(cmd: list[str], log: Path, niceness: int = 0) -> None:
-    """Run ``cmd`` with its output in ``log``; a failure raises NmxError naming the log."""
+def _run(cmd: list[str], log: Path, niceness: int = 0,
+         timeout_minutes: float | None = None) -> None:
+    """Run ``cmd`` with its output in ``log``; a failure raises NmxError naming the log.
+
+    A run still going after ``timeout_minutes`` (None: no limit) is killed, and NmxError says
+    so with the log's last lines (for nextpnr, router2's last overuse count).
+    """
     with log.open("w") as f:
-        proc = subprocess.run(
-            cmd, stdout=f, stderr=subprocess.STDOUT, cwd=log.parent,
-            preexec_fn=(lambda: os.nice(niceness)) if niceness else None,
-        )
+        try:
+            proc = subprocess.run(
+                cmd, stdout=f, stderr=subprocess.STDOUT, cwd=log.parent,
+                preexec_fn=(lambda: os.nice(niceness)) if niceness else None,
+                timeout=None if timeout_minutes is None else timeout_minutes * 60,
+            )
+        except subprocess.TimeoutExpired:
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-5:])
+            raise NmxError(f"{Path(cmd[0]).name} did not finish in {timeout_minutes:g} minutes "
+                           f"and was stopped; log {log}:\n{tail}") from None
     if proc.returncode:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
         raise NmxError(f"{Path(cmd[0]).name} failed (exit {proc.returncode}); log {log}:\n{tail}")
@@ -174,7 +185,7 @@ def pack_outreg_in_place(work: Path, cells: dict[str, int]) -> dict:
 def place_and_route(work: Path, freq_mhz: float, seed: int, router: str = ROUTER,
                     niceness: int = PNR_NICENESS, route: bool = True,
                     pnr_flags: tuple[str, ...] = (), netlist: str = "synth.json",
-                    tag: str = "") -> dict:
+                    tag: str = "", timeout_minutes: float | None = None) -> dict:
     """Run nextpnr-ecp5 on ``work/<netlist>`` with ``seed``; return its ``--report`` JSON.
 
     Writes ``work/report_seed<seed>.json`` and ``work/nextpnr_seed<seed>.log`` (``_placed``
@@ -182,7 +193,9 @@ def place_and_route(work: Path, freq_mhz: float, seed: int, router: str = ROUTER
     ``route`` false nextpnr stops after placement (``--no-route``): its Fmax and critical paths
     are then its estimate of the placed design's delays, not routed figures. ``pnr_flags`` are
     passed to nextpnr after the script's own options (placer options, ``--router2-heatmap``).
-    A ``tag`` is appended to the file names (``report_seed1_<tag>.json``).
+    A ``tag`` is appended to the file names (``report_seed1_<tag>.json``). A run longer than
+    ``timeout_minutes`` is stopped with an NmxError (router2 may never converge on a congested
+    placement).
     """
     tag = f"seed{seed}" + ("" if route else "_placed") + (f"_{tag}" if tag else "")
     report = f"report_{tag}.json"
@@ -191,7 +204,7 @@ def place_and_route(work: Path, freq_mhz: float, seed: int, router: str = ROUTER
         "--speed", str(DEVICE["speed"]), "--out-of-context", "--json", netlist,
         "--freq", str(freq_mhz), "--timing-allow-fail", "--seed", str(seed), "--router", router,
         "--report", report, *([] if route else ["--no-route"]), *pnr_flags,
-    ], work / f"nextpnr_{tag}.log", niceness)
+    ], work / f"nextpnr_{tag}.log", niceness, timeout_minutes)
     result = json.loads((work / report).read_text())
     if not route and not result.get("fmax"):
         # nextpnr's report holds no timing without routing: take the placer's last estimate
@@ -298,6 +311,17 @@ def summarise(cells: dict[str, int], reports: dict[int, dict]) -> dict:
     }
 
 
+def _positive_minutes(text: str) -> float:
+    """``--pnr-timeout``'s value: a number of minutes above 0."""
+    try:
+        minutes = float(text)
+    except ValueError:
+        minutes = 0.0
+    if not minutes > 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number of minutes above 0")
+    return minutes
+
+
 def _settings(items: list[str]) -> dict[str, str]:
     """``KEY=VALUE`` strings as a dict of nextpnr settings."""
     return {key: value for key, _, value in (item.partition("=") for item in items)}
@@ -355,7 +379,7 @@ def place_and_route_seeds(work: Path, args) -> dict[int, dict]:
     def one(seed: int) -> dict:
         return place_and_route(work, args.freq, seed, args.router, args.pnr_niceness,
                                route=not args.no_route, pnr_flags=flags, netlist=netlist,
-                               tag=args.tag)
+                               tag=args.tag, timeout_minutes=args.pnr_timeout)
 
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         return dict(zip(args.seeds, pool.map(one, args.seeds), strict=True))
@@ -468,6 +492,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="niceness of the nextpnr runs (default: %(default)s, so that "
                         "place-and-route yields to other work on a shared machine; 0 runs "
                         "them at normal priority)")
+    parser.add_argument("--pnr-timeout", type=_positive_minutes, default=None, metavar="MINUTES",
+                        help="stop a nextpnr run (one seed) that has not finished after MINUTES "
+                        "and report it as an error (default: no limit)")
     parser.add_argument("--pnr-flags", default="", metavar="FLAGS",
                         help="extra nextpnr-ecp5 options, e.g. '--placer-heap-beta 0.7' or "
                         "'--router2-heatmap hm' (default: none)")

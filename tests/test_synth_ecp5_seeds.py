@@ -24,7 +24,8 @@ def test_seeds_run_with_the_given_router_and_niceness_and_keep_their_order(monke
     lock = threading.Lock()
     together = threading.Barrier(3)  # with 3 jobs, all three seeds must be running at once
 
-    def place_and_route(work, freq, seed, router, niceness, route, pnr_flags, netlist, tag):
+    def place_and_route(work, freq, seed, router, niceness, route, pnr_flags, netlist, tag,
+                        timeout_minutes):
         with lock:
             running[0] += 1
             peak[0] = max(peak[0], running[0])
@@ -33,19 +34,20 @@ def test_seeds_run_with_the_given_router_and_niceness_and_keep_their_order(monke
             time.sleep(0.01 * (4 - seed))  # later seeds finish first
         with lock:
             running[0] -= 1
-            calls.append((work, freq, seed, router, niceness, route, pnr_flags))
+            calls.append((work, freq, seed, router, niceness, route, pnr_flags, timeout_minutes))
         return fake_report(100.0 + seed)
 
     monkeypatch.setattr(synth_ecp5, "place_and_route", place_and_route)
     args = argparse.Namespace(seeds=[1, 2, 3], jobs=jobs, freq=150.0, router="router2",
                               pnr_niceness=0, no_route=False,
                               pnr_flags="--placer-heap-beta 0.7", dsp_layout=False,
-                              bram_layout=False, placed=None, tag="", pnr_setting=[])
+                              bram_layout=False, placed=None, tag="", pnr_setting=[],
+                              pnr_timeout=90.0)
     reports = synth_ecp5.place_and_route_seeds(Path("w"), args)
     assert list(reports) == [1, 2, 3]
     assert [r["fmax"]["clk"]["achieved"] for r in reports.values()] == [101.0, 102.0, 103.0]
     assert sorted(c[2] for c in calls) == [1, 2, 3]
-    assert {c[3:] for c in calls} == {("router2", 0, True, ("--placer-heap-beta", "0.7"))}
+    assert {c[3:] for c in calls} == {("router2", 0, True, ("--placer-heap-beta", "0.7"), 90.0)}
     assert peak[0] == jobs
     summary = synth_ecp5.summarise({"LUT4": 5}, reports)
     assert summary["fmax_mhz"] == 102.0
@@ -57,7 +59,8 @@ def test_a_placed_netlist_is_routed_without_packing_or_placing_again(monkeypatch
         {"modules": {"top": {"settings": {"router": "router2", "place": "1"}, "cells": {}}}}))
     calls = []
 
-    def place_and_route(work, freq, seed, router, niceness, route, pnr_flags, netlist, tag):
+    def place_and_route(work, freq, seed, router, niceness, route, pnr_flags, netlist, tag,
+                        timeout_minutes):
         calls.append((router, route, pnr_flags, netlist, tag))
         return fake_report(50.0)
 
@@ -66,7 +69,7 @@ def test_a_placed_netlist_is_routed_without_packing_or_placing_again(monkeypatch
                               no_route=False, pnr_flags="--router2-alt-weights",
                               dsp_layout="columns", bram_layout=(40, 2),
                               placed="placed_seed1.json", tag="alt",
-                              pnr_setting=["router2/bbMargin/x=8"])
+                              pnr_setting=["router2/bbMargin/x=8"], pnr_timeout=None)
     synth_ecp5.place_and_route_seeds(tmp_path, args)
     assert calls == [("router2", True, ("--no-pack", "--no-place", "--router2-alt-weights"),
                       "placed_seed1_alt.json", "alt")]
@@ -147,3 +150,20 @@ def test_bram_layout_rejects_anything_but_two_integers(capsys, bad):
         synth_ecp5.main(["--top", "accelerator", f"--bram-layout={bad}"])
     assert exc.value.code == 2
     assert "expected X,STEP" in capsys.readouterr().err
+
+
+def test_a_run_past_its_timeout_is_stopped_with_an_error_naming_it_and_its_log(tmp_path):
+    log = tmp_path / "nextpnr_seed1.log"
+    started = time.monotonic()
+    with pytest.raises(synth_ecp5.NmxError, match=r"sleep did not finish in 0.005 minutes"):
+        synth_ecp5._run(["sleep", "30"], log, timeout_minutes=0.005)
+    assert time.monotonic() - started < 10
+    synth_ecp5._run(["true"], log, timeout_minutes=0.5)  # a run inside its limit is untouched
+
+
+@pytest.mark.parametrize("bad", ["0", "-5", "soon"])
+def test_pnr_timeout_rejects_anything_but_positive_minutes(capsys, bad):
+    with pytest.raises(SystemExit) as exc:
+        synth_ecp5.main(["--top", "accelerator", f"--pnr-timeout={bad}"])
+    assert exc.value.code == 2
+    assert "expected a number of minutes above 0" in capsys.readouterr().err
