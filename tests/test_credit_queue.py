@@ -34,23 +34,19 @@ def test_parameters_are_read_only():
     assert CreditQueue(8, 1, output_ring=True).slots == 2
 
 
-@pytest.mark.parametrize("depth, slices, ring", [
-    (d, sl, r) for d in (1, 2, 4, 13, 16) for sl, r in ((1, False), (3, False), (1, True),
-                                                         (4, True))
-])
-def test_valid_exactly_when_the_oldest_entry_is_latency_cycles_old(depth, slices, ring):
-    """Credits as the epilogue counts them (pushes only while fewer than ``depth`` entries are
-    pushed and not yet popped): ``r.valid`` is high exactly when the oldest entry was pushed
-    ``latency`` or more cycles ago, and ``r.payload`` is that entry; the queue fills up."""
-    dut = CreditQueue(16, depth, slices=slices, output_ring=ring)
-    rng = random.Random(depth * 10 + slices + ring)
+def drive_within_credits(dut, depth, rng, cycles, probabilities):
+    """Push and pop at random for ``cycles`` cycles, pushing only while fewer than ``depth``
+    entries are pushed and not yet popped (the writer's credits: an entry popped this cycle
+    frees its credit next cycle); ``probabilities(cycle)`` gives (push, pop) chances. Checks,
+    against a deque, that ``r.valid`` is high exactly when the oldest entry was pushed
+    ``dut.latency`` or more cycles ago and that ``r.payload`` is that entry. Returns the
+    entries popped and the cycles the queue was full."""
     model: collections.deque[tuple[int, int]] = collections.deque()
     seen = {"popped": 0, "full": 0}
 
     async def bench(ctx):
-        for cycle in range(800):
-            phase = (cycle // 100) % 3  # pushes outpace pops, pops outpace pushes, both busy
-            push_prob, pop_prob = ((0.9, 0.2), (0.3, 0.9), (0.9, 0.9))[phase]
+        for cycle in range(cycles):
+            push_prob, pop_prob = probabilities(cycle)
             push = len(model) < depth and rng.random() < push_prob
             value = rng.randrange(1 << 16)
             ctx.set(dut.w.valid, push)
@@ -70,6 +66,24 @@ def test_valid_exactly_when_the_oldest_entry_is_latency_cycles_old(depth, slices
             await ctx.tick()
 
     run_to_end(dut, bench)
+    return seen
+
+
+@pytest.mark.parametrize("depth, slices, ring", [
+    (d, sl, r) for d in (1, 2, 4, 13, 16) for sl, r in ((1, False), (3, False), (1, True),
+                                                         (4, True))
+])
+def test_valid_exactly_when_the_oldest_entry_is_latency_cycles_old(depth, slices, ring):
+    """Credits as the epilogue counts them: ``r.valid`` is high exactly when the oldest entry
+    was pushed ``latency`` or more cycles ago, and ``r.payload`` is that entry; the queue fills
+    up."""
+    dut = CreditQueue(16, depth, slices=slices, output_ring=ring)
+
+    def phases(cycle):  # pushes outpace pops, pops outpace pushes, both busy
+        return ((0.9, 0.2), (0.3, 0.9), (0.9, 0.9))[(cycle // 100) % 3]
+
+    seen = drive_within_credits(dut, depth, random.Random(depth * 10 + slices + ring), 800,
+                                phases)
     assert seen["popped"] > 150
     assert seen["full"] > 0
 
@@ -79,33 +93,11 @@ def test_valid_exactly_when_the_oldest_entry_is_latency_cycles_old(depth, slices
 ])
 def test_random_pushes_and_pops_keep_order_within_credits(depth, push_prob, pop_prob, seed):
     """Pushes only while fewer than ``depth`` entries are queued (the writer's credits, counted
-    as the array counts them: an entry popped this cycle frees its credit next cycle); every
-    popped entry is the oldest pushed; the queue fills up where pushes outpace pops."""
+    as the array counts them); every popped entry is the oldest pushed, valid from the cycle
+    after its push (``latency`` 1); the queue fills up where pushes outpace pops."""
     dut = CreditQueue(16, depth)
-    rng = random.Random(seed)
-    model: collections.deque[int] = collections.deque()
-    seen = {"popped": 0, "full": 0}
-
-    async def bench(ctx):
-        for _ in range(600):
-            push = len(model) < depth and rng.random() < push_prob
-            value = rng.randrange(1 << 16)
-            ctx.set(dut.w.valid, push)
-            ctx.set(dut.w.payload, value if push else rng.randrange(1 << 16))
-            ctx.set(dut.r.ready, rng.random() < pop_prob)
-            await ctx.delay(1e-8)
-            valid, ready = ctx.get(dut.r.valid), ctx.get(dut.r.ready)
-            assert valid == bool(model)
-            popped = None
-            if valid and ready:
-                popped = model.popleft()
-                assert ctx.get(dut.r.payload) == popped
-                seen["popped"] += 1
-            if push:
-                model.append(value)
-            seen["full"] += len(model) == depth
-            await ctx.tick()
-
-    run_to_end(dut, bench)
+    assert dut.latency == 1
+    seen = drive_within_credits(dut, depth, random.Random(seed), 600,
+                                lambda cycle: (push_prob, pop_prob))
     assert seen["popped"] > 100
     assert seen["full"] > 0 or pop_prob > push_prob
