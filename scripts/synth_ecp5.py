@@ -39,7 +39,7 @@ from hw.errors import NmxError  # noqa: E402
 from hw.rtl import TOPS, top_component, verilog_text, write_if_changed  # noqa: E402
 from hw.target import ECP5  # noqa: E402
 from nmx.commands.rtl import add_config_arguments, config_from_args  # noqa: E402
-from scripts.ecp5_bram_layout import place_accumulator_brams  # noqa: E402
+from scripts.ecp5_bram_layout import ACC_ROWS, EBR_ROWS, place_accumulator_brams  # noqa: E402
 from scripts.ecp5_dsp_layout import LAYOUTS, place_array_dsps  # noqa: E402
 from scripts.ecp5_pack_outreg import pack_output_registers  # noqa: E402
 
@@ -361,10 +361,12 @@ def place_and_route_seeds(work: Path, args) -> dict[int, dict]:
             print(f"{work.name}: {placed} array multipliers given DSP sites ({args.dsp_layout})",
                   flush=True)
         if args.bram_layout:
-            first_x, step = args.bram_layout
-            placed = place_accumulator_brams(design, first_x=first_x, step=step)
-            print(f"{work.name}: {placed} accumulator block RAMs given sites (Y70/Y82, every "
-                  f"{step} from X{first_x})", flush=True)
+            first_x, step, *rows = args.bram_layout
+            rows = tuple(rows) or ACC_ROWS
+            placed = place_accumulator_brams(design, first_x=first_x, rows=rows, step=step)
+            print(f"{work.name}: {placed} accumulator block RAMs given sites "
+                  f"({'/'.join(f'Y{y}' for y in rows)}, every {step} from X{first_x})",
+                  flush=True)
         if args.pnr_setting:
             # nextpnr reads a netlist's top-module "settings" as its own (the -o of other
             # builds; this one has no command-line option for router2's weights or margins)
@@ -373,7 +375,7 @@ def place_and_route_seeds(work: Path, args) -> dict[int, dict]:
                     module.setdefault("settings", {}).update(_settings(args.pnr_setting))
         netlist = "synth_" + "_".join(
             ["dsp_layout"] * bool(args.dsp_layout) + ["bram_layout"] * bool(args.bram_layout)
-            + ["settings"] * bool(args.pnr_setting)) + ".json"
+            + ["settings"] * bool(args.pnr_setting) + [args.tag] * bool(args.tag)) + ".json"
         (work / netlist).write_text(json.dumps(design))
 
     def one(seed: int) -> dict:
@@ -462,13 +464,17 @@ def print_result(result: dict) -> None:
           f"{result['seconds']['nextpnr']:.0f} s; figures in {result['file']}")
 
 
-def _column_and_step(value: str) -> tuple[int, int]:
-    """``--bram-layout``'s ``X,STEP``: two non-negative integers, the step at least 1."""
+def _column_and_step(value: str) -> tuple[int, ...]:
+    """``--bram-layout``'s ``X,STEP[,Y0,Y1]``: non-negative integers, the step at least 1, and
+    optionally the block-RAM row of each bank (:data:`scripts.ecp5_bram_layout.EBR_ROWS`)."""
     parts = value.split(",")
-    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts) or int(parts[1]) < 1:
+    if (len(parts) not in (2, 4) or not all(p.strip().isdigit() for p in parts)
+            or int(parts[1]) < 1 or not all(int(y) in EBR_ROWS for y in parts[2:])):
         raise argparse.ArgumentTypeError(
-            f"expected X,STEP (a first column and a step of at least 1), got {value!r}")
-    return int(parts[0]), int(parts[1])
+            f"expected X,STEP or X,STEP,Y0,Y1 (a first column, a step of at least 1, the "
+            f"block-RAM rows of banks 0 and 1 among {', '.join(map(str, EBR_ROWS))}), "
+            f"got {value!r}")
+    return tuple(int(p) for p in parts)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -506,10 +512,11 @@ def main(argv: list[str] | None = None) -> int:
                         "rows, 'columns' its columns, each column's partial-sum chain in one "
                         "DSP row")
     parser.add_argument("--bram-layout", nargs="?", const="40,2", default=None,
-                        type=_column_and_step, metavar="X,STEP",
+                        type=_column_and_step, metavar="X,STEP[,Y0,Y1]",
                         help="give the accumulator banks' block RAMs fixed sites along block-RAM "
-                        "rows Y70 and Y82 (scripts/ecp5_bram_layout.py), away from the segment "
-                        "table's block RAMs: every STEP-th site from column X (default 40,2)")
+                        "rows Y0 and Y1 (default Y70 and Y82; scripts/ecp5_bram_layout.py), away "
+                        "from the segment table's block RAMs: every STEP-th site from column X "
+                        "(default 40,2)")
     parser.add_argument("--placed", default=None, metavar="FILE",
                         help="route FILE (in the run's folder), a netlist written by an earlier "
                         "`--no-route --pnr-flags '--write FILE'` run, without packing or "

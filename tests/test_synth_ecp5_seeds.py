@@ -131,7 +131,8 @@ def test_synthesis_is_reused_only_for_the_same_verilog_and_options(monkeypatch, 
 
 
 @pytest.mark.parametrize(("given", "parsed"), [([], None), (["--bram-layout"], (40, 2)),
-                                               (["--bram-layout", "13,4"], (13, 4))])
+                                               (["--bram-layout", "13,4"], (13, 4)),
+                                               (["--bram-layout", "4,6,46,82"], (4, 6, 46, 82))])
 def test_bram_layout_takes_a_first_column_and_a_step(monkeypatch, given, parsed):
     seen = {}
 
@@ -144,8 +145,9 @@ def test_bram_layout_takes_a_first_column_and_a_step(monkeypatch, given, parsed)
     assert seen == {"bram_layout": parsed}
 
 
-@pytest.mark.parametrize("bad", ["13", "13,4,2", "x,4", "13,0", "-1,4"])
-def test_bram_layout_rejects_anything_but_two_integers(capsys, bad):
+@pytest.mark.parametrize("bad", ["13", "13,4,2", "x,4", "13,0", "-1,4", "13,4,70,81",
+                                 "13,4,70,82,22"])
+def test_bram_layout_rejects_anything_but_a_column_a_step_and_two_rows(capsys, bad):
     with pytest.raises(SystemExit) as exc:
         synth_ecp5.main(["--top", "accelerator", f"--bram-layout={bad}"])
     assert exc.value.code == 2
