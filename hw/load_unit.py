@@ -140,6 +140,52 @@ class _Code(enum.IntEnum):
     BAD_TABLE = 7
 
 
+class _LateFlagSkid(wiring.Component):
+    """A :class:`~hw.dma.StreamSkid` (two entries; ``i.ready`` and ``o.valid`` / ``o.payload``
+    from flip-flops, one beat per cycle in order) whose beats carry a flag that arrives a cycle
+    after the beat: ``mark`` in the cycle after a push flags the beat pushed then, and ``flag``
+    is the output beat's flag (``mark`` itself while that beat is the only one held). A check
+    on the pushed beat can so end in one flip-flop instead of the entries' inputs.
+
+    Parameters
+    ----------
+    shape : shape-like
+        The payload shape.
+    """
+
+    def __init__(self, shape) -> None:
+        super().__init__({
+            "i": In(stream.Signature(shape)),
+            "o": Out(stream.Signature(shape)),
+            "mark": In(1),
+            "flag": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.skid = skid = StreamSkid(self.i.payload.shape())
+        wiring.connect(m, wiring.flipped(self.i), skid.i)
+        wiring.connect(m, skid.o, wiring.flipped(self.o))
+        # The skid's state, followed from its ports: `spare_valid` is `~i.ready`, and the beat
+        # pushed last is the spare while it holds one, else the main entry.
+        spare_valid = ~skid.i.ready
+        pushed = Signal()
+        m.d.sync += pushed.eq(skid.i.valid & skid.i.ready)
+        late = self.mark & pushed
+        main_flag = Signal()
+        spare_flag = Signal()
+        m.d.comb += self.flag.eq(main_flag | (late & ~spare_valid))
+        with m.If(~spare_valid):
+            m.d.sync += spare_flag.eq(0)
+        with m.Elif(late):
+            m.d.sync += spare_flag.eq(1)
+        with m.If(~skid.o.valid | skid.o.ready):
+            m.d.sync += main_flag.eq(spare_valid & (spare_flag | late))
+        with m.Elif(late & ~spare_valid):
+            m.d.sync += main_flag.eq(1)
+        return m
+
+
 class LoadUnit(wiring.Component):
     """Executes DMACFG, LOAD, LOADT and SYNC (target LOAD) from the load queue.
 
@@ -373,6 +419,9 @@ class LoadUnit(wiring.Component):
         y = Signal(signed(21))
         x = Signal(signed(21))
         ya = Signal(signed(60))  # A + y*pitch + x0*pix
+        # A + x0*pix, formed in LOAD_PREP: LOAD_CHECK adds y0*pitch into `ya` and LOAD_START
+        # only copies `ya` into `xa` (no adder in front of `xa`'s input multiplexer there)
+        base_x = Signal(signed(60))
         xa = Signal(signed(60))  # A + y*pitch + x*pix
         neg_xp = Signal(signed(40))  # -x*pix + round_up
         rem = Signal(signed(40))  # W*pix - x*pix + round_up
@@ -459,14 +508,33 @@ class LoadUnit(wiring.Component):
         )
         # The queue's head in a register: the block RAM's read data (its output latch is slow)
         # reaches only this register, not the assembler's decisions.
+        # A spare register behind the head (a two-entry slice, as `StreamSkid`) takes the
+        # queue's output whenever it is free: the queue's read enable (its block RAM's enable
+        # and its level counter) is that flip-flop, not the assembler's pop. The head loads
+        # from the spare, else from the queue, in the same cycles as it would from the queue.
         desc_out = Signal(desc_layout)  # the head descriptor
         desc_valid = Signal()
         desc_pop = Signal()  # the assembler is done with the head
-        m.d.comb += desc.r_en.eq(~desc_valid | desc_pop)
+        desc_spare = Signal(desc_layout, reset_less=True)
+        desc_spare_valid = Signal()
+        head_in = Signal(desc_layout)
+        m.d.comb += [
+            desc.r_en.eq(~desc_spare_valid),
+            head_in.eq(Mux(desc_spare_valid, desc_spare, desc.r_data)),
+        ]
+        head_load = Signal()  # a descriptor becomes the head
+        m.d.comb += head_load.eq((~desc_valid | desc_pop) & (desc_spare_valid | desc.r_rdy))
         with m.If(desc_pop):
             m.d.sync += desc_valid.eq(0)
-        with m.If(desc.r_rdy & desc.r_en):
-            m.d.sync += [desc_out.eq(desc.r_data), desc_valid.eq(1)]
+        with m.If(head_load):
+            m.d.sync += [desc_out.eq(head_in), desc_valid.eq(1)]
+        with m.If(~desc_spare_valid):
+            m.d.sync += [
+                desc_spare.eq(desc.r_data),
+                desc_spare_valid.eq(desc.r_rdy & desc_valid & ~desc_pop),
+            ]
+        with m.Elif(desc_pop):
+            m.d.sync += desc_spare_valid.eq(0)
 
         # ---------------------------------------------------------------- row queue
         queue_layout = data.StructLayout(
@@ -631,11 +699,11 @@ class LoadUnit(wiring.Component):
         d_w_data = Signal(desc_layout)
         m.d.sync += [d_w_valid.eq(row_issue), d_w_data.eq(d_in)]
         m.d.comb += [desc.w_data.eq(d_w_data), desc.w_en.eq(d_w_valid)]
-        # The queue's takes are counted a cycle late (the assembler's pop, deep logic, drives
-        # the queue's read enable but not this counter): `descs` and `desc_room` err on the
+        # The head's loads are counted a cycle late (the assembler's pop, deep logic, drives
+        # the head's load but not this counter): `descs` and `desc_room` err on the
         # safe side for that cycle.
         desc_take = Signal()
-        m.d.sync += desc_take.eq(desc.r_en & desc.r_rdy)
+        m.d.sync += desc_take.eq(head_load)  # (the spare counts as the queue's)
         m.d.sync += descs.eq(descs + row_issue - desc_take)
         with m.If(row_issue & ~desc_take):
             m.d.sync += desc_room.eq(descs < self._desc_depth - 1)
@@ -660,15 +728,17 @@ class LoadUnit(wiring.Component):
             s2_full.eq(s1_has & (s1_lo == 0) & (s1_hi == length)),
             s2_end.eq(s1_xa + hi_byte),
         ]
+        # Stage 1 follows the walk in every cycle (`s1_valid` says whether it holds a step):
+        # `step` enables only the walk's own registers.
+        m.d.sync += [
+            s1_row.eq(row),
+            s1_xa.eq(xa),
+            s1_valid_y.eq((y >= 0) & (y < geom.height)),
+            s1_lo.eq(Mux(x < 0, clip(neg_xp, esize_log), 0)),
+            s1_hi.eq(clip(rem, esize_log)),
+        ]
         with m.If(step):
-            m.d.sync += [
-                s1_row.eq(row),
-                s1_xa.eq(xa),
-                s1_valid_y.eq((y >= 0) & (y < geom.height)),
-                s1_lo.eq(Mux(x < 0, clip(neg_xp, esize_log), 0)),
-                s1_hi.eq(clip(rem, esize_log)),
-                row.eq(row + 1),
-            ]
+            m.d.sync += row.eq(row + 1)
             with m.If(j_last):
                 m.d.sync += [
                     j_left.eq(inner_m1),
@@ -800,6 +870,9 @@ class LoadUnit(wiring.Component):
                 out_data.eq(row_now | placed),
                 out_acc.eq(is_acc),
             ]
+        # a beat of the head row is taken unless it ends the row and the output row is full
+        # (one expression for the branches below and for `rd.data.ready`, `asm_ready`)
+        takes = ~at_last | out_free
         with m.If(~is_table & desc_valid):
             with m.If(~desc_out.has):
                 with m.If(out_free):
@@ -807,7 +880,6 @@ class LoadUnit(wiring.Component):
                     m.d.sync += out_valid.eq(1)
             with m.Else():
                 row_end = at_last
-                takes = ~row_end | out_free
                 # (`rd.data.valid & takes`, not `data_fire`: the table parser's share of
                 # `rd.data.ready` stays off the row registers' enables.)
                 with m.If(rd.data.valid & takes):
@@ -825,7 +897,7 @@ class LoadUnit(wiring.Component):
                         m.d.comb += slot_d.eq(slot + 1)
                         m.d.sync += hot.eq(hot << 1)
 
-        m.d.comb += asm_ready.eq(desc_valid & desc_out.has & (~at_last | out_free))
+        m.d.comb += asm_ready.eq(desc_valid & desc_out.has & takes)
 
         # ---------------------------------------------------------------- table parser
         pos = Signal(max(1, lb))
@@ -866,37 +938,41 @@ class LoadUnit(wiring.Component):
         elem_last = Signal()
         pops = elem_last | ((pos + zsize) == bw)
 
-        # The parser's writes leave through a register slice whose entries carry the field's
-        # check result (`bad`, a compare of the data against the previous breakpoint): the
-        # slice's ready is a flip-flop, so no write ready and no check stands in front of
-        # `rd.data.ready`, and the check ends in flip-flops. A bad field is dropped at the
-        # slice's output; the error is raised (and the rest of the data discarded, `bad_r`)
-        # from the cycle after the check, so no write of the instruction follows a bad field.
-        m.submodules.table_slice = t_slice = StreamSkid(data.StructLayout({
+        # The parser's writes leave through a register slice (its ready is a flip-flop, so no
+        # write ready stands in front of `rd.data.ready`). The field's check (`bad`, e.g. a
+        # compare of the data against the previous breakpoint) ends in one flip-flop, `bad_r`,
+        # which flags the field in the slice a cycle after its push (`_LateFlagSkid`): a bad
+        # field is dropped at the slice's output; the error is raised (and the rest of the data
+        # discarded) from `bad_r`, so no write of the instruction follows a bad field.
+        m.submodules.table_slice = t_slice = _LateFlagSkid(data.StructLayout({
             "pwl": 1,
-            "bad": 1,
             "tw": table_write_layout(cfg),
             "bw": bias_write_layout(cfg),
         }))
         t_out = t_slice.o.payload
+        t_bad = t_slice.flag
         m.d.comb += [
             self.table_write.payload.eq(t_out.tw),
             self.bias_write.payload.eq(t_out.bw),
-            self.table_write.valid.eq(t_slice.o.valid & t_out.pwl & ~t_out.bad),
-            self.bias_write.valid.eq(t_slice.o.valid & ~t_out.pwl & ~t_out.bad),
+            self.table_write.valid.eq(t_slice.o.valid & t_out.pwl & ~t_bad),
+            self.bias_write.valid.eq(t_slice.o.valid & ~t_out.pwl & ~t_bad),
             t_slice.o.ready.eq(
-                t_out.bad | Mux(t_out.pwl, self.table_write.ready, self.bias_write.ready)
+                t_bad | Mux(t_out.pwl, self.table_write.ready, self.bias_write.ready)
             ),
         ]
         t_ready = t_slice.i.ready
         tw = t_slice.i.payload.tw
         bwp = t_slice.i.payload.bw
         bad = Signal()  # the field under the parser fails its check
-        bad_r = Signal()  # ... registered: the error and discard mode follow from it
+        bad_r = Signal()  # ... registered: the error, discard mode and the slice's flag
         m.d.sync += bad_r.eq(bad)
         dropping = discard | bad_r
-        m.d.comb += [t_slice.i.payload.pwl.eq(is_pwl), t_slice.i.payload.bad.eq(bad)]
-        emits = Signal()
+        m.d.comb += [t_slice.i.payload.pwl.eq(is_pwl), t_slice.mark.eq(bad_r)]
+        # The field under the parser is written (PWL: not a header word; BIAS: an entry's second
+        # word), and it can move on (its write, if any, has room): one expression each, for the
+        # branches below and for `rd.data.ready` (`par_ready`).
+        emits = Mux(is_pwl, phase != 0, idx[0])
+        can = ~emits | t_ready
         m.d.comb += [
             tw.fn.eq(loadt.dst + tab),
             bwp.entry.eq(loadt.dst + (idx >> 1)),
@@ -947,20 +1023,11 @@ class LoadUnit(wiring.Component):
                             with m.Else():
                                 m.d.comb += bad.eq(word != 0)
                         with m.Case(1):
-                            m.d.comb += [
-                                bad.eq((idx != 0) & word_below),
-                                emits.eq(1),
-                            ]
-                        with m.Default():
-                            m.d.comb += emits.eq(1)
+                            m.d.comb += bad.eq((idx != 0) & word_below)
                 with m.Else():
                     with m.If(idx[0]):
-                        m.d.comb += [
-                            bad.eq((word[16:24] > MAX_SHIFT) | (word[24:] != 0)),
-                            emits.eq(1),
-                        ]
+                        m.d.comb += bad.eq((word[16:24] > MAX_SHIFT) | (word[24:] != 0))
                 m.d.comb += t_slice.i.valid.eq(emits)
-                can = ~emits | t_ready
                 # The field moves on whether or not it is bad (a bad one is not written, and
                 # discard mode drops the rest from the next cycle), so the field checks stay off
                 # `rd.data.ready`.
@@ -1004,11 +1071,9 @@ class LoadUnit(wiring.Component):
             m.d.sync += discard.eq(1)
         # The parser's take as one flat expression of flip-flops (the branches above, whose
         # conditions would otherwise nest into it): a dropped or failed beat goes at once, a
-        # field when its write (if any) has room and it is the beat's last.
-        emits_f = Mux(is_pwl, phase != 0, idx[0])
+        # field when it can move on and it is the beat's last.
         m.d.comb += par_ready.eq(
-            rd.data.valid & ~shift_emit
-            & (dropping | beat.error | ((~emits_f | t_ready) & pops))
+            rd.data.valid & ~shift_emit & (dropping | beat.error | (can & pops))
         )
         table_writing = t_slice.o.valid | bad_r  # a write or a check result still on its way
 
@@ -1113,6 +1178,7 @@ class LoadUnit(wiring.Component):
                     bad_dst.eq(count > rows_left),
                     wpix_r.eq(wpix + round_up),
                     neg_xp0.eq(round_up - xp0),
+                    base_x.eq(base_addr + xp0),
                     merge_ok.eq(((length << esize_log) & (bw - 1)) == 0),
                 ]
                 with m.Switch(k_beats):
@@ -1133,7 +1199,7 @@ class LoadUnit(wiring.Component):
                     m.next = "DRAIN"
                 with m.Else():
                     m.d.sync += [
-                        ya.eq(base_addr + yp0),
+                        ya.eq(base_x + yp0),
                         rem0.eq(wpix_r - xp0),
                     ]
                     m.next = "LOAD_START"
@@ -1147,8 +1213,7 @@ class LoadUnit(wiring.Component):
                     j_last.eq(inner_one),
                     y.eq(load.y0),
                     x.eq(load.x0),
-                    ya.eq(ya + xp0),
-                    xa.eq(ya + xp0),
+                    xa.eq(ya),
                     neg_xp.eq(neg_xp0),
                     rem.eq(rem0),
                     row.eq(load.dst),
@@ -1200,6 +1265,7 @@ class LoadUnit(wiring.Component):
                     & ~table_writing
                     & ~d_w_valid
                     & ~desc.r_rdy
+                    & ~desc_spare_valid
                     & ~desc_valid
                 )
                 with m.If(drained):
@@ -1227,9 +1293,6 @@ class LoadUnit(wiring.Component):
 
         m.d.comb += self.stall_axi_read.eq(rd.busy & ~(self.axi.rvalid & self.axi.rready))
         # (last: a head loading wins over the assembler's and the control's updates above)
-        with m.If(desc.r_rdy & desc.r_en):
-            m.d.sync += [
-                at_last.eq(desc_layout(desc.r_data).single),
-                hot.eq(desc_layout(desc.r_data).hot),
-            ]
+        with m.If(head_load):
+            m.d.sync += [at_last.eq(head_in.single), hot.eq(head_in.hot)]
         return m
