@@ -23,12 +23,12 @@ import enum
 
 from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.fifo import SyncFIFO, SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from hw.axi import axi4_read_signature
 from hw.config import AcceleratorConfig
-from hw.dma import AxiReadEngine, StreamSkid
+from hw.dma import AxiReadEngine, StreamRing, StreamSkid
 from hw.dsp import PipelinedMultiplier
 from hw.isa import BIAS_ENTRY_BYTES, MemSpace, Opcode, TableKind, pwl_table_bytes
 from hw.numeric import MAX_SHIFT
@@ -554,7 +554,12 @@ class LoadUnit(wiring.Component):
                 "start": signed(61),
             }
         )
-        m.submodules.rowq = rowq = SyncFIFOBuffered(width=queue_layout.size, depth=ROW_QUEUE)
+        # The queue's head is a `StreamRing` behind a first-word-fall-through FIFO (the FIFO's
+        # read is combinational, so a row reaches the head in the same cycles as through a
+        # buffered FIFO): the request stage's issue decision (deep) moves only the ring's
+        # pointers, not the FIFO's read enable and the ~110 enables of a buffered FIFO's output.
+        m.submodules.rowq = rowq = SyncFIFO(width=queue_layout.size, depth=ROW_QUEUE)
+        m.submodules.row_head = row_head = StreamRing(queue_layout)
         q_in = Signal(queue_layout)
         head = Signal(queue_layout)
         m.d.sync += [
@@ -583,7 +588,10 @@ class LoadUnit(wiring.Component):
             q_in.joins.eq(s3_has & s3_limit_ok & s3_mergeable & s3_contig),
             rowq.w_data.eq(q_in),
             rowq.w_en.eq(s3_valid),
-            head.eq(rowq.r_data),
+            row_head.i.valid.eq(rowq.r_rdy),
+            row_head.i.payload.eq(rowq.r_data),
+            rowq.r_en.eq(row_head.i.ready),
+            head.eq(row_head.o.payload),
         ]
         with m.If(s2_valid & s2_has):
             m.d.sync += prev_end.eq(s2_end)
@@ -611,7 +619,7 @@ class LoadUnit(wiring.Component):
         # descriptors in the queue, and the registered flag "one more fits"
         descs = Signal(range(self._desc_depth + 1))
         desc_room = Signal(init=1)
-        live = rowq.r_rdy & ~stop
+        live = row_head.o.valid & ~stop
         req = rd.req
         pend_room = Signal()  # pend_space != 0, registered with pend_space
         join = (
@@ -689,7 +697,7 @@ class LoadUnit(wiring.Component):
             d_in.nbeats.eq(d_nbeats),
             d_in.single.eq(d_nbeats == 1),
             # rows of a stopped LOAD are dropped from the queue
-            rowq.r_en.eq(row_issue | (stop & rowq.r_rdy)),
+            row_head.o.ready.eq(row_issue | stop),
         ]
 
         # The descriptor reaches the queue a cycle after its row issues, from flip-flops: the
@@ -711,7 +719,7 @@ class LoadUnit(wiring.Component):
             m.d.sync += desc_room.eq(1)
 
         step = walking & room & ~stop
-        pop = rowq.r_en
+        pop = row_head.o.valid & row_head.o.ready
         m.d.sync += occ.eq(occ + step - pop)
         with m.If(step & ~pop):
             m.d.sync += room.eq(occ < ROW_QUEUE - 1)
