@@ -931,7 +931,6 @@ class LoadUnit(wiring.Component):
         m.d.comb += bp_below.eq(Cat(*[
             beat.data.word_select(k, 32).as_signed() < prev_bp for k in range(max(1, bw // 4))
         ]))
-        word_below = bp_below.bit_select(pos >> 2, 1) if lb > 2 else bp_below[0]
         zsize = Mux(is_pwl & (phase == 2), 2, 4)
         # fields left in this PWL table or BIAS record (this one included), and the registered
         # "this is the last one" (no wide compare on `rd.data.ready`)
@@ -947,10 +946,10 @@ class LoadUnit(wiring.Component):
         pops = elem_last | ((pos + zsize) == bw)
 
         # The parser's writes leave through a register slice (its ready is a flip-flop, so no
-        # write ready stands in front of `rd.data.ready`). The field's check (`bad`, e.g. a
-        # compare of the data against the previous breakpoint) ends in one flip-flop, `bad_r`,
-        # which flags the field in the slice a cycle after its push (`_LateFlagSkid`): a bad
-        # field is dropped at the slice's output; the error is raised (and the rest of the data
+        # write ready stands in front of `rd.data.ready`). The field's check (e.g. a compare of
+        # the data against the previous breakpoint) ends in flip-flops, `bad_r`, which flags
+        # the field in the slice a cycle after its push (`_LateFlagSkid`): a bad field is
+        # dropped at the slice's output; the error is raised (and the rest of the data
         # discarded) from `bad_r`, so no write of the instruction follows a bad field.
         m.submodules.table_slice = t_slice = _LateFlagSkid(data.StructLayout({
             "pwl": 1,
@@ -971,9 +970,12 @@ class LoadUnit(wiring.Component):
         t_ready = t_slice.i.ready
         tw = t_slice.i.payload.tw
         bwp = t_slice.i.payload.bw
-        bad = Signal()  # the field under the parser fails its check
-        bad_r = Signal()  # ... registered: the error, discard mode and the slice's flag
-        m.d.sync += bad_r.eq(bad)
+        # The field under the parser fails its check, registered: the error, discard mode and
+        # the slice's flag. Two flip-flops: a breakpoint's compare with the previous one
+        # (`bp_bad_r`) and the header and BIAS checks (`other_bad_r`).
+        bp_bad_r = Signal()
+        other_bad_r = Signal()
+        bad_r = bp_bad_r | other_bad_r
         dropping = discard | bad_r
         m.d.comb += [t_slice.i.payload.pwl.eq(is_pwl), t_slice.mark.eq(bad_r)]
         # The field under the parser is written (PWL: not a header word; BIAS: an entry's second
@@ -1023,18 +1025,6 @@ class LoadUnit(wiring.Component):
                     fail(_Code.DRAM_RANGE)
                 m.d.sync += [discard.eq(1), pos.eq(0)]
             with m.Else():
-                with m.If(is_pwl):
-                    with m.Switch(phase):
-                        with m.Case(0):
-                            with m.If(idx == 0):
-                                m.d.comb += bad.eq((word[:8] > MAX_SHIFT) | (word[8:] != 0))
-                            with m.Else():
-                                m.d.comb += bad.eq(word != 0)
-                        with m.Case(1):
-                            m.d.comb += bad.eq((idx != 0) & word_below)
-                with m.Else():
-                    with m.If(idx[0]):
-                        m.d.comb += bad.eq((word[16:24] > MAX_SHIFT) | (word[24:] != 0))
                 m.d.comb += t_slice.i.valid.eq(emits)
                 # The field moves on whether or not it is bad (a bad one is not written, and
                 # discard mode drops the rest from the next cycle), so the field checks stay off
@@ -1072,6 +1062,22 @@ class LoadUnit(wiring.Component):
         m.d.sync += [
             t_last_took.eq(is_table & data_fire & beat.last),
             t_lasts.eq(t_lasts + t_last_took),  # (EXEC's clear below comes later and wins)
+        ]
+        # The field checks of the branches above as flat expressions: the conditions (all
+        # flip-flops) are formed beside the compares, so a breakpoint's compare with the
+        # previous one (`bp_below`, a carry chain from the beat) passes one LUT, with its
+        # word's condition, into `bp_bad_r`.
+        field_live = ~shift_emit & is_table & rd.data.valid & ~dropping & ~beat.error
+        chk_bp = Signal.like(bp_below)  # per word: it is the field, a breakpoint after the first
+        m.d.comb += chk_bp.eq(Cat(*[
+            field_live & is_pwl & (phase == 1) & (idx != 0) & ((pos >> 2) == k if lb > 2 else 1)
+            for k in range(len(bp_below))
+        ]))
+        hdr_bad = Mux(idx == 0, (word[:8] > MAX_SHIFT) | (word[8:] != 0), word != 0)
+        bias_bad = (word[16:24] > MAX_SHIFT) | (word[24:] != 0)
+        m.d.sync += [
+            bp_bad_r.eq((chk_bp & bp_below).any()),
+            other_bad_r.eq(field_live & Mux(is_pwl, (phase == 0) & hdr_bad, idx[0] & bias_bad)),
         ]
         # (after the parser: a bad field's BAD_TABLE wins over a DRAM error of the next beat)
         with m.If(bad_r):
