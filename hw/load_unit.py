@@ -808,7 +808,18 @@ class LoadUnit(wiring.Component):
         m.d.comb += slot_d.eq(slot)
         m.d.sync += slot.eq(slot_d)
         hot = Signal(row_beats, init=1)
-        m.d.comb += placed.eq(Cat(*[Mux(hot[k], beat.data, 0) for k in range(row_beats)]))
+        hot_d = Signal(row_beats)  # `hot`'s next value (the updates below set it)
+        m.d.comb += hot_d.eq(hot)
+        m.d.sync += hot.eq(hot_d)
+        # Each place's enable of its 64-odd row register bits, and its select in `placed`, is
+        # a copy of `hot[k]` of its own (`kept_flip_flop`s loaded with `hot_d`, no reset:
+        # `hot_d` is `hot` while the unit is reset, so they equal `hot` from the first cycle
+        # after one): a load of ~32 flip-flops each, not one flip-flop's ~130 loads.
+        hot_parts = 2  # copies per place for `row_reg`
+        hot_reg = [[kept_flip_flop(m, hot_d[k], platform, f"hot_reg{k}_{j}")
+                    for j in range(hot_parts)] for k in range(row_beats)]
+        hot_sel = [kept_flip_flop(m, hot_d[k], platform, f"hot_sel{k}") for k in range(row_beats)]
+        m.d.comb += placed.eq(Cat(*[Mux(hot_sel[k], beat.data, 0) for k in range(row_beats)]))
         # A row's beats go to distinct places, so each beat place of `row_reg` holds at most
         # one beat per row: place k follows the read data in every cycle in which it is the
         # next beat's place (`hot[k]`, a flip-flop, is its enable) and so holds the beat taken
@@ -819,9 +830,12 @@ class LoadUnit(wiring.Component):
         row_has = Signal(row_beats)
         row_has_clr = Signal()
         beat_w = 8 * bw
+        part_w = -(-beat_w // hot_parts)
         for k in range(row_beats):
-            with m.If(hot[k]):
-                m.d.sync += row_reg[k * beat_w:(k + 1) * beat_w].eq(beat.data)
+            for j, lo in enumerate(range(0, beat_w, part_w)):
+                hi = min(beat_w, lo + part_w)
+                with m.If(hot_reg[k][j]):
+                    m.d.sync += row_reg[k * beat_w + lo:k * beat_w + hi].eq(beat.data[lo:hi])
         m.d.sync += row_has.eq(Mux(row_has_clr, 0, row_has | Mux(beat_taken, hot, 0)))
         row_now = Cat(*[Mux(row_has[k], row_reg[k * beat_w:(k + 1) * beat_w], 0)
                         for k in range(row_beats)])
@@ -899,11 +913,11 @@ class LoadUnit(wiring.Component):
                         m.d.sync += out_valid.eq(1)
                         m.d.comb += row_has_clr.eq(1)
                         m.d.comb += slot_d.eq(0)
-                        m.d.sync += hot.eq(desc_out.hot)
+                        m.d.comb += hot_d.eq(desc_out.hot)
                     with m.Else():
                         m.d.sync += at_last.eq(slot == desc_out.nbeats - 2)
                         m.d.comb += slot_d.eq(slot + 1)
-                        m.d.sync += hot.eq(hot << 1)
+                        m.d.comb += hot_d.eq(hot << 1)
 
         m.d.comb += asm_ready.eq(desc_valid & desc_out.has & takes)
 
@@ -1094,6 +1108,80 @@ class LoadUnit(wiring.Component):
         # ---------------------------------------------------------------- control
         t_count_bias = loadt.count
         k_beats = (length << esize_log) >> lb  # beats of a whole row (mergeable LOADs)
+        # EXEC's loads (EXEC lasts one cycle) under one-hot flip-flops set on the way into it:
+        # the per-instruction registers' enables are a flip-flop each, not the state decode
+        # and the opcode compare. (Here, where the state machine's own statements were: the
+        # same priority over the statements before and after.)
+        op = hdr.opcode
+        in_exec = Signal()
+        exec_dmacfg = Signal()
+        exec_load = Signal()
+        exec_loadt = Signal()
+        m.d.sync += [in_exec.eq(0), exec_dmacfg.eq(0), exec_load.eq(0), exec_loadt.eq(0)]
+
+        def to_exec():
+            return [
+                in_exec.eq(1),
+                exec_dmacfg.eq(op == Opcode.DMACFG),
+                exec_load.eq(op == Opcode.LOAD),
+                exec_loadt.eq(op == Opcode.LOADT),
+            ]
+
+        with m.If(in_exec):
+            m.d.comb += [slot_d.eq(0), row_has_clr.eq(1)]
+            m.d.comb += hot_d.eq(desc_out.hot)
+            m.d.sync += [
+                err_pending.eq(0),
+                t_issued.eq(0),
+                t_lasts.eq(0),
+                t_last_took.eq(0),
+                discard.eq(0),
+                shift_emit.eq(0),
+                pos.eq(0),
+                phase.eq(0),
+                idx.eq(0),
+                tab.eq(0),
+                at_last.eq(desc_out.single),
+            ]
+        with m.If(exec_dmacfg):
+            m.d.sync += slot_we.eq(1 << dmacfg.slot)
+        acc = load.mem == MemSpace.ACC
+        with m.If(exec_load):
+            m.d.comb += is_table_next.eq(0)
+            m.d.sync += [
+                is_acc.eq(acc),
+                esize_log.eq(Mux(acc, 2, 0)),
+                round_up.eq(Mux(acc, 3, 0)),
+                base_addr.eq(ins.base + load.offset),
+                count.eq(mul_count.p.as_unsigned()[:24]),
+                bad_len.eq(load.length > Mux(acc, cfg.cols, cfg.lanes)),
+                rows_left.eq(Mux(acc, cfg.accumulator_rows, cfg.scratchpad_rows) - load.dst),
+                yp0_lo.eq(load.y0 * geom.pitch[:16]),
+                yp0_hi.eq(load.y0 * geom.pitch[16:]),
+                syp_lo.eq(geom.sy * geom.pitch[:16]),
+                syp_hi.eq(geom.sy * geom.pitch[16:]),
+                xp0.eq(load.x0 * geom.pix),
+                sxp.eq(geom.sx * geom.pix),
+                wpix.eq(geom.width * geom.pix),
+                inner_m1.eq(load.inner - 1),
+                inner_one.eq(load.inner == 1),
+            ]
+        with m.If(exec_loadt):
+            pwl = loadt.kind == TableKind.PWL
+            m.d.comb += is_table_next.eq(1)
+            m.d.sync += [
+                is_pwl.eq(pwl),
+                t_left.eq(Mux(pwl, pwl_fields, loadt.count << 1)),
+                t_took.eq(0),
+                t_bad_range.eq(loadt.dst + loadt.count
+                               > Mux(pwl, cfg.pwl_functions, cfg.bias_entries)),
+                elem_last.eq(0),
+                base_addr.eq(ins.base + loadt.offset),
+                t_addr.eq(ins.base + loadt.offset),
+                t_count.eq(Mux(pwl, loadt.count, 1)),
+                t_bytes.eq(Mux(pwl, table_bytes, t_count_bias * BIAS_ENTRY_BYTES)),
+                t_total.eq(Mux(pwl, loadt.count * table_bytes, loadt.count * BIAS_ENTRY_BYTES)),
+            ]
         with m.FSM(name="ctrl"):
             with m.State("IDLE"):
                 # every word is taken; a flushed one leaves POP at once
@@ -1115,73 +1203,18 @@ class LoadUnit(wiring.Component):
                         self.stall_token.eq(~self.pop_c2l.valid),
                     ]
                     with m.If(self.pop_c2l.valid):
+                        m.d.sync += to_exec()
                         m.next = "EXEC"
                 with m.Else():
+                    m.d.sync += to_exec()
                     m.next = "EXEC"
             with m.State("EXEC"):
-                m.d.comb += [self.busy.eq(1), slot_d.eq(0), row_has_clr.eq(1)]
-                m.d.sync += hot.eq(desc_out.hot)
-                op = hdr.opcode
-                acc = load.mem == MemSpace.ACC
-                m.d.sync += [
-                    err_pending.eq(0),
-                    t_issued.eq(0),
-                    t_lasts.eq(0),
-                    t_last_took.eq(0),
-                    discard.eq(0),
-                    shift_emit.eq(0),
-                    pos.eq(0),
-                    phase.eq(0),
-                    idx.eq(0),
-                    tab.eq(0),
-                    at_last.eq(desc_out.single),
-                ]
-                with m.If(op == Opcode.DMACFG):
-                    m.d.sync += slot_we.eq(1 << dmacfg.slot)
-                    m.next = "PUSH"
-                with m.Elif(op == Opcode.LOAD):
-                    m.d.comb += is_table_next.eq(0)
-                    m.d.sync += [
-                        is_acc.eq(acc),
-                        esize_log.eq(Mux(acc, 2, 0)),
-                        round_up.eq(Mux(acc, 3, 0)),
-                        base_addr.eq(ins.base + load.offset),
-                        count.eq(mul_count.p.as_unsigned()[:24]),
-                        bad_len.eq(load.length > Mux(acc, cfg.cols, cfg.lanes)),
-                        rows_left.eq(
-                            Mux(acc, cfg.accumulator_rows, cfg.scratchpad_rows) - load.dst
-                        ),
-                        yp0_lo.eq(load.y0 * geom.pitch[:16]),
-                        yp0_hi.eq(load.y0 * geom.pitch[16:]),
-                        syp_lo.eq(geom.sy * geom.pitch[:16]),
-                        syp_hi.eq(geom.sy * geom.pitch[16:]),
-                        xp0.eq(load.x0 * geom.pix),
-                        sxp.eq(geom.sx * geom.pix),
-                        wpix.eq(geom.width * geom.pix),
-                        inner_m1.eq(load.inner - 1),
-                        inner_one.eq(load.inner == 1),
-                    ]
+                m.d.comb += self.busy.eq(1)
+                with m.If(op == Opcode.LOAD):
                     m.next = "LOAD_PREP"
                 with m.Elif(op == Opcode.LOADT):
-                    pwl = loadt.kind == TableKind.PWL
-                    m.d.comb += is_table_next.eq(1)
-                    m.d.sync += [
-                        is_pwl.eq(pwl),
-                        t_left.eq(Mux(pwl, pwl_fields, loadt.count << 1)),
-                        t_took.eq(0),
-                        t_bad_range.eq(loadt.dst + loadt.count
-                                       > Mux(pwl, cfg.pwl_functions, cfg.bias_entries)),
-                        elem_last.eq(0),
-                        base_addr.eq(ins.base + loadt.offset),
-                        t_addr.eq(ins.base + loadt.offset),
-                        t_count.eq(Mux(pwl, loadt.count, 1)),
-                        t_bytes.eq(Mux(pwl, table_bytes, t_count_bias * BIAS_ENTRY_BYTES)),
-                        t_total.eq(
-                            Mux(pwl, loadt.count * table_bytes, loadt.count * BIAS_ENTRY_BYTES)
-                        ),
-                    ]
                     m.next = "LOADT_CHECK"
-                with m.Else():  # SYNC
+                with m.Else():  # DMACFG, SYNC
                     m.next = "PUSH"
             with m.State("LOAD_PREP"):
                 # the halves of the pitch products summed; one addition each
@@ -1308,5 +1341,6 @@ class LoadUnit(wiring.Component):
         m.d.comb += self.stall_axi_read.eq(rd.busy & ~(self.axi.rvalid & self.axi.rready))
         # (last: a head loading wins over the assembler's and the control's updates above)
         with m.If(head_load):
-            m.d.sync += [at_last.eq(head_in.single), hot.eq(head_in.hot)]
+            m.d.sync += at_last.eq(head_in.single)
+            m.d.comb += hot_d.eq(head_in.hot)
         return m
