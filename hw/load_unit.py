@@ -1166,6 +1166,11 @@ class LoadUnit(wiring.Component):
                 inner_m1.eq(load.inner - 1),
                 inner_one.eq(load.inner == 1),
             ]
+        # LOADT's `dst + count`, in every cycle from `ins` (which loads only in IDLE, so it is
+        # the instruction's from EXEC on): EXEC's range check is then one compare, not an
+        # addition and a compare.
+        t_dst_end = Signal((loadt.dst + loadt.count).shape())
+        m.d.sync += t_dst_end.eq(loadt.dst + loadt.count)
         with m.If(exec_loadt):
             pwl = loadt.kind == TableKind.PWL
             m.d.comb += is_table_next.eq(1)
@@ -1173,8 +1178,7 @@ class LoadUnit(wiring.Component):
                 is_pwl.eq(pwl),
                 t_left.eq(Mux(pwl, pwl_fields, loadt.count << 1)),
                 t_took.eq(0),
-                t_bad_range.eq(loadt.dst + loadt.count
-                               > Mux(pwl, cfg.pwl_functions, cfg.bias_entries)),
+                t_bad_range.eq(t_dst_end > Mux(pwl, cfg.pwl_functions, cfg.bias_entries)),
                 elem_last.eq(0),
                 base_addr.eq(ins.base + loadt.offset),
                 t_addr.eq(ins.base + loadt.offset),
