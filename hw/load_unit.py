@@ -358,6 +358,10 @@ class LoadUnit(wiring.Component):
         err_pending = Signal()
         error = Signal()
         err_pc = Signal(32)
+        # (the instruction's pc in every cycle until `error` rises with it: the DRAIN's
+        # decision drives `error`, not 32 enables; `pc` is read only while `valid`)
+        with m.If(~error):
+            m.d.sync += err_pc.eq(ins.pc)
         m.d.comb += [
             self.error.valid.eq(error),
             self.error.code.eq(err_code),
@@ -402,6 +406,13 @@ class LoadUnit(wiring.Component):
         syp = Signal(39)
         xp0 = Signal(signed(32))
         sxp = Signal(23)
+        # `sx * pix` from copies of its operands, all in every cycle: `geom` is the LOAD's from
+        # EXEC on (it changes only in POP), so `sxp` is from LOAD_CHECK on and the walk reads it
+        # from RUN on; the multiplier's inputs are flip-flops of its own (a DSP block's input
+        # registers), not `geom`, which drives three multipliers and the walk.
+        sx_r = Signal.like(geom.sx)
+        pix_r = Signal.like(geom.pix)
+        m.d.sync += [sx_r.eq(geom.sx), pix_r.eq(geom.pix), sxp.eq(sx_r * pix_r)]
         wpix = Signal(31)
         wpix_r = Signal(32)  # W*pix + round_up
         inner_m1 = Signal(12)
@@ -1161,7 +1172,6 @@ class LoadUnit(wiring.Component):
                 syp_lo.eq(geom.sy * geom.pitch[:16]),
                 syp_hi.eq(geom.sy * geom.pitch[16:]),
                 xp0.eq(load.x0 * geom.pix),
-                sxp.eq(geom.sx * geom.pix),
                 wpix.eq(geom.width * geom.pix),
                 inner_m1.eq(load.inner - 1),
                 inner_one.eq(load.inner == 1),
@@ -1321,7 +1331,7 @@ class LoadUnit(wiring.Component):
                 )
                 with m.If(drained):
                     with m.If(err_pending):
-                        m.d.sync += [error.eq(1), err_pc.eq(ins.pc)]
+                        m.d.sync += error.eq(1)
                         m.next = "ERROR"
                     with m.Else():
                         m.next = "IDLE"
