@@ -23,12 +23,12 @@ import enum
 
 from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.fifo import SyncFIFO, SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from hw.axi import axi4_read_signature
 from hw.config import AcceleratorConfig
-from hw.dma import AxiReadEngine, StreamSkid
+from hw.dma import AxiReadEngine, StreamRing, StreamSkid
 from hw.dsp import PipelinedMultiplier
 from hw.isa import BIAS_ENTRY_BYTES, MemSpace, Opcode, TableKind, pwl_table_bytes
 from hw.numeric import MAX_SHIFT
@@ -138,6 +138,52 @@ class _Code(enum.IntEnum):
     DRAM_RANGE = 5
     FIELD_RANGE = 6
     BAD_TABLE = 7
+
+
+class _LateFlagSkid(wiring.Component):
+    """A :class:`~hw.dma.StreamSkid` (two entries; ``i.ready`` and ``o.valid`` / ``o.payload``
+    from flip-flops, one beat per cycle in order) whose beats carry a flag that arrives a cycle
+    after the beat: ``mark`` in the cycle after a push flags the beat pushed then, and ``flag``
+    is the output beat's flag (``mark`` itself while that beat is the only one held). A check
+    on the pushed beat can so end in one flip-flop instead of the entries' inputs.
+
+    Parameters
+    ----------
+    shape : shape-like
+        The payload shape.
+    """
+
+    def __init__(self, shape) -> None:
+        super().__init__({
+            "i": In(stream.Signature(shape)),
+            "o": Out(stream.Signature(shape)),
+            "mark": In(1),
+            "flag": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.skid = skid = StreamSkid(self.i.payload.shape())
+        wiring.connect(m, wiring.flipped(self.i), skid.i)
+        wiring.connect(m, skid.o, wiring.flipped(self.o))
+        # The skid's state, followed from its ports: `spare_valid` is `~i.ready`, and the beat
+        # pushed last is the spare while it holds one, else the main entry.
+        spare_valid = ~skid.i.ready
+        pushed = Signal()
+        m.d.sync += pushed.eq(skid.i.valid & skid.i.ready)
+        late = self.mark & pushed
+        main_flag = Signal()
+        spare_flag = Signal()
+        m.d.comb += self.flag.eq(main_flag | (late & ~spare_valid))
+        with m.If(~spare_valid):
+            m.d.sync += spare_flag.eq(0)
+        with m.Elif(late):
+            m.d.sync += spare_flag.eq(1)
+        with m.If(~skid.o.valid | skid.o.ready):
+            m.d.sync += main_flag.eq(spare_valid & (spare_flag | late))
+        with m.Elif(late & ~spare_valid):
+            m.d.sync += main_flag.eq(1)
+        return m
 
 
 class LoadUnit(wiring.Component):
@@ -312,6 +358,10 @@ class LoadUnit(wiring.Component):
         err_pending = Signal()
         error = Signal()
         err_pc = Signal(32)
+        # (the instruction's pc in every cycle until `error` rises with it: the DRAIN's
+        # decision drives `error`, not 32 enables; `pc` is read only while `valid`)
+        with m.If(~error):
+            m.d.sync += err_pc.eq(ins.pc)
         m.d.comb += [
             self.error.valid.eq(error),
             self.error.code.eq(err_code),
@@ -356,6 +406,13 @@ class LoadUnit(wiring.Component):
         syp = Signal(39)
         xp0 = Signal(signed(32))
         sxp = Signal(23)
+        # `sx * pix` from copies of its operands, all in every cycle: `geom` is the LOAD's from
+        # EXEC on (it changes only in POP), so `sxp` is from LOAD_CHECK on and the walk reads it
+        # from RUN on; the multiplier's inputs are flip-flops of its own (a DSP block's input
+        # registers), not `geom`, which drives three multipliers and the walk.
+        sx_r = Signal.like(geom.sx)
+        pix_r = Signal.like(geom.pix)
+        m.d.sync += [sx_r.eq(geom.sx), pix_r.eq(geom.pix), sxp.eq(sx_r * pix_r)]
         wpix = Signal(31)
         wpix_r = Signal(32)  # W*pix + round_up
         inner_m1 = Signal(12)
@@ -373,6 +430,9 @@ class LoadUnit(wiring.Component):
         y = Signal(signed(21))
         x = Signal(signed(21))
         ya = Signal(signed(60))  # A + y*pitch + x0*pix
+        # A + x0*pix, formed in LOAD_PREP: LOAD_CHECK adds y0*pitch into `ya` and LOAD_START
+        # only copies `ya` into `xa` (no adder in front of `xa`'s input multiplexer there)
+        base_x = Signal(signed(60))
         xa = Signal(signed(60))  # A + y*pitch + x*pix
         neg_xp = Signal(signed(40))  # -x*pix + round_up
         rem = Signal(signed(40))  # W*pix - x*pix + round_up
@@ -459,14 +519,33 @@ class LoadUnit(wiring.Component):
         )
         # The queue's head in a register: the block RAM's read data (its output latch is slow)
         # reaches only this register, not the assembler's decisions.
+        # A spare register behind the head (a two-entry slice, as `StreamSkid`) takes the
+        # queue's output whenever it is free: the queue's read enable (its block RAM's enable
+        # and its level counter) is that flip-flop, not the assembler's pop. The head loads
+        # from the spare, else from the queue, in the same cycles as it would from the queue.
         desc_out = Signal(desc_layout)  # the head descriptor
         desc_valid = Signal()
         desc_pop = Signal()  # the assembler is done with the head
-        m.d.comb += desc.r_en.eq(~desc_valid | desc_pop)
+        desc_spare = Signal(desc_layout, reset_less=True)
+        desc_spare_valid = Signal()
+        head_in = Signal(desc_layout)
+        m.d.comb += [
+            desc.r_en.eq(~desc_spare_valid),
+            head_in.eq(Mux(desc_spare_valid, desc_spare, desc.r_data)),
+        ]
+        head_load = Signal()  # a descriptor becomes the head
+        m.d.comb += head_load.eq((~desc_valid | desc_pop) & (desc_spare_valid | desc.r_rdy))
         with m.If(desc_pop):
             m.d.sync += desc_valid.eq(0)
-        with m.If(desc.r_rdy & desc.r_en):
-            m.d.sync += [desc_out.eq(desc.r_data), desc_valid.eq(1)]
+        with m.If(head_load):
+            m.d.sync += [desc_out.eq(head_in), desc_valid.eq(1)]
+        with m.If(~desc_spare_valid):
+            m.d.sync += [
+                desc_spare.eq(desc.r_data),
+                desc_spare_valid.eq(desc.r_rdy & desc_valid & ~desc_pop),
+            ]
+        with m.Elif(desc_pop):
+            m.d.sync += desc_spare_valid.eq(0)
 
         # ---------------------------------------------------------------- row queue
         queue_layout = data.StructLayout(
@@ -486,7 +565,12 @@ class LoadUnit(wiring.Component):
                 "start": signed(61),
             }
         )
-        m.submodules.rowq = rowq = SyncFIFOBuffered(width=queue_layout.size, depth=ROW_QUEUE)
+        # The queue's head is a `StreamRing` behind a first-word-fall-through FIFO (the FIFO's
+        # read is combinational, so a row reaches the head in the same cycles as through a
+        # buffered FIFO): the request stage's issue decision (deep) moves only the ring's
+        # pointers, not the FIFO's read enable and the ~110 enables of a buffered FIFO's output.
+        m.submodules.rowq = rowq = SyncFIFO(width=queue_layout.size, depth=ROW_QUEUE)
+        m.submodules.row_head = row_head = StreamRing(queue_layout)
         q_in = Signal(queue_layout)
         head = Signal(queue_layout)
         m.d.sync += [
@@ -515,7 +599,10 @@ class LoadUnit(wiring.Component):
             q_in.joins.eq(s3_has & s3_limit_ok & s3_mergeable & s3_contig),
             rowq.w_data.eq(q_in),
             rowq.w_en.eq(s3_valid),
-            head.eq(rowq.r_data),
+            row_head.i.valid.eq(rowq.r_rdy),
+            row_head.i.payload.eq(rowq.r_data),
+            rowq.r_en.eq(row_head.i.ready),
+            head.eq(row_head.o.payload),
         ]
         with m.If(s2_valid & s2_has):
             m.d.sync += prev_end.eq(s2_end)
@@ -543,7 +630,7 @@ class LoadUnit(wiring.Component):
         # descriptors in the queue, and the registered flag "one more fits"
         descs = Signal(range(self._desc_depth + 1))
         desc_room = Signal(init=1)
-        live = rowq.r_rdy & ~stop
+        live = row_head.o.valid & ~stop
         req = rd.req
         pend_room = Signal()  # pend_space != 0, registered with pend_space
         join = (
@@ -621,7 +708,7 @@ class LoadUnit(wiring.Component):
             d_in.nbeats.eq(d_nbeats),
             d_in.single.eq(d_nbeats == 1),
             # rows of a stopped LOAD are dropped from the queue
-            rowq.r_en.eq(row_issue | (stop & rowq.r_rdy)),
+            row_head.o.ready.eq(row_issue | stop),
         ]
 
         # The descriptor reaches the queue a cycle after its row issues, from flip-flops: the
@@ -631,11 +718,11 @@ class LoadUnit(wiring.Component):
         d_w_data = Signal(desc_layout)
         m.d.sync += [d_w_valid.eq(row_issue), d_w_data.eq(d_in)]
         m.d.comb += [desc.w_data.eq(d_w_data), desc.w_en.eq(d_w_valid)]
-        # The queue's takes are counted a cycle late (the assembler's pop, deep logic, drives
-        # the queue's read enable but not this counter): `descs` and `desc_room` err on the
+        # The head's loads are counted a cycle late (the assembler's pop, deep logic, drives
+        # the head's load but not this counter): `descs` and `desc_room` err on the
         # safe side for that cycle.
         desc_take = Signal()
-        m.d.sync += desc_take.eq(desc.r_en & desc.r_rdy)
+        m.d.sync += desc_take.eq(head_load)  # (the spare counts as the queue's)
         m.d.sync += descs.eq(descs + row_issue - desc_take)
         with m.If(row_issue & ~desc_take):
             m.d.sync += desc_room.eq(descs < self._desc_depth - 1)
@@ -643,7 +730,7 @@ class LoadUnit(wiring.Component):
             m.d.sync += desc_room.eq(1)
 
         step = walking & room & ~stop
-        pop = rowq.r_en
+        pop = row_head.o.valid & row_head.o.ready
         m.d.sync += occ.eq(occ + step - pop)
         with m.If(step & ~pop):
             m.d.sync += room.eq(occ < ROW_QUEUE - 1)
@@ -660,15 +747,17 @@ class LoadUnit(wiring.Component):
             s2_full.eq(s1_has & (s1_lo == 0) & (s1_hi == length)),
             s2_end.eq(s1_xa + hi_byte),
         ]
+        # Stage 1 follows the walk in every cycle (`s1_valid` says whether it holds a step):
+        # `step` enables only the walk's own registers.
+        m.d.sync += [
+            s1_row.eq(row),
+            s1_xa.eq(xa),
+            s1_valid_y.eq((y >= 0) & (y < geom.height)),
+            s1_lo.eq(Mux(x < 0, clip(neg_xp, esize_log), 0)),
+            s1_hi.eq(clip(rem, esize_log)),
+        ]
         with m.If(step):
-            m.d.sync += [
-                s1_row.eq(row),
-                s1_xa.eq(xa),
-                s1_valid_y.eq((y >= 0) & (y < geom.height)),
-                s1_lo.eq(Mux(x < 0, clip(neg_xp, esize_log), 0)),
-                s1_hi.eq(clip(rem, esize_log)),
-                row.eq(row + 1),
-            ]
+            m.d.sync += row.eq(row + 1)
             with m.If(j_last):
                 m.d.sync += [
                     j_left.eq(inner_m1),
@@ -730,7 +819,18 @@ class LoadUnit(wiring.Component):
         m.d.comb += slot_d.eq(slot)
         m.d.sync += slot.eq(slot_d)
         hot = Signal(row_beats, init=1)
-        m.d.comb += placed.eq(Cat(*[Mux(hot[k], beat.data, 0) for k in range(row_beats)]))
+        hot_d = Signal(row_beats)  # `hot`'s next value (the updates below set it)
+        m.d.comb += hot_d.eq(hot)
+        m.d.sync += hot.eq(hot_d)
+        # Each place's enable of its 64-odd row register bits, and its select in `placed`, is
+        # a copy of `hot[k]` of its own (`kept_flip_flop`s loaded with `hot_d`, no reset:
+        # `hot_d` is `hot` while the unit is reset, so they equal `hot` from the first cycle
+        # after one): a load of ~32 flip-flops each, not one flip-flop's ~130 loads.
+        hot_parts = 2  # copies per place for `row_reg`
+        hot_reg = [[kept_flip_flop(m, hot_d[k], platform, f"hot_reg{k}_{j}")
+                    for j in range(hot_parts)] for k in range(row_beats)]
+        hot_sel = [kept_flip_flop(m, hot_d[k], platform, f"hot_sel{k}") for k in range(row_beats)]
+        m.d.comb += placed.eq(Cat(*[Mux(hot_sel[k], beat.data, 0) for k in range(row_beats)]))
         # A row's beats go to distinct places, so each beat place of `row_reg` holds at most
         # one beat per row: place k follows the read data in every cycle in which it is the
         # next beat's place (`hot[k]`, a flip-flop, is its enable) and so holds the beat taken
@@ -741,9 +841,12 @@ class LoadUnit(wiring.Component):
         row_has = Signal(row_beats)
         row_has_clr = Signal()
         beat_w = 8 * bw
+        part_w = -(-beat_w // hot_parts)
         for k in range(row_beats):
-            with m.If(hot[k]):
-                m.d.sync += row_reg[k * beat_w:(k + 1) * beat_w].eq(beat.data)
+            for j, lo in enumerate(range(0, beat_w, part_w)):
+                hi = min(beat_w, lo + part_w)
+                with m.If(hot_reg[k][j]):
+                    m.d.sync += row_reg[k * beat_w + lo:k * beat_w + hi].eq(beat.data[lo:hi])
         m.d.sync += row_has.eq(Mux(row_has_clr, 0, row_has | Mux(beat_taken, hot, 0)))
         row_now = Cat(*[Mux(row_has[k], row_reg[k * beat_w:(k + 1) * beat_w], 0)
                         for k in range(row_beats)])
@@ -800,6 +903,9 @@ class LoadUnit(wiring.Component):
                 out_data.eq(row_now | placed),
                 out_acc.eq(is_acc),
             ]
+        # a beat of the head row is taken unless it ends the row and the output row is full
+        # (one expression for the branches below and for `rd.data.ready`, `asm_ready`)
+        takes = ~at_last | out_free
         with m.If(~is_table & desc_valid):
             with m.If(~desc_out.has):
                 with m.If(out_free):
@@ -807,7 +913,6 @@ class LoadUnit(wiring.Component):
                     m.d.sync += out_valid.eq(1)
             with m.Else():
                 row_end = at_last
-                takes = ~row_end | out_free
                 # (`rd.data.valid & takes`, not `data_fire`: the table parser's share of
                 # `rd.data.ready` stays off the row registers' enables.)
                 with m.If(rd.data.valid & takes):
@@ -819,13 +924,13 @@ class LoadUnit(wiring.Component):
                         m.d.sync += out_valid.eq(1)
                         m.d.comb += row_has_clr.eq(1)
                         m.d.comb += slot_d.eq(0)
-                        m.d.sync += hot.eq(desc_out.hot)
+                        m.d.comb += hot_d.eq(desc_out.hot)
                     with m.Else():
                         m.d.sync += at_last.eq(slot == desc_out.nbeats - 2)
                         m.d.comb += slot_d.eq(slot + 1)
-                        m.d.sync += hot.eq(hot << 1)
+                        m.d.comb += hot_d.eq(hot << 1)
 
-        m.d.comb += asm_ready.eq(desc_valid & desc_out.has & (~at_last | out_free))
+        m.d.comb += asm_ready.eq(desc_valid & desc_out.has & takes)
 
         # ---------------------------------------------------------------- table parser
         pos = Signal(max(1, lb))
@@ -851,7 +956,6 @@ class LoadUnit(wiring.Component):
         m.d.comb += bp_below.eq(Cat(*[
             beat.data.word_select(k, 32).as_signed() < prev_bp for k in range(max(1, bw // 4))
         ]))
-        word_below = bp_below.bit_select(pos >> 2, 1) if lb > 2 else bp_below[0]
         zsize = Mux(is_pwl & (phase == 2), 2, 4)
         # fields left in this PWL table or BIAS record (this one included), and the registered
         # "this is the last one" (no wide compare on `rd.data.ready`)
@@ -866,37 +970,44 @@ class LoadUnit(wiring.Component):
         elem_last = Signal()
         pops = elem_last | ((pos + zsize) == bw)
 
-        # The parser's writes leave through a register slice whose entries carry the field's
-        # check result (`bad`, a compare of the data against the previous breakpoint): the
-        # slice's ready is a flip-flop, so no write ready and no check stands in front of
-        # `rd.data.ready`, and the check ends in flip-flops. A bad field is dropped at the
-        # slice's output; the error is raised (and the rest of the data discarded, `bad_r`)
-        # from the cycle after the check, so no write of the instruction follows a bad field.
-        m.submodules.table_slice = t_slice = StreamSkid(data.StructLayout({
+        # The parser's writes leave through a register slice (its ready is a flip-flop, so no
+        # write ready stands in front of `rd.data.ready`). The field's check (e.g. a compare of
+        # the data against the previous breakpoint) ends in flip-flops, `bad_r`, which flags
+        # the field in the slice a cycle after its push (`_LateFlagSkid`): a bad field is
+        # dropped at the slice's output; the error is raised (and the rest of the data
+        # discarded) from `bad_r`, so no write of the instruction follows a bad field.
+        m.submodules.table_slice = t_slice = _LateFlagSkid(data.StructLayout({
             "pwl": 1,
-            "bad": 1,
             "tw": table_write_layout(cfg),
             "bw": bias_write_layout(cfg),
         }))
         t_out = t_slice.o.payload
+        t_bad = t_slice.flag
         m.d.comb += [
             self.table_write.payload.eq(t_out.tw),
             self.bias_write.payload.eq(t_out.bw),
-            self.table_write.valid.eq(t_slice.o.valid & t_out.pwl & ~t_out.bad),
-            self.bias_write.valid.eq(t_slice.o.valid & ~t_out.pwl & ~t_out.bad),
+            self.table_write.valid.eq(t_slice.o.valid & t_out.pwl & ~t_bad),
+            self.bias_write.valid.eq(t_slice.o.valid & ~t_out.pwl & ~t_bad),
             t_slice.o.ready.eq(
-                t_out.bad | Mux(t_out.pwl, self.table_write.ready, self.bias_write.ready)
+                t_bad | Mux(t_out.pwl, self.table_write.ready, self.bias_write.ready)
             ),
         ]
         t_ready = t_slice.i.ready
         tw = t_slice.i.payload.tw
         bwp = t_slice.i.payload.bw
-        bad = Signal()  # the field under the parser fails its check
-        bad_r = Signal()  # ... registered: the error and discard mode follow from it
-        m.d.sync += bad_r.eq(bad)
+        # The field under the parser fails its check, registered: the error, discard mode and
+        # the slice's flag. Two flip-flops: a breakpoint's compare with the previous one
+        # (`bp_bad_r`) and the header and BIAS checks (`other_bad_r`).
+        bp_bad_r = Signal()
+        other_bad_r = Signal()
+        bad_r = bp_bad_r | other_bad_r
         dropping = discard | bad_r
-        m.d.comb += [t_slice.i.payload.pwl.eq(is_pwl), t_slice.i.payload.bad.eq(bad)]
-        emits = Signal()
+        m.d.comb += [t_slice.i.payload.pwl.eq(is_pwl), t_slice.mark.eq(bad_r)]
+        # The field under the parser is written (PWL: not a header word; BIAS: an entry's second
+        # word), and it can move on (its write, if any, has room): one expression each, for the
+        # branches below and for `rd.data.ready` (`par_ready`).
+        emits = Mux(is_pwl, phase != 0, idx[0])
+        can = ~emits | t_ready
         m.d.comb += [
             tw.fn.eq(loadt.dst + tab),
             bwp.entry.eq(loadt.dst + (idx >> 1)),
@@ -939,28 +1050,7 @@ class LoadUnit(wiring.Component):
                     fail(_Code.DRAM_RANGE)
                 m.d.sync += [discard.eq(1), pos.eq(0)]
             with m.Else():
-                with m.If(is_pwl):
-                    with m.Switch(phase):
-                        with m.Case(0):
-                            with m.If(idx == 0):
-                                m.d.comb += bad.eq((word[:8] > MAX_SHIFT) | (word[8:] != 0))
-                            with m.Else():
-                                m.d.comb += bad.eq(word != 0)
-                        with m.Case(1):
-                            m.d.comb += [
-                                bad.eq((idx != 0) & word_below),
-                                emits.eq(1),
-                            ]
-                        with m.Default():
-                            m.d.comb += emits.eq(1)
-                with m.Else():
-                    with m.If(idx[0]):
-                        m.d.comb += [
-                            bad.eq((word[16:24] > MAX_SHIFT) | (word[24:] != 0)),
-                            emits.eq(1),
-                        ]
                 m.d.comb += t_slice.i.valid.eq(emits)
-                can = ~emits | t_ready
                 # The field moves on whether or not it is bad (a bad one is not written, and
                 # discard mode drops the rest from the next cycle), so the field checks stay off
                 # `rd.data.ready`.
@@ -998,23 +1088,114 @@ class LoadUnit(wiring.Component):
             t_last_took.eq(is_table & data_fire & beat.last),
             t_lasts.eq(t_lasts + t_last_took),  # (EXEC's clear below comes later and wins)
         ]
+        # The field checks of the branches above as flat expressions: the conditions (all
+        # flip-flops) are formed beside the compares, so a breakpoint's compare with the
+        # previous one (`bp_below`, a carry chain from the beat) passes one LUT, with its
+        # word's condition, into `bp_bad_r`.
+        field_live = ~shift_emit & is_table & rd.data.valid & ~dropping & ~beat.error
+        chk_bp = Signal.like(bp_below)  # per word: it is the field, a breakpoint after the first
+        m.d.comb += chk_bp.eq(Cat(*[
+            field_live & is_pwl & (phase == 1) & (idx != 0) & ((pos >> 2) == k if lb > 2 else 1)
+            for k in range(len(bp_below))
+        ]))
+        hdr_bad = Mux(idx == 0, (word[:8] > MAX_SHIFT) | (word[8:] != 0), word != 0)
+        bias_bad = (word[16:24] > MAX_SHIFT) | (word[24:] != 0)
+        m.d.sync += [
+            bp_bad_r.eq((chk_bp & bp_below).any()),
+            other_bad_r.eq(field_live & Mux(is_pwl, (phase == 0) & hdr_bad, idx[0] & bias_bad)),
+        ]
         # (after the parser: a bad field's BAD_TABLE wins over a DRAM error of the next beat)
         with m.If(bad_r):
             fail(_Code.BAD_TABLE)
             m.d.sync += discard.eq(1)
         # The parser's take as one flat expression of flip-flops (the branches above, whose
         # conditions would otherwise nest into it): a dropped or failed beat goes at once, a
-        # field when its write (if any) has room and it is the beat's last.
-        emits_f = Mux(is_pwl, phase != 0, idx[0])
+        # field when it can move on and it is the beat's last.
         m.d.comb += par_ready.eq(
-            rd.data.valid & ~shift_emit
-            & (dropping | beat.error | ((~emits_f | t_ready) & pops))
+            rd.data.valid & ~shift_emit & (dropping | beat.error | (can & pops))
         )
         table_writing = t_slice.o.valid | bad_r  # a write or a check result still on its way
 
         # ---------------------------------------------------------------- control
         t_count_bias = loadt.count
         k_beats = (length << esize_log) >> lb  # beats of a whole row (mergeable LOADs)
+        # EXEC's loads (EXEC lasts one cycle) under one-hot flip-flops set on the way into it:
+        # the per-instruction registers' enables are a flip-flop each, not the state decode
+        # and the opcode compare. (Here, where the state machine's own statements were: the
+        # same priority over the statements before and after.)
+        op = hdr.opcode
+        in_exec = Signal()
+        exec_dmacfg = Signal()
+        exec_load = Signal()
+        exec_loadt = Signal()
+        m.d.sync += [in_exec.eq(0), exec_dmacfg.eq(0), exec_load.eq(0), exec_loadt.eq(0)]
+
+        def to_exec():
+            return [
+                in_exec.eq(1),
+                exec_dmacfg.eq(op == Opcode.DMACFG),
+                exec_load.eq(op == Opcode.LOAD),
+                exec_loadt.eq(op == Opcode.LOADT),
+            ]
+
+        with m.If(in_exec):
+            m.d.comb += [slot_d.eq(0), row_has_clr.eq(1)]
+            m.d.comb += hot_d.eq(desc_out.hot)
+            m.d.sync += [
+                err_pending.eq(0),
+                t_issued.eq(0),
+                t_lasts.eq(0),
+                t_last_took.eq(0),
+                discard.eq(0),
+                shift_emit.eq(0),
+                pos.eq(0),
+                phase.eq(0),
+                idx.eq(0),
+                tab.eq(0),
+                at_last.eq(desc_out.single),
+            ]
+        with m.If(exec_dmacfg):
+            m.d.sync += slot_we.eq(1 << dmacfg.slot)
+        acc = load.mem == MemSpace.ACC
+        with m.If(exec_load):
+            m.d.comb += is_table_next.eq(0)
+            m.d.sync += [
+                is_acc.eq(acc),
+                esize_log.eq(Mux(acc, 2, 0)),
+                round_up.eq(Mux(acc, 3, 0)),
+                base_addr.eq(ins.base + load.offset),
+                count.eq(mul_count.p.as_unsigned()[:24]),
+                bad_len.eq(load.length > Mux(acc, cfg.cols, cfg.lanes)),
+                rows_left.eq(Mux(acc, cfg.accumulator_rows, cfg.scratchpad_rows) - load.dst),
+                yp0_lo.eq(load.y0 * geom.pitch[:16]),
+                yp0_hi.eq(load.y0 * geom.pitch[16:]),
+                syp_lo.eq(geom.sy * geom.pitch[:16]),
+                syp_hi.eq(geom.sy * geom.pitch[16:]),
+                xp0.eq(load.x0 * geom.pix),
+                wpix.eq(geom.width * geom.pix),
+                inner_m1.eq(load.inner - 1),
+                inner_one.eq(load.inner == 1),
+            ]
+        # LOADT's `dst + count`, in every cycle from `ins` (which loads only in IDLE, so it is
+        # the instruction's from EXEC on): EXEC's range check is then one compare, not an
+        # addition and a compare.
+        t_dst_end = Signal((loadt.dst + loadt.count).shape())
+        m.d.sync += t_dst_end.eq(loadt.dst + loadt.count)
+        with m.If(exec_loadt):
+            pwl = loadt.kind == TableKind.PWL
+            m.d.comb += is_table_next.eq(1)
+            m.d.sync += [
+                is_pwl.eq(pwl),
+                t_left.eq(Mux(pwl, pwl_fields, loadt.count << 1)),
+                t_took.eq(0),
+                t_bad_range.eq(t_dst_end > Mux(pwl, cfg.pwl_functions, cfg.bias_entries)),
+                elem_last.eq(0),
+                base_addr.eq(ins.base + loadt.offset),
+                t_addr.eq(ins.base + loadt.offset),
+                t_count.eq(Mux(pwl, loadt.count, 1)),
+                t_bytes.eq(Mux(pwl, table_bytes, t_count_bias * BIAS_ENTRY_BYTES)),
+                t_total.eq(Mux(pwl, loadt.count * table_bytes, loadt.count * BIAS_ENTRY_BYTES)),
+            ]
         with m.FSM(name="ctrl"):
             with m.State("IDLE"):
                 # every word is taken; a flushed one leaves POP at once
@@ -1036,73 +1217,18 @@ class LoadUnit(wiring.Component):
                         self.stall_token.eq(~self.pop_c2l.valid),
                     ]
                     with m.If(self.pop_c2l.valid):
+                        m.d.sync += to_exec()
                         m.next = "EXEC"
                 with m.Else():
+                    m.d.sync += to_exec()
                     m.next = "EXEC"
             with m.State("EXEC"):
-                m.d.comb += [self.busy.eq(1), slot_d.eq(0), row_has_clr.eq(1)]
-                m.d.sync += hot.eq(desc_out.hot)
-                op = hdr.opcode
-                acc = load.mem == MemSpace.ACC
-                m.d.sync += [
-                    err_pending.eq(0),
-                    t_issued.eq(0),
-                    t_lasts.eq(0),
-                    t_last_took.eq(0),
-                    discard.eq(0),
-                    shift_emit.eq(0),
-                    pos.eq(0),
-                    phase.eq(0),
-                    idx.eq(0),
-                    tab.eq(0),
-                    at_last.eq(desc_out.single),
-                ]
-                with m.If(op == Opcode.DMACFG):
-                    m.d.sync += slot_we.eq(1 << dmacfg.slot)
-                    m.next = "PUSH"
-                with m.Elif(op == Opcode.LOAD):
-                    m.d.comb += is_table_next.eq(0)
-                    m.d.sync += [
-                        is_acc.eq(acc),
-                        esize_log.eq(Mux(acc, 2, 0)),
-                        round_up.eq(Mux(acc, 3, 0)),
-                        base_addr.eq(ins.base + load.offset),
-                        count.eq(mul_count.p.as_unsigned()[:24]),
-                        bad_len.eq(load.length > Mux(acc, cfg.cols, cfg.lanes)),
-                        rows_left.eq(
-                            Mux(acc, cfg.accumulator_rows, cfg.scratchpad_rows) - load.dst
-                        ),
-                        yp0_lo.eq(load.y0 * geom.pitch[:16]),
-                        yp0_hi.eq(load.y0 * geom.pitch[16:]),
-                        syp_lo.eq(geom.sy * geom.pitch[:16]),
-                        syp_hi.eq(geom.sy * geom.pitch[16:]),
-                        xp0.eq(load.x0 * geom.pix),
-                        sxp.eq(geom.sx * geom.pix),
-                        wpix.eq(geom.width * geom.pix),
-                        inner_m1.eq(load.inner - 1),
-                        inner_one.eq(load.inner == 1),
-                    ]
+                m.d.comb += self.busy.eq(1)
+                with m.If(op == Opcode.LOAD):
                     m.next = "LOAD_PREP"
                 with m.Elif(op == Opcode.LOADT):
-                    pwl = loadt.kind == TableKind.PWL
-                    m.d.comb += is_table_next.eq(1)
-                    m.d.sync += [
-                        is_pwl.eq(pwl),
-                        t_left.eq(Mux(pwl, pwl_fields, loadt.count << 1)),
-                        t_took.eq(0),
-                        t_bad_range.eq(loadt.dst + loadt.count
-                                       > Mux(pwl, cfg.pwl_functions, cfg.bias_entries)),
-                        elem_last.eq(0),
-                        base_addr.eq(ins.base + loadt.offset),
-                        t_addr.eq(ins.base + loadt.offset),
-                        t_count.eq(Mux(pwl, loadt.count, 1)),
-                        t_bytes.eq(Mux(pwl, table_bytes, t_count_bias * BIAS_ENTRY_BYTES)),
-                        t_total.eq(
-                            Mux(pwl, loadt.count * table_bytes, loadt.count * BIAS_ENTRY_BYTES)
-                        ),
-                    ]
                     m.next = "LOADT_CHECK"
-                with m.Else():  # SYNC
+                with m.Else():  # DMACFG, SYNC
                     m.next = "PUSH"
             with m.State("LOAD_PREP"):
                 # the halves of the pitch products summed; one addition each
@@ -1113,6 +1239,7 @@ class LoadUnit(wiring.Component):
                     bad_dst.eq(count > rows_left),
                     wpix_r.eq(wpix + round_up),
                     neg_xp0.eq(round_up - xp0),
+                    base_x.eq(base_addr + xp0),
                     merge_ok.eq(((length << esize_log) & (bw - 1)) == 0),
                 ]
                 with m.Switch(k_beats):
@@ -1133,7 +1260,7 @@ class LoadUnit(wiring.Component):
                     m.next = "DRAIN"
                 with m.Else():
                     m.d.sync += [
-                        ya.eq(base_addr + yp0),
+                        ya.eq(base_x + yp0),
                         rem0.eq(wpix_r - xp0),
                     ]
                     m.next = "LOAD_START"
@@ -1147,8 +1274,7 @@ class LoadUnit(wiring.Component):
                     j_last.eq(inner_one),
                     y.eq(load.y0),
                     x.eq(load.x0),
-                    ya.eq(ya + xp0),
-                    xa.eq(ya + xp0),
+                    xa.eq(ya),
                     neg_xp.eq(neg_xp0),
                     rem.eq(rem0),
                     row.eq(load.dst),
@@ -1200,11 +1326,12 @@ class LoadUnit(wiring.Component):
                     & ~table_writing
                     & ~d_w_valid
                     & ~desc.r_rdy
+                    & ~desc_spare_valid
                     & ~desc_valid
                 )
                 with m.If(drained):
                     with m.If(err_pending):
-                        m.d.sync += [error.eq(1), err_pc.eq(ins.pc)]
+                        m.d.sync += error.eq(1)
                         m.next = "ERROR"
                     with m.Else():
                         m.next = "IDLE"
@@ -1227,9 +1354,7 @@ class LoadUnit(wiring.Component):
 
         m.d.comb += self.stall_axi_read.eq(rd.busy & ~(self.axi.rvalid & self.axi.rready))
         # (last: a head loading wins over the assembler's and the control's updates above)
-        with m.If(desc.r_rdy & desc.r_en):
-            m.d.sync += [
-                at_last.eq(desc_layout(desc.r_data).single),
-                hot.eq(desc_layout(desc.r_data).hot),
-            ]
+        with m.If(head_load):
+            m.d.sync += at_last.eq(head_in.single)
+            m.d.comb += hot_d.eq(head_in.hot)
         return m
