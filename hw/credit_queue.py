@@ -18,11 +18,16 @@ Two options for a wide queue whose reader is far away (the epilogue's result que
 the compute unit across the die; both off by default, as the systolic array uses the queue):
 
 ``slices``
-    The RAM as that many column slices, each read at its own copy of the read pointer
-    (flip-flops synthesis keeps apart, :func:`hw.target.kept_flip_flop`): one pointer drives
-    the read of a bounded group of LUT-RAM cells that the placer can keep together, not all of
-    them. The copies are loaded with the pointer's next value and have no reset, so in the one
-    cycle after a reset the read data may be another slot's; ``r.valid`` is low in that cycle.
+    The RAM as that many column slices, each read at its own copy of the read pointer and
+    written at its own copy of the write pointer (the read copies are flip-flops synthesis
+    keeps apart, :func:`hw.target.kept_flip_flop`): one pointer drives the read, and one the
+    write-enable decode, of a bounded group of LUT-RAM cells that the placer can keep
+    together, not all of them (with one shared write pointer Yosys merged the slices'
+    identical decodes into LUTs that drive slices placed apart). The read copies are loaded
+    with the pointer's next value and have no reset, so in the one cycle after a reset the
+    read data may be another slot's; ``r.valid`` is low in that cycle. Each write copy is a
+    counter of its own with a reset (Yosys does not merge them: their next values differ in
+    their inputs), so a push in the first cycle after a reset writes slot 0 in every slice.
 ``output_ring``
     The RAM's read ends in a :class:`hw.dma.StreamRing` (two entries, its read pointer copied
     per slice as well): ``r.valid`` and the two entries are flip-flops the placer can keep
@@ -156,8 +161,9 @@ class CreditQueue(wiring.Component):
         def advance(ptr):
             return Mux(ptr == slots - 1, 0, ptr + 1)
 
-        with m.If(push):
-            m.d.sync += w_ptr.eq(advance(w_ptr))
+        if len(self._columns) == 1:
+            with m.If(push):
+                m.d.sync += w_ptr.eq(advance(w_ptr))
         with m.If(pop):
             m.d.sync += r_ptr.eq(advance(r_ptr))
         m.d.sync += [
@@ -175,18 +181,28 @@ class CreditQueue(wiring.Component):
             return Cat(*(kept_flip_flop(m, r_next[b], platform, f"{name}_b{b}")
                          for b in range(len(r_ptr))))
 
+        def w_ptr_copy(name):
+            # A write pointer of its own per slice, so that no LUT of one slice's write-enable
+            # decode is shared with another's. A plain register with the domain's reset (also
+            # one added by a ResetInserter), unlike the read copies: each copy's next value
+            # depends on its own output, so Yosys has no identical flip-flops to merge.
+            copy = Signal(range(slots), name=name)
+            with m.If(push):
+                m.d.sync += copy.eq(advance(copy))
+            return copy
+
         m.d.comb += out.valid.eq(nonempty)
         for k, ((lo, hi), storage) in enumerate(zip(self._columns, self._storage, strict=True)):
             if len(self._columns) == 1:
                 m.submodules.storage = storage
-                r_addr = r_ptr
+                r_addr, w_addr = r_ptr, w_ptr
             else:
                 m.submodules[f"storage{k}"] = storage
-                r_addr = r_ptr_copy(f"r_ptr_c{k}")
+                r_addr, w_addr = r_ptr_copy(f"r_ptr_c{k}"), w_ptr_copy(f"w_ptr_c{k}")
             w_port = storage.write_port()
             r_port = storage.read_port(domain="comb")
             m.d.comb += [
-                w_port.addr.eq(w_ptr),
+                w_port.addr.eq(w_addr),
                 w_port.data.eq(self.w.payload[lo:hi]),
                 w_port.en.eq(1),
                 r_port.addr.eq(r_addr),

@@ -228,12 +228,23 @@ class SegmentTable(wiring.Component):
         levels = self.levels
         look = self.lookup
 
-        # Write path: register the request, then decode it into the memories' write ports.
+        # Write path: register the request, and every write enable decoded from the request
+        # before that register, so that each enable is a flip-flop of its own (the breakpoint
+        # decode in front of the shared LUT RAM's write enables, after the request register,
+        # was the epilogue unit's critical path: docs/fpga.md). The memories write in the
+        # same cycle as with a decode after the register.
         req = Signal(table_write_layout(cfg))
-        req_valid = Signal()
         m.d.comb += self.write.ready.eq(1)
-        m.d.sync += [req.eq(self.write.payload), req_valid.eq(self.write.valid)]
-        is_field = {f: req_valid & (req.field == f) for f in TableField}
+        m.d.sync += req.eq(self.write.payload)
+        beat = self.write.payload
+
+        def enable(name, condition):
+            en = Signal(name=f"wen_{name}")
+            m.d.sync += en.eq(self.write.valid & condition)
+            return en
+
+        is_field = {f: enable(f.name.lower(), beat.field == f)
+                    for f in (TableField.SHIFT, TableField.SLOPE, TableField.INTERCEPT)}
 
         m.submodules.shift_mem = self._shift_mem
         port = self._shift_mem.write_port()
@@ -247,18 +258,17 @@ class SegmentTable(wiring.Component):
         with m.Elif(is_field[TableField.SHIFT]):
             m.d.sync += self.loaded.bit_select(req.fn, 1).eq(1)
 
-        # Breakpoint i is node j of level l where i + 1 = (2j + 1) << (L-1-l).
-        node = Signal(levels + 1)
-        m.d.comb += node.eq(req.index + 1)
-        at_level = []
-        for level in range(levels):
-            low = levels - 1 - level  # number of trailing zeros of i + 1 at this level
-            hit = node[low] & (node[:low] == 0 if low else Const(1)) & ~node[levels]
-            at_level.append(is_field[TableField.BREAKPOINT] & hit)
+        # Breakpoint i is node j of level l where i + 1 = (2j + 1) << low, low = L-1-l: i's
+        # `low` low bits are ones and bit `low` is zero, and j = i >> (low + 1) (the + 1 makes
+        # no carry past bit `low`). Index S-1 (all ones) is at no level.
+        def at_level(index, level):
+            low = levels - 1 - level
+            return ~index[low] & (index[:low].all() if low else Const(1))
 
-        def node_index(level):
-            return node[levels - level:levels] if level else Const(0, 1)
+        def node_index(index, level):
+            return index[levels - level:levels] if level else Const(0, 1)
 
+        is_breakpoint = beat.field == TableField.BREAKPOINT
         m.submodules.shared_mem = self._shared_mem
         port = self._shared_mem.write_port(granularity=1)
         m.d.comb += [port.addr.eq(req.fn)]
@@ -267,18 +277,21 @@ class SegmentTable(wiring.Component):
                 pos = (1 << level) - 1 + j
                 m.d.comb += [
                     port.data[pos].eq(req.value),
-                    port.en[pos].eq(at_level[level] & (node_index(level) == j)),
+                    port.en[pos].eq(enable(f"shared{pos}", is_breakpoint & (
+                        beat.index == ((2 * j + 1) << (levels - 1 - level)) - 1))),
                 ]
 
+        level_en = {level: enable(f"level{level}", is_breakpoint & at_level(beat.index, level))
+                    for level in self._level_mems}
         for level, mems in self._level_mems.items():
             for lane, mem in enumerate(mems):
                 m.submodules[f"level{level}_mem_{lane}"] = mem
                 wport = mem.write_port()
                 rport = mem.read_port()
                 m.d.comb += [
-                    wport.addr.eq(Cat(node_index(level), req.fn)),
+                    wport.addr.eq(Cat(node_index(req.index, level), req.fn)),
                     wport.data.eq(req.value),
-                    wport.en.eq(at_level[level]),
+                    wport.en.eq(level_en[level]),
                     rport.addr.eq(getattr(look, f"level{level}_addr")[lane]),
                     getattr(look, f"level{level}_data")[lane].eq(rport.data),
                 ]

@@ -6,6 +6,7 @@ import collections
 import random
 
 import pytest
+from amaranth.hdl import ClockDomain, Elaboratable, Module, Signal
 
 from hw.credit_queue import CreditQueue
 from tests.banked_memory_bench import run_to_end
@@ -101,3 +102,56 @@ def test_random_pushes_and_pops_keep_order_within_credits(depth, push_prob, pop_
                                 lambda cycle: (push_prob, pop_prob))
     assert seen["popped"] > 100
     assert seen["full"] > 0 or pop_prob > push_prob
+
+
+class _ResetDriven(Elaboratable):
+    """``dut`` in a ``sync`` domain whose reset the testbench drives (``rst``)."""
+
+    def __init__(self, dut):
+        self.dut = dut
+        self.rst = Signal()
+
+    def elaborate(self, platform):
+        m = Module()
+        m.domains.sync = domain = ClockDomain("sync")
+        m.d.comb += domain.rst.eq(self.rst)
+        m.submodules.dut = self.dut
+        return m
+
+
+@pytest.mark.parametrize("slices, ring", [(1, False), (3, False), (4, True)])
+def test_push_right_after_a_reset(slices, ring):
+    """A reset in the middle of traffic (pointers not at slot 0) empties the queue, and a push
+    in the first cycle after it is the first entry out, in every slice: the per-slice write
+    pointer copies are reset as the pointer is."""
+    depth = 5
+    dut = CreditQueue(16, depth, slices=slices, output_ring=ring)
+    top = _ResetDriven(dut)
+    rng = random.Random(slices)
+
+    async def bench(ctx):
+        for trial in range(6):
+            model: collections.deque[tuple[int, int]] = collections.deque()
+            for cycle in range(7 + 3 * trial):
+                push = len(model) < depth and (cycle < 3 or rng.random() < 0.6)
+                value = rng.randrange(1 << 16)
+                ctx.set(dut.w.valid, push)
+                ctx.set(dut.w.payload, value)
+                ctx.set(dut.r.ready, cycle >= 3 and rng.random() < 0.5)
+                await ctx.delay(1e-8)
+                valid = ctx.get(dut.r.valid)
+                assert valid == (bool(model) and cycle - model[0][0] >= dut.latency), (trial,
+                                                                                     cycle)
+                if valid:
+                    assert ctx.get(dut.r.payload) == model[0][1], (trial, cycle)
+                    if ctx.get(dut.r.ready):
+                        model.popleft()
+                if push:
+                    model.append((cycle, value))
+                await ctx.tick()
+            ctx.set(dut.w.valid, 0)
+            ctx.set(top.rst, 1)
+            await ctx.tick()
+            ctx.set(top.rst, 0)
+
+    run_to_end(top, bench)
