@@ -44,11 +44,13 @@ change timing only: every client's requests are served in its own order.
 
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Mux, Shape, Signal, Value, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, Value, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+
+from hw.target import kept_flip_flop
 
 __all__ = [
     "READ_LATENCY",
@@ -273,6 +275,29 @@ class BankedMemory(wiring.Component):
             m.d.sync += q.eq(value)
             return q
 
+        slices = (self._data_shape.length if isinstance(self._data_shape, data.ArrayLayout)
+                  else 1)
+        slice_bits = self._width // slices
+
+        def select_bank(bank_pipe, name):
+            """The read data of the bank in ``bank_pipe[-1]``. With ``request_register``, each
+            slice (an element of an array row) takes its choice from its own flip-flop, loaded
+            with ``bank_pipe[-2]``, so no select drives the whole row's multiplexers across the
+            die."""
+            parts = []
+            for s in range(slices):
+                lo = s * slice_bits
+                pick = bank_data[0][lo:lo + slice_bits]
+                for b in range(1, banks):
+                    if self._request_register:
+                        sel = kept_flip_flop(m, bank_pipe[-2] == b, platform,
+                                             f"{name}_bank{b}_s{s}")
+                    else:
+                        sel = bank_pipe[-1] == b
+                    pick = Mux(sel, bank_data[b][lo:lo + slice_bits], pick)
+                parts.append(pick)
+            return Cat(*parts)
+
         # ---- reads
         clients = [getattr(self, n) for n in self._read_clients]
         credit_ok, pending, pending_bank = [], [], []
@@ -341,15 +366,10 @@ class BankedMemory(wiring.Component):
             m.d.sync += credit_ok[i].eq(Mux(
                 accepted[i] == took, outstanding < depth,
                 Mux(accepted[i], outstanding < depth - 1, 1)))
-            rdata = Const(0, self._width)
-            for b in range(banks):
-                rdata = Mux(pending_bank[i][-1] == b, bank_data[b], rdata)
-            m.d.comb += [q.w_en.eq(pending[i][-1]), q.w_data.eq(rdata)]
+            m.d.comb += [q.w_en.eq(pending[i][-1]),
+                         q.w_data.eq(select_bank(pending_bank[i], self._read_clients[i]))]
         if excl is not None:
-            rdata = Const(0, self._width)
-            for b in range(banks):
-                rdata = Mux(excl_read_bank[-1] == b, bank_data[b], rdata)
-            m.d.comb += excl.read_data.eq(rdata)
+            m.d.comb += excl.read_data.eq(select_bank(excl_read_bank, self._exclusive))
 
         # ---- writes
         wclients = [getattr(self, n) for n in self._write_clients]
