@@ -27,7 +27,9 @@ With ``request_register`` every bank's arbitration ends in flip-flops: the grant
 address and enable, and the granted write address, data and enable (mask), are registered, and
 those registers drive the RAM's pins (on ECP5 ``scripts/ecp5_pack_outreg.py`` gives each block
 RAM its own copy of a register that feeds several), so no arbiter or multiplexer output has to
-cross the die to a block RAM in the cycle it is formed. Reads and writes are delayed alike, so
+cross the die to a block RAM in the cycle it is formed; and each element of a read client's
+row takes its bank choice from a flip-flop of its own, so no select fans out to a whole row's
+multiplexers. Reads and writes are delayed alike, so
 what a read returns is what it returned without the stage: every write granted up to and
 including the read's own grant cycle, by any client.
 
