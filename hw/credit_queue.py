@@ -139,7 +139,6 @@ class CreditQueue(wiring.Component):
     def elaborate(self, platform) -> Module:
         m = Module()
         slots = self.slots
-        w_ptr = Signal(range(slots))
         r_ptr = Signal(range(slots))
         count = Signal(range(slots + 1))
         nonempty = Signal()
@@ -161,9 +160,6 @@ class CreditQueue(wiring.Component):
         def advance(ptr):
             return Mux(ptr == slots - 1, 0, ptr + 1)
 
-        if len(self._columns) == 1:
-            with m.If(push):
-                m.d.sync += w_ptr.eq(advance(w_ptr))
         with m.If(pop):
             m.d.sync += r_ptr.eq(advance(r_ptr))
         m.d.sync += [
@@ -181,24 +177,24 @@ class CreditQueue(wiring.Component):
             return Cat(*(kept_flip_flop(m, r_next[b], platform, f"{name}_b{b}")
                          for b in range(len(r_ptr))))
 
-        def w_ptr_copy(name):
-            # A write pointer of its own per slice, so that no LUT of one slice's write-enable
-            # decode is shared with another's. A plain register with the domain's reset (also
-            # one added by a ResetInserter), unlike the read copies: each copy's next value
-            # depends on its own output, so Yosys has no identical flip-flops to merge.
-            copy = Signal(range(slots), name=name)
+        def write_pointer(name):
+            # With slices, one per slice, so that no LUT of one slice's write-enable decode is
+            # shared with another's. A plain register with the domain's reset (also one added
+            # by a ResetInserter), unlike the read copies: each copy's next value depends on
+            # its own output, so Yosys has no identical flip-flops to merge.
+            ptr = Signal(range(slots), name=name)
             with m.If(push):
-                m.d.sync += copy.eq(advance(copy))
-            return copy
+                m.d.sync += ptr.eq(advance(ptr))
+            return ptr
 
         m.d.comb += out.valid.eq(nonempty)
         for k, ((lo, hi), storage) in enumerate(zip(self._columns, self._storage, strict=True)):
             if len(self._columns) == 1:
                 m.submodules.storage = storage
-                r_addr, w_addr = r_ptr, w_ptr
+                r_addr, w_addr = r_ptr, write_pointer("w_ptr")
             else:
                 m.submodules[f"storage{k}"] = storage
-                r_addr, w_addr = r_ptr_copy(f"r_ptr_c{k}"), w_ptr_copy(f"w_ptr_c{k}")
+                r_addr, w_addr = r_ptr_copy(f"r_ptr_c{k}"), write_pointer(f"w_ptr_c{k}")
             w_port = storage.write_port()
             r_port = storage.read_port(domain="comb")
             m.d.comb += [
