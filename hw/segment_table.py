@@ -277,8 +277,9 @@ class SegmentTable(wiring.Component):
                 pos = (1 << level) - 1 + j
                 m.d.comb += [
                     port.data[pos].eq(req.value),
-                    port.en[pos].eq(enable(f"shared{pos}", is_breakpoint & (
-                        beat.index == ((2 * j + 1) << (levels - 1 - level)) - 1))),
+                    port.en[pos].eq(enable(f"shared{pos}", is_breakpoint
+                                           & at_level(beat.index, level)
+                                           & (node_index(beat.index, level) == j))),
                 ]
 
         level_en = {level: enable(f"level{level}", is_breakpoint & at_level(beat.index, level))
