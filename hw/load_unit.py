@@ -1224,9 +1224,9 @@ class LoadUnit(wiring.Component):
                     m.next = "EXEC"
             with m.State("EXEC"):
                 m.d.comb += self.busy.eq(1)
-                with m.If(op == Opcode.LOAD):
+                with m.If(exec_load):
                     m.next = "LOAD_PREP"
-                with m.Elif(op == Opcode.LOADT):
+                with m.Elif(exec_loadt):
                     m.next = "LOADT_CHECK"
                 with m.Else():  # DMACFG, SYNC
                     m.next = "PUSH"
