@@ -13,10 +13,10 @@ FPGA_CONFIG ?= ecp5
 FPGA_SEEDS ?= 1 2 3
 FPGA_FLAGS ?=
 # How the whole accelerator routes on the ECP5-85F (docs/fpga.md, "Whole accelerator, sessions
-# 12 and 14"): the array's multipliers and the accumulator's block RAMs on fixed sites, router2 with
-# wider margins, a placement that is not timing-driven. Empty it to run nextpnr's defaults.
+# 12, 14 and 15"): the array's multipliers and the accumulator's block RAMs on fixed sites, router2
+# with wider margins, the static placer (timing-driven). Empty it to run nextpnr's defaults.
 FPGA_ROUTE_FLAGS ?= --dsp-layout columns --bram-layout 9,5 --pnr-setting router2/bbMargin/x=5 \
-	--pnr-setting router2/bbMargin/y=5 --pnr-flags "--placer static --no-tmdriv"
+	--pnr-setting router2/bbMargin/y=5 --pnr-flags "--placer static"
 # Minutes one nextpnr run (one seed) of the whole accelerator may take before it is stopped as
 # not routed: router2 can go on iterating on a congested placement without converging.
 FPGA_PNR_TIMEOUT ?= 120

@@ -8,26 +8,28 @@ RTL contract):
 
 * a **read client** sends requests ``{addr}`` and gets, in order, responses ``{data}``. A
   request moves when its bank grants it; the data leaves the bank ``read_latency`` cycles later
-  (the RAM's read, then its output register: 2; 3 with ``request_register``) and goes into the
+  (the RAM's read, then its output register: 2; plus ``request_stages``) and goes into the
   client's own response queue (``response_depth`` rows), so the client's response stream may be
   held not ready for any time: a request is accepted only while the queue has room for it
   (credit). Latency: a request accepted in cycle ``t`` is on the response stream in
-  ``t + read_latency + 1`` (``t + 3``; ``t + 4`` with ``request_register``).
+  ``t + read_latency + 1`` (``t + 3`` without request stages).
 * a **write client** sends ``{addr, data[, mask]}``; the row is written at the end of the cycle
   its bank grants it (``mask``: one bit per ``granularity`` bits, when the memory has one), or
-  at the end of the next cycle with ``request_register``.
+  ``request_stages`` cycles later with request stages.
 * optionally one **exclusive port** (:func:`exclusive_signature`), fixed timing for a
   read-modify-write pipeline: its read (data ``read_latency`` cycles later) and its write are
   granted in the cycle they are asserted, before any stream client of that bank. A read returns
   the row as written up to and including the writes granted in the cycle of the read (the read
   is transparent to a write granted in the same cycle); writes in the ``read_latency - 1``
-  cycles after it (one, or two with ``request_register``) are the pipeline's own to forward.
+  cycles after it (one, plus one per request stage) are the pipeline's own to forward.
 
-With ``request_register`` every bank's arbitration ends in flip-flops: the granted read
+With ``request_stages`` every bank's arbitration ends in flip-flops: the granted read
 address and enable, and the granted write address, data and enable (mask), are registered, and
 those registers drive the RAM's pins (on ECP5 ``scripts/ecp5_pack_outreg.py`` gives each block
 RAM its own copy of a register that feeds several), so no arbiter or multiplexer output has to
-cross the die to a block RAM in the cycle it is formed; and each element of a read client's
+cross the die to a block RAM in the cycle it is formed. With two stages the first sits by the
+arbiters and the second (its per-RAM copies) by the RAMs, so the wire across the die runs from
+flip-flop to flip-flop with no logic at either end; and each element of a read client's
 row takes its bank choice from a flip-flop of its own, so no select fans out to a whole row's
 multiplexers. Reads and writes are delayed alike, so
 what a read returns is what it returned without the stage: every write granted up to and
@@ -63,12 +65,12 @@ __all__ = [
     "write_layout",
 ]
 
-#: Rows each read client's response queue holds without ``request_register``: with the
+#: Rows each read client's response queue holds without request stages: with the
 #: two-cycle SRAM latency (read, output register) this keeps one response per cycle flowing
-#: while the client is ready (one more with the request register: ``BankedMemory.response_depth``).
+#: while the client is ready (one more per request stage: ``BankedMemory.response_depth``).
 RESPONSE_DEPTH = 4
 #: Cycles from a read's grant to its data leaving the bank (the RAM's read, its output register)
-#: without ``request_register``; one more with it (``BankedMemory.read_latency``).
+#: without request stages; one more per stage (``BankedMemory.read_latency``).
 READ_LATENCY = 2
 
 
@@ -92,10 +94,10 @@ def exclusive_signature(addr_bits: int, data_shape) -> wiring.Signature:
     """The fixed-timing port, from the client's side.
 
     ``read_en``/``read_addr`` in cycle ``t`` -> ``read_data`` in ``t + L`` with
-    ``L = BankedMemory.read_latency`` (2, or 3 with ``request_register``): the row as written by
+    ``L = BankedMemory.read_latency`` (2, plus ``request_stages``): the row as written by
     every write asserted up to and including ``t`` (transparent to the write in ``t``), not by
     those in ``t + 1 .. t + L - 1``. ``write_en``/``write_addr``/``write_data`` write at the end
-    of the cycle (of the next one with ``request_register``).
+    of the cycle ``t + request_stages``.
     """
     return wiring.Signature({
         "read_en": Out(1),
@@ -155,16 +157,20 @@ class BankedMemory(wiring.Component):
         Bits per write-mask bit (write payloads then carry ``mask``); None: whole-row writes.
     exclusive : str or None
         Name of the exclusive port (``In(exclusive_signature(...))``), if any.
-    request_register : bool
-        Register every bank's granted read and write requests before its RAM's pins (see module
-        docs): every access one cycle later, reads and writes alike.
+    request_stages : int
+        Register stages between every bank's arbiters and its RAM's pins (see module docs):
+        every access that many cycles later, reads and writes alike. 0: the arbiters drive the
+        pins; 1: the granted requests are registered; 2: registered by the arbiters, then again
+        by the RAMs, so the hop across the die runs from flip-flop to flip-flop.
     """
 
     def __init__(self, *, depth: int, data_shape, banks: int, read_clients, write_clients,
                  granularity: int | None = None, exclusive: str | None = None,
-                 request_register: bool = False) -> None:
-        if not isinstance(request_register, bool):
-            raise TypeError(f"request_register must be a bool, got {request_register!r}")
+                 request_stages: int = 0) -> None:
+        if isinstance(request_stages, bool) or not isinstance(request_stages, int):
+            raise TypeError(f"request_stages must be an int, got {request_stages!r}")
+        if request_stages < 0:
+            raise ValueError(f"request_stages = {request_stages!r}: must be >= 0")
         for pname, v in (("depth", depth), ("banks", banks)):
             if isinstance(v, bool) or not isinstance(v, int):
                 raise TypeError(f"{pname} must be an int, got {v!r}")
@@ -184,7 +190,7 @@ class BankedMemory(wiring.Component):
         self._granularity = granularity
         self._read_clients, self._write_clients = read_clients, write_clients
         self._exclusive = exclusive
-        self._request_register = request_register
+        self._request_stages = request_stages
         self._addr_bits = max(1, _log2(depth))
         mask_bits = width // granularity if granularity else 0
         members = {}
@@ -217,22 +223,22 @@ class BankedMemory(wiring.Component):
         return self._banks
 
     @property
-    def request_register(self) -> bool:
-        """Whether the banks' granted requests are registered before the RAMs (module docs)."""
-        return self._request_register
+    def request_stages(self) -> int:
+        """Register stages between the banks' arbiters and their RAMs (module docs)."""
+        return self._request_stages
 
     @property
     def read_latency(self) -> int:
         """Cycles from a read's grant to its data leaving the bank (the exclusive port's
         ``read_en`` in ``t`` -> ``read_data`` in ``t + read_latency``)."""
-        return READ_LATENCY + self._request_register
+        return READ_LATENCY + self._request_stages
 
     @property
     def response_depth(self) -> int:
         """Rows of each read client's response queue: its credits, one response per cycle to a
         client that is always ready (``read_latency`` reads in flight and one row in the
         queue)."""
-        return RESPONSE_DEPTH + self._request_register
+        return RESPONSE_DEPTH + self._request_stages
 
     @property
     def addr_bits(self) -> int:
@@ -270,19 +276,23 @@ class BankedMemory(wiring.Component):
         lat, depth = self.read_latency, self.response_depth
 
         def to_pins(value, name):
-            """``value`` onto a RAM pin: through a (reset-less) register with the request stage."""
-            if not self._request_register:
-                return value
-            q = Signal(len(value), name=name, reset_less=True)
-            m.d.sync += q.eq(value)
-            return q
+            """``value`` onto a RAM pin through the request stages (reset-less registers); the
+            last one is ``name`` (one copy per block RAM on ECP5), the first ones
+            ``name_stage<k>``."""
+            stages = self._request_stages
+            for k in range(1, stages + 1):
+                q = Signal(len(value), name=name if k == stages else f"{name}_stage{k}",
+                           reset_less=True)
+                m.d.sync += q.eq(value)
+                value = q
+            return value
 
         slices = (self._data_shape.length if isinstance(self._data_shape, data.ArrayLayout)
                   else 1)
         slice_bits = self._width // slices
 
         def select_bank(bank_pipe, name):
-            """The read data of the bank in ``bank_pipe[-1]``. With ``request_register``, each
+            """The read data of the bank in ``bank_pipe[-1]``. With request stages, each
             slice (an element of an array row) takes its choice from its own flip-flop, loaded
             with ``bank_pipe[-2]``, so no select drives the whole row's multiplexers across the
             die."""
@@ -291,7 +301,7 @@ class BankedMemory(wiring.Component):
                 lo = s * slice_bits
                 pick = bank_data[0][lo:lo + slice_bits]
                 for b in range(1, banks):
-                    if self._request_register:
+                    if self._request_stages:
                         sel = kept_flip_flop(m, bank_pipe[-2] == b, platform,
                                              f"{name}_bank{b}_s{s}")
                     else:

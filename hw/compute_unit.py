@@ -25,9 +25,9 @@ another as far as the array's credits and the queues allow:
   through a read-modify-write pipeline on the accumulator's fixed-timing ``gemm`` port: the row
   is read as the result is taken (when it accumulates: ``t > 0``, or mode ACCUMULATE /
   ACCUMULATE_BIAS), the bias is added to the product (``t = 0`` in the bias modes) on the way,
-  the old row arrives three cycles later (:data:`hw.accumulator.GEMM_READ_LATENCY`) and the
+  the old row arrives four cycles later (:data:`hw.accumulator.GEMM_READ_LATENCY`) and the
   sum is written the cycle after. The read returns the row as written up to and including its
-  own cycle (transparent read); the three writes after it are forwarded from the pipeline, so
+  own cycle (transparent read); the four writes after it are forwarded from the pipeline, so
   rows touched on consecutive cycles (``m = 1`` reductions, back-to-back GEMMs) need no stall:
   one row per cycle.
 
@@ -62,6 +62,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO, SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
+from hw.accumulator import GEMM_READ_LATENCY
 from hw.banked_memory import exclusive_signature, read_signature, write_layout
 from hw.config import AcceleratorConfig
 from hw.dma import StreamRing, StreamSkid
@@ -816,73 +817,75 @@ class ComputeUnit(wiring.Component):
             self.acc_gemm.read_en.eq(accept & read_old),
             self.acc_gemm.read_addr.eq(row),
         ]
-        # Read-modify-write in four stages after `accept` (the read; its data arrives
-        # hw.accumulator.GEMM_READ_LATENCY = 3 cycles later): s1, s2, s3 (the read data
-        # arrives: select the old value, forwarding the writes the read did not see), s4 (add,
-        # write). The read is transparent to the write in its own cycle; the writes of the next
-        # three cycles (rows in s4 while this row is in s1, s2 and s3) are forwarded here.
+        # Read-modify-write in L + 1 stages after `accept` (the read; its data arrives
+        # L = hw.accumulator.GEMM_READ_LATENCY cycles later): s1 .. sL (the read data arrives
+        # in sL: select the old value, forwarding the writes the read did not see), s(L+1)
+        # (add, write). The read is transparent to the write in its own cycle; the writes of
+        # the next L cycles (the row in s(L+1) while this row is in s1 .. sL) are forwarded
+        # here: the one written now and the L - 1 before it.
+        lat = GEMM_READ_LATENCY
         acc_row = data.ArrayLayout(signed(32), C)
-        s1_valid, s2_valid, s3_valid, s4_valid = Signal(), Signal(), Signal(), Signal()
-        s1_addr, s2_addr, s3_addr, s4_addr = (Signal(self._acc_bits, name=f"s{i}_addr")
-                                              for i in (1, 2, 3, 4))
-        s1_read_old, s2_read_old = Signal(), Signal()
+        s_valid = [accept] + [Signal(name=f"s{i}_valid") for i in range(1, lat + 2)]
+        s_addr = [row] + [Signal(self._acc_bits, name=f"s{i}_addr") for i in range(1, lat + 2)]
+        s_last = [last_row] + [Signal(name=f"s{i}_last") for i in range(1, lat + 2)]
+        s_read_old = [read_old] + [Signal(name=f"s{i}_read_old") for i in range(1, lat)]
+        # product + bias, added in s2 and carried to the write
+        s_pb = {i: Signal(acc_row, name=f"s{i}_pb") for i in range(2, lat + 2)}
         s1_add_bias = Signal()
-        s1_last, s2_last, s3_last, s4_last = Signal(), Signal(), Signal(), Signal()
         s1_prod = Signal(acc_row)  # the array's result row
         s1_bias = Signal(acc_row)  # the bias to add to it (0 when none)
-        s2_pb, s3_pb, s4_pb = (Signal(acc_row, name=f"s{i}_pb") for i in (2, 3, 4))
-        s4_old = Signal(acc_row)
-        prev_w_valid = Signal()  # the write of the previous cycle
-        prev_w_addr = Signal(self._acc_bits)
-        prev_w_data = Signal(acc_row)
-        prev2_w_valid = Signal()  # ... and of the cycle before that
-        prev2_w_addr = Signal(self._acc_bits)
-        prev2_w_data = Signal(acc_row)
+        w_old = Signal(acc_row, name=f"s{lat + 1}_old")
         write_data = Signal(acc_row)
-        m.d.sync += [
-            s1_valid.eq(accept), s2_valid.eq(s1_valid), s3_valid.eq(s2_valid),
-            s4_valid.eq(s3_valid),
-            s1_addr.eq(row), s2_addr.eq(s1_addr), s3_addr.eq(s2_addr), s4_addr.eq(s3_addr),
-            s1_read_old.eq(read_old), s2_read_old.eq(s1_read_old),
-            s1_last.eq(last_row), s2_last.eq(s1_last), s3_last.eq(s2_last), s4_last.eq(s3_last),
-            s3_pb.eq(s2_pb), s4_pb.eq(s3_pb),
-            prev_w_valid.eq(s4_valid), prev_w_addr.eq(s4_addr), prev_w_data.eq(write_data),
-            prev2_w_valid.eq(prev_w_valid), prev2_w_addr.eq(prev_w_addr),
-            prev2_w_data.eq(prev_w_data),
-        ]
+        # the writes of 1 .. lat - 1 cycles ago (prev[0]: the previous cycle's)
+        prev_valid = [Signal(name=f"prev{j}_w_valid") for j in range(1, lat)]
+        prev_addr = [Signal(self._acc_bits, name=f"prev{j}_w_addr") for j in range(1, lat)]
+        prev_data = [Signal(acc_row, name=f"prev{j}_w_data") for j in range(1, lat)]
+        w = lat + 1
+        for i in range(1, lat + 2):
+            m.d.sync += [s_valid[i].eq(s_valid[i - 1]), s_addr[i].eq(s_addr[i - 1]),
+                         s_last[i].eq(s_last[i - 1])]
+        for i in range(1, lat):
+            m.d.sync += s_read_old[i].eq(s_read_old[i - 1])
+        for i in range(3, lat + 2):
+            m.d.sync += s_pb[i].eq(s_pb[i - 1])
+        for j, (v, a, d) in enumerate(zip(prev_valid, prev_addr, prev_data, strict=True)):
+            src = ((s_valid[w], s_addr[w], write_data) if j == 0
+                   else (prev_valid[j - 1], prev_addr[j - 1], prev_data[j - 1]))
+            m.d.sync += [v.eq(src[0]), a.eq(src[1]), d.eq(src[2])]
         # product + bias is added in s2 (a register stage that only copied it before), so
         # the result handshake's decision does not reach the adders
         m.d.sync += [s1_prod.eq(res.payload), s1_bias.eq(bias_vec), s1_add_bias.eq(add_bias)]
         for c in range(C):
-            m.d.sync += s2_pb[c].eq(s1_prod[c] + Mux(s1_add_bias, s1_bias[c], 0))
-        # The forwarding selects are compared a cycle ahead (the row in s2 against the rows
-        # in s3, s4 and the previous write, which are in s4, just written and written two
-        # cycles before when it reaches s3) and registered, so they reach the C x 32 selection
-        # multiplexers straight from flip-flops: one copy per column (kept apart from Yosys's
-        # merging), so each drives 32 multiplexers, not C x 32 across the die. The newest
-        # write wins; the read data is the last choice, so its path from the far block RAMs
-        # meets one multiplexer level more than before, the adder's output none.
-        fwd_now_d = s3_valid & (s3_addr == s2_addr)  # the row in s3 is the one s4 writes now
-        fwd_prev_d = s4_valid & (s4_addr == s2_addr)  # ... the one written the cycle before
-        fwd_prev2_d = prev_w_valid & (prev_w_addr == s2_addr)  # ... two cycles before
-        # `s4_old` is 0 for a row that reads no old value (loaded from a copy per column of
-        # the row's `read_old` in s3), so the write's add takes it straight from flip-flops.
+            m.d.sync += s_pb[2][c].eq(s1_prod[c] + Mux(s1_add_bias, s1_bias[c], 0))
+        # The forwarding selects are compared a cycle ahead (the row in s(L-1) against the rows
+        # in sL, s(L+1) and the previous writes, which are in s(L+1), just written, ... when
+        # it reaches sL) and registered, so they reach the C x 32 selection multiplexers
+        # straight from flip-flops: one copy per column (kept apart from Yosys's merging), so
+        # each drives 32 multiplexers, not C x 32 across the die. The newest write wins; the
+        # read data is the last choice, so its path from the far block RAMs meets one
+        # multiplexer level, the adder's output none.
+        here = s_addr[lat - 1]
+        fwd_d = [s_valid[lat] & (s_addr[lat] == here), s_valid[w] & (s_addr[w] == here)]
+        fwd_d += [v & (a == here) for v, a in zip(prev_valid[:-1], prev_addr[:-1], strict=True)]
+        fwd_data = [write_data, *prev_data]
+        fwd_names = ["fwd_now", "fwd_prev"] + [f"fwd_prev{j}" for j in range(2, lat)]
+        # `w_old` is 0 for a row that reads no old value (loaded from a copy per column of
+        # the row's `read_old` in sL), so the write's add takes it straight from flip-flops.
         for c in range(C):
-            fwd_now = kept_flip_flop(m, fwd_now_d, platform, f"fwd_now_c{c}")
-            fwd_prev = kept_flip_flop(m, fwd_prev_d, platform, f"fwd_prev_c{c}")
-            fwd_prev2 = kept_flip_flop(m, fwd_prev2_d, platform, f"fwd_prev2_c{c}")
-            read_old_c = kept_flip_flop(m, s2_read_old, platform, f"s3_read_old_c{c}")
-            m.d.sync += s4_old[c].eq(Mux(~read_old_c, 0,
-                                         Mux(fwd_now, write_data[c],
-                                             Mux(fwd_prev, prev_w_data[c],
-                                                 Mux(fwd_prev2, prev2_w_data[c],
-                                                     self.acc_gemm.read_data[c])))))
-            m.d.comb += write_data[c].eq(s4_pb[c] + s4_old[c])
+            fwd = [kept_flip_flop(m, d, platform, f"{fwd_names[j]}_c{c}")
+                   for j, d in enumerate(fwd_d)]
+            read_old_c = kept_flip_flop(m, s_read_old[lat - 1], platform,
+                                        f"s{lat}_read_old_c{c}")
+            old = self.acc_gemm.read_data[c]
+            for sel, value in reversed(list(zip(fwd, fwd_data, strict=True))):
+                old = Mux(sel, value[c], old)
+            m.d.sync += w_old[c].eq(Mux(~read_old_c, 0, old))
+            m.d.comb += write_data[c].eq(s_pb[w][c] + w_old[c])
         m.d.comb += [
-            self.acc_gemm.write_en.eq(s4_valid),
-            self.acc_gemm.write_addr.eq(s4_addr),
+            self.acc_gemm.write_en.eq(s_valid[w]),
+            self.acc_gemm.write_addr.eq(s_addr[w]),
             self.acc_gemm.write_data.eq(write_data),
-            gemm_done.eq(s4_valid & s4_last),
+            gemm_done.eq(s_valid[w] & s_last[w]),
         ]
 
         # ------------------------------------------------------------------ EPI

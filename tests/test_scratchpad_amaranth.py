@@ -95,9 +95,9 @@ def test_scratchpad_clients_under_backpressure(seed):
 
 
 def test_accumulator_gemm_port_forwards_and_streams_share_other_bank():
-    """The GEMM port reads a row in the cycle it is written and gets the new value three cycles
-    later (the banks' request register); EPI reads from the other bank proceed every cycle
-    meanwhile, four cycles after the request."""
+    """The GEMM port reads a row in the cycle it is written and gets the new value
+    GEMM_READ_LATENCY (4) cycles later (the banks' two request stages); EPI reads from the other
+    bank proceed every cycle meanwhile, five cycles after the request."""
     rng = random.Random(5)
     dut = Accumulator(CFG)
     cols = CFG.cols
@@ -117,7 +117,7 @@ def test_accumulator_gemm_port_forwards_and_streams_share_other_bank():
         ctx.set(g.read_addr, 2)
         await ctx.tick()
         # cycle 1: read row 3 while writing row 3 = Y: the read of cycle 1 sees Y, and the read
-        # data of cycle 0 (row 2 = X) arrives in cycle 3 (three cycles of latency)
+        # data of cycle 0 (row 2 = X) arrives in cycle GEMM_READ_LATENCY
         y = [1, 2, -3, -4]
         ctx.set(g.write_addr, 3)
         ctx.set(g.write_data, y)
@@ -125,7 +125,7 @@ def test_accumulator_gemm_port_forwards_and_streams_share_other_bank():
         await ctx.tick()
         ctx.set(g.write_en, 0)
         ctx.set(g.read_en, 0)
-        await ctx.tick()
+        await ctx.tick().repeat(GEMM_READ_LATENCY - 2)
         got["fwd"] = as_list(ctx.get(g.read_data))
         await ctx.tick()
         got["plain"] = as_list(ctx.get(g.read_data))
@@ -162,29 +162,34 @@ def test_accumulator_gemm_port_forwards_and_streams_share_other_bank():
     assert got["fwd"] == [7, -8, 9, -10]
     assert got["plain"] == got["row3"]
     assert got["stream"] == got["stream_expected"]
-    assert got["cycles"] == 8 + 4  # one request per cycle, four cycles of latency
+    # one request per cycle, GEMM_READ_LATENCY + 1 cycles of latency (the response queue)
+    assert got["cycles"] == 8 + GEMM_READ_LATENCY + 1
 
 
-def test_request_register_is_a_validated_read_only_parameter():
+def test_request_stages_is_a_validated_read_only_parameter():
     kw = dict(depth=16, data_shape=8, banks=2, read_clients=("r",), write_clients=("w",))
-    with pytest.raises(TypeError, match="request_register must be a bool, got 1"):
-        BankedMemory(**kw, request_register=1)
-    plain, reg = BankedMemory(**kw), BankedMemory(**kw, request_register=True)
-    assert (plain.request_register, plain.read_latency, plain.response_depth) == (False, 2, 4)
-    assert (reg.request_register, reg.read_latency, reg.response_depth) == (True, 3, 5)
+    with pytest.raises(TypeError, match="request_stages must be an int, got True"):
+        BankedMemory(**kw, request_stages=True)
+    with pytest.raises(TypeError, match="request_stages must be an int, got 1.0"):
+        BankedMemory(**kw, request_stages=1.0)
+    with pytest.raises(ValueError, match="request_stages = -1: must be >= 0"):
+        BankedMemory(**kw, request_stages=-1)
+    mems = [BankedMemory(**kw, request_stages=n) for n in (0, 1, 2)]
+    assert [(d.request_stages, d.read_latency, d.response_depth) for d in mems] == [
+        (0, 2, 4), (1, 3, 5), (2, 4, 6)]
     with pytest.raises(AttributeError):
-        reg.request_register = False
-    assert Accumulator(CFG)._mem.read_latency == GEMM_READ_LATENCY == 3
+        mems[1].request_stages = 0
+    assert Accumulator(CFG)._mem.read_latency == GEMM_READ_LATENCY == 4
 
 
-@pytest.mark.parametrize("request_register", [False, True])
-def test_a_read_sees_every_write_granted_up_to_its_own_grant(request_register):
+@pytest.mark.parametrize("request_stages", [0, 1, 2])
+def test_a_read_sees_every_write_granted_up_to_its_own_grant(request_stages):
     """In cycle ``g`` the exclusive port writes row 5 (bank 0) and stream ``w`` row 13 (bank
     1); the exclusive port reads row 5 and stream ``r`` row 13 in ``g - 1``, ``g`` and
-    ``g + 1``: the first read returns the old row, the others the new one, with and without
-    the request register (reads and writes delayed alike)."""
+    ``g + 1``: the first read returns the old row, the others the new one, with 0, 1 and 2
+    request stages (reads and writes delayed alike)."""
     dut = BankedMemory(depth=16, data_shape=8, banks=2, read_clients=("r",),
-                       write_clients=("w",), exclusive="x", request_register=request_register)
+                       write_clients=("w",), exclusive="x", request_stages=request_stages)
     lat = dut.read_latency
     got = {"x": [], "r": [], "r_granted": []}
 
