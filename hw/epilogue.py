@@ -273,12 +273,12 @@ class Epilogue(wiring.Component):
             """``value`` a stage later in kept flip-flops of one lane (Yosys would merge the
             lanes' plain registers: their inputs are the same)."""
             return Cat(*(kept_flip_flop(m, value[b], platform, f"{name}_b{b}")
-                         for b in range(len(value)))).as_signed()
+                         for b in range(len(value))))
 
-        # The PWL's rounding half 2**(sh-1), decoded from the shared shift a stage ahead (one
-        # register for all lanes): the bias add takes it from flip-flops.
+        # The PWL's rounding half 2**(sh-1), decoded from the shared shift a stage ahead, in
+        # each lane's own flip-flops (below): the bias add takes it from flip-flops.
         pwl_stage = search + SHARED_LEVELS + 3 * (levels - SHARED_LEVELS) + SEGMENT_READ_STAGES
-        pwl_half = reg(_half(table_shift[pwl_stage - 1]), unsigned(WIDE_BITS), "pwl_half")
+        pwl_half = _half(table_shift[pwl_stage - 1])
 
         results = []
         for lane in range(self.lanes):
@@ -296,7 +296,8 @@ class Epilogue(wiring.Component):
             j = Const(0, 0)
             for level in range(SHARED_LEVELS):
                 first = (1 << level) - 1
-                nodes = [lane_copy(shared_bp[first + i][stage - 1], f"bp{first + i}_c{lane}")
+                nodes = [lane_copy(shared_bp[first + i][stage - 1],
+                                   f"bp{first + i}_c{lane}").as_signed()
                          for i in range(1 << level)]
                 node = nodes[0] if level == 0 else _select(nodes, j)
                 j = reg(Cat(x >= node, j), unsigned(level + 1), f"seg{lane}_l{level}")
@@ -321,10 +322,14 @@ class Epilogue(wiring.Component):
                 x = reg(x, signed(ACC_BITS), f"x{lane}_kb{step}")
             stage += SEGMENT_READ_STAGES
             # PWL: y = sat_out(round_shift(k * x + b, sh)); the multipliers register k and x.
+            # The table's shift and rounding half enter the lane in its own flip-flops: one
+            # register of the shift for all lanes (Yosys merged the lanes' identical ones) fed
+            # every lane's shifters, the next critical path once the search had copies.
             assert stage == pwl_stage, (stage, pwl_stage)
             y, stage = _round_mul_sat(
                 m, reg, x, k, table_shift[stage], reg(b, signed(ACC_BITS), f"b{lane}_r"), stage,
-                _saturate_to, out_width, f"pwl{lane}", half=pwl_half,
+                _saturate_to, out_width, f"pwl{lane}", half=lane_copy(pwl_half, f"half_c{lane}"),
+                copy=lane_copy,
             )
             assert stage == last, (stage, last)
             results.append(y)
@@ -374,7 +379,8 @@ def _half(shift):
     return (Const(1, WIDE_BITS) << shift) >> 1
 
 
-def _round_mul_sat(m, reg, a, mult, shift, addend, stage, saturate, out_width, name, half=None):
+def _round_mul_sat(m, reg, a, mult, shift, addend, stage, saturate, out_width, name, half=None,
+                   copy=None):
     """Six stages from ``stage``: ``saturate(round_shift(a * mult + addend, shift), width)``.
 
     ``a`` (int32) and ``mult`` (int16) are given one stage early, at ``stage - 1``: the
@@ -383,6 +389,8 @@ def _round_mul_sat(m, reg, a, mult, shift, addend, stage, saturate, out_width, n
     ``stage``. The product is two 16-bit partial products (one DSP block each) added in the next
     stage, so no stage holds more than one multiplier and one adder. Returns the result and the
     stage it is in. ``half``, if given, is ``2**(shift-1)`` at ``stage`` (else decoded here).
+    ``copy(value, name)``, if given, registers ``shift`` instead of ``reg``: a shift shared by
+    all lanes then reaches each lane's shifters from a register of the lane's own.
     """
     lo_mul = PipelinedMultiplier(SPLIT_BITS + 1, SCALE_BITS)
     hi_mul = PipelinedMultiplier(ACC_BITS - SPLIT_BITS, SCALE_BITS)
@@ -399,7 +407,10 @@ def _round_mul_sat(m, reg, a, mult, shift, addend, stage, saturate, out_width, n
     if half is None:
         half = _half(shift)
     bias = reg(addend + half, signed(WIDE_BITS), f"{name}_bias")
-    sh = reg(shift, unsigned(SHIFT_BITS), f"{name}_sh1")
+    if copy is None:
+        sh = reg(shift, unsigned(SHIFT_BITS), f"{name}_sh1")
+    else:
+        sh = copy(shift, f"{name}_sh1")
     product = reg((hi << SPLIT_BITS) + lo, signed(WIDE_BITS), f"{name}_prod")
     bias = reg(bias, signed(WIDE_BITS), f"{name}_bias2")
     sh = reg(sh, unsigned(SHIFT_BITS), f"{name}_sh2")
