@@ -26,7 +26,9 @@ compare level in it)::
     1  v_lo * M, v_hi * M (two 16-bit partial products), 2**(s-1)
     2  (p_hi << 16) + p_lo          3  + 2**(s-1)
     4  >> 8 * s[5:3]                5  >> s[2:0]              6  sat32 -> x
-    7..9   search levels 0..2: compare with a node of the shared ``meta`` read
+    5      the shared ``meta`` read (addressed in stage 4)
+    6..8   each lane's copies of the shared breakpoints (one level's nodes per stage)
+    7..9   search levels 0..2: compare with a node of the lane's copies
     10..   search levels 3..L-1, three cycles each: address, registered read, compare
     +1..+3 slope/intercept address, registered read, output register (packed into the block
            RAM on ECP5 by scripts/ecp5_pack_outreg.py)
@@ -70,6 +72,7 @@ from hw.segment_table import (
     _log2,
     lookup_signature,
 )
+from hw.target import kept_flip_flop
 
 __all__ = ["Epilogue", "OutWidth", "epilogue_input_layout", "epilogue_output_layout"]
 
@@ -252,19 +255,30 @@ class Epilogue(wiring.Component):
         tag = line(row.tag, unsigned(self._tag_bits), "tag")
         fn = line(row.fn, unsigned(fn_bits), "fn")
         out_width = line(row.out_width, OutWidth, "out_width")
-        # The function's shift and shared breakpoints, read so that they arrive with x (stage
-        # `search`, where the requantisation ends): no delay line for the seven breakpoints.
+        # The function's shift and shared breakpoints, read a stage before x exists (stage
+        # `search`, where the requantisation ends): each lane compares with its own copy of a
+        # level's nodes, loaded in the stage before that level's compare, so that no register
+        # drives the compares of all lanes (one did: the block's critical path, docs/fpga.md).
+        # The read is still addressed 5 cycles after the row's handshake, behind LOADT's writes
+        # to the table (`SegmentTable.write_latency`, 2; the accelerator's write fence and
+        # tokens order them further apart).
         search = ROUND_MUL_SAT_STAGES
-        m.d.comb += table.meta_addr.eq(fn[search - 1])
+        m.d.comb += table.meta_addr.eq(fn[search - 2])
         meta = table.meta_data
-        table_shift = line(meta.shift, unsigned(SHIFT_BITS), "table_shift", search)
-        shared_bp = [line(meta.bp[i], signed(ACC_BITS), f"shared_bp{i}", search)
+        table_shift = line(meta.shift, unsigned(SHIFT_BITS), "table_shift", search - 1)
+        shared_bp = [line(meta.bp[i], signed(ACC_BITS), f"shared_bp{i}", search - 1)
                      for i in range(len(meta.bp))]
 
-        # The PWL's rounding half 2**(sh-1), decoded from the shared shift a stage ahead (one
-        # register for all lanes): the bias add takes it from flip-flops.
+        def lane_copy(value, name):
+            """``value`` a stage later in kept flip-flops of one lane (Yosys would merge the
+            lanes' plain registers: their inputs are the same)."""
+            return Cat(*(kept_flip_flop(m, value[b], platform, f"{name}_b{b}")
+                         for b in range(len(value))))
+
+        # The PWL's rounding half 2**(sh-1), decoded from the shared shift a stage ahead, in
+        # each lane's own flip-flops (below): the bias add takes it from flip-flops.
         pwl_stage = search + SHARED_LEVELS + 3 * (levels - SHARED_LEVELS) + SEGMENT_READ_STAGES
-        pwl_half = reg(_half(table_shift[pwl_stage - 1]), unsigned(WIDE_BITS), "pwl_half")
+        pwl_half = _half(table_shift[pwl_stage - 1])
 
         results = []
         for lane in range(self.lanes):
@@ -277,11 +291,14 @@ class Epilogue(wiring.Component):
                 lambda value, _: _saturate(value, ACC_BITS), out_width, f"rq{lane}",
             )
             assert stage == search
-            # Search, shared levels: one compare per stage with a node of the meta read.
+            # Search, shared levels: one compare per stage with a node of the meta read, from
+            # this lane's copies of the level's nodes.
             j = Const(0, 0)
             for level in range(SHARED_LEVELS):
                 first = (1 << level) - 1
-                nodes = [shared_bp[first + i][stage] for i in range(1 << level)]
+                nodes = [lane_copy(shared_bp[first + i][stage - 1],
+                                   f"bp{first + i}_c{lane}").as_signed()
+                         for i in range(1 << level)]
                 node = nodes[0] if level == 0 else _select(nodes, j)
                 j = reg(Cat(x >= node, j), unsigned(level + 1), f"seg{lane}_l{level}")
                 x = reg(x, signed(ACC_BITS), f"x{lane}_l{level}")
@@ -305,10 +322,14 @@ class Epilogue(wiring.Component):
                 x = reg(x, signed(ACC_BITS), f"x{lane}_kb{step}")
             stage += SEGMENT_READ_STAGES
             # PWL: y = sat_out(round_shift(k * x + b, sh)); the multipliers register k and x.
+            # The table's shift and rounding half enter the lane in its own flip-flops: one
+            # register of the shift for all lanes (Yosys merged the lanes' identical ones) fed
+            # every lane's shifters, the next critical path once the search had copies.
             assert stage == pwl_stage, (stage, pwl_stage)
             y, stage = _round_mul_sat(
                 m, reg, x, k, table_shift[stage], reg(b, signed(ACC_BITS), f"b{lane}_r"), stage,
-                _saturate_to, out_width, f"pwl{lane}", half=pwl_half,
+                _saturate_to, out_width, f"pwl{lane}", half=lane_copy(pwl_half, f"half_c{lane}"),
+                copy=lane_copy,
             )
             assert stage == last, (stage, last)
             results.append(y)
@@ -358,7 +379,8 @@ def _half(shift):
     return (Const(1, WIDE_BITS) << shift) >> 1
 
 
-def _round_mul_sat(m, reg, a, mult, shift, addend, stage, saturate, out_width, name, half=None):
+def _round_mul_sat(m, reg, a, mult, shift, addend, stage, saturate, out_width, name, half=None,
+                   copy=None):
     """Six stages from ``stage``: ``saturate(round_shift(a * mult + addend, shift), width)``.
 
     ``a`` (int32) and ``mult`` (int16) are given one stage early, at ``stage - 1``: the
@@ -367,6 +389,8 @@ def _round_mul_sat(m, reg, a, mult, shift, addend, stage, saturate, out_width, n
     ``stage``. The product is two 16-bit partial products (one DSP block each) added in the next
     stage, so no stage holds more than one multiplier and one adder. Returns the result and the
     stage it is in. ``half``, if given, is ``2**(shift-1)`` at ``stage`` (else decoded here).
+    ``copy(value, name)``, if given, registers ``shift`` instead of ``reg``: a shift shared by
+    all lanes then reaches each lane's shifters from a register of the lane's own.
     """
     lo_mul = PipelinedMultiplier(SPLIT_BITS + 1, SCALE_BITS)
     hi_mul = PipelinedMultiplier(ACC_BITS - SPLIT_BITS, SCALE_BITS)
@@ -383,7 +407,10 @@ def _round_mul_sat(m, reg, a, mult, shift, addend, stage, saturate, out_width, n
     if half is None:
         half = _half(shift)
     bias = reg(addend + half, signed(WIDE_BITS), f"{name}_bias")
-    sh = reg(shift, unsigned(SHIFT_BITS), f"{name}_sh1")
+    if copy is None:
+        sh = reg(shift, unsigned(SHIFT_BITS), f"{name}_sh1")
+    else:
+        sh = copy(shift, f"{name}_sh1")
     product = reg((hi << SPLIT_BITS) + lo, signed(WIDE_BITS), f"{name}_prod")
     bias = reg(bias, signed(WIDE_BITS), f"{name}_bias2")
     sh = reg(sh, unsigned(SHIFT_BITS), f"{name}_sh2")

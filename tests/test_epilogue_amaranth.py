@@ -19,7 +19,7 @@ from hw.config import preset
 from hw.epilogue import Epilogue, OutWidth
 from hw.epilogue_unit import EpilogueUnit
 from hw.numeric import PwlTable
-from hw.segment_table import SegmentTable, TableField
+from hw.segment_table import SHARED_LEVELS, SegmentTable, TableField
 from tb.epilogue_tb import random_table
 from tests.banked_memory_bench import run_to_end
 
@@ -77,15 +77,22 @@ class TB:
         self.result_cycles: list[int] = []
         self.accept_cycles: list[int] = []
 
-    async def write_table(self, ctx, fn: int, table: PwlTable) -> None:
+    async def write_table(self, ctx, fn: int, table: PwlTable, *, meta_last=False) -> None:
         """Write ``table`` (padded to ``pwl_segments``) into function ``fn``, one field per
-        cycle, in the LOADT record order."""
+        cycle, in the LOADT record order; with ``meta_last``, the fields of the shared ``meta``
+        read last instead (the shared levels' breakpoints, then the shift)."""
         table = padded(table, self.config.pwl_segments)
         port = self.dut.table_write
         beats = [(TableField.SHIFT, 0, table.shift)]
         beats += [(TableField.BREAKPOINT, i, v) for i, v in enumerate(table.breakpoints)]
         beats += [(TableField.SLOPE, i, v) for i, v in enumerate(table.slopes)]
         beats += [(TableField.INTERCEPT, i, v) for i, v in enumerate(table.intercepts)]
+        if meta_last:
+            # Breakpoint i is at a shared level when i + 1 is a multiple of S / 2**SHARED_LEVELS.
+            step = self.config.pwl_segments >> SHARED_LEVELS
+            in_meta = [b for b in beats if b[0] == TableField.SHIFT
+                       or (b[0] == TableField.BREAKPOINT and (b[1] + 1) % step == 0)]
+            beats = [b for b in beats if b not in in_meta] + in_meta[1:] + in_meta[:1]
         for field, index, value in beats:
             ctx.set(port.payload, {"fn": fn, "field": field, "index": index, "value": value})
             ctx.set(port.valid, 1)
@@ -255,6 +262,58 @@ def test_writing_another_function_while_rows_stream():
     rows = random_rows(rng, 100, cfg.cols, [4], near=tables)
     during = {fn: random_table(rng, cfg.pwl_segments) for fn in (5, 3)}
     TB(cfg, seed=2).check(tables, rows, during=during)
+
+
+def test_rows_right_after_rewriting_their_function_use_the_new_table():
+    """A function rewritten (the shared levels' breakpoints and the shift last) and rows of it
+    handshaken from the cycle after the last write's handshake on: every result is exact with
+    the new table. The accelerator hands an EPI's rows over later still (the write fence holds
+    LOADT's token until its writes landed, and the compute unit waits for the token), so this
+    bounds how early the epilogue may read the table (the ``meta`` read, 5 cycles after a
+    row's handshake, and `SegmentTable.write_latency`)."""
+    cfg = tiny()
+    rng = np.random.default_rng(13)
+    old, new = (random_table(rng, cfg.pwl_segments) for _ in range(2))
+    fn = 6
+    rows_old = random_rows(rng, 20, cfg.cols, [fn], near={fn: old})
+    rows_new = random_rows(rng, 40, cfg.cols, [fn], near={fn: new})
+    for i, row in enumerate(rows_new):
+        row.tag = 100 + i
+    tb = TB(cfg)
+    dut = tb.dut
+    handshakes = {"write": [], "row": []}
+
+    async def monitor(ctx):
+        cycle = 0
+        while True:
+            _, _, write, row = await ctx.tick().sample(
+                dut.table_write.valid & dut.table_write.ready, dut.rows.valid & dut.rows.ready)
+            if write:
+                handshakes["write"].append(cycle)
+            if row:
+                handshakes["row"].append(cycle)
+            cycle += 1
+
+    async def driver(ctx):
+        await tb.write_table(ctx, fn, old)
+        await ctx.tick().repeat(dut.table.write_latency)
+        await tb.send_rows(ctx, rows_old)
+        # The old table's reads end before the rewrite starts (an EPI's c2l token does this).
+        await ctx.tick().repeat(dut.epilogue.latency + 5)
+        await tb.write_table(ctx, fn, new, meta_last=True)
+        await tb.send_rows(ctx, rows_new)
+
+    async def main(ctx):
+        await tb.collect(ctx, len(rows_old) + len(rows_new), max_cycles=2000)
+
+    run_to_end(dut, main, driver, monitor)
+    first_new = handshakes["row"][len(rows_old)]
+    assert first_new == handshakes["write"][-1] + 1
+    assert tb.tags == [r.tag for r in rows_old + rows_new]
+    for i, row in enumerate(rows_old):
+        assert tb.results[i] == expected(row, {fn: old}), (i, row)
+    for i, row in enumerate(rows_new):
+        assert tb.results[len(rows_old) + i] == expected(row, {fn: new}), (i, row)
 
 
 def test_loaded_bits_follow_shift_writes_and_clear():
