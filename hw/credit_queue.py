@@ -41,13 +41,13 @@ the compute unit across the die; both off by default, as the systolic array uses
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from hw.dma import StreamRing
-from hw.target import kept_flip_flop
+from hw.target import kept_register
 
 __all__ = ["CreditQueue"]
 
@@ -173,9 +173,8 @@ class CreditQueue(wiring.Component):
             # value, no reset): in the cycle after a reset `nonempty` is low, and a ring takes
             # the read into a free entry. Kept flip-flops, one per bit: Yosys would merge plain
             # ones.
-            r_next = Mux(pop, advance(r_ptr), r_ptr)
-            return Cat(*(kept_flip_flop(m, r_next[b], platform, f"{name}_b{b}")
-                         for b in range(len(r_ptr))))
+            r_next = Mux(pop, advance(r_ptr), r_ptr)[:len(r_ptr)]
+            return kept_register(m, r_next, platform, name)
 
         def write_pointer(name):
             # With slices, one per slice, so that no LUT of one slice's write-enable decode is

@@ -72,7 +72,7 @@ from hw.segment_table import (
     _log2,
     lookup_signature,
 )
-from hw.target import kept_flip_flop
+from hw.target import kept_register
 
 __all__ = ["Epilogue", "OutWidth", "epilogue_input_layout", "epilogue_output_layout"]
 
@@ -272,8 +272,7 @@ class Epilogue(wiring.Component):
         def lane_copy(value, name):
             """``value`` a stage later in kept flip-flops of one lane (Yosys would merge the
             lanes' plain registers: their inputs are the same)."""
-            return Cat(*(kept_flip_flop(m, value[b], platform, f"{name}_b{b}")
-                         for b in range(len(value))))
+            return kept_register(m, value, platform, name)
 
         # The PWL's rounding half 2**(sh-1), decoded from the shared shift a stage ahead, in
         # each lane's own flip-flops (below): the bias add takes it from flip-flops.

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from amaranth.hdl import ClockSignal, Const, Instance, Module, Signal, Value
+from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Signal, Value
 
-__all__ = ["ECP5", "GenerationTarget", "TARGETS", "dsp_primitive", "kept_flip_flop"]
+__all__ = ["ECP5", "GenerationTarget", "TARGETS", "dsp_primitive", "kept_flip_flop",
+           "kept_register"]
 
 
 @dataclass(frozen=True)
@@ -95,3 +96,18 @@ def kept_flip_flop(m: Module, d: Value, platform, name: str, domain: str = "sync
     else:
         m.d[domain] += q.eq(d)
     return q
+
+
+def kept_register(m: Module, d: Value, platform, name: str) -> Value:
+    """``d`` (any width) a cycle later, one :func:`kept_flip_flop` per bit (``name_b<k>``).
+
+    For a copy of a multi-bit register that Yosys must not merge with its twins (the same
+    input): e.g. a pointer or a shift amount per slice or lane.
+
+    Returns
+    -------
+    Value
+        The flip-flops' outputs, bit 0 first (unsigned; ``.as_signed()`` where needed).
+    """
+    d = Value.cast(d)
+    return Cat(*(kept_flip_flop(m, d[b], platform, f"{name}_b{b}") for b in range(len(d))))
