@@ -836,11 +836,12 @@ class ComputeUnit(wiring.Component):
         s1_bias = Signal(acc_row)  # the bias to add to it (0 when none)
         w_old = Signal(acc_row, name=f"s{lat + 1}_old")
         write_data = Signal(acc_row)
-        # the writes of 1 .. lat - 1 cycles ago (prev[0]: the previous cycle's)
-        prev_valid = [Signal(name=f"prev{j}_w_valid") for j in range(1, lat)]
-        prev_addr = [Signal(self._acc_bits, name=f"prev{j}_w_addr") for j in range(1, lat)]
-        prev_data = [Signal(acc_row, name=f"prev{j}_w_data") for j in range(1, lat)]
         w = lat + 1
+        # the write of this cycle (s(L+1)'s) and of 1 .. L - 1 cycles ago
+        w_valid = [s_valid[w]] + [Signal(name=f"prev{j}_w_valid") for j in range(1, lat)]
+        w_addr = [s_addr[w]] + [Signal(self._acc_bits, name=f"prev{j}_w_addr")
+                                for j in range(1, lat)]
+        w_data = [write_data] + [Signal(acc_row, name=f"prev{j}_w_data") for j in range(1, lat)]
         for i in range(1, lat + 2):
             m.d.sync += [s_valid[i].eq(s_valid[i - 1]), s_addr[i].eq(s_addr[i - 1]),
                          s_last[i].eq(s_last[i - 1])]
@@ -848,10 +849,9 @@ class ComputeUnit(wiring.Component):
             m.d.sync += s_read_old[i].eq(s_read_old[i - 1])
         for i in range(3, lat + 2):
             m.d.sync += s_pb[i].eq(s_pb[i - 1])
-        for j, (v, a, d) in enumerate(zip(prev_valid, prev_addr, prev_data, strict=True)):
-            src = ((s_valid[w], s_addr[w], write_data) if j == 0
-                   else (prev_valid[j - 1], prev_addr[j - 1], prev_data[j - 1]))
-            m.d.sync += [v.eq(src[0]), a.eq(src[1]), d.eq(src[2])]
+        for j in range(1, lat):
+            m.d.sync += [w_valid[j].eq(w_valid[j - 1]), w_addr[j].eq(w_addr[j - 1]),
+                         w_data[j].eq(w_data[j - 1])]
         # product + bias is added in s2 (a register stage that only copied it before), so
         # the result handshake's decision does not reach the adders
         m.d.sync += [s1_prod.eq(res.payload), s1_bias.eq(bias_vec), s1_add_bias.eq(add_bias)]
@@ -865,9 +865,8 @@ class ComputeUnit(wiring.Component):
         # read data is the last choice, so its path from the far block RAMs meets one
         # multiplexer level, the adder's output none.
         here = s_addr[lat - 1]
-        fwd_d = [s_valid[lat] & (s_addr[lat] == here), s_valid[w] & (s_addr[w] == here)]
-        fwd_d += [v & (a == here) for v, a in zip(prev_valid[:-1], prev_addr[:-1], strict=True)]
-        fwd_data = [write_data, *prev_data]
+        fwd_d = [s_valid[lat] & (s_addr[lat] == here)]
+        fwd_d += [v & (a == here) for v, a in zip(w_valid[:-1], w_addr[:-1], strict=True)]
         fwd_names = ["fwd_now", "fwd_prev"] + [f"fwd_prev{j}" for j in range(2, lat)]
         # `w_old` is 0 for a row that reads no old value (loaded from a copy per column of
         # the row's `read_old` in sL), so the write's add takes it straight from flip-flops.
@@ -877,7 +876,7 @@ class ComputeUnit(wiring.Component):
             read_old_c = kept_flip_flop(m, s_read_old[lat - 1], platform,
                                         f"s{lat}_read_old_c{c}")
             old = self.acc_gemm.read_data[c]
-            for sel, value in reversed(list(zip(fwd, fwd_data, strict=True))):
+            for sel, value in reversed(list(zip(fwd, w_data, strict=True))):
                 old = Mux(sel, value[c], old)
             m.d.sync += w_old[c].eq(Mux(~read_old_c, 0, old))
             m.d.comb += write_data[c].eq(s_pb[w][c] + w_old[c])
