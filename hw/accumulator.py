@@ -13,8 +13,8 @@ halves. A conflict delays the stream client, never the GEMM, and never changes d
 Every bank's granted requests go through two register stages before its block RAMs
 (:data:`REQUEST_STAGES`, :class:`hw.banked_memory.BankedMemory`): the arbiters and the
 write-data multiplexers end in flip-flops, which drive a second rank (one copy per block RAM on
-ECP5) at the RAMs' pins, so the wire from the GEMM pipeline and the stream clients across the die
-to a RAM runs from flip-flop to flip-flop, with no logic at either end. Every access is two
+ECP5) at the RAMs' pins, with no logic between the two ranks, so the placer can put the wire
+across the die there, from flip-flop to flip-flop. Every access is two
 cycles later than in the scratchpad, reads and writes alike (:data:`GEMM_READ_LATENCY`).
 
 Ports (``addr`` is ``log2(accumulator_rows)`` bits; ``ROW = ArrayLayout(signed(32), C)``):

@@ -27,12 +27,13 @@ With ``request_stages`` every bank's arbitration ends in flip-flops: the granted
 address and enable, and the granted write address, data and enable (mask), are registered, and
 those registers drive the RAM's pins (on ECP5 ``scripts/ecp5_pack_outreg.py`` gives each block
 RAM its own copy of a register that feeds several), so no arbiter or multiplexer output has to
-cross the die to a block RAM in the cycle it is formed. With two stages the first sits by the
-arbiters and the second (its per-RAM copies) by the RAMs, so the wire across the die runs from
-flip-flop to flip-flop with no logic at either end; and each element of a read client's
+cross the die to a block RAM in the cycle it is formed. With two stages no logic sits between
+the first rank (the arbiters' outputs) and the second (its per-RAM copies), so the placer can
+put the long wire there, from flip-flop to flip-flop (it decides which hop is long: on ECP5 it
+has put the first rank by the RAMs, docs/fpga.md); and each element of a read client's
 row takes its bank choice from a flip-flop of its own, so no select fans out to a whole row's
 multiplexers. Reads and writes are delayed alike, so
-what a read returns is what it returned without the stage: every write granted up to and
+what a read returns is what it returned without the stages: every write granted up to and
 including the read's own grant cycle, by any client.
 
 The read data of every bank is registered once more after the RAM, with no logic in between and
@@ -96,8 +97,8 @@ def exclusive_signature(addr_bits: int, data_shape) -> wiring.Signature:
     ``read_en``/``read_addr`` in cycle ``t`` -> ``read_data`` in ``t + L`` with
     ``L = BankedMemory.read_latency`` (2, plus ``request_stages``): the row as written by
     every write asserted up to and including ``t`` (transparent to the write in ``t``), not by
-    those in ``t + 1 .. t + L - 1``. ``write_en``/``write_addr``/``write_data`` write at the end
-    of the cycle ``t + request_stages``.
+    those in ``t + 1 .. t + L - 1``. ``write_en``/``write_addr``/``write_data`` asserted in
+    cycle ``w`` write at the end of cycle ``w + request_stages``.
     """
     return wiring.Signature({
         "read_en": Out(1),
@@ -160,8 +161,8 @@ class BankedMemory(wiring.Component):
     request_stages : int
         Register stages between every bank's arbiters and its RAM's pins (see module docs):
         every access that many cycles later, reads and writes alike. 0: the arbiters drive the
-        pins; 1: the granted requests are registered; 2: registered by the arbiters, then again
-        by the RAMs, so the hop across the die runs from flip-flop to flip-flop.
+        pins; 1: the granted requests are registered; 2: registered twice, with no logic
+        between the two ranks.
     """
 
     def __init__(self, *, depth: int, data_shape, banks: int, read_clients, write_clients,
