@@ -28,7 +28,8 @@ docs/dma.md):
   bias entry, ``3 + 2 * S - 1`` per PWL table).
 * **Store unit.** Rows leave the SRAM one a cycle (at most ``STORE_READ_AHEAD`` ahead of the W
   channel); rows of whole beats that follow each other in DRAM share one write request (up to
-  16 rows), other rows get one request each; W beats one a cycle; at most ``STORE_BURSTS`` bursts
+  16 rows; a row that cannot join is read a cycle late, after the pending request left), other
+  rows get one request each; W beats one a cycle; at most ``STORE_BURSTS`` bursts
   wait for their B response, which the DRAM gives ``write_latency`` cycles after the last W
   beat. The STORE completes with its last B response. A scratchpad bank has one read port,
   shared round robin by the STORE and the GEMM's operand and weight reads: a row read waits
@@ -705,7 +706,9 @@ def _store_transfer(m: _Machine, ins: Store, t0: int) -> int:
     Rows are read one a cycle, at most :data:`STORE_READ_AHEAD` ahead of the W channel. Rows of
     whole beats that follow each other in DRAM join one write request while a row is read in
     every cycle; the request goes when a cycle passes without one (in practice when the
-    read-ahead is full), and its W beats follow ``store_w`` cycles later. Other rows get one
+    read-ahead is full), and its W beats follow ``store_w`` cycles later; a row that cannot
+    join (not next in DRAM, or the run is full) is read a cycle later than one a cycle: the
+    unit's issue waits for the pending request to leave (hw/store_unit.py). Other rows get one
     request each, ``store_row_gap`` cycles apart on the W channel. At most
     :data:`STORE_BURSTS` bursts wait for their B response, ``write_latency`` after their last
     W beat.
@@ -765,6 +768,10 @@ def _store_transfer(m: _Machine, ins: Store, t0: int) -> int:
                     write(run[1], run[3], ready + p.store_w, range(run[0], r), 0)
                     run = None
                 ready = max(ready, w_done[r - STORE_READ_AHEAD])
+            if whole and run is not None and (a != run[2] or run[3] + row_bytes > MERGE_BYTES):
+                # the row before could not be joined: its run's request leaves before this
+                # row's read (the unit's issue waits a cycle for it)
+                ready = max(ready, t + 2)
             bank = (ins.src + u * ins.rows + i) // per  # row i of tile u
             if shared:
                 bit = 1 << bank

@@ -1,9 +1,9 @@
 """Terms of the cycle model that the RTL's counters showed were missing or wrong
 (docs/simulation.md): whole rows read across a beat boundary, rows of several beats in a merged
-run, rows of padding only, STORE reads sharing a scratchpad bank with a GEMM (both sides: the
-STORE's rows wait, the GEMM's operand stream loses cycles), and accumulator rows (LOAD writes,
-EPI reads) waiting for a GEMM's result stream in their half. Each test times a small program
-with chosen constants."""
+run, STORE rows that cannot join a run, rows of padding only, STORE reads sharing a scratchpad
+bank with a GEMM (both sides: the STORE's rows wait, the GEMM's operand stream loses cycles),
+and accumulator rows (LOAD writes, EPI reads) waiting for a GEMM's result stream in their half.
+Each test times a small program with chosen constants."""
 
 from __future__ import annotations
 
@@ -94,6 +94,22 @@ def test_accumulator_rows_of_several_beats_cost_their_beats(contiguous):
 
     per_row = (_cycles(load(256)) - _cycles(load(128))) / 128
     assert per_row == row // BEAT
+
+
+def test_store_rows_that_cannot_join_a_run_are_read_every_other_cycle():
+    # Whole-beat rows at twice their pitch: each its own write request, and the store unit
+    # issues the next row only once the pending request left. The RTL measured 2 cycles a row
+    # (STOREs of 16 / 64 / 256 such rows on default: 545 / 641 / 1025 cycles); the model
+    # read them one a cycle before (1.6 a row from 16 to 64 rows).
+    fill = [Dmacfg(slot=0, height=1, width=4096, pitch=0, pix=L, sy=0, sx=1),
+            Load(geom=0, inner=64, length=L, push_next=True),
+            Sync(target=SyncTarget.COMPUTE, pop_prev=True, push_next=True)]
+
+    def store(n):
+        return [*fill, Store(src=0, rows=n, stride=2 * L, length=L, offset=1 << 15,
+                             pop_prev=True)]
+
+    assert (_cycles(store(64)) - _cycles(store(16))) / 48 == pytest.approx(2, abs=0.05)
 
 
 def test_padding_rows_take_their_own_pipeline_latency():
