@@ -19,15 +19,17 @@ docs/dma.md):
   beats that follow each other in DRAM are merged into one read request (at most 4 KiB),
   other rows get one request each (``load_row_gap`` cycles apart); requests split into bursts
   at 4 KiB boundaries and 256 beats, a run's later bursts ``AR_BURST_GAP`` cycles apart.
-  The assembler takes a cycle per beat in (one more per row of several beats out); a row of
-  padding only needs no read but passes the descriptor queue and the assembler, and is written
-  ``load_pad_done`` cycles after its request; an accumulator row is written only once a GEMM's
-  result stream through its half has passed. LOADT reads its records in one request (BIAS)
-  or one per table (PWL) and parses one field per cycle (two per bias entry, ``3 + 2 * S - 1``
-  per PWL table).
+  The assembler takes a cycle per beat in, a row of several beats too (a row of its own
+  request that starts later in its first DRAM beat than in its first row beat costs one beat
+  out more); a row of padding only needs no read but passes the descriptor queue and the
+  assembler, and is written ``load_pad_done`` cycles after its request; an accumulator row is
+  written only once a GEMM's result stream through its half has passed. LOADT reads its
+  records in one request (BIAS) or one per table (PWL) and parses one field per cycle (two per
+  bias entry, ``3 + 2 * S - 1`` per PWL table).
 * **Store unit.** Rows leave the SRAM one a cycle (at most ``STORE_READ_AHEAD`` ahead of the W
   channel); rows of whole beats that follow each other in DRAM share one write request (up to
-  16 rows), other rows get one request each; W beats one a cycle; at most ``STORE_BURSTS`` bursts
+  16 rows; a row that cannot join is read a cycle late, after the pending request left), other
+  rows get one request each; W beats one a cycle; at most ``STORE_BURSTS`` bursts
   wait for their B response, which the DRAM gives ``write_latency`` cycles after the last W
   beat. The STORE completes with its last B response. A scratchpad bank has one read port,
   shared round robin by the STORE and the GEMM's operand and weight reads: a row read waits
@@ -549,9 +551,10 @@ def _load_transfer(m: _Machine, ins: Load, t0: int) -> int:
     and the row starts the next one (hw/load_unit.py). Other rows are one request each, a cycle
     after a pending run goes. The assembler takes ``max(beats in, beats out + 1)`` cycles per
     request row of its own (``max(beats in, beats out)`` when the row starts no later in its
-    first DRAM beat than in its first row beat) and, inside a run, one cycle per beat in plus
-    one per row of several beats out (fitted between the RTL's rates: docs/simulation.md), and
-    writes a row ``load_row_done`` after its last beat; while it is busy the R channel waits.
+    first DRAM beat than in its first row beat) and, inside a run, one cycle per beat in (a
+    row of several beats too: 4 cycles a 4-beat accumulator row on ``default``, 2 a 2-beat row
+    on ``tiny``, docs/simulation.md), and writes a row ``load_row_done`` after its last beat;
+    while it is busy the R channel waits.
     A row of padding only is written ``load_pad_done`` cycles after its request.
     """
     p, bw = m.p, m.bw
@@ -615,11 +618,11 @@ def _load_transfer(m: _Machine, ins: Load, t0: int) -> int:
             k = (k + nbytes[r]) % bw
             last_beat = (starts[r] - addr + nbytes[r] - 1 + addr % bw) // bw
             last = beat_at[min(len(beat_at) - 1, last_beat)]
-            # one cycle per beat in, one more per row of several beats out (rows of a run are
-            # whole rows: nbytes / beat beats out; an unaligned one-beat row costs its two in)
-            extra = nbytes[r] > bw
+            # one cycle per beat in: the run is one realigner transfer, and the assembler
+            # takes a beat a cycle, a row's last one too (an unaligned run's row that spans
+            # one more beat in than out costs that beat)
             last_done = done[r] = acc_free(
-                max(last_done + beats + extra, last + 1 + p.load_row_done), r)
+                max(last_done + beats, last + 1 + p.load_row_done), r)
         requested = first + rows
         run = None
 
@@ -703,7 +706,9 @@ def _store_transfer(m: _Machine, ins: Store, t0: int) -> int:
     Rows are read one a cycle, at most :data:`STORE_READ_AHEAD` ahead of the W channel. Rows of
     whole beats that follow each other in DRAM join one write request while a row is read in
     every cycle; the request goes when a cycle passes without one (in practice when the
-    read-ahead is full), and its W beats follow ``store_w`` cycles later. Other rows get one
+    read-ahead is full), and its W beats follow ``store_w`` cycles later; a row that cannot
+    join (not next in DRAM, or the run is full) is read a cycle later than one a cycle: the
+    unit's issue waits for the pending request to leave (hw/store_unit.py). Other rows get one
     request each, ``store_row_gap`` cycles apart on the W channel. At most
     :data:`STORE_BURSTS` bursts wait for their B response, ``write_latency`` after their last
     W beat.
@@ -763,6 +768,10 @@ def _store_transfer(m: _Machine, ins: Store, t0: int) -> int:
                     write(run[1], run[3], ready + p.store_w, range(run[0], r), 0)
                     run = None
                 ready = max(ready, w_done[r - STORE_READ_AHEAD])
+            if whole and run is not None and (a != run[2] or run[3] + row_bytes > MERGE_BYTES):
+                # the row before could not be joined: its run's request leaves before this
+                # row's read (the unit's issue waits a cycle for it)
+                ready = max(ready, t + 2)
             bank = (ins.src + u * ins.rows + i) // per  # row i of tile u
             if shared:
                 bit = 1 << bank

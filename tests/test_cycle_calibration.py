@@ -44,10 +44,7 @@ def _recorded(prefixes):
 
 
 #: Recorded directed programs the model is known to miss by more than 5 %, with why.
-KNOWN_MISSES = {
-    "default load acc 64": "merged 4-beat accumulator rows: the model charges beats + 1 cycles "
-                           "a row in a run, the RTL measures between that and beats (+14.6 %)",
-}
+KNOWN_MISSES: dict[str, str] = {}
 
 
 def _directed_cases():

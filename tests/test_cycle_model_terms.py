@@ -1,8 +1,9 @@
-"""Terms of the cycle model that the RTL's counters showed were missing (docs/simulation.md):
-whole rows read across a beat boundary, rows of padding only, STORE reads sharing a scratchpad
+"""Terms of the cycle model that the RTL's counters showed were missing or wrong
+(docs/simulation.md): whole rows read across a beat boundary, rows of several beats in a merged
+run, STORE rows that cannot join a run, rows of padding only, STORE reads sharing a scratchpad
 bank with a GEMM (both sides: the STORE's rows wait, the GEMM's operand stream loses cycles),
-and accumulator rows (LOAD writes, EPI reads) waiting for a GEMM's result
-stream in their half. Each test times a small program with chosen constants."""
+and accumulator rows (LOAD writes, EPI reads) waiting for a GEMM's result stream in their half.
+Each test times a small program with chosen constants."""
 
 from __future__ import annotations
 
@@ -75,6 +76,40 @@ def test_whole_rows_across_a_beat_cost_their_beats_in():
     # RTL measured 1 + (BEAT - 1) / BEAT cycles a row (the model charged one more before).
     per_row = (_cycles(_rows(L + 1, 400)) - _cycles(_rows(L + 1, 64))) / 336
     assert abs(per_row - (1 + (BEAT - 1) / BEAT)) < 0.05
+
+
+@pytest.mark.parametrize("contiguous", [True, False])
+def test_accumulator_rows_of_several_beats_cost_their_beats(contiguous):
+    # Rows of C int32 (4 beats on default), merged into runs or one request each: the RTL
+    # measured 4 cycles a row either way (LOAD of 128 / 256 rows: 673 / 1185 cycles); the model
+    # charged one more a row in a run before.
+    row = 4 * CFG.cols
+    geom = (Dmacfg(slot=1, height=1, width=4096, pitch=0, pix=row, sy=0, sx=1) if contiguous
+            else Dmacfg(slot=1, height=4095, width=row, pitch=2 * row, pix=1, sy=1, sx=0))
+
+    def load(n):
+        if contiguous:
+            return [geom, Load(geom=1, mem=MemSpace.ACC, inner=n, length=CFG.cols)]
+        return [geom, Load(geom=1, mem=MemSpace.ACC, outer=n, length=CFG.cols)]
+
+    per_row = (_cycles(load(256)) - _cycles(load(128))) / 128
+    assert per_row == row // BEAT
+
+
+def test_store_rows_that_cannot_join_a_run_are_read_every_other_cycle():
+    # Whole-beat rows at twice their pitch: each its own write request, and the store unit
+    # issues the next row only once the pending request left. The RTL measured 2 cycles a row
+    # (STOREs of 16 / 64 / 256 such rows on default: 545 / 641 / 1025 cycles); the model
+    # read them one a cycle before (1.6 a row from 16 to 64 rows).
+    fill = [Dmacfg(slot=0, height=1, width=4096, pitch=0, pix=L, sy=0, sx=1),
+            Load(geom=0, inner=64, length=L, push_next=True),
+            Sync(target=SyncTarget.COMPUTE, pop_prev=True, push_next=True)]
+
+    def store(n):
+        return [*fill, Store(src=0, rows=n, stride=2 * L, length=L, offset=1 << 15,
+                             pop_prev=True)]
+
+    assert (_cycles(store(64)) - _cycles(store(16))) / 48 == pytest.approx(2, abs=0.05)
 
 
 def test_padding_rows_take_their_own_pipeline_latency():
