@@ -126,24 +126,61 @@ def bench_golden(
     }
 
 
+#: Fewest array cycles a group of the last block's GEMM streams (``m * k_tiles`` per column tile)
+#: when :func:`tiled_gemm` splits that block: shorter groups cost more than they hide.
+TAIL_GROUP_CYCLES = 2048
+
+
+def _place(cfg: AcceleratorConfig, sizes: list[int]) -> list[int]:
+    """First scratchpad row of each region of ``sizes`` rows, in order: each starts a bank of its
+    own while the regions after it still fit, else it follows the previous one."""
+    bank = cfg.scratchpad_rows // cfg.scratchpad_banks
+    starts, at = [], 0
+    for i, n in enumerate(sizes):
+        aligned = -(-at // bank) * bank
+        if aligned + sum(sizes[i:]) <= cfg.scratchpad_rows:
+            at = aligned
+        starts.append(at)
+        at += n
+    return starts
+
+
 def tiled_gemm(cfg: AcceleratorConfig, M: int, K: int, N: int, m: int, seed: int = 0,
-               a_layout: str = "rows"):
+               a_layout: str = "rows", tail_groups: int = 8):
     """A double-buffered GEMM program ``int8(requant(A @ B))`` and its DRAM image and expectation.
 
     ``A`` (M x K, row-major in DRAM) streams through two scratchpad buffers of ``m`` rows;
-    ``B`` (K x N) stays resident; each block is one GEMM over all ``K/rows x N/cols`` weight
-    blocks, one EPI (scale 1/256, identity table) into one of two output buffers, and one STORE
-    (row-major ``M x N``). ``B`` is a constant, stored the way its LOAD reads it (as a compiler
-    stores weights): column tile ``u`` (``K x cols``) after column tile ``u - 1``, so the whole
-    of ``B`` is one contiguous run that the load unit reads in 4 KiB bursts. The tables are
-    loaded after the first block of ``A`` (a token orders them before the first EPI), so the
-    first GEMM waits for ``B`` and that block only. ``a_layout="tiles"`` stores ``A`` as its
-    ``K/rows`` column tiles (``M x rows`` each, one after the other), the layout a producing
-    STORE with ``tiles`` writes: each block's rows of a tile are then one contiguous run.
-    Returns ``(program, image, expected int8 M x N)``.
+    ``B`` (K x N) stays resident; each block of ``m`` rows of ``A`` is one GEMM over all ``K/rows
+    x N/cols`` weight blocks, one EPI (scale 1/256, identity table) into one of two output
+    buffers, and one STORE (row-major ``M x N``). ``B`` is a constant, stored the way its LOADs
+    read it (as a compiler stores weights): column tile ``u`` (``K x cols``) after column tile
+    ``u - 1``, each one contiguous run that the load unit reads in 4 KiB bursts.
+
+    The schedule keeps the array busy from the first block to the last:
+
+    * start: the first block of ``A`` loads first, then ``B`` one column tile at a time, and the
+      first block's GEMM is one GEMM per column tile, each waiting (one token) for its own tile
+      only, so the array starts after that block and one tile of ``B``, not all of ``B``; the
+      tables load after ``B`` (a token orders them before the first EPI);
+    * placement: ``B``, the operand buffers and the output buffers start scratchpad banks of
+      their own where they fit (a bank has one read port: a STORE reading the bank the next GEMM
+      streams its operands from slows that GEMM), and the two accumulator buffers lie in
+      different accumulator halves (an EPI gets its half's read port only in cycles the next
+      GEMM's read-modify-write leaves free);
+    * end: the last block's GEMM, EPI and STORE are split into up to ``tail_groups`` groups of
+      column tiles (each group's GEMM at least :data:`TAIL_GROUP_CYCLES` array cycles), in the
+      two accumulator buffers in turn (the other one is free once the previous block's EPI,
+      earlier in the compute unit's queue, has read it), so each group's EPI and STORE overlap
+      the next group's GEMM and only the last group's follow the last GEMM.
+
+    ``a_layout="tiles"`` stores ``A`` as its ``K/rows`` column tiles (``M x rows`` each, one
+    after the other), the layout a producing STORE with ``tiles`` writes: each block's rows of a
+    tile are then one contiguous run. Returns ``(program, image, expected int8 M x N)``.
     """
     if a_layout not in ("rows", "tiles"):
         raise ValueError(f"a_layout = {a_layout!r}: must be 'rows' or 'tiles'")
+    if tail_groups < 1:
+        raise ValueError(f"tail_groups = {tail_groups}: must be >= 1")
     R, C = cfg.rows, cfg.cols
     if M % m or K % R or N % C or R != C:
         raise ValueError(f"shape {M}x{K}x{N} / m={m} must tile the {R}x{C} array (rows = cols)")
@@ -176,65 +213,54 @@ def tiled_gemm(cfg: AcceleratorConfig, M: int, K: int, N: int, m: int, seed: int
     )
     img.add("identity", T_AT, encode_pwl_table(table, cfg.pwl_segments))
     img.reserve("out", O_AT, M * N)
-    sp_w, sp_a, sp_o = 0, w_rows, w_rows + 2 * a_rows
+    sp_w, sp_a, sp_o = _place(cfg, [w_rows, 2 * a_rows, 2 * o_rows])
+    acc_buf = max(o_rows, cfg.accumulator_rows // 2)  # first accumulator row of buffer 1
     prog = [
         Dmacfg(slot=0, height=nt, width=K, pitch=K * C, pix=C, sy=1, sx=1),
-        Load(geom=0, offset=B_AT, dst=sp_w, outer=nt, inner=K, length=C),
         a_geom,
     ]
-    tables = [
-        Loadt(kind=TableKind.BIAS, dst=0, count=nt * C, offset=E_AT),
-        Loadt(kind=TableKind.PWL, dst=0, count=1, offset=T_AT, push_next=True),
-    ]
     for i in range(blocks):
-        buf = i % 2
-        prog += [
-            Load(
-                geom=1,
-                offset=A_AT,
-                dst=sp_a + buf * a_rows,
-                outer=kt,
-                inner=m,
-                x0=i * m,
-                length=R,
-                pop_next=i >= 2,
-                push_next=True,
-            ),
-            *(tables if i == 0 else ()),
-            Gemm(
-                w=sp_w,
-                a=sp_a + buf * a_rows,
-                acc=buf * o_rows,
-                m=m,
-                k_tiles=kt,
-                n_tiles=nt,
-                pop_prev=True,
-                push_prev=True,
-            ),
-            Epi(
-                src=buf * o_rows,
-                dst=sp_o + buf * o_rows,
-                dest=EpiDest.SPAD,
-                m=m,
-                n_tiles=nt,
-                pop_prev=i == 0,
-                pop_next=i >= 2,
-                push_next=True,
-            ),
-            Store(
-                src=sp_o + buf * o_rows,
-                rows=m,
-                tiles=nt,
-                offset=O_AT + i * m * N,
-                stride=N,
-                length=C,
-                pop_prev=True,
-                push_prev=True,
-            ),
-        ]
+        buf, last = i % 2, i == blocks - 1
+        sa, so = sp_a + buf * a_rows, sp_o + buf * o_rows
+        # column tiles per group: each group's GEMM streams at least TAIL_GROUP_CYCLES
+        g = max(-(-nt // tail_groups), -(-TAIL_GROUP_CYCLES // (m * kt))) if last else nt
+        starts = range(0, nt, g)
+
+        def acc(u, buf=buf, g=g):  # accumulator row of the block's column tile u
+            return (buf + u // g) % 2 * acc_buf + u * m
+
+        load_a = Load(geom=1, offset=A_AT, dst=sa, outer=kt, inner=m, x0=i * m, length=R,
+                      pop_next=i >= 2, push_next=i > 0)
+        if i == 0:
+            prog.append(load_a)
+            for u in range(nt):
+                prog += [
+                    Load(geom=0, offset=B_AT, dst=sp_w + u * K, outer=1, inner=K, y0=u,
+                         length=C, push_next=True),
+                    Gemm(w=sp_w + u * K, a=sa, acc=acc(u), m=m, k_tiles=kt, n_tiles=1,
+                         pop_prev=True, push_prev=u == nt - 1),
+                ]
+            prog += [
+                Loadt(kind=TableKind.BIAS, dst=0, count=nt * C, offset=E_AT),
+                Loadt(kind=TableKind.PWL, dst=0, count=1, offset=T_AT, push_next=True),
+            ]
+        else:
+            prog.append(load_a)
+        for u0 in starts:
+            n, first, final = min(g, nt - u0), u0 == 0, u0 == starts[-1]
+            if i > 0:
+                prog.append(Gemm(w=sp_w + u0 * K, a=sa, acc=acc(u0), m=m, k_tiles=kt, n_tiles=n,
+                                 pop_prev=first, push_prev=final))
+            prog += [
+                Epi(src=acc(u0), dst=so + u0 * m, dest=EpiDest.SPAD, m=m, n_tiles=n,
+                    scale=u0 * C, pop_prev=i == 0 and first, pop_next=i >= 2 and first,
+                    push_next=True),
+                Store(src=so + u0 * m, rows=m, tiles=n, offset=O_AT + i * m * N + u0 * C,
+                      stride=N, length=C, pop_prev=True, push_prev=final),
+            ]
     prog.append(Halt())
-    acc = a.astype(np.int64) @ b.astype(np.int64)
-    expected = numeric.epilogue(acc, mult, shift, table, 8).astype(np.int8)
+    out = a.astype(np.int64) @ b.astype(np.int64)
+    expected = numeric.epilogue(out, mult, shift, table, 8).astype(np.int8)
     return Program(prog), img, expected
 
 
