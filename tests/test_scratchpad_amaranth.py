@@ -234,3 +234,61 @@ def test_a_read_sees_every_write_granted_up_to_its_own_grant(request_stages):
     assert got["r_granted"] == [1, 1, 1]
     assert got["x"] == [10, 20, 20], got
     assert got["r"] == [11, 21, 21], got
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_accumulator_writers_contending_for_a_bank_write_whole_rows(seed):
+    """The GEMM port, the EPI and the load unit write the same two banks at random (each its
+    own rows, each row several times): every element of every row ends as its writer's last
+    write, through the two request stages (an element that took another grant than its row's
+    would show as a row mixing two writers' data)."""
+    rng = random.Random(seed)
+    dut = Accumulator(CFG)
+    cols = CFG.cols
+    owner = {"epi_write": (0, 1, 2, 8, 9, 10), "load_write": (3, 4, 5, 11, 12, 13),
+             "gemm": (6, 7, 14, 15)}
+    expected, done, got = {}, set(), {}
+
+    def row_value():
+        return [rng.randrange(-2**31, 2**31) for _ in range(cols)]
+
+    def sender(name):
+        writes = [(r, row_value()) for r in rng.choices(owner[name], k=40)]
+        for r, v in writes:
+            expected[r] = v
+
+        async def bench(ctx):
+            await send(ctx, getattr(dut, name), [{"addr": r, "data": v} for r, v in writes],
+                       rng, gap=0.3)
+            done.add(name)
+        return bench
+
+    @finishing
+    async def main(ctx):
+        g = dut.gemm
+        while len(done) < 2:
+            en = rng.random() < 0.5
+            r, v = rng.choice(owner["gemm"]), row_value()
+            if en:
+                expected[r] = v
+            ctx.set(g.write_en, en)
+            ctx.set(g.write_addr, r)
+            ctx.set(g.write_data, v)
+            await ctx.tick()
+        ctx.set(g.write_en, 0)
+        port = dut.store
+        ctx.set(port.resp.ready, 1)
+        for r in sorted(expected):
+            ctx.set(port.req.payload, {"addr": r})
+            ctx.set(port.req.valid, 1)
+            await ctx.tick().until(port.req.ready)
+            ctx.set(port.req.valid, 0)
+            while True:
+                _, _, rv, rp = await ctx.tick().sample(port.resp.valid, port.resp.payload)
+                if rv:
+                    got[r] = as_list(rp.data)
+                    break
+
+    run(dut, main, sender("epi_write"), sender("load_write"), deadline=2000)
+    assert len(expected) == 16
+    assert got == expected
