@@ -344,6 +344,17 @@ def routing_netlist(work: Path, args) -> str:
     return name
 
 
+def place_and_route_in_parallel(work: Path, seeds, jobs: int, freq_mhz: float, router: str,
+                                niceness: int, **options) -> dict[int, dict]:
+    """:func:`place_and_route` once per seed of ``seeds`` (the other arguments as its own),
+    ``jobs`` runs at a time; reports by seed."""
+    def one(seed: int) -> dict:
+        return place_and_route(work, freq_mhz, seed, router, niceness, **options)
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        return dict(zip(seeds, pool.map(one, seeds), strict=True))
+
+
 def place_and_route_seeds(work: Path, args) -> dict[int, dict]:
     """nextpnr once per seed of ``args.seeds``, ``args.jobs`` runs at a time; reports by seed."""
     flags = tuple(shlex.split(args.pnr_flags))
@@ -378,13 +389,10 @@ def place_and_route_seeds(work: Path, args) -> dict[int, dict]:
             + ["settings"] * bool(args.pnr_setting) + [args.tag] * bool(args.tag)) + ".json"
         (work / netlist).write_text(json.dumps(design))
 
-    def one(seed: int) -> dict:
-        return place_and_route(work, args.freq, seed, args.router, args.pnr_niceness,
-                               route=not args.no_route, pnr_flags=flags, netlist=netlist,
-                               tag=args.tag, timeout_minutes=args.pnr_timeout)
-
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        return dict(zip(args.seeds, pool.map(one, args.seeds), strict=True))
+    return place_and_route_in_parallel(
+        work, args.seeds, args.jobs, args.freq, args.router, args.pnr_niceness,
+        route=not args.no_route, pnr_flags=flags, netlist=netlist,
+        tag=args.tag, timeout_minutes=args.pnr_timeout)
 
 
 def run_top(config, top: str, args) -> dict:

@@ -23,7 +23,6 @@ import json
 import shlex
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -47,7 +46,7 @@ from scripts.synth_ecp5 import (  # noqa: E402
     _positive_minutes,
     _version,
     pack_outreg_in_place,
-    place_and_route,
+    place_and_route_in_parallel,
     summarise,
     synthesise,
 )
@@ -102,14 +101,10 @@ def main(argv: list[str] | None = None) -> int:
         cells = synthesise(verilog.resolve(), work, top=top)
         pack_outreg_in_place(work, cells)
         t_synth = time.monotonic() - start
-        flags = tuple(shlex.split(args.pnr_flags))
-
-        def one(seed: int) -> dict:
-            return place_and_route(work, args.freq, seed, args.router, args.pnr_niceness,
-                                   pnr_flags=flags, timeout_minutes=args.pnr_timeout)
-
-        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-            reports = dict(zip(args.seeds, pool.map(one, args.seeds), strict=True))
+        reports = place_and_route_in_parallel(
+            work, args.seeds, args.jobs, args.freq, args.router, args.pnr_niceness,
+            pnr_flags=tuple(shlex.split(args.pnr_flags)),
+            timeout_minutes=args.pnr_timeout)
         t_pnr = time.monotonic() - start - t_synth
         figures = summarise(cells, reports)
     except NmxError as e:

@@ -768,9 +768,11 @@ def _store_transfer(m: _Machine, ins: Store, t0: int) -> int:
                     write(run[1], run[3], ready + p.store_w, range(run[0], r), 0)
                     run = None
                 ready = max(ready, w_done[r - STORE_READ_AHEAD])
-            if whole and run is not None and (a != run[2] or run[3] + row_bytes > MERGE_BYTES):
-                # the row before could not be joined: its run's request leaves before this
-                # row's read (the unit's issue waits a cycle for it)
+            # this row continues the open run in DRAM and the run has room for it
+            fits = run is not None and a == run[2] and run[3] + row_bytes <= MERGE_BYTES
+            if whole and run is not None and not fits:
+                # the row cannot join: the run's request leaves before this row's read (the
+                # unit's issue waits a cycle for it)
                 ready = max(ready, t + 2)
             bank = (ins.src + u * ins.rows + i) // per  # row i of tile u
             if shared:
@@ -788,9 +790,7 @@ def _store_transfer(m: _Machine, ins: Store, t0: int) -> int:
                 m.store_read(bank, ready)
                 mine.setdefault(bank, []).append(ready)
             if whole:
-                joins = (run is not None and ready == t + 1 and a == run[2]
-                         and run[3] + row_bytes <= MERGE_BYTES)
-                if not joins:
+                if not (fits and ready == t + 1):
                     if run is not None:
                         write(run[1], run[3], t + 1 + p.store_w, range(run[0], r), 0)
                     run = [r, a, a, 0]
